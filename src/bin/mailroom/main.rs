@@ -1,0 +1,95 @@
+//! The `mailroom` binary: parses the command line, sets up logging, runs one subcommand and turns
+//! its result into an exit code. Every subcommand lives in `commands/<name>.rs` and only wires
+//! library modules together.
+//!
+//! Exit codes: 0 success, 1 finished with problems (invalid contacts, failures), 2 error (the job
+//! could not be done at all), 130 interrupted.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Send newsletter campaigns from a terminal and know what happened to every message.
+#[derive(Debug, Parser)]
+#[command(name = "mailroom", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v info, -vv debug); MAILROOM_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a working example campaign folder.
+    Init(commands::init::Args),
+    /// Validate a campaign (config, contacts, templates) without sending anything.
+    Check(commands::check::Args),
+    /// Print messages exactly as they would be sent.
+    Preview(commands::preview::Args),
+    /// Send a campaign through the configured relay, exactly once per recipient.
+    Send(commands::send::Args),
+    /// Print a campaign's numbers from the ledger.
+    Report(commands::report::Args),
+    /// Live deliverability dashboard over the ledger.
+    Dashboard(commands::dashboard::Args),
+    /// Run the embedded SMTP test server.
+    Sandbox(commands::sandbox::Args),
+    /// Run the whole flow against the embedded sandbox, with no account anywhere.
+    Demo(commands::demo::Args),
+    /// Parse and import bounces and complaints.
+    Bounces(commands::bounces::Args),
+    /// Manage the suppression list shared by all campaigns.
+    Suppress(commands::suppress::Args),
+    /// Probe an SMTP server's ports, TLS and AUTH, and say which to use.
+    Doctor(commands::doctor::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    // One rustls crypto provider for the whole process (see notes on aws-lc vs ring): installing
+    // it twice is harmless, so the result is ignored.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+
+    let result = match cli.command {
+        Command::Init(args) => commands::init::run(args),
+        Command::Check(args) => commands::check::run(args),
+        Command::Preview(args) => commands::preview::run(args),
+        Command::Send(args) => commands::send::run(args),
+        Command::Report(args) => commands::report::run(args),
+        Command::Dashboard(args) => commands::dashboard::run(args),
+        Command::Sandbox(args) => commands::sandbox::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Bounces(args) => commands::bounces::run(args),
+        Command::Suppress(args) => commands::suppress::run(args),
+        Command::Doctor(args) => commands::doctor::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mailroom: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs go to stderr so that stdout stays clean for reports and JSON.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILROOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

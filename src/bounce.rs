@@ -1,0 +1,1 @@
+//! (module `bounce`: not written yet)

@@ -1,0 +1,1 @@
+//! (module `campaign`: not written yet)

@@ -1,0 +1,1 @@
+//! (module `doctor`: not written yet)

@@ -1,0 +1,1 @@
+//! (module `pipeline`: not written yet)

@@ -1,0 +1,1 @@
+//! (module `report`: not written yet)

@@ -1,0 +1,1 @@
+//! (module `sandbox`: not written yet)

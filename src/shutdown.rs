@@ -1,0 +1,1 @@
+//! (module `shutdown`: not written yet)

@@ -1,0 +1,1 @@
+//! (module `store`: not written yet)

@@ -1,0 +1,1 @@
+//! (module `transport`: not written yet)

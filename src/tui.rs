@@ -1,0 +1,1 @@
+//! (module `tui`: not written yet)
