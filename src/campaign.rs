@@ -183,6 +183,12 @@ pub fn recipient_token(campaign_name: &str, email: &str) -> String {
         .collect()
 }
 
+/// Normalises an address the way contacts are normalised (domain lower-cased, IDN domain as
+/// punycode, local part kept); `Err` holds the reason it is invalid.
+pub fn normalize_address(raw: &str) -> Result<String, String> {
+    address::normalize(raw)
+}
+
 /// A loaded, validated campaign. Cheap to share by reference across threads.
 pub struct Campaign {
     root: PathBuf,

@@ -126,7 +126,7 @@ impl Campaign {
         let mut b = lettre::Message::builder()
             .from(self.from.clone())
             .to(Mailbox::new(contact.name.clone(), to_addr))
-            .subject(subject)
+            .raw_header(header_value("Subject", subject))
             .date(date)
             .message_id(Some(format!("<{message_id}>")));
         if let Some(r) = &self.reply_to {
@@ -135,7 +135,7 @@ impl Campaign {
         for (header, template) in &self.names.headers {
             let value = self.render_plain(template, &ctx, contact)?;
             self.header_safe(contact, &format!("header {header}"), &value)?;
-            b = b.raw_header(HeaderValue::new(header.clone(), value));
+            b = b.raw_header(encode_header(header.clone(), value));
         }
         if let Some(v) = list_unsubscribe {
             b = b
@@ -199,6 +199,17 @@ impl Campaign {
                 format!("line {}: cannot build the message: {e}", contact.line),
             )
         })?;
+        let bytes = message.formatted();
+        if let Some(len) = longest_line(&bytes).filter(|l| *l > MAX_LINE) {
+            // lettre folds only at spaces; anything it could not fold is refused, never sent.
+            return Err(self.row_error(
+                contact,
+                format!(
+                    "line {}: the message would contain a line of {len} octets (the limit is {MAX_LINE}); shorten the longest value without spaces",
+                    contact.line
+                ),
+            ));
+        }
         let envelope_from = match &self.config().bounces.return_path {
             Some(rp) => rp.replace("{token}", &token),
             None => self.from.email.to_string(),
@@ -208,9 +219,58 @@ impl Campaign {
             envelope_to: contact.email.clone(),
             message_id,
             token,
-            bytes: message.formatted(),
+            bytes,
         })
     }
+}
+
+/// RFC 5322 §2.1.1: at most 998 octets per line, excluding CRLF.
+const MAX_LINE: usize = 998;
+
+/// Length of the longest line of `bytes`, without its CRLF.
+fn longest_line(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len())
+        .max()
+}
+
+fn header_value(name: &'static str, value: String) -> HeaderValue {
+    encode_header(HeaderName::new_from_ascii_str(name), value)
+}
+
+/// lettre encodes only non-ASCII words and folds only at spaces, so a long ASCII word would
+/// produce an over-long line. Such values are written as a run of RFC 2047 base64
+/// encoded-words (each ≤ 75 chars, split on char boundaries) that decoders join losslessly.
+fn encode_header(name: HeaderName, value: String) -> HeaderValue {
+    // 76 keeps every folded line far below 998 even after the header name.
+    if value.split_ascii_whitespace().all(|w| w.len() <= 76) {
+        return HeaderValue::new(name, value);
+    }
+    use base64::Engine as _;
+    // 45 input bytes → 60 base64 chars + 12 of `=?utf-8?b?…?=` = 72 ≤ 75 (RFC 2047 §2).
+    const CHUNK: usize = 45;
+    let mut encoded = String::with_capacity(value.len() * 2);
+    let mut chunk = String::with_capacity(CHUNK);
+    let push = |chunk: &str, encoded: &mut String| {
+        if !encoded.is_empty() {
+            encoded.push_str("\r\n ");
+        }
+        encoded.push_str("=?utf-8?b?");
+        encoded.push_str(&base64::engine::general_purpose::STANDARD.encode(chunk));
+        encoded.push_str("?=");
+    };
+    for c in value.chars() {
+        if chunk.len() + c.len_utf8() > CHUNK {
+            push(&chunk, &mut encoded);
+            chunk.clear();
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        push(&chunk, &mut encoded);
+    }
+    HeaderValue::dangerous_new_pre_encoded(name, value, encoded)
 }
 
 /// Which templates make up the body.

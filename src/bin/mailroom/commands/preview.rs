@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use mailroom::campaign::{Campaign, ContactEntry};
+use mailroom::campaign::{Campaign, ContactEntry, normalize_address};
 
 /// Arguments of `mailroom preview`.
 #[derive(Debug, clap::Args)]
@@ -35,7 +35,14 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let campaign = Campaign::load(&args.campaign)
         .with_context(|| format!("cannot preview the campaign {}", args.campaign.display()))?;
-    let want_to = args.to.as_deref().map(|t| t.trim().to_lowercase());
+    let want_to = match args.to.as_deref() {
+        Some(t) => Some(
+            normalize_address(t)
+                .map_err(|reason| anyhow::anyhow!("--to {t:?} is not a valid address: {reason}"))?
+                .to_lowercase(),
+        ),
+        None => None,
+    };
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
