@@ -326,17 +326,21 @@ struct Shared {
 }
 
 impl Shared {
+    /// Ends the run now: workers finish the transaction in hand and skip the rest.
     fn stop(&self, end: End) {
-        {
-            let mut slot = self
-                .end
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if slot.is_none() {
-                *slot = Some(end);
-            }
-        }
+        self.set_end(end);
         self.halt.trigger();
+    }
+
+    /// Records why the run ends without halting: what is already queued still goes out.
+    fn set_end(&self, end: End) {
+        let mut slot = self
+            .end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(end);
+        }
     }
 
     fn event(&self, email: &str, outcome: &'static str, detail: String) {
@@ -535,11 +539,11 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             for row in page {
                 after = row.id;
                 if budget == Some(0) {
-                    shared.stop(End::Limit);
+                    shared.set_end(End::Limit);
                     break 'passes;
                 }
                 if daily_left == Some(0) {
-                    shared.stop(End::DailyCap);
+                    shared.set_end(End::DailyCap);
                     break 'passes;
                 }
                 let job = match build_job(render.as_ref(), row) {
