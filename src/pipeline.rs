@@ -69,6 +69,8 @@ pub enum Error {
     },
     #[error("a ledger task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    Contacts(String),
 }
 
 /// How a run is paced and bounded.
@@ -234,7 +236,7 @@ pub struct Prepared {
 ///
 /// # Errors
 /// When the ledger cannot be opened or written.
-pub fn prepare<I>(
+pub fn prepare<I, E>(
     path: &Path,
     campaign: &str,
     contacts: I,
@@ -242,7 +244,8 @@ pub fn prepare<I>(
     security: &str,
 ) -> Result<Prepared, Error>
 where
-    I: IntoIterator<Item = store::NewRecipient>,
+    I: IntoIterator<Item = Result<store::NewRecipient, E>>,
+    E: std::fmt::Display,
 {
     let sql = |source| Error::Sql {
         path: path.to_owned(),
@@ -250,7 +253,10 @@ where
     };
     let mut conn = store::open(path)?;
     let campaign_id = ledger::ensure_campaign(&conn, campaign).map_err(sql)?;
-    let imported = ledger::import(&mut conn, campaign_id, contacts).map_err(sql)?;
+    let imported = ledger::import(&mut conn, campaign_id, contacts).map_err(|e| match e {
+        ledger::ImportError::Sqlite(source) => sql(source),
+        ledger::ImportError::Source(e) => Error::Contacts(e.to_string()),
+    })?;
     let recovered = ledger::recover_interrupted(&mut conn, campaign_id).map_err(sql)?;
     let run_id = ledger::start_run(&conn, campaign_id, host, security).map_err(sql)?;
     Ok(Prepared {

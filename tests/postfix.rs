@@ -121,7 +121,14 @@ fn contact(i: usize, email: String, marker: &str) -> NewRecipient {
 }
 
 async fn send(path: &Path, campaign: &str, people: Vec<NewRecipient>, s: Settings) -> Summary {
-    let prepared = pipeline::prepare(path, campaign, people, &s.host, s.security.as_str()).unwrap();
+    let prepared = pipeline::prepare(
+        path,
+        campaign,
+        people.into_iter().map(Ok::<_, String>),
+        &s.host,
+        s.security.as_str(),
+    )
+    .unwrap();
     let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
     let transport = Transport::new(s).await.unwrap();
     let summary = pipeline::run(Run {

@@ -64,7 +64,14 @@ async fn send(
     options: Options,
     shutdown: Shutdown,
 ) -> Summary {
-    let prepared = pipeline::prepare(path, "spring", people, &settings.host, "none").unwrap();
+    let prepared = pipeline::prepare(
+        path,
+        "spring",
+        people.into_iter().map(Ok::<_, String>),
+        &settings.host,
+        "none",
+    )
+    .unwrap();
     let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
     let transport = Transport::new(settings).await.unwrap();
     let summary = pipeline::run(Run {
@@ -305,8 +312,14 @@ async fn a_refused_sender_pauses_and_leaves_everyone_untouched() {
     let server = Server::start(ServerOptions::default()).await;
     let l = ledger();
     let locals = numbered("d", 5);
-    let prepared =
-        pipeline::prepare(&l.path, "spring", people(&locals), "127.0.0.1", "none").unwrap();
+    let prepared = pipeline::prepare(
+        &l.path,
+        "spring",
+        people(&locals).into_iter().map(Ok::<_, String>),
+        "127.0.0.1",
+        "none",
+    )
+    .unwrap();
     let (writer, thread) = Writer::spawn(prepared.conn, l.path.clone()).unwrap();
     let transport = Transport::new(settings(server.addr.port())).await.unwrap();
     let summary = pipeline::run(Run {

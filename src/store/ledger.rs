@@ -119,10 +119,15 @@ pub fn ensure_campaign(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
 }
 
 /// Inserts every new recipient in one transaction; rows already in the ledger (same campaign and
-/// address) are left exactly as they are, so re-running an import is a no-op.
-pub fn import<I>(conn: &mut Connection, campaign_id: i64, rows: I) -> rusqlite::Result<ImportCount>
+/// address) are left exactly as they are, so re-running an import is a no-op. The first `Err`
+/// from `rows` rolls the whole import back and is returned.
+pub fn import<I, E>(
+    conn: &mut Connection,
+    campaign_id: i64,
+    rows: I,
+) -> Result<ImportCount, ImportError<E>>
 where
-    I: IntoIterator<Item = NewRecipient>,
+    I: IntoIterator<Item = Result<NewRecipient, E>>,
 {
     let tx = conn.transaction()?;
     let mut count = ImportCount::default();
@@ -133,6 +138,7 @@ where
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, 'pending')",
         )?;
         for row in rows {
+            let row = row.map_err(ImportError::Source)?;
             let line = i64::try_from(row.line).unwrap_or(i64::MAX);
             let changed = insert.execute(params![
                 campaign_id,
@@ -152,6 +158,19 @@ where
     }
     tx.commit()?;
     Ok(count)
+}
+
+/// Why an import failed: the ledger, or the source of the rows.
+#[derive(Debug)]
+pub enum ImportError<E> {
+    Sqlite(rusqlite::Error),
+    Source(E),
+}
+
+impl<E> From<rusqlite::Error> for ImportError<E> {
+    fn from(e: rusqlite::Error) -> Self {
+        ImportError::Sqlite(e)
+    }
 }
 
 /// Crash recovery: rows left `sending` by a run that did not finish cannot be known to have been
@@ -457,6 +476,10 @@ mod tests {
         }
     }
 
+    fn ok(i: u32) -> Result<NewRecipient, ()> {
+        Ok(contact(i))
+    }
+
     fn state_of(conn: &Connection, id: i64) -> String {
         conn.query_row("SELECT state FROM recipients WHERE id = ?1", [id], |r| {
             r.get(0)
@@ -467,9 +490,9 @@ mod tests {
     #[test]
     fn import_is_idempotent() {
         let (_d, mut conn, c) = ledger();
-        let first = import(&mut conn, c, (0..5).map(contact)).unwrap();
+        let first = import(&mut conn, c, (0..5).map(ok)).unwrap();
         assert_eq!(first.inserted, 5);
-        let again = import(&mut conn, c, (0..7).map(contact)).unwrap();
+        let again = import(&mut conn, c, (0..7).map(ok)).unwrap();
         assert_eq!(
             again,
             ImportCount {
@@ -483,7 +506,7 @@ mod tests {
     #[test]
     fn a_row_is_claimed_once_and_release_restores_previous_state() {
         let (_d, mut conn, c) = ledger();
-        import(&mut conn, c, (0..2).map(contact)).unwrap();
+        import(&mut conn, c, (0..2).map(ok)).unwrap();
         let run = start_run(&conn, c, "localhost", "none").unwrap();
         let due = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
         assert_eq!(due.len(), 2);
@@ -518,7 +541,7 @@ mod tests {
     #[test]
     fn deferred_rows_wait_for_retry_time_and_unknown_needs_opt_in() {
         let (_d, mut conn, c) = ledger();
-        import(&mut conn, c, (0..2).map(contact)).unwrap();
+        import(&mut conn, c, (0..2).map(ok)).unwrap();
         let run = start_run(&conn, c, "h", "none").unwrap();
         let due = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
         for (row, state) in due
@@ -565,7 +588,7 @@ mod tests {
     #[test]
     fn suppressed_address_is_never_claimed() {
         let (_d, mut conn, c) = ledger();
-        import(&mut conn, c, (0..1).map(contact)).unwrap();
+        import(&mut conn, c, (0..1).map(ok)).unwrap();
         conn.execute(
             "INSERT INTO suppressions (email, reason, source, created_at)
              VALUES ('user0@example.test', 'complaint', 'test', 0)",
@@ -588,7 +611,7 @@ mod tests {
     #[test]
     fn recovery_turns_sending_into_unknown_with_evidence() {
         let (_d, mut conn, c) = ledger();
-        import(&mut conn, c, (0..3).map(contact)).unwrap();
+        import(&mut conn, c, (0..3).map(ok)).unwrap();
         let run = start_run(&conn, c, "h", "none").unwrap();
         let due = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
         for row in &due[..2] {

@@ -281,13 +281,15 @@ mod tests {
         ledger::import(
             &mut conn,
             c,
-            (0..50).map(|i| NewRecipient {
-                email: format!("u{i}@x.test"),
-                domain: "x.test".into(),
-                name: None,
-                line: i + 2,
-                token: format!("t{i}"),
-                fields: "{}".into(),
+            (0..50).map(|i| {
+                Ok::<_, ()>(NewRecipient {
+                    email: format!("u{i}@x.test"),
+                    domain: "x.test".into(),
+                    name: None,
+                    line: i + 2,
+                    token: format!("t{i}"),
+                    fields: "{}".into(),
+                })
             }),
         )
         .unwrap();
