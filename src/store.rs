@@ -14,8 +14,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 /// The schema, in order. Never edit a file that has landed; append a new one.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("store/migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("store/migrations/0001_init.sql")),
+    (
+        "0004_report",
+        include_str!("store/migrations/0004_report.sql"),
+    ),
+];
 
 /// How long a connection waits for another process's write lock before giving up. Readers never
 /// block in WAL mode; this covers two writers (e.g. `bounces import` during a `send`).
