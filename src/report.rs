@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-pub use format::{write_csv, write_json, write_markdown, write_text};
+pub use format::{dense_series, write_csv, write_json, write_markdown, write_text};
 pub use html::write_html;
 
 use crate::model::DeliveryState;

@@ -178,7 +178,7 @@ fn write_series_text(series: &[MinutePoint], out: &mut dyn Write) -> io::Result<
 }
 
 /// The last `width` minutes ending at the series' last minute, with zeros for idle minutes.
-pub(crate) fn dense_series(series: &[MinutePoint], width: usize) -> Vec<u64> {
+pub fn dense_series(series: &[MinutePoint], width: usize) -> Vec<u64> {
     let Some(last) = series.last() else {
         return Vec::new();
     };
