@@ -817,7 +817,7 @@ impl DomainRow {
 }
 
 /// Where a reason was seen: an SMTP reply during the send, or feedback that came back later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Attempt,

@@ -147,7 +147,7 @@ pub fn fetch(
         },
     };
     match snapshot(&ledger, campaign, focus) {
-        Ok(snapshot) => (Some(ledger), Status::Ready(snapshot)),
+        Ok(snapshot) => (Some(ledger), Status::Ready(Box::new(snapshot))),
         Err(e) => (None, Status::Failed(error_text(&e))),
     }
 }

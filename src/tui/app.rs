@@ -41,7 +41,7 @@ pub enum Status {
     Missing,
     /// Reading failed; the message says why (a refresh retries).
     Failed(String),
-    Ready(Snapshot),
+    Ready(Box<Snapshot>),
 }
 
 /// The panes Tab moves between.
@@ -543,12 +543,12 @@ mod tests {
             }],
         };
         let mut app = App::new("l.db".into(), None, Thresholds::default());
-        app.apply(Status::Ready(Snapshot {
+        app.apply(Status::Ready(Box::new(Snapshot {
             taken_at: 0,
             campaigns: vec![summary("news"), summary("older")],
             report: Some(report),
             drill: None,
-        }));
+        })));
         app
     }
 

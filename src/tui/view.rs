@@ -124,7 +124,7 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
 
 fn render_campaign(app: &App, report: &CampaignReport, frame: &mut Frame, area: Rect) {
     let wide = area.width >= 120 && area.height >= 34;
-    let top_height = if wide { 9 } else { 8 };
+    let top_height = if area.height >= 20 { 9 } else { 8 };
     let [top, spark, bottom] = Layout::vertical([
         Constraint::Length(top_height),
         Constraint::Length(if area.height >= 20 { 3 } else { 0 }),
@@ -208,42 +208,56 @@ fn render_campaigns(app: &App, frame: &mut Frame, area: Rect) {
 
 fn render_funnel(report: &CampaignReport, frame: &mut Frame, area: Rect) {
     let t = &report.totals;
-    let pct = |n: u64| {
-        if t.recipients == 0 {
-            String::new()
-        } else {
-            format!("{:>6}", format_rate(Some(n as f64 / t.recipients as f64)))
+    // Label, count and (when there is room) share of recipients, fitted to the pane.
+    let inner = area.width.saturating_sub(2) as usize;
+    let show_pct = inner >= 36 && t.recipients > 0;
+    let number = 8;
+    let label_width = inner
+        .saturating_sub(number + if show_pct { 7 } else { 0 })
+        .min(22);
+    let row = |label: &str, n: u64, style: Style| {
+        let mut spans = vec![
+            Span::styled(
+                format!("{:<label_width$}", truncate(label, label_width)),
+                style,
+            ),
+            Span::styled(format!("{n:>number$}"), style),
+        ];
+        if show_pct {
+            spans.push(Span::raw(format!(
+                " {:>6}",
+                format_rate(Some(n as f64 / t.recipients as f64))
+            )));
         }
-    };
-    let row = |label: &'static str, n: u64, style: Style| {
-        Line::from(vec![
-            Span::styled(format!("{label:<22}"), style),
-            Span::styled(format!("{n:>8}"), style),
-            Span::raw(pct(n)),
-        ])
+        Line::from(spans)
     };
     let rejected = t.bounced_hard + t.bounced_soft + t.failed + t.complained;
     let lines = vec![
         row("Recipients", t.recipients, Style::new().bold()),
-        row(
-            "├ accepted by relay",
-            t.relay_accepted,
-            Style::new().green(),
-        ),
+        row("├ relay accepted", t.relay_accepted, Style::new().green()),
         row("│ └ bounced later", t.bounced_later(), Style::new().red()),
         row("├ pending/sending", t.pending + t.sending, Style::new()),
         row("├ deferred", t.deferred, Style::new().yellow()),
         row("├ unknown", t.unknown, Style::new().magenta()),
-        Line::from(format!(
-            "└ bounced/failed {rejected}, suppressed {}",
-            t.suppressed
-        ))
+        Line::from(if inner >= 36 {
+            format!("└ bounced/failed {rejected}, suppressed {}", t.suppressed)
+        } else {
+            format!("└ bnc/fail {rejected} · supp {}", t.suppressed)
+        })
         .dark_gray(),
     ];
     frame.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(" Funnel ").dark_gray().reset()),
+        Paragraph::new(lines).block(Block::bordered().title(" Funnel ")),
         area,
     );
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        text.chars().take(width).collect()
+    }
 }
 
 fn level_colour(level: Level) -> Color {
@@ -261,6 +275,12 @@ fn render_gauges(app: &App, report: &CampaignReport, frame: &mut Frame, area: Re
     frame.render_widget(block, area);
     let rows = Layout::vertical([Constraint::Length(2); 3]).split(inner);
     let gauge = |label: String, ratio: f64, level: Level| {
+        // The level is spelled out too, for terminals without colour.
+        let label = match level {
+            Level::Ok => label,
+            Level::Warn => format!("{label} warn"),
+            Level::Alarm => format!("{label} ALARM"),
+        };
         LineGauge::default()
             .label(label)
             .ratio(ratio.clamp(0.0, 1.0))
