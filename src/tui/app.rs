@@ -577,9 +577,21 @@ mod tests {
         assert_eq!(names(&app), ["bad.example", "big.example", "mid.example"]);
         app.handle_key(key(KeyCode::Char('r')));
         assert_eq!(names(&app), ["mid.example", "big.example", "bad.example"]);
-        app.handle_key(key(KeyCode::Left));
-        app.handle_key(key(KeyCode::Left));
-        app.handle_key(key(KeyCode::Left));
+        for _ in 0..4 {
+            app.handle_key(key(KeyCode::Left));
+        }
+        assert_eq!(app.sort, DomainColumn::Domain);
+        assert_eq!(
+            names(&app),
+            ["mid.example", "big.example", "bad.example"],
+            "z to a"
+        );
+        app.handle_key(key(KeyCode::Char('r')));
+        assert_eq!(
+            names(&app),
+            ["bad.example", "big.example", "mid.example"],
+            "a to z"
+        );
         app.handle_key(key(KeyCode::Left));
         assert_eq!(app.sort, DomainColumn::Acceptance, "left wraps around");
     }
