@@ -32,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_delivery",
         include_str!("store/migrations/0002_delivery.sql"),
     ),
+    (
+        "0004_report",
+        include_str!("store/migrations/0004_report.sql"),
+    ),
 ];
 
 /// How long a connection waits for another process's write lock before giving up. Readers never
