@@ -247,10 +247,8 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             diagnostic = text::squeeze(segment);
         }
         let status_field = field("Status").and_then(text::find_status);
-        let status = text::find_status(&diagnostic)
-            .filter(|s| status_field.as_ref().is_none_or(|f| better_status(s, f)))
-            .or(status_field)
-            .or_else(|| text::find_status(segment));
+        let status = pick_status(text::find_status_in_text(&diagnostic), status_field)
+            .or_else(|| text::find_status_in_text(segment));
         let reply_code = text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(segment));
         let evidence = reason::Evidence {
             status: status.as_deref(),
@@ -278,12 +276,14 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
     reports
 }
 
-/// The code in the diagnostic wins over the `Status:` field only when it is more specific
-/// (e.g. `Status: 5.0.0` with `550 5.1.1 user unknown`) and of the same class.
-fn better_status(diagnostic: &str, field: &str) -> bool {
-    diagnostic.as_bytes().first() == field.as_bytes().first()
-        && text::is_generic_status(field)
-        && !text::is_generic_status(diagnostic)
+/// The remote server's own code (in the Diagnostic-Code) wins over the reporting MTA's
+/// `Status:` summary when it is specific: MTAs often write a canned `5.1.1` or `5.0.0` there.
+fn pick_status(diagnostic: Option<String>, field: Option<String>) -> Option<String> {
+    match (diagnostic, field) {
+        (Some(d), Some(f)) if text::is_generic_status(&d) && !text::is_generic_status(&f) => Some(f),
+        (Some(d), _) => Some(d),
+        (None, f) => f,
+    }
 }
 
 /// sisimai's convention, which senders expect too: an expired message is a delay that ran out,

@@ -94,6 +94,9 @@ fn corpus_accuracy_meets_the_bar() {
                 .iter()
                 .find(|r| r.recipient.eq_ignore_ascii_case(&e.recipient))
                 .or_else(|| reports.get(i));
+            let diagnostic: String = got
+                .map(|r| r.diagnostic.chars().take(160).collect())
+                .unwrap_or_default();
             let (recipient, status, reason, hs, action) = match got {
                 Some(r) => (
                     r.recipient.clone(),
@@ -117,7 +120,7 @@ fn corpus_accuracy_meets_the_bar() {
             scores.entry("action").or_default().add(action == e.action);
             if !ok_rcpt || reason != e.reason || status != e.status || hs != e.hard_or_soft {
                 misses.push(format!(
-                    "{file}: rcpt {recipient} (want {}) reason {reason} (want {}) status {status} (want {}) {hs} (want {})",
+                    "{file}: rcpt {recipient} (want {}) reason {reason} (want {}) status {status} (want {}) {hs} (want {})\n    {diagnostic}",
                     e.recipient, e.reason, e.status, e.hard_or_soft
                 ));
             }

@@ -110,6 +110,81 @@ pub struct Evidence<'a> {
     pub diagnostic_type: Option<&'a str>,
 }
 
+/// The SMTP stage a refusal came at, as far as the text tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Connect,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
+}
+
+/// Phrases naming the command a reply answered, lowercase, most specific first.
+const STAGE_PHRASES: &[(Stage, &[&str])] = &[
+    (
+        Stage::Rcpt,
+        &["rcpt"],
+    ),
+    (
+        Stage::Data,
+        &[
+            ">>> data",
+            "end of data",
+            "after data",
+            "data command",
+            "reply to data",
+            "message body",
+        ],
+    ),
+    (
+        Stage::Mail,
+        &["mail from", ">>> mail", "after mail", "mail command"],
+    ),
+    (Stage::Helo, &["ehlo", "helo"]),
+    (Stage::Connect, &["initial connection", "greeting"]),
+];
+
+/// The stage named in `lower` (lowercased text), if any.
+pub fn stage(lower: &str) -> Option<Stage> {
+    STAGE_PHRASES
+        .iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| lower.contains(p)))
+        .map(|(stage, _)| *stage)
+}
+
+/// "Unknown user" phrasings that name the recipient explicitly: a refusal of the address
+/// itself, whatever the stage.
+const RECIPIENT_UNKNOWN: &[&str] = &[
+    "unknown recipient",
+    "recipient unknown",
+    "recipient not found",
+    "no such recipient",
+    "recipient does not exist",
+    "invalid recipient",
+    "no valid recipients",
+    "recipient name is not recognized",
+    "address couldn't be found",
+    "account that you tried to reach does not exist",
+    "unrouteable address",
+    "address not found",
+];
+
+/// sisimai's convention, kept so numbers compare: "no such user" said at RCPT (or with an
+/// X.1.x code) is `userunknown`, a hard bounce; said after DATA or at an unknown stage it is
+/// the content-stage refusal sisimai calls `filtered`, a soft one.
+fn user_or_filtered(e: &Evidence<'_>, lower: &str, context: &str) -> Reason {
+    let addressing_code = e
+        .status
+        .is_some_and(|s| matches!(s.get(1..), Some(".1.0" | ".1.1" | ".1.3" | ".1.4")));
+    let at_rcpt = stage(lower).or_else(|| stage(context)) == Some(Stage::Rcpt);
+    if addressing_code || at_rcpt || RECIPIENT_UNKNOWN.iter().any(|p| lower.contains(p)) {
+        Reason::UserUnknown
+    } else {
+        Reason::Filtered
+    }
+}
+
 /// Status codes that name one cause unambiguously: they win over the text.
 fn specific_status(status: &str) -> Option<Reason> {
     let (_, detail) = status.split_once('.')?;
@@ -122,7 +197,6 @@ fn specific_status(status: &str) -> Option<Reason> {
         "2.2" => Reason::MailboxFull,
         "2.3" => Reason::ExceedLimit,
         "3.4" => Reason::MesgTooBig,
-        "4.7" => Reason::Expired,
         "7.25" => Reason::RequirePtr,
         "7.26" | "7.23" | "7.24" | "7.20" | "7.21" | "7.22" | "7.509" => Reason::AuthFailure,
         "7.27" => Reason::NotAccept,
@@ -151,6 +225,7 @@ fn generic_status(status: &str) -> Option<Reason> {
         ("4", "1") | ("4", "2") | ("4", "0") | ("4", "6") => Reason::NetworkError,
         ("4", "3") => Reason::SystemError,
         ("4", "4") => Reason::HostUnknown,
+        ("4", "7") => Reason::Expired,
         ("4", "5") => Reason::TooManyConn,
         ("4", _) => Reason::NetworkError,
         ("5", "3") => Reason::ExceedLimit,
@@ -182,6 +257,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "no relaying",
             "not allowed to relay",
             "relay not allowed",
+            "insecure mail relay",
+            "open relay",
         ],
     ),
     (
@@ -222,6 +299,21 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         ],
     ),
     (
+        Reason::TooManyConn,
+        &[
+            "too many connections",
+            "connection limit",
+            "too many simultaneous",
+            "too many concurrent",
+            "too many smtp sessions",
+            "too many sessions",
+            "connection rate",
+            "too many open connections",
+            "frequency limited",
+            "too many recipients",
+        ],
+    ),
+    (
         Reason::ExceedLimit,
         &["message too large for this recipient", "exceeds the recipient's limit"],
     ),
@@ -243,11 +335,13 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "message size limit",
             "too large for",
             "size exceeds the maximum",
+            "line limit exceeded",
+            "line too long",
         ],
     ),
     (
         Reason::VirusDetected,
-        &["virus", "malware", "infected", "malicious", "trojan"],
+        &["virus", "malware", "infected", "trojan"],
     ),
     (
         Reason::Suspend,
@@ -269,10 +363,10 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "inactive account",
             "account is locked",
             "account has been locked",
+            "account is blocked",
             "disabled or discontinued",
             "temporarily disabled",
             "is not active",
-            "currently unavailable",
             "account expired",
             "has been terminated",
             "blocked for receiving",
@@ -290,6 +384,16 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         ],
     ),
     (
+        Reason::SecurityError,
+        &[
+            "unauthenticated senders",
+            "authentication required",
+            "must issue a starttls",
+            "tls required",
+            "encryption required",
+        ],
+    ),
+    (
         Reason::AuthFailure,
         &[
             "dmarc",
@@ -299,10 +403,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "spf record",
             "sender policy framework",
             "dkim",
-            "authentication failed",
             "not pass authentication",
             "unauthenticated email",
-            "not authenticated",
             "domainkeys",
         ],
     ),
@@ -325,15 +427,12 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "not have a ptr",
             "host name is not resolved",
             "pointer record",
+            "mismatches client ip",
         ],
     ),
     (
         Reason::BadReputation,
-        &[
-            "reputation",
-            "sender score",
-            "sending ip is low",
-        ],
+        &["reputation", "sender score", "user complaints"],
     ),
     (
         Reason::NotCompliantRfc,
@@ -348,7 +447,6 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "duplicate header",
             "multiple from",
             "multiple addresses in",
-            "invalid header",
         ],
     ),
     (
@@ -366,6 +464,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "invalid sender",
             "bad sender",
             "unknown sender",
+            "sender address",
             "address of the sender",
             "sender is not allowed",
             "we do not accept mail from",
@@ -374,9 +473,10 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "from address rejected",
             "sender was rejected",
             "blocked sender",
-            "sender address is",
             "not accepting mail from you",
-            "your domain",
+            "group you tried to contact",
+            "permission to post",
+            "groups.google.com/support",
         ],
     ),
     (
@@ -394,8 +494,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "unknown recipient",
             "recipient does not exist",
             "no such recipient",
-            "recipient address rejected",
             "invalid recipient",
+            "recipient name is not recognized",
             "mailbox not found",
             "mailbox does not exist",
             "mailbox unavailable",
@@ -425,15 +525,11 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "doesn't exist",
             "not our customer",
             "unknown or illegal alias",
-            "no longer valid",
             "not a valid user",
             "invalid address",
             "user account is unavailable",
             "destination address rejected",
             "wasn't found at the destination",
-            "was not found",
-            "not exist",
-            "not listed in",
             "no such local user",
             "user is unknown",
             "unknown account",
@@ -455,21 +551,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "name or service not known",
             "illegal host/domain",
             "domain is not valid",
-            "recipient domain",
             "no mail host",
-        ],
-    ),
-    (
-        Reason::TooManyConn,
-        &[
-            "too many connections",
-            "connection limit",
-            "too many simultaneous",
-            "too many concurrent",
-            "too many smtp sessions",
-            "too many sessions",
-            "connection rate",
-            "too many open connections",
         ],
     ),
     (
@@ -484,6 +566,38 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "too much mail",
             "unusual rate",
             "too many emails",
+            "at a rate that",
+        ],
+    ),
+    (
+        Reason::SpamDetected,
+        &[
+            "spam classification",
+            "classified as spam",
+            "detected as spam",
+            "considered spam",
+            "looks like spam",
+            "spam message",
+            "spam score",
+            "spam content",
+            "message content rejected",
+            "content rejected",
+            "ube",
+            "junk mail",
+            "url in message",
+            "blacklisted url",
+            "uribl",
+            "surbl",
+        ],
+    ),
+    (
+        Reason::PolicyViolation,
+        &[
+            "potential security issue",
+            "policy reasons",
+            "local policy",
+            "violates",
+            "violation",
         ],
     ),
     (
@@ -508,34 +622,15 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "blocked",
             "not allowed to send",
             "denied by",
-            "poor reputation",
         ],
     ),
     (
         Reason::SpamDetected,
-        &[
-            "spam",
-            "ube",
-            "junk mail",
-            "bulk mail",
-            "unsolicited",
-            "content rejected",
-            "message content",
-            "suspicious",
-            "scam",
-            "phishing",
-        ],
+        &["spam", "bulk mail", "unsolicited", "suspicious", "scam", "phishing"],
     ),
     (
         Reason::PolicyViolation,
-        &[
-            "policy",
-            "prohibited",
-            "not accepted for",
-            "not permitted",
-            "not authorized",
-            "attachment",
-        ],
+        &["policy", "prohibited", "not accepted for", "not authorized", "attachment"],
     ),
     (
         Reason::NotAccept,
@@ -545,8 +640,25 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "does not accept email",
             "not accepting mail",
             "null mx",
-            "no mx",
             "accepts no mail",
+            "couldn't find a mail exchanger",
+        ],
+    ),
+    (
+        Reason::NetworkError,
+        &[
+            "host name lookup failure",
+            "dns query failed",
+            "name server",
+            "dns error",
+            "dns lookup",
+            "lookup failure",
+            "mail loop",
+            "too many hops",
+            "loop detected",
+            "loops back",
+            "hop count",
+            "nxdomain",
         ],
     ),
     (
@@ -564,37 +676,30 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "could not be delivered within",
             "retry timeout exceeded",
             "unable to deliver in",
-            "giving up",
-            "gave up",
             "expired",
             "has not been delivered for",
-            "too long",
+            "failing for a long time",
+            "warning message only",
+            "delivery attempts will continue",
+            "will keep trying",
+            "still trying",
+            "connection timed out",
+            "timed out",
+            "did not accept our requests to connect",
         ],
     ),
     (
         Reason::NetworkError,
         &[
             "network error",
-            "connection timed out",
-            "timed out",
             "timeout",
             "no route to host",
             "could not connect",
             "unable to connect",
             "couldn't connect",
-            "dns error",
-            "dns lookup",
-            "lookup failure",
-            "mail loop",
-            "too many hops",
-            "loop detected",
-            "loops back",
-            "hop count",
             "network is unreachable",
             "connection reset",
-            "nxdomain",
             "establish an smtp connection",
-            "did not accept our requests to connect",
         ],
     ),
     (
@@ -609,15 +714,20 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "pipe to",
             "unknown mailer",
             "local delivery failed",
-            "program",
         ],
     ),
     (
         Reason::ContentError,
         &[
-            "header",
+            "headers too large",
+            "header too long",
+            "too many headers",
+            "invalid header",
+            "message header",
+            "header size",
             "8-bit",
             "8bit",
+            "media error",
             "mime",
             "content error",
             "illegal character",
@@ -627,15 +737,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
     ),
     (
         Reason::SecurityError,
-        &[
-            "tls required",
-            "encryption required",
-            "must issue a starttls",
-            "starttls",
-            "authentication required",
-            "security",
-            "certificate",
-        ],
+        &["starttls", "certificate", "unauthenticated"],
     ),
     (
         Reason::SyntaxError,
@@ -646,6 +748,9 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "bad command sequence",
             "command not recognized",
             "invalid command",
+            "not implemented",
+            "malformed address",
+            "malformed",
         ],
     ),
     (
@@ -660,9 +765,10 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "requested action aborted",
             "temporary failure",
             "service unavailable",
+            "currently unavailable",
             "try again later",
-            "unavailable",
             "i/o error",
+            "write error",
             "out of memory",
         ],
     ),
@@ -690,17 +796,24 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         return reason;
     }
     let diagnostic = e.diagnostic.to_lowercase();
-    if let Some(reason) = match_keywords(&diagnostic) {
-        return reason;
-    }
-    if !e.context.is_empty() {
-        let context = e.context.to_lowercase();
-        if let Some(reason) = match_keywords(&context) {
-            return reason;
+    let context = e.context.to_lowercase();
+    let temporary = e
+        .status
+        .map_or(e.reply_code.is_some_and(|c| c < 500), |s| s.starts_with('4'));
+    let mut found = match_keywords(&diagnostic).map(|r| (r, &diagnostic));
+    if found.is_none() {
+        // A local delivery program's exit status says more than the prose around it.
+        if matches!(e.diagnostic_type, Some("x-unix" | "x-postfix")) {
+            return Reason::MailerError;
         }
+        found = match_keywords(&context).map(|r| (r, &context));
     }
-    if matches!(e.diagnostic_type, Some("x-unix" | "x-postfix")) {
-        return Reason::MailerError;
+    match found {
+        Some((Reason::UserUnknown, text)) => return user_or_filtered(e, text, &context),
+        // A host that cannot be found *yet* (a 4xx DNS failure) is a network problem.
+        Some((Reason::HostUnknown, _)) if temporary => return Reason::NetworkError,
+        Some((reason, _)) => return reason,
+        None => {}
     }
     if let Some(reason) = e.status.filter(|s| !s.ends_with(".0.0")).and_then(generic_status) {
         return reason;
@@ -709,6 +822,8 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         return Reason::Expired;
     }
     match e.reply_code {
+        Some(400..=499) => Reason::Expired,
+        Some(500..=504) => Reason::SyntaxError,
         Some(556) => Reason::NotAccept,
         Some(552) => Reason::MailboxFull,
         Some(554 | 571) => Reason::Blocked,
