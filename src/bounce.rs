@@ -22,6 +22,7 @@
 // pub mod mailbox;
 mod mime;
 pub mod reason;
+mod ses;
 // pub mod suppress;
 mod text;
 
@@ -114,9 +115,16 @@ pub fn parse(raw: &[u8]) -> Vec<Report> {
     let Some(flat) = mime::flatten(raw) else {
         return Vec::new();
     };
-    let original = flat.original();
+    let mut original = flat.original();
     let mut reports = if let Some(feedback) = &flat.feedback {
         complaints(&flat, feedback)
+    } else if let Some((reports, from_json)) = ses::parse(&flat.human_text()) {
+        if original == Original::default() {
+            original = from_json;
+        }
+        reports
+    } else if let Some(request) = unsubscribe_request(&flat) {
+        vec![request]
     } else {
         let dsn = dsn_reports(&flat);
         if !dsn.is_empty() {
@@ -300,6 +308,30 @@ fn final_action(action: Option<Action>, reason: Reason, status: Option<&str>) ->
         None if status.is_some_and(|s| s.starts_with('2')) => Action::Delivered,
         None => Action::Failed,
     }
+}
+
+/// A mail client's one-click unsubscribe sent to our List-Unsubscribe mailto (Apple Mail marks
+/// it `X-Apple-Unsubscribe: true`): feedback of type `opt-out`, handled like a complaint.
+fn unsubscribe_request(flat: &mime::Flat) -> Option<Report> {
+    let marked = flat
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("X-Apple-Unsubscribe") && v.trim().eq_ignore_ascii_case("true"));
+    if !marked {
+        return None;
+    }
+    Some(Report {
+        recipient: flat.from_address()?,
+        action: None,
+        status: None,
+        reply_code: None,
+        diagnostic: flat.subject.clone(),
+        remote_mta: None,
+        kind: FeedbackKind::Complaint,
+        reason: Reason::Feedback,
+        feedback_type: Some("opt-out".to_owned()),
+        original: Original::default(),
+    })
 }
 
 fn auto_reply(flat: &mime::Flat) -> Option<Report> {

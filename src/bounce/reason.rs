@@ -394,6 +394,27 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         ],
     ),
     (
+        Reason::SpamDetected,
+        &[
+            "spam classification",
+            "classified as spam",
+            "detected as spam",
+            "considered spam",
+            "looks like spam",
+            "spam message",
+            "spam score",
+            "spam content",
+            "message content rejected",
+            "content rejected",
+            "ube",
+            "junk mail",
+            "url in message",
+            "blacklisted url",
+            "uribl",
+            "surbl",
+        ],
+    ),
+    (
         Reason::AuthFailure,
         &[
             "dmarc",
@@ -533,6 +554,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "no such local user",
             "user is unknown",
             "unknown account",
+            "check if address is correct",
         ],
     ),
     (
@@ -570,27 +592,6 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         ],
     ),
     (
-        Reason::SpamDetected,
-        &[
-            "spam classification",
-            "classified as spam",
-            "detected as spam",
-            "considered spam",
-            "looks like spam",
-            "spam message",
-            "spam score",
-            "spam content",
-            "message content rejected",
-            "content rejected",
-            "ube",
-            "junk mail",
-            "url in message",
-            "blacklisted url",
-            "uribl",
-            "surbl",
-        ],
-    ),
-    (
         Reason::PolicyViolation,
         &[
             "potential security issue",
@@ -622,6 +623,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "blocked",
             "not allowed to send",
             "denied by",
+            "smtp server of your isp",
         ],
     ),
     (
@@ -630,7 +632,14 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
     ),
     (
         Reason::PolicyViolation,
-        &["policy", "prohibited", "not accepted for", "not authorized", "attachment"],
+        &[
+            "policy",
+            "prohibited",
+            "not accepted for",
+            "not authorized",
+            "attachment",
+            "network not allowed",
+        ],
     ),
     (
         Reason::NotAccept,
@@ -728,7 +737,9 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "8-bit",
             "8bit",
             "media error",
-            "mime",
+            "invalid mime",
+            "mime error",
+            "malformed mime",
             "content error",
             "illegal character",
             "invalid message",
@@ -805,6 +816,11 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         // A local delivery program's exit status says more than the prose around it.
         if matches!(e.diagnostic_type, Some("x-unix" | "x-postfix")) {
             return Reason::MailerError;
+        }
+        // So does a code that names a cause; surrounding prose is often boilerplate
+        // ("I'm not going to try again; this message has been in the queue too long").
+        if let Some(reason) = e.status.filter(|s| !s.ends_with(".0.0")).and_then(generic_status) {
+            return reason;
         }
         found = match_keywords(&context).map(|r| (r, &context));
     }
