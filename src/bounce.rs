@@ -446,7 +446,7 @@ Action: failed\r\n\
 Status: 5.1.1\r\n\
 Remote-MTA: dns; in.example.net\r\n\
 Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.net>: Recipient address\r\n\
-    rejected: User unknown in virtual mailbox table\r\n\
+\x20   rejected: User unknown in virtual mailbox table\r\n\
 \r\n\
 Final-Recipient: rfc822; full@example.net\r\n\
 Action: delayed\r\n\

@@ -166,8 +166,8 @@ const RECIPIENT_UNKNOWN: &[&str] = &[
     "recipient name is not recognized",
     "address couldn't be found",
     "account that you tried to reach does not exist",
-    "unrouteable address",
     "address not found",
+    "check if address is correct",
 ];
 
 /// sisimai's convention, kept so numbers compare: "no such user" said at RCPT (or with an
@@ -535,7 +535,6 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "no such address",
             "address not found",
             "address couldn't be found",
-            "unrouteable address",
             "unknown local part",
             "unknown local-part",
             "no account",
@@ -569,6 +568,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "domain does not exist",
             "domain name not found",
             "unrouteable mail domain",
+            // Exim: no router could resolve the domain.
+            "unrouteable address",
             "unknown domain",
             "name or service not known",
             "illegal host/domain",
@@ -871,7 +872,13 @@ mod tests {
 
     #[test]
     fn keyword_tables_decide_generic_codes() {
-        assert_eq!(reason(Some("5.0.0"), "550 Unknown user"), Reason::UserUnknown);
+        assert_eq!(
+            reason(Some("5.0.0"), ">>> RCPT To:<a@b.example> <<< 550 Unknown user"),
+            Reason::UserUnknown
+        );
+        // sisimai's convention: the same words after DATA (or at an unknown stage) are a
+        // content-stage refusal.
+        assert_eq!(reason(Some("5.0.0"), "550 Unknown user"), Reason::Filtered);
         assert_eq!(reason(Some("5.7.1"), "Relay access denied"), Reason::NoRelaying);
         assert_eq!(
             reason(Some("5.7.1"), "Client host rejected: listed in zen.spamhaus.org"),
@@ -885,7 +892,9 @@ mod tests {
         assert_eq!(reason(None, "message size exceeds fixed limit"), Reason::MesgTooBig);
         assert_eq!(reason(None, "Sender address rejected: Domain not found"), Reason::Rejected);
         assert_eq!(reason(None, "Host or domain name not found"), Reason::HostUnknown);
-        assert_eq!(reason(None, "connection timed out"), Reason::NetworkError);
+        assert_eq!(reason(None, "no route to host"), Reason::NetworkError);
+        // A connection that kept timing out until the queue gave up: the delay expired.
+        assert_eq!(reason(None, "connection timed out"), Reason::Expired);
         assert_eq!(reason(None, "account has been disabled"), Reason::Suspend);
         assert_eq!(reason(None, "virus found in message"), Reason::VirusDetected);
     }

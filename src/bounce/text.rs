@@ -134,8 +134,11 @@ pub(crate) fn statuses(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
+        // "mta-5.5.0" is a version; "550-5.1.1" is a multi-line reply.
+        let versioned = i >= 2 && b[i - 1] == b'-' && b[i - 2].is_ascii_alphabetic();
         if matches!(b[i], b'2' | b'4' | b'5')
             && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.'))
+            && !versioned
         {
             let mut j = i + 1;
             let mut parts = 0;
@@ -156,7 +159,7 @@ pub(crate) fn statuses(text: &str) -> Vec<String> {
             }
             let bounded = j >= b.len()
                 || !(b[j].is_ascii_alphanumeric()
-                    || (b[j] == b'.' && b.get(j + 1).is_some_and(u8::is_ascii_digit)));
+                    || (matches!(b[j], b'.' | b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)));
             if ok && bounded {
                 out.push(text[i..j].to_owned());
                 i = j;
