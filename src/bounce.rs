@@ -17,13 +17,13 @@
 //! `suppress`; reading mailboxes (Maildir, mbox, IMAP) in `mailbox` and `imap`. This module must
 //! not know about SMTP sending or campaigns' templates.
 
-// pub mod imap;
-// pub mod import;
-// pub mod mailbox;
+pub mod imap;
+pub mod import;
+pub mod mailbox;
 mod mime;
 pub mod reason;
 mod ses;
-// pub mod suppress;
+pub mod suppress;
 mod text;
 
 use crate::model::FeedbackKind;
