@@ -141,3 +141,255 @@ fn corpus_accuracy_meets_the_bar() {
     assert!(scores["hard/soft"].ratio() >= 0.90, "hard/soft accuracy below 90%");
     assert!(scores["reason"].ratio() >= 0.90, "reason accuracy below 90%");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Import into a real ledger.
+
+use mailroom::bounce::import::{self, MailboxMessage, Matcher};
+use mailroom::bounce::{mailbox, suppress};
+
+const RETURN_PATH: &str = "bounces+{token}@news.example.com";
+
+fn import_fixtures() -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/import");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A ledger with campaign `spring` and four recipients the relay accepted, as the sender
+/// leaves it.
+fn seeded_ledger(dir: &Path) -> (PathBuf, rusqlite::Connection) {
+    let path = dir.join("mailroom.db");
+    let conn = mailroom::store::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO campaigns (id, name, created_at) VALUES (1, 'spring', 0)",
+        [],
+    )
+    .unwrap();
+    for (i, (email, token)) in [
+        ("alice@example.org", "aaaa1111"),
+        ("bob@example.net", "bbbb2222"),
+        ("carol@example.com", "cccc3333"),
+        ("dave@example.org", "dddd4444"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let local = email.split('@').next().unwrap();
+        conn.execute(
+            "INSERT INTO recipients (campaign_id, email, domain, line, token, message_id, fields,
+                                     state, relay_accepted, accepted_at)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, '{}', 'accepted', 1, 0)",
+            rusqlite::params![
+                email,
+                email.split('@').nth(1).unwrap(),
+                i as i64 + 2,
+                token,
+                format!("m-{local}@news.example.com")
+            ],
+        )
+        .unwrap();
+    }
+    (path, conn)
+}
+
+fn states(conn: &rusqlite::Connection) -> BTreeMap<String, String> {
+    let mut stmt = conn
+        .prepare("SELECT email, state FROM recipients")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Everything import may touch, for "the second import changes nothing".
+fn dump(conn: &rusqlite::Connection) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT recipient_id || '|' || kind || '|' || ifnull(action,'') || '|' || ifnull(status,'') || '|' || ifnull(reason,'') || '|' || fingerprint FROM events ORDER BY id",
+        "SELECT email || '|' || reason || '|' || campaign FROM suppressions ORDER BY email",
+        "SELECT email || '|' || state FROM recipients ORDER BY email",
+    ] {
+        let mut stmt = conn.prepare(sql).unwrap();
+        out.extend(
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap),
+        );
+    }
+    out
+}
+
+fn write_maildir(dir: &Path) -> PathBuf {
+    let maildir = dir.join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for (i, (name, raw)) in import_fixtures().into_iter().enumerate() {
+        // Half already seen by a mail client (cur/ with flags), half new.
+        let sub = if i % 2 == 0 { "new" } else { "cur" };
+        let file = if sub == "cur" {
+            format!("{name}:2,S")
+        } else {
+            name
+        };
+        std::fs::write(maildir.join(sub).join(file), raw).unwrap();
+    }
+    maildir
+}
+
+fn write_mbox(dir: &Path) -> PathBuf {
+    let path = dir.join("bounces.mbox");
+    let mut out = Vec::new();
+    for (_, raw) in import_fixtures() {
+        out.extend_from_slice(b"From MAILER-DAEMON Sat Nov 28 10:00:00 2026\n");
+        for line in raw.split_inclusive(|&b| b == b'\n') {
+            // mboxrd escaping, as a delivery agent writes it.
+            let quotes = line.iter().take_while(|&&b| b == b'>').count();
+            if line[quotes..].starts_with(b"From ") {
+                out.push(b'>');
+            }
+            out.extend_from_slice(line);
+        }
+        out.push(b'\n');
+    }
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn maildir_import_records_events_states_and_suppressions_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut conn) = seeded_ledger(dir.path());
+    let maildir = write_maildir(dir.path());
+    let matcher = Matcher::new(&conn, "spring", Some(RETURN_PATH)).unwrap();
+    let messages: Vec<MailboxMessage> = mailbox::maildir(&maildir)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(messages.len(), 7);
+    let s = import::import(&mut conn, &matcher, messages.clone()).unwrap();
+    assert_eq!(s.read, 7);
+    assert_eq!(s.not_feedback, 1, "the reader's thank-you note is not feedback");
+    assert_eq!(s.reports, 6);
+    assert_eq!(s.matched, 5);
+    assert_eq!(s.unmatched, 1, "the stranger's bounce matches no send");
+    assert_eq!(s.duplicates, 0);
+    assert_eq!(s.by_kind.get("hard"), Some(&1));
+    assert_eq!(s.by_kind.get("soft"), Some(&1));
+    assert_eq!(s.by_kind.get("complaint"), Some(&1));
+    assert_eq!(s.by_kind.get("auto_reply"), Some(&1));
+    assert_eq!(s.by_kind.get("delayed"), Some(&1));
+    let st = states(&conn);
+    assert_eq!(st["alice@example.org"], "bounced_hard", "VERP match, 5.1.1");
+    assert_eq!(st["bob@example.net"], "bounced_soft", "X-Mailroom-Token match, 5.2.2");
+    assert_eq!(st["carol@example.com"], "complained", "Message-ID match, ARF");
+    assert_eq!(
+        st["dave@example.org"], "accepted",
+        "an auto-reply and a delay notice change no state"
+    );
+    let suppressed: Vec<suppress::Entry> = suppress::list(&conn).unwrap();
+    let by_email: BTreeMap<&str, &str> = suppressed
+        .iter()
+        .map(|e| (e.email.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        by_email,
+        BTreeMap::from([
+            ("alice@example.org", "hard_bounce"),
+            ("carol@example.com", "complaint")
+        ])
+    );
+    assert!(suppressed.iter().all(|e| e.campaign.as_deref() == Some("spring")));
+    let dave_events: Vec<String> = conn
+        .prepare(
+            "SELECT kind FROM events JOIN recipients r ON r.id = events.recipient_id
+             WHERE r.email = 'dave@example.org' ORDER BY kind",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(dave_events, ["auto_reply", "delayed"]);
+
+    // The same mailbox again: nothing changes.
+    let before = dump(&conn);
+    let again = import::import(&mut conn, &matcher, messages).unwrap();
+    assert_eq!(again.matched, 0);
+    assert_eq!(again.duplicates, 5);
+    assert_eq!(again.state_changes, 0);
+    assert_eq!(dump(&conn), before);
+}
+
+#[test]
+fn mbox_import_unescapes_and_dedupes_against_the_same_messages_from_maildir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut conn) = seeded_ledger(dir.path());
+    let mbox = write_mbox(dir.path());
+    let matcher = Matcher::new(&conn, "spring", Some(RETURN_PATH)).unwrap();
+    let from_mbox: Vec<MailboxMessage> = mailbox::mbox(&mbox).unwrap().map(Result::unwrap).collect();
+    let originals = import_fixtures();
+    assert_eq!(from_mbox.len(), originals.len());
+    for (m, (name, raw)) in from_mbox.iter().zip(&originals) {
+        assert_eq!(&m.raw, raw, "{name} must come back byte for byte");
+    }
+    let s = import::import(&mut conn, &matcher, from_mbox).unwrap();
+    assert_eq!((s.matched, s.unmatched, s.not_feedback), (5, 1, 1));
+    // The Maildir copy of the same mail is recognised as already recorded.
+    let maildir = write_maildir(dir.path());
+    let before = dump(&conn);
+    let s = import::import(
+        &mut conn,
+        &matcher,
+        mailbox::maildir(&maildir).unwrap().map(Result::unwrap),
+    )
+    .unwrap();
+    assert_eq!((s.matched, s.duplicates), (0, 5));
+    assert_eq!(dump(&conn), before);
+}
+
+#[test]
+fn without_verp_or_headers_a_bounce_matches_by_address_and_hard_beats_soft() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut conn) = seeded_ledger(dir.path());
+    // No return path configured: alice's bounce still matches by its returned Message-ID.
+    let matcher = Matcher::new(&conn, "spring", None).unwrap();
+    let raw = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/import/01-hard-verp.eml"),
+    )
+    .unwrap();
+    let soft = b"From: MAILER-DAEMON@mx.example.org\nTo: news@news.example.com\n\
+Subject: failure notice\n\n<alice@example.org>:\nRemote host said: 552 5.2.2 Mailbox full\n"
+        .to_vec();
+    let msgs = vec![
+        MailboxMessage {
+            source: "test:1".into(),
+            raw,
+        },
+        MailboxMessage {
+            source: "test:2".into(),
+            raw: soft,
+        },
+    ];
+    let s = import::import(&mut conn, &matcher, msgs).unwrap();
+    assert_eq!(s.matched, 2);
+    assert_eq!(
+        states(&conn)["alice@example.org"],
+        "bounced_hard",
+        "a later soft bounce must not downgrade a hard one"
+    );
+}
