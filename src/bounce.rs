@@ -228,10 +228,14 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
                 .map(|(_, v)| v.trim())
                 .filter(|v| !v.is_empty())
         };
-        let recipient = ["Final-Recipient", "Original-Recipient", "X-Actual-Recipient"]
-            .iter()
-            .filter_map(|name| field(name))
-            .find_map(|v| text::first_address(strip_type(v)));
+        let recipient = [
+            "Final-Recipient",
+            "Original-Recipient",
+            "X-Actual-Recipient",
+        ]
+        .iter()
+        .filter_map(|name| field(name))
+        .find_map(|v| text::first_address(strip_type(v)));
         let Some(recipient) = recipient else {
             continue;
         };
@@ -239,8 +243,10 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             continue;
         }
         let action = field("Action").and_then(Action::parse);
-        let diagnostic_type = field("Diagnostic-Code")
-            .and_then(|v| v.split_once(';').map(|(t, _)| t.trim().to_ascii_lowercase()));
+        let diagnostic_type = field("Diagnostic-Code").and_then(|v| {
+            v.split_once(';')
+                .map(|(t, _)| t.trim().to_ascii_lowercase())
+        });
         let mut diagnostic = field("Diagnostic-Code")
             .map(|v| strip_type(v).to_owned())
             .unwrap_or_default();
@@ -257,7 +263,8 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         let status_field = field("Status").and_then(text::find_status);
         let status = pick_status(text::find_status_in_text(&diagnostic), status_field)
             .or_else(|| text::find_status_in_text(segment));
-        let reply_code = text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(segment));
+        let reply_code =
+            text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(segment));
         let evidence = reason::Evidence {
             status: status.as_deref(),
             reply_code,
@@ -288,7 +295,9 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
 /// `Status:` summary when it is specific: MTAs often write a canned `5.1.1` or `5.0.0` there.
 fn pick_status(diagnostic: Option<String>, field: Option<String>) -> Option<String> {
     match (diagnostic, field) {
-        (Some(d), Some(f)) if text::is_generic_status(&d) && !text::is_generic_status(&f) => Some(f),
+        (Some(d), Some(f)) if text::is_generic_status(&d) && !text::is_generic_status(&f) => {
+            Some(f)
+        }
         (Some(d), _) => Some(d),
         (None, f) => f,
     }
@@ -313,15 +322,14 @@ fn final_action(action: Option<Action>, reason: Reason, status: Option<&str>) ->
 /// A mail client's one-click unsubscribe sent to our List-Unsubscribe mailto (Apple Mail marks
 /// it `X-Apple-Unsubscribe: true`): feedback of type `opt-out`, handled like a complaint.
 fn unsubscribe_request(flat: &mime::Flat) -> Option<Report> {
-    let marked = flat
-        .headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("X-Apple-Unsubscribe") && v.trim().eq_ignore_ascii_case("true"));
+    let marked = flat.headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("X-Apple-Unsubscribe") && v.trim().eq_ignore_ascii_case("true")
+    });
     if !marked {
         return None;
     }
     Some(Report {
-        recipient: flat.from_address()?,
+        recipient: flat.sender_address()?,
         action: None,
         status: None,
         reply_code: None,
@@ -338,7 +346,7 @@ fn auto_reply(flat: &mime::Flat) -> Option<Report> {
     if !flat.looks_like_auto_reply() {
         return None;
     }
-    let recipient = flat.from_address()?;
+    let recipient = flat.sender_address()?;
     Some(Report {
         recipient,
         action: None,
@@ -394,7 +402,8 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             let scope = whole.unwrap_or(&segment);
             let diagnostic = text::diagnostic_line(scope);
             let status = text::find_status_in_text(scope);
-            let reply_code = text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(scope));
+            let reply_code =
+                text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(scope));
             let evidence = reason::Evidence {
                 status: status.as_deref(),
                 reply_code,
@@ -527,7 +536,10 @@ body\r\n\
         assert_eq!(reports[0].recipient, "reader@isp.example");
         assert_eq!(reports[0].kind, FeedbackKind::Complaint);
         assert_eq!(reports[0].feedback_type.as_deref(), Some("abuse"));
-        assert_eq!(reports[0].original.message_id.as_deref(), Some("m2@example.com"));
+        assert_eq!(
+            reports[0].original.message_id.as_deref(),
+            Some("m2@example.com")
+        );
     }
 
     #[test]
@@ -572,12 +584,17 @@ hello\n";
         assert_eq!(reports[0].recipient, "gone@example.org");
         assert_eq!(reports[0].status.as_deref(), Some("5.1.1"));
         assert_eq!(reports[0].kind, FeedbackKind::Hard);
-        assert_eq!(reports[0].original.message_id.as_deref(), Some("m3@example.com"));
+        assert_eq!(
+            reports[0].original.message_id.as_deref(),
+            Some("m3@example.com")
+        );
     }
 
     #[test]
     fn ordinary_mail_and_garbage_give_no_reports() {
-        assert!(parse(b"From: a@example.com\r\nSubject: hi\r\n\r\nhello a@example.org\r\n").is_empty());
+        assert!(
+            parse(b"From: a@example.com\r\nSubject: hi\r\n\r\nhello a@example.org\r\n").is_empty()
+        );
         assert!(parse(b"").is_empty());
         assert!(parse(&[0xff, 0xfe, 0x00, 0x0a]).is_empty());
     }
@@ -592,6 +609,9 @@ hello\n";
             kind_for(Reason::NotAccept, Some("4.3.2"), Some(450)),
             FeedbackKind::Soft
         );
-        assert_eq!(kind_for(Reason::Blocked, Some("5.7.1"), None), FeedbackKind::Soft);
+        assert_eq!(
+            kind_for(Reason::Blocked, Some("5.7.1"), None),
+            FeedbackKind::Soft
+        );
     }
 }

@@ -116,7 +116,10 @@ fn corpus_accuracy_meets_the_bar() {
             // domain as written.
             scores.entry("status").or_default().add(status == e.status);
             scores.entry("reason").or_default().add(reason == e.reason);
-            scores.entry("hard/soft").or_default().add(hs == e.hard_or_soft);
+            scores
+                .entry("hard/soft")
+                .or_default()
+                .add(hs == e.hard_or_soft);
             scores.entry("action").or_default().add(action == e.action);
             if !ok_rcpt || reason != e.reason || status != e.status || hs != e.hard_or_soft {
                 misses.push(format!(
@@ -137,9 +140,18 @@ fn corpus_accuracy_meets_the_bar() {
             s.ratio() * 100.0
         );
     }
-    assert!(scores["recipient"].ratio() >= 0.95, "recipient accuracy below 95%");
-    assert!(scores["hard/soft"].ratio() >= 0.90, "hard/soft accuracy below 90%");
-    assert!(scores["reason"].ratio() >= 0.90, "reason accuracy below 90%");
+    assert!(
+        scores["recipient"].ratio() >= 0.95,
+        "recipient accuracy below 95%"
+    );
+    assert!(
+        scores["hard/soft"].ratio() >= 0.90,
+        "hard/soft accuracy below 90%"
+    );
+    assert!(
+        scores["reason"].ratio() >= 0.90,
+        "reason accuracy below 90%"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,9 +218,7 @@ fn seeded_ledger(dir: &Path) -> (PathBuf, rusqlite::Connection) {
 }
 
 fn states(conn: &rusqlite::Connection) -> BTreeMap<String, String> {
-    let mut stmt = conn
-        .prepare("SELECT email, state FROM recipients")
-        .unwrap();
+    let mut stmt = conn.prepare("SELECT email, state FROM recipients").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
@@ -283,7 +293,10 @@ fn maildir_import_records_events_states_and_suppressions_once() {
     assert_eq!(messages.len(), 7);
     let s = import::import(&mut conn, &matcher, messages.clone()).unwrap();
     assert_eq!(s.read, 7);
-    assert_eq!(s.not_feedback, 1, "the reader's thank-you note is not feedback");
+    assert_eq!(
+        s.not_feedback, 1,
+        "the reader's thank-you note is not feedback"
+    );
     assert_eq!(s.reports, 6);
     assert_eq!(s.matched, 5);
     assert_eq!(s.unmatched, 1, "the stranger's bounce matches no send");
@@ -295,8 +308,14 @@ fn maildir_import_records_events_states_and_suppressions_once() {
     assert_eq!(s.by_kind.get("delayed"), Some(&1));
     let st = states(&conn);
     assert_eq!(st["alice@example.org"], "bounced_hard", "VERP match, 5.1.1");
-    assert_eq!(st["bob@example.net"], "bounced_soft", "X-Mailroom-Token match, 5.2.2");
-    assert_eq!(st["carol@example.com"], "complained", "Message-ID match, ARF");
+    assert_eq!(
+        st["bob@example.net"], "bounced_soft",
+        "X-Mailroom-Token match, 5.2.2"
+    );
+    assert_eq!(
+        st["carol@example.com"], "complained",
+        "Message-ID match, ARF"
+    );
     assert_eq!(
         st["dave@example.org"], "accepted",
         "an auto-reply and a delay notice change no state"
@@ -313,7 +332,11 @@ fn maildir_import_records_events_states_and_suppressions_once() {
             ("carol@example.com", "complaint")
         ])
     );
-    assert!(suppressed.iter().all(|e| e.campaign.as_deref() == Some("spring")));
+    assert!(
+        suppressed
+            .iter()
+            .all(|e| e.campaign.as_deref() == Some("spring"))
+    );
     let dave_events: Vec<String> = conn
         .prepare(
             "SELECT kind FROM events JOIN recipients r ON r.id = events.recipient_id
@@ -341,7 +364,8 @@ fn mbox_import_unescapes_and_dedupes_against_the_same_messages_from_maildir() {
     let (_, mut conn) = seeded_ledger(dir.path());
     let mbox = write_mbox(dir.path());
     let matcher = Matcher::new(&conn, "spring", Some(RETURN_PATH)).unwrap();
-    let from_mbox: Vec<MailboxMessage> = mailbox::mbox(&mbox).unwrap().map(Result::unwrap).collect();
+    let from_mbox: Vec<MailboxMessage> =
+        mailbox::mbox(&mbox).unwrap().map(Result::unwrap).collect();
     let originals = import_fixtures();
     assert_eq!(from_mbox.len(), originals.len());
     for (m, (name, raw)) in from_mbox.iter().zip(&originals) {
@@ -369,7 +393,8 @@ fn without_verp_or_headers_a_bounce_matches_by_address_and_hard_beats_soft() {
     // No return path configured: alice's bounce still matches by its returned Message-ID.
     let matcher = Matcher::new(&conn, "spring", None).unwrap();
     let raw = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/import/01-hard-verp.eml"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bounces/import/01-hard-verp.eml"),
     )
     .unwrap();
     let soft = b"From: MAILER-DAEMON@mx.example.org\nTo: news@news.example.com\n\
@@ -391,5 +416,231 @@ Subject: failure notice\n\n<alice@example.org>:\nRemote host said: 552 5.2.2 Mai
         states(&conn)["alice@example.org"],
         "bounced_hard",
         "a later soft bounce must not downgrade a hard one"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The commands, as a user runs them.
+
+use assert_cmd::Command as Cmd;
+
+fn mailroom() -> Cmd {
+    Cmd::cargo_bin("mailroom").unwrap()
+}
+
+#[test]
+fn bounces_parse_json_prints_one_object_per_report() {
+    let corpus = corpus_dir();
+    let out = mailroom()
+        .args(["bounces", "parse", "--json"])
+        .arg(corpus.join("dev-067.eml"))
+        .arg(corpus.join("dev-035.eml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "two recipients in dev-067, one auto-reply in dev-035"
+    );
+    for key in [
+        "file",
+        "recipient",
+        "action",
+        "status",
+        "kind",
+        "reason",
+        "diagnostic",
+    ] {
+        assert!(lines.iter().all(|l| l.get(key).is_some()), "missing {key}");
+    }
+    assert_eq!(lines[0]["recipient"], "mailboxfull@example.jp");
+    assert_eq!(lines[0]["kind"], "soft");
+    assert_eq!(lines[1]["status"], "5.1.1");
+    assert_eq!(lines[1]["kind"], "hard");
+    assert_eq!(lines[2]["kind"], "auto_reply");
+    assert!(lines[2]["file"].as_str().unwrap().ends_with("dev-035.eml"));
+}
+
+#[test]
+fn bounces_parse_text_table_and_unreadable_file() {
+    let out = mailroom()
+        .args(["bounces", "parse"])
+        .arg(corpus_dir().join("dev-006.eml"))
+        .arg("/nonexistent/bounce.eml")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unreadable file is a problem"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("FILE"), "{stdout}");
+    assert!(stdout.contains("userunknown@example.jp") && stdout.contains("hard"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/bounce.eml"));
+}
+
+#[test]
+fn bounces_import_command_reads_a_maildir_twice_without_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = seeded_ledger(dir.path());
+    drop(conn);
+    std::fs::write(
+        dir.path().join("campaign.toml"),
+        format!(
+            "[campaign]\nname = \"spring\"\nfrom = \"News <news@news.example.com>\"\nsubject = \"Spring\"\n\n\
+             [bounces]\nreturn_path = \"{RETURN_PATH}\"\n"
+        ),
+    )
+    .unwrap();
+    let maildir = write_maildir(dir.path());
+    let run = || {
+        mailroom()
+            .args(["bounces", "import"])
+            .arg(dir.path())
+            .arg("--maildir")
+            .arg(&maildir)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = String::from_utf8(first.stdout).unwrap();
+    assert!(text.contains("messages read       7"), "{text}");
+    assert!(text.contains("unmatched (left)    1"), "{text}");
+    assert!(text.contains("recorded            5"), "{text}");
+    let conn = mailroom::store::open(&db).unwrap();
+    let before = dump(&conn);
+    drop(conn);
+    let second = run();
+    assert!(second.status.success());
+    let text = String::from_utf8(second.stdout).unwrap();
+    assert!(text.contains("already recorded    5"), "{text}");
+    assert!(text.contains("recorded            0"), "{text}");
+    assert_eq!(dump(&mailroom::store::open(&db).unwrap()), before);
+}
+
+#[test]
+fn bounces_import_without_password_names_the_variable_and_never_reads_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = seeded_ledger(dir.path());
+    drop(conn);
+    std::fs::write(
+        dir.path().join("campaign.toml"),
+        "[campaign]\nname = \"spring\"\n",
+    )
+    .unwrap();
+    let out = mailroom()
+        .env_remove("MAILROOM_IMAP_PASSWORD")
+        .args(["bounces", "import"])
+        .arg(dir.path())
+        .args(["--imap", "imaps://bounces@127.0.0.1:1/INBOX", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MAILROOM_IMAP_PASSWORD"));
+}
+
+#[test]
+fn suppress_commands_add_list_remove_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let run = |args: &[&str]| {
+        mailroom()
+            .arg("suppress")
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["add", "Someone@Example.ORG", "--reason", "unsubscribe"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["add", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an e-mail address"));
+    let out = run(&["add", "x@example.org", "--reason", "because"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown reason is an error");
+
+    let list = dir.path().join("list.csv");
+    std::fs::write(
+        &list,
+        "name,email\nA,a@example.com\nB,broken\nC,Someone@example.org\n",
+    )
+    .unwrap();
+    let out = run(&["import", list.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "one invalid line");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 added, 1 already suppressed, 1 invalid"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("list.csv:3"));
+    let plain = dir.path().join("plain.txt");
+    std::fs::write(&plain, "# bounced elsewhere\nb@example.com\n\n").unwrap();
+    assert!(
+        run(&["import", plain.to_str().unwrap(), "--reason", "hard_bounce"])
+            .status
+            .success()
+    );
+
+    let out = run(&["list", "--json"]);
+    assert!(out.status.success());
+    let entries: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: BTreeMap<String, (String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["email"].as_str().unwrap().to_owned(),
+                (
+                    e["reason"].as_str().unwrap().to_owned(),
+                    e["source"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got["Someone@example.org"],
+        ("unsubscribe".into(), "cli".into())
+    );
+    assert_eq!(got["a@example.com"].0, "manual");
+    assert!(got["a@example.com"].1.starts_with("file:"));
+    assert_eq!(got["b@example.com"].0, "hard_bounce");
+    assert_eq!(got.len(), 3);
+
+    assert!(run(&["remove", "Someone@EXAMPLE.org"]).status.success());
+    assert_eq!(
+        run(&["remove", "Someone@example.org"]).status.code(),
+        Some(1)
+    );
+    let text = String::from_utf8(run(&["list"]).stdout).unwrap();
+    assert!(
+        text.contains("a@example.com") && !text.contains("Someone@"),
+        "{text}"
     );
 }

@@ -303,7 +303,12 @@ impl Session<'_> {
         let fut = async {
             match &mut self.stream {
                 Stream::Plain(s) => (&mut *s).take(MAX_LINE as u64).read_until(b'\n', buf).await,
-                Stream::Tls(s) => (&mut **s).take(MAX_LINE as u64).read_until(b'\n', buf).await,
+                Stream::Tls(s) => {
+                    (&mut **s)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', buf)
+                        .await
+                }
             }
         };
         let n = tokio::time::timeout(IO_TIMEOUT, fut)
@@ -352,7 +357,9 @@ impl Session<'_> {
             let line = line.trim_end_matches(['\r', '\n']);
             if let Some(open) = line.rfind('{')
                 && line.ends_with('}')
-                && let Ok(n) = line[open + 1..line.len() - 1].trim_end_matches('+').parse::<usize>()
+                && let Ok(n) = line[open + 1..line.len() - 1]
+                    .trim_end_matches('+')
+                    .parse::<usize>()
             {
                 if n > MAX_LITERAL {
                     return Err(Error::Protocol {
@@ -496,10 +503,7 @@ pub async fn fetch_all(
             });
         };
         messages.push(MailboxMessage {
-            source: format!(
-                "imap://{}@{}/{};UID={uid}",
-                url.user, url.host, url.mailbox
-            ),
+            source: format!("imap://{}@{}/{};UID={uid}", url.user, url.host, url.mailbox),
             raw,
         });
     }

@@ -83,7 +83,11 @@ impl Matcher {
     ///
     /// # Errors
     /// When the campaign has no row in the ledger.
-    pub fn new(conn: &Connection, campaign: &str, return_path: Option<&str>) -> Result<Self, Error> {
+    pub fn new(
+        conn: &Connection,
+        campaign: &str,
+        return_path: Option<&str>,
+    ) -> Result<Self, Error> {
         let id: Option<i64> = conn
             .query_row(
                 "SELECT id FROM campaigns WHERE name = ?1",
@@ -112,7 +116,9 @@ impl Matcher {
     pub fn token_in(&self, address: &str) -> Option<String> {
         let (prefix, suffix) = self.verp.as_ref()?;
         let a = address.trim().trim_matches(['<', '>']).to_ascii_lowercase();
-        let middle = a.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+        let middle = a
+            .strip_prefix(prefix.as_str())?
+            .strip_suffix(suffix.as_str())?;
         (!middle.is_empty() && middle.bytes().all(|b| b.is_ascii_alphanumeric()))
             .then(|| middle.to_owned())
     }
@@ -374,8 +380,11 @@ mod tests {
     fn verp_token_is_read_from_the_return_path_shape() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open(&dir.path().join("l.db")).unwrap();
-        conn.execute("INSERT INTO campaigns (name, created_at) VALUES ('c', 0)", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO campaigns (name, created_at) VALUES ('c', 0)",
+            [],
+        )
+        .unwrap();
         let m = Matcher::new(&conn, "c", Some("Bounces+{token}@News.example.com")).unwrap();
         assert_eq!(
             m.token_in("<bounces+ab12cd@news.example.com>").as_deref(),

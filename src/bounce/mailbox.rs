@@ -76,9 +76,7 @@ pub fn maildir_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 ///
 /// # Errors
 /// When the folder cannot be listed; each item fails when its file cannot be read.
-pub fn maildir(
-    dir: &Path,
-) -> Result<impl Iterator<Item = Result<MailboxMessage, Error>>, Error> {
+pub fn maildir(dir: &Path) -> Result<impl Iterator<Item = Result<MailboxMessage, Error>>, Error> {
     let files = maildir_files(dir)?;
     Ok(files.into_iter().map(|path| {
         let raw = fs::read(&path).map_err(|source| Error::Read {

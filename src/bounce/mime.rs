@@ -117,10 +117,7 @@ pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
 /// The header section of a (possibly nested) message: everything before the first blank line.
 fn header_bytes<'a>(message: &'a Message<'_>) -> &'a [u8] {
     let raw: &[u8] = message.raw_message();
-    let end = message
-        .root_part()
-        .offset_body
-        .min(raw.len() as u32) as usize;
+    let end = message.root_part().offset_body.min(raw.len() as u32) as usize;
     &raw[..end]
 }
 
@@ -229,7 +226,14 @@ impl Flat {
     /// (the daemon and our envelope sender) and the original's sender.
     pub fn excluded_addresses(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for name in ["From", "To", "Reply-To", "Return-Path", "Sender", "Delivered-To"] {
+        for name in [
+            "From",
+            "To",
+            "Reply-To",
+            "Return-Path",
+            "Sender",
+            "Delivered-To",
+        ] {
             if let Some(v) = self.header(name) {
                 out.extend(text::addresses(v).into_iter().map(|(_, a)| a));
             }
@@ -255,11 +259,11 @@ impl Flat {
             .collect()
     }
 
-    pub fn from_address(&self) -> Option<String> {
+    pub fn sender_address(&self) -> Option<String> {
         self.header("From").and_then(text::first_address)
     }
 
-    fn from_is_daemon(&self) -> bool {
+    fn sender_is_daemon(&self) -> bool {
         self.header("From").is_some_and(|v| {
             let v = v.to_ascii_lowercase();
             DAEMON_WORDS.iter().any(|w| v.contains(w))
@@ -274,7 +278,7 @@ impl Flat {
     /// RFC 3834 and the vendor headers that mark an automatic reply, and vacation wording in
     /// the subject; never when the message reads like a bounce.
     pub fn looks_like_auto_reply(&self) -> bool {
-        if self.from_is_daemon() || self.subject_is_bounce() {
+        if self.sender_is_daemon() || self.subject_is_bounce() {
             return false;
         }
         let header_says = self.headers.iter().any(|(k, v)| {
@@ -296,14 +300,11 @@ impl Flat {
 
     /// Loose: a non-DSN message is read as a bounce only if something says it is one.
     pub fn looks_like_bounce(&self) -> bool {
-        if self.from_is_daemon() || self.subject_is_bounce() || !self.failed_recipients().is_empty()
+        if self.sender_is_daemon() || self.subject_is_bounce() || !self.failed_recipients().is_empty()
         {
             return true;
         }
-        if self
-            .header("Return-Path")
-            .is_some_and(|v| v.trim() == "<>")
-        {
+        if self.header("Return-Path").is_some_and(|v| v.trim() == "<>") {
             return true;
         }
         let body = self.human_text().to_lowercase();
@@ -432,7 +433,10 @@ fn is_field_name(name: &str) -> bool {
 
 /// Every field of every group (for ARF, whose one group is what matters).
 fn fields(bytes: &[u8]) -> Vec<Field> {
-    split_groups(bytes).into_iter().flat_map(header_block).collect()
+    split_groups(bytes)
+        .into_iter()
+        .flat_map(header_block)
+        .collect()
 }
 
 /// Blank-line separated groups (RFC 3464: per-message fields, then one group per recipient).
@@ -457,8 +461,7 @@ fn split_groups(bytes: &[u8]) -> Vec<&[u8]> {
             line_start = i + 1;
         }
     }
-    if line_start < bytes.len() && !bytes[line_start..].iter().all(|c| c.is_ascii_whitespace())
-    {
+    if line_start < bytes.len() && !bytes[line_start..].iter().all(|c| c.is_ascii_whitespace()) {
         if !in_group {
             start = line_start;
         }
@@ -538,7 +541,11 @@ fn strip_html(html: &str) -> String {
     while let Some(lt) = rest.find('<') {
         out.push_str(&rest[..lt]);
         let after = &rest[lt..];
-        let lower: String = after.chars().take(8).collect::<String>().to_ascii_lowercase();
+        let lower: String = after
+            .chars()
+            .take(8)
+            .collect::<String>()
+            .to_ascii_lowercase();
         let skip_to = if lower.starts_with("<style") {
             after.to_ascii_lowercase().find("</style>").map(|i| i + 8)
         } else if lower.starts_with("<script") {
@@ -549,8 +556,11 @@ fn strip_html(html: &str) -> String {
         match skip_to {
             Some(n) => {
                 let tag = &after[..n].to_ascii_lowercase();
-                if tag.starts_with("<br") || tag.starts_with("<p") || tag.starts_with("<tr")
-                    || tag.starts_with("<div") || tag.starts_with("</td")
+                if tag.starts_with("<br")
+                    || tag.starts_with("<p")
+                    || tag.starts_with("<tr")
+                    || tag.starts_with("<div")
+                    || tag.starts_with("</td")
                 {
                     out.push('\n');
                 }
@@ -582,7 +592,10 @@ mod tests {
             f,
             vec![
                 ("A".to_owned(), "1".to_owned()),
-                ("Diagnostic-Code".to_owned(), "smtp; 550 more text".to_owned())
+                (
+                    "Diagnostic-Code".to_owned(),
+                    "smtp; 550 more text".to_owned()
+                )
             ]
         );
     }

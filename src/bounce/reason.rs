@@ -122,10 +122,7 @@ pub enum Stage {
 
 /// Phrases naming the command a reply answered, lowercase, most specific first.
 const STAGE_PHRASES: &[(Stage, &[&str])] = &[
-    (
-        Stage::Rcpt,
-        &["rcpt"],
-    ),
+    (Stage::Rcpt, &["rcpt"]),
     (
         Stage::Data,
         &[
@@ -315,7 +312,10 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
     ),
     (
         Reason::ExceedLimit,
-        &["message too large for this recipient", "exceeds the recipient's limit"],
+        &[
+            "message too large for this recipient",
+            "exceeds the recipient's limit",
+        ],
     ),
     (
         Reason::MesgTooBig,
@@ -629,7 +629,14 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
     ),
     (
         Reason::SpamDetected,
-        &["spam", "bulk mail", "unsolicited", "suspicious", "scam", "phishing"],
+        &[
+            "spam",
+            "bulk mail",
+            "unsolicited",
+            "suspicious",
+            "scam",
+            "phishing",
+        ],
     ),
     (
         Reason::PolicyViolation,
@@ -673,7 +680,12 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
     ),
     (
         Reason::Filtered,
-        &["filter", "refused by", "recipient refused", "rejected by recipient"],
+        &[
+            "filter",
+            "refused by",
+            "recipient refused",
+            "rejected by recipient",
+        ],
     ),
     (
         Reason::Expired,
@@ -809,9 +821,9 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
     }
     let diagnostic = e.diagnostic.to_lowercase();
     let context = e.context.to_lowercase();
-    let temporary = e
-        .status
-        .map_or(e.reply_code.is_some_and(|c| c < 500), |s| s.starts_with('4'));
+    let temporary = e.status.map_or(e.reply_code.is_some_and(|c| c < 500), |s| {
+        s.starts_with('4')
+    });
     let mut found = match_keywords(&diagnostic).map(|r| (r, &diagnostic));
     if found.is_none() {
         // A local delivery program's exit status says more than the prose around it.
@@ -820,7 +832,11 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         }
         // So does a code that names a cause; surrounding prose is often boilerplate
         // ("I'm not going to try again; this message has been in the queue too long").
-        if let Some(reason) = e.status.filter(|s| !s.ends_with(".0.0")).and_then(generic_status) {
+        if let Some(reason) = e
+            .status
+            .filter(|s| !s.ends_with(".0.0"))
+            .and_then(generic_status)
+        {
             return reason;
         }
         found = match_keywords(&context).map(|r| (r, &context));
@@ -832,7 +848,11 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         Some((reason, _)) => return reason,
         None => {}
     }
-    if let Some(reason) = e.status.filter(|s| !s.ends_with(".0.0")).and_then(generic_status) {
+    if let Some(reason) = e
+        .status
+        .filter(|s| !s.ends_with(".0.0"))
+        .and_then(generic_status)
+    {
         return reason;
     }
     if e.action == Some(Action::Delayed) || e.status.is_some_and(|s| s.starts_with('4')) {
@@ -866,22 +886,34 @@ mod tests {
         assert_eq!(reason(Some("5.1.2"), ""), Reason::HostUnknown);
         assert_eq!(reason(Some("4.2.2"), ""), Reason::MailboxFull);
         assert_eq!(reason(Some("5.1.10"), ""), Reason::NotAccept);
-        assert_eq!(reason(Some("5.7.26"), "unauthenticated"), Reason::AuthFailure);
+        assert_eq!(
+            reason(Some("5.7.26"), "unauthenticated"),
+            Reason::AuthFailure
+        );
         assert_eq!(reason(Some("2.0.0"), ""), Reason::Delivered);
     }
 
     #[test]
     fn keyword_tables_decide_generic_codes() {
         assert_eq!(
-            reason(Some("5.0.0"), ">>> RCPT To:<a@b.example> <<< 550 Unknown user"),
+            reason(
+                Some("5.0.0"),
+                ">>> RCPT To:<a@b.example> <<< 550 Unknown user"
+            ),
             Reason::UserUnknown
         );
         // sisimai's convention: the same words after DATA (or at an unknown stage) are a
         // content-stage refusal.
         assert_eq!(reason(Some("5.0.0"), "550 Unknown user"), Reason::Filtered);
-        assert_eq!(reason(Some("5.7.1"), "Relay access denied"), Reason::NoRelaying);
         assert_eq!(
-            reason(Some("5.7.1"), "Client host rejected: listed in zen.spamhaus.org"),
+            reason(Some("5.7.1"), "Relay access denied"),
+            Reason::NoRelaying
+        );
+        assert_eq!(
+            reason(
+                Some("5.7.1"),
+                "Client host rejected: listed in zen.spamhaus.org"
+            ),
             Reason::Blocked
         );
         assert_eq!(
@@ -889,20 +921,38 @@ mod tests {
             Reason::SpamDetected
         );
         assert_eq!(reason(None, "Mailbox full"), Reason::MailboxFull);
-        assert_eq!(reason(None, "message size exceeds fixed limit"), Reason::MesgTooBig);
-        assert_eq!(reason(None, "Sender address rejected: Domain not found"), Reason::Rejected);
-        assert_eq!(reason(None, "Host or domain name not found"), Reason::HostUnknown);
+        assert_eq!(
+            reason(None, "message size exceeds fixed limit"),
+            Reason::MesgTooBig
+        );
+        assert_eq!(
+            reason(None, "Sender address rejected: Domain not found"),
+            Reason::Rejected
+        );
+        assert_eq!(
+            reason(None, "Host or domain name not found"),
+            Reason::HostUnknown
+        );
         assert_eq!(reason(None, "no route to host"), Reason::NetworkError);
         // A connection that kept timing out until the queue gave up: the delay expired.
         assert_eq!(reason(None, "connection timed out"), Reason::Expired);
         assert_eq!(reason(None, "account has been disabled"), Reason::Suspend);
-        assert_eq!(reason(None, "virus found in message"), Reason::VirusDetected);
+        assert_eq!(
+            reason(None, "virus found in message"),
+            Reason::VirusDetected
+        );
     }
 
     #[test]
     fn fallbacks_use_code_classes_action_and_reply_code() {
-        assert_eq!(reason(Some("5.6.0"), "nothing useful"), Reason::ContentError);
-        assert_eq!(reason(Some("4.4.1"), "nothing useful"), Reason::NetworkError);
+        assert_eq!(
+            reason(Some("5.6.0"), "nothing useful"),
+            Reason::ContentError
+        );
+        assert_eq!(
+            reason(Some("4.4.1"), "nothing useful"),
+            Reason::NetworkError
+        );
         let delayed = classify(&Evidence {
             action: Some(Action::Delayed),
             diagnostic: "nothing useful",

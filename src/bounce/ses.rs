@@ -95,7 +95,10 @@ fn complaints(complaint: &Value) -> Vec<Report> {
     let feedback_type = str_at(complaint, "complaintFeedbackType")
         .map(str::to_ascii_lowercase)
         .or_else(|| Some("abuse".to_owned()));
-    let Some(list) = complaint.get("complainedRecipients").and_then(Value::as_array) else {
+    let Some(list) = complaint
+        .get("complainedRecipients")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     list.iter()
@@ -141,7 +144,10 @@ fn deliveries(delivery: &Value) -> Vec<Report> {
 /// The original's identifying headers, from `mail.headers` (a list of name/value pairs).
 fn original(mail: Option<&Value>) -> Original {
     let mut out = Original::default();
-    let Some(headers) = mail.and_then(|m| m.get("headers")).and_then(Value::as_array) else {
+    let Some(headers) = mail
+        .and_then(|m| m.get("headers"))
+        .and_then(Value::as_array)
+    else {
         return out;
     };
     for h in headers {

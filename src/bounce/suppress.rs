@@ -54,16 +54,25 @@ pub enum Error {
 /// When the text is not shaped like `local@domain.tld`.
 pub fn normalize(address: &str) -> Result<String, Error> {
     let bad = || Error::BadAddress(address.to_owned());
-    let a = address.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let a = address
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
     let (local, domain) = a.rsplit_once('@').ok_or_else(bad)?;
     if local.is_empty()
         || local.len() > 64
-        || local.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        || local
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
     {
         return Err(bad());
     }
     let domain = idna::domain_to_ascii(domain).map_err(|_| bad())?;
-    if domain.is_empty() || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.')
+    if domain.is_empty()
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
     {
         return Err(bad());
     }
@@ -226,7 +235,10 @@ mod tests {
     #[test]
     fn normalize_lowercases_domain_and_punycodes_idn() {
         assert_eq!(normalize(" <Ann@Example.ORG> ").unwrap(), "Ann@example.org");
-        assert_eq!(normalize("a@bücher.example").unwrap(), "a@xn--bcher-kva.example");
+        assert_eq!(
+            normalize("a@bücher.example").unwrap(),
+            "a@xn--bcher-kva.example"
+        );
         assert!(normalize("no-at-sign").is_err());
         assert!(normalize("a b@example.org").is_err());
         assert!(normalize("a@localhost").is_err());

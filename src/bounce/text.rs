@@ -4,7 +4,13 @@
 
 /// Local parts the parser never reports as a failed recipient when anyone else is named: they
 /// are the daemons and role accounts that bounce texts mention in passing.
-const ROLE_LOCAL_PARTS: &[&str] = &["mailer-daemon", "postmaster", "abuse", "noreply", "no-reply"];
+const ROLE_LOCAL_PARTS: &[&str] = &[
+    "mailer-daemon",
+    "postmaster",
+    "abuse",
+    "noreply",
+    "no-reply",
+];
 
 /// Lines whose addresses are message identifiers or trace data, not recipients.
 const SKIP_LINE_PREFIXES: &[&str] = &[
@@ -159,7 +165,8 @@ pub(crate) fn statuses(text: &str) -> Vec<String> {
             }
             let bounded = j >= b.len()
                 || !(b[j].is_ascii_alphanumeric()
-                    || (matches!(b[j], b'.' | b'-') && b.get(j + 1).is_some_and(u8::is_ascii_digit)));
+                    || (matches!(b[j], b'.' | b'-')
+                        && b.get(j + 1).is_some_and(u8::is_ascii_digit)));
             if ok && bounded {
                 out.push(text[i..j].to_owned());
                 i = j;
@@ -199,8 +206,14 @@ pub(crate) fn find_reply_code(text: &str) -> Option<u16> {
         {
             continue;
         }
-        let before_ok = i == 0 || matches!(b[i - 1], b' ' | b'\t' | b'\n' | b'(' | b'[' | b':' | b';' | b'<' | b'"' | b'#' | b'=');
-        let after_ok = b.get(i + 3).is_none_or(|c| matches!(c, b' ' | b'-' | b')' | b'\r' | b'\n' | b']' | b','));
+        let before_ok = i == 0
+            || matches!(
+                b[i - 1],
+                b' ' | b'\t' | b'\n' | b'(' | b'[' | b':' | b';' | b'<' | b'"' | b'#' | b'='
+            );
+        let after_ok = b
+            .get(i + 3)
+            .is_none_or(|c| matches!(c, b' ' | b'-' | b')' | b'\r' | b'\n' | b']' | b','));
         if !before_ok || !after_ok {
             continue;
         }
@@ -259,7 +272,10 @@ mod tests {
 
     #[test]
     fn status_codes_are_not_taken_from_ip_addresses_or_versions() {
-        assert_eq!(find_status("host 192.5.1.1 said 550 5.1.1 no"), Some("5.1.1".into()));
+        assert_eq!(
+            find_status("host 192.5.1.1 said 550 5.1.1 no"),
+            Some("5.1.1".into())
+        );
         assert_eq!(find_status("mxl_mta-5.5.0-3"), None);
         assert_eq!(find_status("(#4.4.1)"), Some("4.4.1".into()));
         assert_eq!(find_status("5.7.606 blocked"), Some("5.7.606".into()));
@@ -271,7 +287,10 @@ mod tests {
 
     #[test]
     fn reply_codes_prefer_failures() {
-        assert_eq!(find_reply_code("<<< 250 ok\n<<< 550 no such user"), Some(550));
+        assert_eq!(
+            find_reply_code("<<< 250 ok\n<<< 550 no such user"),
+            Some(550)
+        );
         assert_eq!(find_reply_code("id 1550 and 5500"), None);
         assert_eq!(find_reply_code("smtp;550-5.1.1 x"), Some(550));
     }

@@ -162,11 +162,23 @@ fn print_table(out: &mut impl Write, rows: &[(PathBuf, Report)]) -> anyhow::Resu
         return Ok(());
     }
     let name = |p: &Path| {
-        p.file_name()
-            .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     };
-    let w_file = rows.iter().map(|(f, _)| name(f).len()).max().unwrap_or(4).max(4);
-    let w_rcpt = rows.iter().map(|(_, r)| r.recipient.len()).max().unwrap_or(9).max(9);
+    let w_file = rows
+        .iter()
+        .map(|(f, _)| name(f).len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let w_rcpt = rows
+        .iter()
+        .map(|(_, r)| r.recipient.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
     writeln!(
         out,
         "{:<w_file$}  {:<w_rcpt$}  {:<10}  {:<8}  {:<9}  {:<15}  DIAGNOSTIC",
@@ -224,9 +236,8 @@ pub(crate) fn target(path: &Path) -> anyhow::Result<Target> {
             .and_then(|v| v.as_str())
             .map(str::to_owned)
     };
-    let name = get("campaign", "name").with_context(|| {
-        format!("{}: [campaign] name is missing", toml_path.display())
-    })?;
+    let name = get("campaign", "name")
+        .with_context(|| format!("{}: [campaign] name is missing", toml_path.display()))?;
     let store = get("store", "path").map_or_else(|| root.join("mailroom.db"), |p| root.join(p));
     Ok(Target {
         name,

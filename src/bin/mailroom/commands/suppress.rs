@@ -56,7 +56,9 @@ fn ledger(args: &Args) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &args.campaign {
         return Ok(super::bounces::target(dir)?.store);
     }
-    anyhow::bail!("no ledger given\n\nPass --db PATH, or --campaign DIR to use that campaign's ledger.")
+    anyhow::bail!(
+        "no ledger given\n\nPass --db PATH, or --campaign DIR to use that campaign's ledger."
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -76,8 +78,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else if entries.is_empty() {
                 println!("the suppression list of {} is empty", path.display());
             } else {
-                let w = entries.iter().map(|e| e.email.len()).max().unwrap_or(5).max(5);
-                println!("{:<w$}  {:<11}  {:<20}  {:<16}  SOURCE", "EMAIL", "REASON", "ADDED (UTC)", "CAMPAIGN");
+                let w = entries
+                    .iter()
+                    .map(|e| e.email.len())
+                    .max()
+                    .unwrap_or(5)
+                    .max(5);
+                println!(
+                    "{:<w$}  {:<11}  {:<20}  {:<16}  SOURCE",
+                    "EMAIL", "REASON", "ADDED (UTC)", "CAMPAIGN"
+                );
                 for e in &entries {
                     let added = chrono::DateTime::from_timestamp_millis(e.created_at)
                         .map_or_else(String::new, |d| d.format("%Y-%m-%d %H:%M:%S").to_string());
@@ -130,7 +140,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let source = format!("file:{}", file.display());
             let s = suppress::import_file(&mut conn, &file, &reason, &source)?;
             for (line, text, why) in &s.invalid {
-                eprintln!("mailroom: {}:{line}: skipped `{text}`: {}", file.display(), why.lines().next().unwrap_or(""));
+                eprintln!(
+                    "mailroom: {}:{line}: skipped `{text}`: {}",
+                    file.display(),
+                    why.lines().next().unwrap_or("")
+                );
             }
             println!(
                 "{}: {} added, {} already suppressed, {} invalid",
