@@ -300,7 +300,9 @@ impl Flat {
 
     /// Loose: a non-DSN message is read as a bounce only if something says it is one.
     pub fn looks_like_bounce(&self) -> bool {
-        if self.sender_is_daemon() || self.subject_is_bounce() || !self.failed_recipients().is_empty()
+        if self.sender_is_daemon()
+            || self.subject_is_bounce()
+            || !self.failed_recipients().is_empty()
         {
             return true;
         }
