@@ -583,6 +583,8 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         if !options.wait {
             break;
         }
+        // Outcomes are queued, not yet committed: make them visible to the reader first.
+        writer.sync().await?;
         let due = {
             let resend = options.resend_unknown;
             match read(Box::new(move |c| {

@@ -664,3 +664,70 @@ async fn send_without_a_terminal_requires_yes() {
         "nothing written without confirmation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_the_run_retries_deferred_recipients_until_all_are_final() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["retryonce1", "defer1", "n1"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut o = options(1);
+    o.wait = true;
+    o.retry.backoff = vec![Duration::from_millis(100), Duration::from_millis(200)];
+    o.retry.max_attempts = 3;
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o,
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    // Deferred once, then accepted on the retry.
+    let (state, attempts, code, _) = recipient(&l.path, "retryonce1@example.test");
+    assert_eq!((state.as_str(), attempts, code), ("accepted", 2, Some(250)));
+    // Always deferred: given up after max_attempts.
+    let (state, attempts, code, _) = recipient(&l.path, "defer1@example.test");
+    assert_eq!((state.as_str(), attempts, code), ("failed", 3, Some(451)));
+    assert_eq!(summary.deferred_total, 0);
+    assert_eq!(
+        server.seen.lock().unwrap().rcpt_count["defer1@example.test"],
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wait_a_deferred_recipient_waits_for_the_next_run() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["retryonce2", "n2"].into_iter().map(String::from).collect();
+    let mut o = options(1);
+    o.retry.backoff = vec![Duration::from_millis(1)];
+    let first = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o.clone(),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(
+        (first.end, first.deferred, first.accepted),
+        (End::Finished, 1, 1)
+    );
+    // The retry time has passed by the time the next run starts: it is due and goes out once.
+    let second = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o,
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(second.accepted, 1);
+    assert_eq!(recipient(&l.path, "retryonce2@example.test").0, "accepted");
+    assert_eq!(server.accepted_count(), 2);
+}
