@@ -487,7 +487,17 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                 Some(session)
             }
             Err(failure) => {
-                shared.stop(End::Aborted(failure.to_string()));
+                // A relay that is busy right now ("421 try later") pauses the run; one that
+                // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
+                let busy = matches!(
+                    &failure,
+                    ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Throttle)
+                );
+                shared.stop(if busy {
+                    End::Paused(failure.to_string())
+                } else {
+                    End::Aborted(failure.to_string())
+                });
                 None
             }
         }

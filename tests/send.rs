@@ -731,3 +731,55 @@ async fn without_wait_a_deferred_recipient_waits_for_the_next_run() {
     assert_eq!(recipient(&l.path, "retryonce2@example.test").0, "accepted");
     assert_eq!(server.accepted_count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_command_reports_honestly_and_sets_exit_codes() {
+    let server = Server::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"",
+        server.addr.port()
+    );
+    let run = |root: &Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("send")
+            .arg(root)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // Dry run: renders, counts, writes nothing, sends nothing.
+    let clean: Vec<String> = (0..3).map(|i| format!("p{i}@example.test")).collect();
+    let root = delivery::write_campaign(dir.path(), "clean", "news@sender.test", &smtp, &clean);
+    let out = run(&root, &["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("would send 3 messages"), "{stdout}");
+    assert!(!root.join("mailroom.db").exists());
+    assert_eq!(server.seen.lock().unwrap().sessions, 0);
+
+    // All accepted: exit 0, and the wording never claims delivery.
+    let out = run(&root, &["--yes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("3 accepted by the relay"), "{stdout}");
+    assert!(!stdout.to_lowercase().contains("delivered"), "{stdout}");
+    assert_eq!(server.accepted_count(), 3);
+
+    // A hard bounce: finished with problems, exit 1.
+    let mixed = vec![
+        "q1@example.test".to_owned(),
+        "unknown9@example.test".to_owned(),
+    ];
+    let root = delivery::write_campaign(dir.path(), "mixed", "news@sender.test", &smtp, &mixed);
+    let out = run(&root, &["--yes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("1 bounced (hard 1, soft 0)"), "{stdout}");
+    assert!(
+        stdout.contains("bounced_hard unknown9@example.test"),
+        "{stdout}"
+    );
+}
