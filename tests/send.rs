@@ -228,8 +228,9 @@ async fn silence_after_the_final_dot_is_unknown_and_never_resent_without_opt_in(
     assert_eq!(summary.unknown, 1);
     assert_eq!(summary.accepted, 3);
     assert_eq!(recipient(&l.path, "silentdata1@example.test").0, "unknown");
-    // The connection was dropped after the timeout and a new one carried on.
+    // The connection was dropped after the timeout and a new one carried on, in step.
     assert_eq!(server.seen.lock().unwrap().sessions, 2);
+    delivery::assert_replies_in_sync(&server, &l.path);
 
     let rerun = send(
         &l.path,
@@ -274,6 +275,7 @@ async fn a_command_timeout_defers_the_recipient_and_the_run_goes_on() {
         .unwrap();
     assert_eq!(step, "rcpt");
     assert!(reply.contains("no reply within"), "{reply}");
+    delivery::assert_replies_in_sync(&server, &l.path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,6 +494,7 @@ async fn ctrl_c_lets_in_flight_messages_finish_and_claims_nothing_new() {
     let rest = send(&l.path, people(&locals), s, options(2), Shutdown::new()).await;
     assert_eq!(rest.end, End::Finished);
     assert_eq!(states(&l.path).get("accepted"), Some(&20));
+    delivery::assert_replies_in_sync(&server, &l.path);
     let per = server.accepted_per_address();
     assert_eq!(per.len(), 20);
     assert!(per.values().all(|n| *n == 1), "{per:?}");
