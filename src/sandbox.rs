@@ -458,15 +458,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             session::After::StartTls => {
-                if flush(&mut reader, &mut out).await.is_err() {
-                    return Outcome::Done;
-                }
                 // Commands pipelined behind STARTTLS in plaintext must not be executed inside
                 // TLS (the CVE-2011-0411 injection): dropping the read buffer discards them.
+                // Recorded before the 220 goes out, so a client that saw it sees the record.
                 if !reader.buffer().is_empty() {
                     context
                         .policy
                         .record("<plaintext after STARTTLS discarded>");
+                }
+                if flush(&mut reader, &mut out).await.is_err() {
+                    return Outcome::Done;
                 }
                 return Outcome::StartTls(reader.into_inner());
             }
