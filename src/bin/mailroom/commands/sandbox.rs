@@ -9,9 +9,15 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use mailroom::sandbox::{self, SandboxConfig, Script};
 
-/// Arguments of `mailroom sandbox`.
+/// Arguments of `mailroom sandbox` (boxed: they would make every `Command` variant large).
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    options: Box<Options>,
+}
+
+#[derive(Debug, clap::Args)]
+struct Options {
     /// Address of the STARTTLS listener (port 587 style).
     #[arg(long, default_value = "127.0.0.1:2587")]
     listen: SocketAddr,
@@ -45,6 +51,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let args = *args.options;
     let script = match &args.script {
         Some(path) => {
             let text = std::fs::read_to_string(path)
