@@ -618,3 +618,72 @@ async fn shutdown_stops_listening() {
     sb.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// The SMTP client the sender is built on talks to the sandbox: STARTTLS with the sandbox CA,
+/// AUTH PLAIN and LOGIN, a 550 at RCPT with its enhanced code, and an accepted message.
+#[tokio::test]
+async fn lettre_client_interoperates() {
+    use lettre::address::Envelope;
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{
+        AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
+    };
+    use lettre::transport::smtp::commands::{Mail, Rcpt, Rset};
+    use lettre::transport::smtp::extension::ClientId;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sb = start(
+        dir.path(),
+        "[[rule]]\nrecipient = \"gone@example.org\"\naction = \"reject\"\nreply = \"550 5.1.1 user unknown\"\n",
+        true,
+    )
+    .await;
+    for mechanism in [Mechanism::Plain, Mechanism::Login] {
+        let hello = ClientId::Domain("client.test".to_owned());
+        let mut conn = AsyncSmtpConnection::connect_tokio1(sb.addr(), None, &hello, None, None)
+            .await
+            .unwrap();
+        let params = TlsParameters::builder("localhost".to_owned())
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(Certificate::from_pem(sb.ca_pem().as_bytes()).unwrap())
+            .build_rustls()
+            .unwrap();
+        conn.starttls(params, &hello).await.unwrap();
+        assert!(conn.is_encrypted());
+        let creds = Credentials::new("user".to_owned(), "secret".to_owned());
+        assert_eq!(
+            conn.auth(&[mechanism], &creds)
+                .await
+                .unwrap()
+                .code()
+                .to_string(),
+            "235"
+        );
+        // Command by command, as the sender drives it (lettre's `send` drops the connection on
+        // any negative reply).
+        let from: lettre::Address = "bounces@example.com".parse().unwrap();
+        conn.command(Mail::new(Some(from), vec![])).await.unwrap();
+        let err = conn
+            .command(Rcpt::new("gone@example.org".parse().unwrap(), vec![]))
+            .await
+            .unwrap_err();
+        assert!(err.is_permanent());
+        assert_eq!(err.status().map(|c| c.to_string()), Some("550".to_owned()));
+        assert!(err.to_string().contains("5.1.1"), "{err}");
+        // The connection stays usable after a rejected RCPT once reset.
+        conn.command(Rset).await.unwrap();
+        let envelope = Envelope::new(
+            Some("bounces@example.com".parse().unwrap()),
+            vec!["ann@example.org".parse().unwrap()],
+        )
+        .unwrap();
+        let ok = conn.send(&envelope, MESSAGE.as_bytes()).await.unwrap();
+        assert_eq!(ok.code().to_string(), "250");
+        conn.quit().await.unwrap();
+    }
+    let files = maildir_messages(sb.maildir());
+    assert_eq!(files.len(), 2);
+    // lettre always sends "\r\n.\r\n" after the message, so a message that already ends in
+    // CRLF arrives with one extra empty line; the sandbox stores exactly what was sent.
+    assert_eq!(strip_trace(&files[1]), format!("{MESSAGE}\r\n").as_bytes());
+}
