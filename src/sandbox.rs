@@ -44,6 +44,10 @@ pub enum Error {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("could not create the Maildir {}: {source}", path.display())]
     Maildir { path: PathBuf, source: io::Error },
+    #[error(
+        "the implicit-TLS listener needs TLS\n\nDo not turn TLS off when asking for implicit TLS."
+    )]
+    ImplicitTlsWithoutTls,
     #[error(transparent)]
     Tls(#[from] tls::Error),
     #[error(transparent)]
@@ -163,6 +167,9 @@ pub async fn start(config: SandboxConfig) -> Result<Sandbox, Error> {
             return Err(Error::NotLoopback { addr });
         }
     }
+    if !config.tls && (config.implicit_tls || config.tls_listen.is_some()) {
+        return Err(Error::ImplicitTlsWithoutTls);
+    }
     let bounce_maildir = config.bounce_dir();
     for dir in [&config.maildir, &bounce_maildir] {
         maildir::create(dir).map_err(|source| Error::Maildir {
@@ -200,7 +207,7 @@ pub async fn start(config: SandboxConfig) -> Result<Sandbox, Error> {
         addr: config.listen,
         source,
     })?;
-    let implicit_main = config.implicit_tls && config.tls;
+    let implicit_main = config.implicit_tls;
     let mut tasks = vec![tokio::spawn(accept_loop(
         main,
         implicit_main,
@@ -208,7 +215,7 @@ pub async fn start(config: SandboxConfig) -> Result<Sandbox, Error> {
         stopped.clone(),
     ))];
     let mut tls_addr = None;
-    if let (Some(listen), true) = (config.tls_listen, config.tls) {
+    if let Some(listen) = config.tls_listen {
         let listener = bind(listen).await?;
         tls_addr = Some(listener.local_addr().map_err(|source| Error::Bind {
             addr: listen,
@@ -505,7 +512,15 @@ async fn deliver(
     let bounce_maildir = context.bounce_maildir.clone();
     let hostname = context.policy.hostname.clone();
     tokio::task::spawn_blocking(move || {
-        maildir::deliver(&maildir, &accepted.maildir_bytes())?;
+        let path = maildir::deliver(&maildir, &accepted.maildir_bytes())?;
+        tracing::info!(
+            id = %accepted.id,
+            from = %accepted.mail_from,
+            to = %accepted.rcpts.join(", "),
+            bytes = accepted.data.len(),
+            file = %path.display(),
+            "sandbox: message accepted and stored"
+        );
         let date = chrono::Utc::now().to_rfc2822();
         let ip = peer.ip().to_string();
         for (n, feedback) in accepted.feedback.iter().enumerate() {
@@ -527,7 +542,8 @@ async fn deliver(
                     report::arf(&original, feedback_type)
                 }
             };
-            maildir::deliver(&bounce_maildir, &bytes)?;
+            let path = maildir::deliver(&bounce_maildir, &bytes)?;
+            tracing::info!(rcpt = %feedback.rcpt, file = %path.display(), "sandbox: scripted report written");
         }
         Ok(())
     })

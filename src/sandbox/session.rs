@@ -4,7 +4,7 @@
 //! per-recipient decisions; must not touch sockets, files or clocks, so every rule is unit-tested
 //! without a network.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,8 @@ pub const MAX_COMMAND_LINE: usize = 512;
 pub const MAX_AUTH_LINE: usize = 12288;
 /// A message text line longer than this (CRLF included) fails the message (RFC 5321 §4.5.3.1.6).
 pub const MAX_TEXT_LINE: usize = 1000;
+/// Transcript lines kept (the oldest are dropped first).
+pub const TRANSCRIPT_LIMIT: usize = 100_000;
 /// Sessions are closed after this many failed commands, so a hostile client cannot loop forever.
 pub const MAX_ERRORS: u32 = 10;
 
@@ -39,7 +41,9 @@ pub struct Policy {
     /// RCPT attempts per greylisted recipient, across sessions (`std` mutex: never held across
     /// an await).
     greylist: Mutex<HashMap<String, u32>>,
-    transcript: Mutex<Vec<String>>,
+    /// The most recent `TRANSCRIPT_LIMIT` command lines: complete for tests, bounded for a
+    /// long-running `mailroom sandbox`.
+    transcript: Mutex<VecDeque<String>>,
     sequence: AtomicU64,
 }
 
@@ -58,26 +62,30 @@ impl Policy {
             max_recipients: 100,
             script,
             greylist: Mutex::new(HashMap::new()),
-            transcript: Mutex::new(Vec::new()),
+            transcript: Mutex::new(VecDeque::new()),
             sequence: AtomicU64::new(1),
         }
     }
 
     /// Every command line received so far, across sessions, AUTH secrets redacted.
     pub fn transcript(&self) -> Vec<String> {
-        self.transcript
-            .lock()
-            .map(|t| t.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+        let transcript = match self.transcript.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        transcript.iter().cloned().collect()
     }
 
     /// Adds a line to the transcript (also used by the shell for connection events).
     pub fn record(&self, line: impl Into<String>) {
-        let line = line.into();
-        match self.transcript.lock() {
-            Ok(mut t) => t.push(line),
-            Err(poisoned) => poisoned.into_inner().push(line),
+        let mut transcript = match self.transcript.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if transcript.len() >= TRANSCRIPT_LIMIT {
+            transcript.pop_front();
         }
+        transcript.push_back(line.into());
     }
 
     fn next_id(&self) -> String {

@@ -106,7 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         println!("  accepted messages: {}", sandbox.maildir().display());
         println!("  scripted bounces and complaints: {}", sandbox.bounce_maildir().display());
-        println!("Messages are stored, never relayed. Press Ctrl-C to stop.");
+        println!("Messages are stored, never relayed (run with -v to log each one). Press Ctrl-C to stop.");
         tokio::signal::ctrl_c()
             .await
             .context("could not wait for Ctrl-C")?;
