@@ -324,15 +324,15 @@ async fn script_rejects_greylists_and_reports_full_mailboxes() {
         (r.code, r.text()),
         (452, "4.2.2 mailbox full, try later".to_owned())
     );
-    assert_eq!(c.cmd("RCPT TO:<x@grey.example>").await.code, 451);
+    assert_eq!(c.cmd("RCPT TO:<x@grey.example>").await.code, 450);
     assert_eq!(c.cmd("RSET").await.code, 250);
     // Greylisting counts attempts per recipient across connections.
     let mut c2 = ready(&sb, false).await;
     assert_eq!(c2.cmd("MAIL FROM:<a@example.com>").await.code, 250);
-    assert_eq!(c2.cmd("RCPT TO:<x@grey.example>").await.code, 451);
+    assert_eq!(c2.cmd("RCPT TO:<x@grey.example>").await.code, 450);
     assert_eq!(
         c2.cmd("RCPT TO:<y@grey.example>").await.code,
-        451,
+        450,
         "counted per address"
     );
     assert_eq!(c2.cmd("RCPT TO:<x@grey.example>").await.code, 250);

@@ -148,7 +148,7 @@ pub enum Action {
         at: Stage,
         reply: Reply,
     },
-    /// `reply` (451 4.7.1 by default) for the first `attempts` RCPTs of this address, then accept.
+    /// `reply` (450 4.2.0 by default, as postgrey) for the first `attempts` RCPTs of this address, then accept.
     Greylist {
         attempts: u32,
         reply: Reply,
@@ -417,11 +417,11 @@ fn parse_rule(index: usize, raw: RawRule) -> Result<Rule, Error> {
         },
         "greylist" => {
             let reply =
-                reply.unwrap_or_else(|| Reply::new(451, "4.7.1", "greylisted, try again later"));
+                reply.unwrap_or_else(|| Reply::new(450, "4.2.0", "greylisted, try again later"));
             if reply.code / 100 != 4 {
                 return Err(invalid(
                     format!("{name}: a greylist reply must be 4xx, not {}", reply.code),
-                    "Use e.g. reply = \"451 4.7.1 greylisted\".",
+                    "Use e.g. reply = \"450 4.2.0 greylisted\".",
                 ));
             }
             Action::Greylist {

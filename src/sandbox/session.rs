@@ -1131,8 +1131,8 @@ mod tests {
             feed(&mut s, "RCPT TO:<hard@x>").reply,
             "550 5.1.1 no such user\r\n"
         );
-        assert_eq!(code(&mut s, "RCPT TO:<grey@x>"), 451);
-        assert_eq!(code(&mut s, "RCPT TO:<grey@x>"), 451);
+        assert_eq!(code(&mut s, "RCPT TO:<grey@x>"), 450);
+        assert_eq!(code(&mut s, "RCPT TO:<grey@x>"), 450);
         assert_eq!(code(&mut s, "RCPT TO:<grey@x>"), 250);
         assert_eq!(
             feed(&mut s, "RCPT TO:<slow@x>").delay,

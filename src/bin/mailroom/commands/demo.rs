@@ -31,7 +31,7 @@ pub struct Args {
 /// The sandbox script: which demo recipients meet which relay behaviour.
 const SCRIPT: &str = r#"# Relay behaviour for the mailroom demo (format: docs/sandbox.md).
 
-# Greylisting: the first attempt is deferred with 451, the retry is accepted.
+# Greylisting: the first attempt is deferred with 450 4.2.0, the retry is accepted.
 [[rule]]
 recipient = "*@greylist.example"
 action = "greylist"
