@@ -445,6 +445,17 @@ async fn session_faults_greeting_no_starttls_auth_fails_and_handshake_abort() {
     assert_eq!((r.code, r.lines[0].starts_with("5.7.8")), (535, true));
 
     let sb = start(
+        &dir.path().join("e"),
+        "[session]\ndisconnect_at = \"auth\"\n",
+        true,
+    )
+    .await;
+    let mut c = ready(&sb, false).await;
+    let r = c.cmd(&format!("AUTH PLAIN {plain}")).await;
+    assert_eq!(r.code, 421);
+    assert!(c.is_closed().await);
+
+    let sb = start(
         &dir.path().join("d"),
         "[session]\ntls_handshake = \"abort\"\n",
         false,
@@ -686,4 +697,40 @@ async fn lettre_client_interoperates() {
     // lettre always sends "\r\n.\r\n" after the message, so a message that already ends in
     // CRLF arrives with one extra empty line; the sandbox stores exactly what was sent.
     assert_eq!(strip_trace(&files[1]), format!("{MESSAGE}\r\n").as_bytes());
+}
+
+#[test]
+fn the_command_refuses_a_public_address_and_reports_script_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["sandbox", "--listen", "0.0.0.0:2587", "--maildir"])
+        .arg(dir.path().join("m"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("--allow-remote"),
+        "{stderr}"
+    );
+
+    let script = dir.path().join("script.toml");
+    std::fs::write(
+        &script,
+        "[[rule]]\nrecipient = \"a@b\"\naction = \"reject\"\n",
+    )
+    .unwrap();
+    let out = assert_cmd::Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--script"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("script.toml") && stderr.contains("needs a reply"),
+        "{stderr}"
+    );
 }

@@ -11,6 +11,7 @@
 //! tls_handshake = "abort"          # close the connection in the middle of the TLS handshake
 //! greeting = "421 4.3.2 closing"   # replaces the 220 greeting (421 closes the connection)
 //! disconnect_after_messages = 3    # 421 at the next MAIL after this many messages
+//! disconnect_at = "auth"           # 421 (or disconnect_reply) at this stage of every session
 //! delay_ms = { message = 5000 }    # slow replies per stage
 //!
 //! [[rule]]                         # first matching rule wins; no match = accept
@@ -193,6 +194,8 @@ pub struct SessionFaults {
     pub greeting: Option<Reply>,
     /// Reply 421 4.7.0 at the next MAIL once a session has had this many messages accepted.
     pub disconnect_after_messages: Option<u32>,
+    /// Reply `.1` at stage `.0` of every session, then close.
+    pub disconnect_at: Option<(Stage, Reply)>,
     /// Slow replies, per stage, for every session.
     pub delays: BTreeMap<Stage, Duration>,
 }
@@ -205,6 +208,7 @@ impl Default for SessionFaults {
             abort_tls_handshake: false,
             greeting: None,
             disconnect_after_messages: None,
+            disconnect_at: None,
             delays: BTreeMap::new(),
         }
     }
@@ -234,6 +238,8 @@ struct RawSession {
     tls_handshake: Option<String>,
     greeting: Option<String>,
     disconnect_after_messages: Option<u32>,
+    disconnect_at: Option<Stage>,
+    disconnect_reply: Option<String>,
     #[serde(default)]
     delay_ms: BTreeMap<Stage, u64>,
 }
@@ -315,7 +321,36 @@ fn parse_session(raw: RawSession) -> Result<SessionFaults, Error> {
             Ok(reply)
         })
         .transpose()?;
+    let disconnect_reply = raw
+        .disconnect_reply
+        .map(|r| {
+            Reply::parse(&r)
+                .map_err(|e| invalid(format!("[session] disconnect_reply: {e}"), REPLY_FIX))
+        })
+        .transpose()?;
+    let disconnect_at = match (raw.disconnect_at, disconnect_reply) {
+        (Some(Stage::Greeting), _) => {
+            return Err(invalid(
+                "[session] disconnect_at = \"greeting\" is what `greeting` does",
+                "Use greeting = \"421 4.3.2 ...\" instead.",
+            ));
+        }
+        (Some(stage), reply) => Some((
+            stage,
+            reply.unwrap_or_else(|| {
+                Reply::new(421, "4.3.2", "sandbox closing the connection (scripted)")
+            }),
+        )),
+        (None, Some(_)) => {
+            return Err(invalid(
+                "[session] disconnect_reply without disconnect_at",
+                "Add disconnect_at = \"ehlo\" (or starttls, auth, mail, rcpt, data, message).",
+            ));
+        }
+        (None, None) => None,
+    };
     Ok(SessionFaults {
+        disconnect_at,
         starttls: raw.starttls.unwrap_or(true),
         auth_fails,
         abort_tls_handshake,
@@ -553,6 +588,7 @@ mod tests {
             tls_handshake = "abort"
             greeting = "421 4.3.2 not today"
             disconnect_after_messages = 2
+            disconnect_at = "auth"
             delay_ms = { message = 1500 }
 
             [[rule]]
@@ -590,6 +626,13 @@ mod tests {
         assert!(script.session.auth_fails);
         assert!(script.session.abort_tls_handshake);
         assert_eq!(script.session.greeting.as_ref().unwrap().code, 421);
+        assert_eq!(
+            script.session.disconnect_at,
+            Some((
+                Stage::Auth,
+                Reply::new(421, "4.3.2", "sandbox closing the connection (scripted)")
+            ))
+        );
         assert_eq!(
             script.session.delays.get(&Stage::Message),
             Some(&Duration::from_millis(1500))
@@ -643,6 +686,10 @@ mod tests {
             ),
             ("[session]\nauth = \"maybe\"", "auth = \"maybe\""),
             ("[session]\nbogus = 1", "unknown field"),
+            (
+                "[session]\ndisconnect_reply = \"421 4.3.2 x\"",
+                "without disconnect_at",
+            ),
             (
                 "[[rule]]\nrecipient = \"a b\"\naction = \"accept\"",
                 "spaces",

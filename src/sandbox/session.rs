@@ -425,6 +425,18 @@ impl Session {
         if self.refused && verb != "QUIT" {
             return self.error(503, "5.5.1", "no SMTP service here; send QUIT");
         }
+        let stage = match verb.as_str() {
+            "EHLO" | "HELO" => Some(Stage::Ehlo),
+            "STARTTLS" => Some(Stage::Starttls),
+            "AUTH" => Some(Stage::Auth),
+            "MAIL" => Some(Stage::Mail),
+            "RCPT" => Some(Stage::Rcpt),
+            "DATA" => Some(Stage::Data),
+            _ => None,
+        };
+        if let Some(response) = stage.and_then(|stage| self.scripted_disconnect(stage)) {
+            return response;
+        }
         match verb.as_str() {
             "EHLO" | "HELO" => self.helo(&verb, &args),
             "STARTTLS" => self.starttls(&args),
@@ -446,6 +458,16 @@ impl Session {
             "" => self.error(500, "5.5.2", "empty command"),
             _ => self.error(500, "5.5.2", "command not recognized"),
         }
+    }
+
+    /// The session-wide `disconnect_at` fault, if it applies at `stage`.
+    fn scripted_disconnect(&self, stage: Stage) -> Option<Response> {
+        let (at, reply) = self.policy.script.session.disconnect_at.as_ref()?;
+        (*at == stage).then(|| {
+            Response::reply(reply.code, &reply.enhanced, &reply.text)
+                .delayed(self.delay(stage))
+                .then(After::Close)
+        })
     }
 
     fn starttls_offered(&self) -> bool {
@@ -789,6 +811,9 @@ impl Session {
         if data.too_big {
             return Response::reply(552, "5.3.4", "message size exceeds the fixed limit")
                 .delayed(delay);
+        }
+        if let Some(response) = self.scripted_disconnect(Stage::Message) {
+            return response;
         }
         if data.overlong {
             return Response::reply(550, "5.6.0", "message has a line longer than 998 octets")
@@ -1187,6 +1212,28 @@ mod tests {
         assert_eq!(send(&mut s, &["x"]).code(), 250);
         let r = feed(&mut s, "MAIL FROM:<a@b.c>");
         assert_eq!((r.code(), r.after), (421, After::Close));
+
+        for stage in ["ehlo", "mail", "rcpt", "data", "message"] {
+            let p = policy(&format!("[session]\ndisconnect_at = \"{stage}\"\n"), false);
+            let mut s = Session::new(p, true);
+            s.greeting();
+            let mut last = Response::none();
+            for line in [
+                "EHLO c",
+                "MAIL FROM:<a@b.c>",
+                "RCPT TO:<x@y.z>",
+                "DATA",
+                "x",
+                ".",
+            ] {
+                last = feed(&mut s, line);
+                if last.after == After::Close {
+                    break;
+                }
+            }
+            assert_eq!((last.code(), last.after), (421, After::Close), "at {stage}");
+            assert!(last.accepted.is_none());
+        }
 
         let p = policy("[session]\ngreeting = \"421 4.3.2 go away\"\n", false);
         let r = Session::new(p, false).greeting();
