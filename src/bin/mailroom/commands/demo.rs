@@ -14,8 +14,19 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use anyhow::Context as _;
+use mailroom::campaign::{self, Campaign, Contact, ContactEntry};
+use mailroom::model::DeliveryState;
+use mailroom::pipeline::{
+    self, Counters, End, Options, Outgoing, RateOptions, Render, RetryOptions, Run,
+};
 use mailroom::sandbox::{self, SandboxConfig, Script};
+use mailroom::shutdown::Shutdown;
+use mailroom::store::{DueRow, NewRecipient, Writer};
+use mailroom::transport::{Secret, Security, Settings, Transport};
 
 /// Arguments of `mailroom demo`.
 #[derive(Debug, clap::Args)]
@@ -138,7 +149,8 @@ command_timeout = 10
 data_timeout = 30
 
 [rate]
-per_second = 40
+# Paced so the demo shows the limiter at work and still finishes in seconds.
+per_second = 100
 
 [retry]
 # Short on purpose so the demo finishes quickly; real campaigns wait minutes to hours.
@@ -238,6 +250,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let sandbox_dir = workspace.join("sandbox");
     let campaign_dir = workspace.join("campaign");
+    if campaign_dir.join("campaign.toml").exists() || sandbox_dir.exists() {
+        anyhow::bail!(
+            "{} already holds a demo\n\nPass a new folder with --dir, or leave --dir out for a temporary one; look at the earlier demo with `mailroom report {}`.",
+            workspace.display(),
+            campaign_dir.display()
+        );
+    }
     std::fs::create_dir_all(&sandbox_dir)
         .with_context(|| format!("could not create {}", sandbox_dir.display()))?;
 
@@ -283,7 +302,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         sandbox_dir.join("maildir/new").display()
     );
     println!(
-        "Look again any time: mailroom report {}",
+        "Look again any time: mailroom report {0}  (or: mailroom dashboard {0})",
         campaign_dir.display()
     );
     Ok(code)
@@ -291,22 +310,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn steps(args: &Args, campaign_dir: &Path, sandbox: &sandbox::Sandbox) -> anyhow::Result<ExitCode> {
     println!(
-        "1. Sending through the sandbox (greylisted recipients are retried after a short back-off)"
+        "1. Sending through the sandbox: STARTTLS, AUTH, rate limit; greylisted recipients are retried after a short back-off"
     );
-    let send: super::send::Args = parse("send", &os(&[&campaign_dir]))?;
-    super::send::run(send).context("demo: the send step failed")?;
+    send(campaign_dir)?;
 
     println!();
     println!(
         "2. Importing the bounces and complaints the sandbox wrote to {}",
         sandbox.bounce_maildir().display()
     );
-    let bounces: super::bounces::Args =
-        parse("bounces", &os(&[&campaign_dir, &sandbox.bounce_maildir()]))?;
+    let bounces: super::bounces::Args = parse(
+        "bounces",
+        &os(&[
+            &"import",
+            &campaign_dir,
+            &"--maildir",
+            &sandbox.bounce_maildir(),
+        ]),
+    )?;
     super::bounces::run(bounces).context("demo: the bounce import step failed")?;
 
     println!();
     if !args.no_dashboard && std::io::stdout().is_terminal() {
+        println!("3. Opening the dashboard (q quits)");
         let dashboard: super::dashboard::Args = parse("dashboard", &os(&[&campaign_dir]))?;
         super::dashboard::run(dashboard)
     } else {
@@ -314,4 +340,194 @@ fn steps(args: &Args, campaign_dir: &Path, sandbox: &sandbox::Sandbox) -> anyhow
         let report: super::report::Args = parse("report", &os(&[&campaign_dir]))?;
         super::report::run(report)
     }
+}
+
+/// Renders ledger rows with the loaded campaign, as `mailroom send` does.
+struct CampaignRender(Campaign);
+
+impl Render for CampaignRender {
+    fn render(&self, row: &DueRow) -> Result<Outgoing, String> {
+        let fields: BTreeMap<String, String> = serde_json::from_str(&row.fields).map_err(|e| {
+            format!(
+                "the ledger row for {} has unreadable fields: {e}",
+                row.email
+            )
+        })?;
+        let contact = Contact {
+            line: row.line,
+            email: row.email.clone(),
+            name: row.name.clone(),
+            fields,
+        };
+        let rendered = self.0.render(&contact).map_err(|e| e.to_string())?;
+        Ok(Outgoing {
+            envelope_from: rendered.envelope_from,
+            envelope_to: rendered.envelope_to,
+            message_id: rendered.message_id,
+            bytes: rendered.bytes,
+        })
+    }
+}
+
+/// Sends the demo campaign with the library pipeline (import, ledger writer, workers, pacing,
+/// retries), passes repeated until no deferred recipient is left or a pass gives up.
+fn send(campaign_dir: &Path) -> anyhow::Result<()> {
+    let campaign = Campaign::load(campaign_dir)?;
+    let config = campaign.config().clone();
+    let smtp = &config.smtp;
+    let password = match &smtp.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the password file {}", path.display()))?
+            .trim_end()
+            .to_owned(),
+        None => anyhow::bail!("the demo campaign has no password_file"),
+    };
+    let settings = Settings {
+        host: smtp.host.clone(),
+        port: smtp.port,
+        security: match smtp.security {
+            campaign::Security::StartTls => Security::StartTls,
+            campaign::Security::Tls => Security::Tls,
+            campaign::Security::None => Security::None,
+        },
+        username: smtp.username.clone(),
+        password: Some(Secret::new(password)),
+        ca_file: smtp.ca_file.clone(),
+        hello_name: smtp.hello_name.clone(),
+        fallback_ports: smtp.fallback_ports.clone(),
+        connect_timeout: smtp.connect_timeout,
+        command_timeout: smtp.command_timeout,
+        data_timeout: smtp.data_timeout,
+        messages_per_connection: smtp.messages_per_connection,
+    };
+    let options = Options {
+        connections: smtp.connections,
+        rate: RateOptions {
+            per_second: config.rate.per_second,
+            per_minute: config.rate.per_minute,
+            per_hour: config.rate.per_hour,
+            burst: config.rate.burst,
+            per_domain: config.rate.per_domain.clone(),
+            daily_cap: config.rate.daily_cap,
+        },
+        retry: RetryOptions {
+            backoff: config.retry.backoff.clone(),
+            max_attempts: config.retry.max_attempts,
+            max_age: config.retry.max_age,
+        },
+        wait: true,
+        ..Options::default()
+    };
+    let ledger = config.store.path.clone();
+    let name = campaign.name().to_owned();
+    let render: Arc<dyn Render> = Arc::new(CampaignRender(campaign));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    let started = std::time::Instant::now();
+    // A pass ends when nothing is due; deferred recipients come due after their back-off, so
+    // another pass picks them up. The cap only guards against a relay that never relents.
+    for pass in 1..=5 {
+        let contacts = campaign_rows(campaign_dir)?;
+        let prepared = pipeline::prepare(
+            &ledger,
+            &name,
+            contacts,
+            &settings.host,
+            settings.security.as_str(),
+        )?;
+        let (writer, thread) = Writer::spawn(prepared.conn, ledger.clone())?;
+        let counters = Arc::new(Counters::default());
+        let summary = runtime.block_on(async {
+            let transport = Transport::new(settings.clone()).await?;
+            let progress = std::io::stdout()
+                .is_terminal()
+                .then(|| tokio::spawn(show_progress(counters.clone())));
+            let summary = pipeline::run(Run {
+                ledger: ledger.clone(),
+                writer,
+                campaign_id: prepared.campaign_id,
+                run_id: prepared.run_id,
+                transport,
+                render: render.clone(),
+                options: options.clone(),
+                shutdown: Shutdown::new(),
+                counters: counters.clone(),
+                events: None,
+            })
+            .await;
+            if let Some(progress) = progress {
+                progress.abort();
+                print!("\r\x1b[2K");
+            }
+            anyhow::Ok(summary?)
+        });
+        thread.join()?;
+        let summary = summary?;
+        println!(
+            "   pass {pass} ({:.1} s): {} accepted by the relay, {} deferrals, {} hard bounces, {} soft bounces; {} still deferred",
+            started.elapsed().as_secs_f64(),
+            summary.state(DeliveryState::Accepted),
+            summary.deferred,
+            summary.state(DeliveryState::BouncedHard),
+            summary.state(DeliveryState::BouncedSoft),
+            summary.state(DeliveryState::Deferred),
+        );
+        match &summary.end {
+            End::Finished => {}
+            other => anyhow::bail!("the demo send stopped: {other:?}"),
+        }
+        let Some(next) = summary
+            .next_retry_at
+            .filter(|_| summary.state(DeliveryState::Deferred) > 0)
+        else {
+            break;
+        };
+        let wait_ms = next
+            .saturating_sub(chrono::Utc::now().timestamp_millis())
+            .max(0);
+        std::thread::sleep(std::time::Duration::from_millis(
+            u64::try_from(wait_ms).unwrap_or(0),
+        ));
+    }
+    Ok(())
+}
+
+/// A one-line counter on the terminal while a pass runs.
+async fn show_progress(counters: Arc<Counters>) {
+    use std::io::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        print!(
+            "\r   {} of {} done: {} accepted by the relay, {} deferred",
+            counters.done(),
+            counters.planned.load(Relaxed),
+            counters.accepted.load(Relaxed),
+            counters.deferred.load(Relaxed),
+        );
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// The campaign's valid contacts in the shape the ledger imports.
+fn campaign_rows(campaign_dir: &Path) -> anyhow::Result<Vec<Result<NewRecipient, String>>> {
+    let campaign = Campaign::load(campaign_dir)?;
+    let mut rows = Vec::new();
+    for entry in campaign.contacts()? {
+        if let ContactEntry::Valid(contact) = entry? {
+            rows.push(Ok(NewRecipient {
+                domain: contact.domain().to_owned(),
+                token: campaign::recipient_token(campaign.name(), &contact.email),
+                fields: serde_json::to_string(&contact.fields)?,
+                email: contact.email,
+                name: contact.name,
+                line: contact.line,
+            }));
+        }
+    }
+    Ok(rows)
 }
