@@ -734,3 +734,84 @@ fn the_command_refuses_a_public_address_and_reports_script_errors() {
         "{stderr}"
     );
 }
+
+/// `mailroom demo` end to end: sandbox, campaign, real pipeline, bounce import, report. The
+/// ledger must show exactly what the demo's script makes the relay do.
+#[test]
+fn demo_sends_through_the_sandbox_and_the_ledger_matches_its_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("demo");
+    let out = assert_cmd::Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["demo", "--no-dashboard", "--dir"])
+        .arg(&ws)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3. Report"), "{stdout}");
+    assert!(
+        !stdout.to_lowercase().contains("delivered"),
+        "a 250 is not a delivery: {stdout}"
+    );
+
+    let conn = rusqlite::Connection::open(ws.join("campaign/mailroom.db")).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let states: Vec<(String, i64)> = conn
+        .prepare("SELECT state, count(*) FROM recipients GROUP BY state ORDER BY state")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expect = [
+        ("accepted", 270),
+        ("bounced_hard", 9),
+        ("bounced_soft", 4),
+        ("complained", 2),
+    ];
+    let expect: Vec<(String, i64)> = expect.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect();
+    assert_eq!(states, expect);
+    // Greylisted: deferred once with 450 4.2.0, then accepted.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM recipients WHERE domain = 'greylist.example' AND state = 'accepted' AND attempts = 2"
+        ),
+        20
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM attempts WHERE code = 450 AND enhanced = '4.2.0' AND outcome = 'deferred'"
+        ),
+        20
+    );
+    // The DSN and ARF recipients were accepted by the relay first, then changed by the import.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM recipients WHERE (email LIKE 'moved-%' OR email LIKE 'grumpy-%') AND relay_accepted = 1"
+        ),
+        5
+    );
+    assert_eq!(count("SELECT count(*) FROM suppressions"), 5);
+    let stored = maildir_messages(&ws.join("sandbox/maildir"));
+    assert_eq!(
+        stored.len(),
+        275,
+        "one file per message accepted by the relay"
+    );
+    for i in 1..=20 {
+        let needle = format!("Delivered-To: reader{i}@greylist.example\r\n");
+        let copies = stored
+            .iter()
+            .filter(|m| String::from_utf8_lossy(m).contains(&needle))
+            .count();
+        assert_eq!(copies, 1, "reader{i}@greylist.example");
+    }
+    assert_eq!(maildir_messages(&ws.join("sandbox/bounces")).len(), 5);
+}
