@@ -79,6 +79,9 @@ pub struct SandboxConfig {
     pub hostname: String,
     /// Advertised with SIZE and enforced.
     pub max_message_size: usize,
+    /// Concurrent sessions per listener; more are refused with 421 so a runaway client cannot
+    /// exhaust memory or file descriptors.
+    pub max_connections: usize,
 }
 
 impl SandboxConfig {
@@ -95,6 +98,7 @@ impl SandboxConfig {
             allow_remote: false,
             hostname: "sandbox.localhost".to_owned(),
             max_message_size: 10 * 1024 * 1024,
+            max_connections: 256,
         }
     }
 
@@ -142,6 +146,7 @@ impl SandboxConfig {
 /// Everything a connection task needs.
 struct Context {
     policy: Arc<Policy>,
+    max_connections: usize,
     acceptor: Option<TlsAcceptor>,
     maildir: PathBuf,
     bounce_maildir: PathBuf,
@@ -191,6 +196,7 @@ pub async fn start(config: SandboxConfig) -> Result<Sandbox, Error> {
     let policy = Arc::new(policy);
     let context = Arc::new(Context {
         policy: policy.clone(),
+        max_connections: config.max_connections.max(1),
         acceptor,
         maildir: config.maildir.clone(),
         bounce_maildir: bounce_maildir.clone(),
@@ -295,6 +301,17 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((mut stream, peer)) if connections.len() >= context.max_connections => {
+                    tracing::warn!(%peer, "sandbox: too many connections, refusing one");
+                    // Detached with a deadline, so a client that does not read cannot stall
+                    // the accept loop.
+                    if !implicit_tls {
+                        tokio::spawn(async move {
+                            let refusal = stream.write_all(b"421 4.7.0 too many connections, try later\r\n");
+                            let _ = tokio::time::timeout(Duration::from_secs(1), refusal).await;
+                        });
+                    }
+                }
                 Ok((stream, peer)) => {
                     connections.spawn(handle(stream, peer, implicit_tls, context.clone()));
                 }

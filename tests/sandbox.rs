@@ -815,3 +815,20 @@ fn demo_sends_through_the_sandbox_and_the_ledger_matches_its_script() {
     }
     assert_eq!(maildir_messages(&ws.join("sandbox/bounces")).len(), 5);
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_421() {
+    let dir = tempfile::tempdir().unwrap();
+    client::install_provider();
+    let mut config = SandboxConfig::new(dir.path().join("m"));
+    config.max_connections = 2;
+    let sb = sandbox::start(config).await.unwrap();
+    let (mut a, ga) = Client::connect(sb.addr()).await;
+    let (_b, gb) = Client::connect(sb.addr()).await;
+    assert_eq!((ga.code, gb.code), (220, 220));
+    let (mut c, gc) = Client::connect(sb.addr()).await;
+    assert_eq!(gc.code, 421);
+    assert!(c.is_closed().await);
+    // The first sessions are unaffected.
+    assert_eq!(a.cmd("NOOP").await.code, 250);
+}

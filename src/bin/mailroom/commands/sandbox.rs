@@ -67,6 +67,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.tls_listen = args.tls_listen;
     config.allow_remote = args.allow_remote;
     config.bounce_maildir = args.bounce_maildir.clone();
+    if args.no_tls && args.user.is_some() {
+        anyhow::bail!(
+            "--user needs TLS: AUTH is only offered after STARTTLS\n\nDrop --no-tls, or drop --user and --password-env."
+        );
+    }
     if let (Some(user), Some(var)) = (&args.user, &args.password_env) {
         let password = std::env::var(var).with_context(|| {
             format!("the environment variable {var} (--password-env) is not set\n\nExport it first, e.g. `export {var}=...`.")
