@@ -35,14 +35,15 @@ pub use session::{After, Policy, Response, Session};
 
 /// What starting the sandbox can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error(
         "refusing to listen on {addr}: not a loopback address\n\nThe sandbox accepts mail from anyone; listen on 127.0.0.1 (or ::1), or pass --allow-remote if other hosts really must reach it."
     )]
     NotLoopback { addr: SocketAddr },
-    #[error("could not listen on {addr}: {source}\n\nPick another port (port 0 picks a free one).")]
+    #[error("could not listen on {addr}\n\nPick another port (port 0 picks a free one).")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("could not create the Maildir {}: {source}", path.display())]
+    #[error("could not create the Maildir {}", path.display())]
     Maildir { path: PathBuf, source: io::Error },
     #[error(
         "the implicit-TLS listener needs TLS\n\nDo not turn TLS off when asking for implicit TLS."
@@ -85,6 +86,7 @@ pub struct SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// Defaults: 127.0.0.1:0, STARTTLS offered, no AUTH, accept everything, 10 MiB messages.
     pub fn new(maildir: impl Into<PathBuf>) -> SandboxConfig {
         SandboxConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -102,31 +104,37 @@ impl SandboxConfig {
         }
     }
 
+    /// Sets the main listener address.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
         self
     }
 
+    /// Makes the main listener speak TLS from the first byte (port 465 style).
     pub fn implicit_tls(mut self, on: bool) -> Self {
         self.implicit_tls = on;
         self
     }
 
+    /// Offers TLS (on by default); without it AUTH is never offered.
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
         self
     }
 
+    /// Requires AUTH (offered after TLS) with this user and password.
     pub fn auth(mut self, user: &str, password: &str) -> Self {
         self.auth = Some((user.to_owned(), password.to_owned()));
         self
     }
 
+    /// Sets the replies and faults.
     pub fn script(mut self, script: Script) -> Self {
         self.script = script;
         self
     }
 
+    /// Sets where scripted DSNs and ARF reports are written.
     pub fn bounce_maildir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.bounce_maildir = Some(dir.into());
         self
@@ -257,14 +265,17 @@ impl Sandbox {
         &self.ca_pem
     }
 
+    /// Writes `ca_pem` to `path`, for clients configured with a CA file.
     pub fn write_ca(&self, path: &Path) -> io::Result<()> {
         std::fs::write(path, &self.ca_pem)
     }
 
+    /// Where accepted messages are stored.
     pub fn maildir(&self) -> &Path {
         &self.maildir
     }
 
+    /// Where scripted DSNs and ARF reports are stored.
     pub fn bounce_maildir(&self) -> &Path {
         &self.bounce_maildir
     }

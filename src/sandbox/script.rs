@@ -29,6 +29,7 @@ use serde::Deserialize;
 
 /// A script that cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("sandbox script is not valid TOML: {0}")]
     Syntax(#[from] toml::de::Error),
@@ -83,12 +84,16 @@ impl fmt::Display for Stage {
 /// One SMTP reply: a code, an enhanced status code (RFC 3463) and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
+    /// RFC 5321 reply code, 200..=599.
     pub code: u16,
+    /// `class.subject.detail`, its class equal to the code's first digit.
     pub enhanced: String,
+    /// One line, no CR or LF.
     pub text: String,
 }
 
 impl Reply {
+    /// A reply from its parts (not validated: scripts go through `parse`).
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
         Reply {
             code,
@@ -175,7 +180,9 @@ pub enum Action {
 /// One `[[rule]]`.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// Lower-cased recipient glob (`*`, `?`), matched case-insensitively.
     pub pattern: String,
+    /// What happens to a matching recipient.
     pub action: Action,
     /// A slow reply for this recipient: wait this long before replying at the stage.
     pub delay: Option<(Stage, Duration)>,
@@ -217,7 +224,9 @@ impl Default for SessionFaults {
 /// A parsed, validated script.
 #[derive(Debug, Clone, Default)]
 pub struct Script {
+    /// Faults for every session.
     pub session: SessionFaults,
+    /// Per-recipient rules, first match wins; no match accepts.
     pub rules: Vec<Rule>,
 }
 

@@ -35,8 +35,11 @@ pub struct Policy {
     pub tls_available: bool,
     /// User and password; AUTH is offered (after TLS) and required before MAIL when set.
     pub auth: Option<(String, String)>,
+    /// Advertised with SIZE; larger messages get 552 5.3.4.
     pub max_message_size: usize,
+    /// RCPTs per message before 452 4.5.3.
     pub max_recipients: usize,
+    /// Replies and faults.
     pub script: Script,
     /// RCPT attempts per greylisted recipient, across sessions (`std` mutex: never held across
     /// an await).
@@ -48,6 +51,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Settings for a sandbox; 10 MiB messages, 100 recipients per message.
     pub fn new(
         hostname: &str,
         tls_available: bool,
@@ -121,8 +125,11 @@ pub enum After {
 /// One accepted message; the shell writes it to the Maildir before sending the 250.
 #[derive(Debug, Clone)]
 pub struct Accepted {
+    /// Queue id given in the 250 reply (`SBX000001`).
     pub id: String,
+    /// Envelope sender; empty for the null sender `<>`.
     pub mail_from: String,
+    /// Accepted recipients, in RCPT order.
     pub rcpts: Vec<String>,
     /// The message exactly as received, dot-unstuffed.
     pub data: Vec<u8>,
@@ -147,13 +154,18 @@ impl Accepted {
 /// A scripted report about one recipient of an accepted message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feedback {
+    /// The recipient the report is about.
     pub rcpt: String,
+    /// Which report to write.
     pub kind: FeedbackReport,
 }
 
+/// The two kinds of report the script can ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedbackReport {
+    /// RFC 3464 delivery status notification, `Action: failed`.
     Dsn { status: String, diagnostic: String },
+    /// RFC 5965 feedback report.
     Arf { feedback_type: String },
 }
 

@@ -15,6 +15,7 @@ use tokio_rustls::rustls::{
 
 /// What generating the certificates or the TLS configuration can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("could not generate the sandbox certificate authority")]
     Certificate(#[from] rcgen::Error),
@@ -24,7 +25,9 @@ pub enum Error {
 
 /// The generated CA (PEM, for clients to trust) and the server's TLS configuration.
 pub struct Identity {
+    /// The CA certificate, PEM; clients trust it.
     pub ca_pem: String,
+    /// Serves the leaf certificate (SANs `localhost`, `127.0.0.1`) with the ring provider.
     pub server_config: Arc<ServerConfig>,
 }
 
