@@ -785,6 +785,16 @@ async fn the_send_command_reports_honestly_and_sets_exit_codes() {
         stdout.contains("bounced_hard unknown9@example.test"),
         "{stdout}"
     );
+
+    // Another live send holds the ledger (pid 1 always exists): refused, nothing touched.
+    std::fs::write(root.join("mailroom.db.send-lock"), "1\n").unwrap();
+    let out = run(&root, &["--yes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("another `mailroom send` (pid 1)"),
+        "{stderr}"
+    );
 }
 
 // ---- TLS and AUTH against the embedded sandbox (real TLS over TCP, no Postfix needed) ----
