@@ -325,13 +325,13 @@ pub fn accepted_since(conn: &Connection, since: i64) -> rusqlite::Result<u64> {
 
 /// Applies a claim (inside the writer's transaction).
 pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
+    // Hot path (one claim per message): cached statements, no re-parsing.
     let suppressed: Option<String> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT s.reason FROM suppressions s JOIN recipients r ON r.email = s.email
              WHERE r.id = ?1",
-            params![c.recipient_id],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![c.recipient_id], |r| r.get(0))
         .optional()?;
     let expected_state = c.expected_state.as_str();
     if let Some(reason) = suppressed {
@@ -355,25 +355,24 @@ pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
         )?;
         return Ok(ClaimResult::Suppressed);
     }
-    let n = conn.execute(
-        "UPDATE recipients
-         SET state = 'sending', claimed_from = state, claimed_run = ?4, message_id = ?5
-         WHERE id = ?1 AND state = ?2 AND attempts = ?3",
-        params![
+    let n = conn
+        .prepare_cached(
+            "UPDATE recipients
+             SET state = 'sending', claimed_from = state, claimed_run = ?4, message_id = ?5
+             WHERE id = ?1 AND state = ?2 AND attempts = ?3",
+        )?
+        .execute(params![
             c.recipient_id,
             expected_state,
             c.expected_attempts,
             c.run_id,
             c.message_id
-        ],
-    )?;
+        ])?;
     if n == 0 {
         return Ok(ClaimResult::Lost);
     }
-    conn.execute(
-        "UPDATE runs SET claimed = claimed + 1 WHERE id = ?1",
-        params![c.run_id],
-    )?;
+    conn.prepare_cached("UPDATE runs SET claimed = claimed + 1 WHERE id = ?1")?
+        .execute(params![c.run_id])?;
     Ok(ClaimResult::Claimed)
 }
 

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -176,30 +176,37 @@ impl WriterThread {
 }
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) -> Result<(), String> {
+    // A private current-thread runtime gives this thread an exact "wait for the next operation,
+    // at most until the deadline": an acknowledged operation arriving while outcomes linger is
+    // committed at once instead of after a polling interval.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the ledger writer's timer: {e}"))?;
     // Once a batch fails, every later operation is refused: the caller must not believe a claim
     // or an outcome was stored when it was not.
     let mut failure: Option<String> = None;
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        let started = Instant::now();
+    while let Some(first) = rt.block_on(rx.recv()) {
+        let deadline = tokio::time::Instant::now() + MAX_BATCH_WAIT;
         let mut urgent = first.wants_ack();
         batch.push(first);
-        // Gather more: take whatever is queued; when nobody waits on an ack, linger briefly so
-        // bursts of outcomes share one commit.
+        // Gather more: take whatever is queued; when nobody waits on an ack, linger (up to the
+        // deadline) so bursts of outcomes share one commit.
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => {
-                    urgent |= op.wants_ack();
-                    batch.push(op);
-                }
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if urgent || started.elapsed() >= MAX_BATCH_WAIT {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            }
+            let next = match rx.try_recv() {
+                Ok(op) => Some(op),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if urgent => None,
+                // The timer must be created inside the runtime, hence the async block.
+                Err(mpsc::error::TryRecvError::Empty) => rt
+                    .block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await })
+                    .ok()
+                    .flatten(),
+            };
+            let Some(op) = next else { break };
+            urgent |= op.wants_ack();
+            batch.push(op);
         }
         if failure.is_none()
             && let Err(e) = apply(&mut conn, &mut batch)
