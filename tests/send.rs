@@ -143,12 +143,15 @@ async fn every_recipient_is_accepted_once_and_a_rerun_sends_nothing() {
         .unwrap();
     assert!(reply.contains("queued as Q"), "{reply}");
     assert_eq!(port, i64::from(server.addr.port()));
-    let run_port: i64 = conn
-        .query_row("SELECT port FROM runs ORDER BY id LIMIT 1", [], |r| {
-            r.get(0)
-        })
+    let (run_port, claimed, accepted, outcome): (i64, i64, i64, String) = conn
+        .query_row(
+            "SELECT port, claimed, accepted, outcome FROM runs ORDER BY id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
         .unwrap();
     assert_eq!(run_port, i64::from(server.addr.port()));
+    assert_eq!((claimed, accepted, outcome.as_str()), (40, 40, "finished"));
 
     // Same contacts again: import is a no-op and nothing is due.
     let again = send(&l.path, people(&locals), s, options(3), Shutdown::new()).await;

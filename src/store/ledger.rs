@@ -223,9 +223,15 @@ pub fn set_run_port(conn: &Connection, run_id: i64, port: u16) -> rusqlite::Resu
 }
 
 /// Closes a run with its outcome (`finished`, `interrupted`, `aborted`, `paused`, ...).
+/// The run's `claimed` (charged attempts) and `accepted` counts are computed here, once, rather
+/// than updated with every message (one page fewer in every commit of the hot path).
 pub fn finish_run(conn: &Connection, run_id: i64, outcome: &str) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE runs SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
+        "UPDATE runs SET finished_at = ?2, outcome = ?3,
+            claimed = (SELECT count(*) FROM attempts
+                       WHERE run_id = ?1 AND outcome NOT IN ('throttled', 'aborted')),
+            accepted = (SELECT count(*) FROM attempts WHERE run_id = ?1 AND outcome = 'accepted')
+         WHERE id = ?1",
         params![run_id, now_ms(), outcome],
     )?;
     Ok(())
@@ -371,8 +377,6 @@ pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
     if n == 0 {
         return Ok(ClaimResult::Lost);
     }
-    conn.prepare_cached("UPDATE runs SET claimed = claimed + 1 WHERE id = ?1")?
-        .execute(params![c.run_id])?;
     Ok(ClaimResult::Claimed)
 }
 
@@ -430,11 +434,6 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
         o.attempt.reply,
         accepted
     ])?;
-    if accepted {
-        let mut stmt =
-            conn.prepare_cached("UPDATE runs SET accepted = accepted + 1 WHERE id = ?1")?;
-        stmt.execute(params![o.run_id])?;
-    }
     Ok(())
 }
 
