@@ -1,11 +1,384 @@
-//! `mailroom check`: not written yet.
+//! `mailroom check CAMPAIGN [--json]`: loads the campaign, streams every contact, renders every
+//! valid row (that is what proves header safety and gives the size range) and prints a summary.
+//! Exit 0 clean, 1 contact/template problems, 2 the campaign cannot be read at all.
+//! Rendering runs on worker threads fed in batches over a bounded channel, so memory stays flat.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use mailroom::campaign::{Campaign, Contact, ContactEntry};
+use serde::Serialize;
 
 /// Arguments of `mailroom check`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Campaign folder (holding campaign.toml) or the toml file itself.
+    pub campaign: PathBuf,
+    /// Print one JSON object instead of the text summary.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mailroom check` is not available in this build yet")
+/// How many invalid rows / duplicates the text summary prints before "and N more".
+const TEXT_LIMIT: usize = 50;
+/// Rows per batch handed to a render worker: large enough to make channel traffic negligible.
+const BATCH: usize = 512;
+
+#[derive(Debug, Serialize)]
+struct Invalid {
+    line: u64,
+    email: String,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Duplicate {
+    line: u64,
+    first_line: u64,
+    email: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Problem {
+    file: String,
+    line: Option<u64>,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Size {
+    min: usize,
+    max: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    campaign: Option<String>,
+    config: Option<String>,
+    contacts: u64,
+    valid: u64,
+    invalid: Vec<Invalid>,
+    invalid_count: u64,
+    duplicates: Vec<Duplicate>,
+    duplicate_count: u64,
+    errors: Vec<Problem>,
+    templates: Vec<String>,
+    missing_variables: Vec<mailroom::campaign::MissingVariable>,
+    columns: Vec<String>,
+    message_size: Option<Size>,
+    /// False when rendering was skipped because a template needs a column the header lacks.
+    rendered: bool,
+    notes: Vec<String>,
+}
+
+/// What one render worker found.
+#[derive(Default)]
+struct Rendered {
+    valid: u64,
+    min: Option<usize>,
+    max: usize,
+    invalid: Vec<Invalid>,
+}
+
+fn render_worker(
+    campaign: &Campaign,
+    rx: &Mutex<Receiver<Vec<Contact>>>,
+    now: SystemTime,
+) -> Rendered {
+    let mut out = Rendered::default();
+    loop {
+        // The lock is held only to take one batch, never while rendering.
+        let batch = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return out,
+        };
+        let Ok(batch) = batch else { return out };
+        for contact in batch {
+            match campaign.render_at(&contact, now) {
+                Ok(r) => {
+                    out.valid += 1;
+                    let n = r.bytes.len();
+                    out.min = Some(out.min.map_or(n, |m| m.min(n)));
+                    out.max = out.max.max(n);
+                }
+                Err(e) => out.invalid.push(Invalid {
+                    line: contact.line,
+                    email: contact.email.clone(),
+                    reason: e.row_reason().map_or_else(|| e.to_string(), str::to_owned),
+                }),
+            }
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut report = Report::default();
+    let campaign = match Campaign::load(&args.campaign) {
+        Ok(c) => c,
+        Err(e) => {
+            if args.json {
+                report.errors.push(Problem {
+                    file: e.file().display().to_string(),
+                    line: e.line(),
+                    message: format!("{:#}", anyhow::Error::new(e)),
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(ExitCode::from(2));
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot check the campaign {}",
+                args.campaign.display()
+            )));
+        }
+    };
+    report.campaign = Some(campaign.name().to_owned());
+    report.config = Some(campaign.config_path().display().to_string());
+    report.templates = campaign.template_names();
+    report.columns = campaign.columns().to_vec();
+    report.missing_variables = campaign.missing_variables();
+    let csv_path = campaign.config().contacts.path.display().to_string();
+    for m in &report.missing_variables {
+        report.errors.push(Problem {
+            file: m.file.display().to_string(),
+            line: m.line,
+            message: format!(
+                "template `{}` uses `{}`, which is not a column of {csv_path} (columns: {})",
+                m.template,
+                m.variable,
+                campaign.columns().join(", ")
+            ),
+        });
+    }
+    report.rendered = report.missing_variables.is_empty();
+    notes(&campaign, &mut report);
+
+    let fatal = scan(&campaign, &mut report, args.json)?;
+    report.invalid.sort_by_key(|i| i.line);
+    report.duplicates.sort_by_key(|d| d.line);
+    if let Some(e) = &fatal {
+        report.errors.push(Problem {
+            file: e.file().display().to_string(),
+            line: e.line(),
+            message: e.to_string(),
+        });
+    }
+
+    if fatal.is_none() && report.contacts == 0 {
+        report.errors.push(Problem {
+            file: csv_path.clone(),
+            line: None,
+            message: "the contacts file has a header row but no contacts".into(),
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    if let Some(e) = fatal {
+        if args.json {
+            return Ok(ExitCode::from(2));
+        }
+        return Err(anyhow::Error::new(e).context("reading the contacts stopped"));
+    }
+    let problems =
+        report.invalid_count > 0 || report.duplicate_count > 0 || !report.errors.is_empty();
+    Ok(if problems {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Streams the contacts, renders valid ones on worker threads; returns a fatal mid-file error.
+fn scan(
+    campaign: &Campaign,
+    report: &mut Report,
+    json: bool,
+) -> anyhow::Result<Option<mailroom::campaign::Error>> {
+    let contacts = campaign.contacts()?;
+    let keep = |len: usize| json || len < TEXT_LIMIT;
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8);
+    let now = SystemTime::now();
+    let render = report.rendered;
+    // Capacity 2 per worker: enough to keep them busy, small enough to bound memory.
+    let (tx, rx) = sync_channel::<Vec<Contact>>(workers * 2);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut fatal = None;
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..if render { workers } else { 0 })
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                s.spawn(move || render_worker(campaign, &rx, now))
+            })
+            .collect();
+        let mut batch = Vec::with_capacity(BATCH);
+        for entry in contacts {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            };
+            report.contacts += 1;
+            match entry {
+                ContactEntry::Valid(c) => {
+                    if render {
+                        batch.push(c);
+                        if batch.len() == BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            if tx.send(full).is_err() {
+                                break;
+                            }
+                        }
+                    } else {
+                        report.valid += 1;
+                    }
+                }
+                ContactEntry::Invalid {
+                    line,
+                    email,
+                    reason,
+                } => {
+                    report.invalid_count += 1;
+                    if keep(report.invalid.len()) {
+                        report.invalid.push(Invalid {
+                            line,
+                            email,
+                            reason,
+                        });
+                    }
+                }
+                ContactEntry::Duplicate {
+                    line,
+                    first_line,
+                    email,
+                } => {
+                    report.duplicate_count += 1;
+                    if keep(report.duplicates.len()) {
+                        report.duplicates.push(Duplicate {
+                            line,
+                            first_line,
+                            email,
+                        });
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        drop(tx);
+        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+    });
+    for r in results {
+        let r = r.map_err(|_| anyhow::anyhow!("a render worker panicked"))?;
+        report.valid += r.valid;
+        report.invalid_count += r.invalid.len() as u64;
+        for i in r.invalid {
+            if keep(report.invalid.len()) {
+                report.invalid.push(i);
+            }
+        }
+        if let Some(min) = r.min {
+            let size = report.message_size.get_or_insert(Size { min, max: r.max });
+            size.min = size.min.min(min);
+            size.max = size.max.max(r.max);
+        }
+    }
+    Ok(fatal)
+}
+
+fn notes(campaign: &Campaign, report: &mut Report) {
+    let cfg = campaign.config();
+    if cfg.smtp.host.is_empty() {
+        report
+            .notes
+            .push("[smtp] host is not set: `mailroom send` needs it (check does not)".into());
+    }
+    if let Some(var) = &cfg.smtp.password_env
+        && std::env::var_os(var).is_none()
+    {
+        report.notes.push(format!(
+            "the environment variable {var} (smtp.password_env) is not set: export it before `mailroom send` (check does not need it)"
+        ));
+    }
+    if cfg.unsubscribe.is_none() {
+        report.notes.push(
+            "no [unsubscribe] url: messages carry no List-Unsubscribe header, which Gmail and Yahoo require for bulk mail".into(),
+        );
+    }
+}
+
+fn print_text(r: &Report) {
+    if let (Some(name), Some(config)) = (&r.campaign, &r.config) {
+        println!("campaign   {name} ({config})");
+    }
+    println!(
+        "templates  {} compiled: {}",
+        r.templates.len(),
+        r.templates.join(", ")
+    );
+    println!(
+        "contacts   {} read: {} valid, {} invalid, {} duplicates",
+        r.contacts, r.valid, r.invalid_count, r.duplicate_count
+    );
+    if !r.invalid.is_empty() {
+        println!("\ninvalid contacts (skipped):");
+        for i in r.invalid.iter().take(TEXT_LIMIT) {
+            let email = if i.email.is_empty() { "-" } else { &i.email };
+            println!("  {}  [{email}]", i.reason);
+        }
+        more(r.invalid_count, TEXT_LIMIT);
+    }
+    if !r.duplicates.is_empty() {
+        println!("\nduplicates (skipped):");
+        for d in r.duplicates.iter().take(TEXT_LIMIT) {
+            println!(
+                "  line {}: {} (first on line {})",
+                d.line, d.email, d.first_line
+            );
+        }
+        more(r.duplicate_count, TEXT_LIMIT);
+    }
+    if !r.errors.is_empty() {
+        println!("\nproblems:");
+        for e in &r.errors {
+            let loc = e.line.map_or_else(String::new, |l| format!(":{l}"));
+            println!("  {}{loc}: {}", e.file, e.message);
+        }
+    }
+    if !r.rendered {
+        println!("\nmessages not rendered: fix the template variables above first");
+    }
+    if let Some(s) = &r.message_size {
+        println!("\nmessage size {}..{} bytes", s.min, s.max);
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    let clean = r.invalid_count == 0 && r.duplicate_count == 0 && r.errors.is_empty();
+    println!(
+        "\n{}",
+        if clean {
+            "ok: the campaign is ready (nothing was sent)"
+        } else {
+            "problems found (see above); invalid and duplicate rows would be skipped by `mailroom send`"
+        }
+    );
+}
+
+fn more(total: u64, shown: usize) {
+    if total > shown as u64 {
+        println!(
+            "  ... and {} more (use --json for all)",
+            total - shown as u64
+        );
+    }
 }

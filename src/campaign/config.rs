@@ -1,0 +1,788 @@
+//! `campaign.toml`: the typed configuration, its defaults, and the validation that can be done
+//! from the file alone (addresses, https unsubscribe URL, durations, paths resolved against the
+//! toml's folder). It owns turning toml/serde errors into `file:line:column` messages with a fix.
+//! It must not read the contacts or compile templates (that is `contacts` and `template`).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::Error;
+use super::address;
+
+/// The whole validated `campaign.toml`. Every path is absolute.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    pub campaign: CampaignSection,
+    pub contacts: ContactsSection,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub rate: RateConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub unsubscribe: Option<UnsubscribeSection>,
+    #[serde(default)]
+    pub bounces: BouncesSection,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[campaign]`: who sends what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CampaignSection {
+    /// Identity of the campaign in the ledger, tokens and Message-IDs: keep it stable.
+    pub name: String,
+    /// `"Display Name <addr@example.com>"` or a bare address; validated at load.
+    pub from: String,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// A Handlebars template string.
+    pub subject: String,
+    #[serde(default)]
+    pub text: Option<PathBuf>,
+    #[serde(default)]
+    pub html: Option<PathBuf>,
+    #[serde(default)]
+    pub markdown: Option<PathBuf>,
+    /// Extra headers; values are Handlebars templates rendered without HTML escaping.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `[contacts]`: where the recipients are and which columns matter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ContactsSection {
+    pub path: PathBuf,
+    #[serde(default = "default_email_column")]
+    pub email_column: String,
+    /// `None` means: the column `name` if the header has one.
+    #[serde(default)]
+    pub name_column: Option<String>,
+    #[serde(default = "default_delimiter", deserialize_with = "de_delimiter")]
+    pub delimiter: u8,
+}
+
+/// How the SMTP session is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Security {
+    /// Port 587 style: plain connect, then STARTTLS, which is required.
+    #[default]
+    #[serde(rename = "starttls")]
+    StartTls,
+    /// Port 465 style: TLS from the first byte.
+    #[serde(rename = "tls")]
+    Tls,
+    /// No TLS at all (loopback relays only; the sender refuses AUTH without TLS elsewhere).
+    #[serde(rename = "none")]
+    None,
+}
+
+/// `[smtp]`: the relay. `host` is empty when not configured (only `send` needs it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SmtpConfig {
+    #[serde(default)]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub security: Security,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The NAME of the environment variable holding the password, never the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub hello_name: Option<String>,
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    #[serde(default = "default_messages_per_connection")]
+    pub messages_per_connection: usize,
+    #[serde(default)]
+    pub fallback_ports: Vec<u16>,
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_seconds")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_command_timeout", deserialize_with = "de_seconds")]
+    pub command_timeout: Duration,
+    /// The wait for the reply after the final "." (RFC 5321 §4.5.3.2.6 says 10 minutes).
+    #[serde(default = "default_data_timeout", deserialize_with = "de_seconds")]
+    pub data_timeout: Duration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: String::new(),
+            port: default_port(),
+            security: Security::default(),
+            username: None,
+            password_env: None,
+            password_file: None,
+            ca_file: None,
+            hello_name: None,
+            connections: default_connections(),
+            messages_per_connection: default_messages_per_connection(),
+            fallback_ports: Vec::new(),
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_command_timeout(),
+            data_timeout: default_data_timeout(),
+        }
+    }
+}
+
+/// `[rate]`: pacing. When no `per_*` key is given, `per_second` is 10.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RateConfig {
+    #[serde(default, deserialize_with = "de_opt_number")]
+    pub per_second: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_number")]
+    pub per_minute: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_number")]
+    pub per_hour: Option<f64>,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Messages per minute per recipient domain.
+    #[serde(default, deserialize_with = "de_number_map")]
+    pub per_domain: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub daily_cap: Option<u64>,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        RateConfig {
+            per_second: Some(DEFAULT_PER_SECOND),
+            per_minute: None,
+            per_hour: None,
+            burst: default_burst(),
+            per_domain: BTreeMap::new(),
+            daily_cap: None,
+        }
+    }
+}
+
+/// `[retry]`: what happens after a 4xx or a lost connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    #[serde(default = "default_backoff", deserialize_with = "de_duration_list")]
+    pub backoff: Vec<Duration>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_max_age", deserialize_with = "de_duration")]
+    pub max_age: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            backoff: default_backoff(),
+            max_attempts: default_max_attempts(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+/// `[unsubscribe]`: RFC 8058 one-click unsubscribe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UnsubscribeSection {
+    /// An https URL template, e.g. `https://example.com/u/{{token}}`.
+    pub url: String,
+    /// An address or `mailto:` URI template added as the second List-Unsubscribe entry.
+    #[serde(default)]
+    pub mailto: Option<String>,
+}
+
+/// `[bounces]`: where bounces go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BouncesSection {
+    /// VERP envelope sender such as `bounces+{token}@example.com`.
+    #[serde(default)]
+    pub return_path: Option<String>,
+}
+
+/// `[store]`: the ledger file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StoreSection {
+    /// Default `mailroom.db` beside campaign.toml; always absolute after load.
+    #[serde(default)]
+    pub path: PathBuf,
+}
+
+const DEFAULT_PER_SECOND: f64 = 10.0;
+
+fn default_email_column() -> String {
+    "email".to_owned()
+}
+fn default_delimiter() -> u8 {
+    b','
+}
+fn default_port() -> u16 {
+    587
+}
+fn default_connections() -> usize {
+    4
+}
+fn default_messages_per_connection() -> usize {
+    100
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_data_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_burst() -> u32 {
+    1
+}
+fn default_backoff() -> Vec<Duration> {
+    [30 * 60, 3600, 2 * 3600, 4 * 3600, 8 * 3600]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+fn default_max_attempts() -> u32 {
+    6
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(3 * 86_400)
+}
+
+fn de_delimiter<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_bytes() {
+        [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => Ok(*b),
+        _ => Err(de::Error::custom(format!(
+            "delimiter must be one ASCII character such as \",\", \";\" or \"\\t\", not {s:?}"
+        ))),
+    }
+}
+
+fn number(v: toml::Value) -> Result<f64, String> {
+    match v {
+        // Rates are small; the cast cannot lose meaningful precision.
+        #[allow(clippy::cast_precision_loss)]
+        toml::Value::Integer(i) => Ok(i as f64),
+        toml::Value::Float(f) => Ok(f),
+        other => Err(format!("expected a number, found {}", other.type_str())),
+    }
+}
+
+fn positive(f: f64) -> Result<f64, String> {
+    if f.is_finite() && f > 0.0 {
+        Ok(f)
+    } else {
+        Err(format!("expected a positive number, found {f}"))
+    }
+}
+
+fn de_opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = toml::Value::deserialize(d)?;
+    number(v)
+        .and_then(positive)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
+fn de_number_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    let m = BTreeMap::<String, toml::Value>::deserialize(d)?;
+    m.into_iter()
+        .map(|(k, v)| {
+            number(v)
+                .and_then(positive)
+                .map(|f| (k.to_ascii_lowercase(), f))
+                .map_err(|e| de::Error::custom(format!("per_domain.{k}: {e}")))
+        })
+        .collect()
+}
+
+fn de_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = toml::Value::deserialize(d)?;
+    let secs = number(v)
+        .and_then(positive)
+        .map_err(|e| de::Error::custom(format!("{e} (timeouts are in seconds, e.g. 30 or 2.5)")))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| de::Error::custom(e.to_string()))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(de::Error::custom)
+}
+
+fn de_duration_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    v.iter()
+        .map(|s| parse_duration(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(de::Error::custom)
+}
+
+/// Parses durations such as `"90s"`, `"30m"`, `"1h30m"`, `"3d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "invalid duration {s:?}: use a number with a unit s, m, h or d, such as \"30m\" or \"3d\""
+        )
+    };
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut seen_unit = false;
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+        digits.clear();
+        seen_unit = true;
+    }
+    if !digits.is_empty() || !seen_unit {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Converts a byte offset in `text` to a 1-based (line, column) pair; the column counts chars.
+pub(crate) fn line_col(text: &str, offset: usize) -> (u64, u64) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.bytes().filter(|&b| b == b'\n').count() as u64 + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) as u64 + 1;
+    (line, col)
+}
+
+/// The `[table]` header in force at `offset`, for messages like "unknown key in [smtp]".
+fn section_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset.min(text.len()))?;
+    before.lines().rev().find_map(|l| {
+        let t = l.trim();
+        (t.starts_with('[') && t.ends_with(']')).then(|| t.to_owned())
+    })
+}
+
+/// The 1-based line where `key` is assigned inside `[section]` (dotted sections included).
+/// Used to point validation errors, which serde cannot locate, at the offending line.
+pub(crate) fn key_line(text: &str, section: &str, key: &str) -> Option<u64> {
+    let mut current = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            continue;
+        }
+        let Some((k, _)) = t.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().trim_matches('"');
+        if current == section && k == key {
+            return Some(i as u64 + 1);
+        }
+    }
+    None
+}
+
+impl Config {
+    /// Parses and validates `text`, read from `path`; relative paths resolve against `root`.
+    pub(crate) fn parse(text: &str, path: &Path, root: &Path) -> Result<Config, Error> {
+        let mut config: Config = toml::from_str(text).map_err(|e| toml_error(&e, text, path))?;
+        config.validate(text, path)?;
+        config.resolve(root);
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, path: &Path) -> Result<(), Error> {
+        let invalid = |section: &str, key: &str, message: String, fix: &str| Error::Config {
+            path: path.to_owned(),
+            line: key_line(text, section, key),
+            key: format!("{section}.{key}"),
+            message,
+            fix: fix.to_owned(),
+        };
+        let c = &self.campaign;
+        if c.name.trim().is_empty() || c.name.chars().any(char::is_control) {
+            return Err(invalid(
+                "campaign",
+                "name",
+                "the campaign name is empty or contains control characters".into(),
+                "Set a short stable name such as name = \"2026-spring-newsletter\".",
+            ));
+        }
+        if let Err(reason) = address::parse_mailbox(&c.from) {
+            return Err(invalid(
+                "campaign",
+                "from",
+                format!("{:?} is not a valid sender address: {reason}", c.from),
+                "Use from = \"Your Name <you@example.com>\" or from = \"you@example.com\".",
+            ));
+        }
+        if let Some(r) = &c.reply_to
+            && let Err(reason) = address::parse_mailbox(r)
+        {
+            return Err(invalid(
+                "campaign",
+                "reply_to",
+                format!("{r:?} is not a valid address: {reason}"),
+                "Use reply_to = \"Name <replies@example.com>\" or remove the key.",
+            ));
+        }
+        if c.text.is_none() && c.html.is_none() && c.markdown.is_none() {
+            return Err(Error::Config {
+                path: path.to_owned(),
+                line: key_line(text, "campaign", "subject"),
+                key: "campaign".into(),
+                message: "[campaign] names no body template".into(),
+                fix: "Add text = \"body.txt.hbs\", html = \"body.html.hbs\" or markdown = \"body.md.hbs\" to [campaign].".into(),
+            });
+        }
+        if c.markdown.is_some() && (c.text.is_some() || c.html.is_some()) {
+            return Err(invalid(
+                "campaign",
+                "markdown",
+                "markdown cannot be combined with text or html: it renders both parts".into(),
+                "Keep either markdown, or text and/or html.",
+            ));
+        }
+        for name in c.headers.keys() {
+            let lower = name.to_ascii_lowercase();
+            let valid_name = !name.is_empty()
+                && name.len() <= 76
+                && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !valid_name {
+                return Err(invalid(
+                    "campaign.headers",
+                    name,
+                    format!("{name:?} is not a valid header name"),
+                    "Header names are printable ASCII without spaces or colons, e.g. \"X-Campaign-Ref\".",
+                ));
+            }
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(invalid(
+                    "campaign.headers",
+                    name,
+                    format!("the header {name} is written by mailroom itself"),
+                    "Remove it from [campaign.headers]; use the matching [campaign] or [unsubscribe] key instead.",
+                ));
+            }
+        }
+        if self.contacts.email_column.trim().is_empty() {
+            return Err(invalid(
+                "contacts",
+                "email_column",
+                "email_column is empty".into(),
+                "Name the CSV column holding addresses, e.g. email_column = \"email\".",
+            ));
+        }
+        if let Some(u) = &self.unsubscribe {
+            let scheme_ok = u
+                .url
+                .trim_start()
+                .get(..8)
+                .is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+            if !scheme_ok {
+                return Err(invalid(
+                    "unsubscribe",
+                    "url",
+                    format!("unsubscribe url {:?} is not https", u.url),
+                    "One-click unsubscribe (RFC 8058) needs an https URL, e.g. url = \"https://example.com/unsubscribe/{{token}}\".",
+                ));
+            }
+            if let Some(m) = &u.mailto {
+                let addr = m.strip_prefix("mailto:").unwrap_or(m);
+                let addr = addr.split('?').next().unwrap_or(addr);
+                if !addr.contains("{{") && address::normalize(addr).is_err() {
+                    return Err(invalid(
+                        "unsubscribe",
+                        "mailto",
+                        format!("{m:?} is not a valid mailto address"),
+                        "Use mailto = \"unsubscribe@example.com\" or a mailto: URI.",
+                    ));
+                }
+            }
+        }
+        if let Some(rp) = &self.bounces.return_path {
+            let probe = rp.replace("{token}", "abcdefgh01234567");
+            if let Err(reason) = address::normalize(&probe) {
+                return Err(invalid(
+                    "bounces",
+                    "return_path",
+                    format!("{rp:?} is not a valid envelope address: {reason}"),
+                    "Use a VERP pattern such as return_path = \"bounces+{token}@example.com\".",
+                ));
+            }
+        }
+        if self.smtp.connections == 0 {
+            return Err(invalid(
+                "smtp",
+                "connections",
+                "connections must be at least 1".into(),
+                "Set connections = 1 or more.",
+            ));
+        }
+        if self.smtp.messages_per_connection == 0 {
+            return Err(invalid(
+                "smtp",
+                "messages_per_connection",
+                "messages_per_connection must be at least 1".into(),
+                "Set messages_per_connection = 1 or more.",
+            ));
+        }
+        if let Some(var) = &self.smtp.password_env {
+            let ok = !var.is_empty() && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(invalid(
+                    "smtp",
+                    "password_env",
+                    format!("{var:?} is not an environment variable name"),
+                    "password_env holds the NAME of a variable, e.g. password_env = \"MAILROOM_SMTP_PASSWORD\"; export the password in that variable.",
+                ));
+            }
+        }
+        if self.rate.burst == 0 {
+            return Err(invalid(
+                "rate",
+                "burst",
+                "burst must be at least 1".into(),
+                "Set burst = 1 for smooth pacing.",
+            ));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid(
+                "retry",
+                "max_attempts",
+                "max_attempts must be at least 1".into(),
+                "Set max_attempts = 1 or more.",
+            ));
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, root: &Path) {
+        let abs = |p: &Path| -> PathBuf { root.join(p) };
+        let c = &mut self.campaign;
+        for p in [&mut c.text, &mut c.html, &mut c.markdown]
+            .into_iter()
+            .flatten()
+        {
+            *p = abs(p);
+        }
+        self.contacts.path = abs(&self.contacts.path);
+        for p in [&mut self.smtp.password_file, &mut self.smtp.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            *p = abs(p);
+        }
+        if self.store.path.as_os_str().is_empty() {
+            self.store.path = root.join("mailroom.db");
+        } else {
+            self.store.path = abs(&self.store.path);
+        }
+        if self.rate.per_second.is_none()
+            && self.rate.per_minute.is_none()
+            && self.rate.per_hour.is_none()
+        {
+            self.rate.per_second = Some(DEFAULT_PER_SECOND);
+        }
+    }
+}
+
+/// Headers mailroom writes itself; a custom header of the same name would duplicate them.
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "reply-to",
+    "return-path",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "x-mailroom-campaign",
+    "x-mailroom-token",
+];
+
+fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error {
+    let span: Option<Range<usize>> = e.span();
+    let (line, column) = span.as_ref().map_or((None, None), |s| {
+        let (l, c) = line_col(text, s.start);
+        (Some(l), Some(c))
+    });
+    let message = e.message().trim().to_owned();
+    let section = span
+        .as_ref()
+        .and_then(|s| section_at(text, s.start))
+        .unwrap_or_else(|| "the top level".to_owned());
+    let fix = if message.starts_with("unknown field `password`") {
+        return Error::Config {
+            path: path.to_owned(),
+            line,
+            key: "smtp.password".into(),
+            message: "a password in campaign.toml is not allowed".into(),
+            fix: "Passwords must come from the environment or a file: set password_env = \"MAILROOM_SMTP_PASSWORD\" and export that variable, or password_file = \"/path/to/secret\".".into(),
+        };
+    } else if message.starts_with("unknown field") {
+        format!(
+            "Remove or rename this key in {section}; every valid key is listed in docs/campaign-toml.md."
+        )
+    } else if message.starts_with("missing field") {
+        format!("Add the missing key to {section} (see docs/campaign-toml.md).")
+    } else {
+        "Fix the TOML syntax at that position (see docs/campaign-toml.md).".to_owned()
+    };
+    Error::Toml {
+        path: path.to_owned(),
+        line,
+        column,
+        message: format!("{message} (in {section})"),
+        fix,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[campaign]
+name = "t"
+from = "News <news@example.com>"
+subject = "Hi"
+text = "body.txt"
+
+[contacts]
+path = "contacts.csv"
+"#;
+
+    #[test]
+    fn durations_parse_units_and_compounds() {
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("3d").unwrap(), Duration::from_secs(259_200));
+        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
+        for bad in ["", "30", "m", "3w", "1.5h", "-1h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let t = "ab\ncdé\nx";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 3), (2, 1));
+        assert_eq!(line_col(t, 8), (3, 1));
+        assert_eq!(line_col(t, 7), (2, 4));
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = Config::parse(MINIMAL, Path::new("/c/campaign.toml"), Path::new("/c")).unwrap();
+        assert_eq!(c.smtp.port, 587);
+        assert_eq!(c.smtp.security, Security::StartTls);
+        assert_eq!(c.smtp.connections, 4);
+        assert_eq!(c.smtp.messages_per_connection, 100);
+        assert_eq!(c.smtp.connect_timeout, Duration::from_secs(15));
+        assert_eq!(c.smtp.command_timeout, Duration::from_secs(60));
+        assert_eq!(c.smtp.data_timeout, Duration::from_secs(600));
+        assert_eq!(c.rate.per_second, Some(10.0));
+        assert_eq!(c.rate.burst, 1);
+        assert_eq!(c.retry.max_attempts, 6);
+        assert_eq!(c.retry.max_age, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.retry.backoff.len(), 5);
+        assert_eq!(c.contacts.email_column, "email");
+        assert_eq!(c.contacts.delimiter, b',');
+        assert_eq!(c.store.path, Path::new("/c/mailroom.db"));
+        assert_eq!(c.contacts.path, Path::new("/c/contacts.csv"));
+        assert_eq!(c.campaign.text.as_deref(), Some(Path::new("/c/body.txt")));
+    }
+
+    #[test]
+    fn explicit_sections_parse() {
+        let t = format!(
+            "{MINIMAL}\n[smtp]\nhost = \"smtp.example.com\"\nport = 465\nsecurity = \"tls\"\nconnect_timeout = 2.5\ndata_timeout = 30\n\n[rate]\nper_minute = 120\nburst = 3\n\n[rate.per_domain]\n\"Gmail.com\" = 5\n\n[retry]\nbackoff = [\"1m\", \"1h\"]\nmax_age = \"1d\"\n"
+        );
+        let c = Config::parse(&t, Path::new("/c/campaign.toml"), Path::new("/c")).unwrap();
+        assert_eq!(c.smtp.security, Security::Tls);
+        assert_eq!(c.smtp.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(c.smtp.data_timeout, Duration::from_secs(30));
+        assert_eq!(c.rate.per_second, None);
+        assert_eq!(c.rate.per_minute, Some(120.0));
+        assert_eq!(c.rate.per_domain.get("gmail.com"), Some(&5.0));
+        assert_eq!(
+            c.retry.backoff,
+            vec![Duration::from_secs(60), Duration::from_secs(3600)]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_section() {
+        let t = MINIMAL.replace("subject = \"Hi\"", "subject = \"Hi\"\nsubjet = \"x\"");
+        let e = Config::parse(&t, Path::new("c.toml"), Path::new("/")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("c.toml:6:1:"), "{s}");
+        assert!(s.contains("subjet") && s.contains("[campaign]"), "{s}");
+    }
+
+    #[test]
+    fn password_key_is_rejected_with_advice() {
+        let t = format!("{MINIMAL}\n[smtp]\npassword = \"hunter2\"\n");
+        let s = Config::parse(&t, Path::new("c.toml"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("password_env") && !s.contains("hunter2"), "{s}");
+    }
+
+    #[test]
+    fn http_unsubscribe_is_rejected_at_its_line() {
+        let t = format!("{MINIMAL}\n[unsubscribe]\nurl = \"http://x.example/u/{{{{token}}}}\"\n");
+        let e = Config::parse(&t, Path::new("c.toml"), Path::new("/")).unwrap_err();
+        assert_eq!(e.line(), Some(12));
+        assert!(e.to_string().contains("https"));
+    }
+}

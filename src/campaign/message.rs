@@ -1,0 +1,378 @@
+//! Renders one contact into a complete RFC 5322 message with lettre's builder, which does the
+//! RFC 2047 header encoding, quoted-printable/base64 bodies, CRLF line ends and the 998-octet
+//! limit. This module owns the header-safety rule: a rendered value that would put a control
+//! character into a header rejects the row; it is never written. No I/O here.
+
+use std::time::SystemTime;
+
+use handlebars::Context;
+use lettre::Address;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use serde_json::{Map, Value as Json};
+
+use super::address::control_char_problem;
+use super::contacts::Contact;
+use super::template::render_error;
+use super::{Campaign, Error, Rendered, recipient_token};
+
+/// Longest rendered unsubscribe URL accepted: it must fit one header line (998 octets).
+const MAX_URL: usize = 900;
+
+impl Campaign {
+    fn row_error(&self, contact: &Contact, reason: String) -> Error {
+        Error::Row {
+            path: self.config().contacts.path.clone(),
+            line: contact.line,
+            reason,
+        }
+    }
+
+    fn render_plain(&self, name: &str, ctx: &Context, contact: &Contact) -> Result<String, Error> {
+        self.templates
+            .plain
+            .render_with_context(name, ctx)
+            .map_err(|e| self.row_error(contact, render_error(&e, name, contact.line)))
+    }
+
+    fn render_html(&self, name: &str, ctx: &Context, contact: &Contact) -> Result<String, Error> {
+        self.templates
+            .html
+            .render_with_context(name, ctx)
+            .map_err(|e| self.row_error(contact, render_error(&e, name, contact.line)))
+    }
+
+    /// Rejects `value` for header `what` if it holds a control character, naming the column
+    /// the character most likely came from.
+    fn header_safe(&self, contact: &Contact, what: &str, value: &str) -> Result<(), Error> {
+        let Some(problem) = control_char_problem(value) else {
+            return Ok(());
+        };
+        let origin = contact
+            .fields
+            .iter()
+            .find(|(_, v)| control_char_problem(v) == Some(problem))
+            .map_or_else(
+                || "from the template text".to_owned(),
+                |(k, _)| format!("from column `{k}`"),
+            );
+        Err(self.row_error(
+            contact,
+            format!(
+                "line {}: the {what} would contain {problem} ({origin})",
+                contact.line
+            ),
+        ))
+    }
+
+    /// Builds the message for `contact` with `date` as its Date header.
+    pub fn render_at(&self, contact: &Contact, date: SystemTime) -> Result<Rendered, Error> {
+        let name = self.name();
+        let token = recipient_token(name, &contact.email);
+        let mut vars = Map::with_capacity(contact.fields.len() + 5);
+        for (k, v) in &contact.fields {
+            vars.insert(k.clone(), Json::String(v.clone()));
+        }
+        vars.insert("email".into(), Json::String(contact.email.clone()));
+        vars.insert(
+            "name".into(),
+            Json::String(contact.name.clone().unwrap_or_default()),
+        );
+        vars.insert("campaign".into(), Json::String(name.to_owned()));
+        vars.insert("token".into(), Json::String(token.clone()));
+        // Known before rendering so that templates can test `{{#if unsubscribe_url}}`.
+        vars.insert("unsubscribe_url".into(), Json::String(String::new()));
+        let mut ctx = Context::from(Json::Object(vars));
+
+        let mut list_unsubscribe = None;
+        if let Some(names) = &self.names.unsubscribe {
+            let url = self.render_plain(&names.url, &ctx, contact)?;
+            self.header_safe(contact, "unsubscribe URL", &url)?;
+            let url = uri_escape(url.trim());
+            if url.len() > MAX_URL {
+                return Err(self.row_error(
+                    contact,
+                    format!(
+                        "line {}: the unsubscribe URL is {} characters long (at most {MAX_URL})",
+                        contact.line,
+                        url.len()
+                    ),
+                ));
+            }
+            let mut header = format!("<{url}>");
+            if let Some(m) = &names.mailto {
+                let m = self.render_plain(m, &ctx, contact)?;
+                self.header_safe(contact, "unsubscribe mailto", &m)?;
+                let m = m.trim();
+                let m = m.strip_prefix("mailto:").unwrap_or(m);
+                header.push_str(&format!(", <mailto:{}>", uri_escape(m)));
+            }
+            if let Json::Object(map) = ctx.data_mut() {
+                map.insert("unsubscribe_url".into(), Json::String(url));
+            }
+            list_unsubscribe = Some(header);
+        }
+
+        let subject = self.render_plain(&self.names.subject, &ctx, contact)?;
+        self.header_safe(contact, "subject", &subject)?;
+
+        let to_addr: Address = contact.email.parse().map_err(|e| {
+            self.row_error(
+                contact,
+                format!("line {}: invalid address: {e}", contact.line),
+            )
+        })?;
+        let message_id = format!("{token}.{}@{}", self.campaign_hash, self.from_domain);
+        let mut b = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(contact.name.clone(), to_addr))
+            .raw_header(header_value("Subject", subject))
+            .date(date)
+            .message_id(Some(format!("<{message_id}>")));
+        if let Some(r) = &self.reply_to {
+            b = b.reply_to(r.clone());
+        }
+        for (header, template) in &self.names.headers {
+            let value = self.render_plain(template, &ctx, contact)?;
+            self.header_safe(contact, &format!("header {header}"), &value)?;
+            b = b.raw_header(encode_header(header.clone(), value));
+        }
+        if let Some(v) = list_unsubscribe {
+            b = b
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    v,
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_owned(),
+                ));
+        }
+        b = b
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Mailroom-Campaign"),
+                name.to_owned(),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Mailroom-Token"),
+                token.clone(),
+            ));
+
+        let (text, html) = match &self.names.body {
+            Body::Parts { text, html } => {
+                let text = match text {
+                    Some(t) => Some(self.render_plain(t, &ctx, contact)?),
+                    None => None,
+                };
+                let html = match html {
+                    Some(h) => Some(self.render_html(h, &ctx, contact)?),
+                    None => None,
+                };
+                (text, html)
+            }
+            Body::Markdown(m) => {
+                let source_html = self.render_html(m, &ctx, contact)?;
+                let mut html = String::with_capacity(source_html.len() * 3 / 2);
+                pulldown_cmark::html::push_html(
+                    &mut html,
+                    pulldown_cmark::Parser::new_ext(&source_html, pulldown_cmark::Options::all()),
+                );
+                (Some(self.render_plain(m, &ctx, contact)?), Some(html))
+            }
+        };
+        let built = match (text, html) {
+            (Some(t), Some(h)) => b.multipart(
+                MultiPart::alternative()
+                    .boundary(format!("=_mailroom_{token}"))
+                    .singlepart(SinglePart::plain(t))
+                    .singlepart(SinglePart::html(h)),
+            ),
+            (Some(t), None) => b.singlepart(SinglePart::plain(t)),
+            (None, Some(h)) => b.singlepart(SinglePart::html(h)),
+            (None, None) => {
+                return Err(self.row_error(contact, "no body template".into()));
+            }
+        };
+        let message = built.map_err(|e| {
+            self.row_error(
+                contact,
+                format!("line {}: cannot build the message: {e}", contact.line),
+            )
+        })?;
+        let bytes = message.formatted();
+        if let Some(len) = longest_line(&bytes).filter(|l| *l > MAX_LINE) {
+            // lettre folds only at spaces; anything it could not fold is refused, never sent.
+            return Err(self.row_error(
+                contact,
+                format!(
+                    "line {}: the message would contain a line of {len} octets (the limit is {MAX_LINE}); shorten the longest value without spaces",
+                    contact.line
+                ),
+            ));
+        }
+        let envelope_from = match &self.config().bounces.return_path {
+            Some(rp) => rp.replace("{token}", &token),
+            None => self.from.email.to_string(),
+        };
+        Ok(Rendered {
+            envelope_from,
+            envelope_to: contact.email.clone(),
+            message_id,
+            token,
+            bytes,
+        })
+    }
+}
+
+/// RFC 5322 §2.1.1: at most 998 octets per line, excluding CRLF.
+const MAX_LINE: usize = 998;
+
+/// Length of the longest line of `bytes`, without its CRLF.
+fn longest_line(bytes: &[u8]) -> Option<usize> {
+    let mut longest = None;
+    let mut start = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'\n' {
+            let end = if i > start && bytes[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
+            longest = longest.max(Some(end - start));
+            start = i + 1;
+        }
+    }
+    longest.max(Some(bytes.len() - start))
+}
+
+fn header_value(name: &'static str, value: String) -> HeaderValue {
+    encode_header(HeaderName::new_from_ascii_str(name), value)
+}
+
+/// lettre encodes only non-ASCII words and folds only at spaces, so a long ASCII word would
+/// produce an over-long line. Such values are written as a run of RFC 2047 base64
+/// encoded-words (each ≤ 75 chars, split on char boundaries) that decoders join losslessly.
+fn encode_header(name: HeaderName, value: String) -> HeaderValue {
+    // 76 keeps every folded line far below 998 even after the header name.
+    if value.split_ascii_whitespace().all(|w| w.len() <= 76) {
+        return HeaderValue::new(name, value);
+    }
+    use base64::Engine as _;
+    // 39 input bytes → 52 base64 chars + 12 of `=?utf-8?b?…?=` = 64 ≤ 75 (RFC 2047 §2), so
+    // even the first line, after "Subject: ", stays within the recommended 78.
+    const CHUNK: usize = 39;
+    let mut encoded = String::with_capacity(value.len() * 2);
+    let mut chunk = String::with_capacity(CHUNK);
+    let push = |chunk: &str, encoded: &mut String| {
+        if !encoded.is_empty() {
+            encoded.push_str("\r\n ");
+        }
+        encoded.push_str("=?utf-8?b?");
+        encoded.push_str(&base64::engine::general_purpose::STANDARD.encode(chunk));
+        encoded.push_str("?=");
+    };
+    for c in value.chars() {
+        if chunk.len() + c.len_utf8() > CHUNK {
+            push(&chunk, &mut encoded);
+            chunk.clear();
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        push(&chunk, &mut encoded);
+    }
+    HeaderValue::dangerous_new_pre_encoded(name, value, encoded)
+}
+
+/// Which templates make up the body.
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    Parts {
+        text: Option<String>,
+        html: Option<String>,
+    },
+    Markdown(String),
+}
+
+/// Template names by role.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    pub(crate) subject: String,
+    pub(crate) headers: Vec<(HeaderName, String)>,
+    pub(crate) unsubscribe: Option<UnsubscribeNames>,
+    pub(crate) body: Body,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct UnsubscribeNames {
+    pub(crate) url: String,
+    pub(crate) mailto: Option<String>,
+}
+
+/// Percent-encodes what may not appear in a URI inside `<…>` (RFC 3986 §2; RFC 2369 §2):
+/// spaces, angle brackets, quotes, controls and every non-ASCII byte.
+fn uri_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_graphic()
+            && !matches!(
+                b,
+                b'<' | b'>' | b'"' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            )
+        {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_line_ignores_crlf() {
+        assert_eq!(longest_line(b"ab\r\ncde\r\n"), Some(3));
+        assert_eq!(longest_line(b"abcd"), Some(4));
+        assert_eq!(longest_line(b"a\nbc"), Some(2));
+    }
+
+    #[test]
+    fn long_words_become_short_encoded_words() {
+        let v = encode_header(
+            HeaderName::new_from_ascii_str("Subject"),
+            "é".repeat(30) + &"x".repeat(500),
+        );
+        let mut out = Vec::new();
+        let m = lettre::Message::builder()
+            .from("a@example.com".parse().unwrap_or_else(|_| unreachable!()))
+            .to("b@example.com".parse().unwrap_or_else(|_| unreachable!()))
+            .raw_header(v)
+            .body(String::from("x"));
+        if let Ok(m) = m {
+            out = m.formatted();
+        }
+        assert!(!out.is_empty());
+        assert!(
+            longest_line(&out).is_some_and(|l| l <= 78),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let parsed = mail_parser::MessageParser::default().parse(&out);
+        assert_eq!(
+            parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned),
+            Some("é".repeat(30) + &"x".repeat(500))
+        );
+    }
+
+    #[test]
+    fn uri_escape_keeps_uri_characters() {
+        assert_eq!(
+            uri_escape("https://x.example/u?t=a+b&e=ü z"),
+            "https://x.example/u?t=a+b&e=%C3%BC%20z"
+        );
+        assert_eq!(uri_escape("a<b>"), "a%3Cb%3E");
+    }
+}

@@ -1,0 +1,479 @@
+//! Compiles every template of a campaign once (strict mode) into two Handlebars registries:
+//! `plain` (subject, headers, text body, URLs: no escaping) and `html` (HTML body: escaped).
+//! Also owns the static analysis that finds variables a template needs but the CSV header
+//! lacks, and partials that do not exist, before any row is rendered. No message building here.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use handlebars::template::{Parameter, TemplateElement};
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, JsonRender, RenderContext, RenderError,
+    RenderErrorReason, ScopedJson, Template, TemplateError,
+};
+use serde_json::Value as Json;
+
+use super::Error;
+
+/// Variables every row has besides its CSV columns.
+pub const BUILTIN_VARIABLES: &[&str] = &["email", "name", "campaign", "token", "unsubscribe_url"];
+
+/// Where a template's source lives, for error messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub(crate) name: String,
+    pub(crate) file: PathBuf,
+    /// For templates embedded in campaign.toml: the line of their key.
+    pub(crate) line: Option<u64>,
+}
+
+/// A variable a template uses that the CSV header does not provide.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MissingVariable {
+    pub template: String,
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub variable: String,
+}
+
+/// Both registries plus the list of templates compiled into them.
+pub(crate) struct Templates {
+    pub(crate) plain: Handlebars<'static>,
+    pub(crate) html: Handlebars<'static>,
+    pub(crate) sources: Vec<Source>,
+    pub(crate) partials: Vec<String>,
+}
+
+fn registry(escape: bool) -> Handlebars<'static> {
+    let mut r = Handlebars::new();
+    r.set_strict_mode(true);
+    if !escape {
+        r.register_escape_fn(handlebars::no_escape);
+    }
+    r.register_helper("upper", Box::new(CaseHelper { upper: true }));
+    r.register_helper("lower", Box::new(CaseHelper { upper: false }));
+    r.register_helper("default", Box::new(DefaultHelper));
+    r
+}
+
+/// `{{upper x}}` / `{{lower x}}`. Returns a value, so the registry's escaping applies.
+struct CaseHelper {
+    upper: bool,
+}
+
+impl HelperDef for CaseHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let name = if self.upper { "upper" } else { "lower" };
+        let p = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex(name, 0))?;
+        if p.is_value_missing() && r.strict_mode() {
+            return Err(RenderError::strict_error(p.relative_path()));
+        }
+        let s = p.value().render();
+        let out = if self.upper {
+            s.to_uppercase()
+        } else {
+            s.to_lowercase()
+        };
+        Ok(ScopedJson::Derived(Json::String(out)))
+    }
+}
+
+/// `{{default x "fallback"}}`: the fallback when x is missing, null or an empty string.
+struct DefaultHelper;
+
+impl HelperDef for DefaultHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let p = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("default", 0))?;
+        let fallback = h
+            .param(1)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("default", 1))?;
+        let empty = p.is_value_missing()
+            || match p.value() {
+                Json::Null => true,
+                Json::String(s) => s.trim().is_empty(),
+                _ => false,
+            };
+        let v = if empty { fallback.value() } else { p.value() };
+        Ok(ScopedJson::Derived(v.clone()))
+    }
+}
+
+impl Templates {
+    pub(crate) fn new() -> Templates {
+        Templates {
+            plain: registry(false),
+            html: registry(true),
+            sources: Vec::new(),
+            partials: Vec::new(),
+        }
+    }
+
+    /// Registers every `*.hbs` in `dir` as a partial named by its file stem.
+    pub(crate) fn add_partials(&mut self, dir: &Path) -> Result<(), Error> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(Error::Read {
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "hbs"))
+            .collect();
+        files.sort();
+        for file in files {
+            let Some(stem) = file.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            let stem = stem.to_owned();
+            let text = read(&file)?;
+            let source = Source {
+                name: format!("partials/{stem}.hbs"),
+                file: file.clone(),
+                line: None,
+            };
+            for r in [&mut self.plain, &mut self.html] {
+                r.register_partial(&stem, &text)
+                    .map_err(|e| syntax_error(&source, &e))?;
+            }
+            self.partials.push(stem);
+        }
+        Ok(())
+    }
+
+    /// Compiles `text` under `source.name` into both registries.
+    pub(crate) fn add(&mut self, source: Source, text: &str) -> Result<(), Error> {
+        for r in [&mut self.plain, &mut self.html] {
+            r.register_template_string(&source.name, text)
+                .map_err(|e| syntax_error(&source, &e))?;
+        }
+        self.sources.push(source);
+        Ok(())
+    }
+
+    /// Fails on the first `{{> partial}}` that names no registered partial.
+    pub(crate) fn check_partials(&self) -> Result<(), Error> {
+        let known: HashSet<&str> = self.partials.iter().map(String::as_str).collect();
+        for s in &self.sources {
+            let Some(t) = self.plain.get_template(&s.name) else {
+                continue;
+            };
+            let mut uses = Uses::default();
+            walk(t, &mut uses, s.line);
+            if let Some((partial, line)) = uses
+                .partials
+                .iter()
+                .find(|(p, _)| !known.contains(p.as_str()))
+            {
+                return Err(Error::MissingPartial {
+                    template: s.name.clone(),
+                    path: s.file.clone(),
+                    line: *line,
+                    partial: partial.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Variables that templates require (outside `if`/`unless`/`default`) and `known` lacks.
+    pub(crate) fn missing_variables(&self, known: &HashSet<&str>) -> Vec<MissingVariable> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            let Some(t) = self.plain.get_template(&s.name) else {
+                continue;
+            };
+            let mut uses = Uses::default();
+            walk(t, &mut uses, s.line);
+            // Partials render in the caller's context, so their variables count for the caller.
+            let mut seen_partials = BTreeSet::new();
+            let mut queue: Vec<String> = uses.partials.iter().map(|(p, _)| p.clone()).collect();
+            while let Some(p) = queue.pop() {
+                if !seen_partials.insert(p.clone()) {
+                    continue;
+                }
+                if let Some(pt) = self.plain.get_template(&p) {
+                    let mut inner = Uses::default();
+                    walk(pt, &mut inner, None);
+                    for (v, _) in inner.required {
+                        uses.required.push((v, None));
+                    }
+                    queue.extend(inner.partials.into_iter().map(|(p, _)| p));
+                }
+            }
+            let mut reported = BTreeSet::new();
+            for (var, line) in uses.required {
+                if !known.contains(var.as_str()) && reported.insert(var.clone()) {
+                    out.push(MissingVariable {
+                        template: s.name.clone(),
+                        file: s.file.clone(),
+                        line,
+                        variable: var,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Names of the compiled templates and partials, for the check summary.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(self.partials.iter().map(|p| format!("partials/{p}.hbs")))
+            .collect()
+    }
+}
+
+pub(crate) fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn syntax_error(source: &Source, e: &TemplateError) -> Error {
+    let (line, column) = match (e.pos(), source.line) {
+        // Templates from campaign.toml are one-line strings: point at the key's line.
+        (_, Some(key_line)) => (Some(key_line), None),
+        (Some((l, c)), None) => (Some(l as u64), Some(c as u64)),
+        (None, None) => (None, None),
+    };
+    Error::TemplateSyntax {
+        template: source.name.clone(),
+        path: source.file.clone(),
+        line,
+        column,
+        message: e.reason().to_string(),
+    }
+}
+
+#[derive(Default)]
+struct Uses {
+    required: Vec<(String, Option<u64>)>,
+    partials: Vec<(String, Option<u64>)>,
+}
+
+fn root_of(path: &str) -> Option<String> {
+    let first = path.split(['.', '/']).next().unwrap_or("");
+    if first.is_empty() || first == "this" || first.starts_with('@') || path.starts_with("..") {
+        return None;
+    }
+    Some(first.to_owned())
+}
+
+fn path_raw(p: &handlebars::Path) -> &str {
+    match p {
+        handlebars::Path::Relative((_, raw)) => raw,
+        // `@index` and friends: local variables, never CSV columns.
+        _ => "@",
+    }
+}
+
+fn param_root(p: &Parameter) -> Option<String> {
+    match p {
+        Parameter::Name(n) => root_of(n),
+        Parameter::Path(path) => root_of(path_raw(path)),
+        _ => None,
+    }
+}
+
+const CONDITIONAL_HELPERS: &[&str] = &["if", "unless", "default"];
+const CONTEXT_HELPERS: &[&str] = &["each", "with"];
+
+fn walk(t: &Template, uses: &mut Uses, fixed_line: Option<u64>) {
+    for (i, el) in t.elements.iter().enumerate() {
+        let line = fixed_line.or_else(|| t.mapping.get(i).map(|m| m.0 as u64));
+        match el {
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+                let name = match &h.name {
+                    Parameter::Name(n) => Some(n.as_str()),
+                    Parameter::Path(p) => Some(path_raw(p)),
+                    _ => None,
+                };
+                let is_helper = !h.params.is_empty()
+                    || name.is_some_and(|n| {
+                        CONDITIONAL_HELPERS.contains(&n) || ["upper", "lower"].contains(&n)
+                    });
+                if is_helper {
+                    if name.is_some_and(|n| !CONDITIONAL_HELPERS.contains(&n)) {
+                        for p in &h.params {
+                            if let Some(v) = param_root(p) {
+                                uses.required.push((v, line));
+                            }
+                        }
+                    }
+                } else if let Some(v) = param_root(&h.name) {
+                    uses.required.push((v, line));
+                }
+            }
+            TemplateElement::HelperBlock(h) => {
+                let name = match &h.name {
+                    Parameter::Name(n) => n.as_str(),
+                    Parameter::Path(p) => path_raw(p),
+                    _ => "",
+                };
+                if CONTEXT_HELPERS.contains(&name) {
+                    // The block body sees another context; only the argument must exist.
+                    for p in &h.params {
+                        if let Some(v) = param_root(p) {
+                            uses.required.push((v, line));
+                        }
+                    }
+                    continue;
+                }
+                for sub in [&h.template, &h.inverse].into_iter().flatten() {
+                    walk(sub, uses, fixed_line);
+                }
+            }
+            TemplateElement::PartialExpression(d) | TemplateElement::PartialBlock(d) => {
+                if let Some(n) = d.name.as_name() {
+                    uses.partials.push((n.to_owned(), line));
+                } else if let Parameter::Path(p) = &d.name {
+                    uses.partials.push((path_raw(p).to_owned(), line));
+                }
+                if let Some(sub) = &d.template {
+                    walk(sub, uses, fixed_line);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A render failure turned into a row-level message naming template, variable and CSV line.
+pub(crate) fn render_error(e: &RenderError, template: &str, line: u64) -> String {
+    match e.reason() {
+        RenderErrorReason::MissingVariable(Some(var)) => {
+            format!("line {line}: template `{template}` uses `{var}`, which this row does not have")
+        }
+        RenderErrorReason::MissingVariable(None) => {
+            format!("line {line}: template `{template}` uses a variable this row does not have")
+        }
+        RenderErrorReason::PartialNotFound(p) => {
+            format!("line {line}: template `{template}` includes the missing partial `{p}`")
+        }
+        other => format!("line {line}: template `{template}` failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn templates(entries: &[(&str, &str)]) -> Templates {
+        let mut t = Templates::new();
+        for (name, text) in entries {
+            t.add(
+                Source {
+                    name: (*name).into(),
+                    file: PathBuf::from(name),
+                    line: None,
+                },
+                text,
+            )
+            .unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn html_escapes_plain_does_not() {
+        let t = templates(&[("b", "{{name}} & {{upper name}}")]);
+        let ctx = Context::from(json!({"name": "<Tom & \"Jerry\">"}));
+        assert_eq!(
+            t.plain.render_with_context("b", &ctx).unwrap(),
+            "<Tom & \"Jerry\"> & <TOM & \"JERRY\">"
+        );
+        assert_eq!(
+            t.html.render_with_context("b", &ctx).unwrap(),
+            "&lt;Tom &amp; &quot;Jerry&quot;&gt; & &lt;TOM &amp; &quot;JERRY&quot;&gt;"
+        );
+    }
+
+    #[test]
+    fn helpers_default_upper_lower() {
+        let t = templates(&[(
+            "b",
+            "{{default nick \"friend\"}} {{default name \"x\"}} {{lower city}}",
+        )]);
+        let ctx = Context::from(json!({"name": "Ann", "city": "OSLO"}));
+        assert_eq!(
+            t.plain.render_with_context("b", &ctx).unwrap(),
+            "friend Ann oslo"
+        );
+        let ctx = Context::from(json!({"nick": "", "name": "Ann", "city": "X"}));
+        assert_eq!(
+            t.plain.render_with_context("b", &ctx).unwrap(),
+            "friend Ann x"
+        );
+    }
+
+    #[test]
+    fn strict_mode_names_the_missing_variable() {
+        let t = templates(&[("b", "Hi {{first_name}}"), ("c", "{{upper city}}")]);
+        let ctx = Context::from(json!({"name": "Ann"}));
+        let e = t.plain.render_with_context("b", &ctx).unwrap_err();
+        let msg = render_error(&e, "b", 7);
+        assert_eq!(
+            msg,
+            "line 7: template `b` uses `first_name`, which this row does not have"
+        );
+        let e = t.plain.render_with_context("c", &ctx).unwrap_err();
+        assert!(render_error(&e, "c", 3).contains("`city`"));
+    }
+
+    #[test]
+    fn static_analysis_finds_required_variables_only() {
+        let t = templates(&[(
+            "b",
+            "Hi {{first_name}}\n{{#if vip}}VIP {{tier}}{{/if}}\n{{default nick \"x\"}} {{upper city.name}}\n{{#each items}}{{this}} {{price}}{{/each}}\n{{email}}",
+        )]);
+        let known: HashSet<&str> = ["email"].into_iter().collect();
+        let missing: Vec<(String, Option<u64>)> = t
+            .missing_variables(&known)
+            .into_iter()
+            .map(|m| (m.variable, m.line))
+            .collect();
+        assert_eq!(
+            missing,
+            vec![
+                ("first_name".into(), Some(1)),
+                ("tier".into(), Some(2)),
+                ("city".into(), Some(3)),
+                ("items".into(), Some(4)),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_partial_is_named() {
+        let t = templates(&[("body.txt", "x\n{{> footer}}")]);
+        let e = t.check_partials().unwrap_err().to_string();
+        assert!(e.contains("`footer`") && e.contains("body.txt"), "{e}");
+    }
+}

@@ -1,0 +1,892 @@
+//! Campaign loading, `init`, `check` and `preview`, through the real binary on real files.
+//! Bad campaigns are built by copying `tests/fixtures/campaigns/base` into a temporary folder
+//! and breaking one thing; each test asserts the exact message, file and line the user sees.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use mailroom::campaign::{Campaign, Contact, ContactEntry};
+use serde_json::Value;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/campaigns/base")
+}
+
+/// A throwaway copy of the base campaign.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+impl Fixture {
+    fn base() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixture_dir(), dir.path());
+        Fixture { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Fixture {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+        self
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+
+    /// Replaces exactly one occurrence of `from` in campaign.toml.
+    fn edit_toml(&self, from: &str, to: &str) -> &Fixture {
+        let t = self.read("campaign.toml");
+        assert_eq!(t.matches(from).count(), 1, "{from:?} must occur once");
+        self.write("campaign.toml", t.replacen(from, to, 1))
+    }
+
+    fn csv(&self, contents: impl AsRef<[u8]>) -> &Fixture {
+        self.write("contacts.csv", contents)
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    raw_stdout: Vec<u8>,
+}
+
+fn mailroom(args: &[&str], dir: &Path) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(args)
+        .arg(dir)
+        .env_remove("MAILROOM_SMTP_PASSWORD")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        raw_stdout: out.stdout,
+    }
+}
+
+fn check(dir: &Path) -> Run {
+    mailroom(&["check"], dir)
+}
+
+fn check_json(dir: &Path) -> (i32, Value) {
+    let r = mailroom(&["check", "--json"], dir);
+    let v: Value = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("check --json printed no JSON ({e}):\n{}", r.stdout));
+    (r.code, v)
+}
+
+/// Asserts a fatal (exit 2) error whose stderr contains every needle, and that --json agrees.
+fn assert_fatal(f: &Fixture, needles: &[&str]) -> String {
+    let r = check(f.path());
+    assert_eq!(r.code, 2, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    for n in needles {
+        assert!(r.stderr.contains(n), "missing {n:?} in:\n{}", r.stderr);
+    }
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 2);
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{v:#}");
+    assert!(errors[0]["file"].as_str().is_some_and(|s| !s.is_empty()));
+    r.stderr
+}
+
+fn invalid_reasons(v: &Value) -> Vec<(u64, String)> {
+    v["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["line"].as_u64().unwrap(),
+                i["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad campaigns: unreadable (exit 2)
+
+#[test]
+fn missing_folder_is_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = check(&dir.path().join("nope"));
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("cannot read") && r.stderr.contains("nope"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn folder_without_campaign_toml_suggests_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = check(dir.path());
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no campaign.toml"), "{}", r.stderr);
+    assert!(r.stderr.contains("mailroom init"), "{}", r.stderr);
+}
+
+#[test]
+fn missing_template_file_names_the_key_and_line() {
+    let f = Fixture::base();
+    f.edit_toml("text = \"body.txt.hbs\"", "text = \"missing.txt.hbs\"");
+    assert_fatal(
+        &f,
+        &[
+            "campaign.toml:6:",
+            "campaign.text",
+            "missing.txt.hbs",
+            "does not exist",
+        ],
+    );
+}
+
+#[test]
+fn missing_contacts_file_names_the_key_and_line() {
+    let f = Fixture::base();
+    std::fs::remove_file(f.path().join("contacts.csv")).unwrap();
+    assert_fatal(
+        &f,
+        &["campaign.toml:13:", "contacts.path", "does not exist"],
+    );
+}
+
+#[test]
+fn malformed_toml_gives_line_and_column() {
+    let f = Fixture::base();
+    f.edit_toml(
+        "reply_to = \"team@example.com\"",
+        "reply_to = \"team@example.com",
+    );
+    let e = assert_fatal(&f, &["campaign.toml:4:", "Fix the TOML syntax"]);
+    assert!(e.contains("[campaign]"), "{e}");
+}
+
+#[test]
+fn unknown_key_names_key_line_and_section() {
+    let f = Fixture::base();
+    f.edit_toml(
+        "path = \"contacts.csv\"",
+        "path = \"contacts.csv\"\nemail_colum = \"mail\"",
+    );
+    assert_fatal(
+        &f,
+        &[
+            "campaign.toml:14:1",
+            "email_colum",
+            "[contacts]",
+            "docs/campaign-toml.md",
+        ],
+    );
+}
+
+#[test]
+fn password_in_toml_is_refused_without_echoing_it() {
+    let f = Fixture::base();
+    f.write(
+        "campaign.toml",
+        format!(
+            "{}\n[smtp]\nhost = \"smtp.example.com\"\npassword = \"hunter2\"\n",
+            f.read("campaign.toml")
+        ),
+    );
+    let e = assert_fatal(&f, &["smtp.password", "password_env", "password_file"]);
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn missing_email_column_lists_columns_and_fix() {
+    let f = Fixture::base();
+    f.csv("mail,name,first_name,ref\nann@example.com,Ann,Ann,a\n");
+    assert_fatal(
+        &f,
+        &[
+            "contacts.csv:1:",
+            "no column `email`",
+            "mail, name, first_name, ref",
+            "email_column",
+        ],
+    );
+}
+
+#[test]
+fn empty_csv_is_unreadable() {
+    let f = Fixture::base();
+    f.csv("");
+    assert_fatal(&f, &["contacts.csv", "empty", "header row"]);
+}
+
+#[test]
+fn duplicate_header_column_is_fatal() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref,name\n");
+    assert_fatal(&f, &["contacts.csv:1:", "`name` twice"]);
+}
+
+#[test]
+fn template_syntax_error_points_into_the_template() {
+    let f = Fixture::base();
+    f.write(
+        "body.txt.hbs",
+        "Hello {{first_name}},\n\n{{#if ref}}unclosed\n",
+    );
+    assert_fatal(
+        &f,
+        &["body.txt.hbs:", "template `body.txt.hbs` does not compile"],
+    );
+}
+
+#[test]
+fn subject_syntax_error_points_at_its_toml_line() {
+    let f = Fixture::base();
+    f.edit_toml("{{first_name}}!", "{{first_name!");
+    assert_fatal(
+        &f,
+        &[
+            "campaign.toml:5",
+            "template `campaign.subject` does not compile",
+        ],
+    );
+}
+
+#[test]
+fn missing_partial_names_template_and_partial() {
+    let f = Fixture::base();
+    std::fs::remove_file(f.path().join("partials/footer.hbs")).unwrap();
+    assert_fatal(
+        &f,
+        &[
+            "body.txt.hbs:3",
+            "template `body.txt.hbs`",
+            "partial `footer`",
+            "partials/footer.hbs",
+        ],
+    );
+}
+
+#[test]
+fn invalid_from_address_is_named_with_its_line() {
+    let f = Fixture::base();
+    f.edit_toml("<news@example.com>", "<news.example.com>");
+    assert_fatal(
+        &f,
+        &[
+            "campaign.toml:3:",
+            "campaign.from",
+            "not a valid sender address",
+            "no @",
+        ],
+    );
+}
+
+#[test]
+fn http_unsubscribe_url_is_refused() {
+    let f = Fixture::base();
+    f.edit_toml("https://example.com/u/", "http://example.com/u/");
+    assert_fatal(
+        &f,
+        &[
+            "campaign.toml:16:",
+            "unsubscribe.url",
+            "is not https",
+            "RFC 8058",
+        ],
+    );
+}
+
+#[test]
+fn custom_header_overriding_a_builtin_is_refused() {
+    let f = Fixture::base();
+    f.edit_toml("\"X-Campaign-Ref\"", "\"Subject\"");
+    assert_fatal(&f, &["campaign.toml:10:", "written by mailroom itself"]);
+}
+
+#[test]
+fn no_body_template_is_refused() {
+    let f = Fixture::base();
+    f.edit_toml("text = \"body.txt.hbs\"\n", "");
+    f.edit_toml("html = \"body.html.hbs\"\n", "");
+    assert_fatal(&f, &["names no body template", "markdown"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad rows and template variables (exit 1): the campaign is readable, some rows are not.
+
+#[test]
+fn ragged_rows_are_invalid_with_their_line() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref\nann@example.com,Ann,Ann,a\nshort@example.com,S\nlong@example.com,L,L,l,extra\nok@example.com,O,O,o\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["contacts"], 4);
+    assert_eq!(v["valid"], 2);
+    assert_eq!(
+        invalid_reasons(&v),
+        vec![
+            (
+                3,
+                "line 3: the row has 2 fields but the header has 4".into()
+            ),
+            (
+                4,
+                "line 4: the row has 5 fields but the header has 4".into()
+            ),
+        ]
+    );
+    let r = check(f.path());
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.contains("line 3: the row has 2 fields"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn non_utf8_bytes_are_invalid_with_line_and_byte() {
+    let f = Fixture::base();
+    f.csv(
+        b"email,name,first_name,ref\nann@example.com,Ann,Ann,a\nbad@example.com,B\xe9a,Bea,b\n"
+            .as_slice(),
+    );
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    let inv = invalid_reasons(&v);
+    assert_eq!(inv.len(), 1);
+    assert_eq!(inv[0].0, 3);
+    assert!(inv[0].1.contains("column `name`"), "{}", inv[0].1);
+    assert!(
+        inv[0].1.contains("not valid UTF-8 at byte 2"),
+        "{}",
+        inv[0].1
+    );
+    assert!(inv[0].1.contains("byte 52 of the file"), "{}", inv[0].1);
+}
+
+#[test]
+fn invalid_addresses_each_get_a_reason() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref\nno-at-sign.example.com,A,A,a\n,B,B,b\nc@localhost,C,C,c\nd..e@example.com,D,D,d\nf@exa_mple.com,F,F,f\ngood@example.com,G,G,g\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["valid"], 1);
+    let inv = invalid_reasons(&v);
+    let expect = [
+        (2, "there is no @"),
+        (3, "the address is empty"),
+        (4, "has no dot"),
+        (5, "misplaced dot"),
+        (6, "invalid"),
+    ];
+    assert_eq!(inv.len(), expect.len(), "{inv:?}");
+    for ((line, reason), (el, needle)) in inv.iter().zip(expect) {
+        assert_eq!(*line, el);
+        assert!(
+            reason.starts_with(&format!("line {el}: invalid address")),
+            "{reason}"
+        );
+        assert!(reason.contains(needle), "{reason}");
+    }
+    assert_eq!(v["invalid"][0]["email"], "no-at-sign.example.com");
+}
+
+#[test]
+fn duplicates_report_line_and_first_line() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref\nann@example.com,A,A,a\nbob@example.com,B,B,b\nANN@Example.COM,A2,A,a\nbob@example.com,B,B,b\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["valid"], 2);
+    assert_eq!(
+        v["duplicates"],
+        serde_json::json!([
+            {"line": 4, "first_line": 2, "email": "ANN@example.com"},
+            {"line": 5, "first_line": 3, "email": "bob@example.com"},
+        ])
+    );
+    let r = check(f.path());
+    assert!(
+        r.stdout
+            .contains("line 4: ANN@example.com (first on line 2)"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Hostile rows try to smuggle headers through every templated header; none may get through.
+#[test]
+fn crlf_injection_rejects_the_row_and_never_reaches_a_header() {
+    let f = Fixture::base();
+    f.csv(concat!(
+        "email,name,first_name,ref\n",
+        "ok@example.com,Ok,Ok,r1\n",
+        "subj@example.com,S,\"Eve\r\nBcc: victim@example.org\",r2\n",
+        "disp@example.com,\"Mallory\nBcc: victim@example.org\",M,r3\n",
+        "hdr@example.com,H,H,\"r4\nBcc: victim@example.org\"\n",
+        "lf@example.com,L,\"Eve\nX-Evil: 1\",r5\n",
+        "bell@example.com,B,\"Eve\u{7}\",r6\n",
+        "fine@example.com,F,F,r7\n",
+    ));
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["valid"], 2);
+    assert_eq!(
+        invalid_reasons(&v),
+        vec![
+            (
+                3,
+                "line 3: the subject would contain a line break (from column `first_name`)".into()
+            ),
+            (
+                5,
+                "line 5: the display name would contain a line break (from column `name`)".into()
+            ),
+            (
+                7,
+                "line 7: the header X-Campaign-Ref would contain a line break (from column `ref`)"
+                    .into()
+            ),
+            (
+                9,
+                "line 9: the subject would contain a line break (from column `first_name`)".into()
+            ),
+            (
+                11,
+                "line 11: the subject would contain a control character (from column `first_name`)"
+                    .into()
+            ),
+        ]
+    );
+    // Every message that is produced has exactly the header lines we expect, and no Bcc.
+    // Preview shows the two good messages and names each hostile row (exit 1).
+    let r = mailroom(&["preview", "--limit", "100"], f.path());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.stderr.matches("==> message").count(), 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("line 7: the header X-Campaign-Ref would contain a line break"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("Bcc"), "{}", r.stdout);
+    assert!(!r.stdout.contains("X-Evil"), "{}", r.stdout);
+    let hostile = mailroom(&["preview", "--line", "3"], f.path());
+    assert_eq!(hostile.code, 1);
+    assert!(
+        hostile
+            .stderr
+            .contains("subject would contain a line break"),
+        "{}",
+        hostile.stderr
+    );
+    assert!(hostile.raw_stdout.is_empty());
+}
+
+#[test]
+fn template_variable_missing_from_header_is_reported_before_rendering() {
+    let f = Fixture::base();
+    f.write(
+        "body.txt.hbs",
+        "Hello {{first_name}},\n{{#if vip}}VIP{{/if}}\nYour city: {{city}}\n{{> footer}}\n",
+    );
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["rendered"], false);
+    let mv = &v["missing_variables"];
+    assert_eq!(mv.as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(mv[0]["variable"], "city");
+    assert_eq!(mv[0]["template"], "body.txt.hbs");
+    assert_eq!(mv[0]["line"], 3);
+    let e = &v["errors"][0];
+    assert!(e["file"].as_str().unwrap().ends_with("body.txt.hbs"));
+    assert_eq!(e["line"], 3);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("`city`, which is not a column of")
+    );
+    let r = check(f.path());
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout
+            .contains("body.txt.hbs:3: template `body.txt.hbs` uses `city`"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn render_names_template_variable_and_line_for_a_row_lacking_a_variable() {
+    let f = Fixture::base();
+    let c = Campaign::load(f.path()).unwrap();
+    let mut contact = first_valid(&c);
+    contact.fields.remove("first_name");
+    contact.line = 42;
+    let e = c.render(&contact).unwrap_err();
+    assert!(e.is_row());
+    assert_eq!(e.line(), Some(42));
+    assert_eq!(
+        e.row_reason().unwrap(),
+        "line 42: template `campaign.subject` uses `first_name`, which this row does not have"
+    );
+    assert!(e.to_string().contains("contacts.csv: line 42"), "{e}");
+}
+
+#[test]
+fn invalid_rows_are_capped_in_text_but_complete_in_json() {
+    let f = Fixture::base();
+    let mut csv = String::from("email,name,first_name,ref\n");
+    for i in 0..120 {
+        csv.push_str(&format!("broken{i}.example.com,N,N,r\n"));
+    }
+    f.csv(csv);
+    let r = check(f.path());
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("and 70 more"), "{}", r.stdout);
+    let (_, v) = check_json(f.path());
+    assert_eq!(v["invalid"].as_array().unwrap().len(), 120);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Good path: init → check → preview
+
+#[test]
+fn init_then_check_is_clean_and_init_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("news");
+    let r = mailroom(&["init"], &target);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for f in [
+        "campaign.toml",
+        "contacts.csv",
+        "body.txt.hbs",
+        "body.html.hbs",
+        "partials/footer.hbs",
+    ] {
+        assert!(target.join(f).is_file(), "{f}");
+    }
+    let footer = std::fs::read_to_string(target.join("partials/footer.hbs")).unwrap();
+    assert!(footer.contains("{{unsubscribe_url}}") && footer.contains("postal address"));
+
+    let r = check(&target);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("3 read: 3 valid, 0 invalid, 0 duplicates"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("MAILROOM_SMTP_PASSWORD"),
+        "the unset password is a note: {}",
+        r.stdout
+    );
+    let (code, v) = check_json(&target);
+    assert_eq!(code, 0);
+    assert_eq!(v["contacts"], 3);
+    assert_eq!(v["valid"], 3);
+    assert_eq!(v["invalid"], serde_json::json!([]));
+    assert_eq!(v["duplicates"], serde_json::json!([]));
+    assert_eq!(v["errors"], serde_json::json!([]));
+    assert!(v["message_size"]["min"].as_u64().unwrap() > 500);
+    assert!(v["message_size"]["max"].as_u64() >= v["message_size"]["min"].as_u64());
+
+    let p = mailroom(&["preview", "--limit", "3"], &target);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    assert_eq!(p.stderr.matches("==> message").count(), 3);
+    assert!(
+        p.stderr
+            .contains("==> message 1 of 3: to <ann@example.com> (line 2) <==")
+    );
+
+    let again = mailroom(&["init"], &target);
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("refusing to overwrite"),
+        "{}",
+        again.stderr
+    );
+    // Nothing was changed by the refused init.
+    let r = check(&target);
+    assert_eq!(r.code, 0);
+}
+
+#[test]
+fn check_accepts_the_toml_path_itself() {
+    let f = Fixture::base();
+    let (code, v) = check_json(&f.path().join("campaign.toml"));
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["valid"], 2);
+}
+
+fn first_valid(c: &Campaign) -> Contact {
+    c.contacts()
+        .unwrap()
+        .find_map(|e| match e.unwrap() {
+            ContactEntry::Valid(c) => Some(c),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn preview_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let mut a = vec!["preview"];
+    a.extend_from_slice(args);
+    let r = mailroom(&a, dir);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.raw_stdout
+}
+
+fn assert_wire_safe(bytes: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'\n' {
+            assert!(i > 0 && bytes[i - 1] == b'\r', "bare LF at {i}");
+        }
+        if *b == b'\r' {
+            assert_eq!(bytes.get(i + 1), Some(&b'\n'), "bare CR at {i}");
+        }
+    }
+    for line in bytes.split(|b| *b == b'\n') {
+        assert!(line.len() <= 999, "line of {} octets", line.len());
+    }
+}
+
+#[test]
+fn preview_is_wire_safe_mime_with_stable_ids() {
+    let f = Fixture::base();
+    // A 2,000-character word in the body must be encoded, not sent as one line.
+    let long = "x".repeat(2000);
+    f.write(
+        "body.txt.hbs",
+        format!("Hello {{{{first_name}}}},\n{long}\n{{{{> footer}}}}\n"),
+    );
+    let a = preview_bytes(f.path(), &["--to", "bob@bücher.example"]);
+    let b = preview_bytes(f.path(), &["--to", "bob@xn--bcher-kva.example"]);
+    assert_wire_safe(&a);
+    let text = String::from_utf8(a.clone()).unwrap();
+    let header_end = text.find("\r\n\r\n").unwrap();
+    let headers = &text[..header_end].replace("\r\n ", " ");
+    assert!(
+        headers.contains("To: \"Bob Stone\" <bob@xn--bcher-kva.example>"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("Subject: =?utf-8?"),
+        "non-ASCII subject is RFC 2047: {headers}"
+    );
+    assert!(headers.contains("MIME-Version: 1.0"));
+    assert!(headers.contains("Date: "));
+    assert!(headers.contains("Reply-To: team@example.com"));
+    assert!(headers.contains("X-Mailroom-Campaign: fixture"));
+    assert!(headers.contains("X-Campaign-Ref: fixture/b2"));
+    let token = mailroom::campaign::recipient_token("fixture", "bob@xn--bcher-kva.example");
+    assert!(headers.contains(&format!("X-Mailroom-Token: {token}")));
+    assert!(
+        headers.contains(&format!(
+            "List-Unsubscribe: <https://example.com/u/{token}>, <mailto:unsubscribe@example.com>"
+        )),
+        "{headers}"
+    );
+    assert!(headers.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+    assert!(headers.contains("Content-Type: multipart/alternative;"));
+
+    let parsed = mail_parser::MessageParser::default().parse(&a).unwrap();
+    assert_eq!(parsed.subject(), Some("Grüße, Bob!"));
+    let id = parsed.message_id().unwrap().to_owned();
+    assert!(
+        id.starts_with(&token) && id.ends_with("@example.com"),
+        "{id}"
+    );
+    let parsed_b = mail_parser::MessageParser::default().parse(&b).unwrap();
+    assert_eq!(
+        parsed_b.message_id(),
+        Some(id.as_str()),
+        "Message-ID stable across runs"
+    );
+    assert!(parsed.body_text(0).unwrap().contains(&long));
+}
+
+#[test]
+fn html_body_escapes_values_and_text_body_does_not() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref\nann@example.com,Ann,\"<b>Tom & Jerry</b>\",\"a&b\"\n");
+    let bytes = preview_bytes(f.path(), &[]);
+    assert_wire_safe(&bytes);
+    let m = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+    assert_eq!(m.subject(), Some("Grüße, <b>Tom & Jerry</b>!"));
+    let text = m.body_text(0).unwrap();
+    assert!(text.contains("Hello <b>Tom & Jerry</b>,"), "{text}");
+    assert!(text.contains("your reference: a&b"), "{text}");
+    let html = m.body_html(0).unwrap();
+    assert!(
+        html.contains("<p>Hello &lt;b&gt;Tom &amp; Jerry&lt;/b&gt;,</p>"),
+        "{html}"
+    );
+    assert!(html.contains("your reference: a&amp;b"), "{html}");
+}
+
+#[test]
+fn preview_selects_by_line_and_limit_and_writes_files() {
+    let f = Fixture::base();
+    let r = mailroom(&["preview", "--line", "3"], f.path());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("to <bob@xn--bcher-kva.example> (line 3)"),
+        "{}",
+        r.stderr
+    );
+    let r = mailroom(&["preview", "--line", "9"], f.path());
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no CSV record starts at line 9"),
+        "{}",
+        r.stderr
+    );
+    let r = mailroom(&["preview", "--to", "nobody@example.com"], f.path());
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no valid contact has the address"),
+        "{}",
+        r.stderr
+    );
+    let out = tempfile::tempdir().unwrap();
+    let r = mailroom(
+        &[
+            "preview",
+            "--limit",
+            "5",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        f.path(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.raw_stdout.is_empty());
+    let files: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert_eq!(files.len(), 2);
+    assert_wire_safe(&std::fs::read(out.path().join("line-2.eml")).unwrap());
+}
+
+#[test]
+fn bom_quotes_embedded_newlines_and_semicolons() {
+    let f = Fixture::base();
+    f.edit_toml(
+        "path = \"contacts.csv\"",
+        "path = \"contacts.csv\"\ndelimiter = \";\"",
+    );
+    f.csv("\u{feff}email;name;first_name;ref;note\n\"ann@example.com\";\"Lee; Ann\";Ann;a;\"multi\nline\"\nbob@example.com;Bob;Bob;b;\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["valid"], 2);
+    let r = mailroom(&["preview", "--line", "4"], f.path());
+    assert_eq!(
+        r.code, 0,
+        "the second record starts on line 4: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("bob@example.com"));
+}
+
+#[test]
+fn markdown_campaign_renders_html_and_text() {
+    let f = Fixture::base();
+    f.edit_toml("text = \"body.txt.hbs\"\n", "markdown = \"body.md.hbs\"\n");
+    f.edit_toml("html = \"body.html.hbs\"\n", "");
+    f.write(
+        "body.md.hbs",
+        "# Hello {{first_name}}\n\n* ref **{{ref}}**\n\n{{> footer}}\n",
+    );
+    let bytes = preview_bytes(f.path(), &[]);
+    assert_wire_safe(&bytes);
+    let m = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+    let html = m.body_html(0).unwrap();
+    assert!(html.contains("<h1>Hello Ann</h1>"), "{html}");
+    assert!(html.contains("<strong>a1</strong>"), "{html}");
+    let text = m.body_text(0).unwrap();
+    assert!(text.contains("# Hello Ann"), "{text}");
+}
+
+#[test]
+fn envelope_uses_verp_and_library_render_is_deterministic_per_date() {
+    let f = Fixture::base();
+    let c = Campaign::load(f.path()).unwrap();
+    let contact = first_valid(&c);
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let a = c.render_at(&contact, when).unwrap();
+    let b = c.render_at(&contact, when).unwrap();
+    assert_eq!(a, b, "same contact and date give the same bytes");
+    assert_eq!(a.envelope_to, "ann@example.com");
+    assert_eq!(a.envelope_from, format!("bounces+{}@example.com", a.token));
+    assert_eq!(c.config().store.path, c.root().join("mailroom.db"));
+    assert!(c.config().contacts.path.is_absolute());
+}
+
+#[test]
+fn examples_newsletter_checks_clean() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/newsletter");
+    let (code, v) = check_json(&dir);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(v["valid"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn long_unbreakable_header_values_are_encoded_not_overlong() {
+    let f = Fixture::base();
+    let x = "x".repeat(1200);
+    let y = "y".repeat(1200);
+    f.csv(format!(
+        "email,name,first_name,ref\nann@example.com,Ann,{x},{y}\n"
+    ));
+    let bytes = preview_bytes(f.path(), &[]);
+    assert_wire_safe(&bytes);
+    let m = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+    assert_eq!(m.subject(), Some(format!("Grüße, {x}!").as_str()));
+    assert_eq!(
+        m.header_raw("X-Campaign-Ref").map(|v| v.len() > 1200),
+        Some(true),
+        "the header is present and carries the whole value"
+    );
+}
+
+#[test]
+fn header_only_csv_is_a_contact_problem() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["contacts"], 0);
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no contacts"),
+        "{v:#}"
+    );
+}
