@@ -79,12 +79,32 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens an existing ledger read-only.
+    /// Opens an existing ledger read-only (upgrading it first, once, if it predates the report
+    /// counters).
     ///
     /// # Errors
     /// `Error::Store` with `store::Error::Missing` when the file does not exist.
     pub fn open(path: &Path) -> Result<Ledger, Error> {
-        let conn = store::open_read_only(path)?;
+        let mut conn = store::open_read_only(path)?;
+        let has_counters = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'report_counts'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(|source| Error::Query {
+                path: path.to_owned(),
+                source,
+            })?
+            > 0;
+        if !has_counters {
+            // A ledger written by a mailroom without the report counters: upgrading it is what
+            // any writing command would do first, and the only way to read it at scale. The
+            // migration backfills the counters in one transaction.
+            drop(conn);
+            drop(store::open(path)?);
+            conn = store::open_read_only(path)?;
+        }
         Ok(Ledger {
             conn,
             path: path.to_owned(),

@@ -269,7 +269,7 @@ fn counters_are_backfilled_when_an_old_ledger_is_migrated() {
         )
         .unwrap();
     }
-    drop(mailroom::store::open(&path).unwrap());
+    // Reading it upgrades it once (a read-only connection cannot backfill the counters).
     let r = report::load(&path, None).unwrap();
     assert_eq!(r.totals.recipients, 3);
     assert_eq!(r.totals.accepted, 1);
