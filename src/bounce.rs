@@ -1,1 +1,617 @@
-//! (module `bounce`: not written yet)
+//! Bounce, complaint and auto-reply parsing, and the import of what they say into the ledger.
+//!
+//! [`parse`] turns one raw message into zero or more [`Report`]s, one per recipient it is about.
+//! It does no I/O and never panics on input: a message it does not understand yields no reports.
+//! What it reads, in order of trust:
+//!
+//! 1. an RFC 5965 ARF report (`message/feedback-report`): one `complaint` per complaining address;
+//! 2. an RFC 3464 DSN (`message/delivery-status`): one report per recipient group;
+//! 3. an RFC 3834 auto-reply (vacation notice): one `auto_reply`, never a bounce;
+//! 4. the human-readable text non-standard MTAs send (qmail, Exim, old Sendmail, Exchange,
+//!    Japanese carriers, ...): recipients found next to the error text, each with its segment.
+//!
+//! The reason vocabulary and the hard/soft split follow sisimai's (see `reason`): the status code
+//! decides where it is specific, keyword tables over the diagnostic text decide otherwise.
+//!
+//! The ledger side (matching reports to sends, events, suppressions) lives in `import` and
+//! `suppress`; reading mailboxes (Maildir, mbox, IMAP) in `mailbox` and `imap`. This module must
+//! not know about SMTP sending or campaigns' templates.
+
+pub mod imap;
+pub mod import;
+pub mod mailbox;
+mod mime;
+pub mod reason;
+mod ses;
+pub mod suppress;
+mod text;
+
+use crate::model::FeedbackKind;
+
+pub use reason::Reason;
+
+/// What the reporting MTA did with the message for this recipient (RFC 3464 §2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Failed,
+    Delayed,
+    Delivered,
+    Relayed,
+    Expanded,
+}
+
+impl Action {
+    /// The RFC 3464 keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+            Action::Expanded => "expanded",
+        }
+    }
+
+    /// Reads an `Action:` value, including the non-standard spellings real MTAs write
+    /// (`failure`, `deliverable`, `expired`...). `None` for anything else.
+    pub fn parse(value: &str) -> Option<Action> {
+        let v = value.trim().to_ascii_lowercase();
+        let v = v.split([' ', '(', ';']).next().unwrap_or("");
+        match v {
+            "failed" | "failure" | "fail" => Some(Action::Failed),
+            // An expired message is one the MTA was still retrying: sisimai and most senders
+            // treat it as a delay that ran out, not a refusal.
+            "delayed" | "expired" | "delay" => Some(Action::Delayed),
+            "delivered" | "deliverable" | "success" => Some(Action::Delivered),
+            "relayed" => Some(Action::Relayed),
+            "expanded" => Some(Action::Expanded),
+            _ => None,
+        }
+    }
+}
+
+/// Headers of the message that bounced, as returned inside the bounce; used for matching.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Original {
+    /// `Message-ID` without angle brackets.
+    pub message_id: Option<String>,
+    /// `X-Mailroom-Token`: the recipient's VERP token.
+    pub token: Option<String>,
+    /// `X-Mailroom-Campaign`.
+    pub campaign: Option<String>,
+    /// The first address of `To:`.
+    pub to: Option<String>,
+    /// The first address of `From:`.
+    pub from: Option<String>,
+}
+
+/// What one piece of feedback says about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The address the feedback is about (the failed recipient; the complaining address).
+    pub recipient: String,
+    pub action: Option<Action>,
+    /// RFC 3463 enhanced status code, e.g. `5.1.1`, when the message carries one.
+    pub status: Option<String>,
+    /// SMTP reply code, e.g. 550, when the message carries one.
+    pub reply_code: Option<u16>,
+    /// The remote server's words (Diagnostic-Code or the text around the recipient), unfolded.
+    pub diagnostic: String,
+    /// The server that refused it (`Remote-MTA`), when stated.
+    pub remote_mta: Option<String>,
+    pub kind: FeedbackKind,
+    pub reason: Reason,
+    /// ARF `Feedback-Type` (abuse, fraud, opt-out, ...), for complaints.
+    pub feedback_type: Option<String>,
+    /// The returned original's identifying headers.
+    pub original: Original,
+}
+
+/// Parses one raw message (RFC 5322 bytes, CRLF or LF) into the reports it carries.
+///
+/// An empty result means "not feedback we understand": the caller should leave the message
+/// alone and count it.
+pub fn parse(raw: &[u8]) -> Vec<Report> {
+    let Some(flat) = mime::flatten(raw) else {
+        return Vec::new();
+    };
+    let mut original = flat.original();
+    let mut reports = if let Some(feedback) = &flat.feedback {
+        complaints(&flat, feedback)
+    } else if let Some((reports, from_json)) = ses::parse(&flat.human_text()) {
+        if original == Original::default() {
+            original = from_json;
+        }
+        reports
+    } else if let Some(request) = unsubscribe_request(&flat) {
+        vec![request]
+    } else {
+        let dsn = dsn_reports(&flat);
+        if !dsn.is_empty() {
+            dsn
+        } else if let Some(reply) = auto_reply(&flat) {
+            vec![reply]
+        } else {
+            text_reports(&flat)
+        }
+    };
+    for report in &mut reports {
+        report.original = original.clone();
+    }
+    reports
+}
+
+/// Hard when the address itself is bad; everything else (full, blocked, policy, expired,
+/// temporary) is soft. `notaccept` is hard only for a permanent (5xx) refusal: a host that
+/// says it takes no mail at all.
+pub fn kind_for(reason: Reason, status: Option<&str>, reply_code: Option<u16>) -> FeedbackKind {
+    match reason {
+        Reason::Feedback => FeedbackKind::Complaint,
+        Reason::Vacation => FeedbackKind::AutoReply,
+        Reason::Delivered => FeedbackKind::Delivered,
+        Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => FeedbackKind::Hard,
+        Reason::NotAccept => {
+            let permanent = match (status, reply_code) {
+                (Some(s), _) if s.starts_with('5') => true,
+                (Some(s), _) if s.starts_with('4') => false,
+                (_, Some(code)) => code >= 500,
+                _ => true,
+            };
+            if permanent {
+                FeedbackKind::Hard
+            } else {
+                FeedbackKind::Soft
+            }
+        }
+        _ => FeedbackKind::Soft,
+    }
+}
+
+fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
+    let field = |name: &str| {
+        feedback
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let feedback_type = field("Feedback-Type").map(|v| v.to_ascii_lowercase());
+    // Original-Rcpt-To names the complaining address; providers that redact it leave the
+    // returned original's To: as the best evidence.
+    let mut recipients: Vec<String> = feedback
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Original-Rcpt-To"))
+        .filter_map(|(_, v)| text::first_address(v))
+        .collect();
+    if recipients.is_empty() {
+        recipients.extend(flat.original_to());
+    }
+    if recipients.is_empty() {
+        recipients.extend(field("Removal-Recipient").and_then(|v| text::first_address(&v)));
+    }
+    let diagnostic = flat.first_text_line();
+    recipients
+        .into_iter()
+        .map(|recipient| Report {
+            recipient,
+            action: None,
+            status: None,
+            reply_code: None,
+            diagnostic: diagnostic.clone(),
+            remote_mta: field("Reporting-MTA").map(|v| strip_type(&v).to_owned()),
+            kind: FeedbackKind::Complaint,
+            reason: Reason::Feedback,
+            feedback_type: feedback_type.clone(),
+            original: Original::default(),
+        })
+        .collect()
+}
+
+/// `rfc822; user@example.org` → `user@example.org`.
+fn strip_type(value: &str) -> &str {
+    match value.split_once(';') {
+        Some((_, rest)) => rest.trim(),
+        None => value.trim(),
+    }
+}
+
+fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
+    let Some(groups) = &flat.delivery_status else {
+        return Vec::new();
+    };
+    let segments = text::segments(&flat.human_text(), &flat.excluded_addresses());
+    let mut reports = Vec::new();
+    for group in groups {
+        let field = |name: &str| {
+            group
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim())
+                .filter(|v| !v.is_empty())
+        };
+        let recipient = [
+            "Final-Recipient",
+            "Original-Recipient",
+            "X-Actual-Recipient",
+        ]
+        .iter()
+        .filter_map(|name| field(name))
+        .find_map(|v| text::first_address(strip_type(v)));
+        let Some(recipient) = recipient else {
+            continue;
+        };
+        if reports.iter().any(|r: &Report| r.recipient == recipient) {
+            continue;
+        }
+        let action = field("Action").and_then(Action::parse);
+        let diagnostic_type = field("Diagnostic-Code").and_then(|v| {
+            v.split_once(';')
+                .map(|(t, _)| t.trim().to_ascii_lowercase())
+        });
+        let mut diagnostic = field("Diagnostic-Code")
+            .map(|v| strip_type(v).to_owned())
+            .unwrap_or_default();
+        // The human-readable part often says more than a bare code (Exchange, Gmail).
+        let segment = segments
+            .iter()
+            .find(|(addr, _)| addr.eq_ignore_ascii_case(&recipient))
+            .map(|(_, s)| s.as_str())
+            .or_else(|| (segments.len() <= 1).then(|| flat.human_summary()))
+            .unwrap_or("");
+        if diagnostic.is_empty() {
+            diagnostic = text::squeeze(segment);
+        }
+        let status_field = field("Status").and_then(text::find_status);
+        let status = pick_status(text::find_status_in_text(&diagnostic), status_field)
+            .or_else(|| text::find_status_in_text(segment));
+        let reply_code =
+            text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(segment));
+        let evidence = reason::Evidence {
+            status: status.as_deref(),
+            reply_code,
+            action,
+            diagnostic: &diagnostic,
+            context: segment,
+            diagnostic_type: diagnostic_type.as_deref(),
+        };
+        let reason = reason::classify(&evidence);
+        let action = Some(final_action(action, reason, status.as_deref()));
+        reports.push(Report {
+            kind: kind_for(reason, status.as_deref(), reply_code),
+            recipient,
+            action,
+            status,
+            reply_code,
+            diagnostic,
+            remote_mta: field("Remote-MTA").map(|v| strip_type(v).to_owned()),
+            reason,
+            feedback_type: None,
+            original: Original::default(),
+        });
+    }
+    reports
+}
+
+/// The remote server's own code (in the Diagnostic-Code) wins over the reporting MTA's
+/// `Status:` summary when it is specific: MTAs often write a canned `5.1.1` or `5.0.0` there.
+fn pick_status(diagnostic: Option<String>, field: Option<String>) -> Option<String> {
+    match (diagnostic, field) {
+        (Some(d), Some(f)) if text::is_generic_status(&d) && !text::is_generic_status(&f) => {
+            Some(f)
+        }
+        (Some(d), _) => Some(d),
+        (None, f) => f,
+    }
+}
+
+/// sisimai's convention, which senders expect too: an expired message is a delay that ran out,
+/// and a refusal without an Action field is a failure.
+fn final_action(action: Option<Action>, reason: Reason, status: Option<&str>) -> Action {
+    if reason == Reason::Expired {
+        return Action::Delayed;
+    }
+    if reason == Reason::Delivered {
+        return action.unwrap_or(Action::Delivered);
+    }
+    match action {
+        Some(a) => a,
+        None if status.is_some_and(|s| s.starts_with('2')) => Action::Delivered,
+        None => Action::Failed,
+    }
+}
+
+/// A mail client's one-click unsubscribe sent to our List-Unsubscribe mailto (Apple Mail marks
+/// it `X-Apple-Unsubscribe: true`): feedback of type `opt-out`, handled like a complaint.
+fn unsubscribe_request(flat: &mime::Flat) -> Option<Report> {
+    let marked = flat.headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("X-Apple-Unsubscribe") && v.trim().eq_ignore_ascii_case("true")
+    });
+    if !marked {
+        return None;
+    }
+    Some(Report {
+        recipient: flat.sender_address()?,
+        action: None,
+        status: None,
+        reply_code: None,
+        diagnostic: flat.subject.clone(),
+        remote_mta: None,
+        kind: FeedbackKind::Complaint,
+        reason: Reason::Feedback,
+        feedback_type: Some("opt-out".to_owned()),
+        original: Original::default(),
+    })
+}
+
+fn auto_reply(flat: &mime::Flat) -> Option<Report> {
+    if !flat.looks_like_auto_reply() {
+        return None;
+    }
+    let recipient = flat.sender_address()?;
+    Some(Report {
+        recipient,
+        action: None,
+        status: None,
+        reply_code: None,
+        diagnostic: flat.subject.clone(),
+        remote_mta: None,
+        kind: FeedbackKind::AutoReply,
+        reason: Reason::Vacation,
+        feedback_type: None,
+        original: Original::default(),
+    })
+}
+
+fn text_reports(flat: &mime::Flat) -> Vec<Report> {
+    if !flat.looks_like_bounce() {
+        return Vec::new();
+    }
+    let human = flat.human_text();
+    let excluded = flat.excluded_addresses();
+    let mut segments = text::segments(&human, &excluded);
+    let failed = flat.failed_recipients();
+    if !failed.is_empty() {
+        // X-Failed-Recipients (Exim, Gmail) is authoritative for who failed; keep the text
+        // segments only as diagnostics.
+        segments = failed
+            .into_iter()
+            .map(|addr| {
+                let seg = segments
+                    .iter()
+                    .find(|(a, _)| a.eq_ignore_ascii_case(&addr))
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_else(|| human.clone());
+                (addr, seg)
+            })
+            .collect();
+    }
+    if segments.is_empty() {
+        // A bounce that names nobody in its text: the returned original's To: is the address
+        // it is about (Verizon, some carriers).
+        if let Some(to) = flat.original_to().into_iter().next() {
+            segments.push((to, human.clone()));
+        }
+    }
+    let whole = if segments.len() == 1 {
+        Some(human.as_str())
+    } else {
+        None
+    };
+    segments
+        .into_iter()
+        .map(|(recipient, segment)| {
+            let scope = whole.unwrap_or(&segment);
+            let diagnostic = text::diagnostic_line(scope);
+            let status = text::find_status_in_text(scope);
+            let reply_code =
+                text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(scope));
+            let evidence = reason::Evidence {
+                status: status.as_deref(),
+                reply_code,
+                action: None,
+                diagnostic: &diagnostic,
+                context: scope,
+                diagnostic_type: None,
+            };
+            let reason = reason::classify(&evidence);
+            Report {
+                kind: kind_for(reason, status.as_deref(), reply_code),
+                action: Some(final_action(None, reason, status.as_deref())),
+                recipient,
+                status,
+                reply_code,
+                diagnostic,
+                remote_mta: None,
+                reason,
+                feedback_type: None,
+                original: Original::default(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const DSN: &str = "From: MAILER-DAEMON@mx.example.org\r\n\
+To: bounces+abc123@news.example.com\r\n\
+Subject: Undelivered Mail Returned to Sender\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\
+\r\n\
+--B\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+I'm sorry to have to inform you that your message could not be delivered.\r\n\
+\r\n\
+--B\r\n\
+Content-Type: message/delivery-status\r\n\
+\r\n\
+Reporting-MTA: dns; mx.example.org\r\n\
+\r\n\
+Final-Recipient: rfc822; nobody@example.net\r\n\
+Action: failed\r\n\
+Status: 5.1.1\r\n\
+Remote-MTA: dns; in.example.net\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.net>: Recipient address\r\n\
+\x20   rejected: User unknown in virtual mailbox table\r\n\
+\r\n\
+Final-Recipient: rfc822; full@example.net\r\n\
+Action: delayed\r\n\
+Status: 4.2.2\r\n\
+Diagnostic-Code: smtp; 452 4.2.2 Mailbox full\r\n\
+\r\n\
+--B\r\n\
+Content-Type: text/rfc822-headers\r\n\
+\r\n\
+From: news@example.com\r\n\
+To: nobody@example.net\r\n\
+Message-ID: <m1@example.com>\r\n\
+X-Mailroom-Token: abc123\r\n\
+X-Mailroom-Campaign: spring\r\n\
+\r\n\
+--B--\r\n";
+
+    #[test]
+    fn rfc3464_report_gives_one_report_per_recipient_with_unfolded_diagnostic() {
+        let reports = parse(DSN.as_bytes());
+        assert_eq!(reports.len(), 2);
+        let r = &reports[0];
+        assert_eq!(r.recipient, "nobody@example.net");
+        assert_eq!(r.action, Some(Action::Failed));
+        assert_eq!(r.status.as_deref(), Some("5.1.1"));
+        assert_eq!(r.reply_code, Some(550));
+        assert_eq!(r.kind, FeedbackKind::Hard);
+        assert_eq!(r.reason, Reason::UserUnknown);
+        assert_eq!(r.remote_mta.as_deref(), Some("in.example.net"));
+        assert!(
+            r.diagnostic
+                .ends_with("Recipient address rejected: User unknown in virtual mailbox table"),
+            "{}",
+            r.diagnostic
+        );
+        assert_eq!(r.original.message_id.as_deref(), Some("m1@example.com"));
+        assert_eq!(r.original.token.as_deref(), Some("abc123"));
+        assert_eq!(r.original.campaign.as_deref(), Some("spring"));
+        let r = &reports[1];
+        assert_eq!(r.recipient, "full@example.net");
+        assert_eq!(r.action, Some(Action::Delayed));
+        assert_eq!(r.reason, Reason::MailboxFull);
+        assert_eq!(r.kind, FeedbackKind::Soft);
+    }
+
+    #[test]
+    fn arf_report_is_a_complaint_never_a_bounce() {
+        let raw = "From: feedback@isp.example\r\n\
+To: abuse@news.example.com\r\n\
+Subject: FW: newsletter\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=feedback-report; boundary=\"F\"\r\n\
+\r\n\
+--F\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+This is an email abuse report.\r\n\
+--F\r\n\
+Content-Type: message/feedback-report\r\n\
+\r\n\
+Feedback-Type: abuse\r\n\
+User-Agent: Example-FBL/1.0\r\n\
+Version: 1\r\n\
+Original-Rcpt-To: <reader@isp.example>\r\n\
+\r\n\
+--F\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+From: news@example.com\r\n\
+To: reader@isp.example\r\n\
+Message-ID: <m2@example.com>\r\n\
+Subject: hello\r\n\
+\r\n\
+body\r\n\
+--F--\r\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].recipient, "reader@isp.example");
+        assert_eq!(reports[0].kind, FeedbackKind::Complaint);
+        assert_eq!(reports[0].feedback_type.as_deref(), Some("abuse"));
+        assert_eq!(
+            reports[0].original.message_id.as_deref(),
+            Some("m2@example.com")
+        );
+    }
+
+    #[test]
+    fn vacation_notice_is_an_auto_reply() {
+        let raw = "From: Reader <reader@example.net>\r\n\
+To: news@example.com\r\n\
+Subject: Out of office: back on Monday\r\n\
+Auto-Submitted: auto-replied\r\n\
+\r\n\
+I am away until Monday.\r\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].recipient, "reader@example.net");
+        assert_eq!(reports[0].kind, FeedbackKind::AutoReply);
+        assert_eq!(reports[0].reason, Reason::Vacation);
+    }
+
+    #[test]
+    fn qmail_style_text_bounce_is_parsed_from_its_words() {
+        let raw = "From: MAILER-DAEMON@mail.example.com\n\
+To: news@example.com\n\
+Subject: failure notice\n\
+\n\
+Hi. This is the qmail-send program at mail.example.com.\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\n\
+This is a permanent error; I've given up. Sorry it didn't work out.\n\
+\n\
+<gone@example.org>:\n\
+192.0.2.1 does not like recipient.\n\
+Remote host said: 550 5.1.1 <gone@example.org>... No such user\n\
+Giving up on 192.0.2.1.\n\
+\n\
+--- Below this line is a copy of the message.\n\
+\n\
+From: news@example.com\n\
+To: gone@example.org\n\
+Message-ID: <m3@example.com>\n\
+\n\
+hello\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].recipient, "gone@example.org");
+        assert_eq!(reports[0].status.as_deref(), Some("5.1.1"));
+        assert_eq!(reports[0].kind, FeedbackKind::Hard);
+        assert_eq!(
+            reports[0].original.message_id.as_deref(),
+            Some("m3@example.com")
+        );
+    }
+
+    #[test]
+    fn ordinary_mail_and_garbage_give_no_reports() {
+        assert!(
+            parse(b"From: a@example.com\r\nSubject: hi\r\n\r\nhello a@example.org\r\n").is_empty()
+        );
+        assert!(parse(b"").is_empty());
+        assert!(parse(&[0xff, 0xfe, 0x00, 0x0a]).is_empty());
+    }
+
+    #[test]
+    fn notaccept_is_hard_only_when_permanent() {
+        assert_eq!(
+            kind_for(Reason::NotAccept, Some("5.1.10"), None),
+            FeedbackKind::Hard
+        );
+        assert_eq!(
+            kind_for(Reason::NotAccept, Some("4.3.2"), Some(450)),
+            FeedbackKind::Soft
+        );
+        assert_eq!(
+            kind_for(Reason::Blocked, Some("5.7.1"), None),
+            FeedbackKind::Soft
+        );
+    }
+}

@@ -1,1 +1,984 @@
-//! (module `pipeline`: not written yet)
+//! The delivery pipeline of one `send` run: import → dispatcher → workers.
+//!
+//! The dispatcher reads due rows from the ledger in id order (keyset pages), renders each into a
+//! message, and hands it to a bounded queue. `connections` workers each own one SMTP session;
+//! every worker waits for the shared rate limiter (and the recipient domain's), claims the row
+//! (`sending`, committed before the first byte of the transaction), runs the transaction and
+//! queues the outcome for the ledger writer. "Slow down" replies give the claim back and slow the
+//! whole run; sender/relay problems pause it; auth/TLS failures abort it; in both cases the
+//! recipients not yet sent stay exactly as they were.
+//!
+//! This module must not parse campaigns or SMTP replies itself: rendering comes through
+//! [`Render`], reply meaning from `transport::classify`.
+
+pub mod pace;
+pub mod setup;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use lettre::Address;
+use rusqlite::Connection;
+use tokio::sync::{Mutex, Notify, mpsc};
+
+use crate::model::DeliveryState;
+use crate::shutdown::Shutdown;
+use crate::store::{
+    self, AttemptRecord, Claim, ClaimResult, DueRow, Outcome, Release, Writer, ledger,
+};
+use crate::transport::{ConnectFailure, Reply, Session, Step, Transport, TxOutcome, Verdict};
+
+pub use pace::{Limits, Pacer, RateOptions, RetryOptions};
+
+/// Rows read from the ledger per dispatcher page.
+const PAGE: usize = 256;
+/// Times one message is retried in the same run after a "slow down" or a stale connection
+/// before it is left for a later pass or run.
+const RETRIES_IN_RUN: u32 = 3;
+/// Consecutive failed reconnects after which the run pauses.
+const MAX_RECONNECT_FAILURES: u32 = 5;
+
+/// One message ready to go, built from a ledger row.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub envelope_from: String,
+    pub envelope_to: String,
+    pub message_id: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Turns a ledger row back into a message (the send command wraps `Campaign::render`).
+pub trait Render: Send + Sync + 'static {
+    /// # Errors
+    /// A description of why the row cannot be rendered (names the CSV line where possible).
+    fn render(&self, row: &DueRow) -> Result<Outgoing, String>;
+}
+
+/// Errors that stop a run before or outside SMTP.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("ledger {path}: {source}")]
+    Sql {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("a ledger task failed: {0}")]
+    Task(String),
+    #[error("{0}")]
+    Contacts(String),
+}
+
+/// How a run is paced and bounded.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub connections: usize,
+    pub rate: RateOptions,
+    pub retry: RetryOptions,
+    /// Most recipients claimed in this run.
+    pub limit: Option<u64>,
+    pub resend_unknown: bool,
+    /// Keep going (sleeping until retry times) until every recipient is final.
+    pub wait: bool,
+    /// First run-wide back-off after a "slow down" reply, and its cap.
+    pub throttle_backoff: Duration,
+    pub throttle_max: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            connections: 4,
+            rate: RateOptions::default(),
+            retry: RetryOptions::default(),
+            limit: None,
+            resend_unknown: false,
+            wait: false,
+            throttle_backoff: Duration::from_secs(30),
+            throttle_max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Live counters of this run (read by progress displays while it runs).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub planned: AtomicU64,
+    pub accepted: AtomicU64,
+    pub deferred: AtomicU64,
+    pub bounced_hard: AtomicU64,
+    pub bounced_soft: AtomicU64,
+    pub failed: AtomicU64,
+    pub unknown: AtomicU64,
+    pub suppressed: AtomicU64,
+    pub throttled: AtomicU64,
+}
+
+impl Counters {
+    /// Messages that reached a result in this run (the progress bar's position).
+    pub fn done(&self) -> u64 {
+        [
+            &self.accepted,
+            &self.deferred,
+            &self.bounced_hard,
+            &self.bounced_soft,
+            &self.failed,
+            &self.unknown,
+            &self.suppressed,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+
+    fn bump(&self, state: DeliveryState) {
+        let counter = match state {
+            DeliveryState::Accepted => &self.accepted,
+            DeliveryState::Deferred => &self.deferred,
+            DeliveryState::BouncedHard => &self.bounced_hard,
+            DeliveryState::BouncedSoft => &self.bounced_soft,
+            DeliveryState::Failed => &self.failed,
+            DeliveryState::Unknown => &self.unknown,
+            DeliveryState::Suppressed => &self.suppressed,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One per-recipient result, for log lines.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub email: String,
+    /// A `DeliveryState` name, or `throttled`.
+    pub outcome: &'static str,
+    pub detail: String,
+}
+
+/// Callback receiving every [`Event`].
+pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Nothing left that is due (or, with `wait`, every recipient is final).
+    Finished,
+    /// Ctrl-C: in-flight transactions finished, nothing new claimed.
+    Interrupted,
+    /// The relay refused us (auth, TLS, relaying) or the ledger failed; the message says why.
+    Aborted(String),
+    /// The relay refused the sender or a quota was hit; re-run later.
+    Paused(String),
+    /// `--limit` reached.
+    Limit,
+    /// `[rate] daily_cap` reached.
+    DailyCap,
+}
+
+impl End {
+    /// The `runs.outcome` value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            End::Finished => "finished",
+            End::Interrupted => "interrupted",
+            End::Aborted(_) => "aborted",
+            End::Paused(_) => "paused",
+            End::Limit => "limit",
+            End::DailyCap => "daily_cap",
+        }
+    }
+}
+
+/// What a run did and what is left.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub end: End,
+    /// The port of the first successful session (after fallback), if any.
+    pub port: Option<u16>,
+    pub accepted: u64,
+    pub deferred: u64,
+    pub bounced_hard: u64,
+    pub bounced_soft: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub suppressed: u64,
+    /// Whole-ledger figures for the campaign after the run.
+    pub states: Vec<(DeliveryState, u64)>,
+    pub deferred_total: u64,
+    pub next_retry_at: Option<i64>,
+}
+
+impl Summary {
+    /// Count of one state in the whole campaign after the run.
+    pub fn state(&self, state: DeliveryState) -> u64 {
+        self.states
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// A ledger prepared for a run: contacts imported, crashed claims recovered, run row created.
+pub struct Prepared {
+    pub conn: Connection,
+    pub campaign_id: i64,
+    pub run_id: i64,
+    pub imported: store::ImportCount,
+    pub recovered: u64,
+}
+
+/// Opens the ledger, imports `contacts` (idempotent), turns `sending` leftovers of a crashed run
+/// into `unknown`, and starts a run row.
+///
+/// # Errors
+/// When the ledger cannot be opened or written.
+pub fn prepare<I, E>(
+    path: &Path,
+    campaign: &str,
+    contacts: I,
+    host: &str,
+    security: &str,
+) -> Result<Prepared, Error>
+where
+    I: IntoIterator<Item = Result<store::NewRecipient, E>>,
+    E: std::fmt::Display,
+{
+    let sql = |source| Error::Sql {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = store::open(path)?;
+    let campaign_id = ledger::ensure_campaign(&conn, campaign).map_err(sql)?;
+    let imported = ledger::import(&mut conn, campaign_id, contacts).map_err(|e| match e {
+        ledger::ImportError::Sqlite(source) => sql(source),
+        ledger::ImportError::Source(e) => Error::Contacts(e.to_string()),
+    })?;
+    let recovered = ledger::recover_interrupted(&mut conn, campaign_id).map_err(sql)?;
+    let run_id = ledger::start_run(&conn, campaign_id, host, security).map_err(sql)?;
+    Ok(Prepared {
+        conn,
+        campaign_id,
+        run_id,
+        imported,
+        recovered,
+    })
+}
+
+/// How many rows are due now (for the confirmation prompt and the progress bar).
+///
+/// # Errors
+/// When the ledger cannot be read.
+pub fn count_due(
+    conn: &Connection,
+    campaign_id: i64,
+    resend_unknown: bool,
+) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM recipients WHERE campaign_id = ?1
+           AND (state = 'pending'
+                OR (state = 'deferred' AND coalesce(retry_at, 0) <= ?2)
+                OR (?3 AND state = 'unknown'))",
+        rusqlite::params![campaign_id, ledger::now_ms(), resend_unknown],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| u64::try_from(n).unwrap_or(0))
+}
+
+/// Everything a run needs.
+pub struct Run {
+    pub ledger: PathBuf,
+    pub writer: Writer,
+    pub campaign_id: i64,
+    pub run_id: i64,
+    pub transport: Arc<Transport>,
+    pub render: Arc<dyn Render>,
+    pub options: Options,
+    pub shutdown: Shutdown,
+    pub counters: Arc<Counters>,
+    pub events: Option<EventSink>,
+}
+
+struct Job {
+    row: DueRow,
+    from: Address,
+    to: Address,
+    message_id: String,
+    bytes: Vec<u8>,
+}
+
+struct Shared {
+    writer: Writer,
+    run_id: i64,
+    transport: Arc<Transport>,
+    limits: Limits,
+    pacer: Pacer,
+    retry: RetryOptions,
+    counters: Arc<Counters>,
+    events: Option<EventSink>,
+    /// Triggered by Ctrl-C or by a worker that aborts/pauses the run.
+    halt: Shutdown,
+    end: std::sync::Mutex<Option<End>>,
+    accepted_any: AtomicBool,
+    port: AtomicU16,
+    reconnect_failures: AtomicU64,
+    outstanding: AtomicU64,
+    idle: Notify,
+    /// Messages given back in this pass (throttling) and left for later.
+    left: AtomicU64,
+}
+
+impl Shared {
+    /// Ends the run now: workers finish the transaction in hand and skip the rest.
+    fn stop(&self, end: End) {
+        self.set_end(end);
+        self.halt.trigger();
+    }
+
+    /// Records why the run ends without halting: what is already queued still goes out.
+    fn set_end(&self, end: End) {
+        let mut slot = self
+            .end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(end);
+        }
+    }
+
+    fn event(&self, email: &str, outcome: &'static str, detail: String) {
+        if let Some(sink) = &self.events {
+            sink(&Event {
+                email: email.to_owned(),
+                outcome,
+                detail,
+            });
+        }
+    }
+
+    fn finish_job(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.outstanding.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+fn attempt(reply: &Reply, port: Option<u16>, outcome: &'static str) -> AttemptRecord {
+    AttemptRecord {
+        at: ledger::now_ms(),
+        port,
+        step: reply.step.as_str(),
+        code: reply.code,
+        enhanced: reply.enhanced.clone(),
+        reply: Some(reply.text.clone()),
+        outcome,
+    }
+}
+
+/// Runs the pipeline until nothing is due (or, with `wait`, until every recipient is final),
+/// Ctrl-C, an abort, a pause, or a limit.
+///
+/// # Errors
+/// When the ledger cannot be read; SMTP problems end the run with an [`End`] instead.
+pub async fn run(run: Run) -> Result<Summary, Error> {
+    let Run {
+        ledger: ledger_path,
+        writer,
+        campaign_id,
+        run_id,
+        transport,
+        render,
+        options,
+        shutdown,
+        counters,
+        events,
+    } = run;
+    let reader = Arc::new(std::sync::Mutex::new(store::open(&ledger_path)?));
+    let sql = |source| Error::Sql {
+        path: ledger_path.clone(),
+        source,
+    };
+    let read = {
+        let reader = reader.clone();
+        move |f: ReadFn| {
+            let reader = reader.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let conn = reader
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    f(&conn)
+                })
+                .await
+                .map_err(|e| Error::Task(e.to_string()))
+            }
+        }
+    };
+
+    let halt = Shutdown::new();
+    {
+        let halt = halt.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            halt.trigger();
+        });
+    }
+    let shared = Arc::new(Shared {
+        writer: writer.clone(),
+        run_id,
+        transport: transport.clone(),
+        limits: Limits::new(&options.rate),
+        pacer: Pacer::new(options.throttle_backoff, options.throttle_max),
+        retry: options.retry.clone(),
+        counters: counters.clone(),
+        events,
+        halt: halt.clone(),
+        end: std::sync::Mutex::new(None),
+        accepted_any: AtomicBool::new(false),
+        port: AtomicU16::new(0),
+        reconnect_failures: AtomicU64::new(0),
+        outstanding: AtomicU64::new(0),
+        idle: Notify::new(),
+        left: AtomicU64::new(0),
+    });
+
+    let due_now = {
+        let resend = options.resend_unknown;
+        match read(Box::new(move |c| {
+            count_due(c, campaign_id, resend).map(ReadResult::Count)
+        }))
+        .await?
+        {
+            Ok(ReadResult::Count(n)) => n,
+            Ok(_) => 0,
+            Err(e) => return Err(sql(e)),
+        }
+    };
+    counters.planned.store(
+        options.limit.map_or(due_now, |l| l.min(due_now)),
+        Ordering::Relaxed,
+    );
+
+    // One session up front: a wrong password or a missing STARTTLS stops the run here, before
+    // any recipient is claimed.
+    let first_session = if due_now > 0 && !halt.is_triggered() {
+        match transport.connect().await {
+            Ok(session) => {
+                let port = session.port();
+                shared.port.store(port, Ordering::Relaxed);
+                writer
+                    .exec(move |c| ledger::set_run_port(c, run_id, port))
+                    .await?;
+                Some(session)
+            }
+            Err(failure) => {
+                shared.stop(End::Aborted(failure.to_string()));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let (queue_tx, queue_rx) = mpsc::channel::<Job>(options.connections.max(1) * 2);
+    let queue_rx = Arc::new(Mutex::new(queue_rx));
+    let mut workers = Vec::new();
+    let mut first_session = first_session;
+    for _ in 0..options.connections.max(1) {
+        let shared = shared.clone();
+        let rx = queue_rx.clone();
+        let session = first_session.take();
+        workers.push(tokio::spawn(worker(shared, rx, session)));
+    }
+
+    let mut budget = options.limit;
+    let mut daily_left = match options.rate.daily_cap {
+        Some(cap) => {
+            let since = ledger::now_ms() - 24 * 3600 * 1000;
+            match read(Box::new(move |c| {
+                ledger::accepted_since(c, since).map(ReadResult::Count)
+            }))
+            .await?
+            {
+                Ok(ReadResult::Count(n)) => Some(cap.saturating_sub(n)),
+                Ok(_) => Some(cap),
+                Err(e) => return Err(sql(e)),
+            }
+        }
+        None => None,
+    };
+
+    'passes: loop {
+        let mut after = 0i64;
+        loop {
+            if halt.is_triggered() {
+                break 'passes;
+            }
+            let resend = options.resend_unknown;
+            let page = match read(Box::new(move |c| {
+                ledger::due_rows(c, campaign_id, after, ledger::now_ms(), resend, PAGE)
+                    .map(ReadResult::Rows)
+            }))
+            .await?
+            {
+                Ok(ReadResult::Rows(rows)) => rows,
+                Ok(_) => Vec::new(),
+                Err(e) => return Err(sql(e)),
+            };
+            if page.is_empty() {
+                break;
+            }
+            for row in page {
+                after = row.id;
+                if budget == Some(0) {
+                    shared.set_end(End::Limit);
+                    break 'passes;
+                }
+                if daily_left == Some(0) {
+                    shared.set_end(End::DailyCap);
+                    break 'passes;
+                }
+                let job = match build_job(render.as_ref(), row) {
+                    Ok(job) => job,
+                    Err(reason) => {
+                        shared.stop(End::Aborted(reason));
+                        break 'passes;
+                    }
+                };
+                shared.outstanding.fetch_add(1, Ordering::AcqRel);
+                let sent = tokio::select! {
+                    biased;
+                    () = halt.wait() => false,
+                    r = queue_tx.send(job) => r.is_ok(),
+                };
+                if !sent {
+                    shared.finish_job();
+                    break 'passes;
+                }
+                budget = budget.map(|b| b - 1);
+                daily_left = daily_left.map(|d| d - 1);
+            }
+        }
+        // The pass is dispatched: let the workers finish it before looking again, so a row
+        // handed out but not yet claimed is never read twice.
+        tokio::select! {
+            () = shared.wait_idle() => {}
+            () = halt.wait() => break 'passes,
+        }
+        if !options.wait {
+            break;
+        }
+        let due = {
+            let resend = options.resend_unknown;
+            match read(Box::new(move |c| {
+                count_due(c, campaign_id, resend).map(ReadResult::Count)
+            }))
+            .await?
+            {
+                Ok(ReadResult::Count(n)) => n,
+                Ok(_) => 0,
+                Err(e) => return Err(sql(e)),
+            }
+        };
+        if due > 0 {
+            shared.left.store(0, Ordering::Relaxed);
+            continue;
+        }
+        let next = match read(Box::new(move |c| {
+            ledger::deferred_summary(c, campaign_id).map(|(n, at)| ReadResult::Deferred(n, at))
+        }))
+        .await?
+        {
+            Ok(ReadResult::Deferred(n, at)) if n > 0 => at,
+            Ok(_) => break,
+            Err(e) => return Err(sql(e)),
+        };
+        let wait_ms = next.unwrap_or(0).saturating_sub(ledger::now_ms()).max(0);
+        let wake = tokio::time::Instant::now()
+            + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0) + 50);
+        tracing::info!(
+            "waiting {} s for the next deferred recipient",
+            wait_ms / 1000
+        );
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            () = halt.wait() => break 'passes,
+        }
+    }
+
+    drop(queue_tx);
+    for w in workers {
+        if let Err(e) = w.await {
+            shared.stop(End::Aborted(format!("a worker failed: {e}")));
+        }
+    }
+    let end = {
+        let slot = shared
+            .end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.clone()
+    };
+    let end = match end {
+        Some(end) => end,
+        None if shutdown.is_triggered() => End::Interrupted,
+        None => End::Finished,
+    };
+    let outcome = end.as_str();
+    writer
+        .exec(move |c| ledger::finish_run(c, run_id, outcome))
+        .await?;
+    writer.sync().await?;
+
+    let (states, (deferred_total, next_retry_at)) = match read(Box::new(move |c| {
+        Ok(ReadResult::Final(
+            ledger::state_counts(c, campaign_id)?,
+            ledger::deferred_summary(c, campaign_id)?,
+        ))
+    }))
+    .await?
+    {
+        Ok(ReadResult::Final(states, deferred)) => (states, deferred),
+        Ok(_) => (Vec::new(), (0, None)),
+        Err(e) => return Err(sql(e)),
+    };
+    let port = match shared.port.load(Ordering::Relaxed) {
+        0 => None,
+        p => Some(p),
+    };
+    let c = &counters;
+    Ok(Summary {
+        end,
+        port,
+        accepted: c.accepted.load(Ordering::Relaxed),
+        deferred: c.deferred.load(Ordering::Relaxed),
+        bounced_hard: c.bounced_hard.load(Ordering::Relaxed),
+        bounced_soft: c.bounced_soft.load(Ordering::Relaxed),
+        failed: c.failed.load(Ordering::Relaxed),
+        unknown: c.unknown.load(Ordering::Relaxed),
+        suppressed: c.suppressed.load(Ordering::Relaxed),
+        states,
+        deferred_total,
+        next_retry_at,
+    })
+}
+
+type ReadFn = Box<dyn FnOnce(&Connection) -> rusqlite::Result<ReadResult> + Send>;
+
+enum ReadResult {
+    Count(u64),
+    Rows(Vec<DueRow>),
+    Deferred(u64, Option<i64>),
+    Final(Vec<(DeliveryState, u64)>, (u64, Option<i64>)),
+}
+
+fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, String> {
+    let out = render.render(&row).map_err(|e| {
+        format!(
+            "cannot render the message for {} (line {}): {e}",
+            row.email, row.line
+        )
+    })?;
+    let from = crate::transport::envelope_address(&out.envelope_from).map_err(|e| e.to_string())?;
+    let to = crate::transport::envelope_address(&out.envelope_to).map_err(|e| e.to_string())?;
+    Ok(Job {
+        row,
+        from,
+        to,
+        message_id: out.message_id,
+        bytes: out.bytes,
+    })
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    mut session: Option<Session>,
+) {
+    loop {
+        let job = { rx.lock().await.recv().await };
+        let Some(job) = job else { break };
+        if !shared.halt.is_triggered() {
+            process(&shared, &mut session, &job).await;
+        }
+        shared.finish_job();
+    }
+    if let Some(session) = session {
+        session.quit().await;
+    }
+}
+
+/// What happened to a claimed transaction, from the worker's point of view.
+enum Next {
+    Done,
+    Retry,
+}
+
+async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
+    let mut retries = 0;
+    loop {
+        if shared.halt.is_triggered() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            () = shared.halt.wait() => return,
+            () = async {
+                shared.limits.until_ready(&job.row.domain).await;
+                shared.pacer.wait().await;
+            } => {}
+        }
+        if !session.as_ref().is_some_and(Session::is_usable) {
+            if let Some(old) = session.take() {
+                old.quit().await;
+            }
+            match shared.transport.connect().await {
+                Ok(s) => {
+                    shared.reconnect_failures.store(0, Ordering::Relaxed);
+                    *session = Some(s);
+                }
+                Err(failure @ (ConnectFailure::Tls(_) | ConnectFailure::Auth(_))) => {
+                    shared.stop(End::Aborted(failure.to_string()));
+                    return;
+                }
+                Err(failure) => {
+                    let refused_for_good = matches!(
+                        &failure,
+                        ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Abort)
+                    );
+                    let n = shared.reconnect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if refused_for_good {
+                        shared.stop(End::Aborted(failure.to_string()));
+                        return;
+                    }
+                    if n >= u64::from(MAX_RECONNECT_FAILURES) {
+                        shared.stop(End::Paused(failure.to_string()));
+                        return;
+                    }
+                    let backoff = shared.pacer.throttle();
+                    tracing::warn!("{failure}; retrying in {} s", backoff.as_secs());
+                    continue;
+                }
+            }
+        }
+        let Some(live) = session.as_mut() else {
+            continue;
+        };
+        let claim = Claim {
+            recipient_id: job.row.id,
+            run_id: shared.run_id,
+            expected_state: job.row.state,
+            expected_attempts: job.row.attempts,
+            message_id: job.message_id.clone(),
+        };
+        match shared.writer.claim(claim).await {
+            Err(e) => {
+                shared.stop(End::Aborted(e.to_string()));
+                return;
+            }
+            Ok(ClaimResult::Lost) => return,
+            Ok(ClaimResult::Suppressed) => {
+                shared.counters.bump(DeliveryState::Suppressed);
+                shared.event(
+                    &job.row.email,
+                    "suppressed",
+                    "on the suppression list".into(),
+                );
+                return;
+            }
+            Ok(ClaimResult::Claimed) => {}
+        }
+        if shared.halt.is_triggered() {
+            // Halted between the check above and the claim: give it back untouched.
+            release(shared, job, None).await;
+            return;
+        }
+        let port = Some(live.port());
+        let outcome = live.send(&job.from, &job.to, &job.bytes).await;
+        match settle(shared, job, port, outcome, retries).await {
+            Next::Done => return,
+            Next::Retry => retries += 1,
+        }
+    }
+}
+
+async fn release(shared: &Shared, job: &Job, attempt: Option<AttemptRecord>) {
+    let r = Release {
+        recipient_id: job.row.id,
+        run_id: shared.run_id,
+        attempt,
+    };
+    if let Err(e) = shared.writer.release(r).await {
+        shared.stop(End::Aborted(e.to_string()));
+    }
+}
+
+async fn record(
+    shared: &Shared,
+    job: &Job,
+    state: DeliveryState,
+    retry_at: Option<i64>,
+    a: AttemptRecord,
+) {
+    let detail = a.reply.clone().unwrap_or_default();
+    let o = Outcome {
+        recipient_id: job.row.id,
+        run_id: shared.run_id,
+        state,
+        retry_at,
+        attempt: a,
+    };
+    if let Err(e) = shared.writer.record(o).await {
+        shared.stop(End::Aborted(e.to_string()));
+        return;
+    }
+    shared.counters.bump(state);
+    shared.event(&job.row.email, state.as_str(), detail);
+}
+
+async fn temporary(shared: &Shared, job: &Job, reply: &Reply, port: Option<u16>) {
+    let now = ledger::now_ms();
+    let (state, retry_at) = pace::after_temporary_failure(
+        &shared.retry,
+        job.row.attempts,
+        job.row.first_attempt_at,
+        now,
+    );
+    record(
+        shared,
+        job,
+        state,
+        retry_at,
+        attempt(reply, port, state.as_str()),
+    )
+    .await;
+}
+
+async fn settle(
+    shared: &Shared,
+    job: &Job,
+    port: Option<u16>,
+    outcome: TxOutcome,
+    retries: u32,
+) -> Next {
+    match outcome {
+        TxOutcome::Lost(reply) if reply.step == Step::Message => {
+            // The final "." went out and no reply came back: the relay may have the message.
+            record(
+                shared,
+                job,
+                DeliveryState::Unknown,
+                None,
+                attempt(&reply, port, "unknown"),
+            )
+            .await;
+            Next::Done
+        }
+        TxOutcome::Lost(reply)
+            if reply.step == Step::Mail && !reply.timed_out && retries < RETRIES_IN_RUN =>
+        {
+            // A reused connection the server had already closed: nothing of this message was
+            // sent, so reconnect and try again uncharged.
+            release(shared, job, None).await;
+            Next::Retry
+        }
+        TxOutcome::Lost(reply) => {
+            temporary(shared, job, &reply, port).await;
+            Next::Done
+        }
+        TxOutcome::Replied(reply) => {
+            let verdict = reply.verdict().unwrap_or(Verdict::Deferred);
+            match verdict {
+                Verdict::Accepted => {
+                    shared.accepted_any.store(true, Ordering::Relaxed);
+                    shared.pacer.success();
+                    record(
+                        shared,
+                        job,
+                        DeliveryState::Accepted,
+                        None,
+                        attempt(&reply, port, "accepted"),
+                    )
+                    .await;
+                    Next::Done
+                }
+                Verdict::Deferred => {
+                    temporary(shared, job, &reply, port).await;
+                    Next::Done
+                }
+                Verdict::BouncedHard => {
+                    record(
+                        shared,
+                        job,
+                        DeliveryState::BouncedHard,
+                        None,
+                        attempt(&reply, port, "bounced_hard"),
+                    )
+                    .await;
+                    Next::Done
+                }
+                Verdict::BouncedSoft => {
+                    record(
+                        shared,
+                        job,
+                        DeliveryState::BouncedSoft,
+                        None,
+                        attempt(&reply, port, "bounced_soft"),
+                    )
+                    .await;
+                    Next::Done
+                }
+                Verdict::Throttle => {
+                    release(shared, job, Some(attempt(&reply, port, "throttled"))).await;
+                    shared.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    let backoff = shared.pacer.throttle();
+                    shared.event(
+                        &job.row.email,
+                        "throttled",
+                        format!(
+                            "{}; slowing down for {} s",
+                            reply.describe(),
+                            backoff.as_secs()
+                        ),
+                    );
+                    if retries + 1 >= RETRIES_IN_RUN {
+                        shared.left.fetch_add(1, Ordering::Relaxed);
+                        Next::Done
+                    } else {
+                        Next::Retry
+                    }
+                }
+                Verdict::Pause => {
+                    release(shared, job, Some(attempt(&reply, port, "aborted"))).await;
+                    shared.stop(End::Paused(reply.describe()));
+                    Next::Done
+                }
+                Verdict::RelayDenied if shared.accepted_any.load(Ordering::Relaxed) => {
+                    release(shared, job, Some(attempt(&reply, port, "aborted"))).await;
+                    shared.stop(End::Paused(reply.describe()));
+                    Next::Done
+                }
+                Verdict::Abort | Verdict::RelayDenied => {
+                    release(shared, job, Some(attempt(&reply, port, "aborted"))).await;
+                    shared.stop(End::Aborted(reply.describe()));
+                    Next::Done
+                }
+            }
+        }
+    }
+}

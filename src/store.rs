@@ -7,6 +7,18 @@
 //! Migrations are the files in `migrations/`, applied in order; `PRAGMA user_version` records
 //! how many have run, so opening an old ledger upgrades it and a ledger from a newer mailroom is
 //! refused rather than misread.
+//!
+//! The delivery engine's part lives in submodules: `ledger` (the SQL for import, claims,
+//! outcomes, crash recovery) and `writer` (the one thread that owns the write connection during a
+//! send and batches commits).
+
+pub mod ledger;
+pub mod writer;
+
+pub use ledger::{
+    AttemptRecord, Claim, ClaimResult, DueRow, ImportCount, NewRecipient, Outcome, Release,
+};
+pub use writer::{Writer, WriterThread};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,8 +26,17 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 /// The schema, in order. Never edit a file that has landed; append a new one.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("store/migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("store/migrations/0001_init.sql")),
+    (
+        "0002_delivery",
+        include_str!("store/migrations/0002_delivery.sql"),
+    ),
+    (
+        "0004_report",
+        include_str!("store/migrations/0004_report.sql"),
+    ),
+];
 
 /// How long a connection waits for another process's write lock before giving up. Readers never
 /// block in WAL mode; this covers two writers (e.g. `bounces import` during a `send`).
@@ -55,6 +76,14 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("cannot start the ledger writer for {path}")]
+    Thread {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ledger {path}: {reason}")]
+    Writer { path: PathBuf, reason: String },
 }
 
 /// Opens (creating if needed) the ledger for writing, with WAL and every migration applied.

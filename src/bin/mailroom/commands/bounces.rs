@@ -1,11 +1,323 @@
-//! `mailroom bounces`: not written yet.
+//! `mailroom bounces parse FILE...` prints what each bounce, complaint or auto-reply says;
+//! `mailroom bounces import CAMPAIGN --maildir|--mbox|--imap` records it in the campaign's ledger.
+//! Parsing, matching and the IMAP client live in `mailroom::bounce`; this file wires and prints.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
+use mailroom::bounce::{self, Report, import, mailbox};
 
 /// Arguments of `mailroom bounces`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mailroom bounces` is not available in this build yet")
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print the reports (one per recipient) found in bounce/complaint/auto-reply messages.
+    Parse(ParseArgs),
+    /// Read a bounce mailbox and record what it says in a campaign's ledger.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ParseArgs {
+    /// Message files (RFC 5322, as saved by a mail client or a Maildir); a Maildir folder reads
+    /// its new/ and cur/.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// One JSON object per report per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("mailbox").required(true).args(["maildir", "mbox", "imap"])))]
+struct ImportArgs {
+    /// The campaign folder (or its campaign.toml): gives the name, ledger and return path.
+    campaign: PathBuf,
+    /// A Maildir holding the bounces (new/ and cur/ are read; nothing is moved).
+    #[arg(long, value_name = "DIR")]
+    maildir: Option<PathBuf>,
+    /// An mbox file holding the bounces.
+    #[arg(long, value_name = "FILE")]
+    mbox: Option<PathBuf>,
+    /// IMAP mailbox: imaps://user@host[:993]/INBOX (or imap:// with STARTTLS; plain text only
+    /// to a loopback server). The password comes from $MAILROOM_IMAP_PASSWORD.
+    #[arg(long, value_name = "URL")]
+    imap: Option<String>,
+    /// Name of the environment variable holding the IMAP password.
+    #[arg(long, value_name = "NAME", default_value = "MAILROOM_IMAP_PASSWORD")]
+    password_env: String,
+    /// Extra CA certificate (PEM) to trust for the IMAP server.
+    #[arg(long, value_name = "FILE")]
+    imap_ca: Option<PathBuf>,
+    /// Use this ledger instead of the campaign's `[store] path`.
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Parse(a) => parse(a),
+        Command::Import(a) => import_cmd(a),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    file: String,
+    recipient: &'a str,
+    action: Option<&'static str>,
+    status: Option<&'a str>,
+    reply_code: Option<u16>,
+    kind: &'static str,
+    reason: &'static str,
+    diagnostic: &'a str,
+    remote_mta: Option<&'a str>,
+    feedback_type: Option<&'a str>,
+    message_id: Option<&'a str>,
+    token: Option<&'a str>,
+    campaign: Option<&'a str>,
+}
+
+fn json_line<'a>(file: &Path, r: &'a Report) -> JsonReport<'a> {
+    JsonReport {
+        file: file.display().to_string(),
+        recipient: &r.recipient,
+        action: r.action.map(|a| a.as_str()),
+        status: r.status.as_deref(),
+        reply_code: r.reply_code,
+        kind: r.kind.as_str(),
+        reason: r.reason.as_str(),
+        diagnostic: &r.diagnostic,
+        remote_mta: r.remote_mta.as_deref(),
+        feedback_type: r.feedback_type.as_deref(),
+        message_id: r.original.message_id.as_deref(),
+        token: r.original.token.as_deref(),
+        campaign: r.original.campaign.as_deref(),
+    }
+}
+
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            out.extend(mailbox::maildir_files(p)?);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
+    let files = expand(&args.files)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut problems = 0;
+    let mut rows: Vec<(PathBuf, Report)> = Vec::new();
+    for file in &files {
+        let raw = match std::fs::read(file) {
+            Ok(raw) => raw,
+            Err(e) => {
+                eprintln!("mailroom: cannot read {}: {e}", file.display());
+                problems += 1;
+                continue;
+            }
+        };
+        let reports = bounce::parse(&raw);
+        if reports.is_empty() && !args.json {
+            eprintln!(
+                "mailroom: {}: no bounce, complaint or auto-reply found",
+                file.display()
+            );
+        }
+        for r in reports {
+            if args.json {
+                serde_json::to_writer(&mut out, &json_line(file, &r))?;
+                writeln!(out)?;
+            } else {
+                rows.push((file.clone(), r));
+            }
+        }
+    }
+    if !args.json {
+        print_table(&mut out, &rows)?;
+    }
+    out.flush()?;
+    Ok(if problems > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_table(out: &mut impl Write, rows: &[(PathBuf, Report)]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let name = |p: &Path| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let w_file = rows
+        .iter()
+        .map(|(f, _)| name(f).len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let w_rcpt = rows
+        .iter()
+        .map(|(_, r)| r.recipient.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    writeln!(
+        out,
+        "{:<w_file$}  {:<w_rcpt$}  {:<10}  {:<8}  {:<9}  {:<15}  DIAGNOSTIC",
+        "FILE", "RECIPIENT", "KIND", "STATUS", "ACTION", "REASON"
+    )?;
+    for (file, r) in rows {
+        let mut diagnostic: String = r.diagnostic.chars().take(80).collect();
+        if r.diagnostic.chars().count() > 80 {
+            diagnostic.push('…');
+        }
+        writeln!(
+            out,
+            "{:<w_file$}  {:<w_rcpt$}  {:<10}  {:<8}  {:<9}  {:<15}  {}",
+            name(file),
+            r.recipient,
+            r.kind.as_str(),
+            r.status.as_deref().unwrap_or("-"),
+            r.action.map_or("-", |a| a.as_str()),
+            r.reason.as_str(),
+            diagnostic
+        )?;
+    }
+    Ok(())
+}
+
+/// The campaign facts an import needs.
+pub(crate) struct Target {
+    pub name: String,
+    pub store: PathBuf,
+    pub return_path: Option<String>,
+}
+
+/// Reads the campaign's name, ledger path and return path.
+///
+/// STOPGAP until `mailroom::campaign::Campaign::load` lands on main: reads only the three
+/// keys this command needs from campaign.toml, with the contract's defaults (store beside
+/// the toml as mailroom.db, relative paths resolved against its folder).
+pub(crate) fn target(path: &Path) -> anyhow::Result<Target> {
+    let toml_path = if path.is_dir() {
+        path.join("campaign.toml")
+    } else {
+        path.to_owned()
+    };
+    let text = std::fs::read_to_string(&toml_path)
+        .with_context(|| format!("cannot read campaign file {}", toml_path.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", toml_path.display()))?;
+    let root = toml_path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let get = |section: &str, key: &str| {
+        doc.get(section)
+            .and_then(|s| s.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let name = get("campaign", "name")
+        .with_context(|| format!("{}: [campaign] name is missing", toml_path.display()))?;
+    let store = get("store", "path").map_or_else(|| root.join("mailroom.db"), |p| root.join(p));
+    Ok(Target {
+        name,
+        store,
+        return_path: get("bounces", "return_path"),
+    })
+}
+
+fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let target = target(&args.campaign)?;
+    let db = args.db.clone().unwrap_or_else(|| target.store.clone());
+    if !db.exists() {
+        anyhow::bail!(
+            "ledger {} does not exist\n\nRun `mailroom send` for this campaign first, or pass --db.",
+            db.display()
+        );
+    }
+    let mut conn = mailroom::store::open(&db)?;
+    let matcher = import::Matcher::new(&conn, &target.name, target.return_path.as_deref())?;
+    let mut summary = import::Summary::default();
+    let mut read_errors = 0;
+    if let Some(dir) = &args.maildir {
+        for message in mailbox::maildir(dir)? {
+            match message {
+                Ok(m) => import::import_one(&mut conn, &matcher, &m, &mut summary)
+                    .with_context(|| format!("recording {}", m.source))?,
+                Err(e) => {
+                    eprintln!("mailroom: {e:#}");
+                    read_errors += 1;
+                }
+            }
+        }
+    } else if let Some(file) = &args.mbox {
+        for message in mailbox::mbox(file)? {
+            let m = message?;
+            import::import_one(&mut conn, &matcher, &m, &mut summary)
+                .with_context(|| format!("recording {}", m.source))?;
+        }
+    } else if let Some(url) = &args.imap {
+        let password = std::env::var(&args.password_env).map_err(|_| {
+            anyhow::anyhow!(
+                "the IMAP password is not set\n\nPut it in the environment variable {} (never on the command line).",
+                args.password_env
+            )
+        })?;
+        let url = bounce::imap::ImapUrl::parse(url)?;
+        let ca = match &args.imap_ca {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("cannot read CA file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let messages = runtime.block_on(bounce::imap::fetch_all(&url, &password, ca.as_deref()))?;
+        for m in messages {
+            import::import_one(&mut conn, &matcher, &m, &mut summary)
+                .with_context(|| format!("recording {}", m.source))?;
+        }
+    }
+    print_summary(&summary, &target.name);
+    Ok(if read_errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(s: &import::Summary, campaign: &str) {
+    println!("campaign {campaign}");
+    println!("  messages read       {}", s.read);
+    println!("  not feedback        {}", s.not_feedback);
+    println!("  reports             {}", s.reports);
+    println!("  recorded            {}", s.matched);
+    println!("  unmatched (left)    {}", s.unmatched);
+    println!("  already recorded    {}", s.duplicates);
+    println!("  state changes       {}", s.state_changes);
+    println!("  newly suppressed    {}", s.suppressed);
+    for (kind, n) in &s.by_kind {
+        println!("  {kind:<19} {n}");
+    }
 }

@@ -1,11 +1,122 @@
-//! `mailroom report`: not written yet.
+//! `mailroom report CAMPAIGN [--format text|json|csv|md|html] [--db PATH]`: prints a campaign's
+//! numbers from the ledger, through the same queries as the dashboard (`mailroom::report`).
 
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use mailroom::report::{self, Ledger};
+
+/// Output formats of `mailroom report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable summary.
+    Text,
+    /// One JSON object: campaign, totals, rates, domains, reasons, series, recent.
+    Json,
+    /// One row per recipient: email, state, code, enhanced code, reply, attempts, last attempt.
+    Csv,
+    /// Shareable Markdown report.
+    Md,
+    /// Shareable self-contained HTML report (inline SVG charts).
+    Html,
+}
 
 /// Arguments of `mailroom report`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Campaign folder or its campaign.toml (finds the ledger and the campaign name).
+    #[arg(value_name = "CAMPAIGN", required_unless_present = "db")]
+    pub campaign: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Read this ledger instead of the campaign's configured store.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Campaign name inside the ledger (needed with --db when it holds several).
+    #[arg(long = "campaign", value_name = "NAME")]
+    pub name: Option<String>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mailroom report` is not available in this build yet")
+/// Where to read and which campaign, from the arguments.
+pub struct Target {
+    pub db: PathBuf,
+    pub name: Option<String>,
+}
+
+/// Resolves CAMPAIGN / --db / --campaign into a ledger path and a campaign name.
+pub fn resolve(
+    campaign: Option<&Path>,
+    db: Option<&Path>,
+    name: Option<&str>,
+) -> anyhow::Result<Target> {
+    // Until the campaign loader lands, a campaign folder means its default store
+    // (<folder>/mailroom.db) and the ledger's only campaign.
+    let db = match (db, campaign) {
+        (Some(db), _) => db.to_owned(),
+        (None, Some(path)) if path.is_dir() => path.join("mailroom.db"),
+        (None, Some(path)) => path
+            .parent()
+            .map_or_else(|| PathBuf::from("mailroom.db"), |p| p.join("mailroom.db")),
+        (None, None) => anyhow::bail!("give a CAMPAIGN folder or --db PATH"),
+    };
+    let name = name.map(str::to_owned);
+    Ok(Target { db, name })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let target = resolve(
+        args.campaign.as_deref(),
+        args.db.as_deref(),
+        args.name.as_deref(),
+    )?;
+    let ledger = match Ledger::open(&target.db) {
+        Ok(ledger) => ledger,
+        Err(report::Error::Store(mailroom::store::Error::Missing { path })) => {
+            anyhow::bail!(
+                "no ledger at {}: this campaign has not been sent yet\n\n\
+                 Run `mailroom send {}` first (or `mailroom check` to validate it), or pass \
+                 --db PATH if the ledger lives elsewhere.",
+                path.display(),
+                args.campaign
+                    .as_deref()
+                    .map_or_else(|| "CAMPAIGN".to_owned(), |p| p.display().to_string())
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let summary = ledger.find_campaign(target.name.as_deref())?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let written = match args.format {
+        Format::Csv => {
+            report::write_csv(&ledger, summary.id, &mut out).map_err(anyhow::Error::from)
+        }
+        format => {
+            let data = ledger.campaign_report(&summary)?;
+            match format {
+                Format::Text => report::write_text(&data, &mut out),
+                Format::Json => report::write_json(&data, &mut out),
+                Format::Md => report::write_markdown(&data, &mut out),
+                _ => report::write_html(&data, &mut out),
+            }
+            .map_err(anyhow::Error::from)
+        }
+    };
+    let flushed = written.and_then(|()| out.flush().map_err(anyhow::Error::from));
+    match flushed {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // `mailroom report | head` closes the pipe early: not an error.
+        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.context("writing the report")),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }

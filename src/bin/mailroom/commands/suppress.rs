@@ -1,11 +1,167 @@
-//! `mailroom suppress`: not written yet.
+//! `mailroom suppress list|add|remove|import`: the suppression list of a ledger (shared by every
+//! campaign in it), with the reason and source of each entry. The ledger is `--db PATH`, or the
+//! `[store] path` of the campaign given with `--campaign`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use mailroom::bounce::suppress;
 
 /// Arguments of `mailroom suppress`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The ledger file.
+    #[arg(long, value_name = "PATH", global = true, conflicts_with = "campaign")]
+    db: Option<PathBuf>,
+    /// A campaign folder (or campaign.toml) whose ledger to use.
+    #[arg(long, value_name = "DIR", global = true)]
+    campaign: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mailroom suppress` is not available in this build yet")
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print every suppressed address with its reason and source.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suppress addresses.
+    Add {
+        #[arg(required = true)]
+        emails: Vec<String>,
+        /// hard_bounce, complaint, unsubscribe or manual.
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Remove addresses from the list (they may be mailed again).
+    Remove {
+        #[arg(required = true)]
+        emails: Vec<String>,
+    },
+    /// Suppress every address of a file: a CSV with an `email` column, or one per line.
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+}
+
+fn ledger(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(db) = &args.db {
+        return Ok(db.clone());
+    }
+    if let Some(dir) = &args.campaign {
+        return Ok(super::bounces::target(dir)?.store);
+    }
+    anyhow::bail!(
+        "no ledger given\n\nPass --db PATH, or --campaign DIR to use that campaign's ledger."
+    )
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = ledger(&args)?;
+    let mut conn = match &args.command {
+        // Listing must not create an empty ledger by mistake.
+        Command::List { .. } => mailroom::store::open_read_only(&path)?,
+        _ => mailroom::store::open(&path)?,
+    };
+    match args.command {
+        Command::List { json } => {
+            let entries = suppress::list(&conn)?;
+            if json {
+                for e in &entries {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+            } else if entries.is_empty() {
+                println!("the suppression list of {} is empty", path.display());
+            } else {
+                let w = entries
+                    .iter()
+                    .map(|e| e.email.len())
+                    .max()
+                    .unwrap_or(5)
+                    .max(5);
+                println!(
+                    "{:<w$}  {:<11}  {:<20}  {:<16}  SOURCE",
+                    "EMAIL", "REASON", "ADDED (UTC)", "CAMPAIGN"
+                );
+                for e in &entries {
+                    let added = chrono::DateTime::from_timestamp_millis(e.created_at)
+                        .map_or_else(String::new, |d| d.format("%Y-%m-%d %H:%M:%S").to_string());
+                    println!(
+                        "{:<w$}  {:<11}  {:<20}  {:<16}  {}",
+                        e.email,
+                        e.reason,
+                        added,
+                        e.campaign.as_deref().unwrap_or("-"),
+                        e.source
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Add { emails, reason } => {
+            let mut problems = 0;
+            for email in &emails {
+                match suppress::add(&conn, email, &reason, "cli", None) {
+                    Ok(true) => println!("suppressed {email} ({reason})"),
+                    Ok(false) => println!("{email} was already suppressed (kept its first reason)"),
+                    Err(e @ suppress::Error::BadAddress(_)) => {
+                        eprintln!("mailroom: {e}");
+                        problems += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(exit(problems))
+        }
+        Command::Remove { emails } => {
+            let mut problems = 0;
+            for email in &emails {
+                match suppress::remove(&conn, email) {
+                    Ok(true) => println!("removed {email}"),
+                    Ok(false) => {
+                        eprintln!("mailroom: {email} is not on the suppression list");
+                        problems += 1;
+                    }
+                    Err(e @ suppress::Error::BadAddress(_)) => {
+                        eprintln!("mailroom: {e}");
+                        problems += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(exit(problems))
+        }
+        Command::Import { file, reason } => {
+            let source = format!("file:{}", file.display());
+            let s = suppress::import_file(&mut conn, &file, &reason, &source)?;
+            for (line, text, why) in &s.invalid {
+                eprintln!(
+                    "mailroom: {}:{line}: skipped `{text}`: {}",
+                    file.display(),
+                    why.lines().next().unwrap_or("")
+                );
+            }
+            println!(
+                "{}: {} added, {} already suppressed, {} invalid",
+                file.display(),
+                s.added,
+                s.already,
+                s.invalid.len()
+            );
+            Ok(exit(s.invalid.len()))
+        }
+    }
+}
+
+fn exit(problems: usize) -> ExitCode {
+    if problems > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -1,0 +1,406 @@
+//! Records parsed feedback in the ledger: matches each report to a send of one campaign, appends
+//! an `events` row (its fingerprint makes a second import of the same message a no-op), moves
+//! the recipient's state and fills the suppression list.
+//!
+//! Matching, most to least certain: the VERP token in the address the bounce was delivered to
+//! (`[bounces] return_path` with `{token}`); the `X-Mailroom-Token` or `Message-ID` of the
+//! returned original; the failed address itself within the campaign. A message that matches
+//! nothing is left alone and counted, never guessed.
+//!
+//! State rules (what a sender expects after a 250 from the relay):
+//! - hard bounce → `bounced_hard` + suppression `hard_bounce`;
+//! - complaint → `complained` + suppression `complaint`;
+//! - soft failure → `bounced_soft` (the relay accepted it, but it was not delivered), unless the
+//!   recipient is already `bounced_hard`, `complained` or `suppressed`;
+//! - `delayed`, auto-replies and success DSNs → an event only; the state is unchanged.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{Action, Report, parse};
+use crate::model::{DeliveryState, FeedbackKind};
+
+/// One message read from a mailbox.
+#[derive(Debug, Clone)]
+pub struct MailboxMessage {
+    /// Where it came from, for the event's `source` (e.g. `maildir:/srv/bounces/new/1.eml`).
+    pub source: String,
+    pub raw: Vec<u8>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Messages read from the mailbox.
+    pub read: usize,
+    /// Messages that carried no feedback the parser understands.
+    pub not_feedback: usize,
+    /// Reports parsed out of the messages.
+    pub reports: usize,
+    /// Reports matched to a recipient and recorded now.
+    pub matched: usize,
+    /// Reports matched to no send of this campaign (left untouched).
+    pub unmatched: usize,
+    /// Reports already recorded by an earlier import.
+    pub duplicates: usize,
+    /// Recorded reports by event kind (hard, soft, complaint, auto_reply, delivered, delayed).
+    pub by_kind: BTreeMap<String, usize>,
+    /// Recipients whose state changed.
+    pub state_changes: usize,
+    /// Addresses newly added to the suppression list.
+    pub suppressed: usize,
+}
+
+/// Errors recording feedback.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(
+        "campaign `{0}` is not in this ledger\n\nSend it first (`mailroom send`), or check the campaign name and store path."
+    )]
+    UnknownCampaign(String),
+    #[error("ledger write failed while importing {source_name}")]
+    Sqlite {
+        source_name: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// How to recognise our sends in returned mail.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    campaign_id: i64,
+    campaign: String,
+    /// `return_path` split around `{token}`, lowercase.
+    verp: Option<(String, String)>,
+}
+
+impl Matcher {
+    /// Looks the campaign up; `return_path` is the `[bounces] return_path` pattern, if any.
+    ///
+    /// # Errors
+    /// When the campaign has no row in the ledger.
+    pub fn new(
+        conn: &Connection,
+        campaign: &str,
+        return_path: Option<&str>,
+    ) -> Result<Self, Error> {
+        let id: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM campaigns WHERE name = ?1",
+                [campaign],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| Error::Sqlite {
+                source_name: campaign.to_owned(),
+                source,
+            })?;
+        let campaign_id = id.ok_or_else(|| Error::UnknownCampaign(campaign.to_owned()))?;
+        let verp = return_path.and_then(|p| {
+            let p = p.to_ascii_lowercase();
+            p.split_once("{token}")
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        });
+        Ok(Matcher {
+            campaign_id,
+            campaign: campaign.to_owned(),
+            verp,
+        })
+    }
+
+    /// The VERP token in an address, when it has the shape of our return path.
+    pub fn token_in(&self, address: &str) -> Option<String> {
+        let (prefix, suffix) = self.verp.as_ref()?;
+        let a = address.trim().trim_matches(['<', '>']).to_ascii_lowercase();
+        let middle = a
+            .strip_prefix(prefix.as_str())?
+            .strip_suffix(suffix.as_str())?;
+        (!middle.is_empty() && middle.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| middle.to_owned())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Recipient {
+    id: i64,
+    email: String,
+    state: String,
+}
+
+/// Imports every message; each message is one transaction, so an interrupted import keeps what
+/// it recorded and a re-run skips it.
+///
+/// # Errors
+/// When the ledger cannot be written.
+pub fn import(
+    conn: &mut Connection,
+    matcher: &Matcher,
+    messages: impl IntoIterator<Item = MailboxMessage>,
+) -> Result<Summary, Error> {
+    let mut summary = Summary::default();
+    for message in messages {
+        import_one(conn, matcher, &message, &mut summary).map_err(|source| Error::Sqlite {
+            source_name: message.source.clone(),
+            source,
+        })?;
+    }
+    Ok(summary)
+}
+
+/// Imports one message into `summary`.
+///
+/// # Errors
+/// When the ledger cannot be written.
+pub fn import_one(
+    conn: &mut Connection,
+    matcher: &Matcher,
+    message: &MailboxMessage,
+    summary: &mut Summary,
+) -> Result<(), rusqlite::Error> {
+    summary.read += 1;
+    let reports = parse(&message.raw);
+    if reports.is_empty() {
+        summary.not_feedback += 1;
+        return Ok(());
+    }
+    summary.reports += reports.len();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &message.raw);
+    let digest: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let by_message = message_match(&tx, matcher, &message.raw, &reports[0])?;
+    let now = now_ms();
+    for report in &reports {
+        let target = match &by_message {
+            Some(r) if reports.len() == 1 || r.email.eq_ignore_ascii_case(&report.recipient) => {
+                Some(r.clone())
+            }
+            _ => by_address(&tx, matcher, &report.recipient)?,
+        };
+        let Some(target) = target else {
+            summary.unmatched += 1;
+            continue;
+        };
+        let kind = event_kind(report);
+        let fingerprint = format!(
+            "{}:{}:{}:{}",
+            digest,
+            report.recipient.to_ascii_lowercase(),
+            kind,
+            report.status.as_deref().unwrap_or("")
+        );
+        let inserted = tx.execute(
+            "INSERT INTO events (recipient_id, at, kind, action, status, reason, diagnostic,
+                                 remote_mta, source, fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (fingerprint) DO NOTHING",
+            params![
+                target.id,
+                now,
+                kind,
+                report.action.map(Action::as_str),
+                report.status,
+                report.reason.as_str(),
+                report.diagnostic,
+                report.remote_mta,
+                message.source,
+                fingerprint
+            ],
+        )?;
+        if inserted == 0 {
+            summary.duplicates += 1;
+            continue;
+        }
+        summary.matched += 1;
+        *summary.by_kind.entry(kind.to_owned()).or_default() += 1;
+        if let Some(state) = next_state(report, &target.state) {
+            tx.execute(
+                "UPDATE recipients SET state = ?1 WHERE id = ?2",
+                params![state.as_str(), target.id],
+            )?;
+            summary.state_changes += 1;
+        }
+        let suppression = match report.kind {
+            FeedbackKind::Hard => Some("hard_bounce"),
+            FeedbackKind::Complaint => Some("complaint"),
+            _ => None,
+        };
+        if let Some(reason) = suppression {
+            summary.suppressed += tx.execute(
+                "INSERT INTO suppressions (email, reason, source, campaign, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email) DO NOTHING",
+                params![target.email, reason, message.source, matcher.campaign, now],
+            )?;
+        }
+    }
+    tx.commit()
+}
+
+/// The `events.kind` of a report: a FeedbackKind name, or `delayed` for a delay notice.
+fn event_kind(report: &Report) -> &'static str {
+    if report.action == Some(Action::Delayed)
+        && matches!(report.kind, FeedbackKind::Soft | FeedbackKind::Hard)
+        && report.status.as_deref().is_none_or(|s| s.starts_with('4'))
+    {
+        "delayed"
+    } else {
+        report.kind.as_str()
+    }
+}
+
+fn next_state(report: &Report, current: &str) -> Option<DeliveryState> {
+    let current: Option<DeliveryState> = current.parse().ok();
+    let next = match event_kind(report) {
+        "hard" => DeliveryState::BouncedHard,
+        "soft" => DeliveryState::BouncedSoft,
+        "complaint" => DeliveryState::Complained,
+        _ => return None,
+    };
+    let keep = match next {
+        DeliveryState::Complained => current == Some(DeliveryState::Complained),
+        DeliveryState::BouncedHard => matches!(
+            current,
+            Some(DeliveryState::BouncedHard | DeliveryState::Complained)
+        ),
+        _ => matches!(
+            current,
+            Some(
+                DeliveryState::BouncedHard
+                    | DeliveryState::BouncedSoft
+                    | DeliveryState::Complained
+                    | DeliveryState::Suppressed
+            )
+        ),
+    };
+    (!keep).then_some(next)
+}
+
+/// Message-level evidence: the VERP token in the delivery headers, then the returned
+/// original's token and Message-ID.
+fn message_match(
+    conn: &Connection,
+    matcher: &Matcher,
+    raw: &[u8],
+    first: &Report,
+) -> Result<Option<Recipient>, rusqlite::Error> {
+    for address in envelope_addresses(raw) {
+        if let Some(token) = matcher.token_in(&address)
+            && let Some(r) = lookup(conn, matcher, "token = ?2", &token)?
+        {
+            return Ok(Some(r));
+        }
+    }
+    if let Some(token) = &first.original.token
+        && let Some(r) = lookup(conn, matcher, "token = ?2", token)?
+    {
+        return Ok(Some(r));
+    }
+    if let Some(id) = &first.original.message_id
+        && let Some(r) = lookup(conn, matcher, "message_id = ?2", id)?
+    {
+        return Ok(Some(r));
+    }
+    Ok(None)
+}
+
+fn by_address(
+    conn: &Connection,
+    matcher: &Matcher,
+    address: &str,
+) -> Result<Option<Recipient>, rusqlite::Error> {
+    lookup(conn, matcher, "lower(email) = lower(?2)", address)
+}
+
+fn lookup(
+    conn: &Connection,
+    matcher: &Matcher,
+    condition: &str,
+    value: &str,
+) -> Result<Option<Recipient>, rusqlite::Error> {
+    conn.query_row(
+        &format!(
+            "SELECT id, email, state FROM recipients WHERE campaign_id = ?1 AND {condition} LIMIT 1"
+        ),
+        params![matcher.campaign_id, value],
+        |row| {
+            Ok(Recipient {
+                id: row.get(0)?,
+                email: row.get(1)?,
+                state: row.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Addresses the bounce was delivered to, from the headers delivery agents add, then To.
+fn envelope_addresses(raw: &[u8]) -> Vec<String> {
+    const NAMES: &[&str] = &[
+        "delivered-to",
+        "x-original-to",
+        "envelope-to",
+        "x-envelope-to",
+        "x-rcpt-to",
+        "to",
+    ];
+    let end = raw
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .or_else(|| raw.windows(4).position(|w| w == b"\r\n\r\n"))
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut out = Vec::new();
+    for name in NAMES {
+        for line in head.lines() {
+            if let Some((k, v)) = line.split_once(':')
+                && k.trim().eq_ignore_ascii_case(name)
+            {
+                out.extend(super::text::addresses(v).into_iter().map(|(_, a)| a));
+            }
+        }
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn verp_token_is_read_from_the_return_path_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("l.db")).unwrap();
+        conn.execute(
+            "INSERT INTO campaigns (name, created_at) VALUES ('c', 0)",
+            [],
+        )
+        .unwrap();
+        let m = Matcher::new(&conn, "c", Some("Bounces+{token}@News.example.com")).unwrap();
+        assert_eq!(
+            m.token_in("<bounces+ab12cd@news.example.com>").as_deref(),
+            Some("ab12cd")
+        );
+        assert_eq!(m.token_in("bounces+@news.example.com"), None);
+        assert_eq!(m.token_in("other+ab12@news.example.com"), None);
+        assert!(matches!(
+            Matcher::new(&conn, "missing", None),
+            Err(Error::UnknownCampaign(_))
+        ));
+    }
+
+    #[test]
+    fn envelope_addresses_come_from_delivery_headers_first() {
+        let raw = b"To: a@example.com\nDelivered-To: b@example.com\n\nTo: c@example.com\n";
+        assert_eq!(envelope_addresses(raw), ["b@example.com", "a@example.com"]);
+    }
+}

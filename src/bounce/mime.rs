@@ -1,0 +1,627 @@
+//! Flattens one raw message into what the bounce parser reads: the human-readable text, the
+//! `message/delivery-status` field groups, the ARF fields and the returned original's headers.
+//!
+//! MIME decoding (transfer encodings, charsets, nesting) is mail-parser's; the field groups are
+//! split and unfolded here because mail-parser hands `message/delivery-status` over as opaque
+//! bytes. No I/O; malformed input degrades to less information, never to a panic.
+
+use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+
+use super::Original;
+use super::text;
+
+/// One header field: name as written, value unfolded (continuation lines joined by a space).
+pub(crate) type Field = (String, String);
+
+#[derive(Debug, Default)]
+pub(crate) struct Flat {
+    pub subject: String,
+    /// The bounce's own top-level header fields.
+    pub headers: Vec<Field>,
+    /// Plain-text parts of the bounce itself (not of the returned original), in order.
+    texts: Vec<String>,
+    /// Text recovered from HTML parts, used only when there is no plain text.
+    html_texts: Vec<String>,
+    /// Per-recipient field groups of a delivery-status part (the per-message group dropped).
+    pub delivery_status: Option<Vec<Vec<Field>>>,
+    /// Fields of a `message/feedback-report` part.
+    pub feedback: Option<Vec<Field>>,
+    /// Header fields of the returned original message, when the bounce includes them.
+    original_headers: Vec<Field>,
+}
+
+/// Markers after which non-MIME bounces quote the original message (lowercase, matched as
+/// substrings of a line). Data, not code: add new MTAs' wording here.
+const ORIGINAL_MARKERS: &[&str] = &[
+    "below this line is a copy of the message",
+    "this is a copy of the message, including all the headers",
+    "this is a copy of the headers that were received",
+    "original message follows",
+    "----- original message -----",
+    "--- original message ---",
+    "original message headers",
+    "original message:",
+    "unsent message follows",
+    "message header follows",
+    "included is a copy of the message header",
+    "the header of the original message",
+    "headers of your message follow",
+    "your message reads (in part)",
+    "returned message follows",
+    "the original message was:",
+    "copy of the original message",
+    "content-type: message/rfc822",
+    "content-type: text/rfc822-headers",
+    "--- message headers ---",
+];
+
+pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
+    let message = MessageParser::default().parse(raw)?;
+    let mut flat = Flat {
+        subject: message.subject().unwrap_or_default().to_owned(),
+        headers: header_block(header_bytes(&message)),
+        ..Flat::default()
+    };
+    if flat.headers.is_empty() {
+        return None;
+    }
+    for part in &message.parts {
+        let (ctype, subtype) = match part.content_type() {
+            Some(ct) => (
+                ct.ctype().to_ascii_lowercase(),
+                ct.subtype().unwrap_or_default().to_ascii_lowercase(),
+            ),
+            None => ("text".to_owned(), "plain".to_owned()),
+        };
+        let mime = format!("{ctype}/{subtype}");
+        match &part.body {
+            PartType::Text(body) => match mime.as_str() {
+                "text/rfc822-headers" | "message/rfc822-headers" => {
+                    flat.set_original(header_block(body.as_bytes()));
+                }
+                "message/delivery-status" | "message/global-delivery-status" => {
+                    flat.set_delivery_status(body.as_bytes());
+                }
+                "message/feedback-report" => flat.feedback = Some(fields(body.as_bytes())),
+                _ => flat.texts.push(body.to_string()),
+            },
+            PartType::Html(body) => flat.html_texts.push(strip_html(body)),
+            PartType::Binary(body) | PartType::InlineBinary(body) => match mime.as_str() {
+                "message/delivery-status" | "message/global-delivery-status" => {
+                    flat.set_delivery_status(body);
+                }
+                "message/feedback-report" => flat.feedback = Some(fields(body)),
+                "text/rfc822-headers" | "message/rfc822-headers" | "message/rfc822" => {
+                    flat.set_original(header_block(body));
+                }
+                _ => {}
+            },
+            PartType::Message(nested) => {
+                flat.set_original(header_block(header_bytes(nested)));
+            }
+            PartType::Multipart(_) => {}
+        }
+    }
+    // Non-MIME bounces quote the original inside their text: split it off so that its
+    // addresses are not mistaken for failed recipients, and keep its headers for matching.
+    for i in 0..flat.texts.len() {
+        if let Some(cut) = original_start(&flat.texts[i]) {
+            let quoted = flat.texts[i][cut..].to_owned();
+            flat.texts[i].truncate(cut);
+            flat.set_original(header_block(skip_to_headers(&quoted).as_bytes()));
+        }
+    }
+    Some(flat)
+}
+
+/// The header section of a (possibly nested) message: everything before the first blank line.
+fn header_bytes<'a>(message: &'a Message<'_>) -> &'a [u8] {
+    let raw: &[u8] = message.raw_message();
+    let end = message.root_part().offset_body.min(raw.len() as u32) as usize;
+    &raw[..end]
+}
+
+impl Flat {
+    fn set_original(&mut self, headers: Vec<Field>) {
+        if self.original_headers.is_empty() {
+            self.original_headers = headers;
+        }
+    }
+
+    fn set_delivery_status(&mut self, body: &[u8]) {
+        let groups: Vec<Vec<Field>> = split_groups(body)
+            .into_iter()
+            .map(fields)
+            .filter(|g| {
+                g.iter().any(|(k, _)| {
+                    k.eq_ignore_ascii_case("Final-Recipient")
+                        || k.eq_ignore_ascii_case("Original-Recipient")
+                })
+            })
+            .collect();
+        if !groups.is_empty() {
+            self.delivery_status
+                .get_or_insert_with(Vec::new)
+                .extend(groups);
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn original_header(&self, name: &str) -> Option<&str> {
+        self.original_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn original(&self) -> Original {
+        let id = |v: &str| {
+            let v = v.trim();
+            let v = v.strip_prefix('<').unwrap_or(v);
+            let v = v.split('>').next().unwrap_or(v);
+            v.trim().to_owned()
+        };
+        let token = |v: &str| v.split_whitespace().next().unwrap_or("").to_owned();
+        Original {
+            message_id: self
+                .original_header("Message-ID")
+                .map(id)
+                .filter(|v| !v.is_empty()),
+            token: self
+                .original_header("X-Mailroom-Token")
+                .map(token)
+                .filter(|v| !v.is_empty()),
+            campaign: self
+                .original_header("X-Mailroom-Campaign")
+                .map(|v| v.to_owned()),
+            to: self.original_to().into_iter().next(),
+            from: self.original_header("From").and_then(text::first_address),
+        }
+    }
+
+    pub fn original_to(&self) -> Vec<String> {
+        self.original_header("To")
+            .map(|v| text::addresses(v).into_iter().map(|(_, a)| a).collect())
+            .unwrap_or_default()
+    }
+
+    /// The text a human would read: plain parts, or de-tagged HTML when there is no plain part.
+    pub fn human_text(&self) -> String {
+        let parts = if self.texts.iter().any(|t| !t.trim().is_empty()) {
+            &self.texts
+        } else {
+            &self.html_texts
+        };
+        parts.join("\n")
+    }
+
+    /// The lines of the human text that carry the error (for a one-recipient DSN whose
+    /// Diagnostic-Code is missing).
+    pub fn human_summary(&self) -> &str {
+        self.texts
+            .iter()
+            .chain(&self.html_texts)
+            .map(String::as_str)
+            .find(|t| !t.trim().is_empty())
+            .unwrap_or("")
+    }
+
+    pub fn first_text_line(&self) -> String {
+        self.human_text()
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// Addresses that appear in a bounce but are not recipients: the bounce's own From/To
+    /// (the daemon and our envelope sender) and the original's sender.
+    pub fn excluded_addresses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in [
+            "From",
+            "To",
+            "Reply-To",
+            "Return-Path",
+            "Sender",
+            "Delivered-To",
+        ] {
+            if let Some(v) = self.header(name) {
+                out.extend(text::addresses(v).into_iter().map(|(_, a)| a));
+            }
+        }
+        for name in ["From", "Return-Path", "Sender", "Reply-To", "Errors-To"] {
+            if let Some(v) = self.original_header(name) {
+                out.extend(text::addresses(v).into_iter().map(|(_, a)| a));
+            }
+        }
+        // Our own To is the original recipient: never exclude it, even when an MTA also put
+        // it into the bounce's headers.
+        let to = self.original_to();
+        out.retain(|a| !to.iter().any(|t| t.eq_ignore_ascii_case(a)));
+        out
+    }
+
+    /// `X-Failed-Recipients` (Exim, Gmail), split on commas.
+    pub fn failed_recipients(&self) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("X-Failed-Recipients"))
+            .flat_map(|(_, v)| text::addresses(v).into_iter().map(|(_, a)| a))
+            .collect()
+    }
+
+    pub fn sender_address(&self) -> Option<String> {
+        self.header("From").and_then(text::first_address)
+    }
+
+    fn sender_is_daemon(&self) -> bool {
+        self.header("From").is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            DAEMON_WORDS.iter().any(|w| v.contains(w))
+        })
+    }
+
+    fn subject_is_bounce(&self) -> bool {
+        let s = self.subject.to_lowercase();
+        BOUNCE_SUBJECT_WORDS.iter().any(|w| s.contains(w))
+    }
+
+    /// RFC 3834 and the vendor headers that mark an automatic reply, and vacation wording in
+    /// the subject; never when the message reads like a bounce.
+    pub fn looks_like_auto_reply(&self) -> bool {
+        if self.sender_is_daemon() || self.subject_is_bounce() {
+            return false;
+        }
+        let header_says = self.headers.iter().any(|(k, v)| {
+            let k = k.to_ascii_lowercase();
+            let v = v.trim().to_ascii_lowercase();
+            match k.as_str() {
+                "auto-submitted" => v.starts_with("auto-replied"),
+                "x-autoreply" | "x-autorespond" | "x-autoresponder" | "x-mail-autoreply" => true,
+                "precedence" => v == "auto_reply",
+                "x-apple-action" => v.contains("vacation"),
+                "x-auto-response-suppress" => false,
+                _ => false,
+            }
+        });
+        let subject = self.subject.to_lowercase();
+        let subject_says = VACATION_SUBJECT_WORDS.iter().any(|w| subject.contains(w));
+        header_says || subject_says
+    }
+
+    /// Loose: a non-DSN message is read as a bounce only if something says it is one.
+    pub fn looks_like_bounce(&self) -> bool {
+        if self.sender_is_daemon()
+            || self.subject_is_bounce()
+            || !self.failed_recipients().is_empty()
+        {
+            return true;
+        }
+        if self.header("Return-Path").is_some_and(|v| v.trim() == "<>") {
+            return true;
+        }
+        let body = self.human_text().to_lowercase();
+        BOUNCE_BODY_WORDS.iter().any(|w| body.contains(w))
+    }
+}
+
+/// Local parts and display names of the senders of bounces.
+const DAEMON_WORDS: &[&str] = &[
+    "mailer-daemon",
+    "mailer_daemon",
+    "maildaemon",
+    "mail-daemon",
+    "postmaster",
+    "mail delivery",
+    "mailerdaemon",
+    "<>",
+    "mail administrator",
+    "mail system",
+];
+
+const BOUNCE_SUBJECT_WORDS: &[&str] = &[
+    "undeliver",
+    "undelivered",
+    "delivery status",
+    "delivery failure",
+    "delivery failed",
+    "delivery notification",
+    "failure notice",
+    "returned mail",
+    "returned to sender",
+    "mail delivery",
+    "non-delivery",
+    "nondelivery",
+    "not delivered",
+    "could not be delivered",
+    "delivery problem",
+    "mail system error",
+    "rejected",
+    "bounce",
+    "unzustellbar",
+    "failed",
+    "failure",
+    "warning: could not",
+    "error",
+    "returned",
+];
+
+const BOUNCE_BODY_WORDS: &[&str] = &[
+    "could not be delivered",
+    "couldn't be delivered",
+    "was not delivered",
+    "wasn't delivered",
+    "undeliverable",
+    "delivery failed",
+    "delivery has failed",
+    "permanent error",
+    "permanent failure",
+    "following address",
+    "following recipient",
+    "unable to deliver",
+    "not able to deliver",
+    "delivery to the following",
+    "failed to deliver",
+    "user unknown",
+    "returned to you",
+];
+
+const VACATION_SUBJECT_WORDS: &[&str] = &[
+    "auto reply",
+    "auto-reply",
+    "autoreply",
+    "auto response",
+    "auto-response",
+    "autoresponse",
+    "automatic reply",
+    "automatic response",
+    "out of office",
+    "out of the office",
+    "vacation",
+    "abwesenheit",
+    "réponse automatique",
+    "respuesta automática",
+    "risposta automatica",
+    "automatisch antwoord",
+    "autosvar",
+    "自動応答",
+    "不在",
+];
+
+/// Splits a block of header-like text into fields until the first blank line (or the first line
+/// that is neither a field nor a continuation).
+pub(crate) fn header_block(bytes: &[u8]) -> Vec<Field> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: Vec<Field> = Vec::new();
+    for line in text.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            if out.is_empty() {
+                continue;
+            }
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = out.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, value)) if is_field_name(name) => {
+                out.push((name.to_owned(), value.trim().to_owned()));
+            }
+            // "From sender date" mbox separators may precede the fields of a quoted original.
+            _ if out.is_empty() && line.starts_with("From ") => {}
+            _ => break,
+        }
+    }
+    out
+}
+
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+/// Every field of every group (for ARF, whose one group is what matters).
+fn fields(bytes: &[u8]) -> Vec<Field> {
+    split_groups(bytes)
+        .into_iter()
+        .flat_map(header_block)
+        .collect()
+}
+
+/// Blank-line separated groups (RFC 3464: per-message fields, then one group per recipient).
+fn split_groups(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut line_start = 0;
+    let mut in_group = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            let line = &bytes[line_start..i];
+            let blank = line.iter().all(|c| c.is_ascii_whitespace());
+            if blank {
+                if in_group {
+                    groups.push(&bytes[start..line_start]);
+                    in_group = false;
+                }
+            } else if !in_group {
+                start = line_start;
+                in_group = true;
+            }
+            line_start = i + 1;
+        }
+    }
+    if line_start < bytes.len() && !bytes[line_start..].iter().all(|c| c.is_ascii_whitespace()) {
+        if !in_group {
+            start = line_start;
+        }
+        in_group = true;
+    }
+    if in_group {
+        groups.push(&bytes[start..]);
+    }
+    groups
+}
+
+/// Byte offset of the line where a non-MIME bounce starts quoting the original message.
+fn original_start(text: &str) -> Option<usize> {
+    let mut offset = 0;
+    let mut header_run = 0;
+    let mut run_start = 0;
+    for line in text.split_inclusive('\n') {
+        let lower = line.to_lowercase();
+        if ORIGINAL_MARKERS.iter().any(|m| lower.contains(m)) {
+            return Some(offset);
+        }
+        // Three header fields in a row at column 0, one of them a trace field, is a quoted
+        // header block even without a marker line.
+        let trimmed = line.trim_end();
+        let is_field = trimmed
+            .split_once(':')
+            .is_some_and(|(n, _)| is_field_name(n) && !n.contains(' ') && n.len() < 40);
+        if is_field || (header_run > 0 && line.starts_with([' ', '\t'])) {
+            if header_run == 0 {
+                run_start = offset;
+            }
+            if is_field {
+                header_run += 1;
+            }
+            let name = lower.split(':').next().unwrap_or("");
+            if header_run >= 3 && matches!(name, "received" | "return-path" | "message-id") {
+                return Some(run_start);
+            }
+        } else {
+            header_run = 0;
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Skips the marker line and anything up to the quoted header block.
+fn skip_to_headers(quoted: &str) -> String {
+    let mut lines = quoted.lines().peekable();
+    let mut out = String::new();
+    let mut started = false;
+    while let Some(line) = lines.next() {
+        if !started {
+            let is_field = line
+                .split_once(':')
+                .is_some_and(|(n, _)| is_field_name(n) && !n.contains(' '));
+            let lower = line.to_lowercase();
+            if !is_field || ORIGINAL_MARKERS.iter().any(|m| lower.contains(m)) {
+                continue;
+            }
+            started = true;
+        }
+        if started && line.trim().is_empty() {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+        let _ = lines.peek();
+    }
+    out
+}
+
+/// Crude HTML to text: drops tags, `<style>`/`<script>` content and decodes a few entities.
+fn strip_html(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut rest = html;
+    while let Some(lt) = rest.find('<') {
+        out.push_str(&rest[..lt]);
+        let after = &rest[lt..];
+        let lower: String = after
+            .chars()
+            .take(8)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let skip_to = if lower.starts_with("<style") {
+            after.to_ascii_lowercase().find("</style>").map(|i| i + 8)
+        } else if lower.starts_with("<script") {
+            after.to_ascii_lowercase().find("</script>").map(|i| i + 9)
+        } else {
+            after.find('>').map(|i| i + 1)
+        };
+        match skip_to {
+            Some(n) => {
+                let tag = &after[..n].to_ascii_lowercase();
+                if tag.starts_with("<br")
+                    || tag.starts_with("<p")
+                    || tag.starts_with("<tr")
+                    || tag.starts_with("<div")
+                    || tag.starts_with("</td")
+                {
+                    out.push('\n');
+                }
+                rest = &after[n..];
+            }
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&nbsp;", " ")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn header_block_unfolds_and_stops_at_blank_line() {
+        let f = header_block(b"A: 1\r\nDiagnostic-Code: smtp; 550\r\n  more text\r\n\r\nB: 2\r\n");
+        assert_eq!(
+            f,
+            vec![
+                ("A".to_owned(), "1".to_owned()),
+                (
+                    "Diagnostic-Code".to_owned(),
+                    "smtp; 550 more text".to_owned()
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn groups_split_on_blank_lines_with_crlf_and_trailing_text() {
+        let g = split_groups(b"Reporting-MTA: x\r\n\r\n\r\nFinal-Recipient: a\r\nAction: failed");
+        assert_eq!(g.len(), 2);
+        assert!(g[1].starts_with(b"Final-Recipient"));
+    }
+
+    #[test]
+    fn original_start_finds_markers_and_bare_header_blocks() {
+        let t = "error text\n--- Below this line is a copy of the message.\n\nReturn-Path: <a@b>\n";
+        assert_eq!(original_start(t), Some(11));
+        let t = "text\nReturn-Path: <a@b>\nReceived: from x\n  by y\nMessage-ID: <1@b>\n";
+        assert_eq!(original_start(t), Some(5));
+        assert_eq!(original_start("Status: 5.1.1\nAction: failed\n"), None);
+    }
+
+    #[test]
+    fn html_is_reduced_to_text() {
+        let t = strip_html("<style>p{}</style><p>Address &lt;a@b.example&gt;</p><br>done");
+        assert!(t.contains("Address <a@b.example>"), "{t}");
+        assert!(!t.contains("p{}"));
+    }
+}

@@ -1,0 +1,980 @@
+//! Why a message bounced, in sisimai's reason vocabulary (so numbers compare with the tool most
+//! bounce processors are measured against), decided from the evidence a bounce carries.
+//!
+//! Order of decision: a success code; a *specific* RFC 3463 status code (`5.1.1`, `5.2.2`, ...);
+//! the keyword tables over the diagnostic; the same tables over the text around the recipient;
+//! the remaining (generic) status code classes; the action and the reply code. The keyword
+//! tables are data (`KEYWORDS`): extend them for new MTAs' wording rather than adding branches.
+
+use super::Action;
+
+/// The reason names, as stored in the ledger and printed (`as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    AuthFailure,
+    BadReputation,
+    Blocked,
+    ContentError,
+    ExceedLimit,
+    Expired,
+    Filtered,
+    HasMoved,
+    HostUnknown,
+    MailboxFull,
+    MailerError,
+    MesgTooBig,
+    NetworkError,
+    NoRelaying,
+    NotAccept,
+    NotCompliantRfc,
+    PolicyViolation,
+    Rejected,
+    RequirePtr,
+    SecurityError,
+    SpamDetected,
+    Speeding,
+    Suspend,
+    SyntaxError,
+    SystemError,
+    SystemFull,
+    TooManyConn,
+    UserUnknown,
+    VirusDetected,
+    /// Not a bounce: an ARF complaint.
+    Feedback,
+    /// Not a bounce: an RFC 3834 automatic reply.
+    Vacation,
+    /// Not a bounce: a success DSN.
+    Delivered,
+    /// A failure whose text says nothing classifiable.
+    Undefined,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AuthFailure => "authfailure",
+            Reason::BadReputation => "badreputation",
+            Reason::Blocked => "blocked",
+            Reason::ContentError => "contenterror",
+            Reason::ExceedLimit => "exceedlimit",
+            Reason::Expired => "expired",
+            Reason::Filtered => "filtered",
+            Reason::HasMoved => "hasmoved",
+            Reason::HostUnknown => "hostunknown",
+            Reason::MailboxFull => "mailboxfull",
+            Reason::MailerError => "mailererror",
+            Reason::MesgTooBig => "mesgtoobig",
+            Reason::NetworkError => "networkerror",
+            Reason::NoRelaying => "norelaying",
+            Reason::NotAccept => "notaccept",
+            Reason::NotCompliantRfc => "notcompliantrfc",
+            Reason::PolicyViolation => "policyviolation",
+            Reason::Rejected => "rejected",
+            Reason::RequirePtr => "requireptr",
+            Reason::SecurityError => "securityerror",
+            Reason::SpamDetected => "spamdetected",
+            Reason::Speeding => "speeding",
+            Reason::Suspend => "suspend",
+            Reason::SyntaxError => "syntaxerror",
+            Reason::SystemError => "systemerror",
+            Reason::SystemFull => "systemfull",
+            Reason::TooManyConn => "toomanyconn",
+            Reason::UserUnknown => "userunknown",
+            Reason::VirusDetected => "virusdetected",
+            Reason::Feedback => "feedback",
+            Reason::Vacation => "vacation",
+            Reason::Delivered => "delivered",
+            Reason::Undefined => "undefined",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a bounce says about one recipient.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Evidence<'a> {
+    pub status: Option<&'a str>,
+    pub reply_code: Option<u16>,
+    pub action: Option<Action>,
+    /// The remote server's words for this recipient.
+    pub diagnostic: &'a str,
+    /// Surrounding human-readable text (may repeat the diagnostic).
+    pub context: &'a str,
+    /// The Diagnostic-Code type (`smtp`, `x-unix`, `x-postfix`), lowercase.
+    pub diagnostic_type: Option<&'a str>,
+}
+
+/// The SMTP stage a refusal came at, as far as the text tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Connect,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
+}
+
+/// Phrases naming the command a reply answered, lowercase, most specific first.
+const STAGE_PHRASES: &[(Stage, &[&str])] = &[
+    (Stage::Rcpt, &["rcpt"]),
+    (
+        Stage::Data,
+        &[
+            ">>> data",
+            "end of data",
+            "after data",
+            "data command",
+            "reply to data",
+            "message body",
+        ],
+    ),
+    (
+        Stage::Mail,
+        &["mail from", ">>> mail", "after mail", "mail command"],
+    ),
+    (Stage::Helo, &["ehlo", "helo"]),
+    (Stage::Connect, &["initial connection", "greeting"]),
+];
+
+/// The stage named in `lower` (lowercased text), if any.
+pub fn stage(lower: &str) -> Option<Stage> {
+    STAGE_PHRASES
+        .iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| lower.contains(p)))
+        .map(|(stage, _)| *stage)
+}
+
+/// "Unknown user" phrasings that name the recipient explicitly: a refusal of the address
+/// itself, whatever the stage.
+const RECIPIENT_UNKNOWN: &[&str] = &[
+    "unknown recipient",
+    "recipient unknown",
+    "recipient not found",
+    "no such recipient",
+    "recipient does not exist",
+    "invalid recipient",
+    "no valid recipients",
+    "recipient name is not recognized",
+    "address couldn't be found",
+    "account that you tried to reach does not exist",
+    "address not found",
+    "check if address is correct",
+];
+
+/// sisimai's convention, kept so numbers compare: "no such user" said at RCPT (or with an
+/// X.1.x code) is `userunknown`, a hard bounce; said after DATA or at an unknown stage it is
+/// the content-stage refusal sisimai calls `filtered`, a soft one.
+fn user_or_filtered(e: &Evidence<'_>, lower: &str, context: &str) -> Reason {
+    let addressing_code = e
+        .status
+        .is_some_and(|s| matches!(s.get(1..), Some(".1.0" | ".1.1" | ".1.3" | ".1.4")));
+    let at_rcpt = stage(lower).or_else(|| stage(context)) == Some(Stage::Rcpt);
+    if addressing_code || at_rcpt || RECIPIENT_UNKNOWN.iter().any(|p| lower.contains(p)) {
+        Reason::UserUnknown
+    } else {
+        Reason::Filtered
+    }
+}
+
+/// Status codes that name one cause unambiguously: they win over the text.
+fn specific_status(status: &str) -> Option<Reason> {
+    let (_, detail) = status.split_once('.')?;
+    Some(match detail {
+        "1.1" => Reason::UserUnknown,
+        "1.2" => Reason::HostUnknown,
+        "1.6" => Reason::HasMoved,
+        "1.8" | "1.7" => Reason::Rejected,
+        "1.10" => Reason::NotAccept,
+        "2.2" => Reason::MailboxFull,
+        "2.3" => Reason::ExceedLimit,
+        "3.4" => Reason::MesgTooBig,
+        "7.25" => Reason::RequirePtr,
+        "7.26" | "7.23" | "7.24" | "7.20" | "7.21" | "7.22" | "7.509" => Reason::AuthFailure,
+        "7.27" => Reason::NotAccept,
+        "7.13" => Reason::Suspend,
+        "7.9" | "7.7" => Reason::PolicyViolation,
+        "7.606" | "7.511" => Reason::Blocked,
+        _ => return None,
+    })
+}
+
+/// What the remaining codes suggest when no keyword matched (RFC 3463 §3 subjects).
+fn generic_status(status: &str) -> Option<Reason> {
+    let mut it = status.split('.');
+    let _class = it.next()?;
+    let subject = it.next()?;
+    let detail = it.next()?;
+    Some(match (subject, detail) {
+        ("1", "0") | ("1", "3") | ("1", "4") => Reason::UserUnknown,
+        ("1", _) => Reason::UserUnknown,
+        ("2", "0") | ("2", "1") => Reason::Filtered,
+        ("2", "4") => Reason::Filtered,
+        ("2", _) => Reason::MailboxFull,
+        ("3", "1") => Reason::SystemFull,
+        ("3", "2") => Reason::NotAccept,
+        ("3", "5") | ("3", "0") | ("3", _) => Reason::SystemError,
+        ("4", "1") | ("4", "2") | ("4", "0") | ("4", "6") => Reason::NetworkError,
+        ("4", "3") => Reason::SystemError,
+        ("4", "4") => Reason::HostUnknown,
+        ("4", "7") => Reason::Expired,
+        ("4", "5") => Reason::TooManyConn,
+        ("4", _) => Reason::NetworkError,
+        ("5", "3") => Reason::ExceedLimit,
+        ("5", _) => Reason::SyntaxError,
+        ("6", _) => Reason::ContentError,
+        ("7", "1") => Reason::Blocked,
+        ("7", _) => Reason::SecurityError,
+        _ => return None,
+    })
+}
+
+/// Keyword tables, lowercase substrings, in priority order: the first reason with a matching
+/// phrase wins. Earlier rows hold the more specific phrases (a DNSBL listing mentions "spam"
+/// but is a block; a full mailbox may mention the user).
+pub const KEYWORDS: &[(Reason, &[&str])] = &[
+    (
+        Reason::NoRelaying,
+        &[
+            "relay access denied",
+            "relaying denied",
+            "relay not permitted",
+            "relaying not permitted",
+            "unable to relay",
+            "relay denied",
+            "we do not relay",
+            "not permitted to relay",
+            "relaying not allowed",
+            "relaying mail to",
+            "no relaying",
+            "not allowed to relay",
+            "relay not allowed",
+            "insecure mail relay",
+            "open relay",
+        ],
+    ),
+    (
+        Reason::MailboxFull,
+        &[
+            "mailbox full",
+            "mailbox is full",
+            "mail box full",
+            "mailbox has exceeded",
+            "mailbox exceeded",
+            "over quota",
+            "overquota",
+            "over the quota",
+            "quota exceeded",
+            "exceeded quota",
+            "exceeds quota",
+            "quota exceed",
+            "exceeded storage allocation",
+            "exceeded its storage",
+            "mailbox size limit",
+            "mailfolder is full",
+            "mail folder is full",
+            "user is over",
+            "is over its quota",
+            "not enough storage",
+            "insufficient storage",
+            "recipient's mailbox is full",
+            "full mailbox",
+            "mailbox is over",
+            "account is full",
+            "exceeded the local limit",
+            "mailbox exceeds",
+            "inbox is full",
+            "storage limit",
+            "quota full",
+            "disk quota",
+            "too much mail data",
+        ],
+    ),
+    (
+        Reason::TooManyConn,
+        &[
+            "too many connections",
+            "connection limit",
+            "too many simultaneous",
+            "too many concurrent",
+            "too many smtp sessions",
+            "too many sessions",
+            "connection rate",
+            "too many open connections",
+            "frequency limited",
+            "too many recipients",
+        ],
+    ),
+    (
+        Reason::ExceedLimit,
+        &[
+            "message too large for this recipient",
+            "exceeds the recipient's limit",
+        ],
+    ),
+    (
+        Reason::MesgTooBig,
+        &[
+            "message too large",
+            "message is too large",
+            "message too big",
+            "message is too big",
+            "message size exceeds",
+            "message exceeds",
+            "exceeds maximum message size",
+            "exceeds size limit",
+            "exceeded maximum inbound message size",
+            "message length exceeds",
+            "size limit exceeded",
+            "mail size limit",
+            "message size limit",
+            "too large for",
+            "size exceeds the maximum",
+            "line limit exceeded",
+            "line too long",
+        ],
+    ),
+    (
+        Reason::VirusDetected,
+        &["virus", "malware", "infected", "trojan"],
+    ),
+    (
+        Reason::Suspend,
+        &[
+            "account disabled",
+            "account has been disabled",
+            "account is disabled",
+            "account that you tried to reach is disabled",
+            "mailbox disabled",
+            "mailbox is disabled",
+            "account suspended",
+            "account is suspended",
+            "account has been suspended",
+            "has been suspended",
+            "suspended",
+            "deactivated",
+            "account is inactive",
+            "mailbox is inactive",
+            "inactive account",
+            "account is locked",
+            "account has been locked",
+            "account is blocked",
+            "disabled or discontinued",
+            "temporarily disabled",
+            "is not active",
+            "account expired",
+            "has been terminated",
+            "blocked for receiving",
+        ],
+    ),
+    (
+        Reason::HasMoved,
+        &[
+            "has moved",
+            "no longer on server",
+            "address has changed",
+            "has changed his address",
+            "user has moved",
+            "moved to a new",
+        ],
+    ),
+    (
+        Reason::SecurityError,
+        &[
+            "unauthenticated senders",
+            "authentication required",
+            "must issue a starttls",
+            "tls required",
+            "encryption required",
+        ],
+    ),
+    (
+        Reason::SpamDetected,
+        &[
+            "spam classification",
+            "classified as spam",
+            "detected as spam",
+            "considered spam",
+            "looks like spam",
+            "spam message",
+            "spam score",
+            "spam content",
+            "message content rejected",
+            "content rejected",
+            "ube",
+            "junk mail",
+            "url in message",
+            "blacklisted url",
+            "uribl",
+            "surbl",
+        ],
+    ),
+    (
+        Reason::AuthFailure,
+        &[
+            "dmarc",
+            "spf check",
+            "spf fail",
+            "spf validation",
+            "spf record",
+            "sender policy framework",
+            "dkim",
+            "not pass authentication",
+            "unauthenticated email",
+            "domainkeys",
+        ],
+    ),
+    (
+        Reason::RequirePtr,
+        &[
+            "reverse dns",
+            "ptr record",
+            "no ptr",
+            "reverse lookup",
+            "rdns",
+            "cannot find your hostname",
+            "cannot resolve your",
+            "reverse hostname",
+            "reverse-dns",
+            "no reverse",
+            "ip name lookup failed",
+            "dns ptr",
+            "unresolvable ip",
+            "not have a ptr",
+            "host name is not resolved",
+            "pointer record",
+            "mismatches client ip",
+        ],
+    ),
+    (
+        Reason::BadReputation,
+        &["reputation", "sender score", "user complaints"],
+    ),
+    (
+        Reason::NotCompliantRfc,
+        &[
+            "rfc 5322",
+            "rfc5322",
+            "rfc 2822",
+            "rfc2822",
+            "rfc 822",
+            "not rfc",
+            "not compliant",
+            "duplicate header",
+            "multiple from",
+            "multiple addresses in",
+        ],
+    ),
+    (
+        Reason::Rejected,
+        &[
+            "sender address rejected",
+            "sender rejected",
+            "sender denied",
+            "sender verify failed",
+            "sender verification",
+            "domain of sender address",
+            "sender domain",
+            "sender not allowed",
+            "rejected sender",
+            "invalid sender",
+            "bad sender",
+            "unknown sender",
+            "sender address",
+            "address of the sender",
+            "sender is not allowed",
+            "we do not accept mail from",
+            "envelope sender",
+            "mail from address",
+            "from address rejected",
+            "sender was rejected",
+            "blocked sender",
+            "not accepting mail from you",
+            "group you tried to contact",
+            "permission to post",
+            "groups.google.com/support",
+        ],
+    ),
+    (
+        Reason::UserUnknown,
+        &[
+            "user unknown",
+            "unknown user",
+            "no such user",
+            "user not found",
+            "user does not exist",
+            "user doesn't exist",
+            "user doesn't have",
+            "recipient not found",
+            "recipient unknown",
+            "unknown recipient",
+            "recipient does not exist",
+            "no such recipient",
+            "invalid recipient",
+            "recipient name is not recognized",
+            "mailbox not found",
+            "mailbox does not exist",
+            "mailbox unavailable",
+            "no such mailbox",
+            "no mailbox",
+            "invalid mailbox",
+            "not a valid mailbox",
+            "unknown mailbox",
+            "mailbox is unavailable",
+            "account does not exist",
+            "account that you tried to reach does not exist",
+            "address does not exist",
+            "addressee unknown",
+            "address unknown",
+            "unknown address",
+            "no such address",
+            "address not found",
+            "address couldn't be found",
+            "unknown local part",
+            "unknown local-part",
+            "no account",
+            "is not a known user",
+            "bad destination mailbox",
+            "no valid recipients",
+            "does not exist",
+            "doesn't exist",
+            "not our customer",
+            "unknown or illegal alias",
+            "not a valid user",
+            "invalid address",
+            "user account is unavailable",
+            "destination address rejected",
+            "wasn't found at the destination",
+            "no such local user",
+            "user is unknown",
+            "unknown account",
+            "check if address is correct",
+        ],
+    ),
+    (
+        Reason::HostUnknown,
+        &[
+            "host unknown",
+            "unknown host",
+            "host not found",
+            "host or domain name not found",
+            "domain not found",
+            "no such domain",
+            "domain does not exist",
+            "domain name not found",
+            "unrouteable mail domain",
+            // Exim: no router could resolve the domain.
+            "unrouteable address",
+            "unknown domain",
+            "name or service not known",
+            "illegal host/domain",
+            "domain is not valid",
+            "no mail host",
+        ],
+    ),
+    (
+        Reason::Speeding,
+        &[
+            "rate limit",
+            "rate-limit",
+            "ratelimit",
+            "too many messages",
+            "sending rate",
+            "throttl",
+            "too much mail",
+            "unusual rate",
+            "too many emails",
+            "at a rate that",
+        ],
+    ),
+    (
+        Reason::PolicyViolation,
+        &[
+            "potential security issue",
+            "policy reasons",
+            "local policy",
+            "violates",
+            "violation",
+        ],
+    ),
+    (
+        Reason::Blocked,
+        &[
+            "blacklist",
+            "black list",
+            "blocklist",
+            "block list",
+            "dnsbl",
+            " rbl",
+            "spamhaus",
+            "spamcop",
+            "listed in",
+            "listed at",
+            "client host rejected",
+            "ip address is blocked",
+            "has been blocked",
+            "access denied",
+            "connection refused",
+            "banned",
+            "blocked",
+            "not allowed to send",
+            "denied by",
+            "smtp server of your isp",
+        ],
+    ),
+    (
+        Reason::SpamDetected,
+        &[
+            "spam",
+            "bulk mail",
+            "unsolicited",
+            "suspicious",
+            "scam",
+            "phishing",
+        ],
+    ),
+    (
+        Reason::PolicyViolation,
+        &[
+            "policy",
+            "prohibited",
+            "not accepted for",
+            "not authorized",
+            "attachment",
+            "network not allowed",
+        ],
+    ),
+    (
+        Reason::NotAccept,
+        &[
+            "does not accept mail",
+            "does not accept e-mail",
+            "does not accept email",
+            "not accepting mail",
+            "null mx",
+            "accepts no mail",
+            "couldn't find a mail exchanger",
+        ],
+    ),
+    (
+        Reason::NetworkError,
+        &[
+            "host name lookup failure",
+            "dns query failed",
+            "name server",
+            "dns error",
+            "dns lookup",
+            "lookup failure",
+            "mail loop",
+            "too many hops",
+            "loop detected",
+            "loops back",
+            "hop count",
+            "nxdomain",
+        ],
+    ),
+    (
+        Reason::Filtered,
+        &[
+            "filter",
+            "refused by",
+            "recipient refused",
+            "rejected by recipient",
+        ],
+    ),
+    (
+        Reason::Expired,
+        &[
+            "message expired",
+            "delivery time expired",
+            "retry time",
+            "in the queue too long",
+            "in queue too long",
+            "could not be delivered within",
+            "retry timeout exceeded",
+            "unable to deliver in",
+            "expired",
+            "has not been delivered for",
+            "failing for a long time",
+            "warning message only",
+            "delivery attempts will continue",
+            "will keep trying",
+            "still trying",
+            "connection timed out",
+            "timed out",
+            "did not accept our requests to connect",
+        ],
+    ),
+    (
+        Reason::NetworkError,
+        &[
+            "network error",
+            "timeout",
+            "no route to host",
+            "could not connect",
+            "unable to connect",
+            "couldn't connect",
+            "network is unreachable",
+            "connection reset",
+            "establish an smtp connection",
+        ],
+    ),
+    (
+        Reason::MailerError,
+        &[
+            "mailer error",
+            "command failed",
+            "exit code",
+            "procmail",
+            "command died",
+            "mail.local",
+            "pipe to",
+            "unknown mailer",
+            "local delivery failed",
+        ],
+    ),
+    (
+        Reason::ContentError,
+        &[
+            "headers too large",
+            "header too long",
+            "too many headers",
+            "invalid header",
+            "message header",
+            "header size",
+            "8-bit",
+            "8bit",
+            "media error",
+            "invalid mime",
+            "mime error",
+            "malformed mime",
+            "content error",
+            "illegal character",
+            "invalid message",
+            "encoding",
+        ],
+    ),
+    (
+        Reason::SecurityError,
+        &["starttls", "certificate", "unauthenticated"],
+    ),
+    (
+        Reason::SyntaxError,
+        &[
+            "syntax error",
+            "command unrecognized",
+            "unrecognized command",
+            "bad command sequence",
+            "command not recognized",
+            "invalid command",
+            "not implemented",
+            "malformed address",
+            "malformed",
+        ],
+    ),
+    (
+        Reason::SystemError,
+        &[
+            "system error",
+            "internal error",
+            "server error",
+            "local error",
+            "mail system error",
+            "system config error",
+            "requested action aborted",
+            "temporary failure",
+            "service unavailable",
+            "currently unavailable",
+            "try again later",
+            "i/o error",
+            "write error",
+            "out of memory",
+        ],
+    ),
+];
+
+/// The first reason whose phrases occur in `text` (lowercased by the caller).
+pub fn match_keywords(lower: &str) -> Option<Reason> {
+    KEYWORDS
+        .iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| lower.contains(p)))
+        .map(|(reason, _)| *reason)
+}
+
+/// Decides the reason for one recipient.
+pub fn classify(e: &Evidence<'_>) -> Reason {
+    if e.status.is_some_and(|s| s.starts_with('2'))
+        || matches!(
+            e.action,
+            Some(Action::Delivered | Action::Relayed | Action::Expanded)
+        )
+    {
+        return Reason::Delivered;
+    }
+    if let Some(reason) = e.status.and_then(specific_status) {
+        return reason;
+    }
+    let diagnostic = e.diagnostic.to_lowercase();
+    let context = e.context.to_lowercase();
+    let temporary = e.status.map_or(e.reply_code.is_some_and(|c| c < 500), |s| {
+        s.starts_with('4')
+    });
+    let mut found = match_keywords(&diagnostic).map(|r| (r, &diagnostic));
+    if found.is_none() {
+        // A local delivery program's exit status says more than the prose around it.
+        if matches!(e.diagnostic_type, Some("x-unix" | "x-postfix")) {
+            return Reason::MailerError;
+        }
+        // So does a code that names a cause; surrounding prose is often boilerplate
+        // ("I'm not going to try again; this message has been in the queue too long").
+        if let Some(reason) = e
+            .status
+            .filter(|s| !s.ends_with(".0.0"))
+            .and_then(generic_status)
+        {
+            return reason;
+        }
+        found = match_keywords(&context).map(|r| (r, &context));
+    }
+    match found {
+        Some((Reason::UserUnknown, text)) => return user_or_filtered(e, text, &context),
+        // A host that cannot be found *yet* (a 4xx DNS failure) is a network problem.
+        Some((Reason::HostUnknown, _)) if temporary => return Reason::NetworkError,
+        Some((reason, _)) => return reason,
+        None => {}
+    }
+    if let Some(reason) = e
+        .status
+        .filter(|s| !s.ends_with(".0.0"))
+        .and_then(generic_status)
+    {
+        return reason;
+    }
+    if e.action == Some(Action::Delayed) || e.status.is_some_and(|s| s.starts_with('4')) {
+        return Reason::Expired;
+    }
+    match e.reply_code {
+        Some(400..=499) => Reason::Expired,
+        Some(500..=504) => Reason::SyntaxError,
+        Some(556) => Reason::NotAccept,
+        Some(552) => Reason::MailboxFull,
+        Some(554 | 571) => Reason::Blocked,
+        Some(_) | None => Reason::Undefined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(status: Option<&str>, diagnostic: &str) -> Reason {
+        classify(&Evidence {
+            status,
+            diagnostic,
+            ..Evidence::default()
+        })
+    }
+
+    #[test]
+    fn specific_status_codes_decide() {
+        assert_eq!(reason(Some("5.1.1"), "whatever"), Reason::UserUnknown);
+        assert_eq!(reason(Some("5.1.2"), ""), Reason::HostUnknown);
+        assert_eq!(reason(Some("4.2.2"), ""), Reason::MailboxFull);
+        assert_eq!(reason(Some("5.1.10"), ""), Reason::NotAccept);
+        assert_eq!(
+            reason(Some("5.7.26"), "unauthenticated"),
+            Reason::AuthFailure
+        );
+        assert_eq!(reason(Some("2.0.0"), ""), Reason::Delivered);
+    }
+
+    #[test]
+    fn keyword_tables_decide_generic_codes() {
+        assert_eq!(
+            reason(
+                Some("5.0.0"),
+                ">>> RCPT To:<a@b.example> <<< 550 Unknown user"
+            ),
+            Reason::UserUnknown
+        );
+        // sisimai's convention: the same words after DATA (or at an unknown stage) are a
+        // content-stage refusal.
+        assert_eq!(reason(Some("5.0.0"), "550 Unknown user"), Reason::Filtered);
+        assert_eq!(
+            reason(Some("5.7.1"), "Relay access denied"),
+            Reason::NoRelaying
+        );
+        assert_eq!(
+            reason(
+                Some("5.7.1"),
+                "Client host rejected: listed in zen.spamhaus.org"
+            ),
+            Reason::Blocked
+        );
+        assert_eq!(
+            reason(Some("5.7.1"), "Message content rejected, UBE"),
+            Reason::SpamDetected
+        );
+        assert_eq!(reason(None, "Mailbox full"), Reason::MailboxFull);
+        assert_eq!(
+            reason(None, "message size exceeds fixed limit"),
+            Reason::MesgTooBig
+        );
+        assert_eq!(
+            reason(None, "Sender address rejected: Domain not found"),
+            Reason::Rejected
+        );
+        assert_eq!(
+            reason(None, "Host or domain name not found"),
+            Reason::HostUnknown
+        );
+        assert_eq!(reason(None, "no route to host"), Reason::NetworkError);
+        // A connection that kept timing out until the queue gave up: the delay expired.
+        assert_eq!(reason(None, "connection timed out"), Reason::Expired);
+        assert_eq!(reason(None, "account has been disabled"), Reason::Suspend);
+        assert_eq!(
+            reason(None, "virus found in message"),
+            Reason::VirusDetected
+        );
+    }
+
+    #[test]
+    fn fallbacks_use_code_classes_action_and_reply_code() {
+        assert_eq!(
+            reason(Some("5.6.0"), "nothing useful"),
+            Reason::ContentError
+        );
+        assert_eq!(
+            reason(Some("4.4.1"), "nothing useful"),
+            Reason::NetworkError
+        );
+        let delayed = classify(&Evidence {
+            action: Some(Action::Delayed),
+            diagnostic: "nothing useful",
+            ..Evidence::default()
+        });
+        assert_eq!(delayed, Reason::Expired);
+        let e = Evidence {
+            reply_code: Some(556),
+            diagnostic: "nothing useful",
+            ..Evidence::default()
+        };
+        assert_eq!(classify(&e), Reason::NotAccept);
+        assert_eq!(reason(None, "nothing useful"), Reason::Undefined);
+    }
+
+    #[test]
+    fn every_table_row_names_distinct_lowercase_phrases() {
+        for (reason, phrases) in KEYWORDS {
+            for p in *phrases {
+                assert_eq!(*p, p.to_lowercase(), "{reason}: {p}");
+                assert!(!p.trim().is_empty(), "{reason}");
+            }
+        }
+    }
+}

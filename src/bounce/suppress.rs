@@ -1,0 +1,246 @@
+//! The suppression list shared by every campaign of a ledger: addresses never to be mailed
+//! again, each with why (`hard_bounce`, `complaint`, `unsubscribe`, `manual`) and where the
+//! entry came from. Addresses are stored normalised (domain lower-cased, IDN as punycode) so a
+//! lookup is plain equality.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+
+/// The reasons the ledger schema allows.
+pub const REASONS: &[&str] = &["hard_bounce", "complaint", "unsubscribe", "manual"];
+
+/// One suppression.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub email: String,
+    pub reason: String,
+    pub source: String,
+    pub campaign: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Errors managing the list.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("`{0}` is not an e-mail address\n\nGive a full address like name@example.org.")]
+    BadAddress(String),
+    #[error(
+        "unknown suppression reason `{0}`\n\nUse one of: hard_bounce, complaint, unsubscribe, manual."
+    )]
+    BadReason(String),
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
+    #[error("suppression list: ledger query failed")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Trims, drops angle brackets, lower-cases the domain and converts an IDN domain to punycode.
+///
+/// # Errors
+/// When the text is not shaped like `local@domain.tld`.
+pub fn normalize(address: &str) -> Result<String, Error> {
+    let bad = || Error::BadAddress(address.to_owned());
+    let a = address
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
+    let (local, domain) = a.rsplit_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || local.len() > 64
+        || local
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    {
+        return Err(bad());
+    }
+    let domain = idna::domain_to_ascii(domain).map_err(|_| bad())?;
+    if domain.is_empty()
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
+        return Err(bad());
+    }
+    Ok(format!("{local}@{domain}"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn check_reason(reason: &str) -> Result<(), Error> {
+    if REASONS.contains(&reason) {
+        Ok(())
+    } else {
+        Err(Error::BadReason(reason.to_owned()))
+    }
+}
+
+/// Every entry, oldest first.
+///
+/// # Errors
+/// When the ledger cannot be read.
+pub fn list(conn: &Connection) -> Result<Vec<Entry>, Error> {
+    let mut stmt = conn.prepare(
+        "SELECT email, reason, source, campaign, created_at FROM suppressions
+         ORDER BY created_at, email",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok(Entry {
+            email: row.get(0)?,
+            reason: row.get(1)?,
+            source: row.get(2)?,
+            campaign: row.get(3)?,
+            created_at: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Adds an address; `false` when it was already suppressed (the first entry is kept: it
+/// records the original cause).
+///
+/// # Errors
+/// Bad address or reason, or a ledger failure.
+pub fn add(
+    conn: &Connection,
+    address: &str,
+    reason: &str,
+    source: &str,
+    campaign: Option<&str>,
+) -> Result<bool, Error> {
+    check_reason(reason)?;
+    let email = normalize(address)?;
+    let n = conn.execute(
+        "INSERT INTO suppressions (email, reason, source, campaign, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email) DO NOTHING",
+        params![email, reason, source, campaign, now_ms()],
+    )?;
+    Ok(n == 1)
+}
+
+/// Removes an address; `false` when it was not on the list.
+///
+/// # Errors
+/// Bad address or a ledger failure.
+pub fn remove(conn: &Connection, address: &str) -> Result<bool, Error> {
+    let email = normalize(address)?;
+    let n = conn.execute("DELETE FROM suppressions WHERE email = ?1", [email])?;
+    Ok(n == 1)
+}
+
+/// What a file import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    pub added: usize,
+    pub already: usize,
+    /// (line, text, why) of every line that was not an address.
+    pub invalid: Vec<(u64, String, String)>,
+}
+
+/// Imports a file of addresses: a CSV whose header has an `email` column, or one address per
+/// line (blank lines and `#` comments skipped). One transaction: all or nothing.
+///
+/// # Errors
+/// When the file cannot be read or the ledger written; bad lines are reported, not fatal.
+pub fn import_file(
+    conn: &mut Connection,
+    path: &Path,
+    reason: &str,
+    source: &str,
+) -> Result<FileSummary, Error> {
+    check_reason(reason)?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut lines = Vec::new();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let header: Vec<String> = first
+        .split([',', ';', '\t'])
+        .map(|h| h.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    if let Some(column) = header.iter().position(|h| h == "email" || h == "e-mail") {
+        let delimiter = [b',', b';', b'\t']
+            .into_iter()
+            .find(|d| first.as_bytes().contains(d))
+            .unwrap_or(b',');
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        for record in reader.records() {
+            let record = record.map_err(|source| Error::Csv {
+                path: path.to_owned(),
+                source,
+            })?;
+            let line = record.position().map_or(0, csv::Position::line);
+            lines.push((line, record.get(column).unwrap_or("").to_owned()));
+        }
+    } else {
+        for (i, l) in text.lines().enumerate() {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            lines.push((i as u64 + 1, l.to_owned()));
+        }
+    }
+    let mut summary = FileSummary::default();
+    let tx = conn.transaction()?;
+    let now = now_ms();
+    for (line, value) in lines {
+        match normalize(&value) {
+            Ok(email) => {
+                let n = tx.execute(
+                    "INSERT INTO suppressions (email, reason, source, campaign, created_at)
+                     VALUES (?1, ?2, ?3, NULL, ?4) ON CONFLICT (email) DO NOTHING",
+                    params![email, reason, source, now],
+                )?;
+                if n == 1 {
+                    summary.added += 1;
+                } else {
+                    summary.already += 1;
+                }
+            }
+            Err(e) => summary.invalid.push((line, value, e.to_string())),
+        }
+    }
+    tx.commit()?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn normalize_lowercases_domain_and_punycodes_idn() {
+        assert_eq!(normalize(" <Ann@Example.ORG> ").unwrap(), "Ann@example.org");
+        assert_eq!(
+            normalize("a@bücher.example").unwrap(),
+            "a@xn--bcher-kva.example"
+        );
+        assert!(normalize("no-at-sign").is_err());
+        assert!(normalize("a b@example.org").is_err());
+        assert!(normalize("a@localhost").is_err());
+    }
+}

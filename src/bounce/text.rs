@@ -1,0 +1,308 @@
+//! Scanners over bounce text: e-mail addresses, RFC 3463 status codes, SMTP reply codes, and the
+//! per-recipient segments of a non-standard bounce. Pure functions over `&str`; no regex engine
+//! (the shapes are simple and this runs on every message of a mailbox).
+
+/// Local parts the parser never reports as a failed recipient when anyone else is named: they
+/// are the daemons and role accounts that bounce texts mention in passing.
+const ROLE_LOCAL_PARTS: &[&str] = &[
+    "mailer-daemon",
+    "postmaster",
+    "abuse",
+    "noreply",
+    "no-reply",
+];
+
+/// Lines whose addresses are message identifiers or trace data, not recipients.
+const SKIP_LINE_PREFIXES: &[&str] = &[
+    "message-id:",
+    "in-reply-to:",
+    "references:",
+    "x-message-id:",
+    "received:",
+    "from:",
+    "reply-to:",
+    "return-path:",
+    "sender:",
+    "mail from:",
+    ">>> mail from",
+];
+
+fn is_local_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+}
+
+fn is_domain_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '.'
+}
+
+/// Every address-shaped token `local@domain.tld` with its byte offset, in order.
+pub(crate) fn addresses(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut search_from = 0;
+    while let Some(rel) = text[search_from..].find('@') {
+        let at = search_from + rel;
+        search_from = at + 1;
+        let mut start = at;
+        while start > 0 {
+            let c = bytes[start - 1] as char;
+            if bytes[start - 1].is_ascii() && is_local_char(c) {
+                start -= 1;
+            } else {
+                break;
+            }
+        }
+        let mut end = at + 1;
+        while end < bytes.len() && bytes[end].is_ascii() && is_domain_char(bytes[end] as char) {
+            end += 1;
+        }
+        let local = text[start..at].trim_start_matches(['.', '=', '\'', '`', '/', '|']);
+        let domain = text[at + 1..end].trim_end_matches(['.', '-']);
+        if local.is_empty() || local.len() > 64 || domain.len() < 3 || !domain.contains('.') {
+            continue;
+        }
+        // mailto:user@x and rfc822;user@x glue a scheme to the address.
+        let local = local.rsplit([':', ';']).next().unwrap_or(local);
+        if local.is_empty() || domain.split('.').any(str::is_empty) {
+            continue;
+        }
+        let tld = domain.rsplit('.').next().unwrap_or("");
+        if !tld.bytes().all(|b| b.is_ascii_alphabetic()) {
+            continue;
+        }
+        out.push((start, format!("{local}@{domain}")));
+    }
+    out
+}
+
+pub(crate) fn first_address(text: &str) -> Option<String> {
+    addresses(text).into_iter().next().map(|(_, a)| a)
+}
+
+fn is_role(address: &str) -> bool {
+    let local = address.split('@').next().unwrap_or("").to_ascii_lowercase();
+    ROLE_LOCAL_PARTS.contains(&local.as_str())
+}
+
+/// Splits a bounce text into per-recipient segments: each distinct address (minus `excluded`
+/// and lines that carry identifiers) owns the text from the line of its first mention to the
+/// line where the next recipient is first mentioned.
+pub(crate) fn segments(text: &str, excluded: &[String]) -> Vec<(String, String)> {
+    let mut line_starts = vec![0];
+    line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    let line_of = |offset: usize| line_starts.partition_point(|&s| s <= offset) - 1;
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for (offset, addr) in addresses(text) {
+        let line_no = line_of(offset);
+        let line_start = line_starts[line_no];
+        let line = text[line_start..].lines().next().unwrap_or("").trim_start();
+        let lower = line.to_ascii_lowercase();
+        if SKIP_LINE_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+            continue;
+        }
+        if excluded.iter().any(|e| e.eq_ignore_ascii_case(&addr)) {
+            continue;
+        }
+        if found.iter().any(|(_, a)| a.eq_ignore_ascii_case(&addr)) {
+            continue;
+        }
+        found.push((line_start, addr));
+    }
+    if found.iter().any(|(_, a)| !is_role(a)) {
+        found.retain(|(_, a)| !is_role(a));
+    }
+    let mut out = Vec::new();
+    for (i, (start, addr)) in found.iter().enumerate() {
+        let end = found[i + 1..]
+            .iter()
+            .map(|(s, _)| *s)
+            .find(|s| s > start)
+            .unwrap_or(text.len());
+        out.push((addr.clone(), text[*start..end].to_owned()));
+    }
+    out
+}
+
+/// Collapses runs of whitespace into one space.
+pub(crate) fn squeeze(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `X.0.0`: the class and nothing more.
+pub(crate) fn is_generic_status(status: &str) -> bool {
+    status.ends_with(".0.0")
+}
+
+/// Every RFC 3463 code `[245].d{1,3}.d{1,3}` standing on its own (not inside an IP address or a
+/// version number), in order.
+pub(crate) fn statuses(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        // "mta-5.5.0" is a version; "550-5.1.1" is a multi-line reply.
+        let versioned = i >= 2 && b[i - 1] == b'-' && b[i - 2].is_ascii_alphabetic();
+        if matches!(b[i], b'2' | b'4' | b'5')
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.'))
+            && !versioned
+        {
+            let mut j = i + 1;
+            let mut parts = 0;
+            let mut ok = true;
+            while parts < 2 {
+                if j < b.len() && b[j] == b'.' {
+                    let digits = b[j + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    if digits == 0 || digits > 3 {
+                        ok = false;
+                        break;
+                    }
+                    j += 1 + digits;
+                    parts += 1;
+                } else {
+                    ok = false;
+                    break;
+                }
+            }
+            let bounded = j >= b.len()
+                || !(b[j].is_ascii_alphanumeric()
+                    || (matches!(b[j], b'.' | b'-')
+                        && b.get(j + 1).is_some_and(u8::is_ascii_digit)));
+            if ok && bounded {
+                out.push(text[i..j].to_owned());
+                i = j;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The first status code of a diagnostic.
+pub(crate) fn find_status(text: &str) -> Option<String> {
+    statuses(text).into_iter().next()
+}
+
+/// In free text, prefer a specific failure code over `X.0.0` and over success codes that
+/// transcripts quote (`250 2.1.0 Sender ok`).
+pub(crate) fn find_status_in_text(text: &str) -> Option<String> {
+    let all = statuses(text);
+    let failures: Vec<&String> = all.iter().filter(|s| !s.starts_with('2')).collect();
+    failures
+        .iter()
+        .find(|s| !is_generic_status(s))
+        .or(failures.first())
+        .map(|s| (*s).clone())
+}
+
+/// The first SMTP reply code (4xx/5xx preferred over 2xx) standing on its own.
+pub(crate) fn find_reply_code(text: &str) -> Option<u16> {
+    let b = text.as_bytes();
+    let mut success = None;
+    for i in 0..b.len().saturating_sub(2) {
+        if !matches!(b[i], b'2' | b'4' | b'5')
+            || !b[i + 1].is_ascii_digit()
+            || !b[i + 2].is_ascii_digit()
+        {
+            continue;
+        }
+        let before_ok = i == 0
+            || matches!(
+                b[i - 1],
+                b' ' | b'\t' | b'\n' | b'(' | b'[' | b':' | b';' | b'<' | b'"' | b'#' | b'='
+            );
+        let after_ok = b
+            .get(i + 3)
+            .is_none_or(|c| matches!(c, b' ' | b'-' | b')' | b'\r' | b'\n' | b']' | b','));
+        if !before_ok || !after_ok {
+            continue;
+        }
+        let code = u16::from(b[i] - b'0') * 100
+            + u16::from(b[i + 1] - b'0') * 10
+            + u16::from(b[i + 2] - b'0');
+        if !(200..=599).contains(&code) || (b[i + 1] - b'0') > 5 {
+            continue;
+        }
+        if code >= 400 {
+            return Some(code);
+        }
+        success.get_or_insert(code);
+    }
+    success
+}
+
+/// A readable one-line diagnostic from a text segment: the first line that carries a reply or
+/// status code, else the segment squeezed; capped so that JSON lines stay short.
+pub(crate) fn diagnostic_line(segment: &str) -> String {
+    let line = segment
+        .lines()
+        .find(|l| {
+            let l = l.trim();
+            !l.is_empty()
+                && (find_status_in_text(l).is_some()
+                    || find_reply_code(l).is_some_and(|c| c >= 400))
+                && l.len() > 8
+        })
+        .map(squeeze)
+        .unwrap_or_else(|| squeeze(segment));
+    cap(line, 500)
+}
+
+fn cap(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_found_in_brackets_mailto_and_prose() {
+        let t = "to <a.b@example.org>: x mailto:c@ex-ample.net, rfc822;d@e.example. and 1.2@3.4";
+        let found: Vec<String> = addresses(t).into_iter().map(|(_, a)| a).collect();
+        assert_eq!(found, ["a.b@example.org", "c@ex-ample.net", "d@e.example"]);
+    }
+
+    #[test]
+    fn status_codes_are_not_taken_from_ip_addresses_or_versions() {
+        assert_eq!(
+            find_status("host 192.5.1.1 said 550 5.1.1 no"),
+            Some("5.1.1".into())
+        );
+        assert_eq!(find_status("mxl_mta-5.5.0-3"), None);
+        assert_eq!(find_status("(#4.4.1)"), Some("4.4.1".into()));
+        assert_eq!(find_status("5.7.606 blocked"), Some("5.7.606".into()));
+        assert_eq!(
+            find_status_in_text("250 2.1.0 ok\n554 5.0.0 failed\n550 5.2.2 full"),
+            Some("5.2.2".into())
+        );
+    }
+
+    #[test]
+    fn reply_codes_prefer_failures() {
+        assert_eq!(
+            find_reply_code("<<< 250 ok\n<<< 550 no such user"),
+            Some(550)
+        );
+        assert_eq!(find_reply_code("id 1550 and 5500"), None);
+        assert_eq!(find_reply_code("smtp;550-5.1.1 x"), Some(550));
+    }
+
+    #[test]
+    fn segments_split_per_recipient_and_skip_excluded_and_roles() {
+        let t = "From: sender@example.com\n<a@example.org>:\nno such user\n\
+                 contact postmaster@example.org\n<b@example.org>:\nmailbox full\n";
+        let s = segments(t, &["sender@example.com".to_owned()]);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].0, "a@example.org");
+        assert!(s[0].1.contains("no such user") && !s[0].1.contains("mailbox full"));
+        assert_eq!(s[1].0, "b@example.org");
+    }
+}

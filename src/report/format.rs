@@ -1,0 +1,481 @@
+//! Text, JSON, CSV and Markdown renderings of a `CampaignReport`. Pure formatting over the
+//! snapshot (CSV streams recipients from the ledger): no queries of its own beyond that.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{
+    CampaignReport, DomainRow, Ledger, MinutePoint, RecipientRow, Thresholds, format_rate,
+    format_time,
+};
+use crate::model::DeliveryState;
+
+/// How many domains the text and Markdown reports list; JSON has them all.
+pub(super) const TOP_DOMAINS: usize = 25;
+/// How many reasons the text and Markdown reports list; JSON has them all.
+pub(super) const TOP_REASONS: usize = 25;
+
+/// The label of each state as the user reads it: "accepted" always says by whom.
+pub(super) fn state_label(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Pending => "pending (not tried yet)",
+        DeliveryState::Sending => "sending now",
+        DeliveryState::Accepted => "accepted by the relay",
+        DeliveryState::Deferred => "deferred (will retry)",
+        DeliveryState::BouncedHard => "bounced hard",
+        DeliveryState::BouncedSoft => "bounced soft",
+        DeliveryState::Complained => "complained (spam report)",
+        DeliveryState::Suppressed => "suppressed (not sent)",
+        DeliveryState::Failed => "failed (gave up)",
+        DeliveryState::Unknown => "unknown (no reply after data)",
+    }
+}
+
+/// Writes the human-readable report.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
+    let t = &report.totals;
+    let c = &report.campaign;
+    writeln!(out, "Campaign {}", c.name)?;
+    match c.started_at {
+        Some(at) => writeln!(
+            out,
+            "First send {} UTC, latest run {} UTC{}",
+            format_time(at),
+            format_time(c.last_run_at.unwrap_or(at)),
+            if c.open_runs > 0 {
+                " (a run has not finished: a send may be in progress)"
+            } else {
+                ""
+            }
+        )?,
+        None => writeln!(out, "Not sent yet: every recipient is pending.")?,
+    }
+    writeln!(out)?;
+    writeln!(out, "{:<34}{:>10}", "Recipients", t.recipients)?;
+    for state in DeliveryState::ALL {
+        writeln!(
+            out,
+            "  {:<32}{:>10}{}",
+            state_label(state),
+            t.get(state),
+            percent_of(t.get(state), t.recipients)
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<34}{:>10}{}",
+        "Ever accepted by the relay",
+        t.relay_accepted,
+        percent_of(t.relay_accepted, t.recipients)
+    )?;
+    writeln!(
+        out,
+        "  of which bounced or complained later {}",
+        t.bounced_later()
+    )?;
+    writeln!(out)?;
+    let th = Thresholds::default();
+    writeln!(
+        out,
+        "Acceptance rate   {:>8}  (accepted by the relay / attempted)",
+        format_rate(report.rates.acceptance)
+    )?;
+    writeln!(
+        out,
+        "Hard-bounce rate  {:>8}  (warn at {}, alarm at {})",
+        format_rate(report.rates.hard_bounce),
+        format_rate(Some(th.bounce_warn)),
+        format_rate(Some(th.bounce_alarm))
+    )?;
+    writeln!(
+        out,
+        "Complaint rate    {:>8}  (complaints / accepted by the relay; warn at {}, alarm at {})",
+        format_rate(report.rates.complaint),
+        format_rate(Some(th.complaint_warn)),
+        format_rate(Some(th.complaint_alarm))
+    )?;
+
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{}",
+        heading_count("Domains", report.domains.len(), TOP_DOMAINS)
+    )?;
+    writeln!(
+        out,
+        "  {:<28}{:>10}{:>10}{:>9}{:>7}{:>7}{:>7}{:>9}",
+        "domain", "recipients", "accepted", "deferred", "hard", "soft", "compl.", "accept%"
+    )?;
+    for d in report.domains.iter().take(TOP_DOMAINS) {
+        writeln!(
+            out,
+            "  {:<28}{:>10}{:>10}{:>9}{:>7}{:>7}{:>7}{:>9}",
+            truncate(&d.domain, 27),
+            d.totals.recipients,
+            d.totals.relay_accepted,
+            d.totals.deferred,
+            d.totals.bounced_hard,
+            d.totals.bounced_soft,
+            d.totals.complained,
+            format_rate(d.acceptance)
+        )?;
+    }
+    writeln!(out, "  (accepted = ever accepted by the relay)")?;
+
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{}",
+        heading_count("Reasons", report.reasons.len(), TOP_REASONS)
+    )?;
+    if report.reasons.is_empty() {
+        writeln!(
+            out,
+            "  none: no rejection, deferral or negative feedback recorded"
+        )?;
+    }
+    for r in report.reasons.iter().take(TOP_REASONS) {
+        writeln!(
+            out,
+            "  {:<11}{:<8}{:<14}{:>8}  {}",
+            r.status_label(),
+            r.source.as_str(),
+            r.outcome,
+            r.count,
+            truncate(&one_line(r.example.as_deref().unwrap_or("")), 60)
+        )?;
+    }
+
+    writeln!(out)?;
+    write_series_text(&report.series, out)?;
+    Ok(())
+}
+
+fn write_series_text(series: &[MinutePoint], out: &mut dyn Write) -> io::Result<()> {
+    let Some(first) = series.first() else {
+        return writeln!(out, "Sends per minute: no attempts yet");
+    };
+    let peak = series.iter().map(|p| p.attempts).max().unwrap_or(0);
+    let total: u64 = series.iter().map(|p| p.attempts).sum();
+    let last = series.last().unwrap_or(first);
+    let span = (last.minute - first.minute + 1).max(1) as u64;
+    writeln!(
+        out,
+        "Sends per minute: {} attempts over {} min ({} – {} UTC), average {:.1}/min, peak {}/min",
+        total,
+        span,
+        format_time(first.minute * 60_000),
+        format_time(last.minute * 60_000 + 59_999),
+        total as f64 / span as f64,
+        peak
+    )?;
+    let bars = sparkline(&dense_series(series, 60));
+    writeln!(out, "  last {} min: {bars}", bars.chars().count())
+}
+
+/// The last `width` minutes ending at the series' last minute, with zeros for idle minutes.
+pub fn dense_series(series: &[MinutePoint], width: usize) -> Vec<u64> {
+    let Some(last) = series.last() else {
+        return Vec::new();
+    };
+    let first = series.first().map_or(last.minute, |p| p.minute);
+    let start = first.max(last.minute - width as i64 + 1);
+    let mut out = vec![0; (last.minute - start + 1) as usize];
+    for p in series.iter().filter(|p| p.minute >= start) {
+        out[(p.minute - start) as usize] = p.attempts;
+    }
+    out
+}
+
+fn sparkline(values: &[u64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let peak = values.iter().copied().max().unwrap_or(0).max(1);
+    values
+        .iter()
+        .map(|&v| {
+            if v == 0 {
+                ' '
+            } else {
+                BARS[((v * 7) / peak) as usize]
+            }
+        })
+        .collect()
+}
+
+fn heading_count(what: &str, n: usize, top: usize) -> String {
+    if n > top {
+        format!("{what} (top {top} of {n}; --format json or csv for all)")
+    } else {
+        format!("{what} ({n})")
+    }
+}
+
+fn percent_of(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        String::new()
+    } else {
+        format!("  {:>6}", format_rate(Some(part as f64 / whole as f64)))
+    }
+}
+
+pub(super) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub(super) fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        let mut s: String = text.chars().take(width.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    campaign: &'a str,
+    summary: &'a super::CampaignSummary,
+    totals: &'a super::Totals,
+    /// Recipients the relay accepted and that bounced or complained later.
+    bounced_later: u64,
+    rates: &'a super::Rates,
+    domains: &'a [DomainRow],
+    reasons: &'a [super::ReasonRow],
+    series: &'a [MinutePoint],
+    recent: &'a [super::HistoryEntry],
+}
+
+/// Writes the report as one JSON object (see the module docs of `report` for the keys).
+///
+/// # Errors
+/// When writing fails.
+pub fn write_json(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
+    let json = Json {
+        campaign: &report.campaign.name,
+        summary: &report.campaign,
+        totals: &report.totals,
+        bounced_later: report.totals.bounced_later(),
+        rates: &report.rates,
+        domains: &report.domains,
+        reasons: &report.reasons,
+        series: &report.series,
+        recent: &report.recent,
+    };
+    serde_json::to_writer_pretty(&mut *out, &json).map_err(io::Error::other)?;
+    writeln!(out)
+}
+
+/// Writes one CSV row per recipient, in import order.
+///
+/// # Errors
+/// When a query or a write fails.
+pub fn write_csv(ledger: &Ledger, campaign: i64, out: &mut dyn Write) -> Result<(), super::Error> {
+    let io_error = |e: io::Error| super::Error::Write {
+        path: ledger.path().to_owned(),
+        source: e,
+    };
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record([
+        "email",
+        "state",
+        "code",
+        "enhanced_code",
+        "reply",
+        "attempts",
+        "last_attempt_at",
+        "relay_accepted",
+    ])
+    .map_err(|e| io_error(e.into()))?;
+    let result = ledger.for_each_recipient(campaign, |r: &RecipientRow| {
+        csv.write_record([
+            r.email.as_str(),
+            r.state.as_str(),
+            &r.code.map(|c| c.to_string()).unwrap_or_default(),
+            r.enhanced.as_deref().unwrap_or(""),
+            r.reply.as_deref().unwrap_or(""),
+            &r.attempts.to_string(),
+            &r.last_attempt_at
+                .map(|t| format!("{}Z", format_time(t).replace(' ', "T")))
+                .unwrap_or_default(),
+            if r.relay_accepted { "1" } else { "0" },
+        ])
+    });
+    match result {
+        Ok(()) => {}
+        Err(Ok(e)) => return Err(io_error(e.into())),
+        Err(Err(e)) => return Err(e),
+    }
+    csv.flush().map_err(io_error)
+}
+
+/// Writes a shareable Markdown deliverability report.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
+    let t = &report.totals;
+    let c = &report.campaign;
+    writeln!(out, "# Deliverability report: {}", md(&c.name))?;
+    writeln!(out)?;
+    match c.started_at {
+        Some(at) => writeln!(
+            out,
+            "First send {} UTC; latest run {} UTC.",
+            format_time(at),
+            format_time(c.last_run_at.unwrap_or(at))
+        )?,
+        None => writeln!(out, "Not sent yet: every recipient is pending.")?,
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "\"Accepted\" means accepted by the relay (a 250 reply after DATA), not delivered to \
+         an inbox."
+    )?;
+    writeln!(out)?;
+    writeln!(out, "## Summary")?;
+    writeln!(out)?;
+    writeln!(out, "| Rate | Value |")?;
+    writeln!(out, "|---|---:|")?;
+    writeln!(
+        out,
+        "| Acceptance (accepted by the relay / attempted) | {} |",
+        format_rate(report.rates.acceptance)
+    )?;
+    writeln!(
+        out,
+        "| Hard bounces (/ attempted) | {} |",
+        format_rate(report.rates.hard_bounce)
+    )?;
+    writeln!(
+        out,
+        "| Complaints (/ accepted by the relay) | {} |",
+        format_rate(report.rates.complaint)
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| State | Recipients | Share |")?;
+    writeln!(out, "|---|---:|---:|")?;
+    writeln!(out, "| **All recipients** | {} | |", t.recipients)?;
+    for state in DeliveryState::ALL {
+        writeln!(
+            out,
+            "| {} | {} | {} |",
+            state_label(state),
+            t.get(state),
+            format_rate((t.recipients > 0).then(|| t.get(state) as f64 / t.recipients as f64))
+        )?;
+    }
+    writeln!(
+        out,
+        "| ever accepted by the relay (incl. {} bounced or complained later) | {} | {} |",
+        t.bounced_later(),
+        t.relay_accepted,
+        format_rate((t.recipients > 0).then(|| t.relay_accepted as f64 / t.recipients as f64))
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "## {}",
+        heading_count("Domains", report.domains.len(), TOP_DOMAINS)
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| Domain | Recipients | Accepted by relay | Deferred | Hard | Soft | Complaints | Acceptance |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    for d in report.domains.iter().take(TOP_DOMAINS) {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            md(&d.domain),
+            d.totals.recipients,
+            d.totals.relay_accepted,
+            d.totals.deferred,
+            d.totals.bounced_hard,
+            d.totals.bounced_soft,
+            d.totals.complained,
+            format_rate(d.acceptance)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "## {}",
+        heading_count("Reasons", report.reasons.len(), TOP_REASONS)
+    )?;
+    writeln!(out)?;
+    if report.reasons.is_empty() {
+        writeln!(out, "No rejection, deferral or negative feedback recorded.")?;
+    } else {
+        writeln!(out, "| Code | Seen in | Outcome | Count | Example reply |")?;
+        writeln!(out, "|---|---|---|---:|---|")?;
+        for r in report.reasons.iter().take(TOP_REASONS) {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                md(r.status_label()),
+                r.source.as_str(),
+                md(&r.outcome),
+                r.count,
+                md(&truncate(
+                    &one_line(r.example.as_deref().unwrap_or("")),
+                    120
+                ))
+            )?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(out, "## Sends per minute")?;
+    writeln!(out)?;
+    if report.series.is_empty() {
+        writeln!(out, "No attempts yet.")?;
+    } else {
+        write!(out, "    ")?;
+        write_series_text(&report.series, out)?;
+    }
+    Ok(())
+}
+
+/// Escapes text for a Markdown table cell.
+fn md(text: &str) -> String {
+    let mut s = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '|' | '\\' | '*' | '_' | '`' | '<' | '>' | '[' | ']' => {
+                s.push('\\');
+                s.push(ch);
+            }
+            '\r' | '\n' => s.push(' '),
+            _ => s.push(ch),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_series_fills_idle_minutes_and_keeps_the_tail() {
+        let p = |minute, attempts| MinutePoint {
+            minute,
+            attempts,
+            accepted: 0,
+        };
+        assert_eq!(dense_series(&[p(10, 1), p(13, 4)], 60), vec![1, 0, 0, 4]);
+        assert_eq!(dense_series(&[p(10, 1), p(13, 4)], 2), vec![0, 4]);
+        assert!(dense_series(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn markdown_cells_cannot_break_the_table() {
+        assert_eq!(md("a|b\nc <x>"), "a\\|b c \\<x\\>");
+    }
+}

@@ -1,0 +1,645 @@
+//! The delivery engine's reads and writes on the ledger, as plain synchronous functions over a
+//! `rusqlite::Connection`/`Transaction`. The writer thread (`store::writer`) calls the mutating
+//! ones inside its batched transactions; the send command calls import and recovery before the
+//! thread starts. Nothing here knows SMTP: callers hand over what they learnt.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::DeliveryState;
+
+/// Current time in unix milliseconds (the ledger's unit).
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One valid contact to import: every field the ledger needs to render and send it later.
+#[derive(Debug, Clone)]
+pub struct NewRecipient {
+    pub email: String,
+    pub domain: String,
+    pub name: Option<String>,
+    pub line: u64,
+    pub token: String,
+    /// The contact's CSV fields as a JSON object (`{"column": "value"}`).
+    pub fields: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCount {
+    pub inserted: u64,
+    pub already_known: u64,
+}
+
+/// A recipient row that is due for an attempt, as the dispatcher reads it.
+#[derive(Debug, Clone)]
+pub struct DueRow {
+    pub id: i64,
+    pub email: String,
+    pub domain: String,
+    pub name: Option<String>,
+    pub line: u64,
+    pub token: String,
+    pub fields: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub first_attempt_at: Option<i64>,
+}
+
+/// A worker's request to own one recipient for one transaction.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub recipient_id: i64,
+    pub run_id: i64,
+    /// The state and attempt count the dispatcher saw: the claim succeeds only if the row still
+    /// has them, so a row can never be claimed twice (by this process or another one).
+    pub expected_state: DeliveryState,
+    pub expected_attempts: u32,
+    pub message_id: String,
+}
+
+/// The answer to a [`Claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimResult {
+    /// The row is now `sending` (durably) and belongs to the caller.
+    Claimed,
+    /// The address is on the suppression list; the row is now `suppressed`.
+    Suppressed,
+    /// Someone else changed the row since it was read; do not send.
+    Lost,
+}
+
+/// One appended `attempts` row.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub at: i64,
+    pub port: Option<u16>,
+    /// connect, greeting, ehlo, starttls, auth, mail, rcpt, data, message (or render).
+    pub step: &'static str,
+    pub code: Option<u16>,
+    pub enhanced: Option<String>,
+    pub reply: Option<String>,
+    /// A `DeliveryState` name, or `throttled` / `aborted`.
+    pub outcome: &'static str,
+}
+
+/// The end of a claimed transaction that the recipient is charged for.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub recipient_id: i64,
+    pub run_id: i64,
+    pub state: DeliveryState,
+    pub retry_at: Option<i64>,
+    pub attempt: AttemptRecord,
+}
+
+/// A claim given back without charging the recipient (throttling, pause, abort, shutdown before
+/// the transaction began): the row returns to the state it had when claimed.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub recipient_id: i64,
+    pub run_id: i64,
+    pub attempt: Option<AttemptRecord>,
+}
+
+/// Returns the campaign's id, creating the row on first use.
+pub fn ensure_campaign(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT OR IGNORE INTO campaigns (name, created_at) VALUES (?1, ?2)",
+        params![name, now_ms()],
+    )?;
+    conn.query_row(
+        "SELECT id FROM campaigns WHERE name = ?1",
+        params![name],
+        |r| r.get(0),
+    )
+}
+
+/// Inserts every new recipient in one transaction; rows already in the ledger (same campaign and
+/// address) are left exactly as they are, so re-running an import is a no-op. The first `Err`
+/// from `rows` rolls the whole import back and is returned.
+pub fn import<I, E>(
+    conn: &mut Connection,
+    campaign_id: i64,
+    rows: I,
+) -> Result<ImportCount, ImportError<E>>
+where
+    I: IntoIterator<Item = Result<NewRecipient, E>>,
+{
+    let tx = conn.transaction()?;
+    let mut count = ImportCount::default();
+    {
+        let mut insert = tx.prepare(
+            "INSERT OR IGNORE INTO recipients
+                (campaign_id, email, domain, name, line, token, message_id, fields, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, 'pending')",
+        )?;
+        for row in rows {
+            let row = row.map_err(ImportError::Source)?;
+            let line = i64::try_from(row.line).unwrap_or(i64::MAX);
+            let changed = insert.execute(params![
+                campaign_id,
+                row.email,
+                row.domain,
+                row.name,
+                line,
+                row.token,
+                row.fields
+            ])?;
+            if changed == 1 {
+                count.inserted += 1;
+            } else {
+                count.already_known += 1;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(count)
+}
+
+/// Why an import failed: the ledger, or the source of the rows.
+#[derive(Debug)]
+pub enum ImportError<E> {
+    Sqlite(rusqlite::Error),
+    Source(E),
+}
+
+impl<E> From<rusqlite::Error> for ImportError<E> {
+    fn from(e: rusqlite::Error) -> Self {
+        ImportError::Sqlite(e)
+    }
+}
+
+/// Crash recovery: rows left `sending` by a run that did not finish cannot be known to have been
+/// sent or not, so they become `unknown` (with an attempt saying why). Returns how many.
+pub fn recover_interrupted(conn: &mut Connection, campaign_id: i64) -> rusqlite::Result<u64> {
+    let tx = conn.transaction()?;
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome)
+         SELECT id, claimed_run, ?2, NULL, 'message', NULL, NULL,
+                'a previous run ended while this message was in flight; the relay may or may not have it', 'unknown'
+         FROM recipients WHERE campaign_id = ?1 AND state = 'sending'",
+        params![campaign_id, now],
+    )?;
+    let n = tx.execute(
+        "UPDATE recipients SET state = 'unknown', claimed_from = NULL, claimed_run = NULL
+         WHERE campaign_id = ?1 AND state = 'sending'",
+        params![campaign_id],
+    )?;
+    tx.execute(
+        "UPDATE runs SET finished_at = ?2, outcome = 'crashed'
+         WHERE campaign_id = ?1 AND finished_at IS NULL",
+        params![campaign_id, now],
+    )?;
+    tx.commit()?;
+    Ok(n as u64)
+}
+
+/// Starts a run row; the port is filled in once a connection succeeds.
+pub fn start_run(
+    conn: &Connection,
+    campaign_id: i64,
+    host: &str,
+    security: &str,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO runs (campaign_id, started_at, host, security) VALUES (?1, ?2, ?3, ?4)",
+        params![campaign_id, now_ms(), host, security],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Records the port a run actually used (after fallback).
+pub fn set_run_port(conn: &Connection, run_id: i64, port: u16) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE runs SET port = ?2 WHERE id = ?1",
+        params![run_id, port],
+    )?;
+    Ok(())
+}
+
+/// Closes a run with its outcome (`finished`, `interrupted`, `aborted`, `paused`, ...).
+pub fn finish_run(conn: &Connection, run_id: i64, outcome: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE runs SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
+        params![run_id, now_ms(), outcome],
+    )?;
+    Ok(())
+}
+
+/// Up to `limit` due rows with `id > after`, in id order (keyset pagination): pending rows,
+/// deferred rows whose retry time has come, and unknown rows only when `resend_unknown`.
+pub fn due_rows(
+    conn: &Connection,
+    campaign_id: i64,
+    after: i64,
+    now: i64,
+    resend_unknown: bool,
+    limit: usize,
+) -> rusqlite::Result<Vec<DueRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, email, domain, name, line, token, fields, state, attempts, first_attempt_at
+         FROM recipients
+         WHERE campaign_id = ?1 AND id > ?2
+           AND (state = 'pending'
+                OR (state = 'deferred' AND coalesce(retry_at, 0) <= ?3)
+                OR (?4 AND state = 'unknown'))
+         ORDER BY id LIMIT ?5",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(
+        params![campaign_id, after, now, resend_unknown, limit],
+        |r| {
+            let state: String = r.get(7)?;
+            let line: i64 = r.get(4)?;
+            let attempts: i64 = r.get(8)?;
+            Ok(DueRow {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                domain: r.get(2)?,
+                name: r.get(3)?,
+                line: u64::try_from(line).unwrap_or(0),
+                token: r.get(5)?,
+                fields: r.get(6)?,
+                state: state.parse().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        7,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                first_attempt_at: r.get(9)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
+/// Deferred rows not yet due: how many, and the earliest retry time.
+pub fn deferred_summary(
+    conn: &Connection,
+    campaign_id: i64,
+) -> rusqlite::Result<(u64, Option<i64>)> {
+    conn.query_row(
+        "SELECT count(*), min(retry_at) FROM recipients WHERE campaign_id = ?1 AND state = 'deferred'",
+        params![campaign_id],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+    )
+}
+
+/// Per-state counts for one campaign, in `DeliveryState::ALL` order.
+pub fn state_counts(
+    conn: &Connection,
+    campaign_id: i64,
+) -> rusqlite::Result<Vec<(DeliveryState, u64)>> {
+    let mut stmt = conn
+        .prepare("SELECT state, count(*) FROM recipients WHERE campaign_id = ?1 GROUP BY state")?;
+    let mut counts: Vec<(DeliveryState, u64)> =
+        DeliveryState::ALL.iter().map(|s| (*s, 0)).collect();
+    let rows = stmt.query_map(params![campaign_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (state, n) = row?;
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
+            slot.1 = n as u64;
+        }
+    }
+    Ok(counts)
+}
+
+/// Messages the relay accepted since `since` (any campaign in this ledger), for the daily cap.
+pub fn accepted_since(conn: &Connection, since: i64) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM attempts WHERE outcome = 'accepted' AND at >= ?1",
+        params![since],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+}
+
+/// Applies a claim (inside the writer's transaction).
+pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
+    let suppressed: Option<String> = conn
+        .query_row(
+            "SELECT s.reason FROM suppressions s JOIN recipients r ON r.email = s.email
+             WHERE r.id = ?1",
+            params![c.recipient_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let expected_state = c.expected_state.as_str();
+    if let Some(reason) = suppressed {
+        let n = conn.execute(
+            "UPDATE recipients SET state = 'suppressed'
+             WHERE id = ?1 AND state = ?2 AND attempts = ?3",
+            params![c.recipient_id, expected_state, c.expected_attempts],
+        )?;
+        if n == 0 {
+            return Ok(ClaimResult::Lost);
+        }
+        conn.execute(
+            "INSERT INTO attempts (recipient_id, run_id, at, step, reply, outcome)
+             VALUES (?1, ?2, ?3, 'rcpt', ?4, 'suppressed')",
+            params![
+                c.recipient_id,
+                c.run_id,
+                now_ms(),
+                format!("not sent: address is on the suppression list ({reason})")
+            ],
+        )?;
+        return Ok(ClaimResult::Suppressed);
+    }
+    let n = conn.execute(
+        "UPDATE recipients
+         SET state = 'sending', claimed_from = state, claimed_run = ?4, message_id = ?5
+         WHERE id = ?1 AND state = ?2 AND attempts = ?3",
+        params![
+            c.recipient_id,
+            expected_state,
+            c.expected_attempts,
+            c.run_id,
+            c.message_id
+        ],
+    )?;
+    if n == 0 {
+        return Ok(ClaimResult::Lost);
+    }
+    conn.execute(
+        "UPDATE runs SET claimed = claimed + 1 WHERE id = ?1",
+        params![c.run_id],
+    )?;
+    Ok(ClaimResult::Claimed)
+}
+
+fn insert_attempt(
+    conn: &Connection,
+    recipient_id: i64,
+    run_id: i64,
+    a: &AttemptRecord,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    stmt.execute(params![
+        recipient_id,
+        run_id,
+        a.at,
+        a.port,
+        a.step,
+        a.code,
+        a.enhanced,
+        a.reply,
+        a.outcome
+    ])?;
+    Ok(())
+}
+
+/// Applies a charged outcome: the attempt is appended and the row leaves `sending`.
+pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
+    insert_attempt(conn, o.recipient_id, o.run_id, &o.attempt)?;
+    let accepted = o.state == DeliveryState::Accepted;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE recipients SET
+            state = ?2,
+            attempts = attempts + 1,
+            retry_at = ?3,
+            first_attempt_at = coalesce(first_attempt_at, ?4),
+            last_attempt_at = ?4,
+            last_code = ?5,
+            last_enhanced = ?6,
+            last_reply = ?7,
+            relay_accepted = CASE WHEN ?8 THEN 1 ELSE relay_accepted END,
+            accepted_at = CASE WHEN ?8 THEN ?4 ELSE accepted_at END,
+            claimed_from = NULL,
+            claimed_run = NULL
+         WHERE id = ?1 AND state = 'sending'",
+    )?;
+    stmt.execute(params![
+        o.recipient_id,
+        o.state.as_str(),
+        o.retry_at,
+        o.attempt.at,
+        o.attempt.code,
+        o.attempt.enhanced,
+        o.attempt.reply,
+        accepted
+    ])?;
+    if accepted {
+        let mut stmt =
+            conn.prepare_cached("UPDATE runs SET accepted = accepted + 1 WHERE id = ?1")?;
+        stmt.execute(params![o.run_id])?;
+    }
+    Ok(())
+}
+
+/// Gives a claim back: the row returns to the state it had before the claim, uncharged.
+pub fn release(conn: &Connection, r: &Release) -> rusqlite::Result<()> {
+    if let Some(a) = &r.attempt {
+        insert_attempt(conn, r.recipient_id, r.run_id, a)?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "UPDATE recipients SET state = coalesce(claimed_from, 'pending'),
+            claimed_from = NULL, claimed_run = NULL
+         WHERE id = ?1 AND state = 'sending'",
+    )?;
+    stmt.execute(params![r.recipient_id])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ledger() -> (tempfile::TempDir, Connection, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("l.db")).unwrap();
+        let id = ensure_campaign(&conn, "spring").unwrap();
+        (dir, conn, id)
+    }
+
+    fn contact(i: u32) -> NewRecipient {
+        NewRecipient {
+            email: format!("user{i}@example.test"),
+            domain: "example.test".into(),
+            name: None,
+            line: u64::from(i) + 1,
+            token: format!("tok{i:013}"),
+            fields: "{}".into(),
+        }
+    }
+
+    fn ok(i: u32) -> Result<NewRecipient, ()> {
+        Ok(contact(i))
+    }
+
+    fn state_of(conn: &Connection, id: i64) -> String {
+        conn.query_row("SELECT state FROM recipients WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn import_is_idempotent() {
+        let (_d, mut conn, c) = ledger();
+        let first = import(&mut conn, c, (0..5).map(ok)).unwrap();
+        assert_eq!(first.inserted, 5);
+        let again = import(&mut conn, c, (0..7).map(ok)).unwrap();
+        assert_eq!(
+            again,
+            ImportCount {
+                inserted: 2,
+                already_known: 5
+            }
+        );
+        assert_eq!(ensure_campaign(&conn, "spring").unwrap(), c);
+    }
+
+    #[test]
+    fn a_row_is_claimed_once_and_release_restores_previous_state() {
+        let (_d, mut conn, c) = ledger();
+        import(&mut conn, c, (0..2).map(ok)).unwrap();
+        let run = start_run(&conn, c, "localhost", "none").unwrap();
+        let due = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        let claim_of = |row: &DueRow| Claim {
+            recipient_id: row.id,
+            run_id: run,
+            expected_state: row.state,
+            expected_attempts: row.attempts,
+            message_id: format!("m{}@x", row.id),
+        };
+        assert_eq!(
+            claim(&conn, &claim_of(&due[0])).unwrap(),
+            ClaimResult::Claimed
+        );
+        assert_eq!(claim(&conn, &claim_of(&due[0])).unwrap(), ClaimResult::Lost);
+        assert_eq!(state_of(&conn, due[0].id), "sending");
+        // A claimed row is not due any more.
+        let due_now = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
+        assert_eq!(due_now.len(), 1);
+        release(
+            &conn,
+            &Release {
+                recipient_id: due[0].id,
+                run_id: run,
+                attempt: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(state_of(&conn, due[0].id), "pending");
+    }
+
+    #[test]
+    fn deferred_rows_wait_for_retry_time_and_unknown_needs_opt_in() {
+        let (_d, mut conn, c) = ledger();
+        import(&mut conn, c, (0..2).map(ok)).unwrap();
+        let run = start_run(&conn, c, "h", "none").unwrap();
+        let due = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
+        for (row, state) in due
+            .iter()
+            .zip([DeliveryState::Deferred, DeliveryState::Unknown])
+        {
+            let cl = Claim {
+                recipient_id: row.id,
+                run_id: run,
+                expected_state: row.state,
+                expected_attempts: 0,
+                message_id: "m".into(),
+            };
+            assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Claimed);
+            record(
+                &conn,
+                &Outcome {
+                    recipient_id: row.id,
+                    run_id: run,
+                    state,
+                    retry_at: Some(5_000),
+                    attempt: AttemptRecord {
+                        at: 1_000,
+                        port: Some(25),
+                        step: "rcpt",
+                        code: Some(451),
+                        enhanced: Some("4.3.0".into()),
+                        reply: Some("try later".into()),
+                        outcome: state.as_str(),
+                    },
+                },
+            )
+            .unwrap();
+        }
+        assert!(due_rows(&conn, c, 0, 4_999, false, 10).unwrap().is_empty());
+        let at_retry = due_rows(&conn, c, 0, 5_000, false, 10).unwrap();
+        assert_eq!(at_retry.len(), 1);
+        assert_eq!(at_retry[0].attempts, 1);
+        assert_eq!(at_retry[0].first_attempt_at, Some(1_000));
+        assert_eq!(due_rows(&conn, c, 0, 5_000, true, 10).unwrap().len(), 2);
+        assert_eq!(deferred_summary(&conn, c).unwrap(), (1, Some(5_000)));
+    }
+
+    #[test]
+    fn suppressed_address_is_never_claimed() {
+        let (_d, mut conn, c) = ledger();
+        import(&mut conn, c, (0..1).map(ok)).unwrap();
+        conn.execute(
+            "INSERT INTO suppressions (email, reason, source, created_at)
+             VALUES ('user0@example.test', 'complaint', 'test', 0)",
+            [],
+        )
+        .unwrap();
+        let run = start_run(&conn, c, "h", "none").unwrap();
+        let row = &due_rows(&conn, c, 0, now_ms(), false, 10).unwrap()[0];
+        let cl = Claim {
+            recipient_id: row.id,
+            run_id: run,
+            expected_state: row.state,
+            expected_attempts: 0,
+            message_id: "m".into(),
+        };
+        assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Suppressed);
+        assert_eq!(state_of(&conn, row.id), "suppressed");
+    }
+
+    #[test]
+    fn recovery_turns_sending_into_unknown_with_evidence() {
+        let (_d, mut conn, c) = ledger();
+        import(&mut conn, c, (0..3).map(ok)).unwrap();
+        let run = start_run(&conn, c, "h", "none").unwrap();
+        let due = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
+        for row in &due[..2] {
+            let cl = Claim {
+                recipient_id: row.id,
+                run_id: run,
+                expected_state: row.state,
+                expected_attempts: 0,
+                message_id: "m".into(),
+            };
+            claim(&conn, &cl).unwrap();
+        }
+        assert_eq!(recover_interrupted(&mut conn, c).unwrap(), 2);
+        assert_eq!(state_of(&conn, due[0].id), "unknown");
+        assert_eq!(state_of(&conn, due[2].id), "pending");
+        let evidence: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM attempts WHERE outcome = 'unknown' AND run_id = ?1",
+                [run],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(evidence, 2);
+        let outcome: String = conn
+            .query_row("SELECT outcome FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(outcome, "crashed");
+    }
+}

@@ -1,0 +1,360 @@
+//! The single ledger writer: a `std::thread` that owns the write `Connection` and applies
+//! operations sent over a bounded tokio channel, batching whatever has queued up (at most
+//! [`MAX_BATCH`] operations, or about [`MAX_BATCH_WAIT`]) into one transaction.
+//!
+//! Acknowledgements (claims, syncs) are sent only after the batch that holds them has committed,
+//! so a worker that got `Claimed` back knows the `sending` mark is on disk before it starts the
+//! SMTP transaction. Outcomes are fire-and-forget: if the process dies before their batch
+//! commits, the row is still `sending` and recovery makes it `unknown`, never pending again.
+//! This module must not do I/O other than SQLite, nor hold the connection across an `.await`.
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Error;
+use super::ledger::{self, Claim, ClaimResult, Outcome, Release};
+
+/// Most operations committed in one transaction.
+pub const MAX_BATCH: usize = 256;
+/// How long a batch keeps gathering operations after its first one when no acknowledgement is
+/// waiting on it (outcome records only).
+pub const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
+
+type RunOp = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+
+enum Op {
+    Claim(Claim, oneshot::Sender<Result<ClaimResult, String>>),
+    Record(Box<Outcome>),
+    Release(Release),
+    Exec(RunOp),
+    Sync(oneshot::Sender<Result<(), String>>),
+}
+
+impl Op {
+    fn wants_ack(&self) -> bool {
+        matches!(self, Op::Claim(..) | Op::Sync(_))
+    }
+}
+
+/// Handle to the writer thread; clone it freely (every clone feeds the same thread).
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Op>,
+    path: PathBuf,
+}
+
+/// Joins the writer thread once every [`Writer`] clone is dropped.
+pub struct WriterThread {
+    handle: JoinHandle<Result<(), String>>,
+    path: PathBuf,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn` (a connection from [`crate::store::open`]).
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned.
+    pub fn spawn(conn: Connection, path: PathBuf) -> Result<(Writer, WriterThread), Error> {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|source| Error::Thread {
+                path: path.clone(),
+                source,
+            })?;
+        Ok((
+            Writer {
+                tx,
+                path: path.clone(),
+            },
+            WriterThread { handle, path },
+        ))
+    }
+
+    fn gone(&self) -> Error {
+        Error::Writer {
+            path: self.path.clone(),
+            reason: "the ledger writer stopped".into(),
+        }
+    }
+
+    fn failed(&self, reason: String) -> Error {
+        Error::Writer {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// Claims a row; returns once the claim is committed.
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub async fn claim(&self, claim: Claim) -> Result<ClaimResult, Error> {
+        let (ack, wait) = oneshot::channel();
+        self.tx
+            .send(Op::Claim(claim, ack))
+            .await
+            .map_err(|_| self.gone())?;
+        wait.await
+            .map_err(|_| self.gone())?
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Queues a charged outcome (committed with the next batch).
+    ///
+    /// # Errors
+    /// When the writer thread has stopped.
+    pub async fn record(&self, outcome: Outcome) -> Result<(), Error> {
+        self.tx
+            .send(Op::Record(Box::new(outcome)))
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    /// Queues the return of a claim, uncharged.
+    ///
+    /// # Errors
+    /// When the writer thread has stopped.
+    pub async fn release(&self, release: Release) -> Result<(), Error> {
+        self.tx
+            .send(Op::Release(release))
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    /// Queues an arbitrary write (run bookkeeping), applied in order with the rest.
+    ///
+    /// # Errors
+    /// When the writer thread has stopped.
+    pub async fn exec<F>(&self, f: F) -> Result<(), Error>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    {
+        self.tx
+            .send(Op::Exec(Box::new(f)))
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    /// Waits until everything queued before it is committed, and reports any earlier failure.
+    ///
+    /// # Errors
+    /// When any earlier batch failed to commit.
+    pub async fn sync(&self) -> Result<(), Error> {
+        let (ack, wait) = oneshot::channel();
+        self.tx.send(Op::Sync(ack)).await.map_err(|_| self.gone())?;
+        wait.await
+            .map_err(|_| self.gone())?
+            .map_err(|e| self.failed(e))
+    }
+}
+
+impl WriterThread {
+    /// Waits for the thread to commit what is left and stop. Call after dropping every `Writer`
+    /// (blocking: from a blocking context or after the async work is done).
+    ///
+    /// # Errors
+    /// When a batch failed to commit or the thread panicked.
+    pub fn join(self) -> Result<(), Error> {
+        match self.handle.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(Error::Writer {
+                path: self.path,
+                reason,
+            }),
+            Err(_) => Err(Error::Writer {
+                path: self.path,
+                reason: "the ledger writer panicked".into(),
+            }),
+        }
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) -> Result<(), String> {
+    // Once a batch fails, every later operation is refused: the caller must not believe a claim
+    // or an outcome was stored when it was not.
+    let mut failure: Option<String> = None;
+    let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        let started = Instant::now();
+        let mut urgent = first.wants_ack();
+        batch.push(first);
+        // Gather more: take whatever is queued; when nobody waits on an ack, linger briefly so
+        // bursts of outcomes share one commit.
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => {
+                    urgent |= op.wants_ack();
+                    batch.push(op);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if urgent || started.elapsed() >= MAX_BATCH_WAIT {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        }
+        if failure.is_none()
+            && let Err(e) = apply(&mut conn, &mut batch)
+        {
+            failure = Some(format!("cannot write the ledger: {e}"));
+        }
+        for op in batch.drain(..) {
+            match op {
+                Op::Claim(_, ack) => {
+                    let _ = ack.send(Err(failure.clone().unwrap_or_default()));
+                }
+                Op::Sync(ack) => {
+                    let _ = ack.send(match &failure {
+                        Some(f) => Err(f.clone()),
+                        None => Ok(()),
+                    });
+                }
+                Op::Record(_) | Op::Release(_) | Op::Exec(_) => {}
+            }
+        }
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+/// Applies a batch in one transaction. Claim acks are answered here, after the commit; on
+/// success they are replaced by a no-op marker so the caller's error loop skips them.
+fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut claim_results = Vec::new();
+    for op in batch.iter_mut() {
+        match op {
+            Op::Claim(claim, _) => claim_results.push(ledger::claim(&tx, claim)?),
+            Op::Record(outcome) => ledger::record(&tx, outcome)?,
+            Op::Release(release) => ledger::release(&tx, release)?,
+            Op::Exec(_) => {
+                let Op::Exec(f) = std::mem::replace(op, Op::Exec(Box::new(|_| Ok(())))) else {
+                    continue;
+                };
+                f(&tx)?;
+            }
+            Op::Sync(_) => {}
+        }
+    }
+    tx.commit()?;
+    // Committed: answer every ack now and drop the ops so the failure loop sees nothing.
+    let mut results = claim_results.into_iter();
+    for op in batch.drain(..) {
+        match op {
+            Op::Claim(_, ack) => {
+                if let Some(result) = results.next() {
+                    let _ = ack.send(Ok(result));
+                }
+            }
+            Op::Sync(ack) => {
+                let _ = ack.send(Ok(()));
+            }
+            Op::Record(_) | Op::Release(_) | Op::Exec(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::DeliveryState;
+    use crate::store::ledger::{AttemptRecord, NewRecipient};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claims_are_committed_before_ack_and_never_doubled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let mut conn = crate::store::open(&path).unwrap();
+        let c = ledger::ensure_campaign(&conn, "c").unwrap();
+        ledger::import(
+            &mut conn,
+            c,
+            (0..50).map(|i| {
+                Ok::<_, ()>(NewRecipient {
+                    email: format!("u{i}@x.test"),
+                    domain: "x.test".into(),
+                    name: None,
+                    line: i + 2,
+                    token: format!("t{i}"),
+                    fields: "{}".into(),
+                })
+            }),
+        )
+        .unwrap();
+        let run = ledger::start_run(&conn, c, "h", "none").unwrap();
+        let due = ledger::due_rows(&conn, c, 0, ledger::now_ms(), false, 100).unwrap();
+        let (writer, thread) = Writer::spawn(conn, path.clone()).unwrap();
+        let reader = crate::store::open(&path).unwrap();
+        // Every row claimed twice, concurrently: exactly one claim per row may win.
+        let mut tasks = Vec::new();
+        for row in due.iter().chain(due.iter()) {
+            let w = writer.clone();
+            let claim = Claim {
+                recipient_id: row.id,
+                run_id: run,
+                expected_state: row.state,
+                expected_attempts: 0,
+                message_id: "m".into(),
+            };
+            tasks.push(tokio::spawn(async move {
+                (claim.recipient_id, w.claim(claim).await.unwrap())
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            let (id, result) = t.await.unwrap();
+            if result == ClaimResult::Claimed {
+                won += 1;
+                // Acknowledged means committed: a separate connection already sees it.
+                let state: String = reader
+                    .query_row("SELECT state FROM recipients WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                assert_eq!(state, "sending");
+                writer
+                    .record(Outcome {
+                        recipient_id: id,
+                        run_id: run,
+                        state: DeliveryState::Accepted,
+                        retry_at: None,
+                        attempt: AttemptRecord {
+                            at: 1,
+                            port: Some(25),
+                            step: "message",
+                            code: Some(250),
+                            enhanced: Some("2.0.0".into()),
+                            reply: Some("ok".into()),
+                            outcome: "accepted",
+                        },
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(won, 50);
+        writer.sync().await.unwrap();
+        drop(writer);
+        thread.join().unwrap();
+        let accepted: i64 = reader
+            .query_row(
+                "SELECT count(*) FROM recipients WHERE state = 'accepted' AND relay_accepted = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(accepted, 50);
+    }
+}

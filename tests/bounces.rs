@@ -1,0 +1,863 @@
+//! Bounce parsing against the real-world corpus, `bounces import` into a real SQLite ledger from
+//! Maildir and mbox, and the suppression list.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mailroom::bounce;
+use mailroom::model::FeedbackKind;
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/corpus")
+}
+
+struct Expected {
+    file: String,
+    recipient: String,
+    reason: String,
+    status: String,
+    hard_or_soft: String,
+    action: String,
+}
+
+fn expectations() -> Vec<Expected> {
+    let tsv = std::fs::read_to_string(corpus_dir().join("expected.tsv")).unwrap();
+    let mut lines = tsv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (f, r, re, s, h, a) = (
+        col("file"),
+        col("recipient"),
+        col("reason"),
+        col("status"),
+        col("hard_or_soft"),
+        col("action"),
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            Expected {
+                file: c[f].to_owned(),
+                recipient: c[r].to_owned(),
+                reason: c[re].to_owned(),
+                status: c[s].to_owned(),
+                hard_or_soft: c[h].to_owned(),
+                action: c[a].to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// The corpus's hard/soft column: empty for non-bounces (feedback, vacation, delivered).
+fn hard_or_soft(kind: FeedbackKind) -> &'static str {
+    match kind {
+        FeedbackKind::Hard => "hard",
+        FeedbackKind::Soft => "soft",
+        _ => "",
+    }
+}
+
+#[derive(Default)]
+struct Score {
+    right: usize,
+    total: usize,
+}
+
+impl Score {
+    fn add(&mut self, ok: bool) {
+        self.total += 1;
+        self.right += usize::from(ok);
+    }
+    fn ratio(&self) -> f64 {
+        self.right as f64 / self.total.max(1) as f64
+    }
+}
+
+#[test]
+fn corpus_accuracy_meets_the_bar() {
+    let expected = expectations();
+    assert!(expected.len() > 150, "corpus not found or truncated");
+    let mut by_file: BTreeMap<&str, Vec<&Expected>> = BTreeMap::new();
+    for e in &expected {
+        by_file.entry(e.file.as_str()).or_default().push(e);
+    }
+    let mut scores: BTreeMap<&str, Score> = BTreeMap::new();
+    let mut misses = Vec::new();
+    for (file, rows) in &by_file {
+        let raw = std::fs::read(corpus_dir().join(file)).unwrap();
+        let reports = bounce::parse(&raw);
+        for (i, e) in rows.iter().enumerate() {
+            // Match by recipient where possible (order can differ), else by position.
+            let got = reports
+                .iter()
+                .find(|r| r.recipient.eq_ignore_ascii_case(&e.recipient))
+                .or_else(|| reports.get(i));
+            let diagnostic: String = got
+                .map(|r| r.diagnostic.chars().take(160).collect())
+                .unwrap_or_default();
+            let (recipient, status, reason, hs, action) = match got {
+                Some(r) => (
+                    r.recipient.clone(),
+                    r.status.clone().unwrap_or_default(),
+                    r.reason.as_str().to_owned(),
+                    hard_or_soft(r.kind).to_owned(),
+                    match r.kind {
+                        FeedbackKind::Complaint | FeedbackKind::AutoReply => String::new(),
+                        _ => r.action.map(|a| a.as_str().to_owned()).unwrap_or_default(),
+                    },
+                ),
+                None => Default::default(),
+            };
+            let ok_rcpt = recipient.eq_ignore_ascii_case(&e.recipient);
+            scores.entry("recipient").or_default().add(ok_rcpt);
+            // Addresses compare case-insensitively: the corpus keeps an MTA's upper-case
+            // domain as written.
+            scores.entry("status").or_default().add(status == e.status);
+            scores.entry("reason").or_default().add(reason == e.reason);
+            scores
+                .entry("hard/soft")
+                .or_default()
+                .add(hs == e.hard_or_soft);
+            scores.entry("action").or_default().add(action == e.action);
+            if !ok_rcpt || reason != e.reason || status != e.status || hs != e.hard_or_soft {
+                misses.push(format!(
+                    "{file}: rcpt {recipient} (want {}) reason {reason} (want {}) status {status} (want {}) {hs} (want {})\n    {diagnostic}",
+                    e.recipient, e.reason, e.status, e.hard_or_soft
+                ));
+            }
+        }
+    }
+    for m in &misses {
+        eprintln!("miss {m}");
+    }
+    for (field, s) in &scores {
+        println!(
+            "corpus {field:<10} {:>3}/{:<3} {:>5.1}%",
+            s.right,
+            s.total,
+            s.ratio() * 100.0
+        );
+    }
+    assert!(
+        scores["recipient"].ratio() >= 0.95,
+        "recipient accuracy below 95%"
+    );
+    assert!(
+        scores["hard/soft"].ratio() >= 0.90,
+        "hard/soft accuracy below 90%"
+    );
+    assert!(
+        scores["reason"].ratio() >= 0.90,
+        "reason accuracy below 90%"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import into a real ledger.
+
+use mailroom::bounce::import::{self, MailboxMessage, Matcher};
+use mailroom::bounce::{mailbox, suppress};
+
+const RETURN_PATH: &str = "bounces+{token}@news.example.com";
+
+fn import_fixtures() -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/import");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A ledger with campaign `spring` and four recipients the relay accepted, as the sender
+/// leaves it.
+fn seeded_ledger(dir: &Path) -> (PathBuf, rusqlite::Connection) {
+    let path = dir.join("mailroom.db");
+    let conn = mailroom::store::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO campaigns (id, name, created_at) VALUES (1, 'spring', 0)",
+        [],
+    )
+    .unwrap();
+    for (i, (email, token)) in [
+        ("alice@example.org", "aaaa1111"),
+        ("bob@example.net", "bbbb2222"),
+        ("carol@example.com", "cccc3333"),
+        ("dave@example.org", "dddd4444"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let local = email.split('@').next().unwrap();
+        conn.execute(
+            "INSERT INTO recipients (campaign_id, email, domain, line, token, message_id, fields,
+                                     state, relay_accepted, accepted_at)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, '{}', 'accepted', 1, 0)",
+            rusqlite::params![
+                email,
+                email.split('@').nth(1).unwrap(),
+                i as i64 + 2,
+                token,
+                format!("m-{local}@news.example.com")
+            ],
+        )
+        .unwrap();
+    }
+    (path, conn)
+}
+
+fn states(conn: &rusqlite::Connection) -> BTreeMap<String, String> {
+    let mut stmt = conn.prepare("SELECT email, state FROM recipients").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Everything import may touch, for "the second import changes nothing".
+fn dump(conn: &rusqlite::Connection) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT recipient_id || '|' || kind || '|' || ifnull(action,'') || '|' || ifnull(status,'') || '|' || ifnull(reason,'') || '|' || fingerprint FROM events ORDER BY id",
+        "SELECT email || '|' || reason || '|' || campaign FROM suppressions ORDER BY email",
+        "SELECT email || '|' || state FROM recipients ORDER BY email",
+    ] {
+        let mut stmt = conn.prepare(sql).unwrap();
+        out.extend(
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap),
+        );
+    }
+    out
+}
+
+fn write_maildir(dir: &Path) -> PathBuf {
+    let maildir = dir.join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for (i, (name, raw)) in import_fixtures().into_iter().enumerate() {
+        // Half already seen by a mail client (cur/ with flags), half new.
+        let sub = if i % 2 == 0 { "new" } else { "cur" };
+        let file = if sub == "cur" {
+            format!("{name}:2,S")
+        } else {
+            name
+        };
+        std::fs::write(maildir.join(sub).join(file), raw).unwrap();
+    }
+    maildir
+}
+
+fn write_mbox(dir: &Path) -> PathBuf {
+    let path = dir.join("bounces.mbox");
+    let mut out = Vec::new();
+    for (_, raw) in import_fixtures() {
+        out.extend_from_slice(b"From MAILER-DAEMON Sat Nov 28 10:00:00 2026\n");
+        for line in raw.split_inclusive(|&b| b == b'\n') {
+            // mboxrd escaping, as a delivery agent writes it.
+            let quotes = line.iter().take_while(|&&b| b == b'>').count();
+            if line[quotes..].starts_with(b"From ") {
+                out.push(b'>');
+            }
+            out.extend_from_slice(line);
+        }
+        out.push(b'\n');
+    }
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn maildir_import_records_events_states_and_suppressions_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut conn) = seeded_ledger(dir.path());
+    let maildir = write_maildir(dir.path());
+    let matcher = Matcher::new(&conn, "spring", Some(RETURN_PATH)).unwrap();
+    let messages: Vec<MailboxMessage> = mailbox::maildir(&maildir)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(messages.len(), 7);
+    let s = import::import(&mut conn, &matcher, messages.clone()).unwrap();
+    assert_eq!(s.read, 7);
+    assert_eq!(
+        s.not_feedback, 1,
+        "the reader's thank-you note is not feedback"
+    );
+    assert_eq!(s.reports, 6);
+    assert_eq!(s.matched, 5);
+    assert_eq!(s.unmatched, 1, "the stranger's bounce matches no send");
+    assert_eq!(s.duplicates, 0);
+    assert_eq!(s.by_kind.get("hard"), Some(&1));
+    assert_eq!(s.by_kind.get("soft"), Some(&1));
+    assert_eq!(s.by_kind.get("complaint"), Some(&1));
+    assert_eq!(s.by_kind.get("auto_reply"), Some(&1));
+    assert_eq!(s.by_kind.get("delayed"), Some(&1));
+    let st = states(&conn);
+    assert_eq!(st["alice@example.org"], "bounced_hard", "VERP match, 5.1.1");
+    assert_eq!(
+        st["bob@example.net"], "bounced_soft",
+        "X-Mailroom-Token match, 5.2.2"
+    );
+    assert_eq!(
+        st["carol@example.com"], "complained",
+        "Message-ID match, ARF"
+    );
+    assert_eq!(
+        st["dave@example.org"], "accepted",
+        "an auto-reply and a delay notice change no state"
+    );
+    let suppressed: Vec<suppress::Entry> = suppress::list(&conn).unwrap();
+    let by_email: BTreeMap<&str, &str> = suppressed
+        .iter()
+        .map(|e| (e.email.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        by_email,
+        BTreeMap::from([
+            ("alice@example.org", "hard_bounce"),
+            ("carol@example.com", "complaint")
+        ])
+    );
+    assert!(
+        suppressed
+            .iter()
+            .all(|e| e.campaign.as_deref() == Some("spring"))
+    );
+    let dave_events: Vec<String> = conn
+        .prepare(
+            "SELECT kind FROM events JOIN recipients r ON r.id = events.recipient_id
+             WHERE r.email = 'dave@example.org' ORDER BY kind",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(dave_events, ["auto_reply", "delayed"]);
+
+    // The same mailbox again: nothing changes.
+    let before = dump(&conn);
+    let again = import::import(&mut conn, &matcher, messages).unwrap();
+    assert_eq!(again.matched, 0);
+    assert_eq!(again.duplicates, 5);
+    assert_eq!(again.state_changes, 0);
+    assert_eq!(dump(&conn), before);
+}
+
+#[test]
+fn mbox_import_unescapes_and_dedupes_against_the_same_messages_from_maildir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut conn) = seeded_ledger(dir.path());
+    let mbox = write_mbox(dir.path());
+    let matcher = Matcher::new(&conn, "spring", Some(RETURN_PATH)).unwrap();
+    let from_mbox: Vec<MailboxMessage> =
+        mailbox::mbox(&mbox).unwrap().map(Result::unwrap).collect();
+    let originals = import_fixtures();
+    assert_eq!(from_mbox.len(), originals.len());
+    for (m, (name, raw)) in from_mbox.iter().zip(&originals) {
+        assert_eq!(&m.raw, raw, "{name} must come back byte for byte");
+    }
+    let s = import::import(&mut conn, &matcher, from_mbox).unwrap();
+    assert_eq!((s.matched, s.unmatched, s.not_feedback), (5, 1, 1));
+    // The Maildir copy of the same mail is recognised as already recorded.
+    let maildir = write_maildir(dir.path());
+    let before = dump(&conn);
+    let s = import::import(
+        &mut conn,
+        &matcher,
+        mailbox::maildir(&maildir).unwrap().map(Result::unwrap),
+    )
+    .unwrap();
+    assert_eq!((s.matched, s.duplicates), (0, 5));
+    assert_eq!(dump(&conn), before);
+}
+
+#[test]
+fn without_verp_or_headers_a_bounce_matches_by_address_and_hard_beats_soft() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut conn) = seeded_ledger(dir.path());
+    // No return path configured: alice's bounce still matches by its returned Message-ID.
+    let matcher = Matcher::new(&conn, "spring", None).unwrap();
+    let raw = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bounces/import/01-hard-verp.eml"),
+    )
+    .unwrap();
+    let soft = b"From: MAILER-DAEMON@mx.example.org\nTo: news@news.example.com\n\
+Subject: failure notice\n\n<alice@example.org>:\nRemote host said: 552 5.2.2 Mailbox full\n"
+        .to_vec();
+    let msgs = vec![
+        MailboxMessage {
+            source: "test:1".into(),
+            raw,
+        },
+        MailboxMessage {
+            source: "test:2".into(),
+            raw: soft,
+        },
+    ];
+    let s = import::import(&mut conn, &matcher, msgs).unwrap();
+    assert_eq!(s.matched, 2);
+    assert_eq!(
+        states(&conn)["alice@example.org"],
+        "bounced_hard",
+        "a later soft bounce must not downgrade a hard one"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The commands, as a user runs them.
+
+use assert_cmd::Command as Cmd;
+
+fn mailroom() -> Cmd {
+    Cmd::cargo_bin("mailroom").unwrap()
+}
+
+#[test]
+fn bounces_parse_json_prints_one_object_per_report() {
+    let corpus = corpus_dir();
+    let out = mailroom()
+        .args(["bounces", "parse", "--json"])
+        .arg(corpus.join("dev-067.eml"))
+        .arg(corpus.join("dev-035.eml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "two recipients in dev-067, one auto-reply in dev-035"
+    );
+    for key in [
+        "file",
+        "recipient",
+        "action",
+        "status",
+        "kind",
+        "reason",
+        "diagnostic",
+    ] {
+        assert!(lines.iter().all(|l| l.get(key).is_some()), "missing {key}");
+    }
+    assert_eq!(lines[0]["recipient"], "mailboxfull@example.jp");
+    assert_eq!(lines[0]["kind"], "soft");
+    assert_eq!(lines[1]["status"], "5.1.1");
+    assert_eq!(lines[1]["kind"], "hard");
+    assert_eq!(lines[2]["kind"], "auto_reply");
+    assert!(lines[2]["file"].as_str().unwrap().ends_with("dev-035.eml"));
+}
+
+#[test]
+fn bounces_parse_text_table_and_unreadable_file() {
+    let out = mailroom()
+        .args(["bounces", "parse"])
+        .arg(corpus_dir().join("dev-006.eml"))
+        .arg("/nonexistent/bounce.eml")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unreadable file is a problem"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("FILE"), "{stdout}");
+    assert!(stdout.contains("userunknown@example.jp") && stdout.contains("hard"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/bounce.eml"));
+}
+
+#[test]
+fn bounces_import_command_reads_a_maildir_twice_without_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = seeded_ledger(dir.path());
+    drop(conn);
+    std::fs::write(
+        dir.path().join("campaign.toml"),
+        format!(
+            "[campaign]\nname = \"spring\"\nfrom = \"News <news@news.example.com>\"\nsubject = \"Spring\"\n\n\
+             [bounces]\nreturn_path = \"{RETURN_PATH}\"\n"
+        ),
+    )
+    .unwrap();
+    let maildir = write_maildir(dir.path());
+    let run = || {
+        mailroom()
+            .args(["bounces", "import"])
+            .arg(dir.path())
+            .arg("--maildir")
+            .arg(&maildir)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = String::from_utf8(first.stdout).unwrap();
+    assert!(text.contains("messages read       7"), "{text}");
+    assert!(text.contains("unmatched (left)    1"), "{text}");
+    assert!(text.contains("recorded            5"), "{text}");
+    let conn = mailroom::store::open(&db).unwrap();
+    let before = dump(&conn);
+    drop(conn);
+    let second = run();
+    assert!(second.status.success());
+    let text = String::from_utf8(second.stdout).unwrap();
+    assert!(text.contains("already recorded    5"), "{text}");
+    assert!(text.contains("recorded            0"), "{text}");
+    assert_eq!(dump(&mailroom::store::open(&db).unwrap()), before);
+}
+
+#[test]
+fn bounces_import_without_password_names_the_variable_and_never_reads_argv() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = seeded_ledger(dir.path());
+    drop(conn);
+    std::fs::write(
+        dir.path().join("campaign.toml"),
+        "[campaign]\nname = \"spring\"\n",
+    )
+    .unwrap();
+    let out = mailroom()
+        .env_remove("MAILROOM_IMAP_PASSWORD")
+        .args(["bounces", "import"])
+        .arg(dir.path())
+        .args(["--imap", "imaps://bounces@127.0.0.1:1/INBOX", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MAILROOM_IMAP_PASSWORD"));
+}
+
+#[test]
+fn suppress_commands_add_list_remove_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let run = |args: &[&str]| {
+        mailroom()
+            .arg("suppress")
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["add", "Someone@Example.ORG", "--reason", "unsubscribe"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["add", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an e-mail address"));
+    let out = run(&["add", "x@example.org", "--reason", "because"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown reason is an error");
+
+    let list = dir.path().join("list.csv");
+    std::fs::write(
+        &list,
+        "name,email\nA,a@example.com\nB,broken\nC,Someone@example.org\n",
+    )
+    .unwrap();
+    let out = run(&["import", list.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "one invalid line");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 added, 1 already suppressed, 1 invalid"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("list.csv:3"));
+    let plain = dir.path().join("plain.txt");
+    std::fs::write(&plain, "# bounced elsewhere\nb@example.com\n\n").unwrap();
+    assert!(
+        run(&["import", plain.to_str().unwrap(), "--reason", "hard_bounce"])
+            .status
+            .success()
+    );
+
+    let out = run(&["list", "--json"]);
+    assert!(out.status.success());
+    let entries: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: BTreeMap<String, (String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["email"].as_str().unwrap().to_owned(),
+                (
+                    e["reason"].as_str().unwrap().to_owned(),
+                    e["source"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got["Someone@example.org"],
+        ("unsubscribe".into(), "cli".into())
+    );
+    assert_eq!(got["a@example.com"].0, "manual");
+    assert!(got["a@example.com"].1.starts_with("file:"));
+    assert_eq!(got["b@example.com"].0, "hard_bounce");
+    assert_eq!(got.len(), 3);
+
+    assert!(run(&["remove", "Someone@EXAMPLE.org"]).status.success());
+    assert_eq!(
+        run(&["remove", "Someone@example.org"]).status.code(),
+        Some(1)
+    );
+    let text = String::from_utf8(run(&["list"]).stdout).unwrap();
+    assert!(
+        text.contains("a@example.com") && !text.contains("Someone@"),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// IMAP against a real Dovecot on loopback (Debian: dovecot-imapd).
+
+struct Dovecot {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    starttls_port: u16,
+    imaps_port: u16,
+    ca_pem: String,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a private Dovecot (own config, ports, TLS certificate and Maildir) holding `messages`
+/// for user `bounces` / password `s3cret`. `None` (with a loud message) when Dovecot is not
+/// installed or we cannot run it as root; under CI=true that is a failure.
+fn start_dovecot(messages: &[(String, Vec<u8>)]) -> Option<Dovecot> {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let binary = Path::new("/usr/sbin/dovecot");
+    let uid = std::process::Command::new("id").arg("-u").output().ok()?;
+    let is_root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    if !binary.exists() || !Path::new("/usr/lib/dovecot/imap").exists() || !is_root {
+        let msg = "SKIPPED: Dovecot IMAP test needs /usr/sbin/dovecot + dovecot-imapd, run as root \
+                   (apt-get install dovecot-imapd)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg} (CI=true)"
+        );
+        eprintln!("{msg}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Test CA and server certificate for 127.0.0.1 / localhost.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(d.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(d.join("passwd"), "bounces:{PLAIN}s3cret::::::\n").unwrap();
+    let maildir = d.join("home/bounces/Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for (i, (_, raw)) in messages.iter().enumerate() {
+        std::fs::write(
+            maildir
+                .join("new")
+                .join(format!("17000000{i:02}.M1P1.test")),
+            raw,
+        )
+        .unwrap();
+    }
+    for entry in ["home", "home/bounces", "home/bounces/Maildir"] {
+        chown(d.join(entry), Some(65534), Some(65534)).unwrap();
+    }
+    for sub in ["new", "cur", "tmp"] {
+        chown(maildir.join(sub), Some(65534), Some(65534)).unwrap();
+        for f in std::fs::read_dir(maildir.join(sub)).unwrap() {
+            chown(f.unwrap().path(), Some(65534), Some(65534)).unwrap();
+        }
+    }
+    let (starttls_port, imaps_port) = (free_port(), free_port());
+    let p = d.display();
+    let conf = format!(
+        "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\n\
+         protocols = imap\nlisten = 127.0.0.1\nssl = required\n\
+         ssl_cert = <{p}/cert.pem\nssl_key = <{p}/key.pem\n\
+         disable_plaintext_auth = yes\nauth_mechanisms = plain\n\
+         default_internal_user = dovecot\ndefault_login_user = dovenull\n\
+         first_valid_uid = 1\nmail_location = maildir:~/Maildir\n\
+         passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
+         userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={p}/home/%u\n}}\n\
+         service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {starttls_port}\n  }}\n\
+           inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes\n  }}\n}}\n\
+         service stats {{\n  unix_listener stats-reader {{\n    mode = 0666\n  }}\n  unix_listener stats-writer {{\n    mode = 0666\n  }}\n}}\n"
+    );
+    std::fs::write(d.join("dovecot.conf"), conf).unwrap();
+    let child = std::process::Command::new(binary)
+        .arg("-F")
+        .arg("-c")
+        .arg(d.join("dovecot.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Dovecot {
+        child,
+        ca_pem: ca.pem(),
+        dir,
+        starttls_port,
+        imaps_port,
+    };
+    // Ready when the IMAP greeting arrives (polled with a deadline, not slept on).
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", starttls_port)) {
+            use std::io::Read;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"* OK" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dovecot did not start: {}",
+            std::fs::read_to_string(server.dir.path().join("dovecot.log")).unwrap_or_default()
+        );
+        std::thread::yield_now();
+    }
+    Some(server)
+}
+
+use std::time::Instant;
+
+#[test]
+fn imap_import_from_dovecot_over_starttls_and_implicit_tls_leaves_mail_unread() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let fixtures = import_fixtures();
+    let Some(server) = start_dovecot(&fixtures) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = seeded_ledger(dir.path());
+    drop(conn);
+    std::fs::write(
+        dir.path().join("campaign.toml"),
+        format!("[campaign]\nname = \"spring\"\n\n[bounces]\nreturn_path = \"{RETURN_PATH}\"\n"),
+    )
+    .unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let import = |url: String, password: &str| {
+        mailroom()
+            .env("MAILROOM_IMAP_PASSWORD", password)
+            .args(["bounces", "import"])
+            .arg(dir.path())
+            .arg("--imap")
+            .arg(url)
+            .arg("--imap-ca")
+            .arg(&ca)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let starttls = format!("imap://bounces@127.0.0.1:{}/INBOX", server.starttls_port);
+    let out = import(starttls.clone(), "wrong");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("LOGIN refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = import(starttls, "s3cret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("messages read       7"), "{text}");
+    assert!(text.contains("recorded            5"), "{text}");
+    assert!(text.contains("unmatched (left)    1"), "{text}");
+    let st = states(&mailroom::store::open(&db).unwrap());
+    assert_eq!(st["alice@example.org"], "bounced_hard");
+    assert_eq!(st["carol@example.com"], "complained");
+    // Same mailbox over implicit TLS: every report is already recorded.
+    let out = import(
+        format!("imaps://bounces@127.0.0.1:{}/INBOX", server.imaps_port),
+        "s3cret",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("already recorded    5"), "{text}");
+    // EXAMINE + BODY.PEEK: nothing was marked seen or moved out of new/.
+    let maildir = server.dir.path().join("home/bounces/Maildir");
+    let seen = std::fs::read_dir(maildir.join("cur"))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(",S")
+        })
+        .count();
+    assert_eq!(seen, 0, "no message may be flagged \\Seen");
+    assert_eq!(std::fs::read_dir(maildir.join("new")).unwrap().count(), 7);
+}

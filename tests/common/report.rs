@@ -1,0 +1,265 @@
+//! A ledger builder for report and dashboard tests: writes a real SQLite ledger through
+//! `store::open` (so migrations and counter triggers run) the way the sender and bounce import
+//! do (insert pending, then update), and keeps its own tally of what it wrote so tests can
+//! compute expected numbers without the SQL under test.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+
+/// What the builder wrote for one recipient.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub id: i64,
+    pub campaign: String,
+    pub email: String,
+    pub domain: String,
+    pub state: String,
+    pub relay_accepted: bool,
+    pub attempts: Vec<(i64, Option<i64>, Option<String>, String)>, // at, code, enhanced, outcome
+    pub events: Vec<(String, Option<String>)>,                     // kind, status
+}
+
+pub struct LedgerBuilder {
+    pub path: PathBuf,
+    conn: Connection,
+    pub recipients: Vec<Written>,
+    next_line: i64,
+}
+
+impl LedgerBuilder {
+    pub fn new(path: &Path) -> LedgerBuilder {
+        LedgerBuilder {
+            path: path.to_owned(),
+            conn: mailroom::store::open(path).unwrap(),
+            recipients: Vec::new(),
+            next_line: 2,
+        }
+    }
+
+    pub fn campaign(&mut self, name: &str, created_at: i64) -> i64 {
+        self.conn
+            .execute(
+                "INSERT INTO campaigns (name, created_at) VALUES (?1, ?2)",
+                params![name, created_at],
+            )
+            .unwrap();
+        self.conn.last_insert_rowid()
+    }
+
+    pub fn run(&mut self, campaign: i64, started_at: i64, finished_at: Option<i64>) {
+        self.conn
+            .execute(
+                "INSERT INTO runs (campaign_id, started_at, finished_at, host, port, security, \
+                 outcome) VALUES (?1, ?2, ?3, 'relay.test', 587, 'starttls', NULL)",
+                params![campaign, started_at, finished_at],
+            )
+            .unwrap();
+    }
+
+    /// Imports a pending recipient, as `send` does before its first connection.
+    pub fn recipient(&mut self, campaign: i64, email: &str) -> usize {
+        let domain = email.rsplit('@').next().unwrap().to_owned();
+        let line = self.next_line;
+        self.next_line += 1;
+        self.conn
+            .execute(
+                "INSERT INTO recipients (campaign_id, email, domain, line, token, message_id, \
+                 fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}')",
+                params![
+                    campaign,
+                    email,
+                    domain,
+                    line,
+                    format!("tok{campaign}x{line}"),
+                    format!("{line}.{campaign}@mailroom.test")
+                ],
+            )
+            .unwrap();
+        let id = self.conn.last_insert_rowid();
+        let name: String = self
+            .conn
+            .query_row(
+                "SELECT name FROM campaigns WHERE id = ?1",
+                [campaign],
+                |r| r.get(0),
+            )
+            .unwrap();
+        self.recipients.push(Written {
+            id,
+            campaign: name,
+            email: email.to_owned(),
+            domain,
+            state: "pending".into(),
+            relay_accepted: false,
+            attempts: Vec::new(),
+            events: Vec::new(),
+        });
+        self.recipients.len() - 1
+    }
+
+    /// Records one SMTP attempt and moves the recipient to `outcome` (when it is a state).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attempt(
+        &mut self,
+        index: usize,
+        at: i64,
+        step: &str,
+        code: Option<i64>,
+        enhanced: Option<&str>,
+        reply: &str,
+        outcome: &str,
+    ) {
+        let id = self.recipients[index].id;
+        self.conn
+            .execute(
+                "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, \
+                 reply, outcome) VALUES (?1, NULL, ?2, 587, ?3, ?4, ?5, ?6, ?7)",
+                params![id, at, step, code, enhanced, reply, outcome],
+            )
+            .unwrap();
+        let accepted = outcome == "accepted";
+        let state = if matches!(outcome, "throttled" | "aborted") {
+            "deferred"
+        } else {
+            outcome
+        };
+        self.conn
+            .execute(
+                "UPDATE recipients SET state = ?2, attempts = attempts + 1, \
+                 first_attempt_at = COALESCE(first_attempt_at, ?3), last_attempt_at = ?3, \
+                 last_code = ?4, last_enhanced = ?5, last_reply = ?6, \
+                 relay_accepted = max(relay_accepted, ?7), \
+                 accepted_at = CASE WHEN ?7 THEN ?3 ELSE accepted_at END WHERE id = ?1",
+                params![id, state, at, code, enhanced, reply, accepted],
+            )
+            .unwrap();
+        let w = &mut self.recipients[index];
+        w.state = state.to_owned();
+        w.relay_accepted |= accepted;
+        w.attempts
+            .push((at, code, enhanced.map(str::to_owned), outcome.to_owned()));
+    }
+
+    /// Records later feedback (DSN/ARF) and, for hard/soft/complaint, moves the state.
+    pub fn event(
+        &mut self,
+        index: usize,
+        at: i64,
+        kind: &str,
+        status: Option<&str>,
+        diagnostic: &str,
+    ) {
+        let id = self.recipients[index].id;
+        let n = self.recipients[index].events.len();
+        self.conn
+            .execute(
+                "INSERT INTO events (recipient_id, at, kind, action, status, reason, diagnostic, \
+                 remote_mta, source, fingerprint) \
+                 VALUES (?1, ?2, ?3, 'failed', ?4, NULL, ?5, 'mx.test', 'maildir', ?6)",
+                params![id, at, kind, status, diagnostic, format!("fp{id}-{n}")],
+            )
+            .unwrap();
+        let state = match kind {
+            "hard" => Some("bounced_hard"),
+            "soft" => Some("bounced_soft"),
+            "complaint" => Some("complained"),
+            _ => None,
+        };
+        if let Some(state) = state {
+            self.conn
+                .execute(
+                    "UPDATE recipients SET state = ?2 WHERE id = ?1",
+                    params![id, state],
+                )
+                .unwrap();
+            self.recipients[index].state = state.to_owned();
+        }
+        self.recipients[index]
+            .events
+            .push((kind.to_owned(), status.map(str::to_owned)));
+    }
+
+    /// Sets a state directly (suppressed, sending, unknown after a crash).
+    pub fn set_state(&mut self, index: usize, state: &str) {
+        let id = self.recipients[index].id;
+        self.conn
+            .execute(
+                "UPDATE recipients SET state = ?2 WHERE id = ?1",
+                params![id, state],
+            )
+            .unwrap();
+        self.recipients[index].state = state.to_owned();
+    }
+
+    /// The written recipients of one campaign.
+    pub fn of(&self, campaign: &str) -> Vec<&Written> {
+        self.recipients
+            .iter()
+            .filter(|w| w.campaign == campaign)
+            .collect()
+    }
+}
+
+/// Fills a ledger with a known mixed campaign "spring" (plus an "older" one) and returns it.
+/// Times start at 2026-03-01 09:00:00 UTC.
+pub fn mixed_ledger(path: &Path) -> LedgerBuilder {
+    const T0: i64 = 1_772_355_600_000;
+    let mut b = LedgerBuilder::new(path);
+    let older = b.campaign("older", T0 - 86_400_000);
+    for i in 0..3 {
+        let r = b.recipient(older, &format!("old{i}@example.org"));
+        b.attempt(
+            r,
+            T0 - 86_000_000,
+            "message",
+            Some(250),
+            Some("2.0.0"),
+            "250 2.0.0 Ok: queued as OLD",
+            "accepted",
+        );
+    }
+    let spring = b.campaign("spring", T0);
+    b.run(spring, T0, Some(T0 + 600_000));
+    let domains = ["gmail.test", "yahoo.test", "corp.example", "tiny.example"];
+    for i in 0..40 {
+        let domain = domains[i % domains.len()];
+        let r = b.recipient(spring, &format!("user{i:02}@{domain}"));
+        let at = T0 + (i as i64) * 15_000; // spread over 10 minutes
+        match i {
+            // Accepted, some bouncing or complaining later.
+            0..=21 => {
+                b.attempt(r, at, "message", Some(250), Some("2.0.0"), &format!("250 2.0.0 Ok: queued as Q{i}"), "accepted");
+                if i == 3 || i == 7 {
+                    b.event(r, at + 3_600_000, "hard", Some("5.1.1"), "smtp; 550 5.1.1 <user> mailbox unknown");
+                }
+                if i == 5 {
+                    b.event(r, at + 7_200_000, "complaint", None, "abuse report from feedback loop");
+                }
+                if i == 9 {
+                    b.event(r, at + 60_000, "auto_reply", None, "I am on holiday");
+                }
+            }
+            // Rejected at RCPT.
+            22..=25 => b.attempt(r, at, "rcpt", Some(550), Some("5.1.1"), "550 5.1.1 <user>: Recipient address rejected: User unknown in virtual mailbox table", "bounced_hard"),
+            26 => b.attempt(r, at, "data", Some(552), Some("5.2.2"), "552-5.2.2 The email account that you tried to reach is over quota.\n552 5.2.2 Please direct the recipient to the help page", "bounced_soft"),
+            // Deferred, one of them twice.
+            27..=29 => {
+                b.attempt(r, at, "rcpt", Some(451), Some("4.7.1"), "451 4.7.1 Greylisted, please try again later", "deferred");
+                if i == 29 {
+                    b.attempt(r, at + 30_000, "rcpt", Some(451), Some("4.7.1"), "451 4.7.1 Greylisted, please try again later", "deferred");
+                }
+            }
+            30 => {
+                b.attempt(r, at, "message", None, None, "connection lost after end of data", "unknown");
+            }
+            31 => b.attempt(r, at, "connect", None, None, "connection refused", "failed"),
+            32 => b.set_state(r, "suppressed"),
+            33 => b.set_state(r, "sending"),
+            _ => {} // pending
+        }
+    }
+    b
+}

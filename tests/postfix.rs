@@ -1,0 +1,418 @@
+//! The delivery pipeline against a real Postfix (started by scripts/ci-servers.sh, which exports
+//! the MAILROOM_TEST_* variables): STARTTLS + SASL AUTH on the submission port, implicit TLS on
+//! the SMTPS port, certificate verification, and the ledger checked against the Maildirs.
+//!
+//! Without the variables these tests skip with a loud message; with `CI=true` a missing server
+//! is a failure.
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/delivery.rs"]
+mod delivery;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use delivery::{PlainRender, recipient, states};
+use mailroom::pipeline::{self, Counters, End, Options, RateOptions, Run, Summary};
+use mailroom::shutdown::Shutdown;
+use mailroom::store::{NewRecipient, Writer};
+use mailroom::transport::{Secret, Security, Settings, Transport};
+
+/// The rig's coordinates, or None (after a loud message) when it is not running here.
+struct Rig {
+    host: String,
+    submission: u16,
+    smtps: u16,
+    ca: PathBuf,
+    user: String,
+    password: String,
+    maildirs: PathBuf,
+    ok: String,
+    unknown: String,
+    defer451: String,
+    defer452: String,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn rig() -> Option<Rig> {
+    let Some(host) = var("MAILROOM_TEST_POSTFIX_HOST") else {
+        assert!(
+            var("CI").as_deref() != Some("true"),
+            "CI=true but MAILROOM_TEST_POSTFIX_HOST is not set: source scripts/ci-servers.sh"
+        );
+        eprintln!(
+            "SKIPPED: no Postfix rig (MAILROOM_TEST_POSTFIX_HOST unset); \
+             run `source scripts/ci-servers.sh` as root to test against a real MTA"
+        );
+        return None;
+    };
+    let need = |name: &str| var(name).unwrap_or_else(|| panic!("{name} is not set"));
+    Some(Rig {
+        host,
+        submission: need("MAILROOM_TEST_POSTFIX_SUBMISSION_PORT")
+            .parse()
+            .unwrap(),
+        smtps: need("MAILROOM_TEST_POSTFIX_SMTPS_PORT").parse().unwrap(),
+        ca: need("MAILROOM_TEST_POSTFIX_CA").into(),
+        user: need("MAILROOM_TEST_POSTFIX_USER"),
+        password: need("MAILROOM_TEST_POSTFIX_PASSWORD"),
+        maildirs: need("MAILROOM_TEST_POSTFIX_MAILDIR_ROOT").into(),
+        ok: need("MAILROOM_TEST_DOMAIN_OK"),
+        unknown: need("MAILROOM_TEST_UNKNOWN_USER"),
+        defer451: need("MAILROOM_TEST_DOMAIN_DEFER451"),
+        defer452: need("MAILROOM_TEST_DOMAIN_DEFER452"),
+    })
+}
+
+fn settings(rig: &Rig, port: u16, security: Security) -> Settings {
+    Settings {
+        host: rig.host.clone(),
+        port,
+        security,
+        username: Some(rig.user.clone()),
+        password: Some(Secret::new(rig.password.clone())),
+        ca_file: Some(rig.ca.clone()),
+        hello_name: Some("client.mailroom.test".into()),
+        fallback_ports: vec![],
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(30),
+        data_timeout: Duration::from_secs(60),
+        messages_per_connection: 50,
+    }
+}
+
+fn options() -> Options {
+    Options {
+        connections: 4,
+        rate: RateOptions {
+            per_second: Some(100_000.0),
+            ..RateOptions::default()
+        },
+        throttle_backoff: Duration::from_millis(200),
+        throttle_max: Duration::from_secs(2),
+        ..Options::default()
+    }
+}
+
+/// A marker unique to one test run, carried in every message body (via the fields JSON), so
+/// Maildir files can be attributed even though other tests deliver to the same mailboxes.
+fn marker(test: &str) -> String {
+    format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        mailroom::store::ledger::now_ms()
+    )
+}
+
+fn contact(i: usize, email: String, marker: &str) -> NewRecipient {
+    NewRecipient {
+        domain: email.split('@').nth(1).unwrap().to_owned(),
+        token: format!("{marker}-{i}"),
+        email,
+        name: None,
+        line: i as u64 + 2,
+        fields: format!("{{\"marker\":\"{marker}\"}}"),
+    }
+}
+
+async fn send(path: &Path, campaign: &str, people: Vec<NewRecipient>, s: Settings) -> Summary {
+    let prepared = pipeline::prepare(
+        path,
+        campaign,
+        people.into_iter().map(Ok::<_, String>),
+        &s.host,
+        s.security.as_str(),
+    )
+    .unwrap();
+    let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
+    let transport = Transport::new(s).await.unwrap();
+    let summary = pipeline::run(Run {
+        ledger: path.to_owned(),
+        writer,
+        campaign_id: prepared.campaign_id,
+        run_id: prepared.run_id,
+        transport,
+        render: Arc::new(PlainRender {
+            from: "sender@mailroom.test".into(),
+        }),
+        options: options(),
+        shutdown: Shutdown::new(),
+        counters: Arc::new(Counters::default()),
+        events: None,
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap()
+        .unwrap();
+    summary
+}
+
+/// For each address, how many Maildir files (new/ or cur/) carry `marker`.
+fn delivered(root: &Path, marker: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    let Ok(domains) = std::fs::read_dir(root) else {
+        return counts;
+    };
+    for domain in domains.flatten() {
+        let Ok(users) = std::fs::read_dir(domain.path()) else {
+            continue;
+        };
+        for user in users.flatten() {
+            for sub in ["new", "cur"] {
+                let Ok(files) = std::fs::read_dir(user.path().join(sub)) else {
+                    continue;
+                };
+                for file in files.flatten() {
+                    let Ok(text) = std::fs::read_to_string(file.path()) else {
+                        continue;
+                    };
+                    if text.contains(marker) {
+                        let address = format!(
+                            "{}@{}",
+                            user.file_name().to_string_lossy(),
+                            domain.file_name().to_string_lossy()
+                        );
+                        *counts.entry(address).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// Postfix delivers to the Maildir asynchronously after its 250: wait (bounded) for the files.
+async fn wait_for_delivery(root: &Path, marker: &str, expected: usize) -> BTreeMap<String, usize> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = delivered(root, marker);
+        if counts.values().sum::<usize>() >= expected || tokio::time::Instant::now() > deadline {
+            return counts;
+        }
+        // Polling a directory written by another process: there is no event to wait on.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submission_with_starttls_and_auth_matches_the_maildir() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailroom.db");
+    let mark = marker("submission");
+    let mut people: Vec<NewRecipient> = (1..=30)
+        .map(|i| contact(i, format!("user{:04}@{}", 4000 + i, rig.ok), &mark))
+        .collect();
+    people.push(contact(100, rig.unknown.clone(), &mark));
+    people.push(contact(101, format!("someone@{}", rig.defer451), &mark));
+    people.push(contact(102, format!("someone@{}", rig.defer452), &mark));
+    let s = settings(&rig, rig.submission, Security::StartTls);
+    let summary = send(&path, &mark, people, s.clone()).await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 30);
+    assert_eq!(summary.port, Some(rig.submission));
+
+    let hard = recipient(&path, &rig.unknown);
+    assert_eq!(
+        (hard.0.as_str(), hard.2, hard.3.as_deref()),
+        ("bounced_hard", Some(550), Some("5.1.1"))
+    );
+    let d451 = recipient(&path, &format!("someone@{}", rig.defer451));
+    assert_eq!((d451.0.as_str(), d451.2), ("deferred", Some(451)));
+    let d452 = recipient(&path, &format!("someone@{}", rig.defer452));
+    assert_eq!((d452.0.as_str(), d452.2), ("deferred", Some(452)));
+
+    let counts = wait_for_delivery(&rig.maildirs, &mark, 30).await;
+    assert_eq!(counts.len(), 30, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+
+    // Exactly once under re-run: nothing more reaches the Maildir.
+    let again = send(&path, &mark, Vec::new(), s).await;
+    assert_eq!(again.accepted, 0);
+    assert_eq!(delivered(&rig.maildirs, &mark).values().sum::<usize>(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_on_the_smtps_port_works() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailroom.db");
+    let mark = marker("smtps");
+    let people = (1..=3)
+        .map(|i| contact(i, format!("user{:04}@{}", 4100 + i, rig.ok), &mark))
+        .collect();
+    let summary = send(
+        &path,
+        &mark,
+        people,
+        settings(&rig, rig.smtps, Security::Tls),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 3);
+    assert_eq!(summary.port, Some(rig.smtps));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_aborts_and_marks_nothing() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailroom.db");
+    let mark = marker("badpass");
+    let people = (1..=5)
+        .map(|i| contact(i, format!("user{:04}@{}", 4200 + i, rig.ok), &mark))
+        .collect();
+    let mut s = settings(&rig, rig.submission, Security::StartTls);
+    s.password = Some(Secret::new("not-the-password".into()));
+    let summary = send(&path, &mark, people, s).await;
+    assert!(
+        matches!(&summary.end, End::Aborted(why) if why.contains("authentication failed") && why.contains("535")),
+        "{:?}",
+        summary.end
+    );
+    assert!(!format!("{:?}", summary.end).contains("not-the-password"));
+    assert_eq!(states(&path).get("pending"), Some(&5));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let attempts: i64 = conn
+        .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0, "nothing recorded against any recipient");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_stops_before_auth() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailroom.db");
+    let mark = marker("untrusted");
+    let people = vec![contact(1, format!("user4301@{}", rig.ok), &mark)];
+    let mut s = settings(&rig, rig.submission, Security::StartTls);
+    s.ca_file = None;
+    let summary = send(&path, &mark, people, s).await;
+    assert!(
+        matches!(&summary.end, End::Aborted(why) if why.contains("TLS failed")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(states(&path).get("pending"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_a_2000_recipient_send_then_rerun_leaves_no_duplicates() {
+    use std::io::BufRead;
+
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("kill9");
+    let emails: Vec<String> = (1..=2000)
+        .map(|i| format!("user{i:04}@{}", rig.ok))
+        .collect();
+    let smtp = format!(
+        "host = \"{}\"\nport = {}\nsecurity = \"starttls\"\nusername = \"{}\"\n\
+         password_env = \"MAILROOM_TEST_POSTFIX_PASSWORD\"\nca_file = \"{}\"\nconnections = 4",
+        rig.host,
+        rig.submission,
+        rig.user,
+        rig.ca.display()
+    );
+    let root = delivery::write_campaign(dir.path(), &mark, &rig.user, &smtp, &emails);
+    let ledger_path = root.join("mailroom.db");
+    let send = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("send")
+            .arg(&root)
+            .arg("--yes")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // First run: read its per-message log lines and kill -9 it after 300 acceptances.
+    let mut child = send();
+    let stdout = child.stdout.take().unwrap();
+    let seen_accepted = tokio::task::spawn_blocking(move || {
+        let mut accepted = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("accepted") {
+                accepted += 1;
+                if accepted == 300 {
+                    break;
+                }
+            }
+        }
+        accepted
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        seen_accepted, 300,
+        "the first run ended before 300 acceptances"
+    );
+    let after_crash = states(&ledger_path);
+    assert!(
+        after_crash.get("pending").copied().unwrap_or(0) > 0,
+        "killed too late to test anything: {after_crash:?}"
+    );
+
+    // Second run to completion.
+    let out = send().wait_with_output().unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let finals = states(&ledger_path);
+    let accepted = finals.get("accepted").copied().unwrap_or(0);
+    let unknown = finals.get("unknown").copied().unwrap_or(0);
+    assert_eq!(
+        accepted + unknown,
+        2000,
+        "every recipient accounted for: {finals:?}"
+    );
+    assert_eq!(unknown, after_crash.get("sending").copied().unwrap_or(0));
+
+    // The Maildirs: nobody twice; every accepted message there; unknown ones at most once.
+    let counts = wait_for_delivery(&rig.maildirs, &mark, accepted as usize).await;
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "duplicates in the Maildir"
+    );
+    let on_disk = counts.len() as i64;
+    assert!(
+        (accepted..=accepted + unknown).contains(&on_disk),
+        "{on_disk} on disk, {finals:?}"
+    );
+    let conn = rusqlite::Connection::open(&ledger_path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT email FROM recipients WHERE state = 'accepted'")
+        .unwrap();
+    let accepted_emails: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for email in &accepted_emails {
+        assert_eq!(
+            counts.get(email),
+            Some(&1),
+            "{email} accepted but not in its Maildir"
+        );
+    }
+}

@@ -1,0 +1,666 @@
+//! The delivery pipeline end to end over real TCP: ledger file on disk, writer thread, owned
+//! SMTP sessions, against a scripted server that injects protocol faults (silence after DATA,
+//! silence at RCPT, throttling, rejections) and counts what it accepted.
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/delivery.rs"]
+mod delivery;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use delivery::{Options as ServerOptions, PlainRender, Server, contacts, recipient, states};
+use mailroom::pipeline::{self, Counters, End, Options, RateOptions, Run, Summary};
+use mailroom::shutdown::Shutdown;
+use mailroom::store::{NewRecipient, Writer};
+use mailroom::transport::{Security, Settings, Transport};
+
+fn settings(port: u16) -> Settings {
+    Settings {
+        host: "127.0.0.1".into(),
+        port,
+        security: Security::None,
+        username: None,
+        password: None,
+        ca_file: None,
+        hello_name: Some("client.test".into()),
+        fallback_ports: vec![],
+        connect_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(2),
+        data_timeout: Duration::from_secs(2),
+        messages_per_connection: 100,
+    }
+}
+
+fn options(connections: usize) -> Options {
+    Options {
+        connections,
+        rate: RateOptions {
+            per_second: Some(100_000.0),
+            ..RateOptions::default()
+        },
+        throttle_backoff: Duration::from_millis(50),
+        throttle_max: Duration::from_millis(400),
+        ..Options::default()
+    }
+}
+
+struct Ledger {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn ledger() -> Ledger {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailroom.db");
+    Ledger { _dir: dir, path }
+}
+
+async fn send(
+    path: &Path,
+    people: Vec<NewRecipient>,
+    settings: Settings,
+    options: Options,
+    shutdown: Shutdown,
+) -> Summary {
+    let prepared = pipeline::prepare(
+        path,
+        "spring",
+        people.into_iter().map(Ok::<_, String>),
+        &settings.host,
+        "none",
+    )
+    .unwrap();
+    let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
+    let transport = Transport::new(settings).await.unwrap();
+    let summary = pipeline::run(Run {
+        ledger: path.to_owned(),
+        writer,
+        campaign_id: prepared.campaign_id,
+        run_id: prepared.run_id,
+        transport,
+        render: Arc::new(PlainRender {
+            from: "news@sender.test".into(),
+        }),
+        options,
+        shutdown,
+        counters: Arc::new(Counters::default()),
+        events: None,
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap()
+        .unwrap();
+    summary
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn people(locals: &[String]) -> Vec<NewRecipient> {
+    let refs: Vec<&str> = locals.iter().map(String::as_str).collect();
+    contacts(&refs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_recipient_is_accepted_once_and_a_rerun_sends_nothing() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals = numbered("user", 40);
+    let mut s = settings(server.addr.port());
+    s.messages_per_connection = 10;
+    let summary = send(
+        &l.path,
+        people(&locals),
+        s.clone(),
+        options(3),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 40);
+    assert_eq!(summary.port, Some(server.addr.port()));
+    let per = server.accepted_per_address();
+    assert_eq!(per.len(), 40);
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
+    // Connections are reused up to the cap, then QUIT and reconnect: 40 messages need ≥ 4.
+    let sessions = server.seen.lock().unwrap().sessions;
+    assert!((4..=12).contains(&sessions), "sessions: {sessions}");
+    assert_eq!(states(&l.path).get("accepted"), Some(&40));
+
+    // The relay's reply and the port are on record.
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let (reply, port): (String, i64) = conn
+        .query_row(
+            "SELECT reply, port FROM attempts WHERE outcome = 'accepted' LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(reply.contains("queued as Q"), "{reply}");
+    assert_eq!(port, i64::from(server.addr.port()));
+    let run_port: i64 = conn
+        .query_row("SELECT port FROM runs ORDER BY id LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(run_port, i64::from(server.addr.port()));
+
+    // Same contacts again: import is a no-op and nothing is due.
+    let again = send(&l.path, people(&locals), s, options(3), Shutdown::new()).await;
+    assert_eq!(again.end, End::Finished);
+    assert_eq!(again.accepted, 0);
+    assert_eq!(server.accepted_count(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_classified_and_the_session_is_reset_not_dropped() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["ok1", "unknown1", "defer1", "full1", "ok2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    let hard = recipient(&l.path, "unknown1@example.test");
+    assert_eq!(
+        hard,
+        ("bounced_hard".into(), 1, Some(550), Some("5.1.1".into()))
+    );
+    let soft = recipient(&l.path, "full1@example.test");
+    assert_eq!(
+        soft,
+        ("bounced_soft".into(), 1, Some(552), Some("5.2.2".into()))
+    );
+    let deferred = recipient(&l.path, "defer1@example.test");
+    assert_eq!(
+        deferred,
+        ("deferred".into(), 1, Some(451), Some("4.3.0".into()))
+    );
+    assert_eq!(summary.deferred_total, 1);
+    let retry_at = summary.next_retry_at.unwrap();
+    let now = mailroom::store::ledger::now_ms();
+    // Default backoff: first retry 30 minutes later.
+    assert!((now + 29 * 60_000..=now + 31 * 60_000).contains(&retry_at));
+    assert_eq!(recipient(&l.path, "ok2@example.test").0, "accepted");
+    // One connection, RSET after each rejected RCPT.
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.sessions, 1);
+    let rsets = seen
+        .transcript
+        .iter()
+        .filter(|c| c.as_str() == "RSET")
+        .count();
+    assert_eq!(rsets, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_after_the_final_dot_is_unknown_and_never_resent_without_opt_in() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["a1", "silentdata1", "a2", "a3"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut s = settings(server.addr.port());
+    s.data_timeout = Duration::from_millis(500);
+    let summary = send(
+        &l.path,
+        people(&locals),
+        s.clone(),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.unknown, 1);
+    assert_eq!(summary.accepted, 3);
+    assert_eq!(recipient(&l.path, "silentdata1@example.test").0, "unknown");
+    // The connection was dropped after the timeout and a new one carried on.
+    assert_eq!(server.seen.lock().unwrap().sessions, 2);
+
+    let rerun = send(
+        &l.path,
+        people(&locals),
+        s.clone(),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(rerun.accepted + rerun.unknown, 0);
+    assert_eq!(server.seen.lock().unwrap().data_received.len(), 4);
+
+    let mut opt_in = options(1);
+    opt_in.resend_unknown = true;
+    let resend = send(&l.path, people(&locals), s, opt_in, Shutdown::new()).await;
+    assert_eq!(resend.unknown, 1, "still silent, still unknown");
+    assert_eq!(server.seen.lock().unwrap().data_received.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_timeout_defers_the_recipient_and_the_run_goes_on() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["silentrcpt1", "b1", "b2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut s = settings(server.addr.port());
+    s.command_timeout = Duration::from_millis(300);
+    let summary = send(&l.path, people(&locals), s, options(1), Shutdown::new()).await;
+    assert_eq!(summary.end, End::Finished);
+    let (state, attempts, code, _) = recipient(&l.path, "silentrcpt1@example.test");
+    assert_eq!((state.as_str(), attempts, code), ("deferred", 1, None));
+    assert_eq!(summary.accepted, 2);
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let (step, reply): (String, String) = conn
+        .query_row(
+            "SELECT step, reply FROM attempts WHERE outcome = 'deferred'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(step, "rcpt");
+    assert!(reply.contains("no reply within"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_down_replies_are_retried_and_not_charged() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["throttleonce1", "c1", "c2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 3);
+    let (state, attempts, code, _) = recipient(&l.path, "throttleonce1@example.test");
+    assert_eq!((state.as_str(), attempts, code), ("accepted", 1, Some(250)));
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let throttled: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM attempts WHERE outcome = 'throttled' AND code = 450",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(throttled, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sender_pauses_and_leaves_everyone_untouched() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals = numbered("d", 5);
+    let prepared = pipeline::prepare(
+        &l.path,
+        "spring",
+        people(&locals).into_iter().map(Ok::<_, String>),
+        "127.0.0.1",
+        "none",
+    )
+    .unwrap();
+    let (writer, thread) = Writer::spawn(prepared.conn, l.path.clone()).unwrap();
+    let transport = Transport::new(settings(server.addr.port())).await.unwrap();
+    let summary = pipeline::run(Run {
+        ledger: l.path.clone(),
+        writer,
+        campaign_id: prepared.campaign_id,
+        run_id: prepared.run_id,
+        transport,
+        render: Arc::new(PlainRender {
+            from: "bad-sender@sender.test".into(),
+        }),
+        options: options(2),
+        shutdown: Shutdown::new(),
+        counters: Arc::new(Counters::default()),
+        events: None,
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&summary.end, End::Paused(why) if why.contains("553")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(states(&l.path).get("pending"), Some(&5));
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let charged: i64 = conn
+        .query_row("SELECT sum(attempts) FROM recipients", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(charged, 0);
+    assert_eq!(server.accepted_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_access_denied_on_the_first_message_aborts_with_nothing_marked() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["relaydenied1", "e1", "e2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Aborted(why) if why.contains("Relay access denied")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(states(&l.path).get("pending"), Some(&3));
+    assert_eq!(server.accepted_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_required_but_not_offered_stops_before_mail() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let mut s = settings(server.addr.port());
+    s.security = Security::StartTls;
+    let summary = send(
+        &l.path,
+        people(&numbered("f", 3)),
+        s,
+        options(2),
+        Shutdown::new(),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Aborted(why) if why.contains("does not offer STARTTLS")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(states(&l.path).get("pending"), Some(&3));
+    let seen = server.seen.lock().unwrap();
+    assert!(
+        !seen
+            .transcript
+            .iter()
+            .any(|c| c.starts_with("MAIL") || c.starts_with("AUTH")),
+        "{:?}",
+        seen.transcript
+    );
+}
+
+#[tokio::test]
+async fn plaintext_to_a_remote_host_or_with_auth_is_refused() {
+    let mut s = settings(25);
+    s.host = "192.0.2.1".into();
+    let err = Transport::new(s).await.unwrap_err().to_string();
+    assert!(err.contains("only allowed to a loopback relay"), "{err}");
+    let mut s = settings(25);
+    s.username = Some("u".into());
+    s.password = Some(mailroom::transport::Secret::new("p".into()));
+    let err = Transport::new(s).await.unwrap_err().to_string();
+    assert!(
+        err.contains("refusing to authenticate without TLS"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_fallback_uses_the_next_port_and_records_it() {
+    let server = Server::start(ServerOptions::default()).await;
+    // A port that refuses: bind, note it, close.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let l = ledger();
+    let mut s = settings(closed);
+    s.fallback_ports = vec![server.addr.port()];
+    let summary = send(
+        &l.path,
+        people(&numbered("g", 3)),
+        s,
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.port, Some(server.addr.port()));
+    assert_eq!(summary.accepted, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_lets_in_flight_messages_finish_and_claims_nothing_new() {
+    let server = Server::start(ServerOptions {
+        data_delay: Duration::from_millis(300),
+        ..ServerOptions::default()
+    })
+    .await;
+    let l = ledger();
+    let locals = numbered("h", 20);
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let seen = server.seen.clone();
+    let changed = server.changed.clone();
+    // Press "Ctrl-C" as soon as two messages are in flight (their DATA has been received).
+    let presser = tokio::spawn(async move {
+        loop {
+            let notified = changed.notified();
+            if seen.lock().unwrap().data_received.len() >= 2 {
+                stop.trigger();
+                return;
+            }
+            notified.await;
+        }
+    });
+    let s = settings(server.addr.port());
+    let summary = send(&l.path, people(&locals), s.clone(), options(2), shutdown).await;
+    presser.await.unwrap();
+    assert_eq!(summary.end, End::Interrupted);
+    let st = states(&l.path);
+    let accepted = *st.get("accepted").unwrap_or(&0);
+    // The in-flight transactions completed and were recorded; nothing is left `sending`.
+    assert!(accepted >= 2, "{st:?}");
+    assert_eq!(st.get("sending"), None);
+    assert_eq!(accepted + st.get("pending").copied().unwrap_or(0), 20);
+    assert_eq!(accepted as usize, server.accepted_count());
+
+    // A second run picks up exactly the rest, on a fresh, in-sync connection.
+    let rest = send(&l.path, people(&locals), s, options(2), Shutdown::new()).await;
+    assert_eq!(rest.end, End::Finished);
+    assert_eq!(states(&l.path).get("accepted"), Some(&20));
+    let per = server.accepted_per_address();
+    assert_eq!(per.len(), 20);
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppressed_addresses_are_recorded_and_not_sent() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    {
+        let conn = mailroom::store::open(&l.path).unwrap();
+        conn.execute(
+            "INSERT INTO suppressions (email, reason, source, created_at)
+             VALUES ('k1@example.test', 'hard_bounce', 'test', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let locals = numbered("k", 3);
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.suppressed, 1);
+    assert_eq!(summary.accepted, 2);
+    assert_eq!(recipient(&l.path, "k1@example.test").0, "suppressed");
+    assert!(
+        !server
+            .accepted_per_address()
+            .contains_key("k1@example.test")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_and_daily_cap_bound_the_run() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals = numbered("m", 10);
+    let mut limited = options(1);
+    limited.limit = Some(4);
+    let s = settings(server.addr.port());
+    let first = send(
+        &l.path,
+        people(&locals),
+        s.clone(),
+        limited,
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(first.end, End::Limit);
+    assert_eq!(first.accepted, 4);
+    let mut capped = options(1);
+    capped.rate.daily_cap = Some(7);
+    let second = send(&l.path, people(&locals), s, capped, Shutdown::new()).await;
+    assert_eq!(second.end, End::DailyCap);
+    assert_eq!(second.accepted, 3, "7 a day, 4 already accepted today");
+    assert_eq!(states(&l.path).get("pending"), Some(&3));
+}
+
+/// Runs `mailroom send --yes` on a campaign folder; returns the child with stdout piped.
+fn spawn_send(root: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("send")
+        .arg(root)
+        .arg("--yes")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_rerun_sends_nobody_twice() {
+    let server = Server::start(ServerOptions {
+        freeze_after: Some(60),
+        ..ServerOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let emails: Vec<String> = (0..300)
+        .map(|i| format!("reader{i}@example.test"))
+        .collect();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nconnections = 3\n\
+         messages_per_connection = 40\ncommand_timeout = 5\ndata_timeout = 5",
+        server.addr.port()
+    );
+    let root = delivery::write_campaign(dir.path(), "crash", "news@sender.test", &smtp, &emails);
+    let ledger_path = root.join("mailroom.db");
+
+    let mut child = spawn_send(&root);
+    // The relay accepts 60 messages, then hangs after the final "." of every later one. Kill the
+    // sender (SIGKILL) once all 3 connections have a message stuck there: mid-run, with
+    // transactions in flight whose outcome the sender cannot know.
+    server.wait_until(|s| s.data_received.len() >= 63).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    server.thaw();
+    let at_kill = server.accepted_count();
+    assert_eq!(at_kill, 60);
+    let after_crash = states(&ledger_path);
+    let accepted_in_ledger = after_crash.get("accepted").copied().unwrap_or(0);
+    assert!(accepted_in_ledger as usize <= at_kill);
+
+    // Re-run to completion.
+    let out = spawn_send(&root).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    // The three stuck messages were claimed (durably) and never answered.
+    let recovered = after_crash.get("sending").copied().unwrap_or(0);
+    assert_eq!(recovered, 3, "{after_crash:?}");
+    assert!(
+        stderr.contains("were in flight when a previous run stopped"),
+        "{stderr}"
+    );
+    let finals = states(&ledger_path);
+    // Nobody twice at the relay.
+    let per = server.accepted_per_address();
+    assert!(per.values().all(|n| *n == 1), "duplicates: {per:?}");
+    // Every recipient accounted for exactly once: accepted or unknown (the in-flight ones).
+    let accepted = finals.get("accepted").copied().unwrap_or(0);
+    let unknown = finals.get("unknown").copied().unwrap_or(0);
+    assert_eq!(accepted + unknown, 300, "{finals:?}");
+    assert_eq!(unknown, recovered, "{finals:?}");
+    // The relay has exactly the accepted messages: the 3 stuck ones were never answered (so
+    // never accepted) and are not resent without --resend-unknown.
+    assert_eq!(per.len() as i64, accepted);
+    assert_eq!(server.seen.lock().unwrap().data_received.len(), 300);
+    let conn = rusqlite::Connection::open(&ledger_path).unwrap();
+    let crashed: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM runs WHERE outcome = 'crashed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(crashed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_without_a_terminal_requires_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = delivery::write_campaign(
+        dir.path(),
+        "noyes",
+        "news@sender.test",
+        "host = \"127.0.0.1\"\nport = 9\nsecurity = \"none\"",
+        &["a@example.test".to_owned()],
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("send")
+        .arg(&root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Pass --yes"), "{stderr}");
+    assert!(
+        !root.join("mailroom.db").exists(),
+        "nothing written without confirmation"
+    );
+}
