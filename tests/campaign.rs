@@ -914,3 +914,20 @@ fn configured_name_column_must_exist() {
         &["contacts.csv:1:", "no column `full_name`", "name_column"],
     );
 }
+
+#[test]
+fn check_notes_a_body_without_a_visible_unsubscribe_link() {
+    let f = Fixture::base();
+    let (_, v) = check_json(f.path());
+    assert!(
+        !v["notes"].to_string().contains("visible unsubscribe link"),
+        "{v:#}"
+    );
+    f.write("partials/footer.hbs", "Example Ltd, 1 Example Street\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 0, "a note, not a failure");
+    assert!(
+        v["notes"].to_string().contains("visible unsubscribe link"),
+        "{v:#}"
+    );
+}
