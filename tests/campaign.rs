@@ -970,7 +970,7 @@ fn hostile_values_never_change_the_header_structure() {
             .wrapping_add(1_442_695_040_888_963_407);
         ((seed >> 33) as usize) % n
     };
-    let mut field = |next: &mut dyn FnMut(usize) -> usize| {
+    let field = |next: &mut dyn FnMut(usize) -> usize| {
         let mut s = String::new();
         for _ in 0..next(5) {
             s.push_str(PIECES[next(PIECES.len())]);
