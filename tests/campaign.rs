@@ -1048,3 +1048,19 @@ fn hostile_values_never_change_the_header_structure() {
         "both outcomes exercised: {ok} ok, {rejected} rejected"
     );
 }
+
+#[test]
+fn injection_reason_names_the_column_the_subject_uses() {
+    let f = Fixture::base();
+    // `aaa` (unused, sorts first) and `first_name` both hold a line break; the subject uses
+    // first_name, so the reason must name first_name, not the first column that has one.
+    f.csv("email,name,first_name,ref,aaa\nann@example.com,Ann,\"A\nB\",r,\"z\ny\"\n");
+    let (_, v) = check_json(f.path());
+    assert_eq!(
+        invalid_reasons(&v),
+        vec![(
+            2,
+            "line 2: the subject would contain a line break (from column `first_name`)".into()
+        )]
+    );
+}
