@@ -52,6 +52,8 @@ _mailroom_ci_setup() (
   local missing=()
   command -v postfix >/dev/null || missing+=(postfix)
   command -v dovecot >/dev/null || missing+=(dovecot-core)
+  # The bounce import's IMAP test runs its own private Dovecot IMAP server.
+  [[ -x /usr/lib/dovecot/imap ]] || missing+=(dovecot-imapd)
   # swaks is for checking by hand; it needs Net::SSLeay for STARTTLS.
   command -v swaks >/dev/null || missing+=(swaks)
   perl -MNet::SSLeay -e 1 2>/dev/null || missing+=(libnet-ssleay-perl)
