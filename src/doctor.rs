@@ -25,10 +25,9 @@ pub use verdict::{Recommendation, recommend};
 /// The default ports, most useful first.
 pub const DEFAULT_PORTS: &[u16] = &[587, 465, 2525, 25];
 
-/// Ports where the probe tries implicit TLS first (RFC 8314 submissions); others try STARTTLS.
-pub fn expects_implicit_tls(port: u16) -> bool {
-    port == 465
-}
+/// Ports where the probe tries implicit TLS first by default (RFC 8314 submission); others
+/// try STARTTLS first. Either way a port doing the other is detected and reported.
+pub const DEFAULT_IMPLICIT_PORTS: &[u16] = &[465];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,6 +67,8 @@ pub struct Options {
     pub credentials: Option<Credentials>,
     /// The port the campaign already uses: kept in the verdict when it works.
     pub configured_port: Option<u16>,
+    /// Ports to try implicit TLS on first (normally `DEFAULT_IMPLICIT_PORTS`).
+    pub implicit_ports: Vec<u16>,
 }
 
 /// The whole result; `--json` prints exactly this.
@@ -151,17 +152,13 @@ pub struct PortReport {
 }
 
 impl PortReport {
-    pub fn new(port: u16) -> PortReport {
+    pub fn new(port: u16, expected: Security) -> PortReport {
         PortReport {
             port,
             connect: Connect::Error,
             reachable: false,
             error: None,
-            expected: if expects_implicit_tls(port) {
-                Security::Tls
-            } else {
-                Security::Starttls
-            },
+            expected,
             security: None,
             banner: None,
             extensions: Vec::new(),
@@ -291,11 +288,7 @@ impl Report {
                 let _ = writeln!(out, "  banner: {banner}");
             }
             if !p.extensions_before_tls.is_empty() && p.tls.is_some() {
-                let _ = writeln!(
-                    out,
-                    "  before TLS: {}",
-                    p.extensions_before_tls.join(", ")
-                );
+                let _ = writeln!(out, "  before TLS: {}", p.extensions_before_tls.join(", "));
             }
             if !p.extensions.is_empty() {
                 let label = if p.tls.is_some() {

@@ -277,10 +277,9 @@ mod tests {
     use super::*;
 
     fn make(names: &[&str]) -> Vec<u8> {
-        let mut params = rcgen::CertificateParams::new(
-            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "mail.example.test");
@@ -311,7 +310,12 @@ mod tests {
 
     #[test]
     fn name_matching_follows_rfc_6125() {
-        let s = parse(&make(&["mail.example.test", "*.relay.example.test", "127.0.0.1"])).unwrap();
+        let s = parse(&make(&[
+            "mail.example.test",
+            "*.relay.example.test",
+            "127.0.0.1",
+        ]))
+        .unwrap();
         assert!(name_matches(&s, "mail.example.test"));
         assert!(name_matches(&s, "MAIL.example.test."));
         assert!(name_matches(&s, "a.relay.example.test"));
@@ -349,7 +353,10 @@ mod tests {
 
     #[test]
     fn unknown_attribute_types_print_as_dotted_oids() {
-        assert_eq!(dotted_oid(&[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37]), "1.3.6.1.4.1.311");
+        assert_eq!(
+            dotted_oid(&[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37]),
+            "1.3.6.1.4.1.311"
+        );
         assert_eq!(dotted_oid(&[0x55, 0x04, 0x03]), "2.5.4.3");
     }
 }

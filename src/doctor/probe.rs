@@ -26,7 +26,12 @@ const SNIFF: Duration = Duration::from_millis(800);
 
 pub async fn probe_port(options: &Options, configs: &Configs, port: u16) -> PortReport {
     let started = Instant::now();
-    let mut report = PortReport::new(port);
+    let expected = if options.implicit_ports.contains(&port) {
+        Security::Tls
+    } else {
+        Security::Starttls
+    };
+    let mut report = PortReport::new(port, expected);
     let probe = Probe {
         options,
         configs,
@@ -168,8 +173,10 @@ impl Probe<'_> {
         if !ext.starttls {
             r.security = Some(Security::None);
             apply_extensions(r, &ext);
-            r.warnings
-                .push("no STARTTLS offered: mail and passwords would cross the network in cleartext".into());
+            r.warnings.push(
+                "no STARTTLS offered: mail and passwords would cross the network in cleartext"
+                    .into(),
+            );
             if r.auth_before_tls {
                 r.warnings.push(
                     "AUTH is offered without TLS: mailroom never authenticates in cleartext".into(),
@@ -241,7 +248,7 @@ impl Probe<'_> {
         r: &mut PortReport,
         hello: &str,
     ) -> Option<TlsStream<TcpStream>> {
-        let mut scratch = PortReport::new(self.port);
+        let mut scratch = PortReport::new(self.port, Security::Starttls);
         let tcp = self.connect(&mut scratch).await?;
         let mut conn = Conn::new(tcp, self.timeout());
         self.greet_and_ehlo(&mut scratch, &mut conn, hello, false)
@@ -265,7 +272,7 @@ impl Probe<'_> {
                 self.after_tls(r, stream, &hello, true).await;
             }
             Err(verify_error) => {
-                let mut scratch = PortReport::new(self.port);
+                let mut scratch = PortReport::new(self.port, Security::Starttls);
                 let Some(tcp) = self.connect(&mut scratch).await else {
                     r.error = Some(format!("TLS handshake failed: {verify_error}"));
                     return;
@@ -435,7 +442,10 @@ impl Probe<'_> {
         }
         if greeting.code != 220 {
             if record {
-                r.error = Some(format!("the server refused the session: {}", greeting.text()));
+                r.error = Some(format!(
+                    "the server refused the session: {}",
+                    greeting.text()
+                ));
             }
             let _ = conn.command("QUIT").await;
             return None;
@@ -501,7 +511,8 @@ impl Probe<'_> {
         };
         let outcome: Result<_, StepError> = async {
             if mechanism == "PLAIN" {
-                let mut token = Vec::with_capacity(creds.username.len() * 2 + creds.password.len() + 2);
+                let mut token =
+                    Vec::with_capacity(creds.username.len() * 2 + creds.password.len() + 2);
                 token.push(0);
                 token.extend_from_slice(creds.username.as_bytes());
                 token.push(0);

@@ -42,7 +42,9 @@ pub enum StepError {
     Io(#[from] std::io::Error),
     #[error("malformed reply line {0:?}")]
     Malformed(String),
-    #[error("the server sent data after its 220 to STARTTLS, before the TLS handshake (possible command injection)")]
+    #[error(
+        "the server sent data after its 220 to STARTTLS, before the TLS handshake (possible command injection)"
+    )]
     Injected,
 }
 
@@ -177,7 +179,10 @@ pub fn parse_ehlo(reply: &Reply) -> Extensions {
                 }
             }
             "SIZE" => {
-                let limit = params.split_whitespace().next().and_then(|n| n.parse().ok());
+                let limit = params
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok());
                 ext.size = Some(limit.filter(|&n: &u64| n > 0));
             }
             "PIPELINING" => ext.pipelining = true,
@@ -220,27 +225,42 @@ mod tests {
         let got = replies(b"220 mx ESMTP\r\n250-mx\r\n250-SIZE 100\r\n250 DSN\r\n221\r\n").await;
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].as_ref().unwrap().text(), "220 mx ESMTP");
-        assert_eq!(got[1].as_ref().unwrap().lines, vec!["mx", "SIZE 100", "DSN"]);
+        assert_eq!(
+            got[1].as_ref().unwrap().lines,
+            vec!["mx", "SIZE 100", "DSN"]
+        );
         assert_eq!(got[2].as_ref().unwrap().text(), "221");
     }
 
     #[tokio::test]
     async fn hostile_replies_are_errors() {
         let got = replies(b"hello there\r\n").await;
-        assert!(got[0].as_ref().unwrap_err().contains("malformed"), "{got:?}");
+        assert!(
+            got[0].as_ref().unwrap_err().contains("malformed"),
+            "{got:?}"
+        );
         let got = replies(b"250-a\r\n354 b\r\n").await;
-        assert!(got[0].as_ref().unwrap_err().contains("malformed"), "{got:?}");
+        assert!(
+            got[0].as_ref().unwrap_err().contains("malformed"),
+            "{got:?}"
+        );
         // A reply that never ends is cut at MAX_LINES.
         let endless: &'static [u8] = "250-x\r\n".repeat(MAX_LINES + 5).leak().as_bytes();
         let got = replies(endless).await;
-        assert!(got[0].as_ref().unwrap_err().contains("more than"), "{got:?}");
+        assert!(
+            got[0].as_ref().unwrap_err().contains("more than"),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]
     async fn a_silent_server_times_out() {
         let (client, _server) = tokio::io::duplex(1024);
         let mut conn = Conn::new(client, Duration::from_millis(50));
-        assert!(matches!(conn.read_reply().await, Err(StepError::Timeout(_))));
+        assert!(matches!(
+            conn.read_reply().await,
+            Err(StepError::Timeout(_))
+        ));
     }
 
     #[tokio::test]

@@ -29,12 +29,16 @@ const SYSTEM_BUNDLES: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the CA file {path}: {source}\n\nPass a PEM file holding the CA certificate(s) with --ca-file.")]
+    #[error(
+        "cannot read the CA file {path}: {source}\n\nPass a PEM file holding the CA certificate(s) with --ca-file."
+    )]
     CaRead {
         path: PathBuf,
         source: rustls::pki_types::pem::Error,
     },
-    #[error("the CA file {path} holds no usable certificate\n\nPass a PEM file with at least one \"BEGIN CERTIFICATE\" block.")]
+    #[error(
+        "the CA file {path} holds no usable certificate\n\nPass a PEM file with at least one \"BEGIN CERTIFICATE\" block."
+    )]
     CaEmpty { path: PathBuf },
     #[error("cannot build the TLS configuration: {0}")]
     Config(#[from] rustls::Error),

@@ -125,7 +125,11 @@ pub fn recommend(
         reasons.extend(hints(host, ports, auth_tested));
         let summary = if ports.iter().all(|p| !p.reachable) {
             "Nothing answered: check the host name, or your network blocks outgoing SMTP (try from another network, or ask the provider for port 2525).".to_owned()
-        } else if auth_tested && ports.iter().any(|p| p.auth_result.as_ref().is_some_and(|a| a.attempted)) {
+        } else if auth_tested
+            && ports
+                .iter()
+                .any(|p| p.auth_result.as_ref().is_some_and(|a| a.attempted))
+        {
             "The server rejected the credentials: check username and password.".to_owned()
         } else {
             "No port offers TLS with a certificate that verifies; mailroom will not send passwords or mail that way.".to_owned()
@@ -225,15 +229,20 @@ fn hints(host: &str, ports: &[PortReport], auth_tested: bool) -> Vec<String> {
             .as_ref()
             .is_some_and(|t| !t.verified && !t.name_matches && !t.dns_names.is_empty())
     }) {
-        let names = p.tls.as_ref().map(|t| t.dns_names.join(", ")).unwrap_or_default();
+        let names = p
+            .tls
+            .as_ref()
+            .map(|t| t.dns_names.join(", "))
+            .unwrap_or_default();
         out.push(format!(
             "hint: the certificate names {names}, not {host}: connect to that name (host = \"…\")"
         ));
     }
-    if with_tls
-        .iter()
-        .any(|p| p.tls.as_ref().is_some_and(|t| !t.verified && t.name_matches))
-    {
+    if with_tls.iter().any(|p| {
+        p.tls
+            .as_ref()
+            .is_some_and(|t| !t.verified && t.name_matches)
+    }) {
         out.push(
             "hint: the certificate chain is not trusted; if this server uses a private CA, pass its certificate with --ca-file (ca_file in campaign.toml)".to_owned(),
         );
@@ -246,16 +255,15 @@ fn hints(host: &str, ports: &[PortReport], auth_tested: bool) -> Vec<String> {
         out.push("hint: no port offers STARTTLS or implicit TLS; ask the provider for a TLS submission port (465 or 587)".to_owned());
     }
     if auth_tested
-        && ports
-            .iter()
-            .any(|p| p.auth_result.as_ref().is_some_and(|a| a.attempted && !a.success))
+        && ports.iter().any(|p| {
+            p.auth_result
+                .as_ref()
+                .is_some_and(|a| a.attempted && !a.success)
+        })
     {
         out.push("hint: AUTH was rejected; check username and the password (password_env / password_file, or MAILROOM_SMTP_PASSWORD)".to_owned());
     }
-    if ports
-        .iter()
-        .any(|p| p.connect == Connect::Timeout)
-    {
+    if ports.iter().any(|p| p.connect == Connect::Timeout) {
         out.push("hint: timeouts usually mean a firewall drops the packets; many ISPs and clouds block port 25, some block 587/465 too".to_owned());
     }
     out
@@ -284,14 +292,14 @@ mod tests {
     use crate::doctor::{AuthResult, TlsReport};
 
     fn refused(port: u16) -> PortReport {
-        let mut p = PortReport::new(port);
+        let mut p = PortReport::new(port, Security::Starttls);
         p.connect = Connect::Refused;
         p.error = Some("connection refused".into());
         p
     }
 
     fn timed_out(port: u16) -> PortReport {
-        let mut p = PortReport::new(port);
+        let mut p = PortReport::new(port, Security::Starttls);
         p.connect = Connect::Timeout;
         p.error = Some("no answer".into());
         p
@@ -315,7 +323,7 @@ mod tests {
     }
 
     fn secure(port: u16, security: Security, verified: bool, auth: bool) -> PortReport {
-        let mut p = PortReport::new(port);
+        let mut p = PortReport::new(port, Security::Starttls);
         p.connect = Connect::Open;
         p.reachable = true;
         p.security = Some(security);
@@ -327,7 +335,7 @@ mod tests {
     }
 
     fn plaintext(port: u16, auth: bool) -> PortReport {
-        let mut p = PortReport::new(port);
+        let mut p = PortReport::new(port, Security::Starttls);
         p.connect = Connect::Open;
         p.reachable = true;
         p.security = Some(Security::None);
@@ -366,11 +374,23 @@ mod tests {
         assert_eq!(r.security.as_deref(), Some("tls"));
         assert_eq!(
             r.toml,
-            vec!["host = \"mx.example.test\"", "port = 465", "security = \"tls\""]
+            vec![
+                "host = \"mx.example.test\"",
+                "port = 465",
+                "security = \"tls\""
+            ]
         );
         assert!(r.summary.starts_with("587 refused"), "{}", r.summary);
-        assert!(r.summary.contains("use port = 465, security = \"tls\""), "{}", r.summary);
-        assert!(r.reasons.iter().any(|l| l.contains("2525: timed out (filtered/blocked?)")));
+        assert!(
+            r.summary.contains("use port = 465, security = \"tls\""),
+            "{}",
+            r.summary
+        );
+        assert!(
+            r.reasons
+                .iter()
+                .any(|l| l.contains("2525: timed out (filtered/blocked?)"))
+        );
     }
 
     #[test]
@@ -420,7 +440,11 @@ mod tests {
         assert_eq!(r.security.as_deref(), Some("tls"));
         assert!(r.toml.contains(&"fallback_ports = [587]".to_owned()));
         let r = recommend("h", &ports, None, false, None);
-        assert_eq!(r.port, Some(587), "587 outranks 2525; 2525 as tls is no valid fallback");
+        assert_eq!(
+            r.port,
+            Some(587),
+            "587 outranks 2525; 2525 as tls is no valid fallback"
+        );
         assert!(!r.toml.iter().any(|l| l.starts_with("fallback_ports")));
     }
 
@@ -431,8 +455,16 @@ mod tests {
         assert!(!r.usable);
         assert!(r.toml.is_empty());
         assert!(r.summary.contains("No port offers TLS"), "{}", r.summary);
-        assert!(r.reasons.iter().any(|l| l.contains("AUTH offered before TLS")));
-        assert!(r.reasons.iter().any(|l| l.contains("no port offers STARTTLS")));
+        assert!(
+            r.reasons
+                .iter()
+                .any(|l| l.contains("AUTH offered before TLS"))
+        );
+        assert!(
+            r.reasons
+                .iter()
+                .any(|l| l.contains("no port offers STARTTLS"))
+        );
     }
 
     #[test]
@@ -450,7 +482,11 @@ mod tests {
         p.tls.as_mut().unwrap().name_matches = false;
         let r = recommend("1.2.3.4", &[p], None, false, None);
         assert!(!r.usable);
-        assert!(r.reasons.iter().any(|l| l.contains("names mx.example.test, not 1.2.3.4")));
+        assert!(
+            r.reasons
+                .iter()
+                .any(|l| l.contains("names mx.example.test, not 1.2.3.4"))
+        );
     }
 
     #[test]
@@ -461,7 +497,11 @@ mod tests {
         auth(&mut b, false);
         let r = recommend("h", &[a.clone(), b], None, true, None);
         assert!(!r.usable);
-        assert!(r.summary.contains("rejected the credentials"), "{}", r.summary);
+        assert!(
+            r.summary.contains("rejected the credentials"),
+            "{}",
+            r.summary
+        );
         assert!(r.reasons.iter().any(|l| l.contains("535 5.7.8")));
 
         let mut c = secure(465, Security::Tls, true, true);
@@ -469,7 +509,10 @@ mod tests {
         let r = recommend("h", &[a, c], None, true, None);
         assert_eq!(r.port, Some(465));
         assert!(r.summary.contains("AUTH was accepted"));
-        assert!(!r.toml.iter().any(|l| l.starts_with("fallback_ports")), "587 rejected AUTH");
+        assert!(
+            !r.toml.iter().any(|l| l.starts_with("fallback_ports")),
+            "587 rejected AUTH"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mailroom::campaign::Campaign;
-use mailroom::doctor::{self, Credentials, DEFAULT_PORTS, Options};
+use mailroom::doctor::{self, Credentials, DEFAULT_IMPLICIT_PORTS, DEFAULT_PORTS, Options};
 
 /// Arguments of `mailroom doctor`.
 #[derive(Debug, clap::Args)]
@@ -83,11 +83,15 @@ fn options(args: &Args) -> anyhow::Result<Options> {
     }
     let credentials = if args.auth {
         let Some(username) = args.user.clone() else {
-            bail!("--auth with a HOST needs --user\n\nPass --user you@example.com and export {PASSWORD_ENV}.");
+            bail!(
+                "--auth with a HOST needs --user\n\nPass --user you@example.com and export {PASSWORD_ENV}."
+            );
         };
         let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
         let Some(password) = password else {
-            bail!("--auth needs the password in the environment variable {PASSWORD_ENV}\n\nExport it first (never pass a password as an argument).");
+            bail!(
+                "--auth needs the password in the environment variable {PASSWORD_ENV}\n\nExport it first (never pass a password as an argument)."
+            );
         };
         Some(Credentials { username, password })
     } else {
@@ -105,6 +109,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         hello_name: None,
         credentials,
         configured_port: None,
+        implicit_ports: DEFAULT_IMPLICIT_PORTS.to_vec(),
     })
 }
 
@@ -138,9 +143,8 @@ fn campaign_options(args: &Args, path: &Path, timeout: Duration) -> anyhow::Resu
                 format!("--auth: the environment variable {var} (password_env) is not set\n\nExport it first.")
             })?
         } else if let Some(file) = &smtp.password_file {
-            let text = std::fs::read_to_string(file).with_context(|| {
-                format!("--auth: cannot read password_file {}", file.display())
-            })?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--auth: cannot read password_file {}", file.display()))?;
             text.trim_end_matches(['\r', '\n']).to_owned()
         } else {
             bail!(
@@ -160,6 +164,7 @@ fn campaign_options(args: &Args, path: &Path, timeout: Duration) -> anyhow::Resu
         hello_name: smtp.hello_name.clone(),
         credentials,
         configured_port: Some(smtp.port),
+        implicit_ports: implicit_ports(smtp),
     })
 }
 
@@ -172,4 +177,13 @@ fn dedup(ports: Vec<u16>) -> Vec<u16> {
         }
     }
     seen
+}
+
+/// 465 always; the configured port too when the campaign says it speaks implicit TLS.
+fn implicit_ports(smtp: &mailroom::campaign::config::SmtpConfig) -> Vec<u16> {
+    let mut ports = DEFAULT_IMPLICIT_PORTS.to_vec();
+    if smtp.security == mailroom::campaign::config::Security::Tls && !ports.contains(&smtp.port) {
+        ports.push(smtp.port);
+    }
+    ports
 }
