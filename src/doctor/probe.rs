@@ -48,12 +48,6 @@ struct Probe<'a> {
     port: u16,
 }
 
-/// A TLS session and whether its certificate verified.
-struct Secured {
-    stream: TlsStream<TcpStream>,
-    verified: bool,
-}
-
 impl Probe<'_> {
     fn timeout(&self) -> Duration {
         self.options.timeout
@@ -110,7 +104,12 @@ impl Probe<'_> {
     }
 
     async fn connect(&self, r: &mut PortReport) -> Option<TcpStream> {
-        let host = self.options.host.as_str();
+        // "[::1]" is how people write an IPv6 literal next to a port; the resolver wants "::1".
+        let host = self
+            .options
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let attempt = tokio::time::timeout(self.timeout(), TcpStream::connect((host, self.port)));
         match attempt.await {
             Ok(Ok(tcp)) => {
@@ -196,11 +195,8 @@ impl Probe<'_> {
         let Some(tcp) = self.starttls_command(r, conn).await else {
             return;
         };
-        let secured = match self.handshake(&self.configs.verified, tcp).await {
-            Ok(stream) => Secured {
-                stream,
-                verified: true,
-            },
+        let stream = match self.handshake(&self.configs.verified, tcp).await {
+            Ok(stream) => stream,
             Err(verify_error) => {
                 // Second connection, accept-anything config: only to show the certificate.
                 let Some(stream) = self.inspect_via_starttls(r, &hello).await else {
@@ -212,9 +208,8 @@ impl Probe<'_> {
                 return;
             }
         };
-        self.record_tls(r, &secured.stream, true, None);
-        self.after_tls(r, secured.stream, &hello, secured.verified)
-            .await;
+        self.record_tls(r, &stream, true, None);
+        self.after_tls(r, stream, &hello, true).await;
     }
 
     async fn starttls_command(
@@ -299,7 +294,7 @@ impl Probe<'_> {
         let connector = TlsConnector::from(Arc::clone(config));
         match tokio::time::timeout(self.timeout(), connector.connect(name, tcp)).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(explain_tls_error(&e.to_string())),
             Err(_) => Err(format!("handshake timed out after {:?}", self.timeout())),
         }
     }
@@ -559,4 +554,47 @@ fn apply_extensions(r: &mut PortReport, ext: &Extensions) {
     r.enhancedstatuscodes = ext.enhancedstatuscodes;
     r.dsn = ext.dsn;
     r.chunking = ext.chunking;
+}
+
+/// rustls's words, followed by what they mean for someone choosing a relay.
+fn explain_tls_error(raw: &str) -> String {
+    let meaning = if raw.contains("UnknownIssuer") {
+        "issued by a CA that is not trusted here (self-signed or a private CA?)"
+    } else if raw.contains("NotValidForName") {
+        "the certificate is not valid for this host name"
+    } else if raw.contains("Expired") {
+        "the certificate has expired"
+    } else if raw.contains("NotValidYet") {
+        "the certificate is not valid yet (check the clock)"
+    } else if raw.contains("Revoked") {
+        "the certificate was revoked"
+    } else if raw.contains("BadSignature") || raw.contains("UnsupportedSignatureAlgorithm") {
+        "the certificate's signature cannot be checked"
+    } else if raw.contains("InvalidContentType") || raw.contains("corrupt message") {
+        "the server did not answer with TLS (a plaintext port?)"
+    } else if raw.contains("ProtocolVersion") || raw.contains("HandshakeFailure") {
+        "no common TLS version or cipher (mailroom requires TLS 1.2 or newer)"
+    } else {
+        return raw.to_owned();
+    };
+    format!("{raw} ({meaning})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain_tls_error;
+
+    #[test]
+    fn tls_errors_are_explained_and_keep_rustls_words() {
+        let e = explain_tls_error("invalid peer certificate: UnknownIssuer");
+        assert!(
+            e.starts_with("invalid peer certificate: UnknownIssuer ("),
+            "{e}"
+        );
+        assert!(e.contains("not trusted"), "{e}");
+        assert!(
+            explain_tls_error("invalid peer certificate: NotValidForName").contains("host name")
+        );
+        assert_eq!(explain_tls_error("something new"), "something new");
+    }
 }
