@@ -356,6 +356,156 @@ async fn a_server_that_never_greets_times_out_per_step() {
     holder.abort();
 }
 
+/// An implicit-TLS server whose certificate (signed by a CA written to `ca_path`) names only
+/// `names` and is valid from `not_before` to `not_after` (year, month, day).
+async fn custom_cert_server(
+    ca_path: &Path,
+    names: &[&str],
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "doctor test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    std::fs::write(ca_path, ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, names[0]);
+    leaf.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    leaf.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let config = ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                // A client rejecting the certificate aborts the handshake: that is expected.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (read, mut write) = tokio::io::split(tls);
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 custom.test ESMTP\r\n").await;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().unwrap().push(line.clone());
+                    let up = line.to_ascii_uppercase();
+                    let reply: &[u8] = if up.starts_with("EHLO") {
+                        b"250-custom.test\r\n250 AUTH PLAIN\r\n"
+                    } else if up.starts_with("QUIT") {
+                        b"221 bye\r\n"
+                    } else {
+                        b"502 5.5.1 not here\r\n"
+                    };
+                    if write.write_all(reply).await.is_err() || up.starts_with("QUIT") {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_shown_with_a_hint_and_no_auth() {
+    provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let (port, seen) =
+        custom_cert_server(&ca, &["mail.other.test"], (2020, 1, 1), (2090, 1, 1)).await;
+    let mut o = options(port);
+    o.ca_file = Some(ca);
+    o.implicit_ports = vec![port];
+    o.credentials = creds("ann", "pw");
+    let report = doctor::run(&o).await.unwrap();
+    let p = &report.ports[0];
+    assert_eq!(p.security, Some(Security::Tls), "{p:?}");
+    let tls = p.tls.as_ref().unwrap();
+    assert!(!tls.verified && !tls.name_matches, "{tls:?}");
+    assert!(
+        tls.verify_error
+            .as_deref()
+            .unwrap()
+            .contains("mail.other.test"),
+        "{tls:?}"
+    );
+    assert_eq!(tls.dns_names, vec!["mail.other.test"]);
+    assert_eq!(tls.subject.as_deref(), Some("CN=mail.other.test"));
+    assert_eq!(tls.issuer.as_deref(), Some("CN=doctor test CA"));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("does not name 127.0.0.1")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(!p.auth_result.as_ref().unwrap().attempted);
+    assert!(!report.usable());
+    assert!(
+        report
+            .recommendation
+            .reasons
+            .iter()
+            .any(|r| r.contains("names mail.other.test, not 127.0.0.1")),
+        "{:?}",
+        report.recommendation.reasons
+    );
+    // The inspection session said EHLO and QUIT, nothing else.
+    assert_eq!(*seen.lock().unwrap(), vec!["EHLO doctor.test", "QUIT"]);
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_reported_with_negative_days_left() {
+    provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let (port, _seen) = custom_cert_server(&ca, &["127.0.0.1"], (2019, 1, 1), (2020, 1, 1)).await;
+    let mut o = options(port);
+    o.ca_file = Some(ca);
+    o.implicit_ports = vec![port];
+    let report = doctor::run(&o).await.unwrap();
+    let p = &report.ports[0];
+    let tls = p.tls.as_ref().unwrap();
+    assert!(!tls.verified, "{tls:?}");
+    assert!(tls.name_matches, "{tls:?}");
+    assert!(tls.days_left.unwrap() < 0, "{tls:?}");
+    assert_eq!(tls.not_after.as_deref(), Some("2020-01-01T00:00:00Z"));
+    assert!(
+        tls.verify_error.as_deref().unwrap().contains("expired"),
+        "{tls:?}"
+    );
+    assert!(
+        p.warnings.iter().any(|w| w.contains("EXPIRED")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(!report.usable());
+}
+
 // ---------------------------------------------------------------- the CLI
 
 fn mailroom() -> Command {
