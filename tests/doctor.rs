@@ -276,7 +276,7 @@ async fn a_closed_port_is_refused() {
 }
 
 /// A plaintext server that offers AUTH without STARTTLS and records every line it receives.
-async fn cleartext_auth_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+async fn cleartext_auth_server(greet_after: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -287,7 +287,11 @@ async fn cleartext_auth_server() -> (u16, Arc<Mutex<Vec<String>>>) {
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut lines = BufReader::new(read).lines();
-                write.write_all(b"220 old.test ESMTP\r\n").await.unwrap();
+                // A slow greeter (its own behaviour, not test synchronisation).
+                tokio::time::sleep(greet_after).await;
+                if write.write_all(b"220 old.test ESMTP\r\n").await.is_err() {
+                    return;
+                }
                 while let Ok(Some(line)) = lines.next_line().await {
                     log.lock().unwrap().push(line.clone());
                     let up = line.to_ascii_uppercase();
@@ -311,7 +315,7 @@ async fn cleartext_auth_server() -> (u16, Arc<Mutex<Vec<String>>>) {
 #[tokio::test]
 async fn auth_offered_in_cleartext_is_warned_and_never_used() {
     provider();
-    let (port, seen) = cleartext_auth_server().await;
+    let (port, seen) = cleartext_auth_server(Duration::ZERO).await;
     let mut o = options(port);
     o.credentials = creds("ann", "pw");
     let report = doctor::run(&o).await.unwrap();
@@ -332,6 +336,31 @@ async fn auth_offered_in_cleartext_is_warned_and_never_used() {
         seen,
         vec!["EHLO doctor.test", "QUIT"],
         "never AUTH in cleartext"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_plaintext_greeter_on_an_implicit_tls_port_is_recognised() {
+    provider();
+    // Greets after the probe already sent its ClientHello: the handshake sees "220 …".
+    let (port, seen) = cleartext_auth_server(Duration::from_millis(1500)).await;
+    let mut o = options(port);
+    o.implicit_ports = vec![port];
+    let report = doctor::run(&o).await.unwrap();
+    let p = &report.ports[0];
+    assert_eq!(p.expected, Security::Tls);
+    assert_eq!(p.security, Some(Security::None), "{p:?}");
+    assert!(p.error.is_none(), "{p:?}");
+    assert_eq!(p.banner.as_deref(), Some("220 old.test ESMTP"));
+    assert!(
+        p.warnings.iter().any(|w| w.contains("greets in plaintext")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .contains(&"EHLO doctor.test".to_owned())
     );
 }
 
@@ -745,8 +774,22 @@ async fn postfix_rig_every_listener_kind() {
 
     assert!(report.usable());
     let rec = &report.recommendation;
-    assert_eq!(rec.port, Some(rig.smtps), "{rec:?}");
-    assert_eq!(rec.security.as_deref(), Some("tls"));
+    // 465 is preferred (RFC 8314) when the rig uses the standard ports.
+    if rig.smtps == 465 {
+        assert_eq!(rec.port, Some(rig.smtps), "{rec:?}");
+        assert_eq!(rec.security.as_deref(), Some("tls"));
+    } else {
+        assert!(
+            rec.port == Some(rig.smtps) || rec.port == Some(rig.submission),
+            "{rec:?}"
+        );
+    }
+    assert!(
+        !rec.toml
+            .iter()
+            .any(|l| l.contains(&rig.smtp.to_string()) && l.starts_with("fallback")),
+        "the inbound port offers no AUTH: never a fallback: {rec:?}"
+    );
 
     // Wrong password: Postfix's exact 535 is reported, nothing is usable.
     o.ports = vec![rig.submission];

@@ -83,7 +83,7 @@ impl Probe<'_> {
         };
         let before = r.warnings.len();
         self.implicit_session(r, tcp).await;
-        if r.security == Some(Security::Tls) {
+        if r.security == Some(Security::Tls) && r.error.is_none() {
             r.warnings.insert(
                 before,
                 format!(
@@ -91,7 +91,7 @@ impl Probe<'_> {
                     self.port
                 ),
             );
-        } else {
+        } else if r.security.is_none() {
             r.error = Some(format!(
                 "no greeting within {:?}, and implicit TLS failed too{}",
                 self.timeout(),
@@ -272,6 +272,16 @@ impl Probe<'_> {
                     r.error = Some(format!("TLS handshake failed: {verify_error}"));
                     return;
                 };
+                if verify_error.contains("InvalidContentType") {
+                    // The server sent a plaintext greeting where a TLS record was expected: a
+                    // STARTTLS-style port that was merely slow to greet.
+                    r.warnings.push(format!(
+                        "port {} greets in plaintext: it is a STARTTLS-style port, not implicit TLS",
+                        self.port
+                    ));
+                    self.plain_session(r, tcp).await;
+                    return;
+                }
                 match self.handshake(&self.configs.inspect, tcp).await {
                     Ok(stream) => {
                         r.security = Some(Security::Tls);
