@@ -312,7 +312,10 @@ fn steps(args: &Args, campaign_dir: &Path, sandbox: &sandbox::Sandbox) -> anyhow
     println!(
         "1. Sending through the sandbox: STARTTLS, AUTH, rate limit; greylisted recipients are retried after a short back-off"
     );
-    send(campaign_dir)?;
+    if send(campaign_dir)? == Sent::Interrupted {
+        println!("Interrupted: messages in flight were finished, nothing else was sent.");
+        return Ok(ExitCode::from(130));
+    }
 
     println!();
     println!(
@@ -369,9 +372,15 @@ impl Render for CampaignRender {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Done,
+    Interrupted,
+}
+
 /// Sends the demo campaign with the library pipeline (import, ledger writer, workers, pacing,
 /// retries), passes repeated until no deferred recipient is left or a pass gives up.
-fn send(campaign_dir: &Path) -> anyhow::Result<()> {
+fn send(campaign_dir: &Path) -> anyhow::Result<Sent> {
     let campaign = Campaign::load(campaign_dir)?;
     let config = campaign.config().clone();
     let smtp = &config.smtp;
@@ -427,6 +436,12 @@ fn send(campaign_dir: &Path) -> anyhow::Result<()> {
         .build()
         .context("could not start the async runtime")?;
     let started = std::time::Instant::now();
+    let shutdown = Shutdown::new();
+    runtime.block_on(async {
+        shutdown.install_ctrl_c(|| {
+            eprintln!("\nstopping after the messages in flight (Ctrl-C again quits at once)");
+        });
+    });
     // A pass ends when nothing is due; deferred recipients come due after their back-off, so
     // another pass picks them up. The cap only guards against a relay that never relents.
     for pass in 1..=5 {
@@ -453,7 +468,7 @@ fn send(campaign_dir: &Path) -> anyhow::Result<()> {
                 transport,
                 render: render.clone(),
                 options: options.clone(),
-                shutdown: Shutdown::new(),
+                shutdown: shutdown.clone(),
                 counters: counters.clone(),
                 events: None,
             })
@@ -477,6 +492,7 @@ fn send(campaign_dir: &Path) -> anyhow::Result<()> {
         );
         match &summary.end {
             End::Finished => {}
+            End::Interrupted => return Ok(Sent::Interrupted),
             other => anyhow::bail!("the demo send stopped: {other:?}"),
         }
         let Some(next) = summary
@@ -488,11 +504,18 @@ fn send(campaign_dir: &Path) -> anyhow::Result<()> {
         let wait_ms = next
             .saturating_sub(chrono::Utc::now().timestamp_millis())
             .max(0);
-        std::thread::sleep(std::time::Duration::from_millis(
-            u64::try_from(wait_ms).unwrap_or(0),
-        ));
+        let pause = std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
+        runtime.block_on(async {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.wait() => {}
+            }
+        });
+        if shutdown.is_triggered() {
+            return Ok(Sent::Interrupted);
+        }
     }
-    Ok(())
+    Ok(Sent::Done)
 }
 
 /// A one-line counter on the terminal while a pass runs.
