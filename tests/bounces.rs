@@ -644,3 +644,220 @@ fn suppress_commands_add_list_remove_and_import() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// IMAP against a real Dovecot on loopback (Debian: dovecot-imapd).
+
+struct Dovecot {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    starttls_port: u16,
+    imaps_port: u16,
+    ca_pem: String,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a private Dovecot (own config, ports, TLS certificate and Maildir) holding `messages`
+/// for user `bounces` / password `s3cret`. `None` (with a loud message) when Dovecot is not
+/// installed or we cannot run it as root; under CI=true that is a failure.
+fn start_dovecot(messages: &[(String, Vec<u8>)]) -> Option<Dovecot> {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let binary = Path::new("/usr/sbin/dovecot");
+    let uid = std::process::Command::new("id").arg("-u").output().ok()?;
+    let is_root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    if !binary.exists() || !Path::new("/usr/lib/dovecot/imap").exists() || !is_root {
+        let msg = "SKIPPED: Dovecot IMAP test needs /usr/sbin/dovecot + dovecot-imapd, run as root \
+                   (apt-get install dovecot-imapd)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg} (CI=true)"
+        );
+        eprintln!("{msg}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Test CA and server certificate for 127.0.0.1 / localhost.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(d.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(d.join("passwd"), "bounces:{PLAIN}s3cret::::::\n").unwrap();
+    let maildir = d.join("home/bounces/Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for (i, (_, raw)) in messages.iter().enumerate() {
+        std::fs::write(
+            maildir
+                .join("new")
+                .join(format!("17000000{i:02}.M1P1.test")),
+            raw,
+        )
+        .unwrap();
+    }
+    for entry in ["home", "home/bounces", "home/bounces/Maildir"] {
+        chown(d.join(entry), Some(65534), Some(65534)).unwrap();
+    }
+    for sub in ["new", "cur", "tmp"] {
+        chown(maildir.join(sub), Some(65534), Some(65534)).unwrap();
+        for f in std::fs::read_dir(maildir.join(sub)).unwrap() {
+            chown(f.unwrap().path(), Some(65534), Some(65534)).unwrap();
+        }
+    }
+    let (starttls_port, imaps_port) = (free_port(), free_port());
+    let p = d.display();
+    let conf = format!(
+        "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\n\
+         protocols = imap\nlisten = 127.0.0.1\nssl = required\n\
+         ssl_cert = <{p}/cert.pem\nssl_key = <{p}/key.pem\n\
+         disable_plaintext_auth = yes\nauth_mechanisms = plain\n\
+         default_internal_user = dovecot\ndefault_login_user = dovenull\n\
+         first_valid_uid = 1\nmail_location = maildir:~/Maildir\n\
+         passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
+         userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={p}/home/%u\n}}\n\
+         service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {starttls_port}\n  }}\n\
+           inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes\n  }}\n}}\n\
+         service stats {{\n  unix_listener stats-reader {{\n    mode = 0666\n  }}\n  unix_listener stats-writer {{\n    mode = 0666\n  }}\n}}\n"
+    );
+    std::fs::write(d.join("dovecot.conf"), conf).unwrap();
+    let child = std::process::Command::new(binary)
+        .arg("-F")
+        .arg("-c")
+        .arg(d.join("dovecot.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Dovecot {
+        child,
+        ca_pem: ca.pem(),
+        dir,
+        starttls_port,
+        imaps_port,
+    };
+    // Ready when the IMAP greeting arrives (polled with a deadline, not slept on).
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", starttls_port)) {
+            use std::io::Read;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"* OK" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dovecot did not start: {}",
+            std::fs::read_to_string(server.dir.path().join("dovecot.log")).unwrap_or_default()
+        );
+        std::thread::yield_now();
+    }
+    Some(server)
+}
+
+use std::time::Instant;
+
+#[test]
+fn imap_import_from_dovecot_over_starttls_and_implicit_tls_leaves_mail_unread() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let fixtures = import_fixtures();
+    let Some(server) = start_dovecot(&fixtures) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (db, conn) = seeded_ledger(dir.path());
+    drop(conn);
+    std::fs::write(
+        dir.path().join("campaign.toml"),
+        format!("[campaign]\nname = \"spring\"\n\n[bounces]\nreturn_path = \"{RETURN_PATH}\"\n"),
+    )
+    .unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let import = |url: String, password: &str| {
+        mailroom()
+            .env("MAILROOM_IMAP_PASSWORD", password)
+            .args(["bounces", "import"])
+            .arg(dir.path())
+            .arg("--imap")
+            .arg(url)
+            .arg("--imap-ca")
+            .arg(&ca)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let starttls = format!("imap://bounces@127.0.0.1:{}/INBOX", server.starttls_port);
+    let out = import(starttls.clone(), "wrong");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("LOGIN refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = import(starttls, "s3cret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("messages read       7"), "{text}");
+    assert!(text.contains("recorded            5"), "{text}");
+    assert!(text.contains("unmatched (left)    1"), "{text}");
+    let st = states(&mailroom::store::open(&db).unwrap());
+    assert_eq!(st["alice@example.org"], "bounced_hard");
+    assert_eq!(st["carol@example.com"], "complained");
+    // Same mailbox over implicit TLS: every report is already recorded.
+    let out = import(
+        format!("imaps://bounces@127.0.0.1:{}/INBOX", server.imaps_port),
+        "s3cret",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("already recorded    5"), "{text}");
+    // EXAMINE + BODY.PEEK: nothing was marked seen or moved out of new/.
+    let maildir = server.dir.path().join("home/bounces/Maildir");
+    let seen = std::fs::read_dir(maildir.join("cur"))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(",S")
+        })
+        .count();
+    assert_eq!(seen, 0, "no message may be flagged \\Seen");
+    assert_eq!(std::fs::read_dir(maildir.join("new")).unwrap().count(), 7);
+}

@@ -1,5 +1,5 @@
 //! A small IMAP4rev1 (RFC 3501) client that reads every message of one mailbox without
-//! changing it: LOGIN, SELECT, UID SEARCH ALL, UID FETCH BODY.PEEK[] (PEEK leaves `\Seen`
+//! changing it: LOGIN, EXAMINE (read-only SELECT), UID SEARCH ALL, UID FETCH BODY.PEEK[] (PEEK leaves `\Seen`
 //! alone), LOGOUT. Literals (`{n}`) are read byte-exact.
 //!
 //! Security: `imaps://` is implicit TLS; `imap://` upgrades with STARTTLS, and only a loopback
@@ -478,7 +478,9 @@ pub async fn fetch_all(
         &format!("{} {}", quote(&url.user)?, quote(password)?),
     )
     .await?;
-    s.command("SELECT", &quote(&url.mailbox)?).await?;
+    // EXAMINE is SELECT read-only (RFC 3501 §6.3.2): the server keeps new mail "recent" and
+    // unflagged, so the mailbox looks untouched to its other readers.
+    s.command("EXAMINE", &quote(&url.mailbox)?).await?;
     let search = s.command("UID SEARCH", "ALL").await?;
     let mut uids: Vec<u32> = search
         .iter()

@@ -1,0 +1,78 @@
+//! Parse throughput of `mailroom::bounce::parse` over the bounce corpus, against a reference
+//! measured in the same run: mail-parser's MIME parse alone on the same messages (the floor
+//! our parser builds on). Run: `cargo bench --bench bounce_parse`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mail_parser::MessageParser;
+
+fn load() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/corpus");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::read(p).expect("corpus file"))
+        .collect()
+}
+
+/// Runs `f` over every message repeatedly for at least `budget`; returns messages per second.
+fn measure(
+    messages: &[Vec<u8>],
+    budget: Duration,
+    mut f: impl FnMut(&[u8]) -> usize,
+) -> (f64, usize) {
+    // Warm-up pass (page cache, allocator).
+    let mut sink = 0;
+    for m in messages {
+        sink += f(m);
+    }
+    let start = Instant::now();
+    let mut done = 0usize;
+    while start.elapsed() < budget {
+        for m in messages {
+            sink += f(black_box(m));
+        }
+        done += messages.len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (done as f64 / secs, black_box(sink))
+}
+
+fn main() {
+    let messages = load();
+    let bytes: usize = messages.iter().map(Vec::len).sum();
+    let reports: usize = messages
+        .iter()
+        .map(|m| mailroom::bounce::parse(m).len())
+        .sum();
+    let budget = Duration::from_secs(3);
+    let parser = MessageParser::default();
+    let (reference, _) = measure(&messages, budget, |m| {
+        parser.parse(m).map_or(0, |p| p.parts.len())
+    });
+    let (ours, _) = measure(&messages, budget, |m| mailroom::bounce::parse(m).len());
+    let per_report = reports as f64 / messages.len() as f64;
+    println!(
+        "corpus: {} messages, {} reports, {:.1} KiB",
+        messages.len(),
+        reports,
+        bytes as f64 / 1024.0
+    );
+    println!("mail-parser parse only (reference): {reference:>10.0} messages/s");
+    println!(
+        "mailroom::bounce::parse:             {ours:>10.0} messages/s  ({:.0} reports/s)",
+        ours * per_report
+    );
+    println!(
+        "ratio bounce::parse / reference:     {:>10.2}",
+        ours / reference
+    );
+}
