@@ -428,6 +428,28 @@ fn mailroom() -> Cmd {
     Cmd::cargo_bin("mailroom").unwrap()
 }
 
+/// A real campaign folder (`mailroom init`) named `spring` with our VERP return path; its
+/// ledger is `<dir>/campaign/mailroom.db`, seeded as the sender leaves it.
+fn campaign_with_ledger(dir: &Path) -> (PathBuf, PathBuf) {
+    let folder = dir.join("campaign");
+    let out = mailroom().arg("init").arg(&folder).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml = folder.join("campaign.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let text = text
+        .replacen("name = \"first-newsletter\"", "name = \"spring\"", 1)
+        .replacen(
+            "# return_path = \"bounces+{token}@example.com\"",
+            &format!("return_path = \"{RETURN_PATH}\""),
+            1,
+        );
+    assert!(text.contains("name = \"spring\"") && text.contains("return_path = \"bounces"));
+    std::fs::write(&toml, text).unwrap();
+    let (db, conn) = seeded_ledger(&folder);
+    drop(conn);
+    (folder, db)
+}
+
 #[test]
 fn bounces_parse_json_prints_one_object_per_report() {
     let corpus = corpus_dir();
@@ -493,25 +515,15 @@ fn bounces_parse_text_table_and_unreadable_file() {
 #[test]
 fn bounces_import_command_reads_a_maildir_twice_without_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, conn) = seeded_ledger(dir.path());
-    drop(conn);
-    std::fs::write(
-        dir.path().join("campaign.toml"),
-        format!(
-            "[campaign]\nname = \"spring\"\nfrom = \"News <news@news.example.com>\"\nsubject = \"Spring\"\n\n\
-             [bounces]\nreturn_path = \"{RETURN_PATH}\"\n"
-        ),
-    )
-    .unwrap();
+    let (campaign, db) = campaign_with_ledger(dir.path());
     let maildir = write_maildir(dir.path());
+    // The ledger comes from the campaign's [store] path: no --db.
     let run = || {
         mailroom()
             .args(["bounces", "import"])
-            .arg(dir.path())
+            .arg(&campaign)
             .arg("--maildir")
             .arg(&maildir)
-            .arg("--db")
-            .arg(&db)
             .output()
             .unwrap()
     };
@@ -534,24 +546,29 @@ fn bounces_import_command_reads_a_maildir_twice_without_changes() {
     assert!(text.contains("already recorded    5"), "{text}");
     assert!(text.contains("recorded            0"), "{text}");
     assert_eq!(dump(&mailroom::store::open(&db).unwrap()), before);
+    // The suppression list of the campaign's ledger now holds the hard bounce and complaint.
+    let out = mailroom()
+        .args(["suppress", "--campaign"])
+        .arg(&campaign)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("\"alice@example.org\"") && listed.contains("\"hard_bounce\""));
+    assert!(listed.contains("\"carol@example.com\"") && listed.contains("\"complaint\""));
 }
 
 #[test]
 fn bounces_import_without_password_names_the_variable_and_never_reads_argv() {
     let dir = tempfile::tempdir().unwrap();
-    let (db, conn) = seeded_ledger(dir.path());
-    drop(conn);
-    std::fs::write(
-        dir.path().join("campaign.toml"),
-        "[campaign]\nname = \"spring\"\n",
-    )
-    .unwrap();
+    let (campaign, _) = campaign_with_ledger(dir.path());
     let out = mailroom()
         .env_remove("MAILROOM_IMAP_PASSWORD")
         .args(["bounces", "import"])
-        .arg(dir.path())
-        .args(["--imap", "imaps://bounces@127.0.0.1:1/INBOX", "--db"])
-        .arg(&db)
+        .arg(&campaign)
+        .args(["--imap", "imaps://bounces@127.0.0.1:1/INBOX"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -790,26 +807,18 @@ fn imap_import_from_dovecot_over_starttls_and_implicit_tls_leaves_mail_unread() 
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (db, conn) = seeded_ledger(dir.path());
-    drop(conn);
-    std::fs::write(
-        dir.path().join("campaign.toml"),
-        format!("[campaign]\nname = \"spring\"\n\n[bounces]\nreturn_path = \"{RETURN_PATH}\"\n"),
-    )
-    .unwrap();
+    let (campaign, db) = campaign_with_ledger(dir.path());
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &server.ca_pem).unwrap();
     let import = |url: String, password: &str| {
         mailroom()
             .env("MAILROOM_IMAP_PASSWORD", password)
             .args(["bounces", "import"])
-            .arg(dir.path())
+            .arg(&campaign)
             .arg("--imap")
             .arg(url)
             .arg("--imap-ca")
             .arg(&ca)
-            .arg("--db")
-            .arg(&db)
             .output()
             .unwrap()
     };
