@@ -78,6 +78,15 @@ fn main() {
     );
 
     let bench = ledger.find_campaign(Some("bench")).unwrap();
+    // A recipient with a greylisting deferral and a final outcome, for the single-recipient view.
+    let someone: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT email FROM recipients WHERE id >= ?1 AND attempts = 2 ORDER BY id LIMIT 1",
+            [(recipients * 7 / 9) as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
     for (label, focus) in [
         (
             "drill-down domain gmail.test (largest)",
@@ -103,7 +112,7 @@ fn main() {
         ),
         (
             "drill-down one recipient",
-            Focus::Recipient("user777777@yahoo.test".into()),
+            Focus::Recipient(someone.clone()),
         ),
     ] {
         let t = time(10, || {

@@ -12,6 +12,7 @@
 //! [`Render`], reply meaning from `transport::classify`.
 
 pub mod pace;
+pub mod setup;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -268,7 +268,7 @@ impl Ledger {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT source, status, outcome, n FROM report_reasons \
+                    "SELECT source, status, outcome, n, example FROM report_reasons \
                      WHERE campaign_id = ?1 AND n > 0",
                 )
                 .map_err(&fail)?;
@@ -283,7 +283,7 @@ impl Ledger {
                         status: row.get(1)?,
                         outcome: row.get(2)?,
                         count: row.get::<_, i64>(3)? as u64,
-                        example: None,
+                        example: row.get(4)?,
                     })
                 })
                 .map_err(&fail)?;
@@ -297,9 +297,6 @@ impl Ledger {
                 .then_with(|| a.status.cmp(&b.status))
                 .then_with(|| a.outcome.cmp(&b.outcome))
         });
-        for reason in &mut reasons {
-            reason.example = self.reason_example(id, reason)?;
-        }
 
         let mut series: Vec<MinutePoint> = Vec::new();
         {
@@ -353,38 +350,6 @@ impl Ledger {
             series,
             recent,
         })
-    }
-
-    /// One reply text for a reason, so tables can show what the code meant. Any matching row
-    /// will do: looking for the newest would sort every row with that code.
-    fn reason_example(&self, campaign: i64, reason: &ReasonRow) -> Result<Option<String>, Error> {
-        let fail = self.fail();
-        match reason.source {
-            Source::Attempt => self
-                .conn
-                .query_row(
-                    "SELECT a.reply FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
-                     WHERE COALESCE(a.enhanced, CAST(a.code AS TEXT), '') = ?1 \
-                       AND a.outcome = ?2 AND r.campaign_id = ?3 AND a.reply IS NOT NULL \
-                     LIMIT 1",
-                    params![reason.status, reason.outcome, campaign],
-                    |row| row.get::<_, String>(0),
-                )
-                .optional()
-                .map_err(&fail),
-            Source::Feedback => self
-                .conn
-                .query_row(
-                    "SELECT COALESCE(e.diagnostic, e.reason) FROM events e \
-                     JOIN recipients r ON r.id = e.recipient_id \
-                     WHERE COALESCE(e.status, '') = ?1 AND e.kind = ?2 AND r.campaign_id = ?3 \
-                       AND COALESCE(e.diagnostic, e.reason) IS NOT NULL LIMIT 1",
-                    params![reason.status, reason.outcome, campaign],
-                    |row| row.get::<_, String>(0),
-                )
-                .optional()
-                .map_err(&fail),
-        }
     }
 
     /// The newest attempts and feedback events of a campaign, newest first.
@@ -844,7 +809,7 @@ pub struct ReasonRow {
     /// complaint, delayed).
     pub outcome: String,
     pub count: u64,
-    /// One reply or diagnostic text with this code.
+    /// The latest reply or diagnostic text seen with this code.
     pub example: Option<String>,
 }
 

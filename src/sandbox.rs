@@ -1,1 +1,580 @@
-//! (module `sandbox`: not written yet)
+//! An embedded ESMTP server for tests, the demo and users without a relay: STARTTLS or implicit
+//! TLS with a CA generated at start, AUTH PLAIN/LOGIN after TLS, a Maildir for accepted mail, and
+//! a script (`Script`) that injects replies and faults per recipient or per session.
+//!
+//! Shape (as in mini-redis): `session` is the whole SMTP dialogue as an I/O-free state machine;
+//! this file is the thin shell that accepts connections, reads lines with limits, sleeps for
+//! scripted delays, runs TLS handshakes, writes the Maildir and reports, and carries out what the
+//! session decided. It must never decide a reply itself (except "could not write the Maildir").
+//!
+//! It listens on loopback only unless `allow_remote` is set: a server that accepts any mail and
+//! any sender is not something to expose by accident.
+
+pub mod maildir;
+pub mod report;
+pub mod script;
+pub mod session;
+pub mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+pub use script::{Action, Reply, Rule, Script, SessionFaults, Stage};
+pub use session::{After, Policy, Response, Session};
+
+/// What starting the sandbox can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(
+        "refusing to listen on {addr}: not a loopback address\n\nThe sandbox accepts mail from anyone; listen on 127.0.0.1 (or ::1), or pass --allow-remote if other hosts really must reach it."
+    )]
+    NotLoopback { addr: SocketAddr },
+    #[error("could not listen on {addr}\n\nPick another port (port 0 picks a free one).")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("could not create the Maildir {}", path.display())]
+    Maildir { path: PathBuf, source: io::Error },
+    #[error(
+        "the implicit-TLS listener needs TLS\n\nDo not turn TLS off when asking for implicit TLS."
+    )]
+    ImplicitTlsWithoutTls,
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    #[error(transparent)]
+    Script(#[from] script::Error),
+}
+
+/// How to run a sandbox. `SandboxConfig::new(maildir)` gives: 127.0.0.1:0, STARTTLS offered, no
+/// AUTH, accept everything.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The main listener; 127.0.0.1:0 in tests.
+    pub listen: SocketAddr,
+    /// The main listener speaks TLS from the first byte (port 465 style) instead of STARTTLS.
+    pub implicit_tls: bool,
+    /// An additional implicit-TLS listener next to a STARTTLS one (`mailroom sandbox --tls-listen`).
+    pub tls_listen: Option<SocketAddr>,
+    /// Offer STARTTLS (and accept implicit TLS). Without it AUTH is never offered.
+    pub tls: bool,
+    /// User and password; AUTH is offered only after TLS and then required before MAIL.
+    pub auth: Option<(String, String)>,
+    /// Accepted messages, one file each, written atomically.
+    pub maildir: PathBuf,
+    /// Where scripted DSNs and ARF reports go; defaults to `bounces` next to `maildir`.
+    pub bounce_maildir: Option<PathBuf>,
+    pub script: Script,
+    /// Allow a non-loopback listen address.
+    pub allow_remote: bool,
+    /// Name in the greeting, EHLO and reports.
+    pub hostname: String,
+    /// Advertised with SIZE and enforced.
+    pub max_message_size: usize,
+    /// Concurrent sessions per listener; more are refused with 421 so a runaway client cannot
+    /// exhaust memory or file descriptors.
+    pub max_connections: usize,
+}
+
+impl SandboxConfig {
+    /// Defaults: 127.0.0.1:0, STARTTLS offered, no AUTH, accept everything, 10 MiB messages.
+    pub fn new(maildir: impl Into<PathBuf>) -> SandboxConfig {
+        SandboxConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            implicit_tls: false,
+            tls_listen: None,
+            tls: true,
+            auth: None,
+            maildir: maildir.into(),
+            bounce_maildir: None,
+            script: Script::accept_all(),
+            allow_remote: false,
+            hostname: "sandbox.localhost".to_owned(),
+            max_message_size: 10 * 1024 * 1024,
+            max_connections: 256,
+        }
+    }
+
+    /// Sets the main listener address.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Makes the main listener speak TLS from the first byte (port 465 style).
+    pub fn implicit_tls(mut self, on: bool) -> Self {
+        self.implicit_tls = on;
+        self
+    }
+
+    /// Offers TLS (on by default); without it AUTH is never offered.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    /// Requires AUTH (offered after TLS) with this user and password.
+    pub fn auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Sets the replies and faults.
+    pub fn script(mut self, script: Script) -> Self {
+        self.script = script;
+        self
+    }
+
+    /// Sets where scripted DSNs and ARF reports are written.
+    pub fn bounce_maildir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bounce_maildir = Some(dir.into());
+        self
+    }
+
+    /// The bounce Maildir actually used.
+    pub fn bounce_dir(&self) -> PathBuf {
+        self.bounce_maildir.clone().unwrap_or_else(|| {
+            self.maildir
+                .parent()
+                .map(|p| p.join("bounces"))
+                .unwrap_or_else(|| PathBuf::from("bounces"))
+        })
+    }
+}
+
+/// Everything a connection task needs.
+struct Context {
+    policy: Arc<Policy>,
+    max_connections: usize,
+    acceptor: Option<TlsAcceptor>,
+    maildir: PathBuf,
+    bounce_maildir: PathBuf,
+}
+
+/// A running sandbox. Dropping it stops the listeners; `shutdown` also waits for them.
+pub struct Sandbox {
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    ca_pem: String,
+    maildir: PathBuf,
+    bounce_maildir: PathBuf,
+    policy: Arc<Policy>,
+    /// Flipped to true to stop accept loops; each loop aborts its connection tasks on exit.
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the listeners and returns once they accept connections.
+pub async fn start(config: SandboxConfig) -> Result<Sandbox, Error> {
+    for addr in std::iter::once(config.listen).chain(config.tls_listen) {
+        if !config.allow_remote && !addr.ip().is_loopback() {
+            return Err(Error::NotLoopback { addr });
+        }
+    }
+    if !config.tls && (config.implicit_tls || config.tls_listen.is_some()) {
+        return Err(Error::ImplicitTlsWithoutTls);
+    }
+    let bounce_maildir = config.bounce_dir();
+    for dir in [&config.maildir, &bounce_maildir] {
+        maildir::create(dir).map_err(|source| Error::Maildir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let identity = tls::generate()?;
+    let acceptor = config
+        .tls
+        .then(|| TlsAcceptor::from(identity.server_config.clone()));
+    let mut policy = Policy::new(
+        &config.hostname,
+        config.tls,
+        config.auth.clone(),
+        config.script.clone(),
+    );
+    policy.max_message_size = config.max_message_size;
+    let policy = Arc::new(policy);
+    let context = Arc::new(Context {
+        policy: policy.clone(),
+        max_connections: config.max_connections.max(1),
+        acceptor,
+        maildir: config.maildir.clone(),
+        bounce_maildir: bounce_maildir.clone(),
+    });
+    let (stop, stopped) = watch::channel(false);
+
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })
+    };
+    let main = bind(config.listen).await?;
+    let addr = main.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let implicit_main = config.implicit_tls;
+    let mut tasks = vec![tokio::spawn(accept_loop(
+        main,
+        implicit_main,
+        context.clone(),
+        stopped.clone(),
+    ))];
+    let mut tls_addr = None;
+    if let Some(listen) = config.tls_listen {
+        let listener = bind(listen).await?;
+        tls_addr = Some(listener.local_addr().map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?);
+        tasks.push(tokio::spawn(accept_loop(listener, true, context, stopped)));
+    }
+    Ok(Sandbox {
+        addr,
+        tls_addr,
+        ca_pem: identity.ca_pem,
+        maildir: config.maildir,
+        bounce_maildir,
+        policy,
+        stop,
+        tasks,
+    })
+}
+
+impl Sandbox {
+    /// The main listener's address (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The extra implicit-TLS listener's address, if one was configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// PEM of the generated CA; the server certificate has SANs `localhost` and `127.0.0.1`.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Writes `ca_pem` to `path`, for clients configured with a CA file.
+    pub fn write_ca(&self, path: &Path) -> io::Result<()> {
+        std::fs::write(path, &self.ca_pem)
+    }
+
+    /// Where accepted messages are stored.
+    pub fn maildir(&self) -> &Path {
+        &self.maildir
+    }
+
+    /// Where scripted DSNs and ARF reports are stored.
+    pub fn bounce_maildir(&self) -> &Path {
+        &self.bounce_maildir
+    }
+
+    /// Every command line received, in order, across sessions; AUTH payloads are `<redacted>`.
+    pub fn transcript(&self) -> Vec<String> {
+        self.policy.transcript()
+    }
+
+    /// Stops accepting, closes every connection and waits for the tasks to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    implicit_tls: bool,
+    context: Arc<Context>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((mut stream, peer)) if connections.len() >= context.max_connections => {
+                    tracing::warn!(%peer, "sandbox: too many connections, refusing one");
+                    // Detached with a deadline, so a client that does not read cannot stall
+                    // the accept loop.
+                    if !implicit_tls {
+                        tokio::spawn(async move {
+                            let refusal = stream.write_all(b"421 4.7.0 too many connections, try later\r\n");
+                            let _ = tokio::time::timeout(Duration::from_secs(1), refusal).await;
+                        });
+                    }
+                }
+                Ok((stream, peer)) => {
+                    connections.spawn(handle(stream, peer, implicit_tls, context.clone()));
+                }
+                Err(err) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(%err, "sandbox: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// A server that waits forever for an idle client is a resource leak; RFC 5321 §4.5.3.2.7 asks
+/// for at least 5 minutes.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum Outcome<S> {
+    Done,
+    StartTls(S),
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, implicit_tls: bool, context: Arc<Context>) {
+    tracing::debug!(%peer, implicit_tls, "sandbox: connection");
+    let mut session = Session::new(context.policy.clone(), implicit_tls);
+    if implicit_tls {
+        let Some(tls) = handshake(stream, &context).await else {
+            return;
+        };
+        let greeting = session.greeting();
+        serve(tls, &mut session, Some(greeting), &context, peer).await;
+        return;
+    }
+    let greeting = session.greeting();
+    if let Outcome::StartTls(stream) =
+        serve(stream, &mut session, Some(greeting), &context, peer).await
+    {
+        let Some(tls) = handshake(stream, &context).await else {
+            return;
+        };
+        session.tls_started();
+        serve(tls, &mut session, None, &context, peer).await;
+    }
+}
+
+async fn handshake(
+    mut stream: TcpStream,
+    context: &Context,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = context.acceptor.as_ref()?;
+    if context.policy.script.session.abort_tls_handshake {
+        // Read (part of) the ClientHello so the client is mid-handshake, then hang up.
+        let mut buf = [0u8; 512];
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        return None;
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "sandbox: TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+enum LineRead {
+    Complete,
+    Overlong,
+    Eof,
+}
+
+/// Reads one line (through LF) into `line`; a line longer than `limit` is consumed and discarded.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<LineRead> {
+    line.clear();
+    let mut overlong = false;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(LineRead::Eof);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if !overlong {
+            if line.len() + take > limit {
+                overlong = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(&buf[..take]);
+            }
+        }
+        reader.consume(take);
+        if done {
+            return Ok(if overlong {
+                LineRead::Overlong
+            } else {
+                LineRead::Complete
+            });
+        }
+    }
+}
+
+/// Runs the dialogue on one stream until it ends or STARTTLS hands the raw stream back.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    session: &mut Session,
+    greeting: Option<Response>,
+    context: &Context,
+    peer: SocketAddr,
+) -> Outcome<S> {
+    let mut reader = BufReader::new(stream);
+    let mut out: Vec<u8> = Vec::new();
+    let mut line = Vec::new();
+    let mut next = greeting;
+    loop {
+        let mut response = match next.take() {
+            Some(response) => response,
+            None => {
+                let limit = session.line_limit();
+                match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut reader, &mut line, limit))
+                    .await
+                {
+                    Ok(Ok(LineRead::Complete)) => session.feed(&line),
+                    Ok(Ok(LineRead::Overlong)) => session.overlong(),
+                    Ok(Ok(LineRead::Eof)) | Ok(Err(_)) => return Outcome::Done,
+                    Err(_) => {
+                        let _ = reader
+                            .get_mut()
+                            .write_all(b"421 4.4.2 idle too long, closing the connection\r\n")
+                            .await;
+                        return Outcome::Done;
+                    }
+                }
+            }
+        };
+        if !response.delay.is_zero() {
+            // The client must see every earlier reply before the slow one starts.
+            if flush(&mut reader, &mut out).await.is_err() {
+                return Outcome::Done;
+            }
+            tokio::time::sleep(response.delay).await;
+        }
+        if response.after == session::After::Drop {
+            return Outcome::Done;
+        }
+        if let Some(accepted) = response.accepted.take()
+            && let Err(err) = deliver(accepted, context, peer).await
+        {
+            tracing::warn!(%err, "sandbox: could not write the Maildir");
+            response.reply = "451 4.3.0 could not write the message to the Maildir\r\n".to_owned();
+        }
+        out.extend_from_slice(response.reply.as_bytes());
+        match response.after {
+            session::After::Continue => {
+                // PIPELINING: answer a batch of commands with one write.
+                if reader.buffer().is_empty() && flush(&mut reader, &mut out).await.is_err() {
+                    return Outcome::Done;
+                }
+            }
+            session::After::StartTls => {
+                // Commands pipelined behind STARTTLS in plaintext must not be executed inside
+                // TLS (the CVE-2011-0411 injection): dropping the read buffer discards them.
+                // Recorded before the 220 goes out, so a client that saw it sees the record.
+                if !reader.buffer().is_empty() {
+                    context
+                        .policy
+                        .record("<plaintext after STARTTLS discarded>");
+                }
+                if flush(&mut reader, &mut out).await.is_err() {
+                    return Outcome::Done;
+                }
+                return Outcome::StartTls(reader.into_inner());
+            }
+            session::After::Close | session::After::Drop => {
+                let _ = flush(&mut reader, &mut out).await;
+                let _ = reader.get_mut().shutdown().await;
+                return Outcome::Done;
+            }
+        }
+    }
+}
+
+async fn flush<S: AsyncRead + AsyncWrite + Unpin>(
+    reader: &mut BufReader<S>,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let stream = reader.get_mut();
+    stream.write_all(out).await?;
+    stream.flush().await?;
+    out.clear();
+    Ok(())
+}
+
+/// Writes the message, then any scripted reports, before the 250 is sent: a test that saw the
+/// 250 can read both without waiting.
+async fn deliver(
+    accepted: session::Accepted,
+    context: &Context,
+    peer: SocketAddr,
+) -> io::Result<()> {
+    let maildir = context.maildir.clone();
+    let bounce_maildir = context.bounce_maildir.clone();
+    let hostname = context.policy.hostname.clone();
+    tokio::task::spawn_blocking(move || {
+        let path = maildir::deliver(&maildir, &accepted.maildir_bytes())?;
+        tracing::info!(
+            id = %accepted.id,
+            from = %accepted.mail_from,
+            to = %accepted.rcpts.join(", "),
+            bytes = accepted.data.len(),
+            file = %path.display(),
+            "sandbox: message accepted and stored"
+        );
+        let date = chrono::Utc::now().to_rfc2822();
+        let ip = peer.ip().to_string();
+        for (n, feedback) in accepted.feedback.iter().enumerate() {
+            let unique = format!("{}.{n}", accepted.id);
+            let original = report::Original {
+                mail_from: &accepted.mail_from,
+                rcpt_to: &feedback.rcpt,
+                message: &accepted.data,
+                reporting_host: &hostname,
+                arrival_date: &date,
+                unique: &unique,
+                source_ip: &ip,
+            };
+            let bytes = match &feedback.kind {
+                session::FeedbackReport::Dsn { status, diagnostic } => {
+                    report::dsn(&original, status, diagnostic)
+                }
+                session::FeedbackReport::Arf { feedback_type } => {
+                    report::arf(&original, feedback_type)
+                }
+            };
+            let path = maildir::deliver(&bounce_maildir, &bytes)?;
+            tracing::info!(rcpt = %feedback.rcpt, file = %path.display(), "sandbox: scripted report written");
+        }
+        Ok(())
+    })
+    .await
+    .map_err(io::Error::other)?
+}

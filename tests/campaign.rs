@@ -874,3 +874,19 @@ fn long_unbreakable_header_values_are_encoded_not_overlong() {
         "the header is present and carries the whole value"
     );
 }
+
+#[test]
+fn header_only_csv_is_a_contact_problem() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["contacts"], 0);
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no contacts"),
+        "{v:#}"
+    );
+}

@@ -307,3 +307,112 @@ async fn an_untrusted_certificate_stops_before_auth() {
     );
     assert_eq!(states(&path).get("pending"), Some(&1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_a_2000_recipient_send_then_rerun_leaves_no_duplicates() {
+    use std::io::BufRead;
+
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("kill9");
+    let emails: Vec<String> = (1..=2000)
+        .map(|i| format!("user{i:04}@{}", rig.ok))
+        .collect();
+    let smtp = format!(
+        "host = \"{}\"\nport = {}\nsecurity = \"starttls\"\nusername = \"{}\"\n\
+         password_env = \"MAILROOM_TEST_POSTFIX_PASSWORD\"\nca_file = \"{}\"\nconnections = 4",
+        rig.host,
+        rig.submission,
+        rig.user,
+        rig.ca.display()
+    );
+    let root = delivery::write_campaign(dir.path(), &mark, &rig.user, &smtp, &emails);
+    let ledger_path = root.join("mailroom.db");
+    let send = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("send")
+            .arg(&root)
+            .arg("--yes")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // First run: read its per-message log lines and kill -9 it after 300 acceptances.
+    let mut child = send();
+    let stdout = child.stdout.take().unwrap();
+    let seen_accepted = tokio::task::spawn_blocking(move || {
+        let mut accepted = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("accepted") {
+                accepted += 1;
+                if accepted == 300 {
+                    break;
+                }
+            }
+        }
+        accepted
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        seen_accepted, 300,
+        "the first run ended before 300 acceptances"
+    );
+    let after_crash = states(&ledger_path);
+    assert!(
+        after_crash.get("pending").copied().unwrap_or(0) > 0,
+        "killed too late to test anything: {after_crash:?}"
+    );
+
+    // Second run to completion.
+    let out = send().wait_with_output().unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let finals = states(&ledger_path);
+    let accepted = finals.get("accepted").copied().unwrap_or(0);
+    let unknown = finals.get("unknown").copied().unwrap_or(0);
+    assert_eq!(
+        accepted + unknown,
+        2000,
+        "every recipient accounted for: {finals:?}"
+    );
+    assert_eq!(unknown, after_crash.get("sending").copied().unwrap_or(0));
+
+    // The Maildirs: nobody twice; every accepted message there; unknown ones at most once.
+    let counts = wait_for_delivery(&rig.maildirs, &mark, accepted as usize).await;
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "duplicates in the Maildir"
+    );
+    let on_disk = counts.len() as i64;
+    assert!(
+        (accepted..=accepted + unknown).contains(&on_disk),
+        "{on_disk} on disk, {finals:?}"
+    );
+    let conn = rusqlite::Connection::open(&ledger_path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT email FROM recipients WHERE state = 'accepted'")
+        .unwrap();
+    let accepted_emails: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for email in &accepted_emails {
+        assert_eq!(
+            counts.get(email),
+            Some(&1),
+            "{email} accepted but not in its Maildir"
+        );
+    }
+}

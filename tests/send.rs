@@ -554,3 +554,113 @@ async fn limit_and_daily_cap_bound_the_run() {
     assert_eq!(second.accepted, 3, "7 a day, 4 already accepted today");
     assert_eq!(states(&l.path).get("pending"), Some(&3));
 }
+
+/// Runs `mailroom send --yes` on a campaign folder; returns the child with stdout piped.
+fn spawn_send(root: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("send")
+        .arg(root)
+        .arg("--yes")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_rerun_sends_nobody_twice() {
+    let server = Server::start(ServerOptions {
+        freeze_after: Some(60),
+        ..ServerOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let emails: Vec<String> = (0..300)
+        .map(|i| format!("reader{i}@example.test"))
+        .collect();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nconnections = 3\n\
+         messages_per_connection = 40\ncommand_timeout = 5\ndata_timeout = 5",
+        server.addr.port()
+    );
+    let root = delivery::write_campaign(dir.path(), "crash", "news@sender.test", &smtp, &emails);
+    let ledger_path = root.join("mailroom.db");
+
+    let mut child = spawn_send(&root);
+    // The relay accepts 60 messages, then hangs after the final "." of every later one. Kill the
+    // sender (SIGKILL) once all 3 connections have a message stuck there: mid-run, with
+    // transactions in flight whose outcome the sender cannot know.
+    server.wait_until(|s| s.data_received.len() >= 63).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    server.thaw();
+    let at_kill = server.accepted_count();
+    assert_eq!(at_kill, 60);
+    let after_crash = states(&ledger_path);
+    let accepted_in_ledger = after_crash.get("accepted").copied().unwrap_or(0);
+    assert!(accepted_in_ledger as usize <= at_kill);
+
+    // Re-run to completion.
+    let out = spawn_send(&root).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    // The three stuck messages were claimed (durably) and never answered.
+    let recovered = after_crash.get("sending").copied().unwrap_or(0);
+    assert_eq!(recovered, 3, "{after_crash:?}");
+    assert!(
+        stderr.contains("were in flight when a previous run stopped"),
+        "{stderr}"
+    );
+    let finals = states(&ledger_path);
+    // Nobody twice at the relay.
+    let per = server.accepted_per_address();
+    assert!(per.values().all(|n| *n == 1), "duplicates: {per:?}");
+    // Every recipient accounted for exactly once: accepted or unknown (the in-flight ones).
+    let accepted = finals.get("accepted").copied().unwrap_or(0);
+    let unknown = finals.get("unknown").copied().unwrap_or(0);
+    assert_eq!(accepted + unknown, 300, "{finals:?}");
+    assert_eq!(unknown, recovered, "{finals:?}");
+    // The relay has exactly the accepted messages: the 3 stuck ones were never answered (so
+    // never accepted) and are not resent without --resend-unknown.
+    assert_eq!(per.len() as i64, accepted);
+    assert_eq!(server.seen.lock().unwrap().data_received.len(), 300);
+    let conn = rusqlite::Connection::open(&ledger_path).unwrap();
+    let crashed: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM runs WHERE outcome = 'crashed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(crashed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_without_a_terminal_requires_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = delivery::write_campaign(
+        dir.path(),
+        "noyes",
+        "news@sender.test",
+        "host = \"127.0.0.1\"\nport = 9\nsecurity = \"none\"",
+        &["a@example.test".to_owned()],
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("send")
+        .arg(&root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Pass --yes"), "{stderr}");
+    assert!(
+        !root.join("mailroom.db").exists(),
+        "nothing written without confirmation"
+    );
+}

@@ -67,8 +67,19 @@ fn normalize_domain(domain: &str) -> Result<String, String> {
     if domain.is_empty() {
         return Err("the domain is empty".into());
     }
-    let ascii = idna::domain_to_ascii(domain)
-        .map_err(|_| format!("the domain {domain:?} is not a valid (international) domain name"))?;
+    // Fast path for the common case: plain ASCII letters, digits, '-' and '.', and no
+    // punycode label to verify; UTS 46 processing would only lower-case such a name.
+    let plain = domain
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !domain.to_ascii_lowercase().contains("xn--");
+    let ascii = if plain {
+        domain.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(domain).map_err(|_| {
+            format!("the domain {domain:?} is not a valid (international) domain name")
+        })?
+    };
     if ascii.is_empty() || ascii.len() > 253 {
         return Err(format!("the domain {domain:?} has an invalid length"));
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::path::Path;
 
 use super::Error;
@@ -269,7 +269,10 @@ impl<'a> Contacts<'a> {
             None => None,
         };
         let mut h = std::hash::DefaultHasher::new();
-        email.to_lowercase().hash(&mut h);
+        // Addresses are ASCII after normalisation, so ASCII folding is complete.
+        for b in email.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
+        }
         let key = h.finish();
         if let Some(&first_line) = self.seen.get(&key) {
             return ContactEntry::Duplicate {

@@ -229,10 +229,20 @@ const MAX_LINE: usize = 998;
 
 /// Length of the longest line of `bytes`, without its CRLF.
 fn longest_line(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len())
-        .max()
+    let mut longest = None;
+    let mut start = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'\n' {
+            let end = if i > start && bytes[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
+            longest = longest.max(Some(end - start));
+            start = i + 1;
+        }
+    }
+    longest.max(Some(bytes.len() - start))
 }
 
 fn header_value(name: &'static str, value: String) -> HeaderValue {
@@ -248,8 +258,9 @@ fn encode_header(name: HeaderName, value: String) -> HeaderValue {
         return HeaderValue::new(name, value);
     }
     use base64::Engine as _;
-    // 45 input bytes → 60 base64 chars + 12 of `=?utf-8?b?…?=` = 72 ≤ 75 (RFC 2047 §2).
-    const CHUNK: usize = 45;
+    // 39 input bytes → 52 base64 chars + 12 of `=?utf-8?b?…?=` = 64 ≤ 75 (RFC 2047 §2), so
+    // even the first line, after "Subject: ", stays within the recommended 78.
+    const CHUNK: usize = 39;
     let mut encoded = String::with_capacity(value.len() * 2);
     let mut chunk = String::with_capacity(CHUNK);
     let push = |chunk: &str, encoded: &mut String| {
@@ -320,6 +331,41 @@ fn uri_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn longest_line_ignores_crlf() {
+        assert_eq!(longest_line(b"ab\r\ncde\r\n"), Some(3));
+        assert_eq!(longest_line(b"abcd"), Some(4));
+        assert_eq!(longest_line(b"a\nbc"), Some(2));
+    }
+
+    #[test]
+    fn long_words_become_short_encoded_words() {
+        let v = encode_header(
+            HeaderName::new_from_ascii_str("Subject"),
+            "é".repeat(30) + &"x".repeat(500),
+        );
+        let mut out = Vec::new();
+        let m = lettre::Message::builder()
+            .from("a@example.com".parse().unwrap_or_else(|_| unreachable!()))
+            .to("b@example.com".parse().unwrap_or_else(|_| unreachable!()))
+            .raw_header(v)
+            .body(String::from("x"));
+        if let Ok(m) = m {
+            out = m.formatted();
+        }
+        assert!(!out.is_empty());
+        assert!(
+            longest_line(&out).is_some_and(|l| l <= 78),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let parsed = mail_parser::MessageParser::default().parse(&out);
+        assert_eq!(
+            parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned),
+            Some("é".repeat(30) + &"x".repeat(500))
+        );
+    }
 
     #[test]
     fn uri_escape_keeps_uri_characters() {

@@ -35,6 +35,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Seen>>,
     pub changed: Arc<Notify>,
+    thawed: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,6 +47,9 @@ pub struct Options {
     /// Advertise STARTTLS in EHLO (it is never actually offered by this plain server: used to
     /// check the client stops when STARTTLS is missing, so leave false for that).
     pub advertise_starttls: bool,
+    /// After this many accepted messages, never answer an end-of-data again (until
+    /// [`Server::thaw`]): a relay that hangs with messages in flight.
+    pub freeze_after: Option<usize>,
 }
 
 impl Server {
@@ -54,22 +58,35 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let changed = Arc::new(Notify::new());
-        let (s, c) = (seen.clone(), changed.clone());
+        let thawed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, c, t) = (seen.clone(), changed.clone(), thawed.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 s.lock().unwrap().sessions += 1;
-                tokio::spawn(session(stream, s.clone(), c.clone(), options.clone()));
+                tokio::spawn(session(
+                    stream,
+                    s.clone(),
+                    c.clone(),
+                    t.clone(),
+                    options.clone(),
+                ));
             }
         });
         Server {
             addr,
             seen,
             changed,
+            thawed,
             task,
         }
+    }
+
+    /// Ends a `freeze_after` freeze for new end-of-data replies.
+    pub fn thaw(&self) {
+        self.thawed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn accepted_count(&self) -> usize {
@@ -113,6 +130,7 @@ async fn session(
     stream: TcpStream,
     seen: Arc<Mutex<Seen>>,
     changed: Arc<Notify>,
+    thawed: Arc<std::sync::atomic::AtomicBool>,
     options: Options,
 ) {
     let (read, mut write) = stream.into_split();
@@ -220,19 +238,27 @@ async fn session(
                 body.extend_from_slice(l.as_bytes());
             }
             let to = rcpt.take().unwrap_or_default();
-            seen.lock().unwrap().data_received.push(to.clone());
-            changed.notify_waiters();
-            if to.starts_with("silentdata") {
-                std::future::pending::<()>().await;
-                return;
-            }
             if !options.data_delay.is_zero() {
                 tokio::time::sleep(options.data_delay).await;
             }
+            // Decide and record under one lock, so "accepted" and "frozen" never race.
             let queued = {
                 let mut s = seen.lock().unwrap();
-                s.accepted.push((to, body));
-                s.accepted.len()
+                s.data_received.push(to.clone());
+                let frozen = options.freeze_after.is_some_and(|n| {
+                    s.accepted.len() >= n && !thawed.load(std::sync::atomic::Ordering::SeqCst)
+                });
+                if to.starts_with("silentdata") || frozen {
+                    None
+                } else {
+                    s.accepted.push((to, body));
+                    Some(s.accepted.len())
+                }
+            };
+            changed.notify_waiters();
+            let Some(queued) = queued else {
+                std::future::pending::<()>().await;
+                return;
             };
             changed.notify_waiters();
             let reply = format!("250 2.0.0 Ok: queued as Q{queued:05}\r\n");
@@ -312,4 +338,37 @@ pub fn recipient(path: &Path, email: &str) -> (String, i64, Option<i64>, Option<
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )
     .unwrap()
+}
+
+/// Writes a minimal campaign folder (campaign.toml, body template, contacts.csv) and returns it.
+/// `smtp` is the body of the `[smtp]` table; the rate limit is out of the way.
+pub fn write_campaign(
+    dir: &Path,
+    name: &str,
+    from: &str,
+    smtp: &str,
+    emails: &[String],
+) -> std::path::PathBuf {
+    let root = dir.join(name);
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("campaign.toml"),
+        format!(
+            "[campaign]\nname = \"{name}\"\nfrom = \"News <{from}>\"\nsubject = \"Hello {{{{name}}}}\"\n\
+             text = \"body.txt.hbs\"\n\n[contacts]\npath = \"contacts.csv\"\n\n[smtp]\n{smtp}\n\n\
+             [rate]\nper_second = 100000\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("body.txt.hbs"),
+        "Hi {{name}},\n\nthis is campaign {{campaign}} for {{email}}.\n",
+    )
+    .unwrap();
+    let mut csv = String::from("email,name\n");
+    for (i, e) in emails.iter().enumerate() {
+        csv.push_str(&format!("{e},Reader {i}\n"));
+    }
+    std::fs::write(root.join("contacts.csv"), csv).unwrap();
+    root
 }

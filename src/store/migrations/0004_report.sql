@@ -60,24 +60,28 @@ GROUP BY r.campaign_id, a.at / 60000, a.outcome;
 
 -- Non-accepted attempts and negative feedback per campaign × source × status code × outcome:
 -- the reasons table. `status` is the enhanced code, else the basic code, else '' (no reply).
+-- `example` is the latest reply or diagnostic text seen with it (kept here because finding one
+-- by query would walk every attempt with that code).
 CREATE TABLE report_reasons (
     campaign_id  INTEGER NOT NULL,
     source       TEXT NOT NULL,
     status       TEXT NOT NULL,
     outcome      TEXT NOT NULL,
     n            INTEGER NOT NULL,
+    example      TEXT,
     PRIMARY KEY (campaign_id, source, status, outcome)
 ) WITHOUT ROWID;
 
-INSERT INTO report_reasons (campaign_id, source, status, outcome, n)
+INSERT INTO report_reasons (campaign_id, source, status, outcome, n, example)
 SELECT r.campaign_id, 'attempt', COALESCE(a.enhanced, CAST(a.code AS TEXT), ''), a.outcome,
-    count(*)
+    count(*), max(a.reply)
 FROM attempts a JOIN recipients r ON r.id = a.recipient_id
 WHERE a.outcome <> 'accepted'
 GROUP BY 1, 2, 3, 4;
 
-INSERT INTO report_reasons (campaign_id, source, status, outcome, n)
-SELECT r.campaign_id, 'event', COALESCE(e.status, ''), e.kind, count(*)
+INSERT INTO report_reasons (campaign_id, source, status, outcome, n, example)
+SELECT r.campaign_id, 'event', COALESCE(e.status, ''), e.kind, count(*),
+    max(COALESCE(e.diagnostic, e.reason))
 FROM events e JOIN recipients r ON r.id = e.recipient_id
 WHERE e.kind NOT IN ('delivered', 'auto_reply')
 GROUP BY 1, 2, 3, 4;
@@ -87,20 +91,21 @@ CREATE TRIGGER report_attempts_insert AFTER INSERT ON attempts BEGIN
     SELECT campaign_id, NEW.at / 60000, NEW.outcome, 1 FROM recipients
     WHERE id = NEW.recipient_id
     ON CONFLICT DO UPDATE SET n = n + 1;
-    INSERT INTO report_reasons (campaign_id, source, status, outcome, n)
+    INSERT INTO report_reasons (campaign_id, source, status, outcome, n, example)
     SELECT campaign_id, 'attempt', COALESCE(NEW.enhanced, CAST(NEW.code AS TEXT), ''),
-        NEW.outcome, 1
+        NEW.outcome, 1, NEW.reply
     FROM recipients WHERE id = NEW.recipient_id AND NEW.outcome <> 'accepted'
-    ON CONFLICT DO UPDATE SET n = n + 1;
+    ON CONFLICT DO UPDATE SET n = n + 1, example = COALESCE(excluded.example, example);
 END;
 
 CREATE TRIGGER report_events_insert AFTER INSERT ON events
 WHEN NEW.kind NOT IN ('delivered', 'auto_reply')
 BEGIN
-    INSERT INTO report_reasons (campaign_id, source, status, outcome, n)
-    SELECT campaign_id, 'event', COALESCE(NEW.status, ''), NEW.kind, 1 FROM recipients
-    WHERE id = NEW.recipient_id
-    ON CONFLICT DO UPDATE SET n = n + 1;
+    INSERT INTO report_reasons (campaign_id, source, status, outcome, n, example)
+    SELECT campaign_id, 'event', COALESCE(NEW.status, ''), NEW.kind, 1,
+        COALESCE(NEW.diagnostic, NEW.reason)
+    FROM recipients WHERE id = NEW.recipient_id
+    ON CONFLICT DO UPDATE SET n = n + 1, example = COALESCE(excluded.example, example);
 END;
 
 -- Drill-down by reason and the recent-events list.

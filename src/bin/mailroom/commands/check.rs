@@ -166,6 +166,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
 
+    if fatal.is_none() && report.contacts == 0 {
+        report.errors.push(Problem {
+            file: csv_path.clone(),
+            line: None,
+            message: "the contacts file has a header row but no contacts".into(),
+        });
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -177,9 +184,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Err(anyhow::Error::new(e).context("reading the contacts stopped"));
     }
-    let problems = report.invalid_count > 0
-        || report.duplicate_count > 0
-        || !report.missing_variables.is_empty();
+    let problems =
+        report.invalid_count > 0 || report.duplicate_count > 0 || !report.errors.is_empty();
     Ok(if problems {
         ExitCode::from(1)
     } else {
@@ -363,7 +369,7 @@ fn print_text(r: &Report) {
         if clean {
             "ok: the campaign is ready (nothing was sent)"
         } else {
-            "problems found: the rows above would be skipped by `mailroom send`"
+            "problems found (see above); invalid and duplicate rows would be skipped by `mailroom send`"
         }
     );
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use mailroom::report::Thresholds;
@@ -62,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let interrupted = AtomicBool::new(false);
     runtime
         .block_on(mailroom::tui::run_with(
             target.db,
@@ -73,8 +75,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if tokio::signal::ctrl_c().await.is_err() {
                     std::future::pending::<()>().await;
                 }
+                interrupted.store(true, Ordering::Relaxed);
             },
         ))
         .context("running the dashboard (is stdout a terminal?)")?;
+    if interrupted.load(Ordering::Relaxed) {
+        return Ok(ExitCode::from(130));
+    }
     Ok(ExitCode::SUCCESS)
 }

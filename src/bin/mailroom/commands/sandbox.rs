@@ -1,11 +1,122 @@
-//! `mailroom sandbox`: not written yet.
+//! `mailroom sandbox`: runs the embedded SMTP test server until Ctrl-C, printing where it listens
+//! and which CA certificate clients must trust. Wiring and printing only; the server is
+//! `mailroom::sandbox`.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments of `mailroom sandbox`.
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Context as _;
+use mailroom::sandbox::{self, SandboxConfig, Script};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mailroom sandbox` is not available in this build yet")
+/// Arguments of `mailroom sandbox` (boxed: they would make every `Command` variant large).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    options: Box<Options>,
+}
+
+#[derive(Debug, clap::Args)]
+struct Options {
+    /// Address of the STARTTLS listener (port 587 style).
+    #[arg(long, default_value = "127.0.0.1:2587")]
+    listen: SocketAddr,
+    /// Also listen with implicit TLS (port 465 style) on this address.
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
+    /// Maildir for accepted messages (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "sandbox/maildir")]
+    maildir: PathBuf,
+    /// Maildir for scripted bounces and complaints [default: `bounces` next to --maildir].
+    #[arg(long, value_name = "DIR")]
+    bounce_maildir: Option<PathBuf>,
+    /// TOML script of replies and faults (see docs/sandbox.md); default: accept everything.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// Require AUTH (offered after STARTTLS) with this user name.
+    #[arg(long, requires = "password_env")]
+    user: Option<String>,
+    /// Name of the environment variable holding the AUTH password.
+    #[arg(long, value_name = "VAR", requires = "user")]
+    password_env: Option<String>,
+    /// Where to write the generated CA certificate [default: `sandbox-ca.pem` next to --maildir].
+    #[arg(long, value_name = "FILE")]
+    ca_out: Option<PathBuf>,
+    /// Do not offer TLS at all (AUTH is then never offered either).
+    #[arg(long)]
+    no_tls: bool,
+    /// Allow listening on a non-loopback address (the sandbox accepts mail from anyone).
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let args = *args.options;
+    let script = match &args.script {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read the sandbox script {}", path.display()))?;
+            Script::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Script::accept_all(),
+    };
+    let mut config = SandboxConfig::new(&args.maildir)
+        .listen(args.listen)
+        .tls(!args.no_tls)
+        .script(script);
+    config.tls_listen = args.tls_listen;
+    config.allow_remote = args.allow_remote;
+    config.bounce_maildir = args.bounce_maildir.clone();
+    if args.no_tls && args.user.is_some() {
+        anyhow::bail!(
+            "--user needs TLS: AUTH is only offered after STARTTLS\n\nDrop --no-tls, or drop --user and --password-env."
+        );
+    }
+    if let (Some(user), Some(var)) = (&args.user, &args.password_env) {
+        let password = std::env::var(var).with_context(|| {
+            format!("the environment variable {var} (--password-env) is not set\n\nExport it first, e.g. `export {var}=...`.")
+        })?;
+        config = config.auth(user, &password);
+    }
+    let ca_path = args.ca_out.clone().unwrap_or_else(|| {
+        args.maildir
+            .parent()
+            .map(|p| p.join("sandbox-ca.pem"))
+            .unwrap_or_else(|| PathBuf::from("sandbox-ca.pem"))
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async {
+        let sandbox = sandbox::start(config).await?;
+        sandbox
+            .write_ca(&ca_path)
+            .with_context(|| format!("could not write the CA certificate to {}", ca_path.display()))?;
+        let tls = if args.no_tls { "plaintext, no TLS" } else { "STARTTLS" };
+        println!("mailroom sandbox listening on {} ({tls})", sandbox.addr());
+        if let Some(addr) = sandbox.tls_addr() {
+            println!("  implicit TLS on {addr}");
+        }
+        if !args.no_tls {
+            println!(
+                "  CA certificate: {} (clients verify the server against it; names localhost, 127.0.0.1)",
+                ca_path.display()
+            );
+        }
+        match (&args.user, &args.password_env) {
+            (Some(user), Some(var)) => println!("  AUTH PLAIN/LOGIN after TLS: user {user}, password from ${var}"),
+            _ => println!("  no AUTH required"),
+        }
+        println!("  accepted messages: {}", sandbox.maildir().display());
+        println!("  scripted bounces and complaints: {}", sandbox.bounce_maildir().display());
+        println!("Messages are stored, never relayed (run with -v to log each one). Press Ctrl-C to stop.");
+        tokio::signal::ctrl_c()
+            .await
+            .context("could not wait for Ctrl-C")?;
+        sandbox.shutdown().await;
+        println!("mailroom sandbox stopped");
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
 }

@@ -1,11 +1,400 @@
-//! `mailroom send`: not written yet.
+//! `mailroom send CAMPAIGN`: imports the campaign's contacts into the ledger, confirms, and runs
+//! the delivery pipeline with a progress bar (or plain log lines when not on a terminal).
+//!
+//! Exit codes: 0 every message of this run accepted by the relay (or nothing to do), 1 finished
+//! with bounces, deferrals, failures or unknown outcomes (or the run was paused), 2 error or
+//! abort, 130 interrupted by Ctrl-C.
 
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mailroom::campaign::Campaign;
+use mailroom::model::DeliveryState;
+use mailroom::pipeline::{self, Counters, End, Event, EventSink, Run, Summary, setup};
+use mailroom::shutdown::Shutdown;
+use mailroom::store::{self, Writer, ledger};
+use mailroom::transport::Transport;
 
 /// Arguments of `mailroom send`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The campaign folder (or its campaign.toml).
+    pub campaign: PathBuf,
+    /// Send to at most N recipients in this run.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Render every due message and show what would be sent; connects to nothing, writes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also send to recipients whose outcome is unknown (the connection was lost after the
+    /// message went out): they may receive the message twice.
+    #[arg(long)]
+    pub resend_unknown: bool,
+    /// Do not ask for confirmation (required when not running on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Keep running until every recipient is final, sleeping until deferred retries are due.
+    #[arg(long)]
+    pub wait: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mailroom send` is not available in this build yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let campaign = Arc::new(Campaign::load(&args.campaign)?);
+    if args.dry_run {
+        return dry_run(&campaign, args.resend_unknown);
+    }
+    let settings = setup::settings(&campaign)?;
+    let mut options = setup::options(&campaign);
+    options.limit = args.limit;
+    options.resend_unknown = args.resend_unknown;
+    options.wait = args.wait;
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !args.yes && !interactive {
+        bail!(
+            "refusing to send without confirmation: not running on a terminal\n\n\
+             Pass --yes to send non-interactively."
+        );
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let host = settings.host.clone();
+        let port = settings.port;
+        let security = settings.security;
+        let user = settings.username.clone();
+        let transport = Transport::new(settings).await?;
+        let ledger_path = campaign.config().store.path.clone();
+
+        let mut stats = setup::ContactStats::default();
+        let rows = setup::recipients(&campaign, &mut stats)?;
+        let prepared = pipeline::prepare(
+            &ledger_path,
+            campaign.name(),
+            rows,
+            &host,
+            security.as_str(),
+        )?;
+        eprintln!(
+            "{}: {} valid contacts ({} new in the ledger){}",
+            campaign.name(),
+            stats.valid,
+            prepared.imported.inserted,
+            skipped(stats.invalid, stats.duplicate),
+        );
+        if prepared.recovered > 0 {
+            eprintln!(
+                "warning: {} recipients were in flight when a previous run stopped; they are now \
+                 `unknown` (the relay may or may not have them). --resend-unknown sends them again.",
+                prepared.recovered
+            );
+        }
+        let due = pipeline::count_due(&prepared.conn, prepared.campaign_id, args.resend_unknown)
+            .context("cannot read the ledger")?;
+        let planned = args.limit.map_or(due, |l| l.min(due));
+        let run_id = prepared.run_id;
+        if planned == 0 {
+            ledger::finish_run(&prepared.conn, run_id, "nothing_due")
+                .context("cannot write the ledger")?;
+            let (deferred, next) = ledger::deferred_summary(&prepared.conn, prepared.campaign_id)
+                .context("cannot read the ledger")?;
+            println!("Nothing is due.");
+            print_deferred(deferred, next);
+            // Deferred recipients are not final yet: not a clean "all done".
+            return Ok(code(deferred));
+        }
+        if !args.yes {
+            let who = user.map_or(String::new(), |u| format!(", as {u}"));
+            eprint!(
+                "About to send {planned} messages\n  relay:  {host}:{port} ({}{who})\n  from:   {}\n  \
+                 ledger: {}\nSend now? [y/N] ",
+                security.as_str(),
+                campaign.config().campaign.from,
+                ledger_path.display(),
+            );
+            let _ = std::io::stderr().flush();
+            let mut answer = String::new();
+            std::io::stdin()
+                .read_line(&mut answer)
+                .context("cannot read the answer")?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+                ledger::finish_run(&prepared.conn, run_id, "cancelled")
+                    .context("cannot write the ledger")?;
+                eprintln!("Not sent.");
+                return Ok(ExitCode::from(1));
+            }
+        }
+
+        let (writer, thread) = Writer::spawn(prepared.conn, ledger_path.clone())?;
+        let shutdown = Shutdown::new();
+        shutdown.install_ctrl_c(|| {
+            eprintln!(
+                "\nstopping: no new messages; waiting for those in flight (Ctrl-C again quits at once)"
+            );
+        });
+        let counters = Arc::new(Counters::default());
+        let progress = Progress::start(interactive, counters.clone(), planned);
+        let summary = pipeline::run(Run {
+            ledger: ledger_path.clone(),
+            writer,
+            campaign_id: prepared.campaign_id,
+            run_id,
+            transport,
+            render: Arc::new(setup::CampaignRender(campaign.clone())),
+            options,
+            shutdown,
+            counters,
+            events: progress.sink(),
+        })
+        .await;
+        progress.finish().await;
+        let joined = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .context("the ledger writer did not stop")?;
+        let summary = summary?;
+        joined?;
+        report(&summary, &ledger_path)
+    })
+}
+
+fn skipped(invalid: u64, duplicate: u64) -> String {
+    if invalid + duplicate == 0 {
+        String::new()
+    } else {
+        format!(
+            "; skipped {invalid} invalid and {duplicate} duplicate rows (`mailroom check` lists them)"
+        )
+    }
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
+fn print_deferred(deferred: u64, next: Option<i64>) {
+    if deferred > 0 {
+        let next = next.map_or_else(|| "now".to_owned(), when);
+        println!(
+            "{deferred} recipients are deferred; the next retry is due at {next}. \
+             Run `mailroom send` again then, or use --wait."
+        );
+    }
+}
+
+fn report(summary: &Summary, ledger: &std::path::Path) -> anyhow::Result<ExitCode> {
+    println!(
+        "This run: {} accepted by the relay, {} deferred, {} bounced (hard {}, soft {}), {} failed, \
+         {} unknown, {} suppressed.",
+        summary.accepted,
+        summary.deferred,
+        summary.bounced_hard + summary.bounced_soft,
+        summary.bounced_hard,
+        summary.bounced_soft,
+        summary.failed,
+        summary.unknown,
+        summary.suppressed,
+    );
+    if let Some(port) = summary.port {
+        println!("Relay port used: {port}.");
+    }
+    let campaign_line: Vec<String> = summary
+        .states
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!("Campaign so far: {}.", campaign_line.join(", "));
+    println!(
+        "\"Accepted by the relay\" means the relay took the message, not that it reached an inbox; \
+         bounces can still arrive later."
+    );
+    print_deferred(summary.deferred_total, summary.next_retry_at);
+    if summary.unknown > 0 {
+        println!(
+            "{} outcomes are unknown (the connection was lost after the message was sent); they \
+             are not resent unless you pass --resend-unknown.",
+            summary.unknown
+        );
+    }
+    let pending = summary.state(DeliveryState::Pending);
+    let problems = summary.deferred
+        + summary.bounced_hard
+        + summary.bounced_soft
+        + summary.failed
+        + summary.unknown;
+    match &summary.end {
+        End::Interrupted => {
+            println!(
+                "Interrupted: {pending} recipients were not sent; run `mailroom send` to continue."
+            );
+            Ok(ExitCode::from(130))
+        }
+        End::Aborted(why) => bail!(
+            "send aborted: {why}\n\nNo recipient was charged for this; fix the problem and run \
+             `mailroom send` again (ledger: {}).",
+            ledger.display()
+        ),
+        End::Paused(why) => {
+            println!(
+                "Paused: the relay refused the sender or a quota was reached: {why}\n\
+                 {pending} recipients are untouched; run `mailroom send` again later."
+            );
+            Ok(ExitCode::from(1))
+        }
+        End::Limit => {
+            println!("Stopped at --limit; {pending} recipients are still pending.");
+            Ok(code(problems))
+        }
+        End::DailyCap => {
+            println!("Stopped at [rate] daily_cap; {pending} recipients are still pending.");
+            Ok(code(problems))
+        }
+        End::Finished => Ok(code(problems)),
+    }
+}
+
+fn code(problems: u64) -> ExitCode {
+    if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode> {
+    let path = &campaign.config().store.path;
+    // Existing ledger states, read-only: a dry run writes nothing.
+    let mut known = std::collections::HashMap::new();
+    if path.exists() {
+        let conn = store::open_read_only(path)?;
+        let mut stmt = conn.prepare(
+            "SELECT r.email, r.state, coalesce(r.retry_at, 0) FROM recipients r
+             JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?1",
+        )?;
+        let rows = stmt.query_map([campaign.name()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get::<_, String>(1)?, r.get::<_, i64>(2)?),
+            ))
+        })?;
+        for row in rows {
+            let (email, state) = row?;
+            known.insert(email, state);
+        }
+    }
+    let now = ledger::now_ms();
+    let (mut due, mut done, mut largest, mut total_bytes) = (0u64, 0u64, 0usize, 0usize);
+    for entry in campaign.contacts()? {
+        let mailroom::campaign::ContactEntry::Valid(contact) = entry? else {
+            continue;
+        };
+        let is_due = match known.get(&contact.email) {
+            None => true,
+            Some((state, retry_at)) => match state.as_str() {
+                "pending" => true,
+                "deferred" => *retry_at <= now,
+                "unknown" => resend_unknown,
+                _ => false,
+            },
+        };
+        if !is_due {
+            done += 1;
+            continue;
+        }
+        let rendered = campaign.render(&contact)?;
+        due += 1;
+        largest = largest.max(rendered.bytes.len());
+        total_bytes += rendered.bytes.len();
+    }
+    let smtp = &campaign.config().smtp;
+    println!(
+        "Dry run: would send {due} messages ({} bytes, largest {largest}) to {}:{} ({}) from {}; \
+         {done} recipients are already done or not due. Nothing was sent or written.",
+        total_bytes,
+        smtp.host,
+        smtp.port,
+        match smtp.security {
+            mailroom::campaign::config::Security::StartTls => "starttls",
+            mailroom::campaign::config::Security::Tls => "tls",
+            mailroom::campaign::config::Security::None => "none",
+        },
+        campaign.config().campaign.from,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The progress display: an indicatif bar on a terminal, one log line per message otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(interactive: bool, counters: Arc<Counters>, planned: u64) -> Progress {
+        if !interactive {
+            return Progress {
+                bar: None,
+                ticker: None,
+            };
+        }
+        let bar = indicatif::ProgressBar::new(planned);
+        let style = indicatif::ProgressStyle::with_template(
+            "[{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        let b = bar.clone();
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let c = &counters;
+                b.set_position(c.done());
+                b.set_message(format!(
+                    "accepted {} · deferred {} · bounced {} · failed {} · unknown {} · throttled {}",
+                    c.accepted.load(Ordering::Relaxed),
+                    c.deferred.load(Ordering::Relaxed),
+                    c.bounced_hard.load(Ordering::Relaxed) + c.bounced_soft.load(Ordering::Relaxed),
+                    c.failed.load(Ordering::Relaxed),
+                    c.unknown.load(Ordering::Relaxed),
+                    c.throttled.load(Ordering::Relaxed),
+                ));
+            }
+        });
+        Progress {
+            bar: Some(bar),
+            ticker: Some(ticker),
+        }
+    }
+
+    /// Plain mode: every outcome as a log line on stdout.
+    fn sink(&self) -> Option<EventSink> {
+        if self.bar.is_some() {
+            return None;
+        }
+        Some(Arc::new(|e: &Event| {
+            let detail = e.detail.replace(['\r', '\n'], " ");
+            println!("{:<12} {:<40} {}", e.outcome, e.email, detail);
+        }))
+    }
+
+    async fn finish(self) {
+        if let Some(t) = self.ticker {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
