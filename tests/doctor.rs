@@ -365,6 +365,26 @@ async fn a_slow_plaintext_greeter_on_an_implicit_tls_port_is_recognised() {
 }
 
 #[tokio::test]
+async fn a_server_that_hangs_up_at_once_is_reported() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    let report = doctor::run(&options(port)).await.unwrap();
+    let p = &report.ports[0];
+    assert_eq!(p.connect, Connect::Open);
+    assert_eq!(
+        p.error.as_deref(),
+        Some("the server closed the connection without a greeting")
+    );
+    assert!(!report.usable());
+    server.abort();
+}
+
+#[tokio::test]
 async fn a_server_that_never_greets_times_out_per_step() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
