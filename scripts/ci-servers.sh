@@ -190,7 +190,8 @@ EOF
   # --- Postfix ----------------------------------------------------------------------------------
   # A permanent local failure for the DSN domain: pipe(8) maps exit 67 (EX_NOUSER) to 5.1.1, so
   # Postfix accepts at RCPT and then returns a real RFC 3464 DSN to the envelope sender.
-  printf '#!/bin/sh\n# Refuses every message as "user unknown" after Postfix accepted it.\ncat >/dev/null\nexit 67\n' \
+  # What it prints becomes the DSN's Diagnostic-Code (x-unix; ...), as a real mailbox server's would.
+  printf '#!/bin/sh\n# Refuses every message as "user unknown" after Postfix accepted it.\ncat >/dev/null\necho "mailbox unavailable: no such user here (mailroom CI)"\nexit 67\n' \
     >"$dir/bin/refuse-67"
   chmod 755 "$dir/bin/refuse-67"
 
