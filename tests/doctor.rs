@@ -27,6 +27,7 @@ fn options(port: u16) -> Options {
         hello_name: Some("doctor.test".into()),
         credentials: None,
         configured_port: None,
+        configured_security: None,
         implicit_ports: vec![465],
     }
 }
@@ -638,7 +639,7 @@ async fn cli_host_mode_json_and_exit_codes() {
     sb.shutdown().await;
 }
 
-fn write_campaign(dir: &Path, port: u16, ca: &Path, password_env: &str) {
+fn write_campaign(dir: &Path, port: u16, security: &str, ca: &Path, password_env: &str) {
     std::fs::write(dir.join("body.txt.hbs"), "Hello {{name}}\n").unwrap();
     std::fs::write(
         dir.join("contacts.csv"),
@@ -660,7 +661,7 @@ path = "contacts.csv"
 [smtp]
 host = "127.0.0.1"
 port = {port}
-security = "starttls"
+security = "{security}"
 username = "ann"
 password_env = "{password_env}"
 ca_file = "{}"
@@ -683,7 +684,8 @@ async fn cli_campaign_mode_reads_host_port_credentials_and_ca_file() {
     let port = sb.addr().port();
     let campaign = dir.path().join("campaign");
     std::fs::create_dir(&campaign).unwrap();
-    write_campaign(&campaign, port, &ca, "DOCTOR_TEST_PASSWORD");
+    write_campaign(&campaign, port, "starttls", &ca, "DOCTOR_TEST_PASSWORD");
+    let dir_path = campaign.clone();
     let out = tokio::task::spawn_blocking(move || {
         mailroom()
             .arg("doctor")
@@ -707,6 +709,30 @@ async fn cli_campaign_mode_reads_host_port_credentials_and_ca_file() {
     assert!(text.contains(&format!("port = {port}")), "{text}");
     assert!(text.contains("the port already configured"), "{text}");
     assert!(!text.contains("pw2"), "{text}");
+    assert!(!text.contains("campaign.toml has port"), "{text}");
+
+    // The campaign says implicit TLS, the port speaks STARTTLS: the verdict says so.
+    write_campaign(&dir_path, port, "tls", &ca, "DOCTOR_TEST_PASSWORD");
+    let out = tokio::task::spawn_blocking(move || {
+        mailroom()
+            .arg("doctor")
+            .arg(dir_path.join("campaign.toml"))
+            .args(["--timeout", "5", "--ports"])
+            .arg(port.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "campaign.toml has port = {port}, security = \"tls\", but port {port} speaks STARTTLS"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("security = \"starttls\""), "{text}");
     sb.shutdown().await;
 }
 
