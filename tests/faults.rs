@@ -359,11 +359,7 @@ async fn greylisting_450_then_accepted_on_the_next_run_exactly_once() {
     assert_eq!(lab.copies_for("ann@example.org"), 1);
 }
 
-// Fails on main as of 2026-11-28: with `Options::wait` the retry loop counts due/deferred rows on
-// its reader connection before the ledger writer has committed the pass's outcomes, sees none,
-// and ends with the greylisted recipient still deferred. A `writer.sync().await?` before that
-// count in `pipeline::run` fixes it (verified); remove this `ignore` when it lands.
-#[ignore = "pipeline wait loop reads the ledger before the writer commits; see comment"]
+// With `Options::wait` the same run sleeps until the retry time and sends again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greylisting_450_is_retried_within_a_waiting_run() {
     let lab =
