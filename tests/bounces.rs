@@ -1044,3 +1044,45 @@ fn postfix_dsn_after_acceptance_is_imported_as_a_hard_bounce() {
             .any(|e| e.email == dsn_rcpt && e.reason == "hard_bounce")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The reports our own sandbox writes (used by `mailroom demo`) parse as what they are.
+
+#[test]
+fn sandbox_dsn_and_arf_reports_parse_with_their_tokens() {
+    use mailroom::sandbox::report::{Original, arf, dsn};
+    let message = b"From: News <news@news.example.com>\r\nTo: ann@example.org\r\n\
+Message-ID: <m-ann@news.example.com>\r\nX-Mailroom-Campaign: spring\r\n\
+X-Mailroom-Token: tok123abc\r\nSubject: Hello\r\n\r\nBody\r\n";
+    let o = Original {
+        mail_from: "bounces+tok123abc@news.example.com",
+        rcpt_to: "ann@example.org",
+        message,
+        reporting_host: "sandbox.localhost",
+        arrival_date: "Sat, 28 Nov 2026 10:00:00 +0000",
+        unique: "u1",
+        source_ip: "127.0.0.1",
+    };
+    let reports = bounce::parse(&dsn(
+        &o,
+        "5.1.1",
+        "550 5.1.1 <ann@example.org>: User unknown",
+    ));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].recipient, "ann@example.org");
+    assert_eq!(reports[0].kind, FeedbackKind::Hard);
+    assert_eq!(reports[0].original.token.as_deref(), Some("tok123abc"));
+    assert_eq!(
+        reports[0].original.message_id.as_deref(),
+        Some("m-ann@news.example.com")
+    );
+    let reports = bounce::parse(&dsn(&o, "5.2.2", "552 5.2.2 Mailbox full"));
+    assert_eq!(reports[0].kind, FeedbackKind::Soft);
+    assert_eq!(reports[0].reason.as_str(), "mailboxfull");
+    let reports = bounce::parse(&arf(&o, "abuse"));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].kind, FeedbackKind::Complaint);
+    assert_eq!(reports[0].recipient, "ann@example.org");
+    assert_eq!(reports[0].feedback_type.as_deref(), Some("abuse"));
+    assert_eq!(reports[0].original.token.as_deref(), Some("tok123abc"));
+}
