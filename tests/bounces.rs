@@ -1086,3 +1086,49 @@ X-Mailroom-Token: tok123abc\r\nSubject: Hello\r\n\r\nBody\r\n";
     assert_eq!(reports[0].feedback_type.as_deref(), Some("abuse"));
     assert_eq!(reports[0].original.token.as_deref(), Some("tok123abc"));
 }
+
+/// Hostile or damaged input never panics: every corpus message truncated at many points
+/// (including inside multi-byte characters and MIME boundaries) and with bytes flipped.
+#[test]
+fn damaged_messages_never_panic() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let raw = std::fs::read(&path).unwrap();
+        for cut in [1, 7, raw.len() / 3, raw.len() / 2, raw.len() * 9 / 10] {
+            let _ = bounce::parse(&raw[..cut.min(raw.len())]);
+        }
+        let mut flipped = raw.clone();
+        for _ in 0..32 {
+            let i = (next() as usize) % flipped.len().max(1);
+            flipped[i] = (next() & 0xff) as u8;
+        }
+        let _ = bounce::parse(&flipped);
+        parsed += 1;
+    }
+    assert!(parsed > 150);
+    // Pathological shapes: no headers, endless header line, deep nesting.
+    assert!(bounce::parse(b"\n\n\n").is_empty());
+    let long = vec![b'a'; 1 << 20];
+    let _ = bounce::parse(&long);
+    let mut nested = String::from(
+        "From: MAILER-DAEMON@x.example\nContent-Type: multipart/mixed; boundary=b0\n\n",
+    );
+    for i in 0..60 {
+        nested.push_str(&format!(
+            "--b{i}\nContent-Type: multipart/mixed; boundary=b{}\n\n",
+            i + 1
+        ));
+    }
+    let _ = bounce::parse(nested.as_bytes());
+}
