@@ -600,6 +600,16 @@ hello\n";
     }
 
     #[test]
+    fn a_readers_reply_about_an_error_bounces_nobody() {
+        let raw = "From: Reader <reader@example.net>\r\n\
+To: news@news.example.com\r\n\
+Subject: Re: error in your newsletter\r\n\
+\r\n\
+The link failed for me, and for my colleague bob@example.org too.\r\n";
+        assert!(parse(raw.as_bytes()).is_empty());
+    }
+
+    #[test]
     fn notaccept_is_hard_only_when_permanent() {
         assert_eq!(
             kind_for(Reason::NotAccept, Some("5.1.10"), None),
