@@ -112,7 +112,12 @@ _mailroom_ci_setup() (
     mail_gid=$(id -g mailroom-vmail)
   fi
   if [[ ${MAILROOM_CI_KEEP_MAIL:-0} != 1 ]]; then
-    rm -rf "${dir:?}/mail"
+    # Tens of thousands of old messages take long to delete on a busy machine: move them aside
+    # and delete them in the background.
+    if [[ -d $dir/mail ]]; then
+      mv "$dir/mail" "$dir/mail.old.$$.$RANDOM"
+      setsid rm -rf "$dir"/mail.old.* </dev/null >/dev/null 2>&1 &
+    fi
     mkdir -p "$dir/mail"
   fi
   # Pre-create the shared Maildirs so tests can watch them before the first message arrives.
@@ -340,6 +345,21 @@ EOF
   until [[ -S /var/spool/postfix/private/auth ]]; do
     ((SECONDS < deadline)) || die "dovecot's auth socket /var/spool/postfix/private/auth never appeared"
     sleep 0.1
+  done
+  # Make sure it is OUR servers answering (not another MTA already on those ports): check the
+  # plaintext greetings.
+  local expect banner
+  for port in "$submission_port" "$smtp_port" "$sink_port"; do
+    expect="mailroom CI Postfix"
+    [[ $port == "$sink_port" ]] && expect="smtp-sink"
+    banner=$(
+      exec 3<>"/dev/tcp/$host/$port" || exit 0
+      IFS= read -r -t 10 line <&3 || true
+      printf 'QUIT\r\n' >&3 || true
+      printf '%s' "${line%$'\r'}"
+    )
+    [[ $banner == *"$expect"* ]] ||
+      die "$host:$port greets with '${banner:-nothing}', not '$expect': is another server on that port?"
   done
 
   cat >"$dir/env.sh" <<EOF

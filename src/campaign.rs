@@ -449,6 +449,12 @@ impl Campaign {
         self.templates.missing_variables(&known)
     }
 
+    /// True if a body template or a partial it includes refers to `variable` anywhere
+    /// (used to warn when no body shows `{{unsubscribe_url}}`).
+    pub fn body_mentions(&self, variable: &str) -> bool {
+        self.templates.body_mentions(variable)
+    }
+
     /// Names of every compiled template and partial.
     pub fn template_names(&self) -> Vec<String> {
         self.templates.names()

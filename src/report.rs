@@ -223,36 +223,39 @@ impl Ledger {
         let fail = self.fail();
         let id = summary.id;
         let mut totals = Totals::default();
-        let mut domains: BTreeMap<String, DomainRow> = BTreeMap::new();
+        let mut domains: Vec<DomainRow> = Vec::new();
         {
+            // Primary-key order groups the rows by domain, so each domain's row is built from
+            // consecutive rows without a map; strings are borrowed, not copied, per row.
             let mut stmt = self
                 .conn
                 .prepare_cached(
                     "SELECT domain, state, relay_accepted, n FROM report_counts \
-                     WHERE campaign_id = ?1 AND n > 0",
+                     WHERE campaign_id = ?1 AND n > 0 ORDER BY campaign_id, domain",
                 )
                 .map_err(&fail)?;
-            let rows = stmt
-                .query_map([id], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, i64>(3)?,
-                    ))
-                })
-                .map_err(&fail)?;
-            for row in rows {
-                let (domain, state, relay, n) = row.map_err(&fail)?;
-                totals.add(&state, relay != 0, n);
-                domains
-                    .entry(domain.clone())
-                    .or_insert_with(|| DomainRow::new(domain))
-                    .totals
-                    .add(&state, relay != 0, n);
+            let mut rows = stmt.query([id]).map_err(&fail)?;
+            while let Some(row) = rows.next().map_err(&fail)? {
+                let text = |i| -> Result<&str, Error> {
+                    row.get_ref(i)
+                        .and_then(|v| v.as_str().map_err(Into::into))
+                        .map_err(&fail)
+                };
+                let domain = text(0)?;
+                let state = text(1)?;
+                let relay = row.get::<_, i64>(2).map_err(&fail)? != 0;
+                let n = row.get::<_, i64>(3).map_err(&fail)?;
+                totals.add(state, relay, n);
+                match domains.last_mut() {
+                    Some(last) if last.domain == domain => last.totals.add(state, relay, n),
+                    _ => {
+                        let mut row = DomainRow::new(domain.to_owned());
+                        row.totals.add(state, relay, n);
+                        domains.push(row);
+                    }
+                }
             }
         }
-        let mut domains: Vec<DomainRow> = domains.into_values().collect();
         for row in &mut domains {
             row.finish();
         }
@@ -357,13 +360,13 @@ impl Ledger {
         let mut entries = self.history(
             Some(
                 "SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-             FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+             FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
              WHERE r.campaign_id = ?1 ORDER BY a.id DESC LIMIT ?2",
             ),
             Some(
                 "SELECT e.at, r.email, e.kind, e.action, e.status, \
                COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-             FROM events e JOIN recipients r ON r.id = e.recipient_id \
+             FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
              WHERE r.campaign_id = ?1 ORDER BY e.at DESC LIMIT ?2",
             ),
             &[&campaign, &(limit as i64)],
@@ -465,8 +468,9 @@ impl Ledger {
                         |row| row.get(0),
                     )
                     .map_err(self.fail())?;
-                // A small domain: walk its recipients (index) and their attempts. A big one:
-                // walk attempts newest first and stop at the limit; both stay bounded.
+                // A small domain: walk its recipients (index) and their attempts and events. A
+                // big one: walk attempts and events newest first and stop at the limit. CROSS
+                // JOIN fixes SQLite's join order, which it cannot choose well without ANALYZE.
                 let attempts_sql = if (size as u64) < SMALL_DOMAIN {
                     "SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
                      FROM recipients r CROSS JOIN attempts a ON a.recipient_id = r.id \
@@ -476,33 +480,43 @@ impl Ledger {
                      FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
                      WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY a.id DESC LIMIT ?3"
                 };
+                let events_sql = if (size as u64) < SMALL_DOMAIN {
+                    "SELECT e.at, r.email, e.kind, e.action, e.status, \
+                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
+                     FROM recipients r CROSS JOIN events e ON e.recipient_id = r.id \
+                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3"
+                } else {
+                    "SELECT e.at, r.email, e.kind, e.action, e.status, \
+                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
+                     FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
+                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3"
+                };
                 self.history(
                     Some(attempts_sql),
-                    Some("SELECT e.at, r.email, e.kind, e.action, e.status, \
-                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-                     FROM events e JOIN recipients r ON r.id = e.recipient_id \
-                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3"),
+                    Some(events_sql),
                     &[&campaign, domain, &limit],
                 )?
             }
             Focus::Reason { source, status } => match source {
                 Source::Attempt => self.history(
                     Some("SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-                     FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+                     FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
                      WHERE COALESCE(a.enhanced, CAST(a.code AS TEXT), '') = ?2 \
                        AND a.outcome <> 'accepted' AND r.campaign_id = ?1 \
                      ORDER BY a.id DESC LIMIT ?3"),
                     None,
                     &[&campaign, status, &limit],
                 )?,
+                // Newest imported first: that is the index's own order, so the limit stops
+                // the walk early instead of sorting every event with this status.
                 Source::Feedback => self.history(
                     None,
                     Some("SELECT e.at, r.email, e.kind, e.action, e.status, \
                        COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-                     FROM events e JOIN recipients r ON r.id = e.recipient_id \
+                     FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
                      WHERE COALESCE(e.status, '') = ?2 AND r.campaign_id = ?1 \
                        AND e.kind NOT IN ('delivered', 'auto_reply') \
-                     ORDER BY e.at DESC LIMIT ?3"),
+                     ORDER BY e.id DESC LIMIT ?3"),
                     &[&campaign, status, &limit],
                 )?,
             },
@@ -549,12 +563,14 @@ impl Ledger {
                 source,
             })
         };
+        // Import order is rowid order: a table scan in rowid order (the unary + keeps SQLite off
+        // the campaign index) streams rows without sorting them all first.
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT email, state, last_code, last_enhanced, last_reply, attempts, \
                    last_attempt_at, relay_accepted \
-                 FROM recipients WHERE campaign_id = ?1 ORDER BY id",
+                 FROM recipients WHERE +campaign_id = ?1 ORDER BY id",
             )
             .map_err(fail)?;
         let rows = stmt.query_map([campaign], recipient_row).map_err(fail)?;

@@ -890,3 +890,44 @@ fn header_only_csv_is_a_contact_problem() {
         "{v:#}"
     );
 }
+
+#[test]
+fn crlf_csv_keeps_record_lines() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref\r\nann@example.com,Ann,Ann,a\r\nbroken,B,B,b\r\nbob@example.com,Bob,Bob,b\r\ncarl@example.com,C,C,\"x\r\ny\"\r\ndan-no-at,D,D,d\r\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["valid"], 2);
+    let lines: Vec<u64> = invalid_reasons(&v).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(lines, vec![3, 5, 7]);
+}
+
+#[test]
+fn configured_name_column_must_exist() {
+    let f = Fixture::base();
+    f.edit_toml(
+        "path = \"contacts.csv\"",
+        "path = \"contacts.csv\"\nname_column = \"full_name\"",
+    );
+    assert_fatal(
+        &f,
+        &["contacts.csv:1:", "no column `full_name`", "name_column"],
+    );
+}
+
+#[test]
+fn check_notes_a_body_without_a_visible_unsubscribe_link() {
+    let f = Fixture::base();
+    let (_, v) = check_json(f.path());
+    assert!(
+        !v["notes"].to_string().contains("visible unsubscribe link"),
+        "{v:#}"
+    );
+    f.write("partials/footer.hbs", "Example Ltd, 1 Example Street\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 0, "a note, not a failure");
+    assert!(
+        v["notes"].to_string().contains("visible unsubscribe link"),
+        "{v:#}"
+    );
+}

@@ -218,7 +218,11 @@ const THREE: [&str; 3] = ["ann@example.org", "bob@example.org", "cy@example.net"
 async fn greeting_421_marks_nothing_and_sends_nothing() {
     let lab = Lab::new("[session]\ngreeting = \"421 4.3.2 service shutting down\"\n").await;
     let summary = lab.send(&THREE, lab.settings(), options()).await;
-    assert_ne!(summary.end, End::Finished, "{summary:?}");
+    // The run stops (aborted or paused, never "finished") and says why.
+    match &summary.end {
+        End::Aborted(why) | End::Paused(why) => assert!(why.contains("421"), "{why}"),
+        other => panic!("a relay refusing every session must stop the run: {other:?}"),
+    }
     assert_eq!(states(&lab.ledger()), map(&[("pending", 3)]));
     assert_eq!(attempt_count(&lab.ledger()), 0);
     assert!(!lab.transcript_has("MAIL"));

@@ -589,3 +589,98 @@ fn cli_report_explains_a_campaign_never_sent_and_an_empty_ledger() {
         .code(2)
         .stderr(predicates::str::contains("no campaign yet"));
 }
+
+/// Copies the shared campaign fixture into `dir` and returns the folder.
+fn campaign_folder(dir: &std::path::Path) -> std::path::PathBuf {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/campaigns/base");
+    let dst = dir.join("campaign");
+    copy_dir(&src, &dst);
+    dst
+}
+
+fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn cli_report_resolves_a_campaign_folder_to_its_ledger_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = campaign_folder(dir.path());
+    mailroom()
+        .arg("report")
+        .arg(&folder)
+        .assert()
+        .code(2)
+        .stderr(
+            predicates::str::contains("has not been sent yet")
+                .and(predicates::str::contains("mailroom send")),
+        );
+
+    // The default store is <folder>/mailroom.db; the ledger also holds another campaign, so the
+    // name must come from campaign.toml ("fixture").
+    let mut b = LedgerBuilder::new(&folder.join("mailroom.db"));
+    let other = b.campaign("other", 1);
+    b.recipient(other, "x@other.test");
+    let fixture = b.campaign("fixture", 2);
+    let r = b.recipient(fixture, "ann@example.org");
+    b.attempt(
+        r,
+        1_772_355_600_000,
+        "message",
+        Some(250),
+        Some("2.0.0"),
+        "250 ok",
+        "accepted",
+    );
+    b.recipient(fixture, "bob@example.org");
+    let out = mailroom()
+        .arg("report")
+        .arg(folder.join("campaign.toml"))
+        .args(["--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["campaign"], "fixture");
+    assert_eq!(json["totals"]["recipients"], 2);
+    assert_eq!(json["totals"]["accepted"], 1);
+    assert_eq!(json["totals"]["pending"], 1);
+
+    let csv = mailroom()
+        .arg("report")
+        .arg(&folder)
+        .args(["--format", "csv"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!(csv.lines().count(), 3, "header + one row per recipient");
+    assert!(csv.contains("ann@example.org,accepted,250,2.0.0,250 ok,1,2026-03-01T09:00:00Z,1"));
+}
+
+#[test]
+fn text_and_markdown_reports_read_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = mixed_ledger(&dir.path().join("l.db"));
+    let r = spring(&b);
+    let mut text = Vec::new();
+    report::write_text(&r, &mut text).unwrap();
+    insta::assert_snapshot!("report_text", String::from_utf8(text).unwrap());
+    let mut md = Vec::new();
+    report::write_markdown(&r, &mut md).unwrap();
+    insta::assert_snapshot!("report_md", String::from_utf8(md).unwrap());
+}

@@ -228,8 +228,9 @@ async fn silence_after_the_final_dot_is_unknown_and_never_resent_without_opt_in(
     assert_eq!(summary.unknown, 1);
     assert_eq!(summary.accepted, 3);
     assert_eq!(recipient(&l.path, "silentdata1@example.test").0, "unknown");
-    // The connection was dropped after the timeout and a new one carried on.
+    // The connection was dropped after the timeout and a new one carried on, in step.
     assert_eq!(server.seen.lock().unwrap().sessions, 2);
+    delivery::assert_replies_in_sync(&server, &l.path);
 
     let rerun = send(
         &l.path,
@@ -274,6 +275,7 @@ async fn a_command_timeout_defers_the_recipient_and_the_run_goes_on() {
         .unwrap();
     assert_eq!(step, "rcpt");
     assert!(reply.contains("no reply within"), "{reply}");
+    delivery::assert_replies_in_sync(&server, &l.path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,6 +494,7 @@ async fn ctrl_c_lets_in_flight_messages_finish_and_claims_nothing_new() {
     let rest = send(&l.path, people(&locals), s, options(2), Shutdown::new()).await;
     assert_eq!(rest.end, End::Finished);
     assert_eq!(states(&l.path).get("accepted"), Some(&20));
+    delivery::assert_replies_in_sync(&server, &l.path);
     let per = server.accepted_per_address();
     assert_eq!(per.len(), 20);
     assert!(per.values().all(|n| *n == 1), "{per:?}");
@@ -662,5 +665,124 @@ async fn send_without_a_terminal_requires_yes() {
     assert!(
         !root.join("mailroom.db").exists(),
         "nothing written without confirmation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_the_run_retries_deferred_recipients_until_all_are_final() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["retryonce1", "defer1", "n1"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut o = options(1);
+    o.wait = true;
+    o.retry.backoff = vec![Duration::from_millis(100), Duration::from_millis(200)];
+    o.retry.max_attempts = 3;
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o,
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    // Deferred once, then accepted on the retry.
+    let (state, attempts, code, _) = recipient(&l.path, "retryonce1@example.test");
+    assert_eq!((state.as_str(), attempts, code), ("accepted", 2, Some(250)));
+    // Always deferred: given up after max_attempts.
+    let (state, attempts, code, _) = recipient(&l.path, "defer1@example.test");
+    assert_eq!((state.as_str(), attempts, code), ("failed", 3, Some(451)));
+    assert_eq!(summary.deferred_total, 0);
+    assert_eq!(
+        server.seen.lock().unwrap().rcpt_count["defer1@example.test"],
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wait_a_deferred_recipient_waits_for_the_next_run() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["retryonce2", "n2"].into_iter().map(String::from).collect();
+    let mut o = options(1);
+    o.retry.backoff = vec![Duration::from_millis(1)];
+    let first = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o.clone(),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(
+        (first.end, first.deferred, first.accepted),
+        (End::Finished, 1, 1)
+    );
+    // The retry time has passed by the time the next run starts: it is due and goes out once.
+    let second = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o,
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(second.accepted, 1);
+    assert_eq!(recipient(&l.path, "retryonce2@example.test").0, "accepted");
+    assert_eq!(server.accepted_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_command_reports_honestly_and_sets_exit_codes() {
+    let server = Server::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"",
+        server.addr.port()
+    );
+    let run = |root: &Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("send")
+            .arg(root)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // Dry run: renders, counts, writes nothing, sends nothing.
+    let clean: Vec<String> = (0..3).map(|i| format!("p{i}@example.test")).collect();
+    let root = delivery::write_campaign(dir.path(), "clean", "news@sender.test", &smtp, &clean);
+    let out = run(&root, &["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("would send 3 messages"), "{stdout}");
+    assert!(!root.join("mailroom.db").exists());
+    assert_eq!(server.seen.lock().unwrap().sessions, 0);
+
+    // All accepted: exit 0, and the wording never claims delivery.
+    let out = run(&root, &["--yes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("3 accepted by the relay"), "{stdout}");
+    assert!(!stdout.to_lowercase().contains("delivered"), "{stdout}");
+    assert_eq!(server.accepted_count(), 3);
+
+    // A hard bounce: finished with problems, exit 1.
+    let mixed = vec![
+        "q1@example.test".to_owned(),
+        "unknown9@example.test".to_owned(),
+    ];
+    let root = delivery::write_campaign(dir.path(), "mixed", "news@sender.test", &smtp, &mixed);
+    let out = run(&root, &["--yes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("1 bounced (hard 1, soft 0)"), "{stdout}");
+    assert!(
+        stdout.contains("bounced_hard unknown9@example.test"),
+        "{stdout}"
     );
 }

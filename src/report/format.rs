@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::{
-    CampaignReport, DomainRow, Ledger, MinutePoint, RecipientRow, Thresholds, format_rate,
+    CampaignReport, DomainRow, Ledger, Level, MinutePoint, RecipientRow, Thresholds, format_rate,
     format_time,
 };
 use crate::model::DeliveryState;
@@ -74,7 +74,8 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
     )?;
     writeln!(
         out,
-        "  of which bounced or complained later {}",
+        "  {:<32}{:>10}",
+        "of which bounced/complained later",
         t.bounced_later()
     )?;
     writeln!(out)?;
@@ -86,15 +87,17 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
     )?;
     writeln!(
         out,
-        "Hard-bounce rate  {:>8}  (warn at {}, alarm at {})",
+        "Hard-bounce rate  {:>8}{}  (/ attempted; warn at {}, alarm at {})",
         format_rate(report.rates.hard_bounce),
+        level_mark(th.bounce(report.rates.hard_bounce)),
         format_rate(Some(th.bounce_warn)),
         format_rate(Some(th.bounce_alarm))
     )?;
     writeln!(
         out,
-        "Complaint rate    {:>8}  (complaints / accepted by the relay; warn at {}, alarm at {})",
+        "Complaint rate    {:>8}{}  (/ accepted by the relay; warn at {}, alarm at {})",
         format_rate(report.rates.complaint),
+        level_mark(th.complaint(report.rates.complaint)),
         format_rate(Some(th.complaint_warn)),
         format_rate(Some(th.complaint_alarm))
     )?;
@@ -204,6 +207,14 @@ fn sparkline(values: &[u64]) -> String {
             }
         })
         .collect()
+}
+
+fn level_mark(level: Level) -> &'static str {
+    match level {
+        Level::Ok => "",
+        Level::Warn => " WARN",
+        Level::Alarm => " ALARM",
+    }
 }
 
 fn heading_count(what: &str, n: usize, top: usize) -> String {
