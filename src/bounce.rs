@@ -265,11 +265,22 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             .or_else(|| text::find_status_in_text(segment));
         let reply_code =
             text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(segment));
+        // Sendmail keeps only the first line of a multi-line reply ("552-5.7.0 This message
+        // was blocked because ..."): the rest is in the human-readable part.
+        let truncated = diagnostic.get(3..4) == Some("-")
+            && diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit);
+        let joined;
+        let for_reason = if truncated {
+            joined = format!("{diagnostic} {}", text::squeeze(segment));
+            joined.as_str()
+        } else {
+            diagnostic.as_str()
+        };
         let evidence = reason::Evidence {
             status: status.as_deref(),
             reply_code,
             action,
-            diagnostic: &diagnostic,
+            diagnostic: for_reason,
             context: segment,
             diagnostic_type: diagnostic_type.as_deref(),
         };

@@ -726,6 +726,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         Reason::PolicyViolation,
         &[
             "potential security issue",
+            "header error",
             "illegal attachment",
             "members-only list",
             "closed mailing list",
@@ -870,6 +871,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "after multiple retries",
             "within the allowed queue period",
             "could not be delivered for more than",
+            "not delivered within",
+            "delivery failed*attempts",
             "warning message only",
             "delivery attempts will continue",
             "will keep trying",
