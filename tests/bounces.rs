@@ -498,6 +498,29 @@ fn bounces_parse_json_prints_one_object_per_report() {
 }
 
 #[test]
+fn bounces_parse_reads_every_file_of_a_folder() {
+    let out = mailroom()
+        .args(["bounces", "parse", "--json"])
+        .arg(corpus_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: std::collections::BTreeSet<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["file"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(files.len() > 170, "{} files gave reports", files.len());
+}
+
+#[test]
 fn bounces_parse_text_table_and_unreadable_file() {
     let out = mailroom()
         .args(["bounces", "parse"])
