@@ -371,10 +371,24 @@ impl Campaign {
             },
         };
         templates.check_partials()?;
+        let mut header_templates = vec!["campaign.subject".to_owned()];
+        header_templates.extend(headers.iter().map(|(_, t)| t.clone()));
+        if let Some(u) = &unsubscribe {
+            header_templates.push(u.url.clone());
+            header_templates.extend(u.mailto.clone());
+        }
+        let mentions = header_templates
+            .into_iter()
+            .map(|t| {
+                let used = templates.mentioned(vec![t.clone()]);
+                (t, used)
+            })
+            .collect();
 
         let campaign_hash = recipient_token(&c.name, "").chars().take(8).collect();
         Ok(Campaign {
             names: Names {
+                mentions,
                 subject: "campaign.subject".into(),
                 headers,
                 unsubscribe,
@@ -447,6 +461,12 @@ impl Campaign {
             .chain(BUILTIN_VARIABLES.iter().copied())
             .collect();
         self.templates.missing_variables(&known)
+    }
+
+    /// True if a body template or a partial it includes refers to `variable` anywhere
+    /// (used to warn when no body shows `{{unsubscribe_url}}`).
+    pub fn body_mentions(&self, variable: &str) -> bool {
+        self.templates.body_mentions(variable)
     }
 
     /// Names of every compiled template and partial.

@@ -1,8 +1,8 @@
 //! The delivery pipeline of one `send` run: import → dispatcher → workers.
 //!
-//! The dispatcher reads due rows from the ledger in id order (keyset pages), renders each into a
-//! message, and hands it to a bounded queue. `connections` workers each own one SMTP session;
-//! every worker waits for the shared rate limiter (and the recipient domain's), claims the row
+//! The dispatcher reads due rows from the ledger in id order (keyset pages) and hands them to a
+//! bounded queue. `connections` workers each own one SMTP session; every worker renders its row
+//! into a message, waits for the shared rate limiter (and the recipient domain's), claims the row
 //! (`sending`, committed before the first byte of the transaction), runs the transaction and
 //! queues the outcome for the ledger writer. "Slow down" replies give the claim back and slow the
 //! whole run; sender/relay problems pause it; auth/TLS failures abort it; in both cases the
@@ -226,6 +226,8 @@ impl Summary {
 /// A ledger prepared for a run: contacts imported, crashed claims recovered, run row created.
 pub struct Prepared {
     pub conn: Connection,
+    /// Held until dropped: no other `send` may use this ledger meanwhile.
+    pub lock: store::RunLock,
     pub campaign_id: i64,
     pub run_id: i64,
     pub imported: store::ImportCount,
@@ -233,7 +235,8 @@ pub struct Prepared {
 }
 
 /// Opens the ledger, imports `contacts` (idempotent), turns `sending` leftovers of a crashed run
-/// into `unknown`, and starts a run row.
+/// into `unknown`, and starts a run row. Takes the ledger's send lock first (see
+/// [`store::RunLock`]): recovery is only right when no other send is running.
 ///
 /// # Errors
 /// When the ledger cannot be opened or written.
@@ -252,6 +255,7 @@ where
         path: path.to_owned(),
         source,
     };
+    let lock = store::RunLock::acquire(path)?;
     let mut conn = store::open(path)?;
     let campaign_id = ledger::ensure_campaign(&conn, campaign).map_err(sql)?;
     let imported = ledger::import(&mut conn, campaign_id, contacts).map_err(|e| match e {
@@ -262,6 +266,7 @@ where
     let run_id = ledger::start_run(&conn, campaign_id, host, security).map_err(sql)?;
     Ok(Prepared {
         conn,
+        lock,
         campaign_id,
         run_id,
         imported,
@@ -487,7 +492,17 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                 Some(session)
             }
             Err(failure) => {
-                shared.stop(End::Aborted(failure.to_string()));
+                // A relay that is busy right now ("421 try later") pauses the run; one that
+                // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
+                let busy = matches!(
+                    &failure,
+                    ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Throttle)
+                );
+                shared.stop(if busy {
+                    End::Paused(failure.to_string())
+                } else {
+                    End::Aborted(failure.to_string())
+                });
                 None
             }
         }
@@ -495,7 +510,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         None
     };
 
-    let (queue_tx, queue_rx) = mpsc::channel::<Job>(options.connections.max(1) * 2);
+    let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(options.connections.max(1) * 2);
     let queue_rx = Arc::new(Mutex::new(queue_rx));
     let mut workers = Vec::new();
     let mut first_session = first_session;
@@ -503,7 +518,8 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         let shared = shared.clone();
         let rx = queue_rx.clone();
         let session = first_session.take();
-        workers.push(tokio::spawn(worker(shared, rx, session)));
+        let render = render.clone();
+        workers.push(tokio::spawn(worker(shared, render, rx, session)));
     }
 
     let mut budget = options.limit;
@@ -553,13 +569,8 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                     shared.set_end(End::DailyCap);
                     break 'passes;
                 }
-                let job = match build_job(render.as_ref(), row) {
-                    Ok(job) => job,
-                    Err(reason) => {
-                        shared.stop(End::Aborted(reason));
-                        break 'passes;
-                    }
-                };
+                // Rendering happens in the workers, in parallel; the dispatcher only reads.
+                let job = row;
                 shared.outstanding.fetch_add(1, Ordering::AcqRel);
                 let sent = tokio::select! {
                     biased;
@@ -583,6 +594,8 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         if !options.wait {
             break;
         }
+        // Outcomes are queued, not yet committed: make them visible to the reader first.
+        writer.sync().await?;
         let due = {
             let resend = options.resend_unknown;
             match read(Box::new(move |c| {
@@ -707,14 +720,20 @@ fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, String> {
 
 async fn worker(
     shared: Arc<Shared>,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    render: Arc<dyn Render>,
+    rx: Arc<Mutex<mpsc::Receiver<DueRow>>>,
     mut session: Option<Session>,
 ) {
     loop {
-        let job = { rx.lock().await.recv().await };
-        let Some(job) = job else { break };
+        let row = { rx.lock().await.recv().await };
+        let Some(row) = row else { break };
         if !shared.halt.is_triggered() {
-            process(&shared, &mut session, &job).await;
+            match build_job(render.as_ref(), row) {
+                Ok(job) => process(&shared, &mut session, &job).await,
+                // A template that fails for this row: stop before anything else goes out, so
+                // the user can fix it; the recipient is left untouched.
+                Err(reason) => shared.stop(End::Aborted(reason)),
+            }
         }
         shared.finish_job();
     }

@@ -228,8 +228,9 @@ async fn silence_after_the_final_dot_is_unknown_and_never_resent_without_opt_in(
     assert_eq!(summary.unknown, 1);
     assert_eq!(summary.accepted, 3);
     assert_eq!(recipient(&l.path, "silentdata1@example.test").0, "unknown");
-    // The connection was dropped after the timeout and a new one carried on.
+    // The connection was dropped after the timeout and a new one carried on, in step.
     assert_eq!(server.seen.lock().unwrap().sessions, 2);
+    delivery::assert_replies_in_sync(&server, &l.path);
 
     let rerun = send(
         &l.path,
@@ -274,6 +275,7 @@ async fn a_command_timeout_defers_the_recipient_and_the_run_goes_on() {
         .unwrap();
     assert_eq!(step, "rcpt");
     assert!(reply.contains("no reply within"), "{reply}");
+    delivery::assert_replies_in_sync(&server, &l.path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,6 +494,7 @@ async fn ctrl_c_lets_in_flight_messages_finish_and_claims_nothing_new() {
     let rest = send(&l.path, people(&locals), s, options(2), Shutdown::new()).await;
     assert_eq!(rest.end, End::Finished);
     assert_eq!(states(&l.path).get("accepted"), Some(&20));
+    delivery::assert_replies_in_sync(&server, &l.path);
     let per = server.accepted_per_address();
     assert_eq!(per.len(), 20);
     assert!(per.values().all(|n| *n == 1), "{per:?}");
@@ -663,4 +666,366 @@ async fn send_without_a_terminal_requires_yes() {
         !root.join("mailroom.db").exists(),
         "nothing written without confirmation"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_the_run_retries_deferred_recipients_until_all_are_final() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["retryonce1", "defer1", "n1"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let mut o = options(1);
+    o.wait = true;
+    o.retry.backoff = vec![Duration::from_millis(100), Duration::from_millis(200)];
+    o.retry.max_attempts = 3;
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o,
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    // Deferred once, then accepted on the retry.
+    let (state, attempts, code, _) = recipient(&l.path, "retryonce1@example.test");
+    assert_eq!((state.as_str(), attempts, code), ("accepted", 2, Some(250)));
+    // Always deferred: given up after max_attempts.
+    let (state, attempts, code, _) = recipient(&l.path, "defer1@example.test");
+    assert_eq!((state.as_str(), attempts, code), ("failed", 3, Some(451)));
+    assert_eq!(summary.deferred_total, 0);
+    assert_eq!(
+        server.seen.lock().unwrap().rcpt_count["defer1@example.test"],
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wait_a_deferred_recipient_waits_for_the_next_run() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["retryonce2", "n2"].into_iter().map(String::from).collect();
+    let mut o = options(1);
+    o.retry.backoff = vec![Duration::from_millis(1)];
+    let first = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o.clone(),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(
+        (first.end, first.deferred, first.accepted),
+        (End::Finished, 1, 1)
+    );
+    // The retry time has passed by the time the next run starts: it is due and goes out once.
+    let second = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        o,
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(second.accepted, 1);
+    assert_eq!(recipient(&l.path, "retryonce2@example.test").0, "accepted");
+    assert_eq!(server.accepted_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_command_reports_honestly_and_sets_exit_codes() {
+    let server = Server::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"",
+        server.addr.port()
+    );
+    let run = |root: &Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("send")
+            .arg(root)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // Dry run: renders, counts, writes nothing, sends nothing.
+    let clean: Vec<String> = (0..3).map(|i| format!("p{i}@example.test")).collect();
+    let root = delivery::write_campaign(dir.path(), "clean", "news@sender.test", &smtp, &clean);
+    let out = run(&root, &["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("would send 3 messages"), "{stdout}");
+    assert!(!root.join("mailroom.db").exists());
+    assert_eq!(server.seen.lock().unwrap().sessions, 0);
+
+    // All accepted: exit 0, and the wording never claims delivery.
+    let out = run(&root, &["--yes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("3 accepted by the relay"), "{stdout}");
+    assert!(!stdout.to_lowercase().contains("delivered"), "{stdout}");
+    assert_eq!(server.accepted_count(), 3);
+
+    // A hard bounce: finished with problems, exit 1.
+    let mixed = vec![
+        "q1@example.test".to_owned(),
+        "unknown9@example.test".to_owned(),
+    ];
+    let root = delivery::write_campaign(dir.path(), "mixed", "news@sender.test", &smtp, &mixed);
+    let out = run(&root, &["--yes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("1 bounced (hard 1, soft 0)"), "{stdout}");
+    assert!(
+        stdout.contains("bounced_hard unknown9@example.test"),
+        "{stdout}"
+    );
+
+    // Another live send holds the ledger (pid 1 always exists): refused, nothing touched.
+    std::fs::write(root.join("mailroom.db.send-lock"), "1\n").unwrap();
+    let out = run(&root, &["--yes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("another `mailroom send` (pid 1)"),
+        "{stderr}"
+    );
+}
+
+// ---- TLS and AUTH against the embedded sandbox (real TLS over TCP, no Postfix needed) ----
+
+use mailroom::sandbox::{self, SandboxConfig, Script};
+
+struct Tls {
+    _dir: tempfile::TempDir,
+    sandbox: sandbox::Sandbox,
+    ca: PathBuf,
+    maildir: PathBuf,
+}
+
+async fn tls_sandbox(config: impl FnOnce(SandboxConfig) -> SandboxConfig) -> Tls {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let sandbox = sandbox::start(config(
+        SandboxConfig::new(&maildir).auth("mailer", "s3cret-pass"),
+    ))
+    .await
+    .unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.write_ca(&ca).unwrap();
+    Tls {
+        _dir: dir,
+        sandbox,
+        ca,
+        maildir,
+    }
+}
+
+fn tls_settings(t: &Tls, security: Security, port: u16) -> Settings {
+    Settings {
+        host: "localhost".into(),
+        security,
+        username: Some("mailer".into()),
+        password: Some(mailroom::transport::Secret::new("s3cret-pass".into())),
+        ca_file: Some(t.ca.clone()),
+        ..settings(port)
+    }
+}
+
+/// Recipient → number of stored messages, from the sandbox Maildir's Delivered-To headers.
+fn maildir_counts(maildir: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(maildir.join("new"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for line in text.lines().take_while(|l| !l.is_empty()) {
+            if let Some(rcpt) = line.strip_prefix("Delivered-To: ") {
+                *counts.entry(rcpt.trim().to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_auth_to_the_sandbox_store_each_message_once() {
+    let script = Script::parse(
+        r#"
+[[rule]]
+recipient = "gone@example.test"
+action = "reject"
+reply = "550 5.1.1 user unknown"
+
+[[rule]]
+recipient = "full@example.test"
+action = "reject"
+reply = "552 5.2.2 mailbox full"
+at = "message"
+
+[[rule]]
+recipient = "lost@example.test"
+action = "drop"
+"#,
+    )
+    .unwrap();
+    let t = tls_sandbox(|c| c.script(script)).await;
+    let l = ledger();
+    let mut locals = numbered("s", 12);
+    locals.extend(["gone", "full", "lost"].map(String::from));
+    let summary = send(
+        &l.path,
+        people(&locals),
+        tls_settings(&t, Security::StartTls, t.sandbox.addr().port()),
+        options(3),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 12);
+    assert_eq!(
+        recipient(&l.path, "gone@example.test").3.as_deref(),
+        Some("5.1.1")
+    );
+    assert_eq!(recipient(&l.path, "gone@example.test").0, "bounced_hard");
+    assert_eq!(recipient(&l.path, "full@example.test").0, "bounced_soft");
+    // Dropped after the final "." with no reply: unknown, never "accepted".
+    assert_eq!(recipient(&l.path, "lost@example.test").0, "unknown");
+    let counts = maildir_counts(&t.maildir);
+    assert_eq!(counts.len(), 12, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    // The password never reached the transcript (the sandbox redacts AUTH payloads) nor the
+    // ledger.
+    let transcript = t.sandbox.transcript().join("\n");
+    assert!(transcript.contains("STARTTLS"));
+    assert!(!transcript.contains("s3cret-pass"));
+    let db = std::fs::read(&l.path).unwrap();
+    assert!(!db.windows(11).any(|w| w == b"s3cret-pass"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_to_the_sandbox_works() {
+    let t = tls_sandbox(|c| c.implicit_tls(true)).await;
+    let l = ledger();
+    let summary = send(
+        &l.path,
+        people(&numbered("i", 4)),
+        tls_settings(&t, Security::Tls, t.sandbox.addr().port()),
+        options(2),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 4);
+    assert_eq!(maildir_counts(&t.maildir).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_aborts_the_run_with_nothing_marked() {
+    let t = tls_sandbox(|c| c).await;
+    let l = ledger();
+    let mut s = tls_settings(&t, Security::StartTls, t.sandbox.addr().port());
+    s.password = Some(mailroom::transport::Secret::new("wrong".into()));
+    let summary = send(
+        &l.path,
+        people(&numbered("w", 5)),
+        s,
+        options(2),
+        Shutdown::new(),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Aborted(why) if why.contains("authentication failed")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(states(&l.path).get("pending"), Some(&5));
+    assert!(!t.sandbox.transcript().iter().any(|c| c.starts_with("MAIL")));
+    assert!(maildir_counts(&t.maildir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tls_handshake_never_falls_back_to_plaintext() {
+    for script in [
+        "[session]\ntls_handshake = \"abort\"",
+        "[session]\nstarttls = false",
+    ] {
+        let script = Script::parse(script).unwrap();
+        let t = tls_sandbox(|c| c.script(script)).await;
+        let l = ledger();
+        let s = tls_settings(&t, Security::StartTls, t.sandbox.addr().port());
+        let summary = send(
+            &l.path,
+            people(&numbered("t", 2)),
+            s,
+            options(1),
+            Shutdown::new(),
+        )
+        .await;
+        assert!(
+            matches!(&summary.end, End::Aborted(why) if why.contains("TLS failed")),
+            "{:?}",
+            summary.end
+        );
+        let transcript = t.sandbox.transcript();
+        assert!(
+            !transcript
+                .iter()
+                .any(|c| c.starts_with("AUTH") || c.starts_with("MAIL")),
+            "{transcript:?}"
+        );
+        assert_eq!(states(&l.path).get("pending"), Some(&2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_refused() {
+    let t = tls_sandbox(|c| c).await;
+    let l = ledger();
+    let mut s = tls_settings(&t, Security::StartTls, t.sandbox.addr().port());
+    s.ca_file = None;
+    let summary = send(
+        &l.path,
+        people(&numbered("u", 1)),
+        s,
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Aborted(why) if why.contains("TLS failed") && why.contains("certificate")),
+        "{:?}",
+        summary.end
+    );
+    assert!(!t.sandbox.transcript().iter().any(|c| c.starts_with("AUTH")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_relay_at_the_greeting_pauses_the_run() {
+    let script = Script::parse("[session]\ngreeting = \"421 4.3.2 try later\"").unwrap();
+    let t = tls_sandbox(|c| c.script(script)).await;
+    let l = ledger();
+    let s = tls_settings(&t, Security::StartTls, t.sandbox.addr().port());
+    let summary = send(
+        &l.path,
+        people(&numbered("b", 2)),
+        s,
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Paused(why) if why.contains("421")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(states(&l.path).get("pending"), Some(&2));
 }

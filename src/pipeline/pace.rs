@@ -275,6 +275,33 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn per_domain_limit_paces_only_its_domain() {
+        let mut per_domain = BTreeMap::new();
+        per_domain.insert("Slow.test".to_owned(), 1200.0); // 20 per second
+        let limits = Limits::new(&RateOptions {
+            per_second: None,
+            per_domain,
+            ..RateOptions::default()
+        });
+        let started = std::time::Instant::now();
+        for _ in 0..200 {
+            limits.until_ready("fast.test").await;
+        }
+        let fast = started.elapsed();
+        let started = std::time::Instant::now();
+        for _ in 0..6 {
+            limits.until_ready("slow.test").await;
+        }
+        // 6 cells at 20/s with burst 1: at least 5 intervals of 50 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(245),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(fast < started.elapsed(), "an unlisted domain is not paced");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn throttle_pauses_everyone_then_slows_and_recovers() {
         let pacer = Pacer::new(Duration::from_secs(4), Duration::from_secs(60));

@@ -194,6 +194,8 @@ async fn session(
                 "552 5.2.2 mailbox full".into()
             } else if local.starts_with("relaydenied") {
                 format!("554 5.7.1 <{to}>: Relay access denied")
+            } else if local.starts_with("retryonce") && n == 1 {
+                format!("451 4.3.0 <{to}>: temporarily unavailable, try again")
             } else if local.starts_with("throttleonce") && n == 1 {
                 "450 4.7.1 rate limited, slow down".into()
             } else {
@@ -371,4 +373,38 @@ pub fn write_campaign(
     }
     std::fs::write(root.join("contacts.csv"), csv).unwrap();
     root
+}
+
+/// Every `accepted` row's recorded reply names the queue id the server gave *that* address: a
+/// connection that went out of step (replies shifted by one after a cancelled command) would
+/// record another message's reply.
+pub fn assert_replies_in_sync(server: &Server, path: &Path) {
+    let expected: BTreeMap<String, String> = server
+        .seen
+        .lock()
+        .unwrap()
+        .accepted
+        .iter()
+        .enumerate()
+        .map(|(i, (rcpt, _))| (rcpt.clone(), format!("queued as Q{:05}", i + 1)))
+        .collect();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT email, last_reply FROM recipients WHERE state = 'accepted'")
+        .unwrap();
+    let rows: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!rows.is_empty());
+    for (email, reply) in rows {
+        let want = expected
+            .get(&email)
+            .unwrap_or_else(|| panic!("{email} not at the server"));
+        assert!(
+            reply.ends_with(want.as_str()),
+            "{email}: recorded {reply:?}, server said {want}"
+        );
+    }
 }
