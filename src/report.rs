@@ -1117,11 +1117,12 @@ pub fn format_time(millis: i64) -> String {
         .unwrap_or_else(|| millis.to_string())
 }
 
-/// Formats a fraction as a percentage with enough digits for complaint rates ("0.12%").
+/// Formats a fraction as a percentage with two decimals under 10 % ("0.12%", "4.98%"), so a rate
+/// just under a threshold never prints as the threshold itself, and one decimal above.
 pub fn format_rate(rate: Option<f64>) -> String {
     match rate {
         None => "-".to_owned(),
-        Some(r) if r > 0.0 && r < 0.01 => format!("{:.2}%", r * 100.0),
+        Some(r) if r > 0.0 && r < 0.1 => format!("{:.2}%", r * 100.0),
         Some(r) => format!("{:.1}%", r * 100.0),
     }
 }
@@ -1155,6 +1156,8 @@ mod tests {
         assert_eq!(t.complaint(None), Level::Ok);
         assert_eq!(format_rate(Some(0.0012)), "0.12%");
         assert_eq!(format_rate(Some(0.5)), "50.0%");
+        assert_eq!(format_rate(Some(0.0498)), "4.98%");
+        assert_eq!(format_rate(Some(0.0)), "0.0%");
         assert_eq!(format_rate(None), "-");
     }
 }
