@@ -58,8 +58,8 @@ pub enum Error {
     )]
     NoCampaigns { path: PathBuf },
     #[error(
-        "ledger {path} has no campaign named `{name}` (it has: {known})\n\nPass one of those \
-         names, or the campaign folder whose ledger this is."
+        "ledger {path} has no campaign named `{name}` yet (it has: {known})\n\nIf `{name}` has \
+         not been sent, run `mailroom send` first; otherwise pass one of those names."
     )]
     UnknownCampaign {
         path: PathBuf,
