@@ -720,3 +720,109 @@ fn text_and_markdown_reports_read_well() {
     report::write_markdown(&r, &mut md).unwrap();
     insta::assert_snapshot!("report_md", String::from_utf8(md).unwrap());
 }
+
+#[test]
+fn counters_stay_equal_to_a_full_recount_under_arbitrary_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let b = mixed_ledger(&path);
+    drop(b);
+    let conn = mailroom::store::open(&path).unwrap();
+    // Every kind of write a sender, a bounce import or a manual fix could make, including ones
+    // no module does today (moving a recipient to another domain, deleting rows).
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let states = [
+        "pending",
+        "sending",
+        "accepted",
+        "deferred",
+        "bounced_hard",
+        "bounced_soft",
+        "complained",
+        "suppressed",
+        "failed",
+        "unknown",
+    ];
+    for step in 0..120 {
+        let ids: Vec<i64> = conn
+            .prepare("SELECT id FROM recipients")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            !ids.is_empty(),
+            "the seed deletes too much: every write must have a target"
+        );
+        let id = ids[next(ids.len() as u64) as usize];
+        match next(8) {
+            0 | 6 => conn
+                .execute(
+                    "UPDATE recipients SET state = ?2 WHERE id = ?1",
+                    rusqlite::params![id, states[next(10) as usize]],
+                )
+                .unwrap(),
+            1 | 3 => conn
+                .execute(
+                    "UPDATE recipients SET relay_accepted = 1 - relay_accepted, \
+                     state = ?2 WHERE id = ?1",
+                    rusqlite::params![id, states[next(10) as usize]],
+                )
+                .unwrap(),
+            2 => conn
+                .execute(
+                    "UPDATE recipients SET domain = ?2 WHERE id = ?1",
+                    rusqlite::params![id, format!("moved{}.example", next(3))],
+                )
+                .unwrap(),
+            5 => conn
+                .execute(
+                    "UPDATE recipients SET attempts = attempts + 1, last_code = 250 WHERE id = ?1",
+                    [id],
+                )
+                .unwrap(),
+            _ => {
+                conn.execute("DELETE FROM attempts WHERE recipient_id = ?1", [id])
+                    .unwrap();
+                conn.execute("DELETE FROM events WHERE recipient_id = ?1", [id])
+                    .unwrap();
+                conn.execute("DELETE FROM recipients WHERE id = ?1", [id])
+                    .unwrap()
+            }
+        };
+        if step % 20 == 0 || step == 119 {
+            let recount: Vec<(i64, String, String, i64, i64)> = conn
+                .prepare(
+                    "SELECT campaign_id, domain, state, relay_accepted, count(*) FROM recipients \
+                     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+                )
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let counters: Vec<(i64, String, String, i64, i64)> = conn
+                .prepare(
+                    "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
+                     WHERE n <> 0 ORDER BY 1, 2, 3, 4",
+                )
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(counters, recount, "after write {step}");
+        }
+    }
+}
