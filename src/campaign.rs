@@ -371,10 +371,24 @@ impl Campaign {
             },
         };
         templates.check_partials()?;
+        let mut header_templates = vec!["campaign.subject".to_owned()];
+        header_templates.extend(headers.iter().map(|(_, t)| t.clone()));
+        if let Some(u) = &unsubscribe {
+            header_templates.push(u.url.clone());
+            header_templates.extend(u.mailto.clone());
+        }
+        let mentions = header_templates
+            .into_iter()
+            .map(|t| {
+                let used = templates.mentioned(vec![t.clone()]);
+                (t, used)
+            })
+            .collect();
 
         let campaign_hash = recipient_token(&c.name, "").chars().take(8).collect();
         Ok(Campaign {
             names: Names {
+                mentions,
                 subject: "campaign.subject".into(),
                 headers,
                 unsubscribe,

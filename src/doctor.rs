@@ -67,6 +67,8 @@ pub struct Options {
     pub credentials: Option<Credentials>,
     /// The port the campaign already uses: kept in the verdict when it works.
     pub configured_port: Option<u16>,
+    /// The security the campaign configures for that port (to point out a mismatch).
+    pub configured_security: Option<Security>,
     /// Ports to try implicit TLS on first (normally `DEFAULT_IMPLICIT_PORTS`).
     pub implicit_ports: Vec<u16>,
 }
@@ -251,13 +253,18 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         .iter()
         .map(|&port| probe::probe_port(options, &configs, port));
     let ports = futures_util::future::join_all(probes).await;
-    let recommendation = recommend(
+    let mut recommendation = recommend(
         &options.host,
         &ports,
         options.configured_port,
         options.credentials.is_some(),
         ca_file.as_deref(),
     );
+    if let (Some(port), Some(security)) = (options.configured_port, options.configured_security)
+        && let Some(note) = verdict::config_mismatch(&ports, port, security)
+    {
+        recommendation.reasons.insert(0, note);
+    }
     Ok(Report {
         host: options.host.clone(),
         trust,

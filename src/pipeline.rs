@@ -226,6 +226,8 @@ impl Summary {
 /// A ledger prepared for a run: contacts imported, crashed claims recovered, run row created.
 pub struct Prepared {
     pub conn: Connection,
+    /// Held until dropped: no other `send` may use this ledger meanwhile.
+    pub lock: store::RunLock,
     pub campaign_id: i64,
     pub run_id: i64,
     pub imported: store::ImportCount,
@@ -233,7 +235,8 @@ pub struct Prepared {
 }
 
 /// Opens the ledger, imports `contacts` (idempotent), turns `sending` leftovers of a crashed run
-/// into `unknown`, and starts a run row.
+/// into `unknown`, and starts a run row. Takes the ledger's send lock first (see
+/// [`store::RunLock`]): recovery is only right when no other send is running.
 ///
 /// # Errors
 /// When the ledger cannot be opened or written.
@@ -252,6 +255,7 @@ where
         path: path.to_owned(),
         source,
     };
+    let lock = store::RunLock::acquire(path)?;
     let mut conn = store::open(path)?;
     let campaign_id = ledger::ensure_campaign(&conn, campaign).map_err(sql)?;
     let imported = ledger::import(&mut conn, campaign_id, contacts).map_err(|e| match e {
@@ -262,6 +266,7 @@ where
     let run_id = ledger::start_run(&conn, campaign_id, host, security).map_err(sql)?;
     Ok(Prepared {
         conn,
+        lock,
         campaign_id,
         run_id,
         imported,

@@ -117,29 +117,49 @@ impl Ledger {
     /// When a query fails (e.g. a ledger older than the report counters cannot be read
     /// read-only: open it once with a writing command to migrate it).
     pub fn campaigns(&self) -> Result<Vec<CampaignSummary>, Error> {
-        let fail = self.fail();
-        let mut counts: BTreeMap<i64, Totals> = BTreeMap::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT campaign_id, state, relay_accepted, sum(n) FROM report_counts \
-                 WHERE n > 0 GROUP BY campaign_id, state, relay_accepted",
-            )
-            .map_err(&fail)?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
+        let rows = self.campaign_rows()?;
+        let (mut counts, _) = self.scan_counts(None)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let totals = counts.remove(&row.id).unwrap_or_default();
+                row.summary(totals)
             })
-            .map_err(&fail)?;
-        for row in rows {
-            let (id, state, relay, n) = row.map_err(&fail)?;
-            counts.entry(id).or_default().add(&state, relay != 0, n);
-        }
+            .collect())
+    }
+
+    /// The campaign list and the report of `name` (or of the newest campaign), reading the
+    /// counters once: what a dashboard refresh needs. The report is `None` when the ledger has
+    /// no campaign; an unknown name falls back to the newest campaign.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn overview(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(Vec<CampaignSummary>, Option<CampaignReport>), Error> {
+        let rows = self.campaign_rows()?;
+        let selected = name
+            .and_then(|name| rows.iter().find(|r| r.name == name))
+            .or(rows.first())
+            .map(|r| r.id);
+        let (mut counts, domains) = self.scan_counts(selected)?;
+        let summaries: Vec<CampaignSummary> = rows
+            .into_iter()
+            .map(|row| {
+                let totals = counts.remove(&row.id).unwrap_or_default();
+                row.summary(totals)
+            })
+            .collect();
+        let report = match summaries.iter().find(|s| Some(s.id) == selected) {
+            Some(summary) => Some(self.report_from(summary, domains)?),
+            None => None,
+        };
+        Ok((summaries, report))
+    }
+
+    fn campaign_rows(&self) -> Result<Vec<CampaignRow>, Error> {
+        let fail = self.fail();
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -152,33 +172,61 @@ impl Ledger {
             .map_err(&fail)?;
         let rows = stmt
             .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, Option<i64>>(3)?,
-                    row.get::<_, Option<i64>>(4)?,
-                    row.get::<_, i64>(5)?,
-                ))
+                Ok(CampaignRow {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    created_at: row.get(2)?,
+                    started_at: row.get(3)?,
+                    last_run_at: row.get(4)?,
+                    open_runs: row.get::<_, i64>(5)? as u64,
+                })
             })
             .map_err(&fail)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, name, created_at, started_at, last_run_at, open_runs) = row.map_err(&fail)?;
-            let totals = counts.remove(&id).unwrap_or_default();
-            out.push(CampaignSummary {
-                id,
-                name,
-                created_at,
-                started_at,
-                last_run_at,
-                open_runs: open_runs as u64,
-                recipients: totals.recipients,
-                finished: totals.finished(),
-                relay_accepted: totals.relay_accepted,
-            });
+        rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// One pass over the counters in primary-key order (no sort): totals per campaign, and
+    /// for `domains_of` its per-domain rows. Rows of one domain are consecutive, so each
+    /// domain row is built without a map, and strings are borrowed, not copied, per row.
+    fn scan_counts(
+        &self,
+        domains_of: Option<i64>,
+    ) -> Result<(BTreeMap<i64, Totals>, Vec<DomainRow>), Error> {
+        let fail = self.fail();
+        let mut totals: BTreeMap<i64, Totals> = BTreeMap::new();
+        let mut domains: Vec<DomainRow> = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
+                 WHERE n > 0 ORDER BY campaign_id, domain, state, relay_accepted",
+            )
+            .map_err(&fail)?;
+        let mut rows = stmt.query([]).map_err(&fail)?;
+        while let Some(row) = rows.next().map_err(&fail)? {
+            let text = |i| -> Result<&str, Error> {
+                row.get_ref(i)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(&fail)
+            };
+            let campaign = row.get::<_, i64>(0).map_err(&fail)?;
+            let state = text(2)?;
+            let relay = row.get::<_, i64>(3).map_err(&fail)? != 0;
+            let n = row.get::<_, i64>(4).map_err(&fail)?;
+            totals.entry(campaign).or_default().add(state, relay, n);
+            if Some(campaign) == domains_of {
+                let domain = text(1)?;
+                match domains.last_mut() {
+                    Some(last) if last.domain == domain => last.totals.add(state, relay, n),
+                    _ => {
+                        let mut row = DomainRow::new(domain.to_owned());
+                        row.totals.add(state, relay, n);
+                        domains.push(row);
+                    }
+                }
+            }
         }
-        Ok(out)
+        Ok((totals, domains))
     }
 
     /// Picks a campaign by name, or the only one when `name` is `None`.
@@ -221,12 +269,9 @@ impl Ledger {
     /// When a query fails.
     pub fn campaign_report(&self, summary: &CampaignSummary) -> Result<CampaignReport, Error> {
         let fail = self.fail();
-        let id = summary.id;
-        let mut totals = Totals::default();
         let mut domains: Vec<DomainRow> = Vec::new();
         {
-            // Primary-key order groups the rows by domain, so each domain's row is built from
-            // consecutive rows without a map; strings are borrowed, not copied, per row.
+            // As in `scan_counts`, for one campaign only (its primary-key range).
             let mut stmt = self
                 .conn
                 .prepare_cached(
@@ -234,7 +279,7 @@ impl Ledger {
                      WHERE campaign_id = ?1 AND n > 0 ORDER BY campaign_id, domain",
                 )
                 .map_err(&fail)?;
-            let mut rows = stmt.query([id]).map_err(&fail)?;
+            let mut rows = stmt.query([summary.id]).map_err(&fail)?;
             while let Some(row) = rows.next().map_err(&fail)? {
                 let text = |i| -> Result<&str, Error> {
                     row.get_ref(i)
@@ -245,7 +290,6 @@ impl Ledger {
                 let state = text(1)?;
                 let relay = row.get::<_, i64>(2).map_err(&fail)? != 0;
                 let n = row.get::<_, i64>(3).map_err(&fail)?;
-                totals.add(state, relay, n);
                 match domains.last_mut() {
                     Some(last) if last.domain == domain => last.totals.add(state, relay, n),
                     _ => {
@@ -255,6 +299,21 @@ impl Ledger {
                     }
                 }
             }
+        }
+        self.report_from(summary, domains)
+    }
+
+    /// The rest of a campaign's report, given its domain rows (in any order).
+    fn report_from(
+        &self,
+        summary: &CampaignSummary,
+        mut domains: Vec<DomainRow>,
+    ) -> Result<CampaignReport, Error> {
+        let fail = self.fail();
+        let id = summary.id;
+        let mut totals = Totals::default();
+        for row in &domains {
+            totals.absorb(&row.totals);
         }
         for row in &mut domains {
             row.finish();
@@ -548,14 +607,15 @@ impl Ledger {
             .map_err(self.fail())
     }
 
-    /// Calls `each` for every recipient of a campaign in import order (for CSV).
+    /// Calls `each` for every recipient of a campaign in import order (for CSV). The row is
+    /// borrowed from SQLite's buffers: a million-row export allocates nothing per row.
     ///
     /// # Errors
     /// When a query fails, or `each` does (its error is passed through as `Err(Ok(e))`).
     pub fn for_each_recipient<E>(
         &self,
         campaign: i64,
-        mut each: impl FnMut(&RecipientRow) -> Result<(), E>,
+        mut each: impl FnMut(&RecipientRef<'_>) -> Result<(), E>,
     ) -> Result<(), Result<E, Error>> {
         let fail = |source| {
             Err(Error::Query {
@@ -573,11 +633,65 @@ impl Ledger {
                  FROM recipients WHERE +campaign_id = ?1 ORDER BY id",
             )
             .map_err(fail)?;
-        let rows = stmt.query_map([campaign], recipient_row).map_err(fail)?;
-        for row in rows {
-            each(&row.map_err(fail)?).map_err(Ok)?;
+        let mut rows = stmt.query([campaign]).map_err(fail)?;
+        while let Some(row) = rows.next().map_err(fail)? {
+            let text =
+                |i| -> rusqlite::Result<Option<&str>> { Ok(row.get_ref(i)?.as_str_or_null()?) };
+            let view = (|| -> rusqlite::Result<RecipientRef<'_>> {
+                Ok(RecipientRef {
+                    email: text(0)?.unwrap_or(""),
+                    state: text(1)?.unwrap_or(""),
+                    code: row.get(2)?,
+                    enhanced: text(3)?,
+                    reply: text(4)?,
+                    attempts: row.get::<_, i64>(5)?.max(0) as u64,
+                    last_attempt_at: row.get(6)?,
+                    relay_accepted: row.get::<_, i64>(7)? != 0,
+                })
+            })()
+            .map_err(fail)?;
+            each(&view).map_err(Ok)?;
         }
         Ok(())
+    }
+}
+
+/// One recipient's current row, borrowed (see `Ledger::for_each_recipient`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecipientRef<'a> {
+    pub email: &'a str,
+    pub state: &'a str,
+    pub code: Option<i64>,
+    pub enhanced: Option<&'a str>,
+    pub reply: Option<&'a str>,
+    pub attempts: u64,
+    pub last_attempt_at: Option<i64>,
+    pub relay_accepted: bool,
+}
+
+/// A `campaigns` row with its runs, before its counters are added.
+struct CampaignRow {
+    id: i64,
+    name: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    last_run_at: Option<i64>,
+    open_runs: u64,
+}
+
+impl CampaignRow {
+    fn summary(self, totals: Totals) -> CampaignSummary {
+        CampaignSummary {
+            id: self.id,
+            name: self.name,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            last_run_at: self.last_run_at,
+            open_runs: self.open_runs,
+            recipients: totals.recipients,
+            finished: totals.finished(),
+            relay_accepted: totals.relay_accepted,
+        }
     }
 }
 
@@ -645,21 +759,33 @@ impl Totals {
         if relay_accepted {
             self.relay_accepted += n;
         }
-        let slot = match state.parse::<DeliveryState>() {
-            Ok(DeliveryState::Pending) => &mut self.pending,
-            Ok(DeliveryState::Sending) => &mut self.sending,
-            Ok(DeliveryState::Accepted) => &mut self.accepted,
-            Ok(DeliveryState::Deferred) => &mut self.deferred,
-            Ok(DeliveryState::BouncedHard) => &mut self.bounced_hard,
-            Ok(DeliveryState::BouncedSoft) => &mut self.bounced_soft,
-            Ok(DeliveryState::Complained) => &mut self.complained,
-            Ok(DeliveryState::Suppressed) => &mut self.suppressed,
-            Ok(DeliveryState::Failed) => &mut self.failed,
-            // A state this build does not know is still a recipient: count it as unknown so
-            // the state counters keep summing to the recipient count.
-            Ok(DeliveryState::Unknown) | Err(_) => &mut self.unknown,
-        };
-        *slot += n;
+        // A state this build does not know is still a recipient: count it as unknown so the
+        // state counters keep summing to the recipient count.
+        let state = state.parse().unwrap_or(DeliveryState::Unknown);
+        *self.slot(state) += n;
+    }
+
+    fn absorb(&mut self, other: &Totals) {
+        self.recipients += other.recipients;
+        self.relay_accepted += other.relay_accepted;
+        for state in DeliveryState::ALL {
+            *self.slot(state) += other.get(state);
+        }
+    }
+
+    fn slot(&mut self, state: DeliveryState) -> &mut u64 {
+        match state {
+            DeliveryState::Pending => &mut self.pending,
+            DeliveryState::Sending => &mut self.sending,
+            DeliveryState::Accepted => &mut self.accepted,
+            DeliveryState::Deferred => &mut self.deferred,
+            DeliveryState::BouncedHard => &mut self.bounced_hard,
+            DeliveryState::BouncedSoft => &mut self.bounced_soft,
+            DeliveryState::Complained => &mut self.complained,
+            DeliveryState::Suppressed => &mut self.suppressed,
+            DeliveryState::Failed => &mut self.failed,
+            DeliveryState::Unknown => &mut self.unknown,
+        }
     }
 
     /// The counter for one state.

@@ -13,11 +13,13 @@
 //! send and batches commits).
 
 pub mod ledger;
+pub mod lock;
 pub mod writer;
 
 pub use ledger::{
     AttemptRecord, Claim, ClaimResult, DueRow, ImportCount, NewRecipient, Outcome, Release,
 };
+pub use lock::RunLock;
 pub use writer::{Writer, WriterThread};
 
 use std::path::{Path, PathBuf};
@@ -84,6 +86,16 @@ pub enum Error {
     },
     #[error("ledger {path}: {reason}")]
     Writer { path: PathBuf, reason: String },
+    #[error(
+        "another `mailroom send` (pid {pid}) is running on ledger {ledger}\n\n         Wait for it to finish (or stop it with Ctrl-C), then run this again."
+    )]
+    Busy { ledger: PathBuf, pid: u32 },
+    #[error("cannot manage the send lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Opens (creating if needed) the ledger for writing, with WAL and every migration applied.

@@ -498,6 +498,29 @@ fn bounces_parse_json_prints_one_object_per_report() {
 }
 
 #[test]
+fn bounces_parse_reads_every_file_of_a_folder() {
+    let out = mailroom()
+        .args(["bounces", "parse", "--json"])
+        .arg(corpus_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: std::collections::BTreeSet<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["file"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(files.len() > 170, "{} files gave reports", files.len());
+}
+
+#[test]
 fn bounces_parse_text_table_and_unreadable_file() {
     let out = mailroom()
         .args(["bounces", "parse"])
@@ -1043,4 +1066,92 @@ fn postfix_dsn_after_acceptance_is_imported_as_a_hard_bounce() {
             .iter()
             .any(|e| e.email == dsn_rcpt && e.reason == "hard_bounce")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reports our own sandbox writes (used by `mailroom demo`) parse as what they are.
+
+#[test]
+fn sandbox_dsn_and_arf_reports_parse_with_their_tokens() {
+    use mailroom::sandbox::report::{Original, arf, dsn};
+    let message = b"From: News <news@news.example.com>\r\nTo: ann@example.org\r\n\
+Message-ID: <m-ann@news.example.com>\r\nX-Mailroom-Campaign: spring\r\n\
+X-Mailroom-Token: tok123abc\r\nSubject: Hello\r\n\r\nBody\r\n";
+    let o = Original {
+        mail_from: "bounces+tok123abc@news.example.com",
+        rcpt_to: "ann@example.org",
+        message,
+        reporting_host: "sandbox.localhost",
+        arrival_date: "Sat, 28 Nov 2026 10:00:00 +0000",
+        unique: "u1",
+        source_ip: "127.0.0.1",
+    };
+    let reports = bounce::parse(&dsn(
+        &o,
+        "5.1.1",
+        "550 5.1.1 <ann@example.org>: User unknown",
+    ));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].recipient, "ann@example.org");
+    assert_eq!(reports[0].kind, FeedbackKind::Hard);
+    assert_eq!(reports[0].original.token.as_deref(), Some("tok123abc"));
+    assert_eq!(
+        reports[0].original.message_id.as_deref(),
+        Some("m-ann@news.example.com")
+    );
+    let reports = bounce::parse(&dsn(&o, "5.2.2", "552 5.2.2 Mailbox full"));
+    assert_eq!(reports[0].kind, FeedbackKind::Soft);
+    assert_eq!(reports[0].reason.as_str(), "mailboxfull");
+    let reports = bounce::parse(&arf(&o, "abuse"));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].kind, FeedbackKind::Complaint);
+    assert_eq!(reports[0].recipient, "ann@example.org");
+    assert_eq!(reports[0].feedback_type.as_deref(), Some("abuse"));
+    assert_eq!(reports[0].original.token.as_deref(), Some("tok123abc"));
+}
+
+/// Hostile or damaged input never panics: every corpus message truncated at many points
+/// (including inside multi-byte characters and MIME boundaries) and with bytes flipped.
+#[test]
+fn damaged_messages_never_panic() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let raw = std::fs::read(&path).unwrap();
+        for cut in [1, 7, raw.len() / 3, raw.len() / 2, raw.len() * 9 / 10] {
+            let _ = bounce::parse(&raw[..cut.min(raw.len())]);
+        }
+        let mut flipped = raw.clone();
+        for _ in 0..32 {
+            let i = (next() as usize) % flipped.len().max(1);
+            flipped[i] = (next() & 0xff) as u8;
+        }
+        let _ = bounce::parse(&flipped);
+        parsed += 1;
+    }
+    assert!(parsed > 150);
+    // Pathological shapes: no headers, endless header line, deep nesting.
+    assert!(bounce::parse(b"\n\n\n").is_empty());
+    let long = vec![b'a'; 1 << 20];
+    let _ = bounce::parse(&long);
+    let mut nested = String::from(
+        "From: MAILER-DAEMON@x.example\nContent-Type: multipart/mixed; boundary=b0\n\n",
+    );
+    for i in 0..60 {
+        nested.push_str(&format!(
+            "--b{i}\nContent-Type: multipart/mixed; boundary=b{}\n\n",
+            i + 1
+        ));
+    }
+    let _ = bounce::parse(nested.as_bytes());
 }

@@ -27,6 +27,7 @@ fn options(port: u16) -> Options {
         hello_name: Some("doctor.test".into()),
         credentials: None,
         configured_port: None,
+        configured_security: None,
         implicit_ports: vec![465],
     }
 }
@@ -365,6 +366,26 @@ async fn a_slow_plaintext_greeter_on_an_implicit_tls_port_is_recognised() {
 }
 
 #[tokio::test]
+async fn a_server_that_hangs_up_at_once_is_reported() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    let report = doctor::run(&options(port)).await.unwrap();
+    let p = &report.ports[0];
+    assert_eq!(p.connect, Connect::Open);
+    assert_eq!(
+        p.error.as_deref(),
+        Some("the server closed the connection without a greeting")
+    );
+    assert!(!report.usable());
+    server.abort();
+}
+
+#[tokio::test]
 async fn a_server_that_never_greets_times_out_per_step() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -618,7 +639,7 @@ async fn cli_host_mode_json_and_exit_codes() {
     sb.shutdown().await;
 }
 
-fn write_campaign(dir: &Path, port: u16, ca: &Path, password_env: &str) {
+fn write_campaign(dir: &Path, port: u16, security: &str, ca: &Path, password_env: &str) {
     std::fs::write(dir.join("body.txt.hbs"), "Hello {{name}}\n").unwrap();
     std::fs::write(
         dir.join("contacts.csv"),
@@ -640,7 +661,7 @@ path = "contacts.csv"
 [smtp]
 host = "127.0.0.1"
 port = {port}
-security = "starttls"
+security = "{security}"
 username = "ann"
 password_env = "{password_env}"
 ca_file = "{}"
@@ -663,7 +684,8 @@ async fn cli_campaign_mode_reads_host_port_credentials_and_ca_file() {
     let port = sb.addr().port();
     let campaign = dir.path().join("campaign");
     std::fs::create_dir(&campaign).unwrap();
-    write_campaign(&campaign, port, &ca, "DOCTOR_TEST_PASSWORD");
+    write_campaign(&campaign, port, "starttls", &ca, "DOCTOR_TEST_PASSWORD");
+    let dir_path = campaign.clone();
     let out = tokio::task::spawn_blocking(move || {
         mailroom()
             .arg("doctor")
@@ -687,6 +709,30 @@ async fn cli_campaign_mode_reads_host_port_credentials_and_ca_file() {
     assert!(text.contains(&format!("port = {port}")), "{text}");
     assert!(text.contains("the port already configured"), "{text}");
     assert!(!text.contains("pw2"), "{text}");
+    assert!(!text.contains("campaign.toml has port"), "{text}");
+
+    // The campaign says implicit TLS, the port speaks STARTTLS: the verdict says so.
+    write_campaign(&dir_path, port, "tls", &ca, "DOCTOR_TEST_PASSWORD");
+    let out = tokio::task::spawn_blocking(move || {
+        mailroom()
+            .arg("doctor")
+            .arg(dir_path.join("campaign.toml"))
+            .args(["--timeout", "5", "--ports"])
+            .arg(port.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "campaign.toml has port = {port}, security = \"tls\", but port {port} speaks STARTTLS"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("security = \"starttls\""), "{text}");
     sb.shutdown().await;
 }
 
@@ -810,4 +856,139 @@ async fn postfix_rig_every_listener_kind() {
     assert!(!p.tls_verified());
     assert!(p.tls.as_ref().unwrap().subject.is_some());
     assert!(!p.auth_result.as_ref().unwrap().attempted);
+}
+
+// ---------------------------------------------------------------- the CI rig's own contract
+// scripts/ci-servers.sh promises fixed behaviours (docs/testing.md); other test files rely on
+// them. This checks each promise through the submission port with lettre, so a change to the
+// script that breaks one fails here, with the reply in the message.
+
+async fn rig_send(rig: &Rig, from: &str, to: &str, body: &str) -> Result<String, String> {
+    use lettre::transport::smtp::authentication::Credentials as SmtpCredentials;
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope};
+
+    let ca = std::fs::read(&rig.ca).unwrap();
+    let params = TlsParameters::builder("127.0.0.1".into())
+        .certificate_store(CertificateStore::None)
+        .add_root_certificate(Certificate::from_pem(&ca).unwrap())
+        .build_rustls()
+        .unwrap();
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(rig.submission)
+        .tls(Tls::Required(params))
+        .credentials(SmtpCredentials::new(rig.user.clone(), rig.password.clone()))
+        .timeout(Some(Duration::from_secs(30)))
+        .build();
+    let envelope = Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+    let message = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: rig contract\r\nMessage-ID: <{body}@doctor.test>\r\n\r\n{body}\r\n"
+    );
+    transport
+        .send_raw(&envelope, message.as_bytes())
+        .await
+        .map(|r| r.code().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Files in a Maildir's new/ and cur/ whose text contains `needle` (bounded wait).
+async fn wait_for_file(maildir: &Path, needle: &str) -> Option<String> {
+    for _ in 0..150 {
+        for sub in ["new", "cur"] {
+            for entry in std::fs::read_dir(maildir.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let Ok(text) = std::fs::read_to_string(entry.path())
+                    && text.contains(needle)
+                {
+                    return Some(text);
+                }
+            }
+        }
+        // Postfix delivers after its 250, asynchronously: poll with a bounded deadline.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn ci_rig_keeps_its_documented_promises() {
+    provider();
+    let Some(rig) = rig() else { return };
+    let var = |n: &str| std::env::var(n).unwrap();
+    let ok = var("MAILROOM_TEST_DOMAIN_OK");
+    let bounces = var("MAILROOM_TEST_DOMAIN_BOUNCES");
+    let maildirs = std::path::PathBuf::from(var("MAILROOM_TEST_POSTFIX_MAILDIR_ROOT"));
+    let bounce_maildir = std::path::PathBuf::from(var("MAILROOM_TEST_POSTFIX_BOUNCE_MAILDIR"));
+    let marker = format!(
+        "rig{}x{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let from = "sender@mailroom.test";
+
+    // A listed user: accepted, then in <root>/<domain>/<user>/.
+    let code = rig_send(&rig, from, &format!("user0042@{ok}"), &marker).await;
+    assert_eq!(code.as_deref(), Ok("250"), "{code:?}");
+    let user_dir = maildirs.join(&ok).join("user0042");
+    assert!(
+        wait_for_file(&user_dir, &marker).await.is_some(),
+        "not in {}",
+        user_dir.display()
+    );
+
+    // Unknown user: 550 5.1.1 at RCPT.
+    let err = rig_send(&rig, from, &var("MAILROOM_TEST_UNKNOWN_USER"), &marker)
+        .await
+        .unwrap_err();
+    assert!(err.contains("550") && err.contains("5.1.1"), "{err}");
+    // The two deferring domains.
+    let err = rig_send(
+        &rig,
+        from,
+        &format!("a@{}", var("MAILROOM_TEST_DOMAIN_DEFER451")),
+        &marker,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("451") && err.contains("4.3.0"), "{err}");
+    let err = rig_send(
+        &rig,
+        from,
+        &format!("a@{}", var("MAILROOM_TEST_DOMAIN_DEFER452")),
+        &marker,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("452") && err.contains("4.2.2"), "{err}");
+
+    // Accepted, then a real RFC 3464 DSN to the VERP return path, in the bounce Maildir.
+    let return_path = var("MAILROOM_TEST_BOUNCE_RETURN_PATH").replace("{token}", &marker);
+    assert!(
+        return_path.ends_with(&format!("@{bounces}")),
+        "{return_path}"
+    );
+    let code = rig_send(
+        &rig,
+        &return_path,
+        &format!("someone@{}", var("MAILROOM_TEST_DOMAIN_DSN")),
+        &marker,
+    )
+    .await;
+    assert_eq!(code.as_deref(), Ok("250"), "{code:?}");
+    let dsn = wait_for_file(&bounce_maildir, &format!("X-Original-To: {return_path}"))
+        .await
+        .unwrap_or_else(|| panic!("no DSN for {return_path} in {}", bounce_maildir.display()));
+    assert!(dsn.contains("report-type=delivery-status"), "{dsn}");
+    assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(
+        dsn.contains(&marker),
+        "the DSN returns the original message"
+    );
 }

@@ -785,4 +785,247 @@ async fn the_send_command_reports_honestly_and_sets_exit_codes() {
         stdout.contains("bounced_hard unknown9@example.test"),
         "{stdout}"
     );
+
+    // Another live send holds the ledger (pid 1 always exists): refused, nothing touched.
+    std::fs::write(root.join("mailroom.db.send-lock"), "1\n").unwrap();
+    let out = run(&root, &["--yes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("another `mailroom send` (pid 1)"),
+        "{stderr}"
+    );
+}
+
+// ---- TLS and AUTH against the embedded sandbox (real TLS over TCP, no Postfix needed) ----
+
+use mailroom::sandbox::{self, SandboxConfig, Script};
+
+struct Tls {
+    _dir: tempfile::TempDir,
+    sandbox: sandbox::Sandbox,
+    ca: PathBuf,
+    maildir: PathBuf,
+}
+
+async fn tls_sandbox(config: impl FnOnce(SandboxConfig) -> SandboxConfig) -> Tls {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let sandbox = sandbox::start(config(
+        SandboxConfig::new(&maildir).auth("mailer", "s3cret-pass"),
+    ))
+    .await
+    .unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.write_ca(&ca).unwrap();
+    Tls {
+        _dir: dir,
+        sandbox,
+        ca,
+        maildir,
+    }
+}
+
+fn tls_settings(t: &Tls, security: Security, port: u16) -> Settings {
+    Settings {
+        host: "localhost".into(),
+        security,
+        username: Some("mailer".into()),
+        password: Some(mailroom::transport::Secret::new("s3cret-pass".into())),
+        ca_file: Some(t.ca.clone()),
+        ..settings(port)
+    }
+}
+
+/// Recipient → number of stored messages, from the sandbox Maildir's Delivered-To headers.
+fn maildir_counts(maildir: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(maildir.join("new"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for line in text.lines().take_while(|l| !l.is_empty()) {
+            if let Some(rcpt) = line.strip_prefix("Delivered-To: ") {
+                *counts.entry(rcpt.trim().to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_auth_to_the_sandbox_store_each_message_once() {
+    let script = Script::parse(
+        r#"
+[[rule]]
+recipient = "gone@example.test"
+action = "reject"
+reply = "550 5.1.1 user unknown"
+
+[[rule]]
+recipient = "full@example.test"
+action = "reject"
+reply = "552 5.2.2 mailbox full"
+at = "message"
+
+[[rule]]
+recipient = "lost@example.test"
+action = "drop"
+"#,
+    )
+    .unwrap();
+    let t = tls_sandbox(|c| c.script(script)).await;
+    let l = ledger();
+    let mut locals = numbered("s", 12);
+    locals.extend(["gone", "full", "lost"].map(String::from));
+    let summary = send(
+        &l.path,
+        people(&locals),
+        tls_settings(&t, Security::StartTls, t.sandbox.addr().port()),
+        options(3),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 12);
+    assert_eq!(
+        recipient(&l.path, "gone@example.test").3.as_deref(),
+        Some("5.1.1")
+    );
+    assert_eq!(recipient(&l.path, "gone@example.test").0, "bounced_hard");
+    assert_eq!(recipient(&l.path, "full@example.test").0, "bounced_soft");
+    // Dropped after the final "." with no reply: unknown, never "accepted".
+    assert_eq!(recipient(&l.path, "lost@example.test").0, "unknown");
+    let counts = maildir_counts(&t.maildir);
+    assert_eq!(counts.len(), 12, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    // The password never reached the transcript (the sandbox redacts AUTH payloads) nor the
+    // ledger.
+    let transcript = t.sandbox.transcript().join("\n");
+    assert!(transcript.contains("STARTTLS"));
+    assert!(!transcript.contains("s3cret-pass"));
+    let db = std::fs::read(&l.path).unwrap();
+    assert!(!db.windows(11).any(|w| w == b"s3cret-pass"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_to_the_sandbox_works() {
+    let t = tls_sandbox(|c| c.implicit_tls(true)).await;
+    let l = ledger();
+    let summary = send(
+        &l.path,
+        people(&numbered("i", 4)),
+        tls_settings(&t, Security::Tls, t.sandbox.addr().port()),
+        options(2),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 4);
+    assert_eq!(maildir_counts(&t.maildir).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_aborts_the_run_with_nothing_marked() {
+    let t = tls_sandbox(|c| c).await;
+    let l = ledger();
+    let mut s = tls_settings(&t, Security::StartTls, t.sandbox.addr().port());
+    s.password = Some(mailroom::transport::Secret::new("wrong".into()));
+    let summary = send(
+        &l.path,
+        people(&numbered("w", 5)),
+        s,
+        options(2),
+        Shutdown::new(),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Aborted(why) if why.contains("authentication failed")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(states(&l.path).get("pending"), Some(&5));
+    assert!(!t.sandbox.transcript().iter().any(|c| c.starts_with("MAIL")));
+    assert!(maildir_counts(&t.maildir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tls_handshake_never_falls_back_to_plaintext() {
+    for script in [
+        "[session]\ntls_handshake = \"abort\"",
+        "[session]\nstarttls = false",
+    ] {
+        let script = Script::parse(script).unwrap();
+        let t = tls_sandbox(|c| c.script(script)).await;
+        let l = ledger();
+        let s = tls_settings(&t, Security::StartTls, t.sandbox.addr().port());
+        let summary = send(
+            &l.path,
+            people(&numbered("t", 2)),
+            s,
+            options(1),
+            Shutdown::new(),
+        )
+        .await;
+        assert!(
+            matches!(&summary.end, End::Aborted(why) if why.contains("TLS failed")),
+            "{:?}",
+            summary.end
+        );
+        let transcript = t.sandbox.transcript();
+        assert!(
+            !transcript
+                .iter()
+                .any(|c| c.starts_with("AUTH") || c.starts_with("MAIL")),
+            "{transcript:?}"
+        );
+        assert_eq!(states(&l.path).get("pending"), Some(&2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_refused() {
+    let t = tls_sandbox(|c| c).await;
+    let l = ledger();
+    let mut s = tls_settings(&t, Security::StartTls, t.sandbox.addr().port());
+    s.ca_file = None;
+    let summary = send(
+        &l.path,
+        people(&numbered("u", 1)),
+        s,
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Aborted(why) if why.contains("TLS failed") && why.contains("certificate")),
+        "{:?}",
+        summary.end
+    );
+    assert!(!t.sandbox.transcript().iter().any(|c| c.starts_with("AUTH")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_relay_at_the_greeting_pauses_the_run() {
+    let script = Script::parse("[session]\ngreeting = \"421 4.3.2 try later\"").unwrap();
+    let t = tls_sandbox(|c| c.script(script)).await;
+    let l = ledger();
+    let s = tls_settings(&t, Security::StartTls, t.sandbox.addr().port());
+    let summary = send(
+        &l.path,
+        people(&numbered("b", 2)),
+        s,
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Paused(why) if why.contains("421")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(states(&l.path).get("pending"), Some(&2));
 }

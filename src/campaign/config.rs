@@ -440,11 +440,14 @@ impl Config {
             fix: fix.to_owned(),
         };
         let c = &self.campaign;
-        if c.name.trim().is_empty() || c.name.chars().any(char::is_control) {
+        // The name travels in the X-Mailroom-Campaign header, unencoded, so bounces that quote
+        // it can be matched: keep it one short line.
+        if c.name.trim().is_empty() || c.name.chars().any(char::is_control) || c.name.len() > 100 {
             return Err(invalid(
                 "campaign",
                 "name",
-                "the campaign name is empty or contains control characters".into(),
+                "the campaign name is empty, longer than 100 bytes or contains control characters"
+                    .into(),
                 "Set a short stable name such as name = \"2026-spring-newsletter\".",
             ));
         }

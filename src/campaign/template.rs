@@ -240,13 +240,20 @@ impl Templates {
     /// True if a body template (a file, not a value from campaign.toml) or a partial it
     /// includes refers to `var` anywhere, e.g. `unsubscribe_url` for the visible-link lint.
     pub(crate) fn body_mentions(&self, var: &str) -> bool {
-        let mut queue: Vec<String> = self
+        let bodies = self
             .sources
             .iter()
             .filter(|s| s.line.is_none())
             .map(|s| s.name.clone())
             .collect();
+        self.mentioned(bodies).contains(var)
+    }
+
+    /// Every variable the templates `names` (and the partials they include) refer to.
+    pub(crate) fn mentioned(&self, names: Vec<String>) -> BTreeSet<String> {
+        let mut queue = names;
         let mut seen = BTreeSet::new();
+        let mut out = BTreeSet::new();
         while let Some(name) = queue.pop() {
             if !seen.insert(name.clone()) {
                 continue;
@@ -256,12 +263,10 @@ impl Templates {
             };
             let mut uses = Uses::default();
             walk(t, &mut uses, None);
-            if uses.mentioned.iter().any(|m| m == var) {
-                return true;
-            }
+            out.extend(uses.mentioned);
             queue.extend(uses.partials.into_iter().map(|(p, _)| p));
         }
-        false
+        out
     }
 
     /// Names of the compiled templates and partials, for the check summary.

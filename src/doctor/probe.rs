@@ -24,6 +24,14 @@ use super::{AuthResult, Connect, Options, PortReport, Security, TlsReport, cert}
 /// plaintext SMTP server greets at once, a TLS server waits for our ClientHello.
 const SNIFF: Duration = Duration::from_millis(800);
 
+/// What a fresh connection does before we speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniff {
+    Data,
+    Closed,
+    Silent,
+}
+
 pub async fn probe_port(options: &Options, configs: &Configs, port: u16) -> PortReport {
     let started = Instant::now();
     let expected = if options.implicit_ports.contains(&port) {
@@ -59,7 +67,15 @@ impl Probe<'_> {
         };
         r.reachable = true;
         r.connect = Connect::Open;
-        let server_speaks_first = self.sniff(&tcp, SNIFF.min(self.timeout())).await;
+        let mut first = self.sniff(&tcp, SNIFF.min(self.timeout())).await;
+        if first == Sniff::Silent && r.expected == Security::Starttls {
+            first = self.sniff(&tcp, self.timeout()).await;
+        }
+        if first == Sniff::Closed {
+            r.error = Some("the server closed the connection without a greeting".into());
+            return;
+        }
+        let server_speaks_first = first == Sniff::Data;
         if r.expected == Security::Tls {
             if server_speaks_first {
                 r.warnings.push(format!(
@@ -73,7 +89,7 @@ impl Probe<'_> {
             return;
         }
         // STARTTLS expected: a silent server may be an implicit-TLS port.
-        if server_speaks_first || self.sniff(&tcp, self.timeout()).await {
+        if server_speaks_first {
             self.plain_session(r, tcp).await;
             return;
         }
@@ -140,12 +156,13 @@ impl Probe<'_> {
     }
 
     /// Whether the server sends something within `wait` without being spoken to.
-    async fn sniff(&self, tcp: &TcpStream, wait: Duration) -> bool {
+    async fn sniff(&self, tcp: &TcpStream, wait: Duration) -> Sniff {
         let mut buf = [0u8; 1];
-        matches!(
-            tokio::time::timeout(wait, tcp.peek(&mut buf)).await,
-            Ok(Ok(n)) if n > 0
-        )
+        match tokio::time::timeout(wait, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => Sniff::Data,
+            Ok(_) => Sniff::Closed,
+            Err(_) => Sniff::Silent,
+        }
     }
 
     fn hello(&self, tcp: &TcpStream) -> String {

@@ -220,6 +220,29 @@ pub fn recommend(
     }
 }
 
+/// A note when the campaign's configured port speaks a different security than configured
+/// (e.g. `security = "starttls"` on a port that answers only with implicit TLS).
+pub fn config_mismatch(
+    ports: &[PortReport],
+    configured_port: u16,
+    configured: Security,
+) -> Option<String> {
+    let p = ports.iter().find(|p| p.port == configured_port)?;
+    let actual = p.security?;
+    if actual == configured {
+        return None;
+    }
+    let speaks = match actual {
+        Security::Tls => "implicit TLS (security = \"tls\")",
+        Security::Starttls => "STARTTLS (security = \"starttls\")",
+        Security::None => "plaintext only, without STARTTLS",
+    };
+    Some(format!(
+        "campaign.toml has port = {configured_port}, security = \"{}\", but port {configured_port} speaks {speaks}",
+        configured.toml()
+    ))
+}
+
 /// Fixes for what failed, most useful first.
 fn hints(host: &str, ports: &[PortReport], auth_tested: bool) -> Vec<String> {
     let mut out = Vec::new();
@@ -538,6 +561,25 @@ mod tests {
         let mut p = secure(587, Security::Starttls, true, true);
         p.error = Some("EHLO after STARTTLS: connection closed by the server".into());
         assert!(!recommend("h", &[p], None, false, None).usable);
+    }
+
+    #[test]
+    fn a_configured_security_that_the_port_does_not_speak_is_pointed_out() {
+        let ports = [secure(465, Security::Tls, true, true), refused(587)];
+        let note = config_mismatch(&ports, 465, Security::Starttls).unwrap();
+        assert!(note.contains("security = \"starttls\""), "{note}");
+        assert!(note.contains("speaks implicit TLS"), "{note}");
+        assert_eq!(config_mismatch(&ports, 465, Security::Tls), None);
+        assert_eq!(
+            config_mismatch(&ports, 587, Security::Starttls),
+            None,
+            "587 refused: nothing known"
+        );
+        assert_eq!(
+            config_mismatch(&ports, 2525, Security::Starttls),
+            None,
+            "not probed"
+        );
     }
 
     #[test]

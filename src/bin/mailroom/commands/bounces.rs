@@ -27,7 +27,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ParseArgs {
     /// Message files (RFC 5322, as saved by a mail client or a Maildir); a Maildir folder reads
-    /// its new/ and cur/.
+    /// its new/ and cur/, any other folder every file in it.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// One JSON object per report per line.
@@ -107,7 +107,21 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            out.extend(mailbox::maildir_files(p)?);
+            match mailbox::maildir_files(p) {
+                Ok(files) => out.extend(files),
+                // A plain folder of saved messages: every file in it, by name.
+                Err(mailbox::Error::NotMaildir { .. }) => {
+                    let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                        .with_context(|| format!("cannot list {}", p.display()))?
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|f| f.is_file())
+                        .collect();
+                    files.sort();
+                    out.extend(files);
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             out.push(p.clone());
         }

@@ -109,6 +109,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
         hello_name: None,
         credentials,
         configured_port: None,
+        configured_security: None,
         implicit_ports: DEFAULT_IMPLICIT_PORTS.to_vec(),
     })
 }
@@ -164,6 +165,11 @@ fn campaign_options(args: &Args, path: &Path, timeout: Duration) -> anyhow::Resu
         hello_name: smtp.hello_name.clone(),
         credentials,
         configured_port: Some(smtp.port),
+        configured_security: Some(match smtp.security {
+            mailroom::campaign::config::Security::Tls => doctor::Security::Tls,
+            mailroom::campaign::config::Security::StartTls => doctor::Security::Starttls,
+            mailroom::campaign::config::Security::None => doctor::Security::None,
+        }),
         implicit_ports: implicit_ports(smtp),
     })
 }
