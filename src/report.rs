@@ -79,12 +79,32 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens an existing ledger read-only.
+    /// Opens an existing ledger read-only (upgrading it first, once, if it predates the report
+    /// counters).
     ///
     /// # Errors
     /// `Error::Store` with `store::Error::Missing` when the file does not exist.
     pub fn open(path: &Path) -> Result<Ledger, Error> {
-        let conn = store::open_read_only(path)?;
+        let mut conn = store::open_read_only(path)?;
+        let has_counters = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'report_counts'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(|source| Error::Query {
+                path: path.to_owned(),
+                source,
+            })?
+            > 0;
+        if !has_counters {
+            // A ledger written by a mailroom without the report counters: upgrading it is what
+            // any writing command would do first, and the only way to read it at scale. The
+            // migration backfills the counters in one transaction.
+            drop(conn);
+            drop(store::open(path)?);
+            conn = store::open_read_only(path)?;
+        }
         Ok(Ledger {
             conn,
             path: path.to_owned(),
@@ -1097,11 +1117,12 @@ pub fn format_time(millis: i64) -> String {
         .unwrap_or_else(|| millis.to_string())
 }
 
-/// Formats a fraction as a percentage with enough digits for complaint rates ("0.12%").
+/// Formats a fraction as a percentage with two decimals under 10 % ("0.12%", "4.98%"), so a rate
+/// just under a threshold never prints as the threshold itself, and one decimal above.
 pub fn format_rate(rate: Option<f64>) -> String {
     match rate {
         None => "-".to_owned(),
-        Some(r) if r > 0.0 && r < 0.01 => format!("{:.2}%", r * 100.0),
+        Some(r) if r > 0.0 && r < 0.1 => format!("{:.2}%", r * 100.0),
         Some(r) => format!("{:.1}%", r * 100.0),
     }
 }
@@ -1135,6 +1156,8 @@ mod tests {
         assert_eq!(t.complaint(None), Level::Ok);
         assert_eq!(format_rate(Some(0.0012)), "0.12%");
         assert_eq!(format_rate(Some(0.5)), "50.0%");
+        assert_eq!(format_rate(Some(0.0498)), "4.98%");
+        assert_eq!(format_rate(Some(0.0)), "0.0%");
         assert_eq!(format_rate(None), "-");
     }
 }
