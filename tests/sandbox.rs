@@ -163,6 +163,43 @@ async fn implicit_tls_listener_greets_inside_tls() {
 }
 
 #[tokio::test]
+async fn a_second_implicit_tls_listener_shares_the_ca_and_the_maildir() {
+    let dir = tempfile::tempdir().unwrap();
+    client::install_provider();
+    let mut config = SandboxConfig::new(dir.path().join("maildir"));
+    config.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let sb = sandbox::start(config).await.unwrap();
+    let tls_addr = sb.tls_addr().unwrap();
+    assert_ne!(tls_addr, sb.addr());
+    let (mut a, _) = Client::connect_tls(tls_addr, sb.ca_pem(), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(a.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(
+        a.send_message("a@example.com", &["b@example.org"], MESSAGE)
+            .await
+            .code,
+        250
+    );
+    let mut b = ready(&sb, false).await;
+    assert_eq!(
+        b.send_message("a@example.com", &["c@example.org"], MESSAGE)
+            .await
+            .code,
+        250
+    );
+    assert_eq!(maildir_messages(sb.maildir()).len(), 2);
+    // A plaintext client on the implicit-TLS port gets no SMTP greeting.
+    let mut raw = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, b"EHLO plain\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut buf).await;
+    assert!(!buf.starts_with(b"220"), "{buf:?}");
+}
+
+#[tokio::test]
 async fn a_client_trusting_another_ca_cannot_complete_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let sb = start(dir.path(), "", false).await;

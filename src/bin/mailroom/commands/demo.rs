@@ -1,12 +1,14 @@
 //! `mailroom demo [--dir DIR]`: the whole flow on a fresh machine with no relay account. Starts
 //! the sandbox (STARTTLS + AUTH) on a free loopback port, writes an example campaign whose
-//! recipients meet every kind of relay behaviour, sends it with the real `send` command, imports
-//! the scripted bounces and complaints with the real `bounces` command, then shows the dashboard
-//! (on a terminal) or the report.
+//! recipients meet every kind of relay behaviour, sends it through the delivery pipeline, imports
+//! the scripted bounces and complaints with the real `bounces import` command, then shows the
+//! dashboard (on a terminal) or the report.
 //!
-//! The other subcommands are invoked in-process through their own clap `Args`, exactly as a user
-//! would type them, so the demo exercises the same code paths and cannot drift from them. The
-//! sandbox runs on its own runtime so those commands can build theirs.
+//! Sending uses `pipeline::setup` + `pipeline::run` directly rather than the `send` command, so
+//! the demo prints one compact line per pass instead of a line per recipient and needs no
+//! confirmation. The other subcommands are invoked in-process through their own clap `Args`,
+//! exactly as a user would type them, so they cannot drift. The sandbox runs on its own runtime
+//! so those commands can build theirs.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
