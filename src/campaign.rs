@@ -183,8 +183,8 @@ pub fn recipient_token(campaign_name: &str, email: &str) -> String {
         .collect()
 }
 
-/// Normalises an address the way contacts are normalised (domain lower-cased, IDN domain as
-/// punycode, local part kept); `Err` holds the reason it is invalid.
+/// Normalises an address the way contacts are normalised (lower-cased, IDN domain as
+/// punycode); `Err` holds the reason it is invalid.
 pub fn normalize_address(raw: &str) -> Result<String, String> {
     address::normalize(raw)
 }

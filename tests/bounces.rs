@@ -673,7 +673,7 @@ fn suppress_commands_add_list_remove_and_import() {
         })
         .collect();
     assert_eq!(
-        got["Someone@example.org"],
+        got["someone@example.org"],
         ("unsubscribe".into(), "cli".into())
     );
     assert_eq!(got["a@example.com"].0, "manual");

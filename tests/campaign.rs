@@ -426,14 +426,14 @@ fn duplicates_report_line_and_first_line() {
     assert_eq!(
         v["duplicates"],
         serde_json::json!([
-            {"line": 4, "first_line": 2, "email": "ANN@example.com"},
+            {"line": 4, "first_line": 2, "email": "ann@example.com"},
             {"line": 5, "first_line": 3, "email": "bob@example.com"},
         ])
     );
     let r = check(f.path());
     assert!(
         r.stdout
-            .contains("line 4: ANN@example.com (first on line 2)"),
+            .contains("line 4: ann@example.com (first on line 2)"),
         "{}",
         r.stdout
     );

@@ -869,3 +869,70 @@ async fn connections_beyond_the_limit_get_421() {
     // The first sessions are unaffected.
     assert_eq!(a.cmd("NOOP").await.code, 250);
 }
+
+/// `mailroom -vv send` with the most verbose logging must never print the SMTP password, in
+/// clear or in the base64 of AUTH PLAIN / AUTH LOGIN, even though lettre logs every line it
+/// writes at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_send_logs_never_contain_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    client::install_provider();
+    // A password no library would print by coincidence (rustls logs "…_secret" field names).
+    const PASSWORD: &str = "Hunter2-Qx9z";
+    let sb = sandbox::start(SandboxConfig::new(dir.path().join("maildir")).auth("user", PASSWORD))
+        .await
+        .unwrap();
+    let ca = dir.path().join("ca.pem");
+    sb.write_ca(&ca).unwrap();
+    let camp = dir.path().join("camp");
+    std::fs::create_dir_all(&camp).unwrap();
+    std::fs::write(
+        camp.join("campaign.toml"),
+        format!(
+            "[campaign]\nname = \"logs\"\nfrom = \"news@example.com\"\nsubject = \"Hi\"\n\
+             text = \"body.txt.hbs\"\n\n[contacts]\npath = \"contacts.csv\"\n\n[smtp]\n\
+             host = \"localhost\"\nport = {}\nsecurity = \"starttls\"\nusername = \"user\"\n\
+             password_env = \"LOG_TEST_PASSWORD\"\nca_file = \"{}\"\n\n[rate]\nper_second = 1000\n",
+            sb.addr().port(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(camp.join("body.txt.hbs"), "Hello {{email}}\n").unwrap();
+    std::fs::write(
+        camp.join("contacts.csv"),
+        "email\nann@example.org\nbob@example.org\n",
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["-vv", "send", "--yes"])
+            .arg(&camp)
+            .env("LOG_TEST_PASSWORD", PASSWORD)
+            .env("MAILROOM_LOG", "trace")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert_eq!(maildir_messages(&dir.path().join("maildir")).len(), 2);
+    // The run did log at trace level (so the check below is not vacuous) ...
+    assert!(all.contains("TRACE") || all.contains("DEBUG"), "{all}");
+    // ... yet neither the password nor any encoding of it that AUTH uses appears.
+    for secret in [
+        PASSWORD.to_owned(),
+        BASE64.encode(format!("\0user\0{PASSWORD}")),
+        BASE64.encode(PASSWORD),
+    ] {
+        assert!(
+            !all.contains(&secret),
+            "{secret:?} leaked into the logs:\n{all}"
+        );
+    }
+}

@@ -34,7 +34,7 @@ pub enum ContactEntry {
 pub struct Contact {
     /// 1-based CSV line where the record starts (the header is line 1).
     pub line: u64,
-    /// Normalised: domain lower-cased, IDN domain as punycode, local part as given.
+    /// Normalised: lower-cased, IDN domain as punycode (see `normalize_address`).
     pub email: String,
     pub name: Option<String>,
     /// Every CSV column of the row, by header name.
@@ -386,7 +386,7 @@ mod tests {
             ContactEntry::Duplicate {
                 line: 5,
                 first_line: 2,
-                email: "A@example.com".into()
+                email: "a@example.com".into()
             }
         );
     }
