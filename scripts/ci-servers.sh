@@ -72,15 +72,19 @@ _mailroom_ci_setup() (
   if postfix status >/dev/null 2>&1; then
     postfix stop >/dev/null 2>&1 || true
   fi
+  # A pid file can outlive its process (the machine or CI killed it) and the pid be reused:
+  # only signal a process that is still the program we started.
+  ours() { [[ -s $1 ]] && [[ $(cat "/proc/$(cat "$1")/comm" 2>/dev/null) == "$2" ]]; }
   local dovecot_pid=
-  if [[ -s $dir/dovecot/run/master.pid ]]; then
+  if ours "$dir/dovecot/run/master.pid" dovecot; then
     dovecot_pid=$(cat "$dir/dovecot/run/master.pid")
     kill "$dovecot_pid" 2>/dev/null || dovecot_pid=
   fi
-  if [[ -f $dir/smtp-sink.pid ]]; then
+  rm -f "$dir/dovecot/run/master.pid"
+  if ours "$dir/smtp-sink.pid" smtp-sink; then
     kill "$(cat "$dir/smtp-sink.pid")" 2>/dev/null || true
-    rm -f "$dir/smtp-sink.pid"
   fi
+  rm -f "$dir/smtp-sink.pid"
   local i
   for ((i = 0; i < 100; i++)); do
     postfix status >/dev/null 2>&1 || break
@@ -112,7 +116,12 @@ _mailroom_ci_setup() (
     mail_gid=$(id -g mailroom-vmail)
   fi
   if [[ ${MAILROOM_CI_KEEP_MAIL:-0} != 1 ]]; then
-    rm -rf "${dir:?}/mail"
+    # Tens of thousands of old messages take long to delete on a busy machine: move them aside
+    # and delete them in the background.
+    if [[ -d $dir/mail ]]; then
+      mv "$dir/mail" "$dir/mail.old.$$.$RANDOM"
+      setsid rm -rf "$dir"/mail.old.* </dev/null >/dev/null 2>&1 &
+    fi
     mkdir -p "$dir/mail"
   fi
   # Pre-create the shared Maildirs so tests can watch them before the first message arrives.
@@ -185,7 +194,8 @@ EOF
   # --- Postfix ----------------------------------------------------------------------------------
   # A permanent local failure for the DSN domain: pipe(8) maps exit 67 (EX_NOUSER) to 5.1.1, so
   # Postfix accepts at RCPT and then returns a real RFC 3464 DSN to the envelope sender.
-  printf '#!/bin/sh\n# Refuses every message as "user unknown" after Postfix accepted it.\ncat >/dev/null\nexit 67\n' \
+  # What it prints becomes the DSN's Diagnostic-Code (x-unix; ...), as a real mailbox server's would.
+  printf '#!/bin/sh\n# Refuses every message as "user unknown" after Postfix accepted it.\ncat >/dev/null\necho "mailbox unavailable: no such user here (mailroom CI)"\nexit 67\n' \
     >"$dir/bin/refuse-67"
   chmod 755 "$dir/bin/refuse-67"
 
@@ -340,6 +350,21 @@ EOF
   until [[ -S /var/spool/postfix/private/auth ]]; do
     ((SECONDS < deadline)) || die "dovecot's auth socket /var/spool/postfix/private/auth never appeared"
     sleep 0.1
+  done
+  # Make sure it is OUR servers answering (not another MTA already on those ports): check the
+  # plaintext greetings.
+  local expect banner
+  for port in "$submission_port" "$smtp_port" "$sink_port"; do
+    expect="mailroom CI Postfix"
+    [[ $port == "$sink_port" ]] && expect="smtp-sink"
+    banner=$(
+      exec 3<>"/dev/tcp/$host/$port" || exit 0
+      IFS= read -r -t 10 line <&3 || true
+      printf 'QUIT\r\n' >&3 || true
+      printf '%s' "${line%$'\r'}"
+    )
+    [[ $banner == *"$expect"* ]] ||
+      die "$host:$port greets with '${banner:-nothing}', not '$expect': is another server on that port?"
   done
 
   cat >"$dir/env.sh" <<EOF

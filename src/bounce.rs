@@ -265,11 +265,22 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             .or_else(|| text::find_status_in_text(segment));
         let reply_code =
             text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(segment));
+        // Sendmail keeps only the first line of a multi-line reply ("552-5.7.0 This message
+        // was blocked because ..."): the rest is in the human-readable part.
+        let truncated = diagnostic.get(3..4) == Some("-")
+            && diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit);
+        let joined;
+        let for_reason = if truncated {
+            joined = format!("{diagnostic} {}", text::squeeze(segment));
+            joined.as_str()
+        } else {
+            diagnostic.as_str()
+        };
         let evidence = reason::Evidence {
             status: status.as_deref(),
             reply_code,
             action,
-            diagnostic: &diagnostic,
+            diagnostic: for_reason,
             context: segment,
             diagnostic_type: diagnostic_type.as_deref(),
         };
@@ -597,6 +608,16 @@ hello\n";
         );
         assert!(parse(b"").is_empty());
         assert!(parse(&[0xff, 0xfe, 0x00, 0x0a]).is_empty());
+    }
+
+    #[test]
+    fn a_readers_reply_about_an_error_bounces_nobody() {
+        let raw = "From: Reader <reader@example.net>\r\n\
+To: news@news.example.com\r\n\
+Subject: Re: error in your newsletter\r\n\
+\r\n\
+The link failed for me, and for my colleague bob@example.org too.\r\n";
+        assert!(parse(raw.as_bytes()).is_empty());
     }
 
     #[test]

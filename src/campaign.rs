@@ -183,8 +183,8 @@ pub fn recipient_token(campaign_name: &str, email: &str) -> String {
         .collect()
 }
 
-/// Normalises an address the way contacts are normalised (domain lower-cased, IDN domain as
-/// punycode, local part kept); `Err` holds the reason it is invalid.
+/// Normalises an address the way contacts are normalised (lower-cased, IDN domain as
+/// punycode); `Err` holds the reason it is invalid.
 pub fn normalize_address(raw: &str) -> Result<String, String> {
     address::normalize(raw)
 }
@@ -371,10 +371,24 @@ impl Campaign {
             },
         };
         templates.check_partials()?;
+        let mut header_templates = vec!["campaign.subject".to_owned()];
+        header_templates.extend(headers.iter().map(|(_, t)| t.clone()));
+        if let Some(u) = &unsubscribe {
+            header_templates.push(u.url.clone());
+            header_templates.extend(u.mailto.clone());
+        }
+        let mentions = header_templates
+            .into_iter()
+            .map(|t| {
+                let used = templates.mentioned(vec![t.clone()]);
+                (t, used)
+            })
+            .collect();
 
         let campaign_hash = recipient_token(&c.name, "").chars().take(8).collect();
         Ok(Campaign {
             names: Names {
+                mentions,
                 subject: "campaign.subject".into(),
                 headers,
                 unsubscribe,
@@ -447,6 +461,12 @@ impl Campaign {
             .chain(BUILTIN_VARIABLES.iter().copied())
             .collect();
         self.templates.missing_variables(&known)
+    }
+
+    /// True if a body template or a partial it includes refers to `variable` anywhere
+    /// (used to warn when no body shows `{{unsubscribe_url}}`).
+    pub fn body_mentions(&self, variable: &str) -> bool {
+        self.templates.body_mentions(variable)
     }
 
     /// Names of every compiled template and partial.

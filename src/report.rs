@@ -58,8 +58,8 @@ pub enum Error {
     )]
     NoCampaigns { path: PathBuf },
     #[error(
-        "ledger {path} has no campaign named `{name}` (it has: {known})\n\nPass one of those \
-         names, or the campaign folder whose ledger this is."
+        "ledger {path} has no campaign named `{name}` yet (it has: {known})\n\nIf `{name}` has \
+         not been sent, run `mailroom send` first; otherwise pass one of those names."
     )]
     UnknownCampaign {
         path: PathBuf,
@@ -79,12 +79,32 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens an existing ledger read-only.
+    /// Opens an existing ledger read-only (upgrading it first, once, if it predates the report
+    /// counters).
     ///
     /// # Errors
     /// `Error::Store` with `store::Error::Missing` when the file does not exist.
     pub fn open(path: &Path) -> Result<Ledger, Error> {
-        let conn = store::open_read_only(path)?;
+        let mut conn = store::open_read_only(path)?;
+        let has_counters = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'report_counts'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(|source| Error::Query {
+                path: path.to_owned(),
+                source,
+            })?
+            > 0;
+        if !has_counters {
+            // A ledger written by a mailroom without the report counters: upgrading it is what
+            // any writing command would do first, and the only way to read it at scale. The
+            // migration backfills the counters in one transaction.
+            drop(conn);
+            drop(store::open(path)?);
+            conn = store::open_read_only(path)?;
+        }
         Ok(Ledger {
             conn,
             path: path.to_owned(),
@@ -117,29 +137,49 @@ impl Ledger {
     /// When a query fails (e.g. a ledger older than the report counters cannot be read
     /// read-only: open it once with a writing command to migrate it).
     pub fn campaigns(&self) -> Result<Vec<CampaignSummary>, Error> {
-        let fail = self.fail();
-        let mut counts: BTreeMap<i64, Totals> = BTreeMap::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT campaign_id, state, relay_accepted, sum(n) FROM report_counts \
-                 WHERE n > 0 GROUP BY campaign_id, state, relay_accepted",
-            )
-            .map_err(&fail)?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
+        let rows = self.campaign_rows()?;
+        let (mut counts, _) = self.scan_counts(None)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let totals = counts.remove(&row.id).unwrap_or_default();
+                row.summary(totals)
             })
-            .map_err(&fail)?;
-        for row in rows {
-            let (id, state, relay, n) = row.map_err(&fail)?;
-            counts.entry(id).or_default().add(&state, relay != 0, n);
-        }
+            .collect())
+    }
+
+    /// The campaign list and the report of `name` (or of the newest campaign), reading the
+    /// counters once: what a dashboard refresh needs. The report is `None` when the ledger has
+    /// no campaign; an unknown name falls back to the newest campaign.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn overview(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(Vec<CampaignSummary>, Option<CampaignReport>), Error> {
+        let rows = self.campaign_rows()?;
+        let selected = name
+            .and_then(|name| rows.iter().find(|r| r.name == name))
+            .or(rows.first())
+            .map(|r| r.id);
+        let (mut counts, domains) = self.scan_counts(selected)?;
+        let summaries: Vec<CampaignSummary> = rows
+            .into_iter()
+            .map(|row| {
+                let totals = counts.remove(&row.id).unwrap_or_default();
+                row.summary(totals)
+            })
+            .collect();
+        let report = match summaries.iter().find(|s| Some(s.id) == selected) {
+            Some(summary) => Some(self.report_from(summary, domains)?),
+            None => None,
+        };
+        Ok((summaries, report))
+    }
+
+    fn campaign_rows(&self) -> Result<Vec<CampaignRow>, Error> {
+        let fail = self.fail();
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -152,33 +192,61 @@ impl Ledger {
             .map_err(&fail)?;
         let rows = stmt
             .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, Option<i64>>(3)?,
-                    row.get::<_, Option<i64>>(4)?,
-                    row.get::<_, i64>(5)?,
-                ))
+                Ok(CampaignRow {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    created_at: row.get(2)?,
+                    started_at: row.get(3)?,
+                    last_run_at: row.get(4)?,
+                    open_runs: row.get::<_, i64>(5)? as u64,
+                })
             })
             .map_err(&fail)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, name, created_at, started_at, last_run_at, open_runs) = row.map_err(&fail)?;
-            let totals = counts.remove(&id).unwrap_or_default();
-            out.push(CampaignSummary {
-                id,
-                name,
-                created_at,
-                started_at,
-                last_run_at,
-                open_runs: open_runs as u64,
-                recipients: totals.recipients,
-                finished: totals.finished(),
-                relay_accepted: totals.relay_accepted,
-            });
+        rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// One pass over the counters in primary-key order (no sort): totals per campaign, and
+    /// for `domains_of` its per-domain rows. Rows of one domain are consecutive, so each
+    /// domain row is built without a map, and strings are borrowed, not copied, per row.
+    fn scan_counts(
+        &self,
+        domains_of: Option<i64>,
+    ) -> Result<(BTreeMap<i64, Totals>, Vec<DomainRow>), Error> {
+        let fail = self.fail();
+        let mut totals: BTreeMap<i64, Totals> = BTreeMap::new();
+        let mut domains: Vec<DomainRow> = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
+                 WHERE n > 0 ORDER BY campaign_id, domain, state, relay_accepted",
+            )
+            .map_err(&fail)?;
+        let mut rows = stmt.query([]).map_err(&fail)?;
+        while let Some(row) = rows.next().map_err(&fail)? {
+            let text = |i| -> Result<&str, Error> {
+                row.get_ref(i)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(&fail)
+            };
+            let campaign = row.get::<_, i64>(0).map_err(&fail)?;
+            let state = text(2)?;
+            let relay = row.get::<_, i64>(3).map_err(&fail)? != 0;
+            let n = row.get::<_, i64>(4).map_err(&fail)?;
+            totals.entry(campaign).or_default().add(state, relay, n);
+            if Some(campaign) == domains_of {
+                let domain = text(1)?;
+                match domains.last_mut() {
+                    Some(last) if last.domain == domain => last.totals.add(state, relay, n),
+                    _ => {
+                        let mut row = DomainRow::new(domain.to_owned());
+                        row.totals.add(state, relay, n);
+                        domains.push(row);
+                    }
+                }
+            }
         }
-        Ok(out)
+        Ok((totals, domains))
     }
 
     /// Picks a campaign by name, or the only one when `name` is `None`.
@@ -221,38 +289,52 @@ impl Ledger {
     /// When a query fails.
     pub fn campaign_report(&self, summary: &CampaignSummary) -> Result<CampaignReport, Error> {
         let fail = self.fail();
-        let id = summary.id;
-        let mut totals = Totals::default();
-        let mut domains: BTreeMap<String, DomainRow> = BTreeMap::new();
+        let mut domains: Vec<DomainRow> = Vec::new();
         {
+            // As in `scan_counts`, for one campaign only (its primary-key range).
             let mut stmt = self
                 .conn
                 .prepare_cached(
                     "SELECT domain, state, relay_accepted, n FROM report_counts \
-                     WHERE campaign_id = ?1 AND n > 0",
+                     WHERE campaign_id = ?1 AND n > 0 ORDER BY campaign_id, domain",
                 )
                 .map_err(&fail)?;
-            let rows = stmt
-                .query_map([id], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, i64>(3)?,
-                    ))
-                })
-                .map_err(&fail)?;
-            for row in rows {
-                let (domain, state, relay, n) = row.map_err(&fail)?;
-                totals.add(&state, relay != 0, n);
-                domains
-                    .entry(domain.clone())
-                    .or_insert_with(|| DomainRow::new(domain))
-                    .totals
-                    .add(&state, relay != 0, n);
+            let mut rows = stmt.query([summary.id]).map_err(&fail)?;
+            while let Some(row) = rows.next().map_err(&fail)? {
+                let text = |i| -> Result<&str, Error> {
+                    row.get_ref(i)
+                        .and_then(|v| v.as_str().map_err(Into::into))
+                        .map_err(&fail)
+                };
+                let domain = text(0)?;
+                let state = text(1)?;
+                let relay = row.get::<_, i64>(2).map_err(&fail)? != 0;
+                let n = row.get::<_, i64>(3).map_err(&fail)?;
+                match domains.last_mut() {
+                    Some(last) if last.domain == domain => last.totals.add(state, relay, n),
+                    _ => {
+                        let mut row = DomainRow::new(domain.to_owned());
+                        row.totals.add(state, relay, n);
+                        domains.push(row);
+                    }
+                }
             }
         }
-        let mut domains: Vec<DomainRow> = domains.into_values().collect();
+        self.report_from(summary, domains)
+    }
+
+    /// The rest of a campaign's report, given its domain rows (in any order).
+    fn report_from(
+        &self,
+        summary: &CampaignSummary,
+        mut domains: Vec<DomainRow>,
+    ) -> Result<CampaignReport, Error> {
+        let fail = self.fail();
+        let id = summary.id;
+        let mut totals = Totals::default();
+        for row in &domains {
+            totals.absorb(&row.totals);
+        }
         for row in &mut domains {
             row.finish();
         }
@@ -357,13 +439,13 @@ impl Ledger {
         let mut entries = self.history(
             Some(
                 "SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-             FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+             FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
              WHERE r.campaign_id = ?1 ORDER BY a.id DESC LIMIT ?2",
             ),
             Some(
                 "SELECT e.at, r.email, e.kind, e.action, e.status, \
                COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-             FROM events e JOIN recipients r ON r.id = e.recipient_id \
+             FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
              WHERE r.campaign_id = ?1 ORDER BY e.at DESC LIMIT ?2",
             ),
             &[&campaign, &(limit as i64)],
@@ -465,8 +547,9 @@ impl Ledger {
                         |row| row.get(0),
                     )
                     .map_err(self.fail())?;
-                // A small domain: walk its recipients (index) and their attempts. A big one:
-                // walk attempts newest first and stop at the limit; both stay bounded.
+                // A small domain: walk its recipients (index) and their attempts and events. A
+                // big one: walk attempts and events newest first and stop at the limit. CROSS
+                // JOIN fixes SQLite's join order, which it cannot choose well without ANALYZE.
                 let attempts_sql = if (size as u64) < SMALL_DOMAIN {
                     "SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
                      FROM recipients r CROSS JOIN attempts a ON a.recipient_id = r.id \
@@ -476,33 +559,43 @@ impl Ledger {
                      FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
                      WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY a.id DESC LIMIT ?3"
                 };
+                let events_sql = if (size as u64) < SMALL_DOMAIN {
+                    "SELECT e.at, r.email, e.kind, e.action, e.status, \
+                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
+                     FROM recipients r CROSS JOIN events e ON e.recipient_id = r.id \
+                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3"
+                } else {
+                    "SELECT e.at, r.email, e.kind, e.action, e.status, \
+                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
+                     FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
+                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3"
+                };
                 self.history(
                     Some(attempts_sql),
-                    Some("SELECT e.at, r.email, e.kind, e.action, e.status, \
-                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-                     FROM events e JOIN recipients r ON r.id = e.recipient_id \
-                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3"),
+                    Some(events_sql),
                     &[&campaign, domain, &limit],
                 )?
             }
             Focus::Reason { source, status } => match source {
                 Source::Attempt => self.history(
                     Some("SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-                     FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+                     FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
                      WHERE COALESCE(a.enhanced, CAST(a.code AS TEXT), '') = ?2 \
                        AND a.outcome <> 'accepted' AND r.campaign_id = ?1 \
                      ORDER BY a.id DESC LIMIT ?3"),
                     None,
                     &[&campaign, status, &limit],
                 )?,
+                // Newest imported first: that is the index's own order, so the limit stops
+                // the walk early instead of sorting every event with this status.
                 Source::Feedback => self.history(
                     None,
                     Some("SELECT e.at, r.email, e.kind, e.action, e.status, \
                        COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-                     FROM events e JOIN recipients r ON r.id = e.recipient_id \
+                     FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
                      WHERE COALESCE(e.status, '') = ?2 AND r.campaign_id = ?1 \
                        AND e.kind NOT IN ('delivered', 'auto_reply') \
-                     ORDER BY e.at DESC LIMIT ?3"),
+                     ORDER BY e.id DESC LIMIT ?3"),
                     &[&campaign, status, &limit],
                 )?,
             },
@@ -534,14 +627,15 @@ impl Ledger {
             .map_err(self.fail())
     }
 
-    /// Calls `each` for every recipient of a campaign in import order (for CSV).
+    /// Calls `each` for every recipient of a campaign in import order (for CSV). The row is
+    /// borrowed from SQLite's buffers: a million-row export allocates nothing per row.
     ///
     /// # Errors
     /// When a query fails, or `each` does (its error is passed through as `Err(Ok(e))`).
     pub fn for_each_recipient<E>(
         &self,
         campaign: i64,
-        mut each: impl FnMut(&RecipientRow) -> Result<(), E>,
+        mut each: impl FnMut(&RecipientRef<'_>) -> Result<(), E>,
     ) -> Result<(), Result<E, Error>> {
         let fail = |source| {
             Err(Error::Query {
@@ -549,19 +643,75 @@ impl Ledger {
                 source,
             })
         };
+        // Import order is rowid order: a table scan in rowid order (the unary + keeps SQLite off
+        // the campaign index) streams rows without sorting them all first.
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT email, state, last_code, last_enhanced, last_reply, attempts, \
                    last_attempt_at, relay_accepted \
-                 FROM recipients WHERE campaign_id = ?1 ORDER BY id",
+                 FROM recipients WHERE +campaign_id = ?1 ORDER BY id",
             )
             .map_err(fail)?;
-        let rows = stmt.query_map([campaign], recipient_row).map_err(fail)?;
-        for row in rows {
-            each(&row.map_err(fail)?).map_err(Ok)?;
+        let mut rows = stmt.query([campaign]).map_err(fail)?;
+        while let Some(row) = rows.next().map_err(fail)? {
+            let text =
+                |i| -> rusqlite::Result<Option<&str>> { Ok(row.get_ref(i)?.as_str_or_null()?) };
+            let view = (|| -> rusqlite::Result<RecipientRef<'_>> {
+                Ok(RecipientRef {
+                    email: text(0)?.unwrap_or(""),
+                    state: text(1)?.unwrap_or(""),
+                    code: row.get(2)?,
+                    enhanced: text(3)?,
+                    reply: text(4)?,
+                    attempts: row.get::<_, i64>(5)?.max(0) as u64,
+                    last_attempt_at: row.get(6)?,
+                    relay_accepted: row.get::<_, i64>(7)? != 0,
+                })
+            })()
+            .map_err(fail)?;
+            each(&view).map_err(Ok)?;
         }
         Ok(())
+    }
+}
+
+/// One recipient's current row, borrowed (see `Ledger::for_each_recipient`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecipientRef<'a> {
+    pub email: &'a str,
+    pub state: &'a str,
+    pub code: Option<i64>,
+    pub enhanced: Option<&'a str>,
+    pub reply: Option<&'a str>,
+    pub attempts: u64,
+    pub last_attempt_at: Option<i64>,
+    pub relay_accepted: bool,
+}
+
+/// A `campaigns` row with its runs, before its counters are added.
+struct CampaignRow {
+    id: i64,
+    name: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    last_run_at: Option<i64>,
+    open_runs: u64,
+}
+
+impl CampaignRow {
+    fn summary(self, totals: Totals) -> CampaignSummary {
+        CampaignSummary {
+            id: self.id,
+            name: self.name,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            last_run_at: self.last_run_at,
+            open_runs: self.open_runs,
+            recipients: totals.recipients,
+            finished: totals.finished(),
+            relay_accepted: totals.relay_accepted,
+        }
     }
 }
 
@@ -629,21 +779,33 @@ impl Totals {
         if relay_accepted {
             self.relay_accepted += n;
         }
-        let slot = match state.parse::<DeliveryState>() {
-            Ok(DeliveryState::Pending) => &mut self.pending,
-            Ok(DeliveryState::Sending) => &mut self.sending,
-            Ok(DeliveryState::Accepted) => &mut self.accepted,
-            Ok(DeliveryState::Deferred) => &mut self.deferred,
-            Ok(DeliveryState::BouncedHard) => &mut self.bounced_hard,
-            Ok(DeliveryState::BouncedSoft) => &mut self.bounced_soft,
-            Ok(DeliveryState::Complained) => &mut self.complained,
-            Ok(DeliveryState::Suppressed) => &mut self.suppressed,
-            Ok(DeliveryState::Failed) => &mut self.failed,
-            // A state this build does not know is still a recipient: count it as unknown so
-            // the state counters keep summing to the recipient count.
-            Ok(DeliveryState::Unknown) | Err(_) => &mut self.unknown,
-        };
-        *slot += n;
+        // A state this build does not know is still a recipient: count it as unknown so the
+        // state counters keep summing to the recipient count.
+        let state = state.parse().unwrap_or(DeliveryState::Unknown);
+        *self.slot(state) += n;
+    }
+
+    fn absorb(&mut self, other: &Totals) {
+        self.recipients += other.recipients;
+        self.relay_accepted += other.relay_accepted;
+        for state in DeliveryState::ALL {
+            *self.slot(state) += other.get(state);
+        }
+    }
+
+    fn slot(&mut self, state: DeliveryState) -> &mut u64 {
+        match state {
+            DeliveryState::Pending => &mut self.pending,
+            DeliveryState::Sending => &mut self.sending,
+            DeliveryState::Accepted => &mut self.accepted,
+            DeliveryState::Deferred => &mut self.deferred,
+            DeliveryState::BouncedHard => &mut self.bounced_hard,
+            DeliveryState::BouncedSoft => &mut self.bounced_soft,
+            DeliveryState::Complained => &mut self.complained,
+            DeliveryState::Suppressed => &mut self.suppressed,
+            DeliveryState::Failed => &mut self.failed,
+            DeliveryState::Unknown => &mut self.unknown,
+        }
     }
 
     /// The counter for one state.
@@ -955,11 +1117,12 @@ pub fn format_time(millis: i64) -> String {
         .unwrap_or_else(|| millis.to_string())
 }
 
-/// Formats a fraction as a percentage with enough digits for complaint rates ("0.12%").
+/// Formats a fraction as a percentage with two decimals under 10 % ("0.12%", "4.98%"), so a rate
+/// just under a threshold never prints as the threshold itself, and one decimal above.
 pub fn format_rate(rate: Option<f64>) -> String {
     match rate {
         None => "-".to_owned(),
-        Some(r) if r > 0.0 && r < 0.01 => format!("{:.2}%", r * 100.0),
+        Some(r) if r > 0.0 && r < 0.1 => format!("{:.2}%", r * 100.0),
         Some(r) => format!("{:.1}%", r * 100.0),
     }
 }
@@ -993,6 +1156,8 @@ mod tests {
         assert_eq!(t.complaint(None), Level::Ok);
         assert_eq!(format_rate(Some(0.0012)), "0.12%");
         assert_eq!(format_rate(Some(0.5)), "50.0%");
+        assert_eq!(format_rate(Some(0.0498)), "4.98%");
+        assert_eq!(format_rate(Some(0.0)), "0.0%");
         assert_eq!(format_rate(None), "-");
     }
 }

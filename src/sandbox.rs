@@ -280,7 +280,10 @@ impl Sandbox {
         &self.bounce_maildir
     }
 
-    /// Every command line received, in order, across sessions; AUTH payloads are `<redacted>`.
+    /// Every command line received, in order, across sessions (message text excluded). AUTH
+    /// payloads and AUTH continuation lines read `<redacted>`; `<line too long>` and
+    /// `<plaintext after STARTTLS discarded>` mark input that was not executed. The most recent
+    /// 100 000 lines are kept.
     pub fn transcript(&self) -> Vec<String> {
         self.policy.transcript()
     }

@@ -161,13 +161,9 @@ pub fn snapshot(
     campaign: Option<&str>,
     focus: Option<&Focus>,
 ) -> Result<Snapshot, report::Error> {
-    let campaigns = ledger.campaigns()?;
-    let chosen = campaign
-        .and_then(|name| campaigns.iter().find(|c| c.name == name))
-        .or(campaigns.first());
-    let report = chosen.map(|c| ledger.campaign_report(c)).transpose()?;
-    let drill = match (chosen, focus) {
-        (Some(c), Some(focus)) => Some(ledger.drill_down(c.id, focus)?),
+    let (campaigns, report) = ledger.overview(campaign)?;
+    let drill = match (&report, focus) {
+        (Some(r), Some(focus)) => Some(ledger.drill_down(r.campaign.id, focus)?),
         _ => None,
     };
     Ok(Snapshot {

@@ -426,14 +426,14 @@ fn duplicates_report_line_and_first_line() {
     assert_eq!(
         v["duplicates"],
         serde_json::json!([
-            {"line": 4, "first_line": 2, "email": "ANN@example.com"},
+            {"line": 4, "first_line": 2, "email": "ann@example.com"},
             {"line": 5, "first_line": 3, "email": "bob@example.com"},
         ])
     );
     let r = check(f.path());
     assert!(
         r.stdout
-            .contains("line 4: ANN@example.com (first on line 2)"),
+            .contains("line 4: ann@example.com (first on line 2)"),
         "{}",
         r.stdout
     );
@@ -888,5 +888,179 @@ fn header_only_csv_is_a_contact_problem() {
             .unwrap()
             .contains("no contacts"),
         "{v:#}"
+    );
+}
+
+#[test]
+fn crlf_csv_keeps_record_lines() {
+    let f = Fixture::base();
+    f.csv("email,name,first_name,ref\r\nann@example.com,Ann,Ann,a\r\nbroken,B,B,b\r\nbob@example.com,Bob,Bob,b\r\ncarl@example.com,C,C,\"x\r\ny\"\r\ndan-no-at,D,D,d\r\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 1);
+    assert_eq!(v["valid"], 2);
+    let lines: Vec<u64> = invalid_reasons(&v).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(lines, vec![3, 5, 7]);
+}
+
+#[test]
+fn configured_name_column_must_exist() {
+    let f = Fixture::base();
+    f.edit_toml(
+        "path = \"contacts.csv\"",
+        "path = \"contacts.csv\"\nname_column = \"full_name\"",
+    );
+    assert_fatal(
+        &f,
+        &["contacts.csv:1:", "no column `full_name`", "name_column"],
+    );
+}
+
+#[test]
+fn check_notes_a_body_without_a_visible_unsubscribe_link() {
+    let f = Fixture::base();
+    let (_, v) = check_json(f.path());
+    assert!(
+        !v["notes"].to_string().contains("visible unsubscribe link"),
+        "{v:#}"
+    );
+    f.write("partials/footer.hbs", "Example Ltd, 1 Example Street\n");
+    let (code, v) = check_json(f.path());
+    assert_eq!(code, 0, "a note, not a failure");
+    assert!(
+        v["notes"].to_string().contains("visible unsubscribe link"),
+        "{v:#}"
+    );
+}
+
+/// Deterministic fuzz: 600 rows with hostile fragments in every column. Each row either fails
+/// with a reason or renders to a message whose header block holds exactly the expected fields.
+#[test]
+fn hostile_values_never_change_the_header_structure() {
+    const PIECES: &[&str] = &[
+        "\r\n",
+        "\n",
+        "\r",
+        "\u{0}",
+        "\u{7}",
+        "\u{85}",
+        "\u{2028}",
+        "\t",
+        "Bcc: eve@evil.example",
+        "\r\nBcc: eve@evil.example",
+        ":",
+        ";",
+        "\"",
+        "<",
+        ">",
+        ",",
+        "=?utf-8?q?=0D=0A?=",
+        "é",
+        "😀",
+        " ",
+        "a",
+        "Z",
+        "\\",
+        "--",
+        ".",
+    ];
+    let mut seed: u64 = 0x5eed_cafe_f00d;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) as usize) % n
+    };
+    let field = |next: &mut dyn FnMut(usize) -> usize| {
+        let mut s = String::new();
+        for _ in 0..next(5) {
+            s.push_str(PIECES[next(PIECES.len())]);
+        }
+        s
+    };
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut csv = String::from("email,name,first_name,ref\n");
+    for i in 0..600 {
+        let row = [
+            format!("user{i}@example.com"),
+            field(&mut next),
+            field(&mut next),
+            field(&mut next),
+        ];
+        csv.push_str(&row.iter().map(|f| quote(f)).collect::<Vec<_>>().join(","));
+        csv.push('\n');
+    }
+    let f = Fixture::base();
+    f.csv(csv);
+    let c = Campaign::load(f.path()).unwrap();
+    let expected = [
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "reply-to",
+        "x-campaign-ref",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "x-mailroom-campaign",
+        "x-mailroom-token",
+        "mime-version",
+        "content-type",
+    ];
+    let (mut ok, mut rejected) = (0, 0);
+    for entry in c.contacts().unwrap() {
+        let contact = match entry.unwrap() {
+            ContactEntry::Valid(c) => c,
+            ContactEntry::Invalid { reason, .. } => {
+                assert!(reason.contains("display name would contain"), "{reason}");
+                rejected += 1;
+                continue;
+            }
+            ContactEntry::Duplicate { .. } => panic!("no duplicates were generated"),
+        };
+        let r = match c.render(&contact) {
+            Ok(r) => r,
+            Err(e) => {
+                assert!(e.row_reason().unwrap().contains("would contain"), "{e}");
+                rejected += 1;
+                continue;
+            }
+        };
+        ok += 1;
+        assert_wire_safe(&r.bytes);
+        let text = String::from_utf8(r.bytes).unwrap();
+        let head = &text[..text.find("\r\n\r\n").unwrap()];
+        let mut names: Vec<String> = Vec::new();
+        for line in head.split("\r\n") {
+            if line.starts_with(' ') || line.starts_with('\t') {
+                continue;
+            }
+            let (name, _) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("not a header: {line:?}"));
+            names.push(name.to_ascii_lowercase());
+        }
+        assert_eq!(names, expected, "{head}");
+        assert!(head.is_ascii(), "headers are 7-bit: {head}");
+    }
+    assert!(
+        ok > 50 && rejected > 50,
+        "both outcomes exercised: {ok} ok, {rejected} rejected"
+    );
+}
+
+#[test]
+fn injection_reason_names_the_column_the_subject_uses() {
+    let f = Fixture::base();
+    // `aaa` (unused, sorts first) and `first_name` both hold a line break; the subject uses
+    // first_name, so the reason must name first_name, not the first column that has one.
+    f.csv("email,name,first_name,ref,aaa\nann@example.com,Ann,\"A\nB\",r,\"z\ny\"\n");
+    let (_, v) = check_json(f.path());
+    assert_eq!(
+        invalid_reasons(&v),
+        vec![(
+            2,
+            "line 2: the subject would contain a line break (from column `first_name`)".into()
+        )]
     );
 }

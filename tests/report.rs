@@ -269,7 +269,7 @@ fn counters_are_backfilled_when_an_old_ledger_is_migrated() {
         )
         .unwrap();
     }
-    drop(mailroom::store::open(&path).unwrap());
+    // Reading it upgrades it once (a read-only connection cannot backfill the counters).
     let r = report::load(&path, None).unwrap();
     assert_eq!(r.totals.recipients, 3);
     assert_eq!(r.totals.accepted, 1);
@@ -513,6 +513,42 @@ fn dashboard_explains_missing_and_empty_ledgers() {
 }
 
 #[test]
+fn dashboard_refresh_sees_what_another_process_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = mixed_ledger(&dir.path().join("l.db"));
+    // The dashboard keeps its read-only connection between refreshes.
+    let (kept, status) = tui::fetch(&b.path, None, Some("spring"), None);
+    let Status::Ready(before) = status else {
+        panic!("no snapshot: {status:?}");
+    };
+    let before = before.report.unwrap().totals;
+    // A send in another connection finishes a pending recipient, later than anything else.
+    let pending = b
+        .recipients
+        .iter()
+        .position(|w| w.campaign == "spring" && w.state == "pending")
+        .unwrap();
+    b.attempt(
+        pending,
+        1_772_391_600_000,
+        "message",
+        Some(250),
+        Some("2.0.0"),
+        "250 ok",
+        "accepted",
+    );
+    let (_, status) = tui::fetch(&b.path, kept, Some("spring"), None);
+    let Status::Ready(after) = status else {
+        panic!("no snapshot: {status:?}");
+    };
+    let after = after.report.unwrap();
+    assert_eq!(after.totals.pending, before.pending - 1);
+    assert_eq!(after.totals.accepted, before.accepted + 1);
+    assert_eq!(after.totals.relay_accepted, before.relay_accepted + 1);
+    assert_eq!(after.recent[0].email, b.recipients[pending].email);
+}
+
+#[test]
 fn dashboard_survives_tiny_terminals() {
     let dir = tempfile::tempdir().unwrap();
     let b = mixed_ledger(&dir.path().join("l.db"));
@@ -588,4 +624,205 @@ fn cli_report_explains_a_campaign_never_sent_and_an_empty_ledger() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("no campaign yet"));
+}
+
+/// Copies the shared campaign fixture into `dir` and returns the folder.
+fn campaign_folder(dir: &std::path::Path) -> std::path::PathBuf {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/campaigns/base");
+    let dst = dir.join("campaign");
+    copy_dir(&src, &dst);
+    dst
+}
+
+fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn cli_report_resolves_a_campaign_folder_to_its_ledger_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = campaign_folder(dir.path());
+    mailroom()
+        .arg("report")
+        .arg(&folder)
+        .assert()
+        .code(2)
+        .stderr(
+            predicates::str::contains("has not been sent yet")
+                .and(predicates::str::contains("mailroom send")),
+        );
+
+    // The default store is <folder>/mailroom.db; the ledger also holds another campaign, so the
+    // name must come from campaign.toml ("fixture").
+    let mut b = LedgerBuilder::new(&folder.join("mailroom.db"));
+    let other = b.campaign("other", 1);
+    b.recipient(other, "x@other.test");
+    let fixture = b.campaign("fixture", 2);
+    let r = b.recipient(fixture, "ann@example.org");
+    b.attempt(
+        r,
+        1_772_355_600_000,
+        "message",
+        Some(250),
+        Some("2.0.0"),
+        "250 ok",
+        "accepted",
+    );
+    b.recipient(fixture, "bob@example.org");
+    let out = mailroom()
+        .arg("report")
+        .arg(folder.join("campaign.toml"))
+        .args(["--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["campaign"], "fixture");
+    assert_eq!(json["totals"]["recipients"], 2);
+    assert_eq!(json["totals"]["accepted"], 1);
+    assert_eq!(json["totals"]["pending"], 1);
+
+    let csv = mailroom()
+        .arg("report")
+        .arg(&folder)
+        .args(["--format", "csv"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!(csv.lines().count(), 3, "header + one row per recipient");
+    assert!(csv.contains("ann@example.org,accepted,250,2.0.0,250 ok,1,2026-03-01T09:00:00Z,1"));
+}
+
+#[test]
+fn text_and_markdown_reports_read_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = mixed_ledger(&dir.path().join("l.db"));
+    let r = spring(&b);
+    let mut text = Vec::new();
+    report::write_text(&r, &mut text).unwrap();
+    insta::assert_snapshot!("report_text", String::from_utf8(text).unwrap());
+    let mut md = Vec::new();
+    report::write_markdown(&r, &mut md).unwrap();
+    insta::assert_snapshot!("report_md", String::from_utf8(md).unwrap());
+}
+
+#[test]
+fn counters_stay_equal_to_a_full_recount_under_arbitrary_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let b = mixed_ledger(&path);
+    drop(b);
+    let conn = mailroom::store::open(&path).unwrap();
+    // Every kind of write a sender, a bounce import or a manual fix could make, including ones
+    // no module does today (moving a recipient to another domain, deleting rows).
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let states = [
+        "pending",
+        "sending",
+        "accepted",
+        "deferred",
+        "bounced_hard",
+        "bounced_soft",
+        "complained",
+        "suppressed",
+        "failed",
+        "unknown",
+    ];
+    for step in 0..120 {
+        let ids: Vec<i64> = conn
+            .prepare("SELECT id FROM recipients")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            !ids.is_empty(),
+            "the seed deletes too much: every write must have a target"
+        );
+        let id = ids[next(ids.len() as u64) as usize];
+        match next(8) {
+            0 | 6 => conn
+                .execute(
+                    "UPDATE recipients SET state = ?2 WHERE id = ?1",
+                    rusqlite::params![id, states[next(10) as usize]],
+                )
+                .unwrap(),
+            1 | 3 => conn
+                .execute(
+                    "UPDATE recipients SET relay_accepted = 1 - relay_accepted, \
+                     state = ?2 WHERE id = ?1",
+                    rusqlite::params![id, states[next(10) as usize]],
+                )
+                .unwrap(),
+            2 => conn
+                .execute(
+                    "UPDATE recipients SET domain = ?2 WHERE id = ?1",
+                    rusqlite::params![id, format!("moved{}.example", next(3))],
+                )
+                .unwrap(),
+            5 => conn
+                .execute(
+                    "UPDATE recipients SET attempts = attempts + 1, last_code = 250 WHERE id = ?1",
+                    [id],
+                )
+                .unwrap(),
+            _ => {
+                conn.execute("DELETE FROM attempts WHERE recipient_id = ?1", [id])
+                    .unwrap();
+                conn.execute("DELETE FROM events WHERE recipient_id = ?1", [id])
+                    .unwrap();
+                conn.execute("DELETE FROM recipients WHERE id = ?1", [id])
+                    .unwrap()
+            }
+        };
+        if step % 20 == 0 || step == 119 {
+            let recount: Vec<(i64, String, String, i64, i64)> = conn
+                .prepare(
+                    "SELECT campaign_id, domain, state, relay_accepted, count(*) FROM recipients \
+                     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+                )
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let counters: Vec<(i64, String, String, i64, i64)> = conn
+                .prepare(
+                    "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
+                     WHERE n <> 0 ORDER BY 1, 2, 3, 4",
+                )
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(counters, recount, "after write {step}");
+        }
+    }
 }

@@ -163,6 +163,43 @@ async fn implicit_tls_listener_greets_inside_tls() {
 }
 
 #[tokio::test]
+async fn a_second_implicit_tls_listener_shares_the_ca_and_the_maildir() {
+    let dir = tempfile::tempdir().unwrap();
+    client::install_provider();
+    let mut config = SandboxConfig::new(dir.path().join("maildir"));
+    config.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let sb = sandbox::start(config).await.unwrap();
+    let tls_addr = sb.tls_addr().unwrap();
+    assert_ne!(tls_addr, sb.addr());
+    let (mut a, _) = Client::connect_tls(tls_addr, sb.ca_pem(), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(a.cmd("EHLO client.test").await.code, 250);
+    assert_eq!(
+        a.send_message("a@example.com", &["b@example.org"], MESSAGE)
+            .await
+            .code,
+        250
+    );
+    let mut b = ready(&sb, false).await;
+    assert_eq!(
+        b.send_message("a@example.com", &["c@example.org"], MESSAGE)
+            .await
+            .code,
+        250
+    );
+    assert_eq!(maildir_messages(sb.maildir()).len(), 2);
+    // A plaintext client on the implicit-TLS port gets no SMTP greeting.
+    let mut raw = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, b"EHLO plain\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut buf).await;
+    assert!(!buf.starts_with(b"220"), "{buf:?}");
+}
+
+#[tokio::test]
 async fn a_client_trusting_another_ca_cannot_complete_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let sb = start(dir.path(), "", false).await;
@@ -831,4 +868,71 @@ async fn connections_beyond_the_limit_get_421() {
     assert!(c.is_closed().await);
     // The first sessions are unaffected.
     assert_eq!(a.cmd("NOOP").await.code, 250);
+}
+
+/// `mailroom -vv send` with the most verbose logging must never print the SMTP password, in
+/// clear or in the base64 of AUTH PLAIN / AUTH LOGIN, even though lettre logs every line it
+/// writes at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_send_logs_never_contain_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    client::install_provider();
+    // A password no library would print by coincidence (rustls logs "…_secret" field names).
+    const PASSWORD: &str = "Hunter2-Qx9z";
+    let sb = sandbox::start(SandboxConfig::new(dir.path().join("maildir")).auth("user", PASSWORD))
+        .await
+        .unwrap();
+    let ca = dir.path().join("ca.pem");
+    sb.write_ca(&ca).unwrap();
+    let camp = dir.path().join("camp");
+    std::fs::create_dir_all(&camp).unwrap();
+    std::fs::write(
+        camp.join("campaign.toml"),
+        format!(
+            "[campaign]\nname = \"logs\"\nfrom = \"news@example.com\"\nsubject = \"Hi\"\n\
+             text = \"body.txt.hbs\"\n\n[contacts]\npath = \"contacts.csv\"\n\n[smtp]\n\
+             host = \"localhost\"\nport = {}\nsecurity = \"starttls\"\nusername = \"user\"\n\
+             password_env = \"LOG_TEST_PASSWORD\"\nca_file = \"{}\"\n\n[rate]\nper_second = 1000\n",
+            sb.addr().port(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(camp.join("body.txt.hbs"), "Hello {{email}}\n").unwrap();
+    std::fs::write(
+        camp.join("contacts.csv"),
+        "email\nann@example.org\nbob@example.org\n",
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["-vv", "send", "--yes"])
+            .arg(&camp)
+            .env("LOG_TEST_PASSWORD", PASSWORD)
+            .env("MAILROOM_LOG", "trace")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert_eq!(maildir_messages(&dir.path().join("maildir")).len(), 2);
+    // The run did log at trace level (so the check below is not vacuous) ...
+    assert!(all.contains("TRACE") || all.contains("DEBUG"), "{all}");
+    // ... yet neither the password nor any encoding of it that AUTH uses appears.
+    for secret in [
+        PASSWORD.to_owned(),
+        BASE64.encode(format!("\0user\0{PASSWORD}")),
+        BASE64.encode(PASSWORD),
+    ] {
+        assert!(
+            !all.contains(&secret),
+            "{secret:?} leaked into the logs:\n{all}"
+        );
+    }
 }

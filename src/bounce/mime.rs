@@ -298,19 +298,18 @@ impl Flat {
         header_says || subject_says
     }
 
-    /// Loose: a non-DSN message is read as a bounce only if something says it is one.
+    /// A non-DSN message is read as a bounce only on strong evidence (a daemon sender, an empty
+    /// return path, `X-Failed-Recipients`), or when both its subject and its text read like
+    /// one: a reader's reply titled "error in your newsletter" must not bounce anyone it names.
     pub fn looks_like_bounce(&self) -> bool {
-        if self.sender_is_daemon()
-            || self.subject_is_bounce()
-            || !self.failed_recipients().is_empty()
-        {
+        if self.sender_is_daemon() || !self.failed_recipients().is_empty() {
             return true;
         }
         if self.header("Return-Path").is_some_and(|v| v.trim() == "<>") {
             return true;
         }
         let body = self.human_text().to_lowercase();
-        BOUNCE_BODY_WORDS.iter().any(|w| body.contains(w))
+        self.subject_is_bounce() && BOUNCE_BODY_WORDS.iter().any(|w| body.contains(w))
     }
 }
 

@@ -204,6 +204,18 @@ fn specific_status(status: &str) -> Option<Reason> {
     })
 }
 
+/// Causes whose explicit wording outranks a `X.1.1` code.
+const ADDRESSING_OVERRIDES: &[Reason] = &[
+    Reason::MailboxFull,
+    Reason::Blocked,
+    Reason::HasMoved,
+    Reason::Rejected,
+    Reason::AuthFailure,
+    Reason::NotAccept,
+    Reason::Filtered,
+    Reason::Suspend,
+];
+
 /// What the remaining codes suggest when no keyword matched (RFC 3463 §3 subjects).
 fn generic_status(status: &str) -> Option<Reason> {
     let mut it = status.split('.');
@@ -293,6 +305,19 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "quota full",
             "disk quota",
             "too much mail data",
+            "insufficient disk space",
+            "not sufficient disk space",
+            "no space left on device",
+            "boite du destinataire pleine",
+            "mailbox would exceed",
+            "quota violation",
+            "too many messages on the server",
+            "space has been used up",
+            "mailbox*full",
+            "over*quota",
+            "quota*exceeded",
+            "mailbox*quota",
+            "maildir*quota",
         ],
     ),
     (
@@ -370,6 +395,18 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "account expired",
             "has been terminated",
             "blocked for receiving",
+            "is currently suspended",
+            "temporary locked",
+            "archived recipient",
+            "boite du destinataire archivee",
+            "deactivated mailbox",
+            "user is terminated",
+            "mailbox is frozen",
+            "temporarily inactive",
+            "mailbox currently suspended",
+            "user or domain is disabled",
+            "user suspended",
+            "account is locked",
         ],
     ),
     (
@@ -410,6 +447,33 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "junk mail",
             "url in message",
             "blacklisted url",
+            "appears to be unsolicited",
+            "block for spam",
+            "spamassassin",
+            "content filter rejection",
+            "probability of spam",
+            "mail content denied",
+            "considered as spam",
+            "contains spam",
+            "rejected as spam",
+            "unacceptable content",
+            "suspected spam",
+            "seems to be a spam",
+            "spamprofiler",
+            "probable spam",
+            "bulk email",
+            "banned content",
+            "spam-like",
+            "spam detected",
+            "spam blocked",
+            "spam not accepted",
+            "spam refused",
+            "spam rejection",
+            "identified as spam",
+            "scored as spam",
+            "failed several antispam",
+            "triggered a spam block",
+            "due to spam",
             "uribl",
             "surbl",
         ],
@@ -495,9 +559,43 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "sender was rejected",
             "blocked sender",
             "not accepting mail from you",
+            "access denied (in reply to mail from",
+            "sender blacklisted",
+            "administrative prohibition",
+            "batv",
+            "backscatter",
+            "recipient's list of senders",
+            "bogus mail from",
+            "purported responsible address",
+            "without a valid sender domain",
+            "empty envelope sender",
+            "null sender",
+            "not a registered gateway user",
+            "mail from not owned by user",
+            "email address is not verified",
+            "returned mail not accepted",
+            "sender is in my black list",
+            "sender is spammer",
+            "sender not pre-approved",
+            "not allowed to post to this mailing list",
+            "your email address has been blacklisted",
             "group you tried to contact",
             "permission to post",
             "groups.google.com/support",
+        ],
+    ),
+    (
+        Reason::Filtered,
+        &[
+            "refused due to recipient preferences",
+            "recipient is only accepting mail from specific",
+            "is not accepting any mail",
+            "blocked by the recipient",
+            "user refuses to receive",
+            "refuse to receive mail",
+            "rejected due to user rules",
+            "message filtered",
+            "user reject",
         ],
     ),
     (
@@ -553,6 +651,31 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "no such local user",
             "user is unknown",
             "unknown account",
+            "address invalid",
+            "address not present in directory",
+            "can't accept user",
+            "destination addresses were unknown",
+            "email address could not be found",
+            "is not an active address",
+            "mailbox invalid",
+            "no account by that name",
+            "no mail box available",
+            "no mailbox here by that name",
+            "no such person",
+            "not a valid recipient",
+            "not a local address",
+            "recipient is not local",
+            "recipient not ok",
+            "recipientnotfound",
+            "badrcptto",
+            "there is no one at this address",
+            "no longer accepts mail",
+            "user not known",
+            "utilisateur inconnu",
+            "nessun utente",
+            "no existe",
+            "unknown virtual user",
+            "adresse nicht gefunden",
             "check if address is correct",
         ],
     ),
@@ -575,6 +698,13 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "illegal host/domain",
             "domain is not valid",
             "no mail host",
+            "domain is not reachable",
+            "domain must exist",
+            "host unreachable",
+            "mail domain mentioned in email address is unknown",
+            "unknown domain name",
+            "may not exist",
+            "unroutable address",
         ],
     ),
     (
@@ -596,6 +726,19 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         Reason::PolicyViolation,
         &[
             "potential security issue",
+            "header error",
+            "illegal attachment",
+            "members-only list",
+            "closed mailing list",
+            "denied by policy",
+            "rejected due to security policies",
+            "local policy violation",
+            "organizational settings",
+            "organization policy",
+            "not subscribed to this group",
+            "multiple addresses",
+            "protocol violation",
+            "mass mailer",
             "policy reasons",
             "local policy",
             "violates",
@@ -625,6 +768,22 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "not allowed to send",
             "denied by",
             "smtp server of your isp",
+            "blocked using",
+            "blacklisted by",
+            "bad sender ip",
+            "banned sending ip",
+            "helo command rejected",
+            "dynamic ip",
+            "not currently accepting mail from your ip",
+            "rejecting open proxy",
+            "sender ip address rejected",
+            "your ip address is listed",
+            "you are not allowed to connect",
+            "after initial connection",
+            "not accepting connections",
+            "too many spams from your ip",
+            "temporary blacklisted",
+            "is in a black list",
         ],
     ),
     (
@@ -701,6 +860,19 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "expired",
             "has not been delivered for",
             "failing for a long time",
+            "delivery expired",
+            "could not find a gateway for",
+            "failed to deliver to domain",
+            "has been delayed",
+            "not been collected after",
+            "message timed out",
+            "retry time not reached",
+            "server did not respond",
+            "after multiple retries",
+            "within the allowed queue period",
+            "could not be delivered for more than",
+            "not delivered within",
+            "delivery failed*attempts",
             "warning message only",
             "delivery attempts will continue",
             "will keep trying",
@@ -798,12 +970,22 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
     ),
 ];
 
-/// The first reason whose phrases occur in `text` (lowercased by the caller).
+/// The first reason whose phrases occur in `text` (lowercased by the caller). A phrase
+/// `a*b` matches `a` followed anywhere later by `b` ("mailbox is completely full").
 pub fn match_keywords(lower: &str) -> Option<Reason> {
     KEYWORDS
         .iter()
-        .find(|(_, phrases)| phrases.iter().any(|p| lower.contains(p)))
+        .find(|(_, phrases)| phrases.iter().any(|p| phrase_in(lower, p)))
         .map(|(reason, _)| *reason)
+}
+
+fn phrase_in(text: &str, phrase: &str) -> bool {
+    match phrase.split_once('*') {
+        None => text.contains(phrase),
+        Some((first, rest)) => text
+            .find(first)
+            .is_some_and(|i| text[i + first.len()..].contains(rest)),
+    }
 }
 
 /// Decides the reason for one recipient.
@@ -817,6 +999,14 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         return Reason::Delivered;
     }
     if let Some(reason) = e.status.and_then(specific_status) {
+        // A canned addressing code (MTAs often write 5.1.1 for any refusal at RCPT) yields to
+        // words that name another cause: a full mailbox, a block, a moved user, the sender.
+        if reason == Reason::UserUnknown {
+            let words = match_keywords(&e.diagnostic.to_lowercase());
+            if let Some(other) = words.filter(|r| ADDRESSING_OVERRIDES.contains(r)) {
+                return other;
+            }
+        }
         return reason;
     }
     let diagnostic = e.diagnostic.to_lowercase();
@@ -966,6 +1156,16 @@ mod tests {
         };
         assert_eq!(classify(&e), Reason::NotAccept);
         assert_eq!(reason(None, "nothing useful"), Reason::Undefined);
+    }
+
+    #[test]
+    fn paired_phrases_need_both_parts_in_order() {
+        assert!(phrase_in("your mailbox is completely full", "mailbox*full"));
+        assert!(!phrase_in("full mailbox", "mailbox*full"));
+        assert_eq!(
+            reason(None, "user is over their quota"),
+            Reason::MailboxFull
+        );
     }
 
     #[test]

@@ -10,16 +10,23 @@ use crate::model::FeedbackKind;
 /// Reports from an SES notification found in `body`; `None` when the body holds none.
 pub(crate) fn parse(body: &str) -> Option<(Vec<Report>, Original)> {
     let start = body.find('{')?;
-    if !body.contains("\"notificationType\"") && !body.contains("\"eventType\"") {
+    if !body.contains("notificationType") && !body.contains("eventType") {
         return None;
     }
     // The JSON is followed by SNS's unsubscribe footer: read one value and ignore the rest.
     // Long lines may have been folded by the mailer: join them back first.
     let json: String = body[start..].lines().collect::<Vec<_>>().join("");
-    let value: Value = serde_json::Deserializer::from_str(&json)
+    let mut value: Value = serde_json::Deserializer::from_str(&json)
         .into_iter::<Value>()
         .next()?
         .ok()?;
+    // Raw SNS delivery wraps the notification as a JSON string in "Message".
+    if value.get("notificationType").is_none()
+        && value.get("eventType").is_none()
+        && let Some(inner) = value.get("Message").and_then(Value::as_str)
+    {
+        value = serde_json::from_str(inner).ok()?;
+    }
     let kind = value
         .get("notificationType")
         .or_else(|| value.get("eventType"))
@@ -202,5 +209,9 @@ If you wish to stop receiving notifications..."#;
         assert_eq!(reports[0].kind, FeedbackKind::Delivered);
         assert_eq!(reports[0].status.as_deref(), Some("2.6.0"));
         assert!(parse("{\"hello\": 1}").is_none());
+        // The SNS envelope (raw message delivery off) carries the notification as a string.
+        let wrapped = serde_json::json!({"Type": "Notification", "Message": c}).to_string();
+        let (reports, _) = parse(&wrapped).unwrap();
+        assert_eq!(reports[0].recipient, "r@example.org");
     }
 }

@@ -48,35 +48,19 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// Trims, drops angle brackets, lower-cases the domain and converts an IDN domain to punycode.
+/// Normalises exactly as campaign contacts are (domain lower-cased, IDN as punycode, local part
+/// kept), so that a suppression matches the recipient rows the sender checks; angle brackets
+/// and surrounding blanks are dropped first.
 ///
 /// # Errors
-/// When the text is not shaped like `local@domain.tld`.
+/// When the text is not a valid address.
 pub fn normalize(address: &str) -> Result<String, Error> {
-    let bad = || Error::BadAddress(address.to_owned());
     let a = address
         .trim()
         .trim_start_matches('<')
         .trim_end_matches('>')
         .trim();
-    let (local, domain) = a.rsplit_once('@').ok_or_else(bad)?;
-    if local.is_empty()
-        || local.len() > 64
-        || local
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-    {
-        return Err(bad());
-    }
-    let domain = idna::domain_to_ascii(domain).map_err(|_| bad())?;
-    if domain.is_empty()
-        || !domain.contains('.')
-        || domain.starts_with('.')
-        || domain.ends_with('.')
-    {
-        return Err(bad());
-    }
-    Ok(format!("{local}@{domain}"))
+    crate::campaign::normalize_address(a).map_err(|_| Error::BadAddress(address.to_owned()))
 }
 
 fn now_ms() -> i64 {
@@ -234,7 +218,7 @@ mod tests {
 
     #[test]
     fn normalize_lowercases_domain_and_punycodes_idn() {
-        assert_eq!(normalize(" <Ann@Example.ORG> ").unwrap(), "Ann@example.org");
+        assert_eq!(normalize(" <Ann@Example.ORG> ").unwrap(), "ann@example.org");
         assert_eq!(
             normalize("a@bücher.example").unwrap(),
             "a@xn--bcher-kva.example"

@@ -184,12 +184,14 @@ pub(crate) fn find_status(text: &str) -> Option<String> {
 }
 
 /// In free text, prefer a specific failure code over `X.0.0` and over success codes that
-/// transcripts quote (`250 2.1.0 Sender ok`).
+/// transcripts quote (`250 2.1.0 Sender ok`); of several, the last, which is the innermost
+/// cause (`554 4.4.7 Message expired ... <421 4.4.2 Connection timed out>`).
 pub(crate) fn find_status_in_text(text: &str) -> Option<String> {
     let all = statuses(text);
     let failures: Vec<&String> = all.iter().filter(|s| !s.starts_with('2')).collect();
     failures
         .iter()
+        .rev()
         .find(|s| !is_generic_status(s))
         .or(failures.first())
         .map(|s| (*s).clone())

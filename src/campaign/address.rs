@@ -1,5 +1,5 @@
 //! Address parsing and normalisation for contacts and configured senders: a strict
-//! `local@domain` (dot-atom local part, as typed; domain lower-cased and IDN → punycode) and
+//! `local@domain` (dot-atom local part and domain lower-cased, IDN → punycode) and
 //! the control-character rule that keeps header values single-line. Pure functions, no I/O.
 
 /// Why a header value is unsafe, phrased to complete "the subject would contain …".
@@ -16,9 +16,27 @@ pub(crate) fn control_char_problem(value: &str) -> Option<&'static str> {
     None
 }
 
-/// Normalises an address: trims surrounding spaces, keeps the local part as given,
-/// lower-cases the domain and converts an IDN domain to punycode.
+/// Normalises an address: trims surrounding spaces, lower-cases the local part and the domain,
+/// and converts an IDN domain to punycode.
+///
+/// The normalised form is the address's identity everywhere (duplicates, the ledger, VERP
+/// tokens, the suppression list), so it must not depend on how someone typed it. RFC 5321 lets a
+/// server treat local parts case-sensitively, but mailbox providers do not, and the costs are
+/// not symmetric: keeping the case would let `Ann@` escape a complaint filed for `ann@`, or get
+/// the same newsletter twice after a CSV edit.
 pub(crate) fn normalize(raw: &str) -> Result<String, String> {
+    normalize_as(raw, LocalPart::Lowercase)
+}
+
+/// Whether the local part is folded to lower case (recipients) or kept as typed (our own
+/// From and Reply-To, which are shown to people, not compared).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LocalPart {
+    Lowercase,
+    AsTyped,
+}
+
+fn normalize_as(raw: &str, local_part: LocalPart) -> Result<String, String> {
     if let Some(what) = control_char_problem(raw) {
         return Err(format!("the address contains {what}"));
     }
@@ -30,6 +48,10 @@ pub(crate) fn normalize(raw: &str) -> Result<String, String> {
         return Err("there is no @".into());
     };
     check_local(local)?;
+    let local = match local_part {
+        LocalPart::Lowercase => local.to_ascii_lowercase(),
+        LocalPart::AsTyped => local.to_owned(),
+    };
     let domain = normalize_domain(domain)?;
     let out = format!("{local}@{domain}");
     if out.len() > 254 {
@@ -114,11 +136,11 @@ pub(crate) fn parse_mailbox(raw: &str) -> Result<(Option<String>, String), Strin
             return Err("the <address> is not closed with >".into());
         };
         let name = t.get(..open).unwrap_or("").trim().trim_matches('"').trim();
-        let addr = normalize(inner)?;
+        let addr = normalize_as(inner, LocalPart::AsTyped)?;
         let name = (!name.is_empty()).then(|| name.to_owned());
         Ok((name, addr))
     } else {
-        Ok((None, normalize(t)?))
+        Ok((None, normalize_as(t, LocalPart::AsTyped)?))
     }
 }
 
@@ -128,10 +150,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn domain_is_lowercased_and_punycoded_local_kept() {
+    fn recipients_are_lowercased_and_punycoded() {
         assert_eq!(
             normalize(" Ann.Lee@Example.COM ").unwrap(),
-            "Ann.Lee@example.com"
+            "ann.lee@example.com"
         );
         assert_eq!(
             normalize("x@Bücher.example").unwrap(),

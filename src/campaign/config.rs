@@ -297,6 +297,12 @@ fn number(v: toml::Value) -> Result<f64, String> {
     }
 }
 
+/// True when `per_unit` messages per `unit_secs` seconds is between one a day and 1e9 a second.
+fn rate_in_range(per_unit: f64, unit_secs: f64) -> bool {
+    let per_second = per_unit / unit_secs;
+    (1.0 / 86_400.0..=1e9).contains(&per_second)
+}
+
 fn positive(f: f64) -> Result<f64, String> {
     if f.is_finite() && f > 0.0 {
         Ok(f)
@@ -440,11 +446,14 @@ impl Config {
             fix: fix.to_owned(),
         };
         let c = &self.campaign;
-        if c.name.trim().is_empty() || c.name.chars().any(char::is_control) {
+        // The name travels in the X-Mailroom-Campaign header, unencoded, so bounces that quote
+        // it can be matched: keep it one short line.
+        if c.name.trim().is_empty() || c.name.chars().any(char::is_control) || c.name.len() > 100 {
             return Err(invalid(
                 "campaign",
                 "name",
-                "the campaign name is empty or contains control characters".into(),
+                "the campaign name is empty, longer than 100 bytes or contains control characters"
+                    .into(),
                 "Set a short stable name such as name = \"2026-spring-newsletter\".",
             ));
         }
@@ -575,6 +584,35 @@ impl Config {
                     "password_env",
                     format!("{var:?} is not an environment variable name"),
                     "password_env holds the NAME of a variable, e.g. password_env = \"MAILROOM_SMTP_PASSWORD\"; export the password in that variable.",
+                ));
+            }
+        }
+        // A pace slower than one message a day, or faster than a billion a second, is a typo
+        // (and would overflow the pacer's interval arithmetic).
+        let rates = [
+            ("per_second", self.rate.per_second, 1.0),
+            ("per_minute", self.rate.per_minute, 60.0),
+            ("per_hour", self.rate.per_hour, 3600.0),
+        ];
+        for (key, value, unit_secs) in rates {
+            if let Some(v) = value
+                && !rate_in_range(v, unit_secs)
+            {
+                return Err(invalid(
+                    "rate",
+                    key,
+                    format!("{key} = {v} is outside the supported range"),
+                    "Use a rate between one message a day and 1e9 messages a second, e.g. per_minute = 120.",
+                ));
+            }
+        }
+        for (domain, v) in &self.rate.per_domain {
+            if !rate_in_range(*v, 60.0) {
+                return Err(invalid(
+                    "rate.per_domain",
+                    domain,
+                    format!("{domain} = {v} messages per minute is outside the supported range"),
+                    "Use between one message a day (0.0007) and 6e10 messages a minute.",
                 ));
             }
         }
@@ -784,5 +822,25 @@ path = "contacts.csv"
         let e = Config::parse(&t, Path::new("c.toml"), Path::new("/")).unwrap_err();
         assert_eq!(e.line(), Some(12));
         assert!(e.to_string().contains("https"));
+    }
+
+    #[test]
+    fn absurd_rates_are_rejected_at_their_line() {
+        for (key, value) in [
+            ("per_second", "1e-300"),
+            ("per_hour", "0.001"),
+            ("per_minute", "1e300"),
+        ] {
+            let t = format!("{MINIMAL}\n[rate]\n{key} = {value}\n");
+            let e = Config::parse(&t, Path::new("c.toml"), Path::new("/")).unwrap_err();
+            assert_eq!(e.line(), Some(12), "{key}");
+            assert!(e.to_string().contains("outside the supported range"), "{e}");
+        }
+        let t = format!("{MINIMAL}\n[rate.per_domain]\n\"example.com\" = 1e-9\n");
+        let e = Config::parse(&t, Path::new("c.toml"), Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("example.com"), "{e}");
+        // The benchmark's "out of the way" rate stays valid.
+        let t = format!("{MINIMAL}\n[rate]\nper_second = 1000000\n");
+        assert!(Config::parse(&t, Path::new("c.toml"), Path::new("/")).is_ok());
     }
 }

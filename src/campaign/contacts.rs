@@ -34,7 +34,7 @@ pub enum ContactEntry {
 pub struct Contact {
     /// 1-based CSV line where the record starts (the header is line 1).
     pub line: u64,
-    /// Normalised: domain lower-cased, IDN domain as punycode, local part as given.
+    /// Normalised: lower-cased, IDN domain as punycode (see `normalize_address`).
     pub email: String,
     pub name: Option<String>,
     /// Every CSV column of the row, by header name.
@@ -51,6 +51,9 @@ impl Contact {
 /// The parsed header: column names and which index holds the address and the name.
 #[derive(Debug, Clone)]
 pub(crate) struct Header {
+    /// The file ends lines with CRLF. csv-core counts a line at each LF, and a record that
+    /// ends at CR leaves its LF to the next record, so start positions lag one line behind.
+    pub(crate) crlf: bool,
     pub(crate) columns: Vec<String>,
     pub(crate) email: usize,
     pub(crate) name: Option<usize>,
@@ -173,10 +176,27 @@ pub(crate) fn read_header(
         None => columns.iter().position(|c| c == "name"),
     };
     Ok(Header {
+        crlf: first_line_ends_with_crlf(path)?,
         columns,
         email,
         name,
     })
+}
+
+fn first_line_ends_with_crlf(path: &Path) -> Result<bool, Error> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(8192);
+    open(path)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(head
+        .iter()
+        .position(|b| *b == b'\n')
+        .is_some_and(|i| i > 0 && head[i - 1] == b'\r'))
 }
 
 fn csv_error(path: &Path, e: &csv::Error) -> Error {
@@ -242,7 +262,8 @@ impl<'a> Contacts<'a> {
                     fields.insert(col.clone(), s.to_owned());
                 }
                 Err(e) => {
-                    let file_byte = rec.position().map(csv::Position::byte).unwrap_or_default();
+                    let file_byte = rec.position().map(csv::Position::byte).unwrap_or_default()
+                        + u64::from(self.header.crlf);
                     return invalid(format!(
                         "line {line}: column `{col}` (field {}) is not valid UTF-8 at byte {} of the field (the row starts at byte {file_byte} of the file)",
                         i + 1,
@@ -300,7 +321,8 @@ impl Iterator for Contacts<'_> {
         }
         match self.reader.read_byte_record(&mut self.record) {
             Ok(true) => {
-                let line = self.record.position().map_or(0, csv::Position::line);
+                let line = self.record.position().map_or(0, csv::Position::line)
+                    + u64::from(self.header.crlf);
                 Some(Ok(self.verdict(line)))
             }
             Ok(false) => {
@@ -364,7 +386,7 @@ mod tests {
             ContactEntry::Duplicate {
                 line: 5,
                 first_line: 2,
-                email: "A@example.com".into()
+                email: "a@example.com".into()
             }
         );
     }

@@ -237,6 +237,38 @@ impl Templates {
         out
     }
 
+    /// True if a body template (a file, not a value from campaign.toml) or a partial it
+    /// includes refers to `var` anywhere, e.g. `unsubscribe_url` for the visible-link lint.
+    pub(crate) fn body_mentions(&self, var: &str) -> bool {
+        let bodies = self
+            .sources
+            .iter()
+            .filter(|s| s.line.is_none())
+            .map(|s| s.name.clone())
+            .collect();
+        self.mentioned(bodies).contains(var)
+    }
+
+    /// Every variable the templates `names` (and the partials they include) refer to.
+    pub(crate) fn mentioned(&self, names: Vec<String>) -> BTreeSet<String> {
+        let mut queue = names;
+        let mut seen = BTreeSet::new();
+        let mut out = BTreeSet::new();
+        while let Some(name) = queue.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let Some(t) = self.plain.get_template(&name) else {
+                continue;
+            };
+            let mut uses = Uses::default();
+            walk(t, &mut uses, None);
+            out.extend(uses.mentioned);
+            queue.extend(uses.partials.into_iter().map(|(p, _)| p));
+        }
+        out
+    }
+
     /// Names of the compiled templates and partials, for the check summary.
     pub(crate) fn names(&self) -> Vec<String> {
         self.sources
@@ -273,6 +305,8 @@ fn syntax_error(source: &Source, e: &TemplateError) -> Error {
 #[derive(Default)]
 struct Uses {
     required: Vec<(String, Option<u64>)>,
+    /// Every variable referenced anywhere, including `if`/`default` arguments.
+    mentioned: Vec<String>,
     partials: Vec<(String, Option<u64>)>,
 }
 
@@ -317,6 +351,9 @@ fn walk(t: &Template, uses: &mut Uses, fixed_line: Option<u64>) {
                     || name.is_some_and(|n| {
                         CONDITIONAL_HELPERS.contains(&n) || ["upper", "lower"].contains(&n)
                     });
+                uses.mentioned
+                    .extend(h.params.iter().filter_map(param_root));
+                uses.mentioned.extend(param_root(&h.name));
                 if is_helper {
                     if name.is_some_and(|n| !CONDITIONAL_HELPERS.contains(&n)) {
                         for p in &h.params {
@@ -335,6 +372,8 @@ fn walk(t: &Template, uses: &mut Uses, fixed_line: Option<u64>) {
                     Parameter::Path(p) => path_raw(p),
                     _ => "",
                 };
+                uses.mentioned
+                    .extend(h.params.iter().filter_map(param_root));
                 if CONTEXT_HELPERS.contains(&name) {
                     // The block body sees another context; only the argument must exist.
                     for p in &h.params {
@@ -468,6 +507,19 @@ mod tests {
                 ("items".into(), Some(4)),
             ]
         );
+    }
+
+    #[test]
+    fn body_mentions_follows_partials_and_conditionals() {
+        let mut t = templates(&[("body", "Hi\n{{> footer}}")]);
+        assert!(!t.body_mentions("unsubscribe_url"));
+        t.plain
+            .register_partial(
+                "footer",
+                "{{#if unsubscribe_url}}<{{unsubscribe_url}}>{{/if}}",
+            )
+            .unwrap();
+        assert!(t.body_mentions("unsubscribe_url"));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Text, JSON, CSV and Markdown renderings of a `CampaignReport`. Pure formatting over the
 //! snapshot (CSV streams recipients from the ledger): no queries of its own beyond that.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use serde::Serialize;
 
 use super::{
-    CampaignReport, DomainRow, Ledger, MinutePoint, RecipientRow, Thresholds, format_rate,
+    CampaignReport, DomainRow, Ledger, Level, MinutePoint, RecipientRef, Thresholds, format_rate,
     format_time,
 };
 use crate::model::DeliveryState;
@@ -74,7 +75,8 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
     )?;
     writeln!(
         out,
-        "  of which bounced or complained later {}",
+        "  {:<32}{:>10}",
+        "of which bounced/complained later",
         t.bounced_later()
     )?;
     writeln!(out)?;
@@ -86,15 +88,17 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
     )?;
     writeln!(
         out,
-        "Hard-bounce rate  {:>8}  (warn at {}, alarm at {})",
+        "Hard-bounce rate  {:>8}{}  (/ attempted; warn at {}, alarm at {})",
         format_rate(report.rates.hard_bounce),
+        level_mark(th.bounce(report.rates.hard_bounce)),
         format_rate(Some(th.bounce_warn)),
         format_rate(Some(th.bounce_alarm))
     )?;
     writeln!(
         out,
-        "Complaint rate    {:>8}  (complaints / accepted by the relay; warn at {}, alarm at {})",
+        "Complaint rate    {:>8}{}  (/ accepted by the relay; warn at {}, alarm at {})",
         format_rate(report.rates.complaint),
+        level_mark(th.complaint(report.rates.complaint)),
         format_rate(Some(th.complaint_warn)),
         format_rate(Some(th.complaint_alarm))
     )?;
@@ -206,6 +210,14 @@ fn sparkline(values: &[u64]) -> String {
         .collect()
 }
 
+fn level_mark(level: Level) -> &'static str {
+    match level {
+        Level::Ok => "",
+        Level::Warn => " WARN",
+        Level::Alarm => " ALARM",
+    }
+}
+
 fn heading_count(what: &str, n: usize, top: usize) -> String {
     if n > top {
         format!("{what} (top {top} of {n}; --format json or csv for all)")
@@ -291,17 +303,27 @@ pub fn write_csv(ledger: &Ledger, campaign: i64, out: &mut dyn Write) -> Result<
         "relay_accepted",
     ])
     .map_err(|e| io_error(e.into()))?;
-    let result = ledger.for_each_recipient(campaign, |r: &RecipientRow| {
+    // Reused buffers: the export formats a million numbers and times without allocating.
+    let (mut code, mut attempts, mut at) = (String::new(), String::new(), String::new());
+    let result = ledger.for_each_recipient(campaign, |r: &RecipientRef<'_>| {
+        code.clear();
+        attempts.clear();
+        at.clear();
+        if let Some(c) = r.code {
+            let _ = write!(code, "{c}");
+        }
+        let _ = write!(attempts, "{}", r.attempts);
+        if let Some(t) = r.last_attempt_at {
+            iso_time(t, &mut at);
+        }
         csv.write_record([
-            r.email.as_str(),
-            r.state.as_str(),
-            &r.code.map(|c| c.to_string()).unwrap_or_default(),
-            r.enhanced.as_deref().unwrap_or(""),
-            r.reply.as_deref().unwrap_or(""),
-            &r.attempts.to_string(),
-            &r.last_attempt_at
-                .map(|t| format!("{}Z", format_time(t).replace(' ', "T")))
-                .unwrap_or_default(),
+            r.email,
+            r.state,
+            &code,
+            r.enhanced.unwrap_or(""),
+            r.reply.unwrap_or(""),
+            &attempts,
+            &at,
             if r.relay_accepted { "1" } else { "0" },
         ])
     });
@@ -311,6 +333,28 @@ pub fn write_csv(ledger: &Ledger, campaign: i64, out: &mut dyn Write) -> Result<
         Err(Err(e)) => return Err(e),
     }
     csv.flush().map_err(io_error)
+}
+
+/// Appends a unix-millisecond time as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn iso_time(millis: i64, out: &mut String) {
+    use chrono::{Datelike as _, Timelike as _};
+    match chrono::DateTime::from_timestamp_millis(millis) {
+        Some(t) => {
+            let _ = write!(
+                out,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+        }
+        None => {
+            let _ = write!(out, "{millis}");
+        }
+    }
 }
 
 /// Writes a shareable Markdown deliverability report.

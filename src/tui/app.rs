@@ -200,10 +200,16 @@ impl App {
 
     /// Takes a fetched snapshot (or the reason there is none).
     pub fn apply(&mut self, status: Status) {
+        // No campaign chosen yet, or one the ledger does not have: show (and name) the one the
+        // snapshot fell back to, so the title never disagrees with the numbers.
         if let Status::Ready(snapshot) = &status
-            && self.campaign.is_none()
+            && !snapshot
+                .campaigns
+                .iter()
+                .any(|c| Some(&c.name) == self.campaign.as_ref())
+            && let Some(report) = &snapshot.report
         {
-            self.campaign = snapshot.report.as_ref().map(|r| r.campaign.name.clone());
+            self.campaign = Some(report.campaign.name.clone());
         }
         self.status = status;
         self.clamp();
@@ -640,6 +646,15 @@ mod tests {
         app.handle_key(key(KeyCode::BackTab));
         app.handle_key(key(KeyCode::BackTab));
         assert_eq!(app.pane, Pane::Campaigns);
+    }
+
+    #[test]
+    fn an_unknown_campaign_name_gives_way_to_the_one_shown() {
+        let mut app = app();
+        app.campaign = Some("not-in-ledger".into());
+        let status = app.status.clone();
+        app.apply(status);
+        assert_eq!(app.campaign.as_deref(), Some("news"));
     }
 
     #[test]

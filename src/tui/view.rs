@@ -184,26 +184,52 @@ fn render_campaigns(app: &App, frame: &mut Frame, area: Rect) {
     let Some(snapshot) = app.snapshot() else {
         return;
     };
+    // The start time needs 11 columns; narrow panes show it in the funnel's title instead.
+    let with_started = area.width >= 38;
     let rows = snapshot.campaigns.iter().map(|c| {
-        Row::new(vec![
-            Cell::from(c.name.clone()),
-            Cell::from(format!("{}", c.recipients)),
-            Cell::from(format!("{:>3.0}%", c.progress() * 100.0)),
-        ])
+        let mut cells = vec![Cell::from(c.name.clone())];
+        if with_started {
+            cells.push(Cell::from(short_time(c.started_at)));
+        }
+        cells.push(Cell::from(format!("{}", c.recipients)));
+        cells.push(Cell::from(format!("{:>3.0}%", c.progress() * 100.0)));
+        Row::new(cells)
     });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Min(6),
-            Constraint::Length(8),
-            Constraint::Length(4),
-        ],
-    )
-    .header(Row::new(["Name", "Rcpts", "Done"]).bold())
-    .block(pane_block(app, Pane::Campaigns, String::new()))
-    .row_highlight_style(HIGHLIGHT);
+    let (header, widths) = if with_started {
+        (
+            vec!["Name", "Started", "Rcpts", "Done"],
+            vec![
+                Constraint::Min(6),
+                Constraint::Length(11),
+                Constraint::Length(8),
+                Constraint::Length(4),
+            ],
+        )
+    } else {
+        (
+            vec!["Name", "Rcpts", "Done"],
+            vec![
+                Constraint::Min(6),
+                Constraint::Length(8),
+                Constraint::Length(4),
+            ],
+        )
+    };
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).bold())
+        .block(pane_block(app, Pane::Campaigns, String::new()))
+        .row_highlight_style(HIGHLIGHT);
     let mut state = TableState::default().with_selected(Some(app.selection(Pane::Campaigns)));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// "MM-DD HH:MM" (UTC) of a first send, or "not sent".
+fn short_time(millis: Option<i64>) -> String {
+    match millis {
+        // "YYYY-MM-DD HH:MM:SS" → "MM-DD HH:MM"
+        Some(t) => format_time(t).get(5..16).unwrap_or("").to_owned(),
+        None => "not sent".to_owned(),
+    }
 }
 
 fn render_funnel(report: &CampaignReport, frame: &mut Frame, area: Rect) {
@@ -247,7 +273,10 @@ fn render_funnel(report: &CampaignReport, frame: &mut Frame, area: Rect) {
         .dark_gray(),
     ];
     frame.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(" Funnel ")),
+        Paragraph::new(lines).block(Block::bordered().title(format!(
+            " Funnel · sent {} ",
+            short_time(report.campaign.started_at)
+        ))),
         area,
     );
 }

@@ -79,7 +79,15 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr so that stdout stays clean for reports and JSON.
+///
+/// lettre logs every line it writes at debug level, AUTH payloads included (base64 of the
+/// password) and whole message bodies (recipients' personal data). No verbosity setting, not
+/// even `MAILROOM_LOG=trace`, may show those, so a global filter caps lettre at info whatever
+/// the env filter says.
 fn init_tracing(verbose: u8) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -87,9 +95,14 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let no_wire_secrets = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("lettre") && *meta.level() > tracing::Level::INFO)
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .finish()
+        .with(no_wire_secrets)
         .init();
 }

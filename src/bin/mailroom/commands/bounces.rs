@@ -27,7 +27,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ParseArgs {
     /// Message files (RFC 5322, as saved by a mail client or a Maildir); a Maildir folder reads
-    /// its new/ and cur/.
+    /// its new/ and cur/, any other folder every file in it.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// One JSON object per report per line.
@@ -107,7 +107,21 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            out.extend(mailbox::maildir_files(p)?);
+            match mailbox::maildir_files(p) {
+                Ok(files) => out.extend(files),
+                // A plain folder of saved messages: every file in it, by name.
+                Err(mailbox::Error::NotMaildir { .. }) => {
+                    let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                        .with_context(|| format!("cannot list {}", p.display()))?
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|f| f.is_file())
+                        .collect();
+                    files.sort();
+                    out.extend(files);
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             out.push(p.clone());
         }
@@ -211,38 +225,15 @@ pub(crate) struct Target {
     pub return_path: Option<String>,
 }
 
-/// Reads the campaign's name, ledger path and return path.
-///
-/// STOPGAP until `mailroom::campaign::Campaign::load` lands on main: reads only the three
-/// keys this command needs from campaign.toml, with the contract's defaults (store beside
-/// the toml as mailroom.db, relative paths resolved against its folder).
+/// Reads the campaign's name, ledger path and return path (the campaign must load cleanly:
+/// the same checks as `mailroom check`).
 pub(crate) fn target(path: &Path) -> anyhow::Result<Target> {
-    let toml_path = if path.is_dir() {
-        path.join("campaign.toml")
-    } else {
-        path.to_owned()
-    };
-    let text = std::fs::read_to_string(&toml_path)
-        .with_context(|| format!("cannot read campaign file {}", toml_path.display()))?;
-    let doc: toml::Table = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", toml_path.display()))?;
-    let root = toml_path
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let get = |section: &str, key: &str| {
-        doc.get(section)
-            .and_then(|s| s.get(key))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    let name = get("campaign", "name")
-        .with_context(|| format!("{}: [campaign] name is missing", toml_path.display()))?;
-    let store = get("store", "path").map_or_else(|| root.join("mailroom.db"), |p| root.join(p));
+    let campaign = mailroom::campaign::Campaign::load(path)?;
+    let config = campaign.config();
     Ok(Target {
-        name,
-        store,
-        return_path: get("bounces", "return_path"),
+        name: campaign.name().to_owned(),
+        store: config.store.path.clone(),
+        return_path: config.bounces.return_path.clone(),
     })
 }
 

@@ -309,6 +309,11 @@ fn notes(campaign: &Campaign, report: &mut Report) {
             "the environment variable {var} (smtp.password_env) is not set: export it before `mailroom send` (check does not need it)"
         ));
     }
+    if cfg.unsubscribe.is_some() && !campaign.body_mentions("unsubscribe_url") {
+        report.notes.push(
+            "no body template shows {{unsubscribe_url}}: Gmail and Yahoo expect a visible unsubscribe link in the message as well as the header".into(),
+        );
+    }
     if cfg.unsubscribe.is_none() {
         report.notes.push(
             "no [unsubscribe] url: messages carry no List-Unsubscribe header, which Gmail and Yahoo require for bulk mail".into(),

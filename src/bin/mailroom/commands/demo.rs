@@ -1,32 +1,30 @@
 //! `mailroom demo [--dir DIR]`: the whole flow on a fresh machine with no relay account. Starts
 //! the sandbox (STARTTLS + AUTH) on a free loopback port, writes an example campaign whose
-//! recipients meet every kind of relay behaviour, sends it with the real `send` command, imports
-//! the scripted bounces and complaints with the real `bounces` command, then shows the dashboard
-//! (on a terminal) or the report.
+//! recipients meet every kind of relay behaviour, sends it through the delivery pipeline, imports
+//! the scripted bounces and complaints with the real `bounces import` command, then shows the
+//! dashboard (on a terminal) or the report.
 //!
-//! The other subcommands are invoked in-process through their own clap `Args`, exactly as a user
-//! would type them, so the demo exercises the same code paths and cannot drift from them. The
-//! sandbox runs on its own runtime so those commands can build theirs.
+//! Sending uses `pipeline::setup` + `pipeline::run` directly rather than the `send` command, so
+//! the demo prints one compact line per pass instead of a line per recipient and needs no
+//! confirmation. The other subcommands are invoked in-process through their own clap `Args`,
+//! exactly as a user would type them, so they cannot drift. The sandbox runs on its own runtime
+//! so those commands can build theirs.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use mailroom::campaign::{self, Campaign, Contact, ContactEntry};
+use mailroom::campaign::Campaign;
 use mailroom::model::DeliveryState;
-use mailroom::pipeline::{
-    self, Counters, End, Options, Outgoing, RateOptions, Render, RetryOptions, Run,
-};
+use mailroom::pipeline::{self, Counters, End, Render, Run, setup};
 use mailroom::sandbox::{self, SandboxConfig, Script};
 use mailroom::shutdown::Shutdown;
-use mailroom::store::{DueRow, NewRecipient, Writer};
-use mailroom::transport::{Secret, Security, Settings, Transport};
+use mailroom::store::Writer;
+use mailroom::transport::Transport;
 
 /// Arguments of `mailroom demo`.
 #[derive(Debug, clap::Args)]
@@ -312,7 +310,10 @@ fn steps(args: &Args, campaign_dir: &Path, sandbox: &sandbox::Sandbox) -> anyhow
     println!(
         "1. Sending through the sandbox: STARTTLS, AUTH, rate limit; greylisted recipients are retried after a short back-off"
     );
-    send(campaign_dir)?;
+    if send(campaign_dir)? == Sent::Interrupted {
+        println!("Interrupted: messages in flight were finished, nothing else was sent.");
+        return Ok(ExitCode::from(130));
+    }
 
     println!();
     println!(
@@ -342,98 +343,41 @@ fn steps(args: &Args, campaign_dir: &Path, sandbox: &sandbox::Sandbox) -> anyhow
     }
 }
 
-/// Renders ledger rows with the loaded campaign, as `mailroom send` does.
-struct CampaignRender(Campaign);
-
-impl Render for CampaignRender {
-    fn render(&self, row: &DueRow) -> Result<Outgoing, String> {
-        let fields: BTreeMap<String, String> = serde_json::from_str(&row.fields).map_err(|e| {
-            format!(
-                "the ledger row for {} has unreadable fields: {e}",
-                row.email
-            )
-        })?;
-        let contact = Contact {
-            line: row.line,
-            email: row.email.clone(),
-            name: row.name.clone(),
-            fields,
-        };
-        let rendered = self.0.render(&contact).map_err(|e| e.to_string())?;
-        Ok(Outgoing {
-            envelope_from: rendered.envelope_from,
-            envelope_to: rendered.envelope_to,
-            message_id: rendered.message_id,
-            bytes: rendered.bytes,
-        })
-    }
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Done,
+    Interrupted,
 }
 
 /// Sends the demo campaign with the library pipeline (import, ledger writer, workers, pacing,
 /// retries), passes repeated until no deferred recipient is left or a pass gives up.
-fn send(campaign_dir: &Path) -> anyhow::Result<()> {
-    let campaign = Campaign::load(campaign_dir)?;
-    let config = campaign.config().clone();
-    let smtp = &config.smtp;
-    let password = match &smtp.password_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("could not read the password file {}", path.display()))?
-            .trim_end()
-            .to_owned(),
-        None => anyhow::bail!("the demo campaign has no password_file"),
-    };
-    let settings = Settings {
-        host: smtp.host.clone(),
-        port: smtp.port,
-        security: match smtp.security {
-            campaign::Security::StartTls => Security::StartTls,
-            campaign::Security::Tls => Security::Tls,
-            campaign::Security::None => Security::None,
-        },
-        username: smtp.username.clone(),
-        password: Some(Secret::new(password)),
-        ca_file: smtp.ca_file.clone(),
-        hello_name: smtp.hello_name.clone(),
-        fallback_ports: smtp.fallback_ports.clone(),
-        connect_timeout: smtp.connect_timeout,
-        command_timeout: smtp.command_timeout,
-        data_timeout: smtp.data_timeout,
-        messages_per_connection: smtp.messages_per_connection,
-    };
-    let options = Options {
-        connections: smtp.connections,
-        rate: RateOptions {
-            per_second: config.rate.per_second,
-            per_minute: config.rate.per_minute,
-            per_hour: config.rate.per_hour,
-            burst: config.rate.burst,
-            per_domain: config.rate.per_domain.clone(),
-            daily_cap: config.rate.daily_cap,
-        },
-        retry: RetryOptions {
-            backoff: config.retry.backoff.clone(),
-            max_attempts: config.retry.max_attempts,
-            max_age: config.retry.max_age,
-        },
-        wait: true,
-        ..Options::default()
-    };
-    let ledger = config.store.path.clone();
-    let name = campaign.name().to_owned();
-    let render: Arc<dyn Render> = Arc::new(CampaignRender(campaign));
+fn send(campaign_dir: &Path) -> anyhow::Result<Sent> {
+    let campaign = Arc::new(Campaign::load(campaign_dir)?);
+    let settings = setup::settings(&campaign)?;
+    let mut options = setup::options(&campaign);
+    options.wait = true;
+    let ledger = campaign.config().store.path.clone();
+    let render: Arc<dyn Render> = Arc::new(setup::CampaignRender(campaign.clone()));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
     let started = std::time::Instant::now();
+    let shutdown = Shutdown::new();
+    runtime.block_on(async {
+        shutdown.install_ctrl_c(|| {
+            eprintln!("\nstopping after the messages in flight (Ctrl-C again quits at once)");
+        });
+    });
     // A pass ends when nothing is due; deferred recipients come due after their back-off, so
     // another pass picks them up. The cap only guards against a relay that never relents.
     for pass in 1..=5 {
-        let contacts = campaign_rows(campaign_dir)?;
+        let mut stats = setup::ContactStats::default();
+        let contacts = setup::recipients(&campaign, &mut stats)?;
         let prepared = pipeline::prepare(
             &ledger,
-            &name,
+            campaign.name(),
             contacts,
             &settings.host,
             settings.security.as_str(),
@@ -453,7 +397,7 @@ fn send(campaign_dir: &Path) -> anyhow::Result<()> {
                 transport,
                 render: render.clone(),
                 options: options.clone(),
-                shutdown: Shutdown::new(),
+                shutdown: shutdown.clone(),
                 counters: counters.clone(),
                 events: None,
             })
@@ -477,6 +421,7 @@ fn send(campaign_dir: &Path) -> anyhow::Result<()> {
         );
         match &summary.end {
             End::Finished => {}
+            End::Interrupted => return Ok(Sent::Interrupted),
             other => anyhow::bail!("the demo send stopped: {other:?}"),
         }
         let Some(next) = summary
@@ -488,11 +433,18 @@ fn send(campaign_dir: &Path) -> anyhow::Result<()> {
         let wait_ms = next
             .saturating_sub(chrono::Utc::now().timestamp_millis())
             .max(0);
-        std::thread::sleep(std::time::Duration::from_millis(
-            u64::try_from(wait_ms).unwrap_or(0),
-        ));
+        let pause = std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
+        runtime.block_on(async {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.wait() => {}
+            }
+        });
+        if shutdown.is_triggered() {
+            return Ok(Sent::Interrupted);
+        }
     }
-    Ok(())
+    Ok(Sent::Done)
 }
 
 /// A one-line counter on the terminal while a pass runs.
@@ -511,23 +463,4 @@ async fn show_progress(counters: Arc<Counters>) {
         );
         let _ = std::io::stdout().flush();
     }
-}
-
-/// The campaign's valid contacts in the shape the ledger imports.
-fn campaign_rows(campaign_dir: &Path) -> anyhow::Result<Vec<Result<NewRecipient, String>>> {
-    let campaign = Campaign::load(campaign_dir)?;
-    let mut rows = Vec::new();
-    for entry in campaign.contacts()? {
-        if let ContactEntry::Valid(contact) = entry? {
-            rows.push(Ok(NewRecipient {
-                domain: contact.domain().to_owned(),
-                token: campaign::recipient_token(campaign.name(), &contact.email),
-                fields: serde_json::to_string(&contact.fields)?,
-                email: contact.email,
-                name: contact.name,
-                line: contact.line,
-            }));
-        }
-    }
-    Ok(rows)
 }

@@ -1,11 +1,195 @@
-//! `mailroom doctor`: not written yet.
+//! `mailroom doctor [CAMPAIGN | HOST]`: probes the relay's ports and prints which port and security
+//! to use. CAMPAIGN (an existing path) supplies host, port, credentials and ca_file; otherwise the
+//! argument is a host name. Exit 0 when a port is usable securely, 1 when none is, 2 on errors.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mailroom::campaign::Campaign;
+use mailroom::doctor::{self, Credentials, DEFAULT_IMPLICIT_PORTS, DEFAULT_PORTS, Options};
 
 /// Arguments of `mailroom doctor`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A campaign folder (or its campaign.toml), or a host name / IP address to probe.
+    pub target: String,
+    /// Ports to probe, comma-separated [default: the campaign's port and fallbacks, then 587,465,2525,25].
+    #[arg(long, value_delimiter = ',')]
+    pub ports: Vec<u16>,
+    /// PEM file with extra CA certificates to trust (besides the system's).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Try AUTH (over verified TLS only; never sends mail). Password: the campaign's password_env
+    /// or password_file, or env MAILROOM_SMTP_PASSWORD for a HOST.
+    #[arg(long)]
+    pub auth: bool,
+    /// Username for --auth with a HOST (a campaign's username is used otherwise).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds allowed for each step (connect, each reply, the TLS handshake).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mailroom doctor` is not available in this build yet")
+/// The environment variable holding the password in HOST mode.
+const PASSWORD_ENV: &str = "MAILROOM_SMTP_PASSWORD";
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
+        bail!(
+            "--timeout {} is not a number of seconds between 0 and 3600\n\nPass e.g. --timeout 10.",
+            args.timeout
+        );
+    }
+    if args.ports.contains(&0) {
+        bail!("--ports: 0 is not a port\n\nPass ports between 1 and 65535, e.g. --ports 587,465.");
+    }
+    let options = options(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(doctor::run(&options))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.usable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn options(args: &Args) -> anyhow::Result<Options> {
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let path = Path::new(&args.target);
+    if path.exists() {
+        return campaign_options(args, path, timeout);
+    }
+    let host = args.target.trim();
+    if host.is_empty() || host.contains(['/', ' ']) {
+        bail!(
+            "{:?} is neither an existing campaign folder nor a host name\n\nPass a campaign folder (holding campaign.toml) or a host such as smtp.example.com.",
+            args.target
+        );
+    }
+    let credentials = if args.auth {
+        let Some(username) = args.user.clone() else {
+            bail!(
+                "--auth with a HOST needs --user\n\nPass --user you@example.com and export {PASSWORD_ENV}."
+            );
+        };
+        let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+        let Some(password) = password else {
+            bail!(
+                "--auth needs the password in the environment variable {PASSWORD_ENV}\n\nExport it first (never pass a password as an argument)."
+            );
+        };
+        Some(Credentials { username, password })
+    } else {
+        None
+    };
+    Ok(Options {
+        host: host.to_owned(),
+        ports: if args.ports.is_empty() {
+            DEFAULT_PORTS.to_vec()
+        } else {
+            dedup(args.ports.clone())
+        },
+        ca_file: args.ca_file.clone(),
+        timeout,
+        hello_name: None,
+        credentials,
+        configured_port: None,
+        configured_security: None,
+        implicit_ports: DEFAULT_IMPLICIT_PORTS.to_vec(),
+    })
+}
+
+fn campaign_options(args: &Args, path: &Path, timeout: Duration) -> anyhow::Result<Options> {
+    let campaign = Campaign::load(path)?;
+    let smtp = &campaign.config().smtp;
+    if smtp.host.trim().is_empty() {
+        bail!(
+            "{}: [smtp] host is not set\n\nAdd host = \"smtp.example.com\" to the [smtp] section, or run `mailroom doctor HOST`.",
+            campaign.config_path().display()
+        );
+    }
+    let ports = if args.ports.is_empty() {
+        let mut ports = vec![smtp.port];
+        ports.extend(&smtp.fallback_ports);
+        ports.extend(DEFAULT_PORTS);
+        dedup(ports)
+    } else {
+        dedup(args.ports.clone())
+    };
+    let credentials = if args.auth {
+        let username = args.user.clone().or_else(|| smtp.username.clone());
+        let Some(username) = username else {
+            bail!(
+                "--auth: {} has no [smtp] username\n\nAdd username = \"…\" to [smtp], or pass --user.",
+                campaign.config_path().display()
+            );
+        };
+        let password = if let Some(var) = &smtp.password_env {
+            std::env::var(var).ok().filter(|p| !p.is_empty()).with_context(|| {
+                format!("--auth: the environment variable {var} (password_env) is not set\n\nExport it first.")
+            })?
+        } else if let Some(file) = &smtp.password_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--auth: cannot read password_file {}", file.display()))?;
+            text.trim_end_matches(['\r', '\n']).to_owned()
+        } else {
+            bail!(
+                "--auth: {} sets neither password_env nor password_file\n\nAdd password_env = \"MAILROOM_SMTP_PASSWORD\" to [smtp] and export that variable.",
+                campaign.config_path().display()
+            );
+        };
+        Some(Credentials { username, password })
+    } else {
+        None
+    };
+    Ok(Options {
+        host: smtp.host.clone(),
+        ports,
+        ca_file: args.ca_file.clone().or_else(|| smtp.ca_file.clone()),
+        timeout,
+        hello_name: smtp.hello_name.clone(),
+        credentials,
+        configured_port: Some(smtp.port),
+        configured_security: Some(match smtp.security {
+            mailroom::campaign::config::Security::Tls => doctor::Security::Tls,
+            mailroom::campaign::config::Security::StartTls => doctor::Security::Starttls,
+            mailroom::campaign::config::Security::None => doctor::Security::None,
+        }),
+        implicit_ports: implicit_ports(smtp),
+    })
+}
+
+/// Keeps the first occurrence of each port, in order.
+fn dedup(ports: Vec<u16>) -> Vec<u16> {
+    let mut seen = Vec::with_capacity(ports.len());
+    for p in ports {
+        if !seen.contains(&p) {
+            seen.push(p);
+        }
+    }
+    seen
+}
+
+/// 465 always; the configured port too when the campaign says it speaks implicit TLS.
+fn implicit_ports(smtp: &mailroom::campaign::config::SmtpConfig) -> Vec<u16> {
+    let mut ports = DEFAULT_IMPLICIT_PORTS.to_vec();
+    if smtp.security == mailroom::campaign::config::Security::Tls && !ports.contains(&smtp.port) {
+        ports.push(smtp.port);
+    }
+    ports
 }

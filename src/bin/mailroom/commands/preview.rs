@@ -25,8 +25,8 @@ pub struct Args {
     #[arg(long)]
     pub line: Option<u64>,
     /// How many messages to print.
-    #[arg(long, default_value_t = 1)]
-    pub limit: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
     /// Write each message to DIR/line-N.eml instead of stdout.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -46,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut shown = 0usize;
+    let mut shown = 0u64;
     let mut failed = false;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

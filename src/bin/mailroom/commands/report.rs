@@ -5,6 +5,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+
 use mailroom::report::{self, Ledger};
 
 /// Output formats of `mailroom report`.
@@ -51,17 +53,21 @@ pub fn resolve(
     db: Option<&Path>,
     name: Option<&str>,
 ) -> anyhow::Result<Target> {
-    // Until the campaign loader lands, a campaign folder means its default store
-    // (<folder>/mailroom.db) and the ledger's only campaign.
-    let db = match (db, campaign) {
+    let loaded = match campaign {
+        Some(path) => Some(
+            mailroom::campaign::Campaign::load(path)
+                .with_context(|| format!("loading campaign {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let db = match (db, &loaded) {
         (Some(db), _) => db.to_owned(),
-        (None, Some(path)) if path.is_dir() => path.join("mailroom.db"),
-        (None, Some(path)) => path
-            .parent()
-            .map_or_else(|| PathBuf::from("mailroom.db"), |p| p.join("mailroom.db")),
+        (None, Some(c)) => c.config().store.path.clone(),
         (None, None) => anyhow::bail!("give a CAMPAIGN folder or --db PATH"),
     };
-    let name = name.map(str::to_owned);
+    let name = name
+        .map(str::to_owned)
+        .or_else(|| loaded.as_ref().map(|c| c.name().to_owned()));
     Ok(Target { db, name })
 }
 
