@@ -24,7 +24,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion,
 };
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use tokio::time::timeout;
@@ -526,6 +526,28 @@ impl Transport {
                 Ok(Ok(())) => {}
             }
         }
+        // lettre's ServerInfo drops PIPELINING, so ask once more (before AUTH, on the final,
+        // encrypted channel) and read the keyword from the raw EHLO reply.
+        let pipelining =
+            match timeout(command_timeout, conn.command(Ehlo::new(self.hello.clone()))).await {
+                Err(_) => {
+                    return Err(PortFailure::Stop(ConnectFailure::Refused(Reply::timeout(
+                        Step::Ehlo,
+                        command_timeout,
+                    ))));
+                }
+                Ok(Ok(response)) => response.message().any(|line| {
+                    line.split_whitespace()
+                        .next()
+                        .is_some_and(|word| word.eq_ignore_ascii_case("PIPELINING"))
+                }),
+                Ok(Err(e)) if e.status().is_none() => {
+                    return Err(PortFailure::Stop(ConnectFailure::Refused(
+                        Reply::from_error(Step::Ehlo, &e),
+                    )));
+                }
+                Ok(Err(_)) => false,
+            };
         if let Some(credentials) = &self.credentials {
             if !conn.is_encrypted() && security != Security::Tls {
                 // Belt and braces: `Transport::new` already refuses AUTH with security none.
@@ -558,6 +580,7 @@ impl Transport {
             limit: self.settings.messages_per_connection.max(1),
             command_timeout,
             data_timeout: self.settings.data_timeout,
+            pipelining,
         })
     }
 }
@@ -624,6 +647,15 @@ pub fn envelope_address(address: &str) -> Result<Address, Error> {
     })
 }
 
+/// MAIL FROM, RCPT TO and DATA as one pipelined write.
+struct PipelinedEnvelope(Mail, Rcpt);
+
+impl fmt::Display for PipelinedEnvelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.0, self.1, Data)
+    }
+}
+
 /// One open, authenticated connection owned by one worker.
 pub struct Session {
     /// None once the connection is known broken (then the worker must reconnect).
@@ -633,6 +665,8 @@ pub struct Session {
     limit: usize,
     command_timeout: Duration,
     data_timeout: Duration,
+    /// The server offered PIPELINING (RFC 2920): MAIL, RCPT and DATA go out in one write.
+    pipelining: bool,
 }
 
 impl Session {
@@ -658,6 +692,14 @@ impl Session {
         let mut params = Vec::new();
         if !message.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        if self.pipelining {
+            let mail = Mail::new(Some(from.clone()), params);
+            let rcpt = Rcpt::new(to.clone(), vec![]);
+            if let Some(done) = self.pipelined_envelope(mail, rcpt).await {
+                return done;
+            }
+            return self.body(message).await;
         }
         let steps: [(Step, Duration); 3] = [(Step::Mail, ct), (Step::Rcpt, ct), (Step::Data, ct)];
         for (step, limit) in steps {
@@ -693,6 +735,64 @@ impl Session {
                 }
             }
         }
+        self.body(message).await
+    }
+
+    /// MAIL, RCPT and DATA in one write (RFC 2920), then their three replies in order.
+    /// Returns `Some` when the transaction ended before the body (a rejection or a lost
+    /// connection), `None` when the server said 354 and the body may follow.
+    async fn pipelined_envelope(&mut self, mail: Mail, rcpt: Rcpt) -> Option<TxOutcome> {
+        let ct = self.command_timeout;
+        let conn = self.conn.as_mut()?;
+        let batch = PipelinedEnvelope(mail, rcpt);
+        let mut first_failure: Option<Reply> = None;
+        let mut data_open = false;
+        for step in [Step::Mail, Step::Rcpt, Step::Data] {
+            let read = async {
+                if step == Step::Mail {
+                    conn.command(&batch).await
+                } else {
+                    conn.read_response().await
+                }
+            };
+            match timeout(ct, read).await {
+                Err(_) => {
+                    self.conn = None;
+                    return Some(TxOutcome::Lost(Reply::timeout(step, ct)));
+                }
+                Ok(Ok(_)) => data_open = step == Step::Data,
+                Ok(Err(e)) => {
+                    let reply = Reply::from_error(step, &e);
+                    if reply.code.is_none() {
+                        self.conn = None;
+                        return Some(match first_failure {
+                            // The server hung up after refusing: its refusal is the answer.
+                            Some(refusal) => TxOutcome::Replied(refusal),
+                            None => TxOutcome::Lost(reply),
+                        });
+                    }
+                    let closing = reply.code == Some(421);
+                    first_failure.get_or_insert(reply);
+                    if closing {
+                        self.conn = None;
+                        return first_failure.map(TxOutcome::Replied);
+                    }
+                }
+            }
+        }
+        let refusal = first_failure?;
+        if data_open {
+            // A server that opened DATA after refusing MAIL or RCPT: the only safe way out of
+            // data mode without sending a message is to drop the connection.
+            self.conn = None;
+        } else if !self.reset().await {
+            self.conn = None;
+        }
+        Some(TxOutcome::Replied(refusal))
+    }
+
+    /// The message after a 354, and the reply after the final ".".
+    async fn body(&mut self, message: &[u8]) -> TxOutcome {
         let Some(conn) = self.conn.as_mut() else {
             return TxOutcome::Lost(Reply::local(Step::Message, "session closed".into()));
         };
