@@ -22,6 +22,7 @@ pub mod import;
 pub mod mailbox;
 mod mime;
 pub mod reason;
+mod rhost;
 mod ses;
 pub mod suppress;
 mod text;
@@ -219,6 +220,7 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         return Vec::new();
     };
     let segments = text::segments(&flat.human_text(), &flat.excluded_addresses());
+    let reporting_mta = flat.reporting_mta.as_deref().map(strip_type);
     let mut reports = Vec::new();
     for group in groups {
         let field = |name: &str| {
@@ -276,6 +278,11 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         } else {
             diagnostic.as_str()
         };
+        let remote_mta = field("Remote-MTA").map(|v| strip_type(v).to_owned());
+        let remote_host = remote_mta
+            .clone()
+            .or_else(|| rhost::remote_host_in(&diagnostic))
+            .or_else(|| rhost::remote_host_in(segment));
         let evidence = reason::Evidence {
             status: status.as_deref(),
             reply_code,
@@ -283,6 +290,9 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             diagnostic: for_reason,
             context: segment,
             diagnostic_type: diagnostic_type.as_deref(),
+            recipient: Some(&recipient),
+            remote_host: remote_host.as_deref(),
+            reporting_host: reporting_mta,
         };
         let reason = reason::classify(&evidence);
         let action = Some(final_action(action, reason, status.as_deref()));
@@ -293,7 +303,7 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             status,
             reply_code,
             diagnostic,
-            remote_mta: field("Remote-MTA").map(|v| strip_type(v).to_owned()),
+            remote_mta,
             reason,
             feedback_type: None,
             original: Original::default(),
@@ -415,6 +425,7 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             let status = text::find_status_in_text(scope);
             let reply_code =
                 text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(scope));
+            let remote_host = rhost::remote_host_in(scope);
             let evidence = reason::Evidence {
                 status: status.as_deref(),
                 reply_code,
@@ -422,6 +433,9 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
                 diagnostic: &diagnostic,
                 context: scope,
                 diagnostic_type: None,
+                recipient: Some(&recipient),
+                remote_host: remote_host.as_deref(),
+                reporting_host: None,
             };
             let reason = reason::classify(&evidence);
             Report {
@@ -431,7 +445,7 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
                 status,
                 reply_code,
                 diagnostic,
-                remote_mta: None,
+                remote_mta: remote_host,
                 reason,
                 feedback_type: None,
                 original: Original::default(),

@@ -24,6 +24,8 @@ pub(crate) struct Flat {
     html_texts: Vec<String>,
     /// Per-recipient field groups of a delivery-status part (the per-message group dropped).
     pub delivery_status: Option<Vec<Vec<Field>>>,
+    /// The per-message `Reporting-MTA` of a delivery-status part (`dns; host`).
+    pub reporting_mta: Option<String>,
     /// Fields of a `message/feedback-report` part.
     pub feedback: Option<Vec<Field>>,
     /// Header fields of the returned original message, when the bounce includes them.
@@ -129,9 +131,16 @@ impl Flat {
     }
 
     fn set_delivery_status(&mut self, body: &[u8]) {
-        let groups: Vec<Vec<Field>> = split_groups(body)
+        let all: Vec<Vec<Field>> = split_groups(body).into_iter().map(fields).collect();
+        if self.reporting_mta.is_none() {
+            self.reporting_mta = all
+                .iter()
+                .flatten()
+                .find(|(k, _)| k.eq_ignore_ascii_case("Reporting-MTA"))
+                .map(|(_, v)| v.trim().to_owned());
+        }
+        let groups: Vec<Vec<Field>> = all
             .into_iter()
-            .map(fields)
             .filter(|g| {
                 g.iter().any(|(k, _)| {
                     k.eq_ignore_ascii_case("Final-Recipient")

@@ -7,6 +7,7 @@
 //! tables are data (`KEYWORDS`): extend them for new MTAs' wording rather than adding branches.
 
 use super::Action;
+use super::rhost;
 
 /// The reason names, as stored in the ledger and printed (`as_str`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +109,11 @@ pub struct Evidence<'a> {
     pub context: &'a str,
     /// The Diagnostic-Code type (`smtp`, `x-unix`, `x-postfix`), lowercase.
     pub diagnostic_type: Option<&'a str>,
+    /// The failed recipient, the server that refused it, and the MTA that wrote the bounce:
+    /// they select a provider's own rules (`rhost`).
+    pub recipient: Option<&'a str>,
+    pub remote_host: Option<&'a str>,
+    pub reporting_host: Option<&'a str>,
 }
 
 /// The SMTP stage a refusal came at, as far as the text tells.
@@ -997,6 +1003,14 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         )
     {
         return Reason::Delivered;
+    }
+    // A provider that documents its refusal texts knows best what they mean.
+    if let Some(provider) = rhost::provider(e.recipient, e.remote_host, e.reporting_host) {
+        let found = rhost::classify(provider, e.status, e.reply_code, e.diagnostic, e.context)
+            .or_else(|| rhost::classify(provider, e.status, e.reply_code, e.context, e.context));
+        if let Some(reason) = found {
+            return reason;
+        }
     }
     if let Some(reason) = e.status.and_then(specific_status) {
         // A canned addressing code (MTAs often write 5.1.1 for any refusal at RCPT) yields to
