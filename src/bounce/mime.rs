@@ -55,6 +55,8 @@ const ORIGINAL_MARKERS: &[&str] = &[
     "content-type: message/rfc822",
     "content-type: text/rfc822-headers",
     "--- message headers ---",
+    // Lotus/HCL Notes.
+    "------- returned message",
 ];
 
 pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
@@ -381,6 +383,8 @@ const BOUNCE_BODY_WORDS: &[&str] = &[
     "failed to deliver",
     "user unknown",
     "returned to you",
+    // Lotus/HCL Notes: "------- Failure Reasons --------".
+    "failure reasons",
 ];
 
 const VACATION_SUBJECT_WORDS: &[&str] = &[

@@ -222,31 +222,42 @@ const ADDRESSING_OVERRIDES: &[Reason] = &[
     Reason::Suspend,
 ];
 
-/// What the remaining codes suggest when no keyword matched (RFC 3463 §3 subjects).
+/// What the remaining codes suggest when no keyword matched (RFC 3463 §3 subjects, read the way
+/// sisimai reads them). The class matters for a few: a temporary routing failure is a network
+/// problem, a permanent one an unknown host.
 fn generic_status(status: &str) -> Option<Reason> {
     let mut it = status.split('.');
-    let _class = it.next()?;
+    let class = it.next()?;
     let subject = it.next()?;
     let detail = it.next()?;
+    let temporary = class == "4";
     Some(match (subject, detail) {
-        ("1", "0") | ("1", "3") | ("1", "4") => Reason::UserUnknown,
+        ("1", "4") => Reason::Filtered,
+        ("1", "9") => Reason::SystemError,
         ("1", _) => Reason::UserUnknown,
-        ("2", "0") | ("2", "1") => Reason::Filtered,
-        ("2", "4") => Reason::Filtered,
+        ("2", "1") if temporary => Reason::Blocked,
+        ("2", "0") | ("2", "1") | ("2", "4") => Reason::Filtered,
         ("2", _) => Reason::MailboxFull,
         ("3", "1") => Reason::SystemFull,
         ("3", "2") => Reason::NotAccept,
-        ("3", "5") | ("3", "0") | ("3", _) => Reason::SystemError,
-        ("4", "1") | ("4", "2") | ("4", "0") | ("4", "6") => Reason::NetworkError,
+        ("3", _) => Reason::SystemError,
+        ("4", "1") if temporary => Reason::Expired,
         ("4", "3") => Reason::SystemError,
+        ("4", "4") if temporary => Reason::NetworkError,
         ("4", "4") => Reason::HostUnknown,
+        ("4", "5") => Reason::SystemFull,
         ("4", "7") => Reason::Expired,
-        ("4", "5") => Reason::TooManyConn,
         ("4", _) => Reason::NetworkError,
-        ("5", "3") => Reason::ExceedLimit,
+        ("5", "3") if temporary => Reason::SystemError,
+        ("5", "3") => Reason::TooManyConn,
+        ("5", "4") | ("5", "5") => Reason::SystemError,
         ("5", _) => Reason::SyntaxError,
         ("6", _) => Reason::ContentError,
-        ("7", "1") => Reason::Blocked,
+        ("7", "1") | ("7", "2") if temporary => Reason::Blocked,
+        ("7", "16") => Reason::MesgTooBig,
+        ("7", "17") | ("7", "18") => Reason::HasMoved,
+        ("7", "28") => Reason::SpamDetected,
+        ("7", "29") => Reason::AuthFailure,
         ("7", _) => Reason::SecurityError,
         _ => return None,
     })
@@ -868,6 +879,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "user (*) unknown",
             "unknown e*mail address",
             "this user doesn't have a*account",
+            "not listed in public name & address book",
+            "ディレクトリのリストにありません",
         ],
     ),
     (
@@ -884,6 +897,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "message looping",
             "message probably in a routing loop",
             "unable to resolve route",
+            "exceeded maximum hop count",
         ],
     ),
     (
@@ -1438,9 +1452,18 @@ mod tests {
             Reason::ContentError
         );
         assert_eq!(
-            reason(Some("4.4.1"), "nothing useful"),
+            reason(Some("4.4.2"), "nothing useful"),
             Reason::NetworkError
         );
+        // No answer from the host, retried until the queue gave up.
+        assert_eq!(reason(Some("4.4.1"), "nothing useful"), Reason::Expired);
+        // Routing: temporary is the network, permanent is the host.
+        assert_eq!(
+            reason(Some("4.4.4"), "nothing useful"),
+            Reason::NetworkError
+        );
+        assert_eq!(reason(Some("5.4.4"), "nothing useful"), Reason::HostUnknown);
+        assert_eq!(reason(Some("5.5.3"), "nothing useful"), Reason::TooManyConn);
         let delayed = classify(&Evidence {
             action: Some(Action::Delayed),
             diagnostic: "nothing useful",

@@ -449,6 +449,10 @@ const GOOGLE: Phrases = &[
             "address couldn't be found",
         ],
     ),
+    (
+        Reason::HostUnknown,
+        &["we weren't able to find the recipient domain"],
+    ),
 ];
 
 const GOOGLE_WORKSPACE: Phrases = &[
@@ -521,6 +525,14 @@ const MESSAGELABS: Phrases = &[
 ];
 
 const MICROSOFT: Phrases = &[
+    (
+        Reason::SecurityError,
+        &[
+            "client was not authenticated to send anonymous mail",
+            "cannot achieve exchange server authentication",
+        ],
+    ),
+    (Reason::SystemError, &["(suspiciousremoteservererror)"]),
     (
         Reason::AuthFailure,
         &[
@@ -630,6 +642,46 @@ const MICROSOFT: Phrases = &[
             "sender not authenticated for group",
             "access denied, spam abuse detected",
             "must be rfc 5322 section 3.6.2 compliant",
+        ],
+    ),
+    (
+        Reason::SpamDetected,
+        &["content filter agent quarantined this message"],
+    ),
+    (
+        Reason::Suspend,
+        &[
+            "access denied, banned recipient",
+            "mailbox cannot be accessed",
+        ],
+    ),
+    (Reason::SyntaxError, &["send hello first"]),
+    (
+        Reason::SystemError,
+        &[
+            "service not available",
+            "service not active",
+            "system incorrectly configured",
+            "when journaling archive is disabled",
+            "helo / ehlo requires domain address",
+            "destination mailbox address ambiguous",
+            "mailing list expansion problem",
+            "misconfigured forwarding address",
+            "message failed to be replicated",
+            "temporary server error. please try again later",
+            "server busy. please try again later from",
+            "pfa agent busy",
+        ],
+    ),
+    (Reason::SystemFull, &["insufficient system resources"]),
+    (
+        Reason::UserUnknown,
+        &[
+            "resolver.adr.exrecipnotfound",
+            "user unknown",
+            "invalid recipient address",
+            "recipient address reserved by rfc 2606",
+            "single label domains not accepted",
         ],
     ),
 ];
@@ -1047,6 +1099,12 @@ pub fn classify(
                 .then_some(Reason::AuthFailure)
         }),
         Provider::GoDaddy => godaddy_code(&lower).or_else(|| phrases(GODADDY, &lower)),
+        // The same words name a bad recipient (5.1.3) or a bad sender (5.1.7).
+        Provider::Google
+            if status == Some("5.1.3") && lower.contains("is not a valid rfc 5321 address") =>
+        {
+            Some(Reason::UserUnknown)
+        }
         Provider::Google => phrases(GOOGLE, &lower),
         Provider::GoogleWorkspace => workspace(status, reply_code, &lower),
         Provider::Iua => iua_code(&lower),
