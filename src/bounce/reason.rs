@@ -128,7 +128,7 @@ pub enum Stage {
 
 /// Phrases naming the command a reply answered, lowercase, most specific first.
 const STAGE_PHRASES: &[(Stage, &[&str])] = &[
-    (Stage::Rcpt, &["rcpt"]),
+    (Stage::Rcpt, &["rcpt", "does not like recipient"]),
     (
         Stage::Data,
         &[
@@ -138,13 +138,20 @@ const STAGE_PHRASES: &[(Stage, &[&str])] = &[
             "data command",
             "reply to data",
             "message body",
+            "failed after i sent the message",
         ],
     ),
     (
         Stage::Mail,
-        &["mail from", ">>> mail", "after mail", "mail command"],
+        &[
+            "mail from",
+            ">>> mail",
+            "after mail",
+            "mail command",
+            "but sender was rejected",
+        ],
     ),
-    (Stage::Helo, &["ehlo", "helo"]),
+    (Stage::Helo, &["ehlo", "helo", "but my name was rejected"]),
     (Stage::Connect, &["initial connection", "greeting"]),
 ];
 
@@ -268,6 +275,10 @@ fn generic_status(status: &str) -> Option<Reason> {
 /// but is a block; a full mailbox may mention the user).
 pub const KEYWORDS: &[(Reason, &[&str])] = &[
     (
+        Reason::SystemFull,
+        &["mailbox unavailable (not enough free space)"],
+    ),
+    (
         Reason::SecurityError,
         &["you don't authenticate or the domain isn't in my list"],
     ),
@@ -280,6 +291,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         &[
             "that domain isn't in my list of allowed rcpthosts",
             "error: no valid recipients from",
+            "but my name was rejected",
         ],
     ),
     (
@@ -385,6 +397,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         &[
             "message too large for this recipient",
             "exceeds the recipient's limit",
+            "exeeded the maximum size the user accepts",
         ],
     ),
     (
@@ -461,6 +474,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "invalid/inactive user",
             "recipient suspend the service",
             "vdelivermail: account is locked",
+            "mailaddress is administrativ",
         ],
     ),
     (
@@ -660,6 +674,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "no mx record found for domain=",
             "no route for current request",
             "smtp protocol returned a permanent error",
+            "an mx or srv record indicated no smtp service",
+            "no host found for existing smtp connection",
         ],
     ),
     (
@@ -883,6 +899,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "ディレクトリのリストにありません",
         ],
     ),
+    (Reason::ContentError, &["too many \"received\" headers"]),
     (
         Reason::NetworkError,
         &[
@@ -898,6 +915,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "message probably in a routing loop",
             "unable to resolve route",
             "exceeded maximum hop count",
+            "although i'm listed as a best-preference mx",
         ],
     ),
     (
@@ -927,6 +945,9 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "may not exist",
             "unroutable address",
             "recipient domain must exist",
+            "all host address lookups failed permanently",
+            "all relevant mx records point to non-existent hosts",
+            "sorry, i couldn't find any host ",
         ],
     ),
     (
@@ -1113,6 +1134,20 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "temporary local problem",
             "timeout waiting for input",
             "unable to connect*daemon",
+            "delivery to file forbidden",
+            "delivery to pipe forbidden",
+            "lmtp error after ",
+            "automatic homedir creator crashed",
+            "illegal value in ldap attribute",
+            "ldap attribute is not given but mandatory",
+            "timeout while performing search on ldap server",
+            "too many results returned but needs to be unique",
+            "error while executing qmail-forward",
+            "error in automatic homedir creation",
+            "failure in ldap lookup",
+            "unable to contact ldap server",
+            "unable to login into ldap server",
+            "bad interpreter: no such file or directory",
         ],
     ),
     (
@@ -1175,6 +1210,10 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "connection timed out",
             "timed out",
             "did not accept our requests to connect",
+            "no action is required on your part",
+            "delay reason: ",
+            "has been frozen",
+            "was frozen on arrival by",
         ],
     ),
     (
@@ -1248,6 +1287,9 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "not implemented",
             "malformed address",
             "malformed",
+            "angle-brackets nested too deep",
+            "expected word or \"<\"",
+            "domain missing in source-routed address",
         ],
     ),
     (
