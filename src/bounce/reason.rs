@@ -270,6 +270,53 @@ fn generic_status(status: &str) -> Option<Reason> {
     })
 }
 
+/// Labels that one MTA prints for one cause (Exchange's `RESOLVER.ADR.RecipNotFound`, Exchange
+/// 2003's `(000C05A6)`): unambiguous wherever they appear, so they outrank status codes and
+/// provider rules, as the MTA's own classification does. Lowercase.
+const MTA_LABELS: &[(Reason, &[&str])] = &[
+    (
+        Reason::UserUnknown,
+        &[
+            "resolver.adr.recipnotfound",
+            "resolver.adr.recipientnotfound",
+            "resolver.adr.exrecipnotfound",
+            "(000c05a6)",
+        ],
+    ),
+    (Reason::HostUnknown, &["smtpsend.dns.nonexistentdomain"]),
+    (
+        Reason::NetworkError,
+        &["smtpsend.dns.mxloopback", "(00120270)"],
+    ),
+    (
+        Reason::SystemError,
+        &[
+            "resolver.adr.badprimary",
+            "resolver.adr.invalidinsmtp",
+            "resolver.adr.ambiguous",
+            "(00010256)",
+            "(000d06b5)",
+        ],
+    ),
+    (Reason::TooManyConn, &["resolver.adr.reciplimit"]),
+    (
+        Reason::SecurityError,
+        &["resolver.rst.authrequired", "(000b0981)"],
+    ),
+    (Reason::Rejected, &["resolver.rst.notauthorized"]),
+    (Reason::ExceedLimit, &["resolver.rst.recipsizelimit"]),
+    (Reason::Expired, &["queue.expired"]),
+    (Reason::Filtered, &["(000c0595)"]),
+    (Reason::ContentError, &["(00050311)", "(000502cc)"]),
+];
+
+fn mta_label(lower: &str) -> Option<Reason> {
+    MTA_LABELS
+        .iter()
+        .find(|(_, labels)| labels.iter().any(|l| lower.contains(l)))
+        .map(|(r, _)| *r)
+}
+
 /// Keyword tables, lowercase substrings, in priority order: the first reason with a matching
 /// phrase wins. Earlier rows hold the more specific phrases (a DNSBL listing mentions "spam"
 /// but is a block; a full mailbox may mention the user).
@@ -1342,6 +1389,11 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
     {
         return Reason::Delivered;
     }
+    let diagnostic = e.diagnostic.to_lowercase();
+    let context = e.context.to_lowercase();
+    if let Some(reason) = mta_label(&diagnostic).or_else(|| mta_label(&context)) {
+        return reason;
+    }
     // A provider that documents its refusal texts knows best what they mean.
     if let Some(provider) = rhost::provider(e.recipient, e.remote_host, e.reporting_host) {
         let found = rhost::classify(provider, e.status, e.reply_code, e.diagnostic, e.context)
@@ -1361,8 +1413,6 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         }
         return reason;
     }
-    let diagnostic = e.diagnostic.to_lowercase();
-    let context = e.context.to_lowercase();
     let temporary = e.status.map_or(e.reply_code.is_some_and(|c| c < 500), |s| {
         s.starts_with('4')
     });
@@ -1522,9 +1572,48 @@ mod tests {
     }
 
     #[test]
+    fn mta_labels_outrank_the_status_code() {
+        assert_eq!(
+            reason(
+                Some("5.1.0"),
+                "550 5.1.0 RESOLVER.ADR.InvalidInSmtp; invalid"
+            ),
+            Reason::SystemError
+        );
+        assert_eq!(
+            reason(None, "MSEXCH:IMS:EXAMPLE 0 (000C05A6) Unknown Recipient"),
+            Reason::UserUnknown
+        );
+    }
+
+    #[test]
+    fn provider_rules_apply_only_to_their_hosts() {
+        let yahoo = |remote_host| {
+            classify(&Evidence {
+                status: Some("4.7.0"),
+                diagnostic: "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred \
+                             due to unexpected volume or user complaints",
+                recipient: Some("a@example.org"),
+                remote_host,
+                ..Evidence::default()
+            })
+        };
+        assert_eq!(yahoo(Some("mta7.am0.yahoodns.net")), Reason::Rejected);
+        assert_eq!(yahoo(Some("mx.example.org")), Reason::BadReputation);
+    }
+
+    #[test]
     fn paired_phrases_need_both_parts_in_order() {
         assert!(phrase_in("your mailbox is completely full", "mailbox*full"));
         assert!(!phrase_in("full mailbox", "mailbox*full"));
+        assert!(phrase_in(
+            "mailbox for a has exceeded its size limit",
+            "mailbox*exceeded*limit"
+        ));
+        assert!(!phrase_in(
+            "limit exceeded for mailbox",
+            "mailbox*exceeded*limit"
+        ));
         assert_eq!(
             reason(None, "user is over their quota"),
             Reason::MailboxFull

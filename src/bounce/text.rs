@@ -63,6 +63,11 @@ pub(crate) fn addresses(text: &str) -> Vec<(usize, String)> {
         }
         // mailto:user@x and rfc822;user@x glue a scheme to the address.
         let local = local.rsplit([':', ';']).next().unwrap_or(local);
+        // Exchange 2003 writes X.400-style `cat:SMTP=user@example.org`.
+        let local = match local.get(..5) {
+            Some(p) if p.eq_ignore_ascii_case("smtp=") => &local[5..],
+            _ => local,
+        };
         if local.is_empty() || domain.split('.').any(str::is_empty) {
             continue;
         }
@@ -267,9 +272,18 @@ mod tests {
 
     #[test]
     fn addresses_are_found_in_brackets_mailto_and_prose() {
-        let t = "to <a.b@example.org>: x mailto:c@ex-ample.net, rfc822;d@e.example. and 1.2@3.4";
+        let t = "to <a.b@example.org>: x mailto:c@ex-ample.net, rfc822;d@e.example. and 1.2@3.4 \
+                 p=neko;cat:SMTP=e@example.com; on Fri";
         let found: Vec<String> = addresses(t).into_iter().map(|(_, a)| a).collect();
-        assert_eq!(found, ["a.b@example.org", "c@ex-ample.net", "d@e.example"]);
+        assert_eq!(
+            found,
+            [
+                "a.b@example.org",
+                "c@ex-ample.net",
+                "d@e.example",
+                "e@example.com"
+            ]
+        );
     }
 
     #[test]
