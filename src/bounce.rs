@@ -412,6 +412,11 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             segments.push((to, human.clone()));
         }
     }
+    // au (EZweb) marks a bounce caused by the recipient's own filter with `X-SPASIGN: NG`.
+    let filtered_by_recipient = flat
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("X-SPASIGN") && v.trim().eq_ignore_ascii_case("NG"));
     let whole = if segments.len() == 1 {
         Some(human.as_str())
     } else {
@@ -437,7 +442,11 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
                 remote_host: remote_host.as_deref(),
                 reporting_host: None,
             };
-            let reason = reason::classify(&evidence);
+            let reason = if filtered_by_recipient {
+                Reason::Filtered
+            } else {
+                reason::classify(&evidence)
+            };
             Report {
                 kind: kind_for(reason, status.as_deref(), reply_code),
                 action: Some(final_action(None, reason, status.as_deref())),

@@ -522,6 +522,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "recipient suspend the service",
             "vdelivermail: account is locked",
             "mailaddress is administrativ",
+            "account is temporarily limited",
         ],
     ),
     (
@@ -818,6 +819,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "not found recipient account",
             "recipient id refuse to receive mail",
             "you have been blocked by the recipient",
+            "cannot route mail to user",
         ],
     ),
     (
@@ -944,6 +946,11 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "this user doesn't have a*account",
             "not listed in public name & address book",
             "ディレクトリのリストにありません",
+            "not listed in domino directory",
+            "no se encuentra en el directorio de domino",
+            "non répertorié dans l'annuaire domino",
+            "domino ディレクトリには見つかりません",
+            "non r*pertori*dans l'annuaire domino",
         ],
     ),
     (Reason::ContentError, &["too many \"received\" headers"]),
@@ -1012,6 +1019,10 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "at a rate that",
             "please try again slower",
         ],
+    ),
+    (
+        Reason::SystemError,
+        &["this domain's dns violates rfc 1035"],
     ),
     (
         Reason::PolicyViolation,
@@ -1195,6 +1206,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "unable to contact ldap server",
             "unable to login into ldap server",
             "bad interpreter: no such file or directory",
+            "several matches found in domino directory",
         ],
     ),
     (
@@ -1261,6 +1273,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "delay reason: ",
             "has been frozen",
             "was frozen on arrival by",
+            "your message was not delivered within ",
         ],
     ),
     (
