@@ -359,6 +359,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "relay not allowed",
             "insecure mail relay",
             "open relay",
+            "due to the following smtp relay error",
         ],
     ),
     (
@@ -554,6 +555,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "authentication failed; server*said: ",
             "is a dead domain",
             "is not authorized to perform ses:sendrawemail",
+            "security alert",
         ],
     ),
     (
@@ -709,6 +711,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "duplicate header",
             "multiple from",
             "multiple addresses in",
+            "duplicated message-id",
         ],
     ),
     (
@@ -799,6 +802,13 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "unroutable sender address",
             "an address that has been blacklisted",
             "your access to submit messages to this e-mail system has been rejected",
+            " are not member",
+            "not member article from ",
+            "reject mail from ",
+            "spam mail from a spammer is rejected",
+            " header may cause mail loop",
+            "reject spammers:",
+            "you are not a member of this mailing list",
         ],
     ),
     (
@@ -820,6 +830,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "recipient id refuse to receive mail",
             "you have been blocked by the recipient",
             "cannot route mail to user",
+            "mail delivery failed... user unknown",
         ],
     ),
     (
@@ -951,6 +962,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "non répertorié dans l'annuaire domino",
             "domino ディレクトリには見つかりません",
             "non r*pertori*dans l'annuaire domino",
+            "invalid final delivery userid",
         ],
     ),
     (Reason::ContentError, &["too many \"received\" headers"]),
@@ -1002,6 +1014,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "all host address lookups failed permanently",
             "all relevant mx records point to non-existent hosts",
             "sorry, i couldn't find any host ",
+            "as the remote domain doesnt exist",
         ],
     ),
     (
@@ -1022,7 +1035,14 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
     ),
     (
         Reason::SystemError,
-        &["this domain's dns violates rfc 1035"],
+        &[
+            "this domain's dns violates rfc 1035",
+            "fml system error message",
+            "loop alert: ",
+            "loop back warning",
+            "warning: unix from loop",
+            " has detected a loop condition so that",
+        ],
     ),
     (
         Reason::PolicyViolation,
@@ -1274,6 +1294,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "has been frozen",
             "was frozen on arrival by",
             "your message was not delivered within ",
+            "host not reachable",
         ],
     ),
     (
