@@ -106,6 +106,21 @@ pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
             PartType::Multipart(_) => {}
         }
     }
+    // A damaged MIME structure (a boundary parameter that lost its folding whitespace) leaves
+    // no readable part: read the raw body as text rather than nothing.
+    if flat
+        .texts
+        .iter()
+        .chain(&flat.html_texts)
+        .all(|t| t.trim().is_empty())
+        && flat.delivery_status.is_none()
+        && flat.feedback.is_none()
+    {
+        let body = raw_body(raw);
+        if !body.trim().is_empty() {
+            flat.texts = vec![body];
+        }
+    }
     // Non-MIME bounces quote the original inside their text: split it off so that its
     // addresses are not mistaken for failed recipients, and keep its headers for matching.
     for i in 0..flat.texts.len() {
@@ -116,6 +131,19 @@ pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
         }
     }
     Some(flat)
+}
+
+/// Everything after the first blank line, lossily decoded.
+fn raw_body(raw: &[u8]) -> String {
+    let start = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .into_iter()
+        .chain(raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+        .min()
+        .unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[start..]).into_owned()
 }
 
 /// The header section of a (possibly nested) message: everything before the first blank line.
@@ -320,6 +348,10 @@ impl Flat {
             return true;
         }
         let body = self.human_text().to_lowercase();
+        // Apache James' notice: the error, then the original's envelope.
+        if body.contains("error message below:") && body.contains("message details:") {
+            return true;
+        }
         self.subject_is_bounce() && BOUNCE_BODY_WORDS.iter().any(|w| body.contains(w))
     }
 }
@@ -336,6 +368,7 @@ const DAEMON_WORDS: &[&str] = &[
     "<>",
     "mail administrator",
     "mail system",
+    "post_master",
 ];
 
 const BOUNCE_SUBJECT_WORDS: &[&str] = &[

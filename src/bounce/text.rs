@@ -27,6 +27,10 @@ const SKIP_LINE_PREFIXES: &[&str] = &[
     ">>> mail from",
 ];
 
+/// Lines that quote the original's recipient headers: weaker evidence than a line that names
+/// the failed recipient.
+const WEAK_LINE_PREFIXES: &[&str] = &["to:", "cc:"];
+
 fn is_local_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
 }
@@ -96,7 +100,8 @@ pub(crate) fn segments(text: &str, excluded: &[String]) -> Vec<(String, String)>
     let mut line_starts = vec![0];
     line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
     let line_of = |offset: usize| line_starts.partition_point(|&s| s <= offset) - 1;
-    let mut found: Vec<(usize, String)> = Vec::new();
+    // (line start, address, named only on a quoted `To:`/`Cc:` line so far)
+    let mut found: Vec<(usize, String, bool)> = Vec::new();
     for (offset, addr) in addresses(text) {
         let line_no = line_of(offset);
         let line_start = line_starts[line_no];
@@ -108,11 +113,25 @@ pub(crate) fn segments(text: &str, excluded: &[String]) -> Vec<(String, String)>
         if excluded.iter().any(|e| e.eq_ignore_ascii_case(&addr)) {
             continue;
         }
-        if found.iter().any(|(_, a)| a.eq_ignore_ascii_case(&addr)) {
+        let weak = WEAK_LINE_PREFIXES.iter().any(|p| lower.starts_with(p));
+        if let Some(known) = found
+            .iter_mut()
+            .find(|(_, a, _)| a.eq_ignore_ascii_case(&addr))
+        {
+            if known.2 && !weak {
+                *known = (line_start, addr, false);
+            }
             continue;
         }
-        found.push((line_start, addr));
+        found.push((line_start, addr, weak));
     }
+    found.sort_by_key(|(start, _, _)| *start);
+    // A summary of the original's headers ("To: x" under "Your message") names the address
+    // the sender wrote; the text that names the failed recipient elsewhere wins over it.
+    if found.iter().any(|(_, a, weak)| !weak && !is_role(a)) {
+        found.retain(|(_, _, weak)| !weak);
+    }
+    let mut found: Vec<(usize, String)> = found.into_iter().map(|(s, a, _)| (s, a)).collect();
     if found.iter().any(|(_, a)| !is_role(a)) {
         found.retain(|(_, a)| !is_role(a));
     }
