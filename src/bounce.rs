@@ -644,6 +644,29 @@ The link failed for me, and for my colleague bob@example.org too.\r\n";
     }
 
     #[test]
+    fn a_bounce_whose_mime_structure_is_damaged_is_read_from_its_raw_text() {
+        // The nested part's boundary parameter lost its folding whitespace.
+        let raw = "From: MAILER-DAEMON@mx.example.org\r\n\
+Subject: Undeliverable\r\n\
+Content-Type: multipart/mixed; boundary=\"A\"\r\n\
+\r\n\
+--A\r\n\
+Content-Type: multipart/alternative;\r\n\
+boundary=\"B\"\r\n\
+\r\n\
+--B\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+<gone@example.net>: 550 5.1.1 no such user here\r\n\
+--B--\r\n\
+--A--\r\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].recipient, "gone@example.net");
+        assert_eq!(reports[0].reason, Reason::UserUnknown);
+    }
+
+    #[test]
     fn notaccept_is_hard_only_when_permanent() {
         assert_eq!(
             kind_for(Reason::NotAccept, Some("5.1.10"), None),

@@ -331,6 +331,21 @@ mod tests {
     }
 
     #[test]
+    fn quoted_to_lines_yield_to_the_line_naming_the_failed_recipient() {
+        let t = "Your message\n  To:      sent@example.net\n\ndid not reach:\n\n\
+                 failed@example.jp on Thu, 29 Apr 2010\n    unknown recipient\n";
+        let s = segments(t, &[]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, "failed@example.jp");
+        // With nothing better, the quoted To: is still the recipient.
+        let s = segments(
+            "Your message\n  To: only@example.net\nwas not delivered\n",
+            &[],
+        );
+        assert_eq!(s[0].0, "only@example.net");
+    }
+
+    #[test]
     fn segments_split_per_recipient_and_skip_excluded_and_roles() {
         let t = "From: sender@example.com\n<a@example.org>:\nno such user\n\
                  contact postmaster@example.org\n<b@example.org>:\nmailbox full\n";
