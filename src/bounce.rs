@@ -221,6 +221,9 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
     };
     let segments = text::segments(&flat.human_text(), &flat.excluded_addresses());
     let reporting_mta = flat.reporting_mta.as_deref().map(strip_type);
+    let single_recipient_replies = (groups.len() == 1)
+        .then(|| transcript_replies(&flat.human_text()))
+        .filter(|r| !r.is_empty());
     let mut reports = Vec::new();
     for group in groups {
         let field = |name: &str| {
@@ -275,6 +278,11 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         let for_reason = if truncated {
             joined = format!("{diagnostic} {}", text::squeeze(segment));
             joined.as_str()
+        } else if let Some(replies) = single_recipient_replies.as_deref() {
+            // Sendmail's transcript holds the remote server's own words ("<<< 550 Unknown
+            // user") where the Diagnostic-Code may carry only its own summary.
+            joined = format!("{replies} {diagnostic}");
+            joined.as_str()
         } else {
             diagnostic.as_str()
         };
@@ -310,6 +318,20 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         });
     }
     reports
+}
+
+/// The server replies quoted in a session transcript (`<<< 550 ...`), in order, once each.
+fn transcript_replies(text: &str) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if let Some(reply) = line.trim_start().strip_prefix("<<< ") {
+            let reply = reply.trim();
+            if !reply.is_empty() && !seen.contains(&reply) {
+                seen.push(reply);
+            }
+        }
+    }
+    seen.join(" ")
 }
 
 /// The remote server's own code (in the Diagnostic-Code) wins over the reporting MTA's
