@@ -151,7 +151,15 @@ const STAGE_PHRASES: &[(Stage, &[&str])] = &[
             "but sender was rejected",
         ],
     ),
-    (Stage::Helo, &["ehlo", "helo", "but my name was rejected"]),
+    (
+        Stage::Helo,
+        &[
+            "ehlo",
+            "helo",
+            "but my name was rejected",
+            "refused to talk to me",
+        ],
+    ),
     (Stage::Connect, &["initial connection", "greeting"]),
 ];
 
@@ -1453,7 +1461,7 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
     let mut found = match_keywords(&diagnostic).map(|r| (r, &diagnostic));
     if found.is_none() {
         // A local delivery program's exit status says more than the prose around it.
-        if matches!(e.diagnostic_type, Some("x-unix" | "x-postfix")) {
+        if matches!(e.diagnostic_type, Some("x-unix")) {
             return Reason::MailerError;
         }
         // So does a code that names a cause; surrounding prose is often boilerplate
