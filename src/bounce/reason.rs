@@ -344,10 +344,13 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
     (
         Reason::Blocked,
         &[
-            "that domain isn't in my list of allowed rcpthosts",
             "error: no valid recipients from",
             "but my name was rejected",
         ],
+    ),
+    (
+        Reason::NoRelaying,
+        &["that domain isn't in my list of allowed rcpthost"],
     ),
     (
         Reason::NoRelaying,
@@ -368,6 +371,14 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "insecure mail relay",
             "open relay",
             "due to the following smtp relay error",
+            "as a relay",
+            "requires authentication when attempting to send to a non-local",
+            "not a gateway",
+            "not an open relay, so get lost",
+            "not local host",
+            "specified domain is not allowed",
+            "this system is not configured to relay mail",
+            "we don't handle mail for",
         ],
     ),
     (
@@ -543,6 +554,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "has changed his address",
             "user has moved",
             "moved to a new",
+            " has been replaced by ",
         ],
     ),
     (
@@ -720,6 +732,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "multiple from",
             "multiple addresses in",
             "duplicated message-id",
+            " multiple * header",
+            "p=rfcmessagenoncompliant",
         ],
     ),
     (
@@ -1331,6 +1345,10 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "pipe to",
             "unknown mailer",
             "local delivery failed",
+            " || exit ",
+            "bin/maidrop",
+            "command output:",
+            "pipe to |/",
         ],
     ),
     (
