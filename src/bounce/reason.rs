@@ -318,6 +318,27 @@ const MTA_LABELS: &[(Reason, &[&str])] = &[
     (Reason::ContentError, &["(00050311)", "(000502cc)"]),
 ];
 
+/// Gmail's own bounces end the remote reply with the SMTP state it failed in, `(state 14)`.
+fn gmail_state(lower: &str) -> Option<Reason> {
+    let start = lower.find(" (state ")? + " (state ".len();
+    let digits: String = lower[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    if !lower[start + digits.len()..].starts_with(')') {
+        return None;
+    }
+    Some(match digits.as_str() {
+        "6" | "9" => Reason::SecurityError,
+        "8" => Reason::SystemError,
+        "12" => Reason::NoRelaying,
+        "13" => Reason::Blocked,
+        "14" => Reason::UserUnknown,
+        "15" | "17" | "18" => Reason::Filtered,
+        _ => return None,
+    })
+}
+
 fn mta_label(lower: &str) -> Option<Reason> {
     MTA_LABELS
         .iter()
@@ -1037,6 +1058,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "all relevant mx records point to non-existent hosts",
             "sorry, i couldn't find any host ",
             "as the remote domain doesnt exist",
+            "dns server returned answer with no data",
         ],
     ),
     (
@@ -1317,6 +1339,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "was frozen on arrival by",
             "your message was not delivered within ",
             "host not reachable",
+            "dns error: could not contact dns servers",
+            "delivery to the following recipient has been delayed",
         ],
     ),
     (
@@ -1461,6 +1485,14 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         if let Some(reason) = found {
             return reason;
         }
+    }
+    if let Some(state) = gmail_state(&diagnostic).or_else(|| gmail_state(&context)) {
+        // A code that names a cause still wins over the state ("5.2.2 ... (state 14)").
+        let named = e
+            .status
+            .filter(|s| !s.contains(".0"))
+            .and_then(specific_status);
+        return named.unwrap_or(state);
     }
     if let Some(reason) = e.status.and_then(specific_status) {
         // A canned addressing code (MTAs often write 5.1.1 for any refusal at RCPT) yields to
@@ -1629,6 +1661,28 @@ mod tests {
         };
         assert_eq!(classify(&e), Reason::NotAccept);
         assert_eq!(reason(None, "nothing useful"), Reason::Undefined);
+    }
+
+    #[test]
+    fn gmail_states_name_the_stage_unless_a_code_names_the_cause() {
+        assert_eq!(
+            reason(
+                Some("5.7.1"),
+                "554 554 5.7.1 Service unavailable; client host blocked (state 13)."
+            ),
+            Reason::Blocked
+        );
+        assert_eq!(
+            reason(
+                Some("5.2.2"),
+                "550 550 5.2.2 <a@b.example>... Mailbox Full (state 14)."
+            ),
+            Reason::MailboxFull
+        );
+        assert_eq!(
+            reason(None, "550 550 Unknown user a@b.example (state 18)."),
+            Reason::Filtered
+        );
     }
 
     #[test]
