@@ -597,6 +597,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "is a dead domain",
             "is not authorized to perform ses:sendrawemail",
             "security alert",
+            "could not retrieve credentials",
         ],
     ),
     (
@@ -770,6 +771,9 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "smtp protocol returned a permanent error",
             "an mx or srv record indicated no smtp service",
             "no host found for existing smtp connection",
+            "destination seem to reject all mails",
+            "no mx found for domain",
+            "no mx found for destination",
         ],
     ),
     (
@@ -1025,6 +1029,14 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "unable to resolve route",
             "exceeded maximum hop count",
             "although i'm listed as a best-preference mx",
+            "address family mismatch on destination mxs",
+            "all routes to destination blocked",
+            "bad dns lookup error code",
+            "could not retrieve source address",
+            "network error on destination mxs",
+            "no valid route to remote mx",
+            "no valid route to destination",
+            "temporary failure in mx lookup",
         ],
     ),
     (
@@ -1059,6 +1071,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "sorry, i couldn't find any host ",
             "as the remote domain doesnt exist",
             "dns server returned answer with no data",
+            "invalid domain name",
+            "dns lookup failure: host ",
         ],
     ),
     (
@@ -1341,6 +1355,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "host not reachable",
             "dns error: could not contact dns servers",
             "delivery to the following recipient has been delayed",
+            "could not deliver for the last ",
         ],
     ),
     (
