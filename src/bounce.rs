@@ -453,12 +453,15 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             let reply_code =
                 text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(scope));
             let remote_host = rhost::remote_host_in(scope);
+            // Mailing-list servers and some MTAs state the cause only in the subject
+            // ("Loop Alert: ...", "NOT MEMBER article from ...").
+            let context = format!("{scope}\n{}", flat.subject);
             let evidence = reason::Evidence {
                 status: status.as_deref(),
                 reply_code,
                 action: None,
                 diagnostic: &diagnostic,
-                context: scope,
+                context: &context,
                 diagnostic_type: None,
                 recipient: Some(&recipient),
                 remote_host: remote_host.as_deref(),

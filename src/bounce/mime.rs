@@ -57,6 +57,11 @@ const ORIGINAL_MARKERS: &[&str] = &[
     "--- message headers ---",
     // Lotus/HCL Notes.
     "------- returned message",
+    // fml.
+    "original mail as follows:",
+    // m-FILTER.
+    "-------original message",
+    "-------original mail info",
 ];
 
 pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
@@ -347,6 +352,12 @@ impl Flat {
         if self.header("Return-Path").is_some_and(|v| v.trim() == "<>") {
             return true;
         }
+        // fml mailing-list servers answer from `list-admin@` with an X-MLServer header.
+        if self.header("X-MLServer").is_some()
+            && self.header("From").is_some_and(|v| v.contains("-admin@"))
+        {
+            return true;
+        }
         let body = self.human_text().to_lowercase();
         // Apache James' notice: the error, then the original's envelope.
         if body.contains("error message below:") && body.contains("message details:") {
@@ -418,6 +429,8 @@ const BOUNCE_BODY_WORDS: &[&str] = &[
     "returned to you",
     // Lotus/HCL Notes: "------- Failure Reasons --------".
     "failure reasons",
+    // m-FILTER (Japanese): "sending to the following address failed".
+    "送信に失敗しました",
 ];
 
 const VACATION_SUBJECT_WORDS: &[&str] = &[

@@ -753,7 +753,6 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "duplicate header",
             "multiple from",
             "multiple addresses in",
-            "duplicated message-id",
             " multiple * header",
             "p=rfcmessagenoncompliant",
         ],
