@@ -429,6 +429,7 @@ const BOUNCE_BODY_WORDS: &[&str] = &[
     "returned to you",
     // Lotus/HCL Notes: "------- Failure Reasons --------".
     "failure reasons",
+    "trouble delivering your message",
     // m-FILTER (Japanese): "sending to the following address failed".
     "送信に失敗しました",
 ];

@@ -25,6 +25,8 @@ const SKIP_LINE_PREFIXES: &[&str] = &[
     "sender:",
     "mail from:",
     ">>> mail from",
+    // MailMarshal's "Additional Information" block names the sender, not a recipient.
+    "original sender:",
 ];
 
 /// Lines that quote the original's recipient headers: weaker evidence than a line that names
