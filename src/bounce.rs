@@ -427,6 +427,20 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             })
             .collect();
     }
+    // Google Workspace's "** Message not delivered **" notice (no DSN part) names the sender's
+    // alias or group in its text and in X-Failed-Recipients; the recipient is the returned
+    // original's To.
+    let workspace_notice = human
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| l.eq_ignore_ascii_case("** message not delivered **"));
+    if workspace_notice {
+        let to = flat.original_to();
+        if !to.is_empty() {
+            segments = to.into_iter().map(|a| (a, human.clone())).collect();
+        }
+    }
     if segments.is_empty() {
         // A bounce that names nobody in its text: the returned original's To: is the address
         // it is about (Verizon, some carriers).
