@@ -706,6 +706,35 @@ Content-Type: text/plain\r\n\
     }
 
     #[test]
+    fn workspace_notice_reports_the_original_recipient_not_the_alias() {
+        let raw = "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n\
+To: sender@example.com\r\n\
+Subject: Delivery Status Notification (Failure)\r\n\
+X-Failed-Recipients: alias@groups.example.com\r\n\
+Content-Type: multipart/mixed; boundary=\"A\"\r\n\
+\r\n\
+--A\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+** Message not delivered **\r\n\
+You're sending this from a different address or alias using the 'Send mail as'\r\n\
+feature (alias@groups.example.com).\r\n\
+--A\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+From: sender@example.com\r\n\
+To: <reader@example.org>\r\n\
+Subject: hello\r\n\
+\r\n\
+hi\r\n\
+--A--\r\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].recipient, "reader@example.org");
+        assert_eq!(reports[0].reason, Reason::Rejected);
+    }
+
+    #[test]
     fn notaccept_is_hard_only_when_permanent() {
         assert_eq!(
             kind_for(Reason::NotAccept, Some("5.1.10"), None),
