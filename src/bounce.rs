@@ -22,6 +22,7 @@ pub mod import;
 pub mod mailbox;
 mod mime;
 pub mod reason;
+mod rhost;
 mod ses;
 pub mod suppress;
 mod text;
@@ -219,6 +220,10 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         return Vec::new();
     };
     let segments = text::segments(&flat.human_text(), &flat.excluded_addresses());
+    let reporting_mta = flat.reporting_mta.as_deref().map(strip_type);
+    let single_recipient_replies = (groups.len() == 1)
+        .then(|| transcript_replies(&flat.human_text()))
+        .filter(|r| !r.is_empty());
     let mut reports = Vec::new();
     for group in groups {
         let field = |name: &str| {
@@ -273,9 +278,19 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         let for_reason = if truncated {
             joined = format!("{diagnostic} {}", text::squeeze(segment));
             joined.as_str()
+        } else if let Some(replies) = single_recipient_replies.as_deref() {
+            // Sendmail's transcript holds the remote server's own words ("<<< 550 Unknown
+            // user") where the Diagnostic-Code may carry only its own summary.
+            joined = format!("{replies} {diagnostic}");
+            joined.as_str()
         } else {
             diagnostic.as_str()
         };
+        let remote_mta = field("Remote-MTA").map(|v| strip_type(v).to_owned());
+        let remote_host = remote_mta
+            .clone()
+            .or_else(|| rhost::remote_host_in(&diagnostic))
+            .or_else(|| rhost::remote_host_in(segment));
         let evidence = reason::Evidence {
             status: status.as_deref(),
             reply_code,
@@ -283,6 +298,9 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             diagnostic: for_reason,
             context: segment,
             diagnostic_type: diagnostic_type.as_deref(),
+            recipient: Some(&recipient),
+            remote_host: remote_host.as_deref(),
+            reporting_host: reporting_mta,
         };
         let reason = reason::classify(&evidence);
         let action = Some(final_action(action, reason, status.as_deref()));
@@ -293,13 +311,27 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             status,
             reply_code,
             diagnostic,
-            remote_mta: field("Remote-MTA").map(|v| strip_type(v).to_owned()),
+            remote_mta,
             reason,
             feedback_type: None,
             original: Original::default(),
         });
     }
     reports
+}
+
+/// The server replies quoted in a session transcript (`<<< 550 ...`), in order, once each.
+fn transcript_replies(text: &str) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if let Some(reply) = line.trim_start().strip_prefix("<<< ") {
+            let reply = reply.trim();
+            if !reply.is_empty() && !seen.contains(&reply) {
+                seen.push(reply);
+            }
+        }
+    }
+    seen.join(" ")
 }
 
 /// The remote server's own code (in the Diagnostic-Code) wins over the reporting MTA's
@@ -395,6 +427,20 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             })
             .collect();
     }
+    // Google Workspace's "** Message not delivered **" notice (no DSN part) names the sender's
+    // alias or group in its text and in X-Failed-Recipients; the recipient is the returned
+    // original's To.
+    let workspace_notice = human
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| l.eq_ignore_ascii_case("** message not delivered **"));
+    if workspace_notice {
+        let to = flat.original_to();
+        if !to.is_empty() {
+            segments = to.into_iter().map(|a| (a, human.clone())).collect();
+        }
+    }
     if segments.is_empty() {
         // A bounce that names nobody in its text: the returned original's To: is the address
         // it is about (Verizon, some carriers).
@@ -402,6 +448,11 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             segments.push((to, human.clone()));
         }
     }
+    // au (EZweb) marks a bounce caused by the recipient's own filter with `X-SPASIGN: NG`.
+    let filtered_by_recipient = flat
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("X-SPASIGN") && v.trim().eq_ignore_ascii_case("NG"));
     let whole = if segments.len() == 1 {
         Some(human.as_str())
     } else {
@@ -415,15 +466,26 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             let status = text::find_status_in_text(scope);
             let reply_code =
                 text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(scope));
+            let remote_host = rhost::remote_host_in(scope);
+            // Mailing-list servers and some MTAs state the cause only in the subject
+            // ("Loop Alert: ...", "NOT MEMBER article from ...").
+            let context = format!("{scope}\n{}", flat.subject);
             let evidence = reason::Evidence {
                 status: status.as_deref(),
                 reply_code,
                 action: None,
                 diagnostic: &diagnostic,
-                context: scope,
+                context: &context,
                 diagnostic_type: None,
+                recipient: Some(&recipient),
+                remote_host: remote_host.as_deref(),
+                reporting_host: None,
             };
-            let reason = reason::classify(&evidence);
+            let reason = if filtered_by_recipient {
+                Reason::Filtered
+            } else {
+                reason::classify(&evidence)
+            };
             Report {
                 kind: kind_for(reason, status.as_deref(), reply_code),
                 action: Some(final_action(None, reason, status.as_deref())),
@@ -431,7 +493,7 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
                 status,
                 reply_code,
                 diagnostic,
-                remote_mta: None,
+                remote_mta: remote_host,
                 reason,
                 feedback_type: None,
                 original: Original::default(),
@@ -618,6 +680,58 @@ Subject: Re: error in your newsletter\r\n\
 \r\n\
 The link failed for me, and for my colleague bob@example.org too.\r\n";
         assert!(parse(raw.as_bytes()).is_empty());
+    }
+
+    #[test]
+    fn a_bounce_whose_mime_structure_is_damaged_is_read_from_its_raw_text() {
+        // The nested part's boundary parameter lost its folding whitespace.
+        let raw = "From: MAILER-DAEMON@mx.example.org\r\n\
+Subject: Undeliverable\r\n\
+Content-Type: multipart/mixed; boundary=\"A\"\r\n\
+\r\n\
+--A\r\n\
+Content-Type: multipart/alternative;\r\n\
+boundary=\"B\"\r\n\
+\r\n\
+--B\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+<gone@example.net>: 550 5.1.1 no such user here\r\n\
+--B--\r\n\
+--A--\r\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].recipient, "gone@example.net");
+        assert_eq!(reports[0].reason, Reason::UserUnknown);
+    }
+
+    #[test]
+    fn workspace_notice_reports_the_original_recipient_not_the_alias() {
+        let raw = "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n\
+To: sender@example.com\r\n\
+Subject: Delivery Status Notification (Failure)\r\n\
+X-Failed-Recipients: alias@groups.example.com\r\n\
+Content-Type: multipart/mixed; boundary=\"A\"\r\n\
+\r\n\
+--A\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+** Message not delivered **\r\n\
+You're sending this from a different address or alias using the 'Send mail as'\r\n\
+feature (alias@groups.example.com).\r\n\
+--A\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+From: sender@example.com\r\n\
+To: <reader@example.org>\r\n\
+Subject: hello\r\n\
+\r\n\
+hi\r\n\
+--A--\r\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].recipient, "reader@example.org");
+        assert_eq!(reports[0].reason, Reason::Rejected);
     }
 
     #[test]

@@ -162,6 +162,26 @@ use mailroom::bounce::{mailbox, suppress};
 
 const RETURN_PATH: &str = "bounces+{token}@news.example.com";
 
+/// Upstream samples of formats the development corpus lacks, with our own expectations.
+#[test]
+fn extra_fixtures_parse_as_expected() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/extra");
+    let tsv = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let mut checked = 0;
+    for line in tsv.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let c: Vec<&str> = line.split('\t').collect();
+        let (file, recipient, reason, hs) = (c[0], c[1], c[2], c[3]);
+        let reports = bounce::parse(&std::fs::read(dir.join(file)).unwrap());
+        assert_eq!(reports.len(), 1, "{file}: {reports:?}");
+        let r = &reports[0];
+        assert_eq!(r.recipient, recipient, "{file}");
+        assert_eq!(r.reason.as_str(), reason, "{file}");
+        assert_eq!(hard_or_soft(r.kind), hs, "{file}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no extra fixtures listed");
+}
+
 fn import_fixtures() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/import");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

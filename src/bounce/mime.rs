@@ -24,6 +24,8 @@ pub(crate) struct Flat {
     html_texts: Vec<String>,
     /// Per-recipient field groups of a delivery-status part (the per-message group dropped).
     pub delivery_status: Option<Vec<Vec<Field>>>,
+    /// The per-message `Reporting-MTA` of a delivery-status part (`dns; host`).
+    pub reporting_mta: Option<String>,
     /// Fields of a `message/feedback-report` part.
     pub feedback: Option<Vec<Field>>,
     /// Header fields of the returned original message, when the bounce includes them.
@@ -53,6 +55,13 @@ const ORIGINAL_MARKERS: &[&str] = &[
     "content-type: message/rfc822",
     "content-type: text/rfc822-headers",
     "--- message headers ---",
+    // Lotus/HCL Notes.
+    "------- returned message",
+    // fml.
+    "original mail as follows:",
+    // m-FILTER.
+    "-------original message",
+    "-------original mail info",
 ];
 
 pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
@@ -102,6 +111,21 @@ pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
             PartType::Multipart(_) => {}
         }
     }
+    // A damaged MIME structure (a boundary parameter that lost its folding whitespace) leaves
+    // no readable part: read the raw body as text rather than nothing.
+    if flat
+        .texts
+        .iter()
+        .chain(&flat.html_texts)
+        .all(|t| t.trim().is_empty())
+        && flat.delivery_status.is_none()
+        && flat.feedback.is_none()
+    {
+        let body = raw_body(raw);
+        if !body.trim().is_empty() {
+            flat.texts = vec![body];
+        }
+    }
     // Non-MIME bounces quote the original inside their text: split it off so that its
     // addresses are not mistaken for failed recipients, and keep its headers for matching.
     for i in 0..flat.texts.len() {
@@ -112,6 +136,19 @@ pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
         }
     }
     Some(flat)
+}
+
+/// Everything after the first blank line, lossily decoded.
+fn raw_body(raw: &[u8]) -> String {
+    let start = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .into_iter()
+        .chain(raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+        .min()
+        .unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[start..]).into_owned()
 }
 
 /// The header section of a (possibly nested) message: everything before the first blank line.
@@ -129,9 +166,16 @@ impl Flat {
     }
 
     fn set_delivery_status(&mut self, body: &[u8]) {
-        let groups: Vec<Vec<Field>> = split_groups(body)
+        let all: Vec<Vec<Field>> = split_groups(body).into_iter().map(fields).collect();
+        if self.reporting_mta.is_none() {
+            self.reporting_mta = all
+                .iter()
+                .flatten()
+                .find(|(k, _)| k.eq_ignore_ascii_case("Reporting-MTA"))
+                .map(|(_, v)| v.trim().to_owned());
+        }
+        let groups: Vec<Vec<Field>> = all
             .into_iter()
-            .map(fields)
             .filter(|g| {
                 g.iter().any(|(k, _)| {
                     k.eq_ignore_ascii_case("Final-Recipient")
@@ -308,7 +352,17 @@ impl Flat {
         if self.header("Return-Path").is_some_and(|v| v.trim() == "<>") {
             return true;
         }
+        // fml mailing-list servers answer from `list-admin@` with an X-MLServer header.
+        if self.header("X-MLServer").is_some()
+            && self.header("From").is_some_and(|v| v.contains("-admin@"))
+        {
+            return true;
+        }
         let body = self.human_text().to_lowercase();
+        // Apache James' notice: the error, then the original's envelope.
+        if body.contains("error message below:") && body.contains("message details:") {
+            return true;
+        }
         self.subject_is_bounce() && BOUNCE_BODY_WORDS.iter().any(|w| body.contains(w))
     }
 }
@@ -325,6 +379,7 @@ const DAEMON_WORDS: &[&str] = &[
     "<>",
     "mail administrator",
     "mail system",
+    "post_master",
 ];
 
 const BOUNCE_SUBJECT_WORDS: &[&str] = &[
@@ -372,6 +427,11 @@ const BOUNCE_BODY_WORDS: &[&str] = &[
     "failed to deliver",
     "user unknown",
     "returned to you",
+    // Lotus/HCL Notes: "------- Failure Reasons --------".
+    "failure reasons",
+    "trouble delivering your message",
+    // m-FILTER (Japanese): "sending to the following address failed".
+    "送信に失敗しました",
 ];
 
 const VACATION_SUBJECT_WORDS: &[&str] = &[

@@ -7,6 +7,7 @@
 //! tables are data (`KEYWORDS`): extend them for new MTAs' wording rather than adding branches.
 
 use super::Action;
+use super::rhost;
 
 /// The reason names, as stored in the ledger and printed (`as_str`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +109,11 @@ pub struct Evidence<'a> {
     pub context: &'a str,
     /// The Diagnostic-Code type (`smtp`, `x-unix`, `x-postfix`), lowercase.
     pub diagnostic_type: Option<&'a str>,
+    /// The failed recipient, the server that refused it, and the MTA that wrote the bounce:
+    /// they select a provider's own rules (`rhost`).
+    pub recipient: Option<&'a str>,
+    pub remote_host: Option<&'a str>,
+    pub reporting_host: Option<&'a str>,
 }
 
 /// The SMTP stage a refusal came at, as far as the text tells.
@@ -122,7 +128,7 @@ pub enum Stage {
 
 /// Phrases naming the command a reply answered, lowercase, most specific first.
 const STAGE_PHRASES: &[(Stage, &[&str])] = &[
-    (Stage::Rcpt, &["rcpt"]),
+    (Stage::Rcpt, &["rcpt", "does not like recipient"]),
     (
         Stage::Data,
         &[
@@ -132,13 +138,28 @@ const STAGE_PHRASES: &[(Stage, &[&str])] = &[
             "data command",
             "reply to data",
             "message body",
+            "failed after i sent the message",
         ],
     ),
     (
         Stage::Mail,
-        &["mail from", ">>> mail", "after mail", "mail command"],
+        &[
+            "mail from",
+            ">>> mail",
+            "after mail",
+            "mail command",
+            "but sender was rejected",
+        ],
     ),
-    (Stage::Helo, &["ehlo", "helo"]),
+    (
+        Stage::Helo,
+        &[
+            "ehlo",
+            "helo",
+            "but my name was rejected",
+            "refused to talk to me",
+        ],
+    ),
     (Stage::Connect, &["initial connection", "greeting"]),
 ];
 
@@ -216,40 +237,142 @@ const ADDRESSING_OVERRIDES: &[Reason] = &[
     Reason::Suspend,
 ];
 
-/// What the remaining codes suggest when no keyword matched (RFC 3463 §3 subjects).
+/// What the remaining codes suggest when no keyword matched (RFC 3463 §3 subjects, read the way
+/// sisimai reads them). The class matters for a few: a temporary routing failure is a network
+/// problem, a permanent one an unknown host.
 fn generic_status(status: &str) -> Option<Reason> {
     let mut it = status.split('.');
-    let _class = it.next()?;
+    let class = it.next()?;
     let subject = it.next()?;
     let detail = it.next()?;
+    let temporary = class == "4";
     Some(match (subject, detail) {
-        ("1", "0") | ("1", "3") | ("1", "4") => Reason::UserUnknown,
+        ("1", "4") => Reason::Filtered,
+        ("1", "9") => Reason::SystemError,
         ("1", _) => Reason::UserUnknown,
-        ("2", "0") | ("2", "1") => Reason::Filtered,
-        ("2", "4") => Reason::Filtered,
+        ("2", "1") if temporary => Reason::Blocked,
+        ("2", "0") | ("2", "1") | ("2", "4") => Reason::Filtered,
         ("2", _) => Reason::MailboxFull,
         ("3", "1") => Reason::SystemFull,
         ("3", "2") => Reason::NotAccept,
-        ("3", "5") | ("3", "0") | ("3", _) => Reason::SystemError,
-        ("4", "1") | ("4", "2") | ("4", "0") | ("4", "6") => Reason::NetworkError,
+        ("3", _) => Reason::SystemError,
+        ("4", "1") if temporary => Reason::Expired,
         ("4", "3") => Reason::SystemError,
+        ("4", "4") if temporary => Reason::NetworkError,
         ("4", "4") => Reason::HostUnknown,
+        ("4", "5") => Reason::SystemFull,
         ("4", "7") => Reason::Expired,
-        ("4", "5") => Reason::TooManyConn,
         ("4", _) => Reason::NetworkError,
-        ("5", "3") => Reason::ExceedLimit,
+        ("5", "3") if temporary => Reason::SystemError,
+        ("5", "3") => Reason::TooManyConn,
+        ("5", "4") | ("5", "5") => Reason::SystemError,
         ("5", _) => Reason::SyntaxError,
         ("6", _) => Reason::ContentError,
-        ("7", "1") => Reason::Blocked,
+        ("7", "1") | ("7", "2") if temporary => Reason::Blocked,
+        ("7", "16") => Reason::MesgTooBig,
+        ("7", "17") | ("7", "18") => Reason::HasMoved,
+        ("7", "28") => Reason::SpamDetected,
+        ("7", "29") => Reason::AuthFailure,
         ("7", _) => Reason::SecurityError,
         _ => return None,
     })
+}
+
+/// Labels that one MTA prints for one cause (Exchange's `RESOLVER.ADR.RecipNotFound`, Exchange
+/// 2003's `(000C05A6)`): unambiguous wherever they appear, so they outrank status codes and
+/// provider rules, as the MTA's own classification does. Lowercase.
+const MTA_LABELS: &[(Reason, &[&str])] = &[
+    (
+        Reason::UserUnknown,
+        &[
+            "resolver.adr.recipnotfound",
+            "resolver.adr.recipientnotfound",
+            "resolver.adr.exrecipnotfound",
+            "(000c05a6)",
+        ],
+    ),
+    (Reason::HostUnknown, &["smtpsend.dns.nonexistentdomain"]),
+    (
+        Reason::NetworkError,
+        &["smtpsend.dns.mxloopback", "(00120270)"],
+    ),
+    (
+        Reason::SystemError,
+        &[
+            "resolver.adr.badprimary",
+            "resolver.adr.invalidinsmtp",
+            "resolver.adr.ambiguous",
+            "(00010256)",
+            "(000d06b5)",
+        ],
+    ),
+    (Reason::TooManyConn, &["resolver.adr.reciplimit"]),
+    (
+        Reason::SecurityError,
+        &["resolver.rst.authrequired", "(000b0981)"],
+    ),
+    (Reason::Rejected, &["resolver.rst.notauthorized"]),
+    (Reason::ExceedLimit, &["resolver.rst.recipsizelimit"]),
+    (Reason::Expired, &["queue.expired"]),
+    (Reason::Filtered, &["(000c0595)"]),
+    (Reason::ContentError, &["(00050311)", "(000502cc)"]),
+];
+
+/// Gmail's own bounces end the remote reply with the SMTP state it failed in, `(state 14)`.
+fn gmail_state(lower: &str) -> Option<Reason> {
+    let start = lower.find(" (state ")? + " (state ".len();
+    let digits: String = lower[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    if !lower[start + digits.len()..].starts_with(')') {
+        return None;
+    }
+    Some(match digits.as_str() {
+        "6" | "9" => Reason::SecurityError,
+        "8" => Reason::SystemError,
+        "12" => Reason::NoRelaying,
+        "13" => Reason::Blocked,
+        "14" => Reason::UserUnknown,
+        "15" | "17" | "18" => Reason::Filtered,
+        _ => return None,
+    })
+}
+
+fn mta_label(lower: &str) -> Option<Reason> {
+    MTA_LABELS
+        .iter()
+        .find(|(_, labels)| labels.iter().any(|l| lower.contains(l)))
+        .map(|(r, _)| *r)
 }
 
 /// Keyword tables, lowercase substrings, in priority order: the first reason with a matching
 /// phrase wins. Earlier rows hold the more specific phrases (a DNSBL listing mentions "spam"
 /// but is a block; a full mailbox may mention the user).
 pub const KEYWORDS: &[(Reason, &[&str])] = &[
+    (
+        Reason::SystemFull,
+        &["mailbox unavailable (not enough free space)"],
+    ),
+    (
+        Reason::SecurityError,
+        &["you don't authenticate or the domain isn't in my list"],
+    ),
+    (
+        Reason::UserUnknown,
+        &["domain or user isn't in my list of allowed rcpthosts"],
+    ),
+    (
+        Reason::Blocked,
+        &[
+            "error: no valid recipients from",
+            "but my name was rejected",
+        ],
+    ),
+    (
+        Reason::NoRelaying,
+        &["that domain isn't in my list of allowed rcpthost"],
+    ),
     (
         Reason::NoRelaying,
         &[
@@ -268,6 +391,15 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "relay not allowed",
             "insecure mail relay",
             "open relay",
+            "due to the following smtp relay error",
+            "as a relay",
+            "requires authentication when attempting to send to a non-local",
+            "not a gateway",
+            "not an open relay, so get lost",
+            "not local host",
+            "specified domain is not allowed",
+            "this system is not configured to relay mail",
+            "we don't handle mail for",
         ],
     ),
     (
@@ -318,6 +450,11 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "quota*exceeded",
             "mailbox*quota",
             "maildir*quota",
+            "account disabled temporarly for exceeding receiving limits",
+            "user has exceeded quota",
+            "account is*quota",
+            "enough*space",
+            "mailbox*exceeded*limit",
         ],
     ),
     (
@@ -333,6 +470,14 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "too many open connections",
             "frequency limited",
             "too many recipients",
+            "all available ips are at maximum connection limit",
+            "exceeds per-domain connection limit",
+            "has exceeded the max emails per hour",
+            "throttling failure: daily message quota exceeded",
+            "throttling failure: maximum sending rate exceeded",
+            "too many errors from your ip",
+            "trop de connexions",
+            "we have already made numerous attempts to deliver this message",
         ],
     ),
     (
@@ -340,6 +485,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
         &[
             "message too large for this recipient",
             "exceeds the recipient's limit",
+            "exeeded the maximum size the user accepts",
         ],
     ),
     (
@@ -362,6 +508,12 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "size exceeds the maximum",
             "line limit exceeded",
             "line too long",
+            "exceeded the maximum incoming message size",
+            "max message size exceeded",
+            "message file too big",
+            "message header size exceeds limit",
+            "size exceeds maximum value",
+            "taille limite du message atteinte",
         ],
     ),
     (
@@ -407,6 +559,11 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "user or domain is disabled",
             "user suspended",
             "account is locked",
+            "invalid/inactive user",
+            "recipient suspend the service",
+            "vdelivermail: account is locked",
+            "mailaddress is administrativ",
+            "account is temporarily limited",
         ],
     ),
     (
@@ -418,6 +575,7 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "has changed his address",
             "user has moved",
             "moved to a new",
+            " has been replaced by ",
         ],
     ),
     (
@@ -428,6 +586,18 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "must issue a starttls",
             "tls required",
             "encryption required",
+            "account not subscribed to ses",
+            "authentication credentials invalid",
+            "authentication failure",
+            "authentication turned on in your email client",
+            "executable files are not allowed in compressed files",
+            "verification failure",
+            "you are not authorized to send mail, authentication is required",
+            "authentication failed; server*said: ",
+            "is a dead domain",
+            "is not authorized to perform ses:sendrawemail",
+            "security alert",
+            "could not retrieve credentials",
         ],
     ),
     (
@@ -476,6 +646,47 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "due to spam",
             "uribl",
             "surbl",
+            "help_spam_16.htm",
+            "554 5.7.0 reject, id=",
+            "no spam please",
+            "blocked for abuse. see http://att.net/blocks",
+            "unsolicited bulk e-mail",
+            "anti spam engine has identified",
+            "denied due to spam list",
+            "is classified as spam",
+            "drbl.imedia.ru",
+            "detected your message as spam",
+            "may consider spam",
+            "spam or virus",
+            "message filtered. please see the faqs section on spam",
+            "message filtered. refer to the troubleshooting page",
+            "thinks this email is spam",
+            "reject bulk.advertising",
+            "rejecting mail content",
+            "sender domain listed at",
+            "not accepted due to spam filter",
+            "spam check",
+            "spam email",
+            "spambouncer",
+            "spamming not allowed",
+            "too many spam complaints",
+            "too much spam.",
+            "spam filtering engine",
+            "classification as bulk mail",
+            "looked like spam",
+            "appears to be spam",
+            "recurrent pattern detection system",
+            "spam message not queued",
+            "dont accept spam",
+            "similar to spam",
+            "is probably spam",
+            "temporarily blocked by our filter",
+            "may contain the spam contents",
+            "mail score (*over",
+            "rejected due to spam*classification",
+            "this message scored*spam points",
+            "rule imposed as*is blacklisted on",
+            "greylisted*please try again in",
         ],
     ),
     (
@@ -491,6 +702,13 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "not pass authentication",
             "unauthenticated email",
             "domainkeys",
+            "spf.pobox.com",
+            "bad spf records for",
+            "spf settings",
+            "spf check: fail",
+            "5322.from address doesn't meet the authentication",
+            " is not allowed to send mail.*_401",
+            "per it's spf record",
         ],
     ),
     (
@@ -513,6 +731,9 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "host name is not resolved",
             "pointer record",
             "mismatches client ip",
+            "unresolvable relay host name",
+            "dns lookup failure:*try again later",
+            "unverifyable sending ips",
         ],
     ),
     (
@@ -532,6 +753,26 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "duplicate header",
             "multiple from",
             "multiple addresses in",
+            " multiple * header",
+            "p=rfcmessagenoncompliant",
+        ],
+    ),
+    (
+        Reason::NotAccept,
+        &[
+            "does not accept mail (nullmx)",
+            "host/domain does not accept mail",
+            "host does not accept mail",
+            "mail receiving disabled",
+            "name server: .: host not found",
+            "no mx record found for domain=",
+            "no route for current request",
+            "smtp protocol returned a permanent error",
+            "an mx or srv record indicated no smtp service",
+            "no host found for existing smtp connection",
+            "destination seem to reject all mails",
+            "no mx found for domain",
+            "no mx found for destination",
         ],
     ),
     (
@@ -582,6 +823,38 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "group you tried to contact",
             "permission to post",
             "groups.google.com/support",
+            "denied [bouncedeny]",
+            "valid-address-filter",
+            "delivery not authorized, message refused",
+            "does not exist e2110",
+            "senderfilterconfig list",
+            "emetteur invalide",
+            "envelope blocked - ",
+            "no third-party dsns",
+            "from: domain is invalid",
+            "fully qualified email address required",
+            "invalid domain, see <url:",
+            "recipient addresses rejected : access denied",
+            "batv: no tag",
+            "recursive cname records for",
+            "rule imposed mailbox access for",
+            "sending this from a different address or alias using the ",
+            "sender email address rejected",
+            "sender domain is empty",
+            "spam reporting address",
+            "syntax error: empty email address",
+            "this server does not accept mail from",
+            "unsigned dsn for",
+            "unroutable sender address",
+            "an address that has been blacklisted",
+            "your access to submit messages to this e-mail system has been rejected",
+            " are not member",
+            "not member article from ",
+            "reject mail from ",
+            "spam mail from a spammer is rejected",
+            " header may cause mail loop",
+            "reject spammers:",
+            "you are not a member of this mailing list",
         ],
     ),
     (
@@ -596,6 +869,14 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "rejected due to user rules",
             "message filtered",
             "user reject",
+            "account is protected by",
+            "bounced address",
+            "has restricted sms e-mail",
+            "not found recipient account",
+            "recipient id refuse to receive mail",
+            "you have been blocked by the recipient",
+            "cannot route mail to user",
+            "mail delivery failed... user unknown",
         ],
     ),
     (
@@ -677,6 +958,84 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "unknown virtual user",
             "adresse nicht gefunden",
             "check if address is correct",
+            "#5.1.1 bad address",
+            "550 address invalid",
+            "5.1.0 address rejected.",
+            "destination server rejected recipients",
+            "invalid mailbox path",
+            "mailbox not present",
+            "mailbox unavaiable",
+            "no existe dicha persona",
+            "no mailbox by that name is currently available",
+            "no mailbox found",
+            "account unavailable",
+            "not email addresses",
+            "recipient address rejected. (in reply to rcpt to command)",
+            "recipient address rejected: access denied",
+            "recipient address rejected: invalid user",
+            "recipient address rejected: invalid-recipient",
+            "recipient address rejected: unknown user",
+            "recipient address rejected: userunknown",
+            "recipient is not accepted",
+            "recipient not exist",
+            "recipient refuses to accept your mail",
+            "requested action not taken: mailbox unavailable",
+            "resolver.adr.recipient notfound",
+            "your envelope recipient has been denied",
+            "the following recipients was undeliverable",
+            "email name is not found",
+            "this email address is wrong or no longer valid",
+            "badrecipientto list",
+            "validrcptto list",
+            "this spectator does not exist",
+            "user missing home directory",
+            "user not active",
+            "user not exist",
+            "badrcptto list",
+            "does not exist at the organization",
+            "bad*recipient",
+            "unavailable or access denied",
+            "in name directory",
+            "non*existent user",
+            "was not found in",
+            "user (*) unknown",
+            "unknown e*mail address",
+            "this user doesn't have a*account",
+            "not listed in public name & address book",
+            "ディレクトリのリストにありません",
+            "not listed in domino directory",
+            "no se encuentra en el directorio de domino",
+            "non répertorié dans l'annuaire domino",
+            "domino ディレクトリには見つかりません",
+            "non r*pertori*dans l'annuaire domino",
+            "invalid final delivery userid",
+        ],
+    ),
+    (Reason::ContentError, &["too many \"received\" headers"]),
+    (
+        Reason::NetworkError,
+        &[
+            "host not found, try again",
+            "malformed or unexpected name server reply",
+            "malformed name server reply",
+            "dns records for the destination computer could not be found",
+            "host is unreachable",
+            "could not connect and send the mail to",
+            "mail forwarding loop for",
+            "maximum forwarding loop count exceeded",
+            "message looping",
+            "message probably in a routing loop",
+            "unable to resolve route",
+            "exceeded maximum hop count",
+            "although i'm listed as a best-preference mx",
+            "address family mismatch on destination mxs",
+            "all routes to destination blocked",
+            "bad dns lookup error code",
+            "could not retrieve source address",
+            "network error on destination mxs",
+            "no valid route to remote mx",
+            "no valid route to destination",
+            "temporary failure in mx lookup",
         ],
     ),
     (
@@ -705,6 +1064,14 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "unknown domain name",
             "may not exist",
             "unroutable address",
+            "recipient domain must exist",
+            "all host address lookups failed permanently",
+            "all relevant mx records point to non-existent hosts",
+            "sorry, i couldn't find any host ",
+            "as the remote domain doesnt exist",
+            "dns server returned answer with no data",
+            "invalid domain name",
+            "dns lookup failure: host ",
         ],
     ),
     (
@@ -720,6 +1087,18 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "unusual rate",
             "too many emails",
             "at a rate that",
+            "please try again slower",
+        ],
+    ),
+    (
+        Reason::SystemError,
+        &[
+            "this domain's dns violates rfc 1035",
+            "fml system error message",
+            "loop alert: ",
+            "loop back warning",
+            "warning: unix from loop",
+            " has detected a loop condition so that",
         ],
     ),
     (
@@ -743,6 +1122,13 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "local policy",
             "violates",
             "violation",
+            "because the recipient is not accepting mail with",
+            "header are not accepted",
+            "message given low priority",
+            "rejected for policy reasons",
+            "we do not accept messages containing images or other attachments",
+            "allowable number of posts without solving a captcha",
+            "content presents a potential",
         ],
     ),
     (
@@ -784,6 +1170,46 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "too many spams from your ip",
             "temporary blacklisted",
             "is in a black list",
+            " said: 550 blocked",
+            "spamcop.net/bl.",
+            "dnsbl:attrbl",
+            "abus detecte",
+            "may not be mail exchanger",
+            "confirm this mail server",
+            "connection dropped",
+            "connection refused by",
+            "connection was dropped by remote host",
+            "dynamic/zombied/spam ips blocked",
+            "extreme bad ip profile",
+            "go away",
+            "hosts with dynamic ip",
+            "invalid ip for sending mail of domain",
+            "no access from mail server",
+            "no matches to nameserver query",
+            "part of their network is on our block list",
+            "refused - see http",
+            "multi-blacklist",
+            "sending mta or the sender has not passed validation",
+            "forbidden by your ip",
+            "service not available, closing transmission channel",
+            "looks suspiciously like spammer",
+            "too many unwanted messages have been sent",
+            "was blocked by ",
+            "we do not accept mail from dynamic ips",
+            "you are sending spam",
+            "your server requires confirmation",
+            "currently sending spam",
+            "access from ip address*blocked",
+            "client host*blocked using",
+            "rbl on ",
+            "mail server at*is blocked",
+            "rejected based on blacklist",
+            "listed as abusive",
+            "is blacklisted",
+            "your access ip*has been rejected",
+            "email blocked by*spamhaus",
+            "barracudacentral.org",
+            "host network not allowed",
         ],
     ),
     (
@@ -818,6 +1244,46 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "null mx",
             "accepts no mail",
             "couldn't find a mail exchanger",
+        ],
+    ),
+    (
+        Reason::SystemError,
+        &[
+            "it would create a mail loop",
+            "loop was found in the mail exchanger",
+            "loops back to myself",
+            "aliasing/forwarding loop broken",
+            "local configuration error",
+            "local error in processing",
+            "mail system configuration error",
+            "server configuration error",
+            "queue file write error",
+            "can't create user output file",
+            "could not load drd for domain",
+            "internal error reading data",
+            "interrupted system call",
+            "encountered an error while being processed",
+            "there is no mdb",
+            "remote server is misconfigured",
+            "service currently unavailable",
+            "temporary local problem",
+            "timeout waiting for input",
+            "unable to connect*daemon",
+            "delivery to file forbidden",
+            "delivery to pipe forbidden",
+            "lmtp error after ",
+            "automatic homedir creator crashed",
+            "illegal value in ldap attribute",
+            "ldap attribute is not given but mandatory",
+            "timeout while performing search on ldap server",
+            "too many results returned but needs to be unique",
+            "error while executing qmail-forward",
+            "error in automatic homedir creation",
+            "failure in ldap lookup",
+            "unable to contact ldap server",
+            "unable to login into ldap server",
+            "bad interpreter: no such file or directory",
+            "several matches found in domino directory",
         ],
     ),
     (
@@ -880,6 +1346,15 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "connection timed out",
             "timed out",
             "did not accept our requests to connect",
+            "no action is required on your part",
+            "delay reason: ",
+            "has been frozen",
+            "was frozen on arrival by",
+            "your message was not delivered within ",
+            "host not reachable",
+            "dns error: could not contact dns servers",
+            "delivery to the following recipient has been delayed",
+            "could not deliver for the last ",
         ],
     ),
     (
@@ -908,6 +1383,10 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "pipe to",
             "unknown mailer",
             "local delivery failed",
+            " || exit ",
+            "bin/maidrop",
+            "command output:",
+            "pipe to |/",
         ],
     ),
     (
@@ -929,6 +1408,12 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "illegal character",
             "invalid message",
             "encoding",
+            "header size exceeds maximum permitted",
+            "recipient list, exceeds policy limit",
+            "mime complexity exceeds",
+            "invalid mime headers",
+            "improperly-formatted binary content",
+            "unnecessary base64 encoding",
         ],
     ),
     (
@@ -947,6 +1432,9 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "not implemented",
             "malformed address",
             "malformed",
+            "angle-brackets nested too deep",
+            "expected word or \"<\"",
+            "domain missing in source-routed address",
         ],
     ),
     (
@@ -971,7 +1459,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
 ];
 
 /// The first reason whose phrases occur in `text` (lowercased by the caller). A phrase
-/// `a*b` matches `a` followed anywhere later by `b` ("mailbox is completely full").
+/// `a*b` matches `a` followed anywhere later by `b` ("mailbox is completely full"); a phrase
+/// may hold several `*`.
 pub fn match_keywords(lower: &str) -> Option<Reason> {
     KEYWORDS
         .iter()
@@ -984,7 +1473,7 @@ fn phrase_in(text: &str, phrase: &str) -> bool {
         None => text.contains(phrase),
         Some((first, rest)) => text
             .find(first)
-            .is_some_and(|i| text[i + first.len()..].contains(rest)),
+            .is_some_and(|i| phrase_in(&text[i + first.len()..], rest)),
     }
 }
 
@@ -998,6 +1487,27 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
     {
         return Reason::Delivered;
     }
+    let diagnostic = e.diagnostic.to_lowercase();
+    let context = e.context.to_lowercase();
+    if let Some(reason) = mta_label(&diagnostic).or_else(|| mta_label(&context)) {
+        return reason;
+    }
+    // A provider that documents its refusal texts knows best what they mean.
+    if let Some(provider) = rhost::provider(e.recipient, e.remote_host, e.reporting_host) {
+        let found = rhost::classify(provider, e.status, e.reply_code, e.diagnostic, e.context)
+            .or_else(|| rhost::classify(provider, e.status, e.reply_code, e.context, e.context));
+        if let Some(reason) = found {
+            return reason;
+        }
+    }
+    if let Some(state) = gmail_state(&diagnostic).or_else(|| gmail_state(&context)) {
+        // A code that names a cause still wins over the state ("5.2.2 ... (state 14)").
+        let named = e
+            .status
+            .filter(|s| !s.contains(".0"))
+            .and_then(specific_status);
+        return named.unwrap_or(state);
+    }
     if let Some(reason) = e.status.and_then(specific_status) {
         // A canned addressing code (MTAs often write 5.1.1 for any refusal at RCPT) yields to
         // words that name another cause: a full mailbox, a block, a moved user, the sender.
@@ -1009,15 +1519,13 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         }
         return reason;
     }
-    let diagnostic = e.diagnostic.to_lowercase();
-    let context = e.context.to_lowercase();
     let temporary = e.status.map_or(e.reply_code.is_some_and(|c| c < 500), |s| {
         s.starts_with('4')
     });
     let mut found = match_keywords(&diagnostic).map(|r| (r, &diagnostic));
     if found.is_none() {
         // A local delivery program's exit status says more than the prose around it.
-        if matches!(e.diagnostic_type, Some("x-unix" | "x-postfix")) {
+        if matches!(e.diagnostic_type, Some("x-unix")) {
             return Reason::MailerError;
         }
         // So does a code that names a cause; surrounding prose is often boilerplate
@@ -1054,6 +1562,8 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         Some(556) => Reason::NotAccept,
         Some(552) => Reason::MailboxFull,
         Some(554 | 571) => Reason::Blocked,
+        Some(521) => Reason::NotAccept,
+        Some(525) => Reason::Suspend,
         Some(_) | None => Reason::Undefined,
     }
 }
@@ -1140,9 +1650,18 @@ mod tests {
             Reason::ContentError
         );
         assert_eq!(
-            reason(Some("4.4.1"), "nothing useful"),
+            reason(Some("4.4.2"), "nothing useful"),
             Reason::NetworkError
         );
+        // No answer from the host, retried until the queue gave up.
+        assert_eq!(reason(Some("4.4.1"), "nothing useful"), Reason::Expired);
+        // Routing: temporary is the network, permanent is the host.
+        assert_eq!(
+            reason(Some("4.4.4"), "nothing useful"),
+            Reason::NetworkError
+        );
+        assert_eq!(reason(Some("5.4.4"), "nothing useful"), Reason::HostUnknown);
+        assert_eq!(reason(Some("5.5.3"), "nothing useful"), Reason::TooManyConn);
         let delayed = classify(&Evidence {
             action: Some(Action::Delayed),
             diagnostic: "nothing useful",
@@ -1159,9 +1678,70 @@ mod tests {
     }
 
     #[test]
+    fn gmail_states_name_the_stage_unless_a_code_names_the_cause() {
+        assert_eq!(
+            reason(
+                Some("5.7.1"),
+                "554 554 5.7.1 Service unavailable; client host blocked (state 13)."
+            ),
+            Reason::Blocked
+        );
+        assert_eq!(
+            reason(
+                Some("5.2.2"),
+                "550 550 5.2.2 <a@b.example>... Mailbox Full (state 14)."
+            ),
+            Reason::MailboxFull
+        );
+        assert_eq!(
+            reason(None, "550 550 Unknown user a@b.example (state 18)."),
+            Reason::Filtered
+        );
+    }
+
+    #[test]
+    fn mta_labels_outrank_the_status_code() {
+        assert_eq!(
+            reason(
+                Some("5.1.0"),
+                "550 5.1.0 RESOLVER.ADR.InvalidInSmtp; invalid"
+            ),
+            Reason::SystemError
+        );
+        assert_eq!(
+            reason(None, "MSEXCH:IMS:EXAMPLE 0 (000C05A6) Unknown Recipient"),
+            Reason::UserUnknown
+        );
+    }
+
+    #[test]
+    fn provider_rules_apply_only_to_their_hosts() {
+        let yahoo = |remote_host| {
+            classify(&Evidence {
+                status: Some("4.7.0"),
+                diagnostic: "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred \
+                             due to unexpected volume or user complaints",
+                recipient: Some("a@example.org"),
+                remote_host,
+                ..Evidence::default()
+            })
+        };
+        assert_eq!(yahoo(Some("mta7.am0.yahoodns.net")), Reason::Rejected);
+        assert_eq!(yahoo(Some("mx.example.org")), Reason::BadReputation);
+    }
+
+    #[test]
     fn paired_phrases_need_both_parts_in_order() {
         assert!(phrase_in("your mailbox is completely full", "mailbox*full"));
         assert!(!phrase_in("full mailbox", "mailbox*full"));
+        assert!(phrase_in(
+            "mailbox for a has exceeded its size limit",
+            "mailbox*exceeded*limit"
+        ));
+        assert!(!phrase_in(
+            "limit exceeded for mailbox",
+            "mailbox*exceeded*limit"
+        ));
         assert_eq!(
             reason(None, "user is over their quota"),
             Reason::MailboxFull

@@ -70,6 +70,9 @@ fn bounces(bounce: &Value) -> Vec<Report> {
                 diagnostic: &diagnostic,
                 context: "",
                 diagnostic_type: None,
+                recipient: Some(&recipient),
+                remote_host: str_at(r, "remoteMtaIp").or_else(|| str_at(r, "reportingMTA")),
+                reporting_host: None,
             });
             if reason == Reason::Undefined {
                 reason = match subtype {

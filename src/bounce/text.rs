@@ -25,7 +25,13 @@ const SKIP_LINE_PREFIXES: &[&str] = &[
     "sender:",
     "mail from:",
     ">>> mail from",
+    // MailMarshal's "Additional Information" block names the sender, not a recipient.
+    "original sender:",
 ];
+
+/// Lines that quote the original's recipient headers: weaker evidence than a line that names
+/// the failed recipient.
+const WEAK_LINE_PREFIXES: &[&str] = &["to:", "cc:"];
 
 fn is_local_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
@@ -63,6 +69,11 @@ pub(crate) fn addresses(text: &str) -> Vec<(usize, String)> {
         }
         // mailto:user@x and rfc822;user@x glue a scheme to the address.
         let local = local.rsplit([':', ';']).next().unwrap_or(local);
+        // Exchange 2003 writes X.400-style `cat:SMTP=user@example.org`.
+        let local = match local.get(..5) {
+            Some(p) if p.eq_ignore_ascii_case("smtp=") => &local[5..],
+            _ => local,
+        };
         if local.is_empty() || domain.split('.').any(str::is_empty) {
             continue;
         }
@@ -91,7 +102,8 @@ pub(crate) fn segments(text: &str, excluded: &[String]) -> Vec<(String, String)>
     let mut line_starts = vec![0];
     line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
     let line_of = |offset: usize| line_starts.partition_point(|&s| s <= offset) - 1;
-    let mut found: Vec<(usize, String)> = Vec::new();
+    // (line start, address, named only on a quoted `To:`/`Cc:` line so far)
+    let mut found: Vec<(usize, String, bool)> = Vec::new();
     for (offset, addr) in addresses(text) {
         let line_no = line_of(offset);
         let line_start = line_starts[line_no];
@@ -103,11 +115,25 @@ pub(crate) fn segments(text: &str, excluded: &[String]) -> Vec<(String, String)>
         if excluded.iter().any(|e| e.eq_ignore_ascii_case(&addr)) {
             continue;
         }
-        if found.iter().any(|(_, a)| a.eq_ignore_ascii_case(&addr)) {
+        let weak = WEAK_LINE_PREFIXES.iter().any(|p| lower.starts_with(p));
+        if let Some(known) = found
+            .iter_mut()
+            .find(|(_, a, _)| a.eq_ignore_ascii_case(&addr))
+        {
+            if known.2 && !weak {
+                *known = (line_start, addr, false);
+            }
             continue;
         }
-        found.push((line_start, addr));
+        found.push((line_start, addr, weak));
     }
+    found.sort_by_key(|(start, _, _)| *start);
+    // A summary of the original's headers ("To: x" under "Your message") names the address
+    // the sender wrote; the text that names the failed recipient elsewhere wins over it.
+    if found.iter().any(|(_, a, weak)| !weak && !is_role(a)) {
+        found.retain(|(_, _, weak)| !weak);
+    }
+    let mut found: Vec<(usize, String)> = found.into_iter().map(|(s, a, _)| (s, a)).collect();
     if found.iter().any(|(_, a)| !is_role(a)) {
         found.retain(|(_, a)| !is_role(a));
     }
@@ -267,9 +293,18 @@ mod tests {
 
     #[test]
     fn addresses_are_found_in_brackets_mailto_and_prose() {
-        let t = "to <a.b@example.org>: x mailto:c@ex-ample.net, rfc822;d@e.example. and 1.2@3.4";
+        let t = "to <a.b@example.org>: x mailto:c@ex-ample.net, rfc822;d@e.example. and 1.2@3.4 \
+                 p=neko;cat:SMTP=e@example.com; on Fri";
         let found: Vec<String> = addresses(t).into_iter().map(|(_, a)| a).collect();
-        assert_eq!(found, ["a.b@example.org", "c@ex-ample.net", "d@e.example"]);
+        assert_eq!(
+            found,
+            [
+                "a.b@example.org",
+                "c@ex-ample.net",
+                "d@e.example",
+                "e@example.com"
+            ]
+        );
     }
 
     #[test]
@@ -295,6 +330,21 @@ mod tests {
         );
         assert_eq!(find_reply_code("id 1550 and 5500"), None);
         assert_eq!(find_reply_code("smtp;550-5.1.1 x"), Some(550));
+    }
+
+    #[test]
+    fn quoted_to_lines_yield_to_the_line_naming_the_failed_recipient() {
+        let t = "Your message\n  To:      sent@example.net\n\ndid not reach:\n\n\
+                 failed@example.jp on Thu, 29 Apr 2010\n    unknown recipient\n";
+        let s = segments(t, &[]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, "failed@example.jp");
+        // With nothing better, the quoted To: is still the recipient.
+        let s = segments(
+            "Your message\n  To: only@example.net\nwas not delivered\n",
+            &[],
+        );
+        assert_eq!(s[0].0, "only@example.net");
     }
 
     #[test]
