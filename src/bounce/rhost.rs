@@ -11,6 +11,7 @@ use super::reason::{self, Reason, Stage};
 pub enum Provider {
     Aol,
     Apple,
+    Cloudflare,
     Cox,
     Facebook,
     FrancePtt,
@@ -36,6 +37,7 @@ const HOSTS: &[(Provider, &[&str])] = &[
         Provider::Apple,
         &[".mail.icloud.com", ".apple.com", ".me.com"],
     ),
+    (Provider::Cloudflare, &[".mx.cloudflare.net"]),
     (Provider::Cox, &["cox.net"]),
     (Provider::Facebook, &[".facebook.com"]),
     (
@@ -198,6 +200,11 @@ const APPLE: Phrases = &[
             "unknown or illegal alias",
         ],
     ),
+];
+
+const CLOUDFLARE: Phrases = &[
+    (Reason::Blocked, &["found on one or more dnsbls"]),
+    (Reason::SystemError, &["upstream error"]),
 ];
 
 const COX: Phrases = &[
@@ -1091,6 +1098,7 @@ pub fn classify(
     match provider {
         Provider::Aol => phrases(AOL, &lower),
         Provider::Apple => phrases(APPLE, &lower),
+        Provider::Cloudflare => phrases(CLOUDFLARE, &lower),
         Provider::Cox => cox_code(&lower).or_else(|| phrases(COX, &lower)),
         Provider::Facebook => facebook_code(&lower),
         Provider::FrancePtt => franceptt_code(&lower).or_else(|| {
@@ -1145,6 +1153,60 @@ mod tests {
             provider(Some("a@example.org"), Some("mx.example.org"), None),
             None
         );
+    }
+
+    #[test]
+    fn each_provider_is_known_by_its_hosts_and_its_own_domain() {
+        let cases = [
+            ("mx2.mail.aol.com", "aol.com", Provider::Aol),
+            ("mx2.mail.icloud.com", "me.com", Provider::Apple),
+            (
+                "relay1.mx.cloudflare.net",
+                "cloudflare.net",
+                Provider::Cloudflare,
+            ),
+            ("mx.cox.net", "cox.net", Provider::Cox),
+            ("mx.laposte.net", "wanadoo.fr", Provider::FrancePtt),
+            (
+                "smtp.secureserver.net",
+                "secureserver.net",
+                Provider::GoDaddy,
+            ),
+            ("aspmx.l.google.com", "google.com", Provider::Google),
+            (
+                "mx.l.googlemail.com",
+                "googlemail.com",
+                Provider::GoogleWorkspace,
+            ),
+            ("mx.email.ua", "email.ua", Provider::Iua),
+            ("lsean.ezweb.ne.jp", "au.com", Provider::Kddi),
+            (
+                "mx1.messagelabs.com",
+                "messagelabs.com",
+                Provider::MessageLabs,
+            ),
+            (
+                "mx1.protection.outlook.com",
+                "onmicrosoft.com",
+                Provider::Microsoft,
+            ),
+            ("mx.mimecast.com", "mimecast.com", Provider::Mimecast),
+            ("mfsmax.docomo.ne.jp", "docomo.ne.jp", Provider::NttDocomo),
+            ("mx.hotmail.com", "hotmail.com", Provider::Outlook),
+            ("mx.charter.net", "charter.net", Provider::Spectrum),
+            ("mx.qq.com", "qq.com", Provider::Tencent),
+            ("mx.yahoodns.net", "yahoodns.net", Provider::YahooInc),
+        ];
+        for (host, domain, want) in cases {
+            assert_eq!(provider(None, Some(host), None), Some(want), "{host}");
+            assert_eq!(
+                provider(None, None, Some(host)),
+                Some(want),
+                "{host} as reporter"
+            );
+            let rcpt = format!("a@{domain}");
+            assert_eq!(provider(Some(&rcpt), None, None), Some(want), "{domain}");
+        }
     }
 
     #[test]
