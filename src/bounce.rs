@@ -124,6 +124,8 @@ pub fn parse(raw: &[u8]) -> Vec<Report> {
             original = from_json;
         }
         reports
+    } else if let Some(complaint) = provider_complaint(&flat) {
+        vec![complaint]
     } else if let Some(request) = unsubscribe_request(&flat) {
         vec![request]
     } else {
@@ -178,16 +180,19 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
     let feedback_type = field("Feedback-Type").map(|v| v.to_ascii_lowercase());
     // Original-Rcpt-To names the complaining address; providers that redact it leave the
     // returned original's To: as the best evidence.
-    let mut recipients: Vec<String> = feedback
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("Original-Rcpt-To"))
-        .filter_map(|(_, v)| text::first_address(v))
-        .collect();
-    if recipients.is_empty() {
-        recipients.extend(flat.original_to());
+    // Removal-Recipient (RFC 5965's opt-out reports) names it the same way.
+    let mut recipients: Vec<String> = Vec::new();
+    for (_, v) in feedback.iter().filter(|(k, _)| {
+        k.eq_ignore_ascii_case("Original-Rcpt-To") || k.eq_ignore_ascii_case("Removal-Recipient")
+    }) {
+        if let Some(a) =
+            text::first_address(v).filter(|a| !recipients.iter().any(|r| r.eq_ignore_ascii_case(a)))
+        {
+            recipients.push(a);
+        }
     }
     if recipients.is_empty() {
-        recipients.extend(field("Removal-Recipient").and_then(|v| text::first_address(&v)));
+        recipients.extend(flat.original_to());
     }
     let diagnostic = flat.first_text_line();
     recipients
@@ -360,6 +365,40 @@ fn final_action(action: Option<Action>, reason: Reason, status: Option<&str>) ->
         None if status.is_some_and(|s| s.starts_with('2')) => Action::Delivered,
         None => Action::Failed,
     }
+}
+
+/// Complaints forwarded without a feedback-report part: Hotmail's JMRP and Amazon SES's abuse
+/// desk send `Subject: complaint about message from <ip>` with the original attached.
+fn provider_complaint(flat: &mime::Flat) -> Option<Report> {
+    let from = flat
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("From"))
+        .map(|(_, v)| v.to_ascii_lowercase())?;
+    let known = ["staff@hotmail.com", "complaints@email-abuse.amazonses.com"]
+        .iter()
+        .any(|a| from.contains(a));
+    if !known
+        || !flat
+            .subject
+            .to_lowercase()
+            .contains("complaint about message from ")
+    {
+        return None;
+    }
+    Some(Report {
+        recipient: flat.original_to().into_iter().next()?,
+        action: None,
+        status: None,
+        reply_code: None,
+        diagnostic: flat.subject.clone(),
+        remote_mta: None,
+        kind: FeedbackKind::Complaint,
+        reason: Reason::Feedback,
+        // The notice carries no Feedback-Type; do not invent one.
+        feedback_type: None,
+        original: Original::default(),
+    })
 }
 
 /// A mail client's one-click unsubscribe sent to our List-Unsubscribe mailto (Apple Mail marks
@@ -732,6 +771,39 @@ hi\r\n\
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert_eq!(reports[0].recipient, "reader@example.org");
         assert_eq!(reports[0].reason, Reason::Rejected);
+    }
+
+    #[test]
+    fn hotmail_complaint_notice_without_a_report_part_is_a_complaint() {
+        let raw = "From: staff@hotmail.com\r\n\
+To: abuse@news.example.com\r\n\
+Subject: complaint about message from 192.0.2.1\r\n\
+Content-Type: multipart/mixed; boundary=\"A\"\r\n\
+\r\n\
+--A\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+This is an email abuse report.\r\n\
+--A\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+From: news@example.com\r\n\
+To: reader@hotmail.example\r\n\
+Subject: hello\r\n\
+\r\n\
+hi\r\n\
+--A--\r\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].recipient, "reader@hotmail.example");
+        assert_eq!(reports[0].kind, FeedbackKind::Complaint);
+        // The same subject from anyone else is not a complaint.
+        let other = raw.replace("staff@hotmail.com", "someone@example.org");
+        assert!(
+            parse(other.as_bytes())
+                .iter()
+                .all(|r| r.kind != FeedbackKind::Complaint)
+        );
     }
 
     #[test]
