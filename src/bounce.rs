@@ -506,15 +506,12 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             let reply_code =
                 text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(scope));
             let remote_host = rhost::remote_host_in(scope);
-            // Mailing-list servers and some MTAs state the cause only in the subject
-            // ("Loop Alert: ...", "NOT MEMBER article from ...").
-            let context = format!("{scope}\n{}", flat.subject);
             let evidence = reason::Evidence {
                 status: status.as_deref(),
                 reply_code,
                 action: None,
                 diagnostic: &diagnostic,
-                context: &context,
+                context: scope,
                 diagnostic_type: None,
                 recipient: Some(&recipient),
                 remote_host: remote_host.as_deref(),
@@ -524,6 +521,14 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
                 Reason::Filtered
             } else {
                 reason::classify(&evidence)
+            };
+            // Mailing-list servers state the cause only in the subject ("Loop Alert: ...",
+            // "NOT MEMBER article from ..."). Read it last: other subjects quote the original's.
+            let reason = match reason {
+                Reason::Undefined => {
+                    reason::match_keywords(&flat.subject.to_lowercase()).unwrap_or(reason)
+                }
+                r => r,
             };
             Report {
                 kind: kind_for(reason, status.as_deref(), reply_code),
