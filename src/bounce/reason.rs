@@ -1494,8 +1494,14 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
     }
     // A provider that documents its refusal texts knows best what they mean.
     if let Some(provider) = rhost::provider(e.recipient, e.remote_host, e.reporting_host) {
+        // A DSN's Diagnostic-Code is the server's whole reply; a text bounce's diagnostic is
+        // one line of it, so the surrounding text may hold the rest.
         let found = rhost::classify(provider, e.status, e.reply_code, e.diagnostic, e.context)
-            .or_else(|| rhost::classify(provider, e.status, e.reply_code, e.context, e.context));
+            .or_else(|| {
+                e.diagnostic_type.is_none().then(|| {
+                    rhost::classify(provider, e.status, e.reply_code, e.context, e.context)
+                })?
+            });
         if let Some(reason) = found {
             return reason;
         }
