@@ -325,13 +325,15 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
     reports
 }
 
-/// The server replies quoted in a session transcript (`<<< 550 ...`), in order, once each.
+/// The refusals quoted in a session transcript (`<<< 550 ...`), in order, once each.
 fn transcript_replies(text: &str) -> String {
     let mut seen: Vec<&str> = Vec::new();
     for line in text.lines() {
         if let Some(reply) = line.trim_start().strip_prefix("<<< ") {
             let reply = reply.trim();
-            if !reply.is_empty() && !seen.contains(&reply) {
+            // Only refusals: greetings and "250 ok" say nothing about the failure.
+            let refusal = reply.starts_with('4') || reply.starts_with('5');
+            if refusal && !seen.contains(&reply) {
                 seen.push(reply);
             }
         }
