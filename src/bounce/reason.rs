@@ -1469,11 +1469,28 @@ pub fn match_keywords(lower: &str) -> Option<Reason> {
 }
 
 fn phrase_in(text: &str, phrase: &str) -> bool {
-    match phrase.split_once('*') {
-        None => text.contains(phrase),
-        Some((first, rest)) => text
-            .find(first)
-            .is_some_and(|i| phrase_in(&text[i + first.len()..], rest)),
+    let mut parts = phrase.split('*');
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() {
+        return text.contains(phrase);
+    }
+    text.match_indices(first)
+        .any(|(i, _)| parts_follow(&text[i + first.len()..], &rest))
+}
+
+/// The longest gap a `*` in a keyword phrase spans, in bytes: the parts belong to one
+/// sentence, or "bad ... recipient" would match across a whole bounce text.
+const MAX_GAP: usize = 80;
+
+/// Each of `parts` occurs in order in `text`, each within `MAX_GAP` of the previous one.
+fn parts_follow(text: &str, parts: &[&str]) -> bool {
+    match parts.split_first() {
+        None => true,
+        Some((part, more)) => text
+            .match_indices(part)
+            .take_while(|(j, _)| *j <= MAX_GAP)
+            .any(|(j, _)| parts_follow(&text[j + part.len()..], more)),
     }
 }
 
