@@ -1765,6 +1765,10 @@ mod tests {
             "limit exceeded for mailbox",
             "mailbox*exceeded*limit"
         ));
+        // Parts far apart belong to different sentences.
+        let far = format!("bad connection{}following recipient", " x".repeat(60));
+        assert!(!phrase_in(&far, "bad*recipient"));
+        assert!(phrase_in("550 bad recipient address", "bad*recipient"));
         assert_eq!(
             reason(None, "user is over their quota"),
             Reason::MailboxFull
