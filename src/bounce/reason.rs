@@ -1,10 +1,12 @@
 //! Why a message bounced, in sisimai's reason vocabulary (so numbers compare with the tool most
 //! bounce processors are measured against), decided from the evidence a bounce carries.
 //!
-//! Order of decision: a success code; a *specific* RFC 3463 status code (`5.1.1`, `5.2.2`, ...);
-//! the keyword tables over the diagnostic; the same tables over the text around the recipient;
-//! the remaining (generic) status code classes; the action and the reply code. The keyword
-//! tables are data (`KEYWORDS`): extend them for new MTAs' wording rather than adding branches.
+//! Order of decision: a success code; a label one MTA prints for one cause (`MTA_LABELS`,
+//! Gmail's `(state N)`); the rules of a known provider (`rhost`); a *specific* RFC 3463 status
+//! code (`5.1.1`, `5.2.2`, ...); the keyword tables over the diagnostic; the remaining (generic)
+//! status code classes; the same tables over the text around the recipient; the action and the
+//! reply code. The tables are data (`KEYWORDS`, `MTA_LABELS`): extend them for new MTAs'
+//! wording rather than adding branches. This module reads evidence only; it parses nothing.
 
 use super::Action;
 use super::rhost;
