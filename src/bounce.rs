@@ -453,7 +453,15 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
     let excluded = flat.excluded_addresses();
     let mut segments = text::segments(&human, &excluded);
     let failed = flat.failed_recipients();
-    if !failed.is_empty() {
+    // When the text names recipients but none of the header's, the header disagrees with the
+    // text that the MTA wrote for the same failure; the text is what the bounce explains.
+    let lower_human = human.to_lowercase();
+    let header_unexplained = !segments.is_empty()
+        && segments.len() == failed.len()
+        && failed
+            .iter()
+            .all(|a| !lower_human.contains(&a.to_lowercase()));
+    if !failed.is_empty() && !header_unexplained {
         // X-Failed-Recipients (Exim, Gmail) is authoritative for who failed; keep the text
         // segments only as diagnostics.
         segments = failed
@@ -811,6 +819,33 @@ hi\r\n\
                 .iter()
                 .all(|r| r.kind != FeedbackKind::Complaint)
         );
+    }
+
+    #[test]
+    fn failed_recipients_header_wins_unless_the_text_never_names_it() {
+        let bounce = |header: &str| {
+            format!(
+                "From: Mail Delivery System <Mailer-Daemon@mx.example.org>\r\n\
+To: sender@example.com\r\n\
+Subject: Mail delivery failed: returning message to sender\r\n\
+X-Failed-Recipients: {header}\r\n\
+\r\n\
+This message was created automatically by mail delivery software.\r\n\
+\r\n\
+A message that you sent could not be delivered to one or more of its\r\n\
+recipients. This is a permanent error. The following address(es) failed:\r\n\
+\r\n\
+  named@example.net\r\n\
+    SMTP error from remote mail server after RCPT TO:<named@example.net>:\r\n\
+    host mx.example.net [192.0.2.1]: 550 5.1.1 unknown user\r\n"
+            )
+        };
+        let agree = parse(bounce("named@example.net").as_bytes());
+        assert_eq!(agree[0].recipient, "named@example.net");
+        let disagree = parse(bounce("other@example.net").as_bytes());
+        assert_eq!(disagree.len(), 1, "{disagree:?}");
+        assert_eq!(disagree[0].recipient, "named@example.net");
+        assert_eq!(disagree[0].reason, Reason::UserUnknown);
     }
 
     #[test]
