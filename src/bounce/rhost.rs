@@ -900,19 +900,28 @@ fn phrases(table: Phrases, lower: &str) -> Option<Reason> {
         .map(|(r, _)| *r)
 }
 
-/// The alphanumeric token right after `marker` (case-insensitive) in `text`.
-fn token_after<'t>(lower: &'t str, marker: &str) -> Option<&'t str> {
-    let start = lower.find(marker)? + marker.len();
-    let rest = &lower[start..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        .unwrap_or(rest.len());
-    Some(&rest[..end]).filter(|t| !t.is_empty())
+/// Every alphanumeric token right after an occurrence of `marker` in `lower`.
+fn tokens_after<'t>(lower: &'t str, marker: &'t str) -> impl Iterator<Item = &'t str> + 't {
+    lower.match_indices(marker).filter_map(move |(i, _)| {
+        let rest = &lower[i + marker.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(rest.len());
+        Some(&rest[..end]).filter(|t| !t.is_empty())
+    })
+}
+
+/// The first such token.
+fn token_after<'t>(lower: &'t str, marker: &'t str) -> Option<&'t str> {
+    tokens_after(lower, marker).next()
 }
 
 /// Cox's `AUP#<label>` codes.
 fn cox_code(lower: &str) -> Option<Reason> {
-    let label = token_after(lower, "aup#")?;
+    tokens_after(lower, "aup#").find_map(cox_label)
+}
+
+fn cox_label(label: &str) -> Option<Reason> {
     Some(match label {
         "cxbl" | "cdrbl" => Reason::Blocked,
         "cxdns" => Reason::RequirePtr,
@@ -928,12 +937,15 @@ fn cox_code(lower: &str) -> Option<Reason> {
 
 /// Spectrum (Charter): `AUP#I1000` / `AUP#O1350`, four-digit codes in documented ranges.
 fn spectrum_code(lower: &str) -> Option<Reason> {
-    let label = token_after(lower, "aup#")?;
-    let digits: String = label
-        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+    // `AUP#I1000`, `AUP#O-1350`: the first run of four digits after the label.
+    let start = lower.find("aup#")? + "aup#".len();
+    let label: String = lower[start..]
         .chars()
-        .take_while(char::is_ascii_digit)
+        .take_while(|c| !c.is_whitespace())
         .collect();
+    let digits = label
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|run| run.len() >= 4)?;
     let code: u16 = digits.get(..4)?.parse().ok()?;
     Some(match code {
         1000 | 1200..=1250 => Reason::Blocked,
@@ -951,7 +963,10 @@ fn spectrum_code(lower: &str) -> Option<Reason> {
 
 /// GoDaddy's ` IBnnn` labels.
 fn godaddy_code(lower: &str) -> Option<Reason> {
-    let label = token_after(lower, " ib")?;
+    tokens_after(lower, " ib").find_map(godaddy_label)
+}
+
+fn godaddy_label(label: &str) -> Option<Reason> {
     Some(match label {
         "401" => Reason::SecurityError,
         "501" | "502" => Reason::NotCompliantRfc,
@@ -1234,8 +1249,19 @@ mod tests {
             Some(Reason::TooManyConn)
         );
         assert_eq!(
+            c(Provider::Spectrum, "554 5.7.1 AUP#O-1160 policy"),
+            Some(Reason::PolicyViolation)
+        );
+        assert_eq!(
             c(Provider::GoDaddy, "552 message rejected IB212"),
             Some(Reason::SpamDetected)
+        );
+        assert_eq!(
+            c(
+                Provider::GoDaddy,
+                "554 ibm relay says: this ip is listed IB104"
+            ),
+            Some(Reason::Blocked)
         );
         assert_eq!(
             c(Provider::FrancePtt, "Invalid recipient. OFR_416 [416]"),
