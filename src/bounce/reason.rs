@@ -354,7 +354,11 @@ fn mta_label(lower: &str) -> Option<Reason> {
 pub const KEYWORDS: &[(Reason, &[&str])] = &[
     (
         Reason::SystemFull,
-        &["mailbox unavailable (not enough free space)"],
+        &[
+            "mailbox unavailable (not enough free space)",
+            "mail system full",
+            "requested mail action aborted: exceeded storage allocation",
+        ],
     ),
     (
         Reason::SecurityError,
@@ -1582,8 +1586,9 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         return Reason::Expired;
     }
     match e.reply_code {
+        // Replies about the command itself (RFC 5321 §4.2.2: syntax, parameters, sequence).
+        Some(401..=407 | 500..=507) => Reason::SyntaxError,
         Some(400..=499) => Reason::Expired,
-        Some(500..=504) => Reason::SyntaxError,
         Some(556) => Reason::NotAccept,
         Some(552) => Reason::MailboxFull,
         Some(554 | 571) => Reason::Blocked,
