@@ -124,6 +124,8 @@ pub fn parse(raw: &[u8]) -> Vec<Report> {
             original = from_json;
         }
         reports
+    } else if let Some(complaint) = provider_complaint(&flat) {
+        vec![complaint]
     } else if let Some(request) = unsubscribe_request(&flat) {
         vec![request]
     } else {
@@ -178,16 +180,19 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
     let feedback_type = field("Feedback-Type").map(|v| v.to_ascii_lowercase());
     // Original-Rcpt-To names the complaining address; providers that redact it leave the
     // returned original's To: as the best evidence.
-    let mut recipients: Vec<String> = feedback
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("Original-Rcpt-To"))
-        .filter_map(|(_, v)| text::first_address(v))
-        .collect();
-    if recipients.is_empty() {
-        recipients.extend(flat.original_to());
+    // Removal-Recipient (RFC 5965's opt-out reports) names it the same way.
+    let mut recipients: Vec<String> = Vec::new();
+    for (_, v) in feedback.iter().filter(|(k, _)| {
+        k.eq_ignore_ascii_case("Original-Rcpt-To") || k.eq_ignore_ascii_case("Removal-Recipient")
+    }) {
+        if let Some(a) =
+            text::first_address(v).filter(|a| !recipients.iter().any(|r| r.eq_ignore_ascii_case(a)))
+        {
+            recipients.push(a);
+        }
     }
     if recipients.is_empty() {
-        recipients.extend(field("Removal-Recipient").and_then(|v| text::first_address(&v)));
+        recipients.extend(flat.original_to());
     }
     let diagnostic = flat.first_text_line();
     recipients
@@ -320,13 +325,15 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
     reports
 }
 
-/// The server replies quoted in a session transcript (`<<< 550 ...`), in order, once each.
+/// The refusals quoted in a session transcript (`<<< 550 ...`), in order, once each.
 fn transcript_replies(text: &str) -> String {
     let mut seen: Vec<&str> = Vec::new();
     for line in text.lines() {
         if let Some(reply) = line.trim_start().strip_prefix("<<< ") {
             let reply = reply.trim();
-            if !reply.is_empty() && !seen.contains(&reply) {
+            // Only refusals: greetings and "250 ok" say nothing about the failure.
+            let refusal = reply.starts_with('4') || reply.starts_with('5');
+            if refusal && !seen.contains(&reply) {
                 seen.push(reply);
             }
         }
@@ -360,6 +367,40 @@ fn final_action(action: Option<Action>, reason: Reason, status: Option<&str>) ->
         None if status.is_some_and(|s| s.starts_with('2')) => Action::Delivered,
         None => Action::Failed,
     }
+}
+
+/// Complaints forwarded without a feedback-report part: Hotmail's JMRP and Amazon SES's abuse
+/// desk send `Subject: complaint about message from <ip>` with the original attached.
+fn provider_complaint(flat: &mime::Flat) -> Option<Report> {
+    let from = flat
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("From"))
+        .map(|(_, v)| v.to_ascii_lowercase())?;
+    let known = ["staff@hotmail.com", "complaints@email-abuse.amazonses.com"]
+        .iter()
+        .any(|a| from.contains(a));
+    if !known
+        || !flat
+            .subject
+            .to_lowercase()
+            .contains("complaint about message from ")
+    {
+        return None;
+    }
+    Some(Report {
+        recipient: flat.original_to().into_iter().next()?,
+        action: None,
+        status: None,
+        reply_code: None,
+        diagnostic: flat.subject.clone(),
+        remote_mta: None,
+        kind: FeedbackKind::Complaint,
+        reason: Reason::Feedback,
+        // The notice carries no Feedback-Type; do not invent one.
+        feedback_type: None,
+        original: Original::default(),
+    })
 }
 
 /// A mail client's one-click unsubscribe sent to our List-Unsubscribe mailto (Apple Mail marks
@@ -412,7 +453,15 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
     let excluded = flat.excluded_addresses();
     let mut segments = text::segments(&human, &excluded);
     let failed = flat.failed_recipients();
-    if !failed.is_empty() {
+    // When the text names recipients but none of the header's, the header disagrees with the
+    // text that the MTA wrote for the same failure; the text is what the bounce explains.
+    let lower_human = human.to_lowercase();
+    let header_unexplained = !segments.is_empty()
+        && segments.len() == failed.len()
+        && failed
+            .iter()
+            .all(|a| !lower_human.contains(&a.to_lowercase()));
+    if !failed.is_empty() && !header_unexplained {
         // X-Failed-Recipients (Exim, Gmail) is authoritative for who failed; keep the text
         // segments only as diagnostics.
         segments = failed
@@ -467,15 +516,12 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             let reply_code =
                 text::find_reply_code(&diagnostic).or_else(|| text::find_reply_code(scope));
             let remote_host = rhost::remote_host_in(scope);
-            // Mailing-list servers and some MTAs state the cause only in the subject
-            // ("Loop Alert: ...", "NOT MEMBER article from ...").
-            let context = format!("{scope}\n{}", flat.subject);
             let evidence = reason::Evidence {
                 status: status.as_deref(),
                 reply_code,
                 action: None,
                 diagnostic: &diagnostic,
-                context: &context,
+                context: scope,
                 diagnostic_type: None,
                 recipient: Some(&recipient),
                 remote_host: remote_host.as_deref(),
@@ -485,6 +531,14 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
                 Reason::Filtered
             } else {
                 reason::classify(&evidence)
+            };
+            // Mailing-list servers state the cause only in the subject ("Loop Alert: ...",
+            // "NOT MEMBER article from ..."). Read it last: other subjects quote the original's.
+            let reason = match reason {
+                Reason::Undefined => {
+                    reason::match_keywords(&flat.subject.to_lowercase()).unwrap_or(reason)
+                }
+                r => r,
             };
             Report {
                 kind: kind_for(reason, status.as_deref(), reply_code),
@@ -732,6 +786,66 @@ hi\r\n\
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert_eq!(reports[0].recipient, "reader@example.org");
         assert_eq!(reports[0].reason, Reason::Rejected);
+    }
+
+    #[test]
+    fn hotmail_complaint_notice_without_a_report_part_is_a_complaint() {
+        let raw = "From: staff@hotmail.com\r\n\
+To: abuse@news.example.com\r\n\
+Subject: complaint about message from 192.0.2.1\r\n\
+Content-Type: multipart/mixed; boundary=\"A\"\r\n\
+\r\n\
+--A\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+This is an email abuse report.\r\n\
+--A\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+From: news@example.com\r\n\
+To: reader@hotmail.example\r\n\
+Subject: hello\r\n\
+\r\n\
+hi\r\n\
+--A--\r\n";
+        let reports = parse(raw.as_bytes());
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].recipient, "reader@hotmail.example");
+        assert_eq!(reports[0].kind, FeedbackKind::Complaint);
+        // The same subject from anyone else is not a complaint.
+        let other = raw.replace("staff@hotmail.com", "someone@example.org");
+        assert!(
+            parse(other.as_bytes())
+                .iter()
+                .all(|r| r.kind != FeedbackKind::Complaint)
+        );
+    }
+
+    #[test]
+    fn failed_recipients_header_wins_unless_the_text_never_names_it() {
+        let bounce = |header: &str| {
+            format!(
+                "From: Mail Delivery System <Mailer-Daemon@mx.example.org>\r\n\
+To: sender@example.com\r\n\
+Subject: Mail delivery failed: returning message to sender\r\n\
+X-Failed-Recipients: {header}\r\n\
+\r\n\
+This message was created automatically by mail delivery software.\r\n\
+\r\n\
+A message that you sent could not be delivered to one or more of its\r\n\
+recipients. This is a permanent error. The following address(es) failed:\r\n\
+\r\n\
+  named@example.net\r\n\
+    SMTP error from remote mail server after RCPT TO:<named@example.net>:\r\n\
+    host mx.example.net [192.0.2.1]: 550 5.1.1 unknown user\r\n"
+            )
+        };
+        let agree = parse(bounce("named@example.net").as_bytes());
+        assert_eq!(agree[0].recipient, "named@example.net");
+        let disagree = parse(bounce("other@example.net").as_bytes());
+        assert_eq!(disagree.len(), 1, "{disagree:?}");
+        assert_eq!(disagree[0].recipient, "named@example.net");
+        assert_eq!(disagree[0].reason, Reason::UserUnknown);
     }
 
     #[test]

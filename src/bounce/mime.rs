@@ -325,11 +325,22 @@ impl Flat {
         if self.sender_is_daemon() || self.subject_is_bounce() {
             return false;
         }
+        // System mail (cron, sudo's security notices) is not a reader's auto-reply.
+        let from_system = self
+            .header("From")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("root@"));
+        let subject = self.subject.to_lowercase();
+        if from_system || subject.contains("security information for") {
+            return false;
+        }
         let header_says = self.headers.iter().any(|(k, v)| {
             let k = k.to_ascii_lowercase();
             let v = v.trim().to_ascii_lowercase();
             match k.as_str() {
-                "auto-submitted" => v.starts_with("auto-replied"),
+                // RFC 3834 and the IANA registry: replies, generated and notification mail.
+                "auto-submitted" => ["auto-replied", "auto-generated", "auto-notified"]
+                    .iter()
+                    .any(|p| v.starts_with(p)),
                 "x-autoreply" | "x-autorespond" | "x-autoresponder" | "x-mail-autoreply" => true,
                 "precedence" => v == "auto_reply",
                 "x-apple-action" => v.contains("vacation"),
@@ -337,8 +348,8 @@ impl Flat {
                 _ => false,
             }
         });
-        let subject = self.subject.to_lowercase();
-        let subject_says = VACATION_SUBJECT_WORDS.iter().any(|w| subject.contains(w));
+        let subject_says = VACATION_SUBJECT_WORDS.iter().any(|w| subject.contains(w))
+            || subject.starts_with("auto:");
         header_says || subject_says
     }
 

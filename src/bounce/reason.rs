@@ -1,10 +1,12 @@
 //! Why a message bounced, in sisimai's reason vocabulary (so numbers compare with the tool most
 //! bounce processors are measured against), decided from the evidence a bounce carries.
 //!
-//! Order of decision: a success code; a *specific* RFC 3463 status code (`5.1.1`, `5.2.2`, ...);
-//! the keyword tables over the diagnostic; the same tables over the text around the recipient;
-//! the remaining (generic) status code classes; the action and the reply code. The keyword
-//! tables are data (`KEYWORDS`): extend them for new MTAs' wording rather than adding branches.
+//! Order of decision: a success code; a label one MTA prints for one cause (`MTA_LABELS`,
+//! Gmail's `(state N)`); the rules of a known provider (`rhost`); a *specific* RFC 3463 status
+//! code (`5.1.1`, `5.2.2`, ...); the keyword tables over the diagnostic; the remaining (generic)
+//! status code classes; the same tables over the text around the recipient; the action and the
+//! reply code. The tables are data (`KEYWORDS`, `MTA_LABELS`): extend them for new MTAs'
+//! wording rather than adding branches. This module reads evidence only; it parses nothing.
 
 use super::Action;
 use super::rhost;
@@ -352,7 +354,11 @@ fn mta_label(lower: &str) -> Option<Reason> {
 pub const KEYWORDS: &[(Reason, &[&str])] = &[
     (
         Reason::SystemFull,
-        &["mailbox unavailable (not enough free space)"],
+        &[
+            "mailbox unavailable (not enough free space)",
+            "mail system full",
+            "requested mail action aborted: exceeded storage allocation",
+        ],
     ),
     (
         Reason::SecurityError,
@@ -1469,11 +1475,28 @@ pub fn match_keywords(lower: &str) -> Option<Reason> {
 }
 
 fn phrase_in(text: &str, phrase: &str) -> bool {
-    match phrase.split_once('*') {
-        None => text.contains(phrase),
-        Some((first, rest)) => text
-            .find(first)
-            .is_some_and(|i| phrase_in(&text[i + first.len()..], rest)),
+    let mut parts = phrase.split('*');
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() {
+        return text.contains(phrase);
+    }
+    text.match_indices(first)
+        .any(|(i, _)| parts_follow(&text[i + first.len()..], &rest))
+}
+
+/// The longest gap a `*` in a keyword phrase spans, in bytes: the parts belong to one
+/// sentence, or "bad ... recipient" would match across a whole bounce text.
+const MAX_GAP: usize = 80;
+
+/// Each of `parts` occurs in order in `text`, each within `MAX_GAP` of the previous one.
+fn parts_follow(text: &str, parts: &[&str]) -> bool {
+    match parts.split_first() {
+        None => true,
+        Some((part, more)) => text
+            .match_indices(part)
+            .take_while(|(j, _)| *j <= MAX_GAP)
+            .any(|(j, _)| parts_follow(&text[j + part.len()..], more)),
     }
 }
 
@@ -1494,8 +1517,14 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
     }
     // A provider that documents its refusal texts knows best what they mean.
     if let Some(provider) = rhost::provider(e.recipient, e.remote_host, e.reporting_host) {
+        // A DSN's Diagnostic-Code is the server's whole reply; a text bounce's diagnostic is
+        // one line of it, so the surrounding text may hold the rest.
         let found = rhost::classify(provider, e.status, e.reply_code, e.diagnostic, e.context)
-            .or_else(|| rhost::classify(provider, e.status, e.reply_code, e.context, e.context));
+            .or_else(|| {
+                e.diagnostic_type.is_none().then(|| {
+                    rhost::classify(provider, e.status, e.reply_code, e.context, e.context)
+                })?
+            });
         if let Some(reason) = found {
             return reason;
         }
@@ -1557,8 +1586,9 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         return Reason::Expired;
     }
     match e.reply_code {
+        // Replies about the command itself (RFC 5321 §4.2.2: syntax, parameters, sequence).
+        Some(401..=407 | 500..=507) => Reason::SyntaxError,
         Some(400..=499) => Reason::Expired,
-        Some(500..=504) => Reason::SyntaxError,
         Some(556) => Reason::NotAccept,
         Some(552) => Reason::MailboxFull,
         Some(554 | 571) => Reason::Blocked,
@@ -1742,6 +1772,10 @@ mod tests {
             "limit exceeded for mailbox",
             "mailbox*exceeded*limit"
         ));
+        // Parts far apart belong to different sentences.
+        let far = format!("bad connection{}following recipient", " x".repeat(60));
+        assert!(!phrase_in(&far, "bad*recipient"));
+        assert!(phrase_in("550 bad recipient address", "bad*recipient"));
         assert_eq!(
             reason(None, "user is over their quota"),
             Reason::MailboxFull

@@ -11,6 +11,7 @@ use super::reason::{self, Reason, Stage};
 pub enum Provider {
     Aol,
     Apple,
+    Cloudflare,
     Cox,
     Facebook,
     FrancePtt,
@@ -36,6 +37,7 @@ const HOSTS: &[(Provider, &[&str])] = &[
         Provider::Apple,
         &[".mail.icloud.com", ".apple.com", ".me.com"],
     ),
+    (Provider::Cloudflare, &[".mx.cloudflare.net"]),
     (Provider::Cox, &["cox.net"]),
     (Provider::Facebook, &[".facebook.com"]),
     (
@@ -198,6 +200,11 @@ const APPLE: Phrases = &[
             "unknown or illegal alias",
         ],
     ),
+];
+
+const CLOUDFLARE: Phrases = &[
+    (Reason::Blocked, &["found on one or more dnsbls"]),
+    (Reason::SystemError, &["upstream error"]),
 ];
 
 const COX: Phrases = &[
@@ -893,19 +900,28 @@ fn phrases(table: Phrases, lower: &str) -> Option<Reason> {
         .map(|(r, _)| *r)
 }
 
-/// The alphanumeric token right after `marker` (case-insensitive) in `text`.
-fn token_after<'t>(lower: &'t str, marker: &str) -> Option<&'t str> {
-    let start = lower.find(marker)? + marker.len();
-    let rest = &lower[start..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        .unwrap_or(rest.len());
-    Some(&rest[..end]).filter(|t| !t.is_empty())
+/// Every alphanumeric token right after an occurrence of `marker` in `lower`.
+fn tokens_after<'t>(lower: &'t str, marker: &'t str) -> impl Iterator<Item = &'t str> + 't {
+    lower.match_indices(marker).filter_map(move |(i, _)| {
+        let rest = &lower[i + marker.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(rest.len());
+        Some(&rest[..end]).filter(|t| !t.is_empty())
+    })
+}
+
+/// The first such token.
+fn token_after<'t>(lower: &'t str, marker: &'t str) -> Option<&'t str> {
+    tokens_after(lower, marker).next()
 }
 
 /// Cox's `AUP#<label>` codes.
 fn cox_code(lower: &str) -> Option<Reason> {
-    let label = token_after(lower, "aup#")?;
+    tokens_after(lower, "aup#").find_map(cox_label)
+}
+
+fn cox_label(label: &str) -> Option<Reason> {
     Some(match label {
         "cxbl" | "cdrbl" => Reason::Blocked,
         "cxdns" => Reason::RequirePtr,
@@ -921,12 +937,15 @@ fn cox_code(lower: &str) -> Option<Reason> {
 
 /// Spectrum (Charter): `AUP#I1000` / `AUP#O1350`, four-digit codes in documented ranges.
 fn spectrum_code(lower: &str) -> Option<Reason> {
-    let label = token_after(lower, "aup#")?;
-    let digits: String = label
-        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+    // `AUP#I1000`, `AUP#O-1350`: the first run of four digits after the label.
+    let start = lower.find("aup#")? + "aup#".len();
+    let label: String = lower[start..]
         .chars()
-        .take_while(char::is_ascii_digit)
+        .take_while(|c| !c.is_whitespace())
         .collect();
+    let digits = label
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|run| run.len() >= 4)?;
     let code: u16 = digits.get(..4)?.parse().ok()?;
     Some(match code {
         1000 | 1200..=1250 => Reason::Blocked,
@@ -944,7 +963,10 @@ fn spectrum_code(lower: &str) -> Option<Reason> {
 
 /// GoDaddy's ` IBnnn` labels.
 fn godaddy_code(lower: &str) -> Option<Reason> {
-    let label = token_after(lower, " ib")?;
+    tokens_after(lower, " ib").find_map(godaddy_label)
+}
+
+fn godaddy_label(label: &str) -> Option<Reason> {
     Some(match label {
         "401" => Reason::SecurityError,
         "501" | "502" => Reason::NotCompliantRfc,
@@ -1091,6 +1113,7 @@ pub fn classify(
     match provider {
         Provider::Aol => phrases(AOL, &lower),
         Provider::Apple => phrases(APPLE, &lower),
+        Provider::Cloudflare => phrases(CLOUDFLARE, &lower),
         Provider::Cox => cox_code(&lower).or_else(|| phrases(COX, &lower)),
         Provider::Facebook => facebook_code(&lower),
         Provider::FrancePtt => franceptt_code(&lower).or_else(|| {
@@ -1148,6 +1171,60 @@ mod tests {
     }
 
     #[test]
+    fn each_provider_is_known_by_its_hosts_and_its_own_domain() {
+        let cases = [
+            ("mx2.mail.aol.com", "aol.com", Provider::Aol),
+            ("mx2.mail.icloud.com", "me.com", Provider::Apple),
+            (
+                "relay1.mx.cloudflare.net",
+                "cloudflare.net",
+                Provider::Cloudflare,
+            ),
+            ("mx.cox.net", "cox.net", Provider::Cox),
+            ("mx.laposte.net", "wanadoo.fr", Provider::FrancePtt),
+            (
+                "smtp.secureserver.net",
+                "secureserver.net",
+                Provider::GoDaddy,
+            ),
+            ("aspmx.l.google.com", "google.com", Provider::Google),
+            (
+                "mx.l.googlemail.com",
+                "googlemail.com",
+                Provider::GoogleWorkspace,
+            ),
+            ("mx.email.ua", "email.ua", Provider::Iua),
+            ("lsean.ezweb.ne.jp", "au.com", Provider::Kddi),
+            (
+                "mx1.messagelabs.com",
+                "messagelabs.com",
+                Provider::MessageLabs,
+            ),
+            (
+                "mx1.protection.outlook.com",
+                "onmicrosoft.com",
+                Provider::Microsoft,
+            ),
+            ("mx.mimecast.com", "mimecast.com", Provider::Mimecast),
+            ("mfsmax.docomo.ne.jp", "docomo.ne.jp", Provider::NttDocomo),
+            ("mx.hotmail.com", "hotmail.com", Provider::Outlook),
+            ("mx.charter.net", "charter.net", Provider::Spectrum),
+            ("mx.qq.com", "qq.com", Provider::Tencent),
+            ("mx.yahoodns.net", "yahoodns.net", Provider::YahooInc),
+        ];
+        for (host, domain, want) in cases {
+            assert_eq!(provider(None, Some(host), None), Some(want), "{host}");
+            assert_eq!(
+                provider(None, None, Some(host)),
+                Some(want),
+                "{host} as reporter"
+            );
+            let rcpt = format!("a@{domain}");
+            assert_eq!(provider(Some(&rcpt), None, None), Some(want), "{domain}");
+        }
+    }
+
+    #[test]
     fn remote_host_is_read_from_transcripts() {
         assert_eq!(
             remote_host_in("host mx1.example.org[192.0.2.1] said: 550 no"),
@@ -1172,8 +1249,19 @@ mod tests {
             Some(Reason::TooManyConn)
         );
         assert_eq!(
+            c(Provider::Spectrum, "554 5.7.1 AUP#O-1160 policy"),
+            Some(Reason::PolicyViolation)
+        );
+        assert_eq!(
             c(Provider::GoDaddy, "552 message rejected IB212"),
             Some(Reason::SpamDetected)
+        );
+        assert_eq!(
+            c(
+                Provider::GoDaddy,
+                "554 ibm relay says: this ip is listed IB104"
+            ),
+            Some(Reason::Blocked)
         );
         assert_eq!(
             c(Provider::FrancePtt, "Invalid recipient. OFR_416 [416]"),
