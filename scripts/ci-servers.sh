@@ -54,6 +54,8 @@ _mailroom_ci_setup() (
   command -v dovecot >/dev/null || missing+=(dovecot-core)
   # The bounce import's IMAP test runs its own private Dovecot IMAP server.
   [[ -x /usr/lib/dovecot/imap ]] || missing+=(dovecot-imapd)
+  # The `send --dashboard` test drives the real TUI in a tmux terminal.
+  command -v tmux >/dev/null || missing+=(tmux)
   # swaks is for checking by hand; it needs Net::SSLeay for STARTTLS.
   command -v swaks >/dev/null || missing+=(swaks)
   perl -MNet::SSLeay -e 1 2>/dev/null || missing+=(libnet-ssleay-perl)

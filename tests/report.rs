@@ -826,3 +826,194 @@ fn counters_stay_equal_to_a_full_recount_under_arbitrary_writes() {
         }
     }
 }
+
+// ---- `send --dashboard`: the dashboard embedded in a real send, in a real terminal (tmux) ----
+
+/// Writes a campaign that sends `n` messages to `sandbox` over plain loopback SMTP.
+fn sandbox_campaign(dir: &std::path::Path, port: u16, n: usize) -> std::path::PathBuf {
+    let root = dir.join("live");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("campaign.toml"),
+        format!(
+            "[campaign]\nname = \"live-dash\"\nfrom = \"news@example.com\"\nsubject = \"Hi\"\n\
+             text = \"body.txt.hbs\"\n\n[contacts]\npath = \"contacts.csv\"\n\n[smtp]\n\
+             host = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\n\n[rate]\nper_second = 20\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("body.txt.hbs"), "Hello {{email}}\n").unwrap();
+    let mut csv = String::from("email\n");
+    for i in 0..n {
+        csv.push_str(&format!("reader{i}@dash.example\n"));
+    }
+    std::fs::write(root.join("contacts.csv"), csv).unwrap();
+    root
+}
+
+#[test]
+fn send_dashboard_refuses_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = sandbox_campaign(dir.path(), 9, 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["send", "--yes", "--dashboard"])
+        .arg(&root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--dashboard needs a terminal"), "{stderr}");
+    assert!(!root.join("mailroom.db").exists(), "nothing imported");
+}
+
+fn tmux(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("tmux")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Polls the tmux pane until `pred` holds (bounded: the send is paced at 20 messages/s).
+fn wait_for_pane(session: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = tmux(&["capture-pane", "-p", "-t", session]);
+        let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        if pred(&screen) {
+            return screen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; screen:\n{screen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The dashboard runs inside `send`, shows the live campaign while the pipeline sends, and
+/// quitting it mid-run stops claiming new recipients, lets in-flight messages finish and still
+/// prints the summary; every recipient is accounted for in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_dashboard_shows_the_run_and_q_stops_it_gracefully() {
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        let msg = "SKIPPED: send --dashboard test needs tmux (apt-get install tmux)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg} (CI=true)"
+        );
+        eprintln!("{msg}");
+        return;
+    }
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let sb = mailroom::sandbox::start(
+        mailroom::sandbox::SandboxConfig::new(dir.path().join("maildir")).tls(false),
+    )
+    .await
+    .unwrap();
+    // 400 messages at 20/s: the run is still going when q is pressed.
+    let root = sandbox_campaign(dir.path(), sb.addr().port(), 400);
+    let session = format!("mailroom-dash-{}", std::process::id());
+    let done = dir.path().join("done");
+    let cmd = format!(
+        // stdout stays on the terminal (the dashboard draws there, the summary follows it);
+        // the shell lingers so the final screen can be read.
+        "{} send --yes --dashboard {} 2> {}/err.txt; echo $? > {}; sleep 60",
+        env!("CARGO_BIN_EXE_mailroom"),
+        root.display(),
+        dir.path().display(),
+        done.display()
+    );
+    let session2 = session.clone();
+    let screen = tokio::task::spawn_blocking(move || {
+        let started = tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session2,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "sh",
+            "-c",
+            &cmd,
+        ]);
+        assert!(started.status.success(), "{started:?}");
+        wait_for_pane(
+            &session2,
+            "the dashboard with some accepted messages",
+            |s| s.contains("live-dash") && s.contains("Funnel"),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(screen.contains("Domains"), "{screen}");
+    let db = root.join("mailroom.db");
+    // Wait until some messages were accepted, then quit the dashboard.
+    let accepted_now = || -> i64 {
+        let Ok(conn) = mailroom::store::open_read_only(&db) else {
+            return 0;
+        };
+        conn.query_row(
+            "SELECT count(*) FROM recipients WHERE state = 'accepted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while accepted_now() < 5 {
+        assert!(std::time::Instant::now() < deadline, "nothing accepted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "send did not stop after q"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let screen =
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
+    let _ = tmux(&["kill-session", "-t", &session]);
+    let code = std::fs::read_to_string(&done).unwrap();
+    let err = std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    assert_eq!(
+        code.trim(),
+        "130",
+        "a stopped run exits 130:\n{screen}\n{err}"
+    );
+    assert!(err.contains("dashboard closed"), "{err}");
+    // The terminal was restored and the summary printed after the dashboard.
+    assert!(screen.contains("accepted by the relay"), "{screen}\n{err}");
+    // Stopped early: some accepted, the rest still pending, nobody left `sending`, and the
+    // sandbox holds exactly the accepted ones.
+    let conn = mailroom::store::open_read_only(&db).unwrap();
+    let count = |state: &str| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM recipients WHERE state = ?1",
+            [state],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let (accepted, pending) = (count("accepted"), count("pending"));
+    assert!(
+        accepted >= 5 && pending > 0,
+        "accepted {accepted}, pending {pending}"
+    );
+    assert_eq!(accepted + pending, 400);
+    assert_eq!(count("sending"), 0);
+    let stored = std::fs::read_dir(dir.path().join("maildir/new"))
+        .unwrap()
+        .count();
+    assert_eq!(stored as i64, accepted);
+}

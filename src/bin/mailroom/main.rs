@@ -51,7 +51,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    // The embedded dashboard owns the terminal: log lines on stderr would be drawn over it.
+    let screen_owned = matches!(&cli.command, Command::Send(a) if a.dashboard);
+    init_tracing(if screen_owned {
+        None
+    } else {
+        Some(cli.verbose)
+    });
     // One rustls crypto provider for the whole process (see notes on aws-lc vs ring): installing
     // it twice is harmless, so the result is ignored.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
@@ -84,14 +90,15 @@ fn main() -> ExitCode {
 /// password) and whole message bodies (recipients' personal data). No verbosity setting, not
 /// even `MAILROOM_LOG=trace`, may show those, so a global filter caps lettre at info whatever
 /// the env filter says.
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: Option<u8>) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+        None => "off",
+        Some(0) => "warn",
+        Some(1) => "info",
+        Some(_) => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

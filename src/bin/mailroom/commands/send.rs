@@ -41,6 +41,10 @@ pub struct Args {
     /// Keep running until every recipient is final, sleeping until deferred retries are due.
     #[arg(long)]
     pub wait: bool,
+    /// Show the live dashboard while sending instead of a progress bar. Quitting it (q) stops
+    /// claiming new recipients, lets the messages in flight finish and prints the summary.
+    #[arg(long)]
+    pub dashboard: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -54,6 +58,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.resend_unknown = args.resend_unknown;
     options.wait = args.wait;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    // The dashboard draws on stdout and reads keys from stdin; stderr may go to a file.
+    if args.dashboard && !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        bail!(
+            "--dashboard needs a terminal\n\n\
+             Run it in a terminal, or drop --dashboard and watch with `mailroom dashboard` elsewhere."
+        );
+    }
     if !args.yes && !interactive {
         bail!(
             "refusing to send without confirmation: not running on a terminal\n\n\
@@ -140,8 +151,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         });
         let counters = Arc::new(Counters::default());
-        let progress = Progress::start(interactive, counters.clone(), planned);
-        let summary = pipeline::run(Run {
+        let progress = if args.dashboard {
+            Progress::silent()
+        } else {
+            Progress::start(interactive, counters.clone(), planned)
+        };
+        let run = pipeline::run(Run {
             ledger: ledger_path.clone(),
             writer,
             campaign_id: prepared.campaign_id,
@@ -149,11 +164,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             transport,
             render: Arc::new(setup::CampaignRender(campaign.clone())),
             options,
-            shutdown,
+            shutdown: shutdown.clone(),
             counters,
             events: progress.sink(),
-        })
-        .await;
+        });
+        let summary = if args.dashboard {
+            with_dashboard(run, &shutdown, ledger_path.clone(), campaign.name()).await?
+        } else {
+            run.await
+        };
         progress.finish().await;
         let joined = tokio::task::spawn_blocking(move || thread.join())
             .await
@@ -333,10 +352,41 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs the send with the dashboard on screen. The dashboard reads the ledger the run writes,
+/// through its own read-only connection, exactly as `mailroom dashboard` in another terminal
+/// would. Quitting it before the run ends is a graceful stop (like a first Ctrl-C, which the
+/// dashboard receives as a key in raw mode); after the run ends it stays up until quit, so the
+/// final numbers can be read.
+async fn with_dashboard<F>(
+    run: F,
+    shutdown: &Shutdown,
+    ledger: PathBuf,
+    campaign: &str,
+) -> anyhow::Result<F::Output>
+where
+    F: std::future::Future,
+{
+    let ui = mailroom::tui::run(ledger, Some(campaign.to_owned()), std::future::pending());
+    let mut ui = std::pin::pin!(ui);
+    let mut run = std::pin::pin!(run);
+    let (summary, ui_result) = tokio::select! {
+        summary = &mut run => (summary, ui.await),
+        ui_result = &mut ui => {
+            shutdown.trigger();
+            eprintln!("dashboard closed: no new messages; waiting for those in flight");
+            (run.await, ui_result)
+        }
+    };
+    ui_result.context("the dashboard failed")?;
+    Ok(summary)
+}
+
 /// The progress display: an indicatif bar on a terminal, one log line per message otherwise.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    /// One log line per outcome on stdout (not on a terminal).
+    lines: bool,
 }
 
 impl Progress {
@@ -345,6 +395,7 @@ impl Progress {
             return Progress {
                 bar: None,
                 ticker: None,
+                lines: true,
             };
         }
         let bar = indicatif::ProgressBar::new(planned);
@@ -374,12 +425,22 @@ impl Progress {
         Progress {
             bar: Some(bar),
             ticker: Some(ticker),
+            lines: false,
+        }
+    }
+
+    /// Nothing at all: the dashboard owns the screen.
+    fn silent() -> Progress {
+        Progress {
+            bar: None,
+            ticker: None,
+            lines: false,
         }
     }
 
     /// Plain mode: every outcome as a log line on stdout.
     fn sink(&self) -> Option<EventSink> {
-        if self.bar.is_some() {
+        if !self.lines {
             return None;
         }
         Some(Arc::new(|e: &Event| {
