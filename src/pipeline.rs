@@ -920,6 +920,38 @@ async fn settle(
             temporary(shared, job, &reply, port).await;
             Next::Done
         }
+        TxOutcome::OutOfStep(reply) if reply.step == Step::Message => {
+            // The body went out and the reply we read is not the answer to it: the relay may
+            // well have accepted the message, so it must not be sent again without opt-in.
+            let mut a = attempt(&reply, port, "unknown");
+            a.reply = Some(format!(
+                "reply out of step after the message: {}",
+                reply.text
+            ));
+            record(shared, job, DeliveryState::Unknown, None, a).await;
+            Next::Done
+        }
+        TxOutcome::OutOfStep(reply) => {
+            // Nothing of the message was sent (the body is only sent after a 354): give the
+            // claim back uncharged, with the evidence, and try again on a fresh connection.
+            let mut a = attempt(&reply, port, "out_of_step");
+            a.reply = Some(format!(
+                "reply out of step, connection dropped before the message: {}",
+                reply.text
+            ));
+            release(shared, job, Some(a)).await;
+            shared.event(
+                &job.row.email,
+                "out_of_step",
+                format!("{}; reconnecting", reply.describe()),
+            );
+            if retries + 1 >= RETRIES_IN_RUN {
+                shared.left.fetch_add(1, Ordering::Relaxed);
+                Next::Done
+            } else {
+                Next::Retry
+            }
+        }
         TxOutcome::Replied(reply) => {
             let verdict = reply.verdict().unwrap_or(Verdict::Deferred);
             match verdict {

@@ -267,6 +267,13 @@ pub enum TxOutcome {
     /// No reply: the connection broke or a deadline passed. The session is gone. When
     /// `reply.step == Message`, the relay may or may not have the message.
     Lost(Reply),
+    /// A reply that does not fit the command it follows (a 250 to DATA, a 354 or any non-2xx
+    /// positive reply to MAIL, RCPT or the final "."): the replies are out of step with the
+    /// commands (an extra reply from a buggy relay or proxy, or bytes injected before TLS), so
+    /// no later reply on this connection can be trusted and the session has been dropped.
+    /// Before `Step::Message` the body was never sent; at `Step::Message` the relay may have
+    /// the message.
+    OutOfStep(Reply),
 }
 
 /// Opens sessions to one relay; shared by all workers.
@@ -676,7 +683,20 @@ impl Session {
                     self.conn = None;
                     return TxOutcome::Lost(Reply::timeout(step, limit));
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(response)) => {
+                    let code = u16::from(response.code());
+                    // lettre calls any 2xx or 3xx "positive"; each command has exactly one
+                    // right answer class, and DATA exactly one code. A 250 to DATA means we are
+                    // reading an earlier command's reply: the body must not go out.
+                    let fits = match step {
+                        Step::Data => code == 354,
+                        _ => (200..300).contains(&code),
+                    };
+                    if !fits {
+                        self.conn = None;
+                        return TxOutcome::OutOfStep(Reply::from_response(step, &response));
+                    }
+                }
                 Ok(Err(e)) => {
                     let reply = Reply::from_error(step, &e);
                     if reply.code.is_none() {
@@ -701,7 +721,17 @@ impl Session {
                 self.conn = None;
                 TxOutcome::Lost(Reply::timeout(Step::Message, self.data_timeout))
             }
-            Ok(Ok(response)) => TxOutcome::Replied(Reply::from_response(Step::Message, &response)),
+            Ok(Ok(response)) => {
+                let reply = Reply::from_response(Step::Message, &response);
+                if (200..300).contains(&u16::from(response.code())) {
+                    TxOutcome::Replied(reply)
+                } else {
+                    // A 3xx after the final "." answers no command we sent: the relay's real
+                    // verdict on this message is somewhere else in the stream.
+                    self.conn = None;
+                    TxOutcome::OutOfStep(reply)
+                }
+            }
             Ok(Err(e)) => {
                 let reply = Reply::from_error(Step::Message, &e);
                 if reply.code.is_none() || reply.code == Some(421) {
@@ -720,9 +750,10 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
+        // Only a 2xx is RSET's reply; anything else positive is a stray earlier reply.
         matches!(
             timeout(self.command_timeout, conn.command(Rset)).await,
-            Ok(Ok(_))
+            Ok(Ok(r)) if (200..300).contains(&u16::from(r.code()))
         )
     }
 

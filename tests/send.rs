@@ -1032,3 +1032,101 @@ async fn a_busy_relay_at_the_greeting_pauses_the_run() {
     );
     assert_eq!(states(&l.path).get("pending"), Some(&2));
 }
+
+/// (step, code, outcome) of every attempt of one address, in order.
+fn attempt_rows(path: &Path, email: &str) -> Vec<(String, Option<i64>, String)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT a.step, a.code, a.outcome FROM attempts a
+             JOIN recipients r ON r.id = a.recipient_id WHERE r.email = ?1 ORDER BY a.id",
+        )
+        .unwrap();
+    stmt.query_map([email], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_reply_to_mail_drops_the_session_before_the_body_and_every_250_matches() {
+    let server = Server::start(ServerOptions {
+        extra_mail_reply_sessions: 1,
+        ..ServerOptions::default()
+    })
+    .await;
+    let l = ledger();
+    let locals = numbered("p", 3);
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 3);
+    assert_eq!(summary.deferred + summary.unknown, 0);
+    assert_eq!(states(&l.path).get("accepted"), Some(&3));
+    // DATA got RCPT's 250 instead of 354 on the first connection: the body never went out
+    // there, and a fresh connection carried every message once.
+    assert_eq!(server.seen.lock().unwrap().sessions, 2);
+    assert_eq!(server.seen.lock().unwrap().data_received.len(), 3);
+    assert!(server.accepted_per_address().values().all(|n| *n == 1));
+    assert_eq!(server.accepted_per_address().len(), 3);
+    delivery::assert_replies_in_sync(&server, &l.path);
+    let first = attempt_rows(&l.path, "p0@example.test");
+    assert_eq!(
+        first,
+        vec![
+            ("data".to_owned(), Some(250), "out_of_step".to_owned()),
+            ("message".to_owned(), Some(250), "accepted".to_owned()),
+        ]
+    );
+    // Giving the claim back did not charge the recipient.
+    assert_eq!(recipient(&l.path, "p0@example.test").1, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_replies_after_the_final_dot_never_turn_an_acceptance_into_a_retry() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["a1", "dupqueued1", "a2", "dot3541", "a3"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 4);
+    assert_eq!(summary.unknown, 1);
+    assert_eq!(summary.deferred, 0);
+    // A 354 after the final dot answers nothing: the relay may have the message.
+    assert_eq!(recipient(&l.path, "dot3541@example.test").0, "unknown");
+    for a in ["a1", "dupqueued1", "a2", "a3"] {
+        assert_eq!(
+            recipient(&l.path, &format!("{a}@example.test")).0,
+            "accepted"
+        );
+    }
+    // a2 read the stray 250 as MAIL's reply, was caught at DATA and sent on a new connection;
+    // dot3541's connection was dropped too: three sessions, every body received once.
+    assert_eq!(server.seen.lock().unwrap().sessions, 3);
+    assert_eq!(server.seen.lock().unwrap().data_received.len(), 5);
+    assert!(server.accepted_per_address().values().all(|n| *n == 1));
+    delivery::assert_replies_in_sync(&server, &l.path);
+    assert_eq!(
+        attempt_rows(&l.path, "a2@example.test")
+            .iter()
+            .map(|(step, _, outcome)| format!("{step}:{outcome}"))
+            .collect::<Vec<_>>(),
+        ["data:out_of_step", "message:accepted"]
+    );
+}
