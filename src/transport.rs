@@ -24,7 +24,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion,
 };
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use tokio::time::timeout;
@@ -533,6 +533,28 @@ impl Transport {
                 Ok(Ok(())) => {}
             }
         }
+        // lettre's ServerInfo drops PIPELINING, so ask once more (before AUTH, on the final,
+        // encrypted channel) and read the keyword from the raw EHLO reply.
+        let pipelining =
+            match timeout(command_timeout, conn.command(Ehlo::new(self.hello.clone()))).await {
+                Err(_) => {
+                    return Err(PortFailure::Stop(ConnectFailure::Refused(Reply::timeout(
+                        Step::Ehlo,
+                        command_timeout,
+                    ))));
+                }
+                Ok(Ok(response)) => response.message().any(|line| {
+                    line.split_whitespace()
+                        .next()
+                        .is_some_and(|word| word.eq_ignore_ascii_case("PIPELINING"))
+                }),
+                Ok(Err(e)) if e.status().is_none() => {
+                    return Err(PortFailure::Stop(ConnectFailure::Refused(
+                        Reply::from_error(Step::Ehlo, &e),
+                    )));
+                }
+                Ok(Err(_)) => false,
+            };
         if let Some(credentials) = &self.credentials {
             if !conn.is_encrypted() && security != Security::Tls {
                 // Belt and braces: `Transport::new` already refuses AUTH with security none.
@@ -565,6 +587,7 @@ impl Transport {
             limit: self.settings.messages_per_connection.max(1),
             command_timeout,
             data_timeout: self.settings.data_timeout,
+            pipelining,
         })
     }
 }
@@ -631,6 +654,28 @@ pub fn envelope_address(address: &str) -> Result<Address, Error> {
     })
 }
 
+/// MAIL FROM, RCPT TO and DATA as one pipelined write.
+struct PipelinedEnvelope(Mail, Rcpt);
+
+impl fmt::Display for PipelinedEnvelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.0, self.1, Data)
+    }
+}
+
+/// Whether a positive reply is the right one for `step`. lettre calls any 2xx or 3xx
+/// "positive", but each command has exactly one right answer class, and DATA exactly one code:
+/// a 250 to DATA means we are reading an earlier command's reply, so the body must not go out.
+/// lettre keeps unread bytes in its own buffer and offers no way to look at it, so a stray reply
+/// can only be caught by checking every reply against the command it should answer.
+fn fits(step: Step, response: &Response) -> bool {
+    let code = u16::from(response.code());
+    match step {
+        Step::Data => code == 354,
+        _ => (200..300).contains(&code),
+    }
+}
+
 /// One open, authenticated connection owned by one worker.
 pub struct Session {
     /// None once the connection is known broken (then the worker must reconnect).
@@ -640,6 +685,8 @@ pub struct Session {
     limit: usize,
     command_timeout: Duration,
     data_timeout: Duration,
+    /// The server offered PIPELINING (RFC 2920): MAIL, RCPT and DATA go out in one write.
+    pipelining: bool,
 }
 
 impl Session {
@@ -666,6 +713,14 @@ impl Session {
         if !message.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
+        if self.pipelining {
+            let mail = Mail::new(Some(from.clone()), params);
+            let rcpt = Rcpt::new(to.clone(), vec![]);
+            if let Some(done) = self.pipelined_envelope(mail, rcpt).await {
+                return done;
+            }
+            return self.body(message).await;
+        }
         let steps: [(Step, Duration); 3] = [(Step::Mail, ct), (Step::Rcpt, ct), (Step::Data, ct)];
         for (step, limit) in steps {
             let fut = async {
@@ -684,15 +739,7 @@ impl Session {
                     return TxOutcome::Lost(Reply::timeout(step, limit));
                 }
                 Ok(Ok(response)) => {
-                    let code = u16::from(response.code());
-                    // lettre calls any 2xx or 3xx "positive"; each command has exactly one
-                    // right answer class, and DATA exactly one code. A 250 to DATA means we are
-                    // reading an earlier command's reply: the body must not go out.
-                    let fits = match step {
-                        Step::Data => code == 354,
-                        _ => (200..300).contains(&code),
-                    };
-                    if !fits {
+                    if !fits(step, &response) {
                         self.conn = None;
                         return TxOutcome::OutOfStep(Reply::from_response(step, &response));
                     }
@@ -713,6 +760,72 @@ impl Session {
                 }
             }
         }
+        self.body(message).await
+    }
+
+    /// MAIL, RCPT and DATA in one write (RFC 2920), then their three replies in order.
+    /// Returns `Some` when the transaction ended before the body (a rejection or a lost
+    /// connection), `None` when the server said 354 and the body may follow.
+    async fn pipelined_envelope(&mut self, mail: Mail, rcpt: Rcpt) -> Option<TxOutcome> {
+        let ct = self.command_timeout;
+        let conn = self.conn.as_mut()?;
+        let batch = PipelinedEnvelope(mail, rcpt);
+        let mut first_failure: Option<Reply> = None;
+        let mut data_open = false;
+        for step in [Step::Mail, Step::Rcpt, Step::Data] {
+            let read = async {
+                if step == Step::Mail {
+                    conn.command(&batch).await
+                } else {
+                    conn.read_response().await
+                }
+            };
+            match timeout(ct, read).await {
+                Err(_) => {
+                    self.conn = None;
+                    return Some(TxOutcome::Lost(Reply::timeout(step, ct)));
+                }
+                Ok(Ok(response)) => {
+                    if !fits(step, &response) {
+                        // Replies and commands are out of step (see `send`): nothing on this
+                        // connection can be trusted, and the body must not go out.
+                        self.conn = None;
+                        return Some(TxOutcome::OutOfStep(Reply::from_response(step, &response)));
+                    }
+                    data_open = step == Step::Data;
+                }
+                Ok(Err(e)) => {
+                    let reply = Reply::from_error(step, &e);
+                    if reply.code.is_none() {
+                        self.conn = None;
+                        return Some(match first_failure {
+                            // The server hung up after refusing: its refusal is the answer.
+                            Some(refusal) => TxOutcome::Replied(refusal),
+                            None => TxOutcome::Lost(reply),
+                        });
+                    }
+                    let closing = reply.code == Some(421);
+                    first_failure.get_or_insert(reply);
+                    if closing {
+                        self.conn = None;
+                        return first_failure.map(TxOutcome::Replied);
+                    }
+                }
+            }
+        }
+        let refusal = first_failure?;
+        if data_open {
+            // A server that opened DATA after refusing MAIL or RCPT: the only safe way out of
+            // data mode without sending a message is to drop the connection.
+            self.conn = None;
+        } else if !self.reset().await {
+            self.conn = None;
+        }
+        Some(TxOutcome::Replied(refusal))
+    }
+
+    /// The message after a 354, and the reply after the final ".".
+    async fn body(&mut self, message: &[u8]) -> TxOutcome {
         let Some(conn) = self.conn.as_mut() else {
             return TxOutcome::Lost(Reply::local(Step::Message, "session closed".into()));
         };

@@ -1033,6 +1033,49 @@ async fn a_busy_relay_at_the_greeting_pauses_the_run() {
     assert_eq!(states(&l.path).get("pending"), Some(&2));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pipelining_rejections_are_read_in_order_and_the_session_stays_in_step() {
+    let server = Server::start(ServerOptions {
+        pipelining: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let l = ledger();
+    let locals: Vec<String> = ["ok1", "unknown1", "defer1", "full1", "throttleonce1", "ok2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(
+        recipient(&l.path, "unknown1@example.test").0,
+        "bounced_hard"
+    );
+    assert_eq!(recipient(&l.path, "defer1@example.test").0, "deferred");
+    assert_eq!(recipient(&l.path, "full1@example.test").0, "bounced_soft");
+    let (state, attempts, _, _) = recipient(&l.path, "throttleonce1@example.test");
+    assert_eq!((state.as_str(), attempts), ("accepted", 1));
+    assert_eq!(summary.accepted, 3);
+    delivery::assert_replies_in_sync(&server, &l.path);
+    let seen = server.seen.lock().unwrap();
+    // Every transaction went out as one MAIL+RCPT+DATA write, on one connection.
+    assert_eq!(seen.pipelined_mail, 7, "{:?}", seen.transcript);
+    assert_eq!(seen.sessions, 1);
+    let rsets = seen
+        .transcript
+        .iter()
+        .filter(|c| c.as_str() == "RSET")
+        .count();
+    assert_eq!(rsets, 4);
+}
+
 /// (step, code, outcome) of every attempt of one address, in order.
 fn attempt_rows(path: &Path, email: &str) -> Vec<(String, Option<i64>, String)> {
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -1050,8 +1093,18 @@ fn attempt_rows(path: &Path, email: &str) -> Vec<(String, Option<i64>, String)> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extra_reply_to_mail_drops_the_session_before_the_body_and_every_250_matches() {
+    extra_reply_to_mail(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pipelining_an_extra_reply_to_mail_drops_the_session_before_the_body() {
+    extra_reply_to_mail(true).await;
+}
+
+async fn extra_reply_to_mail(pipelining: bool) {
     let server = Server::start(ServerOptions {
         extra_mail_reply_sessions: 1,
+        pipelining,
         ..ServerOptions::default()
     })
     .await;

@@ -28,6 +28,8 @@ pub struct Seen {
     pub data_received: Vec<String>,
     /// Per-recipient count of RCPT commands.
     pub rcpt_count: BTreeMap<String, usize>,
+    /// MAIL commands that arrived with more commands already buffered behind them.
+    pub pipelined_mail: usize,
 }
 
 /// The scripted server.
@@ -54,6 +56,8 @@ pub struct Options {
     /// (a buggy relay or proxy, or a reply injected before STARTTLS): every later reply on
     /// that connection is one step late.
     pub extra_mail_reply_sessions: usize,
+    /// Advertise PIPELINING (RFC 2920).
+    pub pipelining: bool,
 }
 
 impl Server {
@@ -171,9 +175,15 @@ async fn session(
             if options.advertise_starttls {
                 r.push_str("250-STARTTLS\r\n");
             }
+            if options.pipelining {
+                r.push_str("250-PIPELINING\r\n");
+            }
             r.push_str("250 ENHANCEDSTATUSCODES");
             r
         } else if upper.starts_with("MAIL FROM:") {
+            if !lines.buffer().is_empty() {
+                seen.lock().unwrap().pipelined_mail += 1;
+            }
             let from = angle(&cmd);
             sender_bad = from.starts_with("bad");
             rcpt = None;
