@@ -129,7 +129,7 @@ pub fn import<I, E>(
 where
     I: IntoIterator<Item = Result<NewRecipient, E>>,
 {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut count = ImportCount::default();
     {
         let mut insert = tx.prepare(
@@ -176,7 +176,7 @@ impl<E> From<rusqlite::Error> for ImportError<E> {
 /// Crash recovery: rows left `sending` by a run that did not finish cannot be known to have been
 /// sent or not, so they become `unknown` (with an attempt saying why). Returns how many.
 pub fn recover_interrupted(conn: &mut Connection, campaign_id: i64) -> rusqlite::Result<u64> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = now_ms();
     tx.execute(
         "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome)
