@@ -284,7 +284,7 @@ pub fn count_due(
     resend_unknown: bool,
 ) -> rusqlite::Result<u64> {
     conn.query_row(
-        "SELECT count(*) FROM recipients WHERE campaign_id = ?1
+        "SELECT count(*) FROM recipients WHERE campaign_id = ?1 AND removed_at IS NULL
            AND (state = 'pending'
                 OR (state = 'deferred' AND coalesce(retry_at, 0) <= ?2)
                 OR (?3 AND state = 'unknown'))",
@@ -700,22 +700,65 @@ enum ReadResult {
     Final(Vec<(DeliveryState, u64)>, (u64, Option<i64>)),
 }
 
-fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, String> {
-    let out = render.render(&row).map_err(|e| {
-        format!(
-            "cannot render the message for {} (line {}): {e}",
-            row.email, row.line
-        )
-    })?;
-    let from = crate::transport::envelope_address(&out.envelope_from).map_err(|e| e.to_string())?;
-    let to = crate::transport::envelope_address(&out.envelope_to).map_err(|e| e.to_string())?;
-    Ok(Job {
-        row,
-        from,
-        to,
-        message_id: out.message_id,
-        bytes: out.bytes,
-    })
+/// Marks a row whose message cannot be built `failed` (after claiming it like any other, so
+/// a row changed meanwhile is left alone), with an attempt at step `render` saying why.
+async fn unrenderable(shared: &Shared, row: DueRow, reason: String) {
+    let claim = Claim {
+        recipient_id: row.id,
+        run_id: shared.run_id,
+        expected_state: row.state,
+        expected_attempts: row.attempts,
+        message_id: String::new(),
+    };
+    match shared.writer.claim(claim).await {
+        Err(e) => shared.stop(End::Aborted(e.to_string())),
+        Ok(ClaimResult::Lost) => {}
+        Ok(ClaimResult::Suppressed) => {
+            shared.counters.bump(DeliveryState::Suppressed);
+            shared.event(&row.email, "suppressed", "on the suppression list".into());
+        }
+        Ok(ClaimResult::Claimed) => {
+            let a = AttemptRecord {
+                at: ledger::now_ms(),
+                port: None,
+                step: "render",
+                code: None,
+                enhanced: None,
+                reply: Some(reason),
+                outcome: "failed",
+            };
+            record(shared, &row, DeliveryState::Failed, None, a).await;
+        }
+    }
+}
+
+/// The job for `row`, or the row back with why its message cannot be built.
+fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, Box<(DueRow, String)>> {
+    let built = render
+        .render(&row)
+        .map_err(|e| {
+            format!(
+                "cannot render the message for {} (line {}): {e}",
+                row.email, row.line
+            )
+        })
+        .and_then(|out| {
+            let from = crate::transport::envelope_address(&out.envelope_from)
+                .map_err(|e| e.to_string())?;
+            let to =
+                crate::transport::envelope_address(&out.envelope_to).map_err(|e| e.to_string())?;
+            Ok((out, from, to))
+        });
+    match built {
+        Ok((out, from, to)) => Ok(Job {
+            row,
+            from,
+            to,
+            message_id: out.message_id,
+            bytes: out.bytes,
+        }),
+        Err(reason) => Err(Box::new((row, reason))),
+    }
 }
 
 async fn worker(
@@ -730,9 +773,12 @@ async fn worker(
         if !shared.halt.is_triggered() {
             match build_job(render.as_ref(), row) {
                 Ok(job) => process(&shared, &mut session, &job).await,
-                // A template that fails for this row: stop before anything else goes out, so
-                // the user can fix it; the recipient is left untouched.
-                Err(reason) => shared.stop(End::Aborted(reason)),
+                // Only this row's message cannot be built (the import checks every row, so
+                // this is rare): charge it alone, with the reason, and let the run go on.
+                Err(failed) => {
+                    let (row, reason) = *failed;
+                    unrenderable(&shared, row, reason).await;
+                }
             }
         }
         shared.finish_job();
@@ -849,14 +895,14 @@ async fn release(shared: &Shared, job: &Job, attempt: Option<AttemptRecord>) {
 
 async fn record(
     shared: &Shared,
-    job: &Job,
+    row: &DueRow,
     state: DeliveryState,
     retry_at: Option<i64>,
     a: AttemptRecord,
 ) {
     let detail = a.reply.clone().unwrap_or_default();
     let o = Outcome {
-        recipient_id: job.row.id,
+        recipient_id: row.id,
         run_id: shared.run_id,
         state,
         retry_at,
@@ -867,7 +913,7 @@ async fn record(
         return;
     }
     shared.counters.bump(state);
-    shared.event(&job.row.email, state.as_str(), detail);
+    shared.event(&row.email, state.as_str(), detail);
 }
 
 async fn temporary(shared: &Shared, job: &Job, reply: &Reply, port: Option<u16>) {
@@ -880,7 +926,7 @@ async fn temporary(shared: &Shared, job: &Job, reply: &Reply, port: Option<u16>)
     );
     record(
         shared,
-        job,
+        &job.row,
         state,
         retry_at,
         attempt(reply, port, state.as_str()),
@@ -900,7 +946,7 @@ async fn settle(
             // The final "." went out and no reply came back: the relay may have the message.
             record(
                 shared,
-                job,
+                &job.row,
                 DeliveryState::Unknown,
                 None,
                 attempt(&reply, port, "unknown"),
@@ -928,7 +974,7 @@ async fn settle(
                 "reply out of step after the message: {}",
                 reply.text
             ));
-            record(shared, job, DeliveryState::Unknown, None, a).await;
+            record(shared, &job.row, DeliveryState::Unknown, None, a).await;
             Next::Done
         }
         TxOutcome::OutOfStep(reply) => {
@@ -960,7 +1006,7 @@ async fn settle(
                     shared.pacer.success();
                     record(
                         shared,
-                        job,
+                        &job.row,
                         DeliveryState::Accepted,
                         None,
                         attempt(&reply, port, "accepted"),
@@ -975,7 +1021,7 @@ async fn settle(
                 Verdict::BouncedHard => {
                     record(
                         shared,
-                        job,
+                        &job.row,
                         DeliveryState::BouncedHard,
                         None,
                         attempt(&reply, port, "bounced_hard"),
@@ -986,7 +1032,7 @@ async fn settle(
                 Verdict::BouncedSoft => {
                     record(
                         shared,
-                        job,
+                        &job.row,
                         DeliveryState::BouncedSoft,
                         None,
                         attempt(&reply, port, "bounced_soft"),

@@ -1183,3 +1183,244 @@ async fn stray_replies_after_the_final_dot_never_turn_an_acceptance_into_a_retry
         ["data:out_of_step", "message:accepted"]
     );
 }
+
+/// [`send`] with a chosen renderer; returns the summary and what the import reported.
+async fn send_with(
+    path: &Path,
+    people: Vec<NewRecipient>,
+    settings: Settings,
+    options: Options,
+    render: Arc<dyn mailroom::pipeline::Render>,
+) -> (Summary, mailroom::store::ImportCount) {
+    let prepared = pipeline::prepare(
+        path,
+        "spring",
+        people.into_iter().map(Ok::<_, String>),
+        &settings.host,
+        "none",
+    )
+    .unwrap();
+    let imported = prepared.imported;
+    let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
+    let transport = Transport::new(settings).await.unwrap();
+    let summary = pipeline::run(Run {
+        ledger: path.to_owned(),
+        writer,
+        campaign_id: prepared.campaign_id,
+        run_id: prepared.run_id,
+        transport,
+        render,
+        options,
+        shutdown: Shutdown::new(),
+        counters: Arc::new(Counters::default()),
+        events: None,
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap()
+        .unwrap();
+    (summary, imported)
+}
+
+fn plain() -> Arc<dyn mailroom::pipeline::Render> {
+    Arc::new(PlainRender {
+        from: "news@sender.test".into(),
+    })
+}
+
+/// The body the server accepted for `rcpt` (the last one, if several).
+fn body_of(server: &Server, rcpt: &str) -> String {
+    let seen = server.seen.lock().unwrap();
+    let (_, body) = seen.accepted.iter().rev().find(|(r, _)| r == rcpt).unwrap();
+    String::from_utf8_lossy(body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_send_reconciles_the_ledger_with_the_contacts_file() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let port = server.addr.port();
+    let mut first = people(&numbered("c", 3));
+    // Run 1 sends c0 only.
+    let mut limited = options(1);
+    limited.limit = Some(1);
+    let (summary, imported) =
+        send_with(&l.path, first.clone(), settings(port), limited, plain()).await;
+    assert_eq!((summary.accepted, imported.inserted), (1, 3));
+
+    // Run 2: c1 left the file (unsubscribed), c2's fields were corrected.
+    let c2 = first.pop().unwrap();
+    let c2_fixed = NewRecipient {
+        fields: "{\"n\":\"fixed\"}".into(),
+        name: Some("Corrected Name".into()),
+        ..c2.clone()
+    };
+    let without_c1 = vec![first[0].clone(), c2_fixed.clone()];
+    let (summary, imported) =
+        send_with(&l.path, without_c1, settings(port), options(1), plain()).await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 1);
+    assert_eq!((imported.refreshed, imported.removed), (1, 1));
+    assert_eq!(server.accepted_per_address().get("c1@example.test"), None);
+    assert!(body_of(&server, "c2@example.test").contains("fixed"));
+    // c1 is still pending (never sent), marked as out of the file.
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let (state, removed): (String, Option<i64>) = conn
+        .query_row(
+            "SELECT state, removed_at FROM recipients WHERE email = 'c1@example.test'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "pending");
+    assert!(removed.is_some());
+    // Nothing is due: a run over the same file sends nothing and leaves c1 alone.
+    let (again, imported) = send_with(
+        &l.path,
+        vec![first[0].clone(), c2_fixed.clone()],
+        settings(port),
+        options(1),
+        plain(),
+    )
+    .await;
+    assert_eq!(
+        (again.accepted, imported.refreshed, imported.removed),
+        (0, 0, 1)
+    );
+
+    // Run 4: c1 is back in the file and goes out once; sent rows keep their fields.
+    let c2_again = NewRecipient {
+        fields: "{\"n\":\"changed after sending\"}".into(),
+        ..c2_fixed
+    };
+    let all = vec![first[0].clone(), first[1].clone(), c2_again];
+    let (back, imported) = send_with(&l.path, all, settings(port), options(1), plain()).await;
+    assert_eq!(
+        (back.accepted, imported.refreshed, imported.removed),
+        (1, 1, 0)
+    );
+    assert!(server.accepted_per_address().values().all(|n| *n == 1));
+    assert_eq!(server.accepted_per_address().len(), 3);
+    let fields: String = conn
+        .query_row(
+            "SELECT fields FROM recipients WHERE email = 'c2@example.test'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(fields.contains("fixed"), "{fields}");
+}
+
+/// Renders like [`PlainRender`], except for addresses starting with "broken".
+struct SometimesBroken;
+
+impl mailroom::pipeline::Render for SometimesBroken {
+    fn render(
+        &self,
+        row: &mailroom::store::DueRow,
+    ) -> Result<mailroom::pipeline::Outgoing, String> {
+        if row.email.starts_with("broken") {
+            return Err("line 3: header X-City: the value contains a line break".into());
+        }
+        PlainRender {
+            from: "news@sender.test".into(),
+        }
+        .render(row)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_cannot_be_built_fails_only_its_row() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["ok1", "broken1", "ok2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let (summary, _) = send_with(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Arc::new(SometimesBroken),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!((summary.accepted, summary.failed), (2, 1));
+    let (state, attempts, _, _) = recipient(&l.path, "broken1@example.test");
+    assert_eq!((state.as_str(), attempts), ("failed", 1));
+    assert_eq!(
+        attempt_rows(&l.path, "broken1@example.test"),
+        vec![("render".to_owned(), None, "failed".to_owned())]
+    );
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let reason: String = conn
+        .query_row(
+            "SELECT last_reply FROM recipients WHERE email = 'broken1@example.test'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("line break"), "{reason}");
+    assert_eq!(
+        server.accepted_per_address().get("broken1@example.test"),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_skips_rows_that_check_rejects_and_names_their_line() {
+    let server = Server::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"",
+        server.addr.port()
+    );
+    let root = delivery::write_campaign(dir.path(), "city", "news@sender.test", &smtp, &[]);
+    let toml = std::fs::read_to_string(root.join("campaign.toml")).unwrap();
+    std::fs::write(
+        root.join("campaign.toml"),
+        format!("{toml}\n[campaign.headers]\n\"X-City\" = \"{{{{city}}}}\"\n"),
+    )
+    .unwrap();
+    let csv = |middle: &str| {
+        format!(
+            "email,name,city\na1@example.test,Ann,Lyon\na2@example.test,Bob,{middle}\n\
+             a3@example.test,Cy,Paris\n"
+        )
+    };
+    std::fs::write(root.join("contacts.csv"), csv("\"Nice\nInjected: yes\"")).unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("send")
+            .arg(&root)
+            .arg("--yes")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stderr.contains("contacts.csv:3: a2@example.test: not imported"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("2 accepted by the relay"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(server.accepted_count(), 2);
+    assert_eq!(server.accepted_per_address().get("a2@example.test"), None);
+
+    // The fixed row goes out on the next send, once; the others are not sent again.
+    std::fs::write(root.join("contacts.csv"), csv("Nice")).unwrap();
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("1 accepted by the relay"), "{stdout}");
+    assert!(body_of(&server, "a2@example.test").contains("X-City: Nice"));
+    assert!(server.accepted_per_address().values().all(|n| *n == 1));
+}

@@ -73,8 +73,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let transport = Transport::new(settings).await?;
         let ledger_path = campaign.config().store.path.clone();
 
+        // Rows already final in the ledger are never rendered again: skip validating them.
+        let final_addresses = if ledger_path.exists() {
+            let conn = store::open_read_only(&ledger_path)?;
+            ledger::final_addresses(&conn, campaign.name())
+                .with_context(|| format!("cannot read the ledger {}", ledger_path.display()))?
+        } else {
+            Default::default()
+        };
         let mut stats = setup::ContactStats::default();
-        let rows = setup::recipients(&campaign, &mut stats)?;
+        let rows = setup::recipients_except_final(&campaign, &mut stats, final_addresses)?;
         let prepared = pipeline::prepare(
             &ledger_path,
             campaign.name(),
@@ -89,6 +97,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             prepared.imported.inserted,
             skipped(stats.invalid, stats.duplicate),
         );
+        let csv = campaign.config().contacts.path.display().to_string();
+        for row in &stats.unrenderable {
+            let prefix = format!("line {}: ", row.line);
+            let reason = row.reason.strip_prefix(&prefix).unwrap_or(&row.reason);
+            eprintln!(
+                "{csv}:{}: {}: not imported, its message cannot be built: {reason}",
+                row.line, row.email
+            );
+        }
+        if prepared.imported.refreshed > 0 {
+            eprintln!(
+                "{} recipients not sent yet were updated from {csv}.",
+                prepared.imported.refreshed
+            );
+        }
+        if prepared.imported.removed > 0 {
+            eprintln!(
+                "{} recipients were removed from {csv} and will not be sent (the report still \
+                 counts them as pending or deferred; put them back in the file to send them).",
+                prepared.imported.removed
+            );
+        }
         if prepared.recovered > 0 {
             eprintln!(
                 "warning: {} recipients were in flight when a previous run stopped; they are now \
