@@ -178,6 +178,9 @@ pub enum End {
     Limit,
     /// `[rate] daily_cap` reached.
     DailyCap,
+    /// Nothing else is due, but this many recipients were given back after repeated "slow
+    /// down" replies and are still pending: not finished, run again later (or use `wait`).
+    Throttled(u64),
 }
 
 impl End {
@@ -190,6 +193,7 @@ impl End {
             End::Paused(_) => "paused",
             End::Limit => "limit",
             End::DailyCap => "daily_cap",
+            End::Throttled(_) => "throttled",
         }
     }
 }
@@ -650,7 +654,10 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     let end = match end {
         Some(end) => end,
         None if shutdown.is_triggered() => End::Interrupted,
-        None => End::Finished,
+        None => match shared.left.load(Ordering::Relaxed) {
+            0 => End::Finished,
+            left => End::Throttled(left),
+        },
     };
     let outcome = end.as_str();
     writer
@@ -992,7 +999,13 @@ async fn settle(
                 format!("{}; reconnecting", reply.describe()),
             );
             if retries + 1 >= RETRIES_IN_RUN {
-                shared.left.fetch_add(1, Ordering::Relaxed);
+                // Every fresh connection goes out of step: the relay (or something between
+                // us) is broken. Stop; nobody is charged.
+                shared.stop(End::Paused(format!(
+                    "the relay's replies do not match the commands sent, on {RETRIES_IN_RUN} \
+                     connections in a row: {}",
+                    reply.describe()
+                )));
                 Next::Done
             } else {
                 Next::Retry

@@ -1424,3 +1424,35 @@ async fn send_skips_rows_that_check_rejects_and_names_their_line() {
     assert!(body_of(&server, "a2@example.test").contains("X-City: Nice"));
     assert!(server.accepted_per_address().values().all(|n| *n == 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_left_after_repeated_slow_down_replies_end_the_run_as_throttled() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["t1", "throttlealways1", "t2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    // Not "finished": one recipient is still pending because the relay kept saying slow down.
+    assert_eq!(summary.end, End::Throttled(1));
+    assert_eq!(summary.accepted, 2);
+    let (state, attempts, _, _) = recipient(&l.path, "throttlealways1@example.test");
+    assert_eq!((state.as_str(), attempts), ("pending", 0));
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let outcome: String = conn
+        .query_row(
+            "SELECT outcome FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "throttled");
+}

@@ -289,6 +289,13 @@ fn report(summary: &Summary, ledger: &std::path::Path) -> anyhow::Result<ExitCod
             println!("Stopped at [rate] daily_cap; {pending} recipients are still pending.");
             Ok(code(problems))
         }
+        End::Throttled(left) => {
+            println!(
+                "{left} recipients were not sent because the relay asked to slow down; run \
+                 `mailroom send` again later or use --wait."
+            );
+            Ok(ExitCode::from(1))
+        }
         End::Finished => Ok(code(problems)),
     }
 }
