@@ -219,9 +219,9 @@ async fn session(
                 format!("554 5.7.1 <{to}>: Relay access denied")
             } else if local.starts_with("retryonce") && n == 1 {
                 format!("451 4.3.0 <{to}>: temporarily unavailable, try again")
-            } else if local.starts_with("throttlealways") {
-                "450 4.7.1 rate limited, slow down".into()
-            } else if local.starts_with("throttleonce") && n == 1 {
+            } else if local.starts_with("throttlealways")
+                || (local.starts_with("throttleonce") && n == 1)
+            {
                 "450 4.7.1 rate limited, slow down".into()
             } else {
                 rcpt = Some(to);
