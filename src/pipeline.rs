@@ -416,7 +416,17 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         counters,
         events,
     } = run;
-    let reader = Arc::new(std::sync::Mutex::new(store::open(&ledger_path)?));
+    let reader = match store::open(&ledger_path) {
+        Ok(conn) => Arc::new(std::sync::Mutex::new(conn)),
+        Err(e) => {
+            // Nothing started yet: close the run row (best effort) so it is not left open.
+            let _ = writer
+                .exec(move |c| ledger::finish_run(c, run_id, "aborted"))
+                .await;
+            let _ = writer.sync().await;
+            return Err(e.into());
+        }
+    };
     let sql = |source| Error::Sql {
         path: ledger_path.clone(),
         source,
@@ -466,141 +476,11 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         left: AtomicU64::new(0),
     });
 
-    let due_now = {
-        let resend = options.resend_unknown;
-        match read(Box::new(move |c| {
-            count_due(c, campaign_id, resend).map(ReadResult::Count)
-        }))
-        .await?
-        {
-            Ok(ReadResult::Count(n)) => n,
-            Ok(_) => 0,
-            Err(e) => return Err(sql(e)),
-        }
-    };
-    counters.planned.store(
-        options.limit.map_or(due_now, |l| l.min(due_now)),
-        Ordering::Relaxed,
-    );
-
-    // One session up front: a wrong password or a missing STARTTLS stops the run here, before
-    // any recipient is claimed.
-    let first_session = if due_now > 0 && !halt.is_triggered() {
-        match transport.connect().await {
-            Ok(session) => {
-                let port = session.port();
-                shared.port.store(port, Ordering::Relaxed);
-                writer
-                    .exec(move |c| ledger::set_run_port(c, run_id, port))
-                    .await?;
-                Some(session)
-            }
-            Err(failure) => {
-                // A relay that is busy right now ("421 try later") pauses the run; one that
-                // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
-                let busy = matches!(
-                    &failure,
-                    ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Throttle)
-                );
-                shared.stop(if busy {
-                    End::Paused(failure.to_string())
-                } else {
-                    End::Aborted(failure.to_string())
-                });
-                None
-            }
-        }
-    } else {
-        None
-    };
-
-    let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(options.connections.max(1) * 2);
-    let queue_rx = Arc::new(Mutex::new(queue_rx));
     let mut workers = Vec::new();
-    let mut first_session = first_session;
-    for _ in 0..options.connections.max(1) {
-        let shared = shared.clone();
-        let rx = queue_rx.clone();
-        let session = first_session.take();
-        let render = render.clone();
-        workers.push(tokio::spawn(worker(shared, render, rx, session)));
-    }
-
-    let mut budget = options.limit;
-    let mut daily_left = match options.rate.daily_cap {
-        Some(cap) => {
-            let since = ledger::now_ms() - 24 * 3600 * 1000;
-            match read(Box::new(move |c| {
-                ledger::accepted_since(c, since).map(ReadResult::Count)
-            }))
-            .await?
-            {
-                Ok(ReadResult::Count(n)) => Some(cap.saturating_sub(n)),
-                Ok(_) => Some(cap),
-                Err(e) => return Err(sql(e)),
-            }
-        }
-        None => None,
-    };
-
-    'passes: loop {
-        let mut after = 0i64;
-        loop {
-            if halt.is_triggered() {
-                break 'passes;
-            }
-            let resend = options.resend_unknown;
-            let page = match read(Box::new(move |c| {
-                ledger::due_rows(c, campaign_id, after, ledger::now_ms(), resend, PAGE)
-                    .map(ReadResult::Rows)
-            }))
-            .await?
-            {
-                Ok(ReadResult::Rows(rows)) => rows,
-                Ok(_) => Vec::new(),
-                Err(e) => return Err(sql(e)),
-            };
-            if page.is_empty() {
-                break;
-            }
-            for row in page {
-                after = row.id;
-                if budget == Some(0) {
-                    shared.set_end(End::Limit);
-                    break 'passes;
-                }
-                if daily_left == Some(0) {
-                    shared.set_end(End::DailyCap);
-                    break 'passes;
-                }
-                // Rendering happens in the workers, in parallel; the dispatcher only reads.
-                let job = row;
-                shared.outstanding.fetch_add(1, Ordering::AcqRel);
-                let sent = tokio::select! {
-                    biased;
-                    () = halt.wait() => false,
-                    r = queue_tx.send(job) => r.is_ok(),
-                };
-                if !sent {
-                    shared.finish_job();
-                    break 'passes;
-                }
-                budget = budget.map(|b| b - 1);
-                daily_left = daily_left.map(|d| d - 1);
-            }
-        }
-        // The pass is dispatched: let the workers finish it before looking again, so a row
-        // handed out but not yet claimed is never read twice.
-        tokio::select! {
-            () = shared.wait_idle() => {}
-            () = halt.wait() => break 'passes,
-        }
-        if !options.wait {
-            break;
-        }
-        // Outcomes are queued, not yet committed: make them visible to the reader first.
-        writer.sync().await?;
-        let due = {
+    // Every early return (`?`) below leaves this block, not the function: the workers are then
+    // halted and awaited, and the run row is closed, before the error is returned.
+    let driven: Result<(), Error> = async {
+        let due_now = {
             let resend = options.resend_unknown;
             match read(Box::new(move |c| {
                 count_due(c, campaign_id, resend).map(ReadResult::Count)
@@ -612,33 +492,172 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                 Err(e) => return Err(sql(e)),
             }
         };
-        if due > 0 {
-            shared.left.store(0, Ordering::Relaxed);
-            continue;
-        }
-        let next = match read(Box::new(move |c| {
-            ledger::deferred_summary(c, campaign_id).map(|(n, at)| ReadResult::Deferred(n, at))
-        }))
-        .await?
-        {
-            Ok(ReadResult::Deferred(n, at)) if n > 0 => at,
-            Ok(_) => break,
-            Err(e) => return Err(sql(e)),
-        };
-        let wait_ms = next.unwrap_or(0).saturating_sub(ledger::now_ms()).max(0);
-        let wake = tokio::time::Instant::now()
-            + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0) + 50);
-        tracing::info!(
-            "waiting {} s for the next deferred recipient",
-            wait_ms / 1000
+        counters.planned.store(
+            options.limit.map_or(due_now, |l| l.min(due_now)),
+            Ordering::Relaxed,
         );
-        tokio::select! {
-            () = tokio::time::sleep_until(wake) => {}
-            () = halt.wait() => break 'passes,
-        }
-    }
 
-    drop(queue_tx);
+        // One session up front: a wrong password or a missing STARTTLS stops the run here, before
+        // any recipient is claimed.
+        let first_session = if due_now > 0 && !halt.is_triggered() {
+            match transport.connect().await {
+                Ok(session) => {
+                    let port = session.port();
+                    shared.port.store(port, Ordering::Relaxed);
+                    writer
+                        .exec(move |c| ledger::set_run_port(c, run_id, port))
+                        .await?;
+                    Some(session)
+                }
+                Err(failure) => {
+                    // A relay that is busy right now ("421 try later") pauses the run; one that
+                    // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
+                    let busy = matches!(
+                        &failure,
+                        ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Throttle)
+                    );
+                    shared.stop(if busy {
+                        End::Paused(failure.to_string())
+                    } else {
+                        End::Aborted(failure.to_string())
+                    });
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(options.connections.max(1) * 2);
+        let queue_rx = Arc::new(Mutex::new(queue_rx));
+        let mut first_session = first_session;
+        for _ in 0..options.connections.max(1) {
+            let shared = shared.clone();
+            let rx = queue_rx.clone();
+            let session = first_session.take();
+            let render = render.clone();
+            workers.push(tokio::spawn(worker(shared, render, rx, session)));
+        }
+
+        let mut budget = options.limit;
+        let mut daily_left = match options.rate.daily_cap {
+            Some(cap) => {
+                let since = ledger::now_ms() - 24 * 3600 * 1000;
+                match read(Box::new(move |c| {
+                    ledger::accepted_since(c, since).map(ReadResult::Count)
+                }))
+                .await?
+                {
+                    Ok(ReadResult::Count(n)) => Some(cap.saturating_sub(n)),
+                    Ok(_) => Some(cap),
+                    Err(e) => return Err(sql(e)),
+                }
+            }
+            None => None,
+        };
+
+        'passes: loop {
+            let mut after = 0i64;
+            loop {
+                if halt.is_triggered() {
+                    break 'passes;
+                }
+                let resend = options.resend_unknown;
+                let page = match read(Box::new(move |c| {
+                    ledger::due_rows(c, campaign_id, after, ledger::now_ms(), resend, PAGE)
+                        .map(ReadResult::Rows)
+                }))
+                .await?
+                {
+                    Ok(ReadResult::Rows(rows)) => rows,
+                    Ok(_) => Vec::new(),
+                    Err(e) => return Err(sql(e)),
+                };
+                if page.is_empty() {
+                    break;
+                }
+                for row in page {
+                    after = row.id;
+                    if budget == Some(0) {
+                        shared.set_end(End::Limit);
+                        break 'passes;
+                    }
+                    if daily_left == Some(0) {
+                        shared.set_end(End::DailyCap);
+                        break 'passes;
+                    }
+                    // Rendering happens in the workers, in parallel; the dispatcher only reads.
+                    let job = row;
+                    shared.outstanding.fetch_add(1, Ordering::AcqRel);
+                    let sent = tokio::select! {
+                        biased;
+                        () = halt.wait() => false,
+                        r = queue_tx.send(job) => r.is_ok(),
+                    };
+                    if !sent {
+                        shared.finish_job();
+                        break 'passes;
+                    }
+                    budget = budget.map(|b| b - 1);
+                    daily_left = daily_left.map(|d| d - 1);
+                }
+            }
+            // The pass is dispatched: let the workers finish it before looking again, so a row
+            // handed out but not yet claimed is never read twice.
+            tokio::select! {
+                () = shared.wait_idle() => {}
+                () = halt.wait() => break 'passes,
+            }
+            if !options.wait {
+                break;
+            }
+            // Outcomes are queued, not yet committed: make them visible to the reader first.
+            writer.sync().await?;
+            let due = {
+                let resend = options.resend_unknown;
+                match read(Box::new(move |c| {
+                    count_due(c, campaign_id, resend).map(ReadResult::Count)
+                }))
+                .await?
+                {
+                    Ok(ReadResult::Count(n)) => n,
+                    Ok(_) => 0,
+                    Err(e) => return Err(sql(e)),
+                }
+            };
+            if due > 0 {
+                shared.left.store(0, Ordering::Relaxed);
+                continue;
+            }
+            let next = match read(Box::new(move |c| {
+                ledger::deferred_summary(c, campaign_id).map(|(n, at)| ReadResult::Deferred(n, at))
+            }))
+            .await?
+            {
+                Ok(ReadResult::Deferred(n, at)) if n > 0 => at,
+                Ok(_) => break,
+                Err(e) => return Err(sql(e)),
+            };
+            let wait_ms = next.unwrap_or(0).saturating_sub(ledger::now_ms()).max(0);
+            let wake = tokio::time::Instant::now()
+                + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0) + 50);
+            tracing::info!(
+                "waiting {} s for the next deferred recipient",
+                wait_ms / 1000
+            );
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = halt.wait() => break 'passes,
+            }
+        }
+
+        drop(queue_tx);
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &driven {
+        shared.stop(End::Aborted(e.to_string()));
+    }
     for w in workers {
         if let Err(e) = w.await {
             shared.stop(End::Aborted(format!("a worker failed: {e}")));
@@ -660,10 +679,27 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         },
     };
     let outcome = end.as_str();
-    writer
-        .exec(move |c| ledger::finish_run(c, run_id, outcome))
-        .await?;
-    writer.sync().await?;
+    let closed = async {
+        writer
+            .exec(move |c| ledger::finish_run(c, run_id, outcome))
+            .await?;
+        writer.sync().await
+    }
+    .await;
+    if closed.is_err() {
+        // The writer failed (that is usually why `driven` failed too): close the run row
+        // through the reader's connection instead, so the run is not left open.
+        let reader = reader.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ledger::finish_run(&conn, run_id, outcome)
+        })
+        .await;
+    }
+    driven?;
+    closed?;
 
     let (states, (deferred_total, next_retry_at)) = match read(Box::new(move |c| {
         Ok(ReadResult::Final(
@@ -1026,6 +1062,28 @@ async fn settle(
                     )
                     .await;
                     Next::Done
+                }
+                Verdict::Deferred if reply.step == Step::Mail => {
+                    // A temporary refusal of MAIL FROM (451 local problem, 452 insufficient
+                    // storage) is about the sender or the relay, not this recipient: give the
+                    // claim back uncharged, slow the run down, and pause it if it persists.
+                    release(shared, job, Some(attempt(&reply, port, "throttled"))).await;
+                    let backoff = shared.pacer.throttle();
+                    shared.event(
+                        &job.row.email,
+                        "throttled",
+                        format!(
+                            "{}; the relay refused the sender for now, slowing down for {} s",
+                            reply.describe(),
+                            backoff.as_secs()
+                        ),
+                    );
+                    if retries + 1 >= RETRIES_IN_RUN {
+                        shared.stop(End::Paused(reply.describe()));
+                        Next::Done
+                    } else {
+                        Next::Retry
+                    }
                 }
                 Verdict::Deferred => {
                     temporary(shared, job, &reply, port).await;

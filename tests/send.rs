@@ -1456,3 +1456,102 @@ async fn recipients_left_after_repeated_slow_down_replies_end_the_run_as_throttl
         .unwrap();
     assert_eq!(outcome, "throttled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_failure_mid_run_halts_the_workers_and_closes_the_run() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    drop(mailroom::store::open(&l.path).unwrap());
+    // The ledger refuses to record one outcome (as a full disk would): the writer fails for good.
+    rusqlite::Connection::open(&l.path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF state ON recipients
+             WHEN NEW.state = 'accepted' AND NEW.email = 'boom@example.test'
+             BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+        )
+        .unwrap();
+    let mut locals = vec!["boom".to_owned()];
+    locals.extend(numbered("after", 20));
+    let settings = settings(server.addr.port());
+    let prepared = pipeline::prepare(
+        &l.path,
+        "spring",
+        people(&locals).into_iter().map(Ok::<_, String>),
+        &settings.host,
+        "none",
+    )
+    .unwrap();
+    let run_id = prepared.run_id;
+    let (writer, thread) = Writer::spawn(prepared.conn, l.path.clone()).unwrap();
+    let mut opts = options(1);
+    opts.wait = true;
+    let result = pipeline::run(Run {
+        ledger: l.path.clone(),
+        writer,
+        campaign_id: prepared.campaign_id,
+        run_id,
+        transport: Transport::new(settings).await.unwrap(),
+        render: plain(),
+        options: opts,
+        shutdown: Shutdown::new(),
+        counters: Arc::new(Counters::default()),
+        events: None,
+    })
+    .await;
+    let err = result.expect_err("the run must fail");
+    assert!(err.to_string().contains("disk says no"), "{err}");
+    assert!(
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap()
+            .is_err()
+    );
+    // Every worker stopped before `run` returned: nothing more reaches the relay afterwards.
+    let sent = server.seen.lock().unwrap().data_received.len();
+    assert!(sent < locals.len(), "{sent}");
+    // The run row is closed with an outcome, not left open for the next run to call crashed.
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let (outcome, finished): (Option<String>, Option<i64>) = conn
+        .query_row(
+            "SELECT outcome, finished_at FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(outcome.as_deref(), Some("aborted"));
+    assert!(finished.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_refusal_of_the_sender_is_not_charged_to_recipients() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let (summary, _) = send_with(
+        &l.path,
+        people(&numbered("m", 2)),
+        settings(server.addr.port()),
+        options(1),
+        Arc::new(PlainRender {
+            from: "tempfail@sender.test".into(),
+        }),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Paused(why) if why.contains("451")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(summary.deferred + summary.failed, 0);
+    for m in ["m0@example.test", "m1@example.test"] {
+        let (state, attempts, _, _) = recipient(&l.path, m);
+        assert_eq!((state.as_str(), attempts), ("pending", 0), "{m}");
+    }
+    let rows = attempt_rows(&l.path, "m0@example.test");
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| *r == ("mail".to_owned(), Some(451), "throttled".to_owned())),
+        "{rows:?}"
+    );
+}

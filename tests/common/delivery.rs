@@ -189,6 +189,8 @@ async fn session(
             rcpt = None;
             if sender_bad {
                 "553 5.7.1 <bad>: Sender address rejected: not owned by user".into()
+            } else if from.starts_with("tempfail") {
+                "451 4.3.0 Error: local problem, try again later".into()
             } else if std::mem::take(&mut extra_mail_reply) {
                 "250 2.1.0 Ok\r\n250 2.1.0 Ok (extra)".into()
             } else {
