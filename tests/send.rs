@@ -1555,3 +1555,46 @@ async fn a_temporary_refusal_of_the_sender_is_not_charged_to_recipients() {
         "{rows:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_like_ctrl_c_and_commits_what_the_relay_answered() {
+    let server = Server::start(ServerOptions {
+        data_delay: Duration::from_millis(200),
+        ..ServerOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let emails: Vec<String> = (0..40).map(|i| format!("t{i}@example.test")).collect();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nconnections = 1",
+        server.addr.port()
+    );
+    let root = delivery::write_campaign(dir.path(), "term", "news@sender.test", &smtp, &emails);
+    let ledger_path = root.join("mailroom.db");
+    let child = spawn_send(&root);
+    server.wait_until(|s| s.data_received.len() >= 3).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{:?}\n{stdout}", out.status);
+    assert!(stdout.contains("Interrupted"), "{stdout}");
+    // The message in flight finished and was recorded; nothing is left `sending`.
+    let finals = states(&ledger_path);
+    assert_eq!(finals.get("sending"), None, "{finals:?}");
+    let accepted = finals.get("accepted").copied().unwrap_or(0) as usize;
+    assert_eq!(accepted, server.accepted_count(), "{finals:?}");
+    assert!((3..40).contains(&accepted), "{finals:?}");
+    let conn = rusqlite::Connection::open(&ledger_path).unwrap();
+    let outcome: String = conn
+        .query_row(
+            "SELECT outcome FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "interrupted");
+}
