@@ -1401,6 +1401,21 @@ async fn send_skips_rows_that_check_rejects_and_names_their_line() {
             .output()
             .unwrap()
     };
+    let dry = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["send", "--dry-run"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let (dry_out, dry_err) = (
+        String::from_utf8_lossy(&dry.stdout),
+        String::from_utf8_lossy(&dry.stderr),
+    );
+    assert_eq!(dry.status.code(), Some(1), "{dry_out}\n{dry_err}");
+    assert!(dry_out.contains("would send 2 messages"), "{dry_out}");
+    assert!(
+        dry_err.contains("contacts.csv:3: a2@example.test: would not be sent"),
+        "{dry_err}"
+    );
     let out = run();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -458,9 +458,10 @@ fn insert_attempt(
     Ok(())
 }
 
-/// Applies a charged outcome: the attempt is appended and the row leaves `sending`.
+/// Applies a charged outcome: the row leaves `sending` and the attempt is appended. A row that
+/// is no longer `sending` (another process recovered it meanwhile) is left alone and gets no
+/// attempt, so attempts, run counts and states never disagree.
 pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
-    insert_attempt(conn, o.recipient_id, o.run_id, &o.attempt)?;
     let accepted = o.state == DeliveryState::Accepted;
     let mut stmt = conn.prepare_cached(
         "UPDATE recipients SET
@@ -478,7 +479,7 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
             claimed_run = NULL
          WHERE id = ?1 AND state = 'sending'",
     )?;
-    stmt.execute(params![
+    let changed = stmt.execute(params![
         o.recipient_id,
         o.state.as_str(),
         o.retry_at,
@@ -488,6 +489,9 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
         o.attempt.reply,
         accepted
     ])?;
+    if changed == 1 {
+        insert_attempt(conn, o.recipient_id, o.run_id, &o.attempt)?;
+    }
     Ok(())
 }
 
@@ -590,6 +594,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(state_of(&conn, due[0].id), "pending");
+    }
+
+    #[test]
+    fn an_outcome_for_a_row_no_longer_sending_changes_nothing() {
+        let (_d, mut conn, c) = ledger();
+        import(&mut conn, c, (0..1).map(ok)).unwrap();
+        let run = start_run(&conn, c, "h", "none").unwrap();
+        let row = &due_rows(&conn, c, 0, now_ms(), false, 10).unwrap()[0];
+        // Never claimed (or recovered as unknown by another process meanwhile).
+        record(
+            &conn,
+            &Outcome {
+                recipient_id: row.id,
+                run_id: run,
+                state: DeliveryState::Accepted,
+                retry_at: None,
+                attempt: AttemptRecord {
+                    at: 1_000,
+                    port: Some(25),
+                    step: "message",
+                    code: Some(250),
+                    enhanced: None,
+                    reply: Some("ok".into()),
+                    outcome: "accepted",
+                },
+            },
+        )
+        .unwrap();
+        assert_eq!(state_of(&conn, row.id), "pending");
+        let attempts: i64 = conn
+            .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(attempts, 0);
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! `mailroom send CAMPAIGN`: imports the campaign's contacts into the ledger, confirms, and runs
 //! the delivery pipeline with a progress bar (or plain log lines when not on a terminal).
 //!
+//! Every send reconciles the ledger with contacts.csv first: rows whose message cannot be built
+//! are named and skipped, not-yet-sent rows take the file's current values, and not-yet-sent
+//! rows that left the file are not sent (see `store::ledger::import`).
+//!
 //! Exit codes: 0 every message of this run accepted by the relay (or nothing to do), 1 finished
-//! with bounces, deferrals, failures or unknown outcomes (or the run was paused), 2 error or
-//! abort, 130 interrupted by Ctrl-C.
+//! with bounces, deferrals, failures or unknown outcomes (or the run was paused, or recipients
+//! were left unsent because the relay asked to slow down), 2 error or abort, 130 interrupted by
+//! Ctrl-C or SIGTERM.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -331,6 +336,7 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
     }
     let now = ledger::now_ms();
     let (mut due, mut done, mut largest, mut total_bytes) = (0u64, 0u64, 0usize, 0usize);
+    let mut unrenderable = 0u64;
     for entry in campaign.contacts()? {
         let mailroom::campaign::ContactEntry::Valid(contact) = entry? else {
             continue;
@@ -348,7 +354,22 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
             done += 1;
             continue;
         }
-        let rendered = campaign.render(&contact)?;
+        // The same rule as the real send: a row whose message cannot be built is skipped (and
+        // named), not fatal for the whole campaign.
+        let rendered = match campaign.render(&contact) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = e.row_reason().map_or_else(|| e.to_string(), str::to_owned);
+                eprintln!(
+                    "{}:{}: {}: would not be sent, its message cannot be built: {reason}",
+                    campaign.config().contacts.path.display(),
+                    contact.line,
+                    contact.email
+                );
+                unrenderable += 1;
+                continue;
+            }
+        };
         due += 1;
         largest = largest.max(rendered.bytes.len());
         total_bytes += rendered.bytes.len();
@@ -367,7 +388,7 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
         },
         campaign.config().campaign.from,
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(code(unrenderable))
 }
 
 /// The progress display: an indicatif bar on a terminal, one log line per message otherwise.
