@@ -1613,3 +1613,60 @@ async fn sigterm_stops_like_ctrl_c_and_commits_what_the_relay_answered() {
         .unwrap();
     assert_eq!(outcome, "interrupted");
 }
+
+#[test]
+fn import_validation_keeps_file_order_and_names_every_unbuildable_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = delivery::write_campaign(
+        dir.path(),
+        "order",
+        "news@sender.test",
+        "host = \"127.0.0.1\"\nsecurity = \"none\"",
+        &[],
+    );
+    let toml = std::fs::read_to_string(root.join("campaign.toml")).unwrap();
+    std::fs::write(
+        root.join("campaign.toml"),
+        format!("{toml}\n[campaign.headers]\n\"X-City\" = \"{{{{city}}}}\"\n"),
+    )
+    .unwrap();
+    // Enough rows for several batches and threads; every 97th city breaks the header.
+    let mut csv = String::from("email,name,city\n");
+    let mut broken = Vec::new();
+    for i in 0..5000u64 {
+        if i % 97 == 5 {
+            csv.push_str(&format!("r{i}@example.test,R,\"A\nB: c\"\n"));
+            // The quoted cell spans two physical lines; the row starts at the first.
+            broken.push(i);
+        } else {
+            csv.push_str(&format!("r{i}@example.test,R,City {i}\n"));
+        }
+    }
+    std::fs::write(root.join("contacts.csv"), csv).unwrap();
+    let campaign = mailroom::campaign::Campaign::load(&root).unwrap();
+    let mut stats = pipeline::setup::ContactStats::default();
+    // One address already final: never rendered, so its (broken) row is still imported.
+    let finals: std::collections::HashSet<String> = [format!("r{}@example.test", broken[0])].into();
+    let rows: Vec<NewRecipient> =
+        pipeline::setup::recipients_except_final(&campaign, &mut stats, finals)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let skipped: Vec<String> = stats.unrenderable.iter().map(|u| u.email.clone()).collect();
+    let expected: Vec<String> = broken[1..]
+        .iter()
+        .map(|i| format!("r{i}@example.test"))
+        .collect();
+    assert_eq!(skipped, expected);
+    assert_eq!(stats.invalid as usize, expected.len());
+    assert_eq!(rows.len() + expected.len(), 5000);
+    assert_eq!(stats.valid as usize, rows.len());
+    // File order, so ledger ids (and the send order) follow the CSV.
+    assert!(rows.windows(2).all(|w| w[0].line < w[1].line));
+    assert!(
+        stats
+            .unrenderable
+            .iter()
+            .all(|u| u.reason.contains("line "))
+    );
+}
