@@ -663,15 +663,17 @@ impl fmt::Display for PipelinedEnvelope {
     }
 }
 
-/// Whether a positive reply is the right one for `step`. lettre calls any 2xx or 3xx
-/// "positive", but each command has exactly one right answer class, and DATA exactly one code:
-/// a 250 to DATA means we are reading an earlier command's reply, so the body must not go out.
-/// lettre keeps unread bytes in its own buffer and offers no way to look at it, so a stray reply
-/// can only be caught by checking every reply against the command it should answer.
+/// Whether a positive reply is the right one for `step` (RFC 5321 §4.3.2): MAIL and RSET 250,
+/// RCPT 250 or 251, DATA 354. lettre calls any 2xx or 3xx "positive"; a 250 to DATA means we are
+/// reading an earlier command's reply, so the body must not go out. lettre keeps unread bytes in
+/// its own buffer and offers no way to look at it, so a stray reply can only be caught by
+/// checking every reply against the command it should answer.
 fn fits(step: Step, response: &Response) -> bool {
     let code = u16::from(response.code());
     match step {
         Step::Data => code == 354,
+        Step::Rcpt => matches!(code, 250 | 251),
+        Step::Mail => code == 250,
         _ => (200..300).contains(&code),
     }
 }
@@ -863,10 +865,10 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        // Only a 2xx is RSET's reply; anything else positive is a stray earlier reply.
+        // Only a 250 is RSET's reply; anything else positive is a stray earlier reply.
         matches!(
             timeout(self.command_timeout, conn.command(Rset)).await,
-            Ok(Ok(r)) if (200..300).contains(&u16::from(r.code()))
+            Ok(Ok(r)) if u16::from(r.code()) == 250
         )
     }
 
@@ -874,6 +876,36 @@ impl Session {
     pub async fn quit(mut self) {
         if let Some(mut conn) = self.conn.take() {
             let _ = timeout(self.command_timeout, conn.quit()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn reply(text: &str) -> Response {
+        format!("{text}\r\n").parse().unwrap()
+    }
+
+    #[test]
+    fn each_command_accepts_only_its_own_positive_reply() {
+        let cases = [
+            (Step::Mail, "250 2.1.0 Ok", true),
+            (Step::Mail, "251 odd", false),
+            (Step::Mail, "354 go ahead", false),
+            (Step::Mail, "220 a greeting from nowhere", false),
+            (Step::Rcpt, "250 2.1.5 Ok", true),
+            (Step::Rcpt, "251 User not local; will forward", true),
+            (Step::Rcpt, "354 go ahead", false),
+            (Step::Data, "354 End data with <CR><LF>.<CR><LF>", true),
+            (Step::Data, "250 2.1.5 Ok", false),
+            (Step::Message, "250 2.0.0 queued", true),
+            (Step::Message, "354 go ahead", false),
+        ];
+        for (step, text, want) in cases {
+            assert_eq!(fits(step, &reply(text)), want, "{step} {text}");
         }
     }
 }
