@@ -1276,6 +1276,14 @@ async fn each_send_reconciles_the_ledger_with_the_contacts_file() {
         .unwrap();
     assert_eq!(state, "pending");
     assert!(removed.is_some());
+    // The report still counts every recipient once: the removed row as pending.
+    let report = mailroom::report::Ledger::open(&l.path).unwrap();
+    let summary = report.find_campaign(Some("spring")).unwrap();
+    let totals = report.campaign_report(&summary).unwrap().totals;
+    assert_eq!(
+        (totals.recipients, totals.accepted, totals.pending),
+        (3, 2, 1)
+    );
     // Nothing is due: a run over the same file sends nothing and leaves c1 alone.
     let (again, imported) = send_with(
         &l.path,
