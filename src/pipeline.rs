@@ -178,6 +178,9 @@ pub enum End {
     Limit,
     /// `[rate] daily_cap` reached.
     DailyCap,
+    /// Nothing else is due, but this many recipients were given back after repeated "slow
+    /// down" replies and are still pending: not finished, run again later (or use `wait`).
+    Throttled(u64),
 }
 
 impl End {
@@ -190,6 +193,7 @@ impl End {
             End::Paused(_) => "paused",
             End::Limit => "limit",
             End::DailyCap => "daily_cap",
+            End::Throttled(_) => "throttled",
         }
     }
 }
@@ -284,7 +288,7 @@ pub fn count_due(
     resend_unknown: bool,
 ) -> rusqlite::Result<u64> {
     conn.query_row(
-        "SELECT count(*) FROM recipients WHERE campaign_id = ?1
+        "SELECT count(*) FROM recipients WHERE campaign_id = ?1 AND removed_at IS NULL
            AND (state = 'pending'
                 OR (state = 'deferred' AND coalesce(retry_at, 0) <= ?2)
                 OR (?3 AND state = 'unknown'))",
@@ -412,7 +416,17 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         counters,
         events,
     } = run;
-    let reader = Arc::new(std::sync::Mutex::new(store::open(&ledger_path)?));
+    let reader = match store::open(&ledger_path) {
+        Ok(conn) => Arc::new(std::sync::Mutex::new(conn)),
+        Err(e) => {
+            // Nothing started yet: close the run row (best effort) so it is not left open.
+            let _ = writer
+                .exec(move |c| ledger::finish_run(c, run_id, "aborted"))
+                .await;
+            let _ = writer.sync().await;
+            return Err(e.into());
+        }
+    };
     let sql = |source| Error::Sql {
         path: ledger_path.clone(),
         source,
@@ -462,141 +476,11 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         left: AtomicU64::new(0),
     });
 
-    let due_now = {
-        let resend = options.resend_unknown;
-        match read(Box::new(move |c| {
-            count_due(c, campaign_id, resend).map(ReadResult::Count)
-        }))
-        .await?
-        {
-            Ok(ReadResult::Count(n)) => n,
-            Ok(_) => 0,
-            Err(e) => return Err(sql(e)),
-        }
-    };
-    counters.planned.store(
-        options.limit.map_or(due_now, |l| l.min(due_now)),
-        Ordering::Relaxed,
-    );
-
-    // One session up front: a wrong password or a missing STARTTLS stops the run here, before
-    // any recipient is claimed.
-    let first_session = if due_now > 0 && !halt.is_triggered() {
-        match transport.connect().await {
-            Ok(session) => {
-                let port = session.port();
-                shared.port.store(port, Ordering::Relaxed);
-                writer
-                    .exec(move |c| ledger::set_run_port(c, run_id, port))
-                    .await?;
-                Some(session)
-            }
-            Err(failure) => {
-                // A relay that is busy right now ("421 try later") pauses the run; one that
-                // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
-                let busy = matches!(
-                    &failure,
-                    ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Throttle)
-                );
-                shared.stop(if busy {
-                    End::Paused(failure.to_string())
-                } else {
-                    End::Aborted(failure.to_string())
-                });
-                None
-            }
-        }
-    } else {
-        None
-    };
-
-    let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(options.connections.max(1) * 2);
-    let queue_rx = Arc::new(Mutex::new(queue_rx));
     let mut workers = Vec::new();
-    let mut first_session = first_session;
-    for _ in 0..options.connections.max(1) {
-        let shared = shared.clone();
-        let rx = queue_rx.clone();
-        let session = first_session.take();
-        let render = render.clone();
-        workers.push(tokio::spawn(worker(shared, render, rx, session)));
-    }
-
-    let mut budget = options.limit;
-    let mut daily_left = match options.rate.daily_cap {
-        Some(cap) => {
-            let since = ledger::now_ms() - 24 * 3600 * 1000;
-            match read(Box::new(move |c| {
-                ledger::accepted_since(c, since).map(ReadResult::Count)
-            }))
-            .await?
-            {
-                Ok(ReadResult::Count(n)) => Some(cap.saturating_sub(n)),
-                Ok(_) => Some(cap),
-                Err(e) => return Err(sql(e)),
-            }
-        }
-        None => None,
-    };
-
-    'passes: loop {
-        let mut after = 0i64;
-        loop {
-            if halt.is_triggered() {
-                break 'passes;
-            }
-            let resend = options.resend_unknown;
-            let page = match read(Box::new(move |c| {
-                ledger::due_rows(c, campaign_id, after, ledger::now_ms(), resend, PAGE)
-                    .map(ReadResult::Rows)
-            }))
-            .await?
-            {
-                Ok(ReadResult::Rows(rows)) => rows,
-                Ok(_) => Vec::new(),
-                Err(e) => return Err(sql(e)),
-            };
-            if page.is_empty() {
-                break;
-            }
-            for row in page {
-                after = row.id;
-                if budget == Some(0) {
-                    shared.set_end(End::Limit);
-                    break 'passes;
-                }
-                if daily_left == Some(0) {
-                    shared.set_end(End::DailyCap);
-                    break 'passes;
-                }
-                // Rendering happens in the workers, in parallel; the dispatcher only reads.
-                let job = row;
-                shared.outstanding.fetch_add(1, Ordering::AcqRel);
-                let sent = tokio::select! {
-                    biased;
-                    () = halt.wait() => false,
-                    r = queue_tx.send(job) => r.is_ok(),
-                };
-                if !sent {
-                    shared.finish_job();
-                    break 'passes;
-                }
-                budget = budget.map(|b| b - 1);
-                daily_left = daily_left.map(|d| d - 1);
-            }
-        }
-        // The pass is dispatched: let the workers finish it before looking again, so a row
-        // handed out but not yet claimed is never read twice.
-        tokio::select! {
-            () = shared.wait_idle() => {}
-            () = halt.wait() => break 'passes,
-        }
-        if !options.wait {
-            break;
-        }
-        // Outcomes are queued, not yet committed: make them visible to the reader first.
-        writer.sync().await?;
-        let due = {
+    // Every early return (`?`) below leaves this block, not the function: the workers are then
+    // halted and awaited, and the run row is closed, before the error is returned.
+    let driven: Result<(), Error> = async {
+        let due_now = {
             let resend = options.resend_unknown;
             match read(Box::new(move |c| {
                 count_due(c, campaign_id, resend).map(ReadResult::Count)
@@ -608,33 +492,172 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                 Err(e) => return Err(sql(e)),
             }
         };
-        if due > 0 {
-            shared.left.store(0, Ordering::Relaxed);
-            continue;
-        }
-        let next = match read(Box::new(move |c| {
-            ledger::deferred_summary(c, campaign_id).map(|(n, at)| ReadResult::Deferred(n, at))
-        }))
-        .await?
-        {
-            Ok(ReadResult::Deferred(n, at)) if n > 0 => at,
-            Ok(_) => break,
-            Err(e) => return Err(sql(e)),
-        };
-        let wait_ms = next.unwrap_or(0).saturating_sub(ledger::now_ms()).max(0);
-        let wake = tokio::time::Instant::now()
-            + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0) + 50);
-        tracing::info!(
-            "waiting {} s for the next deferred recipient",
-            wait_ms / 1000
+        counters.planned.store(
+            options.limit.map_or(due_now, |l| l.min(due_now)),
+            Ordering::Relaxed,
         );
-        tokio::select! {
-            () = tokio::time::sleep_until(wake) => {}
-            () = halt.wait() => break 'passes,
-        }
-    }
 
-    drop(queue_tx);
+        // One session up front: a wrong password or a missing STARTTLS stops the run here, before
+        // any recipient is claimed.
+        let first_session = if due_now > 0 && !halt.is_triggered() {
+            match transport.connect().await {
+                Ok(session) => {
+                    let port = session.port();
+                    shared.port.store(port, Ordering::Relaxed);
+                    writer
+                        .exec(move |c| ledger::set_run_port(c, run_id, port))
+                        .await?;
+                    Some(session)
+                }
+                Err(failure) => {
+                    // A relay that is busy right now ("421 try later") pauses the run; one that
+                    // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
+                    let busy = matches!(
+                        &failure,
+                        ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Throttle)
+                    );
+                    shared.stop(if busy {
+                        End::Paused(failure.to_string())
+                    } else {
+                        End::Aborted(failure.to_string())
+                    });
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(options.connections.max(1) * 2);
+        let queue_rx = Arc::new(Mutex::new(queue_rx));
+        let mut first_session = first_session;
+        for _ in 0..options.connections.max(1) {
+            let shared = shared.clone();
+            let rx = queue_rx.clone();
+            let session = first_session.take();
+            let render = render.clone();
+            workers.push(tokio::spawn(worker(shared, render, rx, session)));
+        }
+
+        let mut budget = options.limit;
+        let mut daily_left = match options.rate.daily_cap {
+            Some(cap) => {
+                let since = ledger::now_ms() - 24 * 3600 * 1000;
+                match read(Box::new(move |c| {
+                    ledger::accepted_since(c, since).map(ReadResult::Count)
+                }))
+                .await?
+                {
+                    Ok(ReadResult::Count(n)) => Some(cap.saturating_sub(n)),
+                    Ok(_) => Some(cap),
+                    Err(e) => return Err(sql(e)),
+                }
+            }
+            None => None,
+        };
+
+        'passes: loop {
+            let mut after = 0i64;
+            loop {
+                if halt.is_triggered() {
+                    break 'passes;
+                }
+                let resend = options.resend_unknown;
+                let page = match read(Box::new(move |c| {
+                    ledger::due_rows(c, campaign_id, after, ledger::now_ms(), resend, PAGE)
+                        .map(ReadResult::Rows)
+                }))
+                .await?
+                {
+                    Ok(ReadResult::Rows(rows)) => rows,
+                    Ok(_) => Vec::new(),
+                    Err(e) => return Err(sql(e)),
+                };
+                if page.is_empty() {
+                    break;
+                }
+                for row in page {
+                    after = row.id;
+                    if budget == Some(0) {
+                        shared.set_end(End::Limit);
+                        break 'passes;
+                    }
+                    if daily_left == Some(0) {
+                        shared.set_end(End::DailyCap);
+                        break 'passes;
+                    }
+                    // Rendering happens in the workers, in parallel; the dispatcher only reads.
+                    let job = row;
+                    shared.outstanding.fetch_add(1, Ordering::AcqRel);
+                    let sent = tokio::select! {
+                        biased;
+                        () = halt.wait() => false,
+                        r = queue_tx.send(job) => r.is_ok(),
+                    };
+                    if !sent {
+                        shared.finish_job();
+                        break 'passes;
+                    }
+                    budget = budget.map(|b| b - 1);
+                    daily_left = daily_left.map(|d| d - 1);
+                }
+            }
+            // The pass is dispatched: let the workers finish it before looking again, so a row
+            // handed out but not yet claimed is never read twice.
+            tokio::select! {
+                () = shared.wait_idle() => {}
+                () = halt.wait() => break 'passes,
+            }
+            if !options.wait {
+                break;
+            }
+            // Outcomes are queued, not yet committed: make them visible to the reader first.
+            writer.sync().await?;
+            let due = {
+                let resend = options.resend_unknown;
+                match read(Box::new(move |c| {
+                    count_due(c, campaign_id, resend).map(ReadResult::Count)
+                }))
+                .await?
+                {
+                    Ok(ReadResult::Count(n)) => n,
+                    Ok(_) => 0,
+                    Err(e) => return Err(sql(e)),
+                }
+            };
+            if due > 0 {
+                shared.left.store(0, Ordering::Relaxed);
+                continue;
+            }
+            let next = match read(Box::new(move |c| {
+                ledger::deferred_summary(c, campaign_id).map(|(n, at)| ReadResult::Deferred(n, at))
+            }))
+            .await?
+            {
+                Ok(ReadResult::Deferred(n, at)) if n > 0 => at,
+                Ok(_) => break,
+                Err(e) => return Err(sql(e)),
+            };
+            let wait_ms = next.unwrap_or(0).saturating_sub(ledger::now_ms()).max(0);
+            let wake = tokio::time::Instant::now()
+                + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0) + 50);
+            tracing::info!(
+                "waiting {} s for the next deferred recipient",
+                wait_ms / 1000
+            );
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = halt.wait() => break 'passes,
+            }
+        }
+
+        drop(queue_tx);
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &driven {
+        shared.stop(End::Aborted(e.to_string()));
+    }
     for w in workers {
         if let Err(e) = w.await {
             shared.stop(End::Aborted(format!("a worker failed: {e}")));
@@ -650,13 +673,33 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     let end = match end {
         Some(end) => end,
         None if shutdown.is_triggered() => End::Interrupted,
-        None => End::Finished,
+        None => match shared.left.load(Ordering::Relaxed) {
+            0 => End::Finished,
+            left => End::Throttled(left),
+        },
     };
     let outcome = end.as_str();
-    writer
-        .exec(move |c| ledger::finish_run(c, run_id, outcome))
-        .await?;
-    writer.sync().await?;
+    let closed = async {
+        writer
+            .exec(move |c| ledger::finish_run(c, run_id, outcome))
+            .await?;
+        writer.sync().await
+    }
+    .await;
+    if closed.is_err() {
+        // The writer failed (that is usually why `driven` failed too): close the run row
+        // through the reader's connection instead, so the run is not left open.
+        let reader = reader.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ledger::finish_run(&conn, run_id, outcome)
+        })
+        .await;
+    }
+    driven?;
+    closed?;
 
     let (states, (deferred_total, next_retry_at)) = match read(Box::new(move |c| {
         Ok(ReadResult::Final(
@@ -700,22 +743,65 @@ enum ReadResult {
     Final(Vec<(DeliveryState, u64)>, (u64, Option<i64>)),
 }
 
-fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, String> {
-    let out = render.render(&row).map_err(|e| {
-        format!(
-            "cannot render the message for {} (line {}): {e}",
-            row.email, row.line
-        )
-    })?;
-    let from = crate::transport::envelope_address(&out.envelope_from).map_err(|e| e.to_string())?;
-    let to = crate::transport::envelope_address(&out.envelope_to).map_err(|e| e.to_string())?;
-    Ok(Job {
-        row,
-        from,
-        to,
-        message_id: out.message_id,
-        bytes: out.bytes,
-    })
+/// Marks a row whose message cannot be built `failed` (after claiming it like any other, so
+/// a row changed meanwhile is left alone), with an attempt at step `render` saying why.
+async fn unrenderable(shared: &Shared, row: DueRow, reason: String) {
+    let claim = Claim {
+        recipient_id: row.id,
+        run_id: shared.run_id,
+        expected_state: row.state,
+        expected_attempts: row.attempts,
+        message_id: String::new(),
+    };
+    match shared.writer.claim(claim).await {
+        Err(e) => shared.stop(End::Aborted(e.to_string())),
+        Ok(ClaimResult::Lost) => {}
+        Ok(ClaimResult::Suppressed) => {
+            shared.counters.bump(DeliveryState::Suppressed);
+            shared.event(&row.email, "suppressed", "on the suppression list".into());
+        }
+        Ok(ClaimResult::Claimed) => {
+            let a = AttemptRecord {
+                at: ledger::now_ms(),
+                port: None,
+                step: "render",
+                code: None,
+                enhanced: None,
+                reply: Some(reason),
+                outcome: "failed",
+            };
+            record(shared, &row, DeliveryState::Failed, None, a).await;
+        }
+    }
+}
+
+/// The job for `row`, or the row back with why its message cannot be built.
+fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, Box<(DueRow, String)>> {
+    let built = render
+        .render(&row)
+        .map_err(|e| {
+            format!(
+                "cannot render the message for {} (line {}): {e}",
+                row.email, row.line
+            )
+        })
+        .and_then(|out| {
+            let from = crate::transport::envelope_address(&out.envelope_from)
+                .map_err(|e| e.to_string())?;
+            let to =
+                crate::transport::envelope_address(&out.envelope_to).map_err(|e| e.to_string())?;
+            Ok((out, from, to))
+        });
+    match built {
+        Ok((out, from, to)) => Ok(Job {
+            row,
+            from,
+            to,
+            message_id: out.message_id,
+            bytes: out.bytes,
+        }),
+        Err(reason) => Err(Box::new((row, reason))),
+    }
 }
 
 async fn worker(
@@ -730,9 +816,12 @@ async fn worker(
         if !shared.halt.is_triggered() {
             match build_job(render.as_ref(), row) {
                 Ok(job) => process(&shared, &mut session, &job).await,
-                // A template that fails for this row: stop before anything else goes out, so
-                // the user can fix it; the recipient is left untouched.
-                Err(reason) => shared.stop(End::Aborted(reason)),
+                // Only this row's message cannot be built (the import checks every row, so
+                // this is rare): charge it alone, with the reason, and let the run go on.
+                Err(failed) => {
+                    let (row, reason) = *failed;
+                    unrenderable(&shared, row, reason).await;
+                }
             }
         }
         shared.finish_job();
@@ -849,14 +938,14 @@ async fn release(shared: &Shared, job: &Job, attempt: Option<AttemptRecord>) {
 
 async fn record(
     shared: &Shared,
-    job: &Job,
+    row: &DueRow,
     state: DeliveryState,
     retry_at: Option<i64>,
     a: AttemptRecord,
 ) {
     let detail = a.reply.clone().unwrap_or_default();
     let o = Outcome {
-        recipient_id: job.row.id,
+        recipient_id: row.id,
         run_id: shared.run_id,
         state,
         retry_at,
@@ -867,7 +956,7 @@ async fn record(
         return;
     }
     shared.counters.bump(state);
-    shared.event(&job.row.email, state.as_str(), detail);
+    shared.event(&row.email, state.as_str(), detail);
 }
 
 async fn temporary(shared: &Shared, job: &Job, reply: &Reply, port: Option<u16>) {
@@ -880,7 +969,7 @@ async fn temporary(shared: &Shared, job: &Job, reply: &Reply, port: Option<u16>)
     );
     record(
         shared,
-        job,
+        &job.row,
         state,
         retry_at,
         attempt(reply, port, state.as_str()),
@@ -900,7 +989,7 @@ async fn settle(
             // The final "." went out and no reply came back: the relay may have the message.
             record(
                 shared,
-                job,
+                &job.row,
                 DeliveryState::Unknown,
                 None,
                 attempt(&reply, port, "unknown"),
@@ -920,6 +1009,44 @@ async fn settle(
             temporary(shared, job, &reply, port).await;
             Next::Done
         }
+        TxOutcome::OutOfStep(reply) if reply.step == Step::Message => {
+            // The body went out and the reply we read is not the answer to it: the relay may
+            // well have accepted the message, so it must not be sent again without opt-in.
+            let mut a = attempt(&reply, port, "unknown");
+            a.reply = Some(format!(
+                "reply out of step after the message: {}",
+                reply.text
+            ));
+            record(shared, &job.row, DeliveryState::Unknown, None, a).await;
+            Next::Done
+        }
+        TxOutcome::OutOfStep(reply) => {
+            // Nothing of the message was sent (the body is only sent after a 354): give the
+            // claim back uncharged, with the evidence, and try again on a fresh connection.
+            let mut a = attempt(&reply, port, "out_of_step");
+            a.reply = Some(format!(
+                "reply out of step, connection dropped before the message: {}",
+                reply.text
+            ));
+            release(shared, job, Some(a)).await;
+            shared.event(
+                &job.row.email,
+                "out_of_step",
+                format!("{}; reconnecting", reply.describe()),
+            );
+            if retries + 1 >= RETRIES_IN_RUN {
+                // Every fresh connection goes out of step: the relay (or something between
+                // us) is broken. Stop; nobody is charged.
+                shared.stop(End::Paused(format!(
+                    "the relay's replies do not match the commands sent, on {RETRIES_IN_RUN} \
+                     connections in a row: {}",
+                    reply.describe()
+                )));
+                Next::Done
+            } else {
+                Next::Retry
+            }
+        }
         TxOutcome::Replied(reply) => {
             let verdict = reply.verdict().unwrap_or(Verdict::Deferred);
             match verdict {
@@ -928,13 +1055,35 @@ async fn settle(
                     shared.pacer.success();
                     record(
                         shared,
-                        job,
+                        &job.row,
                         DeliveryState::Accepted,
                         None,
                         attempt(&reply, port, "accepted"),
                     )
                     .await;
                     Next::Done
+                }
+                Verdict::Deferred if reply.step == Step::Mail => {
+                    // A temporary refusal of MAIL FROM (451 local problem, 452 insufficient
+                    // storage) is about the sender or the relay, not this recipient: give the
+                    // claim back uncharged, slow the run down, and pause it if it persists.
+                    release(shared, job, Some(attempt(&reply, port, "throttled"))).await;
+                    let backoff = shared.pacer.throttle();
+                    shared.event(
+                        &job.row.email,
+                        "throttled",
+                        format!(
+                            "{}; the relay refused the sender for now, slowing down for {} s",
+                            reply.describe(),
+                            backoff.as_secs()
+                        ),
+                    );
+                    if retries + 1 >= RETRIES_IN_RUN {
+                        shared.stop(End::Paused(reply.describe()));
+                        Next::Done
+                    } else {
+                        Next::Retry
+                    }
                 }
                 Verdict::Deferred => {
                     temporary(shared, job, &reply, port).await;
@@ -943,7 +1092,7 @@ async fn settle(
                 Verdict::BouncedHard => {
                     record(
                         shared,
-                        job,
+                        &job.row,
                         DeliveryState::BouncedHard,
                         None,
                         attempt(&reply, port, "bounced_hard"),
@@ -954,7 +1103,7 @@ async fn settle(
                 Verdict::BouncedSoft => {
                     record(
                         shared,
-                        job,
+                        &job.row,
                         DeliveryState::BouncedSoft,
                         None,
                         attempt(&reply, port, "bounced_soft"),

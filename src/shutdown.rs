@@ -1,5 +1,6 @@
-//! Graceful stop for long runs: the first Ctrl-C asks the run to stop claiming new work and lets
-//! in-flight SMTP transactions finish; a second Ctrl-C exits the process at once (code 130).
+//! Graceful stop for long runs: the first Ctrl-C (or SIGTERM) asks the run to stop claiming new
+//! work and lets in-flight SMTP transactions finish; a second one exits the process at once
+//! (code 130).
 //!
 //! This module only carries the signal; it must not know what a run does with it. Library code
 //! receives a [`Shutdown`] and polls [`Shutdown::is_triggered`] or awaits [`Shutdown::wait`];
@@ -47,20 +48,52 @@ impl Shutdown {
         let _ = rx.wait_for(|stop| *stop).await;
     }
 
-    /// Wires Ctrl-C to this flag: the first press triggers it, the second exits the process with
-    /// code 130 without waiting for anything. Must be called inside a tokio runtime.
+    /// Wires Ctrl-C and (on Unix) SIGTERM to this flag: the first of them triggers it, the
+    /// second exits the process with code 130 without waiting for anything. SIGTERM is what
+    /// `systemctl stop`, `timeout` and CI cancellation send: it gets the same graceful stop, so
+    /// outcomes already answered by the relay are committed instead of lost.
+    /// Must be called inside a tokio runtime.
     pub fn install_ctrl_c(&self, on_first: impl Fn() + Send + 'static) {
         let this = self.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_err() {
+            let mut signals = Signals::new();
+            if !signals.next().await {
                 return;
             }
             this.trigger();
             on_first();
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if signals.next().await {
                 std::process::exit(130);
             }
         });
+    }
+}
+
+/// The stop signals this process listens to.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            // Without a SIGTERM handler (cannot register), Ctrl-C still works.
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Waits for the next Ctrl-C or SIGTERM; false when no signal can be received.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            return tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = term.recv() => r.is_some(),
+            };
+        }
+        tokio::signal::ctrl_c().await.is_ok()
     }
 }
 

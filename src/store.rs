@@ -38,6 +38,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_report",
         include_str!("store/migrations/0004_report.sql"),
     ),
+    (
+        "0005_reconcile",
+        include_str!("store/migrations/0005_reconcile.sql"),
+    ),
 ];
 
 /// How long a connection waits for another process's write lock before giving up. Readers never

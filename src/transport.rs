@@ -267,6 +267,13 @@ pub enum TxOutcome {
     /// No reply: the connection broke or a deadline passed. The session is gone. When
     /// `reply.step == Message`, the relay may or may not have the message.
     Lost(Reply),
+    /// A reply that does not fit the command it follows (a 250 to DATA, a 354 or any non-2xx
+    /// positive reply to MAIL, RCPT or the final "."): the replies are out of step with the
+    /// commands (an extra reply from a buggy relay or proxy, or bytes injected before TLS), so
+    /// no later reply on this connection can be trusted and the session has been dropped.
+    /// Before `Step::Message` the body was never sent; at `Step::Message` the relay may have
+    /// the message.
+    OutOfStep(Reply),
 }
 
 /// Opens sessions to one relay; shared by all workers.
@@ -656,6 +663,21 @@ impl fmt::Display for PipelinedEnvelope {
     }
 }
 
+/// Whether a positive reply is the right one for `step` (RFC 5321 §4.3.2): MAIL and RSET 250,
+/// RCPT 250 or 251, DATA 354. lettre calls any 2xx or 3xx "positive"; a 250 to DATA means we are
+/// reading an earlier command's reply, so the body must not go out. lettre keeps unread bytes in
+/// its own buffer and offers no way to look at it, so a stray reply can only be caught by
+/// checking every reply against the command it should answer.
+fn fits(step: Step, response: &Response) -> bool {
+    let code = u16::from(response.code());
+    match step {
+        Step::Data => code == 354,
+        Step::Rcpt => matches!(code, 250 | 251),
+        Step::Mail => code == 250,
+        _ => (200..300).contains(&code),
+    }
+}
+
 /// One open, authenticated connection owned by one worker.
 pub struct Session {
     /// None once the connection is known broken (then the worker must reconnect).
@@ -718,7 +740,12 @@ impl Session {
                     self.conn = None;
                     return TxOutcome::Lost(Reply::timeout(step, limit));
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(response)) => {
+                    if !fits(step, &response) {
+                        self.conn = None;
+                        return TxOutcome::OutOfStep(Reply::from_response(step, &response));
+                    }
+                }
                 Ok(Err(e)) => {
                     let reply = Reply::from_error(step, &e);
                     if reply.code.is_none() {
@@ -760,7 +787,15 @@ impl Session {
                     self.conn = None;
                     return Some(TxOutcome::Lost(Reply::timeout(step, ct)));
                 }
-                Ok(Ok(_)) => data_open = step == Step::Data,
+                Ok(Ok(response)) => {
+                    if !fits(step, &response) {
+                        // Replies and commands are out of step (see `send`): nothing on this
+                        // connection can be trusted, and the body must not go out.
+                        self.conn = None;
+                        return Some(TxOutcome::OutOfStep(Reply::from_response(step, &response)));
+                    }
+                    data_open = step == Step::Data;
+                }
                 Ok(Err(e)) => {
                     let reply = Reply::from_error(step, &e);
                     if reply.code.is_none() {
@@ -801,7 +836,17 @@ impl Session {
                 self.conn = None;
                 TxOutcome::Lost(Reply::timeout(Step::Message, self.data_timeout))
             }
-            Ok(Ok(response)) => TxOutcome::Replied(Reply::from_response(Step::Message, &response)),
+            Ok(Ok(response)) => {
+                let reply = Reply::from_response(Step::Message, &response);
+                if (200..300).contains(&u16::from(response.code())) {
+                    TxOutcome::Replied(reply)
+                } else {
+                    // A 3xx after the final "." answers no command we sent: the relay's real
+                    // verdict on this message is somewhere else in the stream.
+                    self.conn = None;
+                    TxOutcome::OutOfStep(reply)
+                }
+            }
             Ok(Err(e)) => {
                 let reply = Reply::from_error(Step::Message, &e);
                 if reply.code.is_none() || reply.code == Some(421) {
@@ -820,9 +865,10 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
+        // Only a 250 is RSET's reply; anything else positive is a stray earlier reply.
         matches!(
             timeout(self.command_timeout, conn.command(Rset)).await,
-            Ok(Ok(_))
+            Ok(Ok(r)) if u16::from(r.code()) == 250
         )
     }
 
@@ -830,6 +876,36 @@ impl Session {
     pub async fn quit(mut self) {
         if let Some(mut conn) = self.conn.take() {
             let _ = timeout(self.command_timeout, conn.quit()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn reply(text: &str) -> Response {
+        format!("{text}\r\n").parse().unwrap()
+    }
+
+    #[test]
+    fn each_command_accepts_only_its_own_positive_reply() {
+        let cases = [
+            (Step::Mail, "250 2.1.0 Ok", true),
+            (Step::Mail, "251 odd", false),
+            (Step::Mail, "354 go ahead", false),
+            (Step::Mail, "220 a greeting from nowhere", false),
+            (Step::Rcpt, "250 2.1.5 Ok", true),
+            (Step::Rcpt, "251 User not local; will forward", true),
+            (Step::Rcpt, "354 go ahead", false),
+            (Step::Data, "354 End data with <CR><LF>.<CR><LF>", true),
+            (Step::Data, "250 2.1.5 Ok", false),
+            (Step::Message, "250 2.0.0 queued", true),
+            (Step::Message, "354 go ahead", false),
+        ];
+        for (step, text, want) in cases {
+            assert_eq!(fits(step, &reply(text)), want, "{step} {text}");
         }
     }
 }

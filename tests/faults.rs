@@ -531,3 +531,57 @@ async fn slow_server_beyond_the_timeout_is_deferred_and_the_run_ends() {
         assert_eq!(row(&lab.ledger(), email).0, "accepted", "{email}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_writer_on_the_ledger_does_not_stop_a_running_send() {
+    // `mailroom suppress add` and `bounces import` write the same ledger while a send runs:
+    // a busy ledger must make the writer wait and retry, never fail the run.
+    let lab = Lab::new("").await;
+    let path = lab.ledger();
+    drop(mailroom::store::open(&path).unwrap());
+    let emails: Vec<String> = (0..2000).map(|i| format!("r{i}@example.org")).collect();
+    let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut commits = 0u64;
+            // Bounded: at most this many transactions, fewer once the send is done.
+            for i in 0..200_000u64 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .unwrap();
+                tx.execute(
+                    "INSERT INTO suppressions (email, reason, source, created_at)
+                     VALUES (?1, 'manual', 'test', 0)",
+                    [format!("other{i}@elsewhere.test")],
+                )
+                .unwrap();
+                tx.commit().unwrap();
+                commits += 1;
+                // The cadence of a bounce import writing one report at a time (load shape,
+                // not synchronisation).
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            commits
+        })
+    };
+    let mut opts = options();
+    opts.connections = 4;
+    let summary = lab.send(&refs, lab.settings(), opts).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let commits = tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap();
+    assert!(commits > 10, "the other writer committed {commits} times");
+    assert_eq!(summary.end, End::Finished, "{summary:?}");
+    assert_eq!(summary.accepted, 2000);
+    // Every recipient accounted for: all accepted, none left `sending` or pending.
+    assert_eq!(states(&path), map(&[("accepted", 2000)]));
+    assert_eq!(lab.stored(), 2000);
+}

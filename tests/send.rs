@@ -1075,3 +1075,606 @@ async fn with_pipelining_rejections_are_read_in_order_and_the_session_stays_in_s
         .count();
     assert_eq!(rsets, 4);
 }
+
+/// (step, code, outcome) of every attempt of one address, in order.
+fn attempt_rows(path: &Path, email: &str) -> Vec<(String, Option<i64>, String)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT a.step, a.code, a.outcome FROM attempts a
+             JOIN recipients r ON r.id = a.recipient_id WHERE r.email = ?1 ORDER BY a.id",
+        )
+        .unwrap();
+    stmt.query_map([email], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_reply_to_mail_drops_the_session_before_the_body_and_every_250_matches() {
+    extra_reply_to_mail(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pipelining_an_extra_reply_to_mail_drops_the_session_before_the_body() {
+    extra_reply_to_mail(true).await;
+}
+
+async fn extra_reply_to_mail(pipelining: bool) {
+    let server = Server::start(ServerOptions {
+        extra_mail_reply_sessions: 1,
+        pipelining,
+        ..ServerOptions::default()
+    })
+    .await;
+    let l = ledger();
+    let locals = numbered("p", 3);
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 3);
+    assert_eq!(summary.deferred + summary.unknown, 0);
+    assert_eq!(states(&l.path).get("accepted"), Some(&3));
+    // DATA got RCPT's 250 instead of 354 on the first connection: the body never went out
+    // there, and a fresh connection carried every message once.
+    assert_eq!(server.seen.lock().unwrap().sessions, 2);
+    assert_eq!(server.seen.lock().unwrap().data_received.len(), 3);
+    assert!(server.accepted_per_address().values().all(|n| *n == 1));
+    assert_eq!(server.accepted_per_address().len(), 3);
+    delivery::assert_replies_in_sync(&server, &l.path);
+    let first = attempt_rows(&l.path, "p0@example.test");
+    assert_eq!(
+        first,
+        vec![
+            ("data".to_owned(), Some(250), "out_of_step".to_owned()),
+            ("message".to_owned(), Some(250), "accepted".to_owned()),
+        ]
+    );
+    // Giving the claim back did not charge the recipient.
+    assert_eq!(recipient(&l.path, "p0@example.test").1, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_replies_after_the_final_dot_never_turn_an_acceptance_into_a_retry() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["a1", "dupqueued1", "a2", "dot3541", "a3"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 4);
+    assert_eq!(summary.unknown, 1);
+    assert_eq!(summary.deferred, 0);
+    // A 354 after the final dot answers nothing: the relay may have the message.
+    assert_eq!(recipient(&l.path, "dot3541@example.test").0, "unknown");
+    for a in ["a1", "dupqueued1", "a2", "a3"] {
+        assert_eq!(
+            recipient(&l.path, &format!("{a}@example.test")).0,
+            "accepted"
+        );
+    }
+    // a2 read the stray 250 as MAIL's reply, was caught at DATA and sent on a new connection;
+    // dot3541's connection was dropped too: three sessions, every body received once.
+    assert_eq!(server.seen.lock().unwrap().sessions, 3);
+    assert_eq!(server.seen.lock().unwrap().data_received.len(), 5);
+    assert!(server.accepted_per_address().values().all(|n| *n == 1));
+    delivery::assert_replies_in_sync(&server, &l.path);
+    assert_eq!(
+        attempt_rows(&l.path, "a2@example.test")
+            .iter()
+            .map(|(step, _, outcome)| format!("{step}:{outcome}"))
+            .collect::<Vec<_>>(),
+        ["data:out_of_step", "message:accepted"]
+    );
+}
+
+/// [`send`] with a chosen renderer; returns the summary and what the import reported.
+async fn send_with(
+    path: &Path,
+    people: Vec<NewRecipient>,
+    settings: Settings,
+    options: Options,
+    render: Arc<dyn mailroom::pipeline::Render>,
+) -> (Summary, mailroom::store::ImportCount) {
+    let prepared = pipeline::prepare(
+        path,
+        "spring",
+        people.into_iter().map(Ok::<_, String>),
+        &settings.host,
+        "none",
+    )
+    .unwrap();
+    let imported = prepared.imported;
+    let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
+    let transport = Transport::new(settings).await.unwrap();
+    let summary = pipeline::run(Run {
+        ledger: path.to_owned(),
+        writer,
+        campaign_id: prepared.campaign_id,
+        run_id: prepared.run_id,
+        transport,
+        render,
+        options,
+        shutdown: Shutdown::new(),
+        counters: Arc::new(Counters::default()),
+        events: None,
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap()
+        .unwrap();
+    (summary, imported)
+}
+
+fn plain() -> Arc<dyn mailroom::pipeline::Render> {
+    Arc::new(PlainRender {
+        from: "news@sender.test".into(),
+    })
+}
+
+/// The body the server accepted for `rcpt` (the last one, if several).
+fn body_of(server: &Server, rcpt: &str) -> String {
+    let seen = server.seen.lock().unwrap();
+    let (_, body) = seen.accepted.iter().rev().find(|(r, _)| r == rcpt).unwrap();
+    String::from_utf8_lossy(body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_send_reconciles_the_ledger_with_the_contacts_file() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let port = server.addr.port();
+    let mut first = people(&numbered("c", 3));
+    // Run 1 sends c0 only.
+    let mut limited = options(1);
+    limited.limit = Some(1);
+    let (summary, imported) =
+        send_with(&l.path, first.clone(), settings(port), limited, plain()).await;
+    assert_eq!((summary.accepted, imported.inserted), (1, 3));
+
+    // Run 2: c1 left the file (unsubscribed), c2's fields were corrected.
+    let c2 = first.pop().unwrap();
+    let c2_fixed = NewRecipient {
+        fields: "{\"n\":\"fixed\"}".into(),
+        name: Some("Corrected Name".into()),
+        ..c2.clone()
+    };
+    let without_c1 = vec![first[0].clone(), c2_fixed.clone()];
+    let (summary, imported) =
+        send_with(&l.path, without_c1, settings(port), options(1), plain()).await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 1);
+    assert_eq!((imported.refreshed, imported.removed), (1, 1));
+    assert_eq!(server.accepted_per_address().get("c1@example.test"), None);
+    assert!(body_of(&server, "c2@example.test").contains("fixed"));
+    // c1 is still pending (never sent), marked as out of the file.
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let (state, removed): (String, Option<i64>) = conn
+        .query_row(
+            "SELECT state, removed_at FROM recipients WHERE email = 'c1@example.test'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "pending");
+    assert!(removed.is_some());
+    // The report still counts every recipient once: the removed row as pending.
+    let report = mailroom::report::Ledger::open(&l.path).unwrap();
+    let summary = report.find_campaign(Some("spring")).unwrap();
+    let totals = report.campaign_report(&summary).unwrap().totals;
+    assert_eq!(
+        (totals.recipients, totals.accepted, totals.pending),
+        (3, 2, 1)
+    );
+    // Nothing is due: a run over the same file sends nothing and leaves c1 alone.
+    let (again, imported) = send_with(
+        &l.path,
+        vec![first[0].clone(), c2_fixed.clone()],
+        settings(port),
+        options(1),
+        plain(),
+    )
+    .await;
+    assert_eq!(
+        (again.accepted, imported.refreshed, imported.removed),
+        (0, 0, 1)
+    );
+
+    // Run 4: c1 is back in the file and goes out once; sent rows keep their fields.
+    let c2_again = NewRecipient {
+        fields: "{\"n\":\"changed after sending\"}".into(),
+        ..c2_fixed
+    };
+    let all = vec![first[0].clone(), first[1].clone(), c2_again];
+    let (back, imported) = send_with(&l.path, all, settings(port), options(1), plain()).await;
+    assert_eq!(
+        (back.accepted, imported.refreshed, imported.removed),
+        (1, 1, 0)
+    );
+    assert!(server.accepted_per_address().values().all(|n| *n == 1));
+    assert_eq!(server.accepted_per_address().len(), 3);
+    let fields: String = conn
+        .query_row(
+            "SELECT fields FROM recipients WHERE email = 'c2@example.test'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(fields.contains("fixed"), "{fields}");
+}
+
+/// Renders like [`PlainRender`], except for addresses starting with "broken".
+struct SometimesBroken;
+
+impl mailroom::pipeline::Render for SometimesBroken {
+    fn render(
+        &self,
+        row: &mailroom::store::DueRow,
+    ) -> Result<mailroom::pipeline::Outgoing, String> {
+        if row.email.starts_with("broken") {
+            return Err("line 3: header X-City: the value contains a line break".into());
+        }
+        PlainRender {
+            from: "news@sender.test".into(),
+        }
+        .render(row)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_cannot_be_built_fails_only_its_row() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["ok1", "broken1", "ok2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let (summary, _) = send_with(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Arc::new(SometimesBroken),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!((summary.accepted, summary.failed), (2, 1));
+    let (state, attempts, _, _) = recipient(&l.path, "broken1@example.test");
+    assert_eq!((state.as_str(), attempts), ("failed", 1));
+    assert_eq!(
+        attempt_rows(&l.path, "broken1@example.test"),
+        vec![("render".to_owned(), None, "failed".to_owned())]
+    );
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let reason: String = conn
+        .query_row(
+            "SELECT last_reply FROM recipients WHERE email = 'broken1@example.test'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("line break"), "{reason}");
+    assert_eq!(
+        server.accepted_per_address().get("broken1@example.test"),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_skips_rows_that_check_rejects_and_names_their_line() {
+    let server = Server::start(ServerOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"",
+        server.addr.port()
+    );
+    let root = delivery::write_campaign(dir.path(), "city", "news@sender.test", &smtp, &[]);
+    let toml = std::fs::read_to_string(root.join("campaign.toml")).unwrap();
+    std::fs::write(
+        root.join("campaign.toml"),
+        format!("{toml}\n[campaign.headers]\n\"X-City\" = \"{{{{city}}}}\"\n"),
+    )
+    .unwrap();
+    let csv = |middle: &str| {
+        format!(
+            "email,name,city\na1@example.test,Ann,Lyon\na2@example.test,Bob,{middle}\n\
+             a3@example.test,Cy,Paris\n"
+        )
+    };
+    std::fs::write(root.join("contacts.csv"), csv("\"Nice\nInjected: yes\"")).unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("send")
+            .arg(&root)
+            .arg("--yes")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let dry = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["send", "--dry-run"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let (dry_out, dry_err) = (
+        String::from_utf8_lossy(&dry.stdout),
+        String::from_utf8_lossy(&dry.stderr),
+    );
+    assert_eq!(dry.status.code(), Some(1), "{dry_out}\n{dry_err}");
+    assert!(dry_out.contains("would send 2 messages"), "{dry_out}");
+    assert!(
+        dry_err.contains("contacts.csv:3: a2@example.test: would not be sent"),
+        "{dry_err}"
+    );
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stderr.contains("contacts.csv:3: a2@example.test: not imported"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("2 accepted by the relay"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(server.accepted_count(), 2);
+    assert_eq!(server.accepted_per_address().get("a2@example.test"), None);
+
+    // The fixed row goes out on the next send, once; the others are not sent again.
+    std::fs::write(root.join("contacts.csv"), csv("Nice")).unwrap();
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("1 accepted by the relay"), "{stdout}");
+    assert!(body_of(&server, "a2@example.test").contains("X-City: Nice"));
+    assert!(server.accepted_per_address().values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_left_after_repeated_slow_down_replies_end_the_run_as_throttled() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let locals: Vec<String> = ["t1", "throttlealways1", "t2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let summary = send(
+        &l.path,
+        people(&locals),
+        settings(server.addr.port()),
+        options(1),
+        Shutdown::new(),
+    )
+    .await;
+    // Not "finished": one recipient is still pending because the relay kept saying slow down.
+    assert_eq!(summary.end, End::Throttled(1));
+    assert_eq!(summary.accepted, 2);
+    let (state, attempts, _, _) = recipient(&l.path, "throttlealways1@example.test");
+    assert_eq!((state.as_str(), attempts), ("pending", 0));
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let outcome: String = conn
+        .query_row(
+            "SELECT outcome FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "throttled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_failure_mid_run_halts_the_workers_and_closes_the_run() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    drop(mailroom::store::open(&l.path).unwrap());
+    // The ledger refuses to record one outcome (as a full disk would): the writer fails for good.
+    rusqlite::Connection::open(&l.path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF state ON recipients
+             WHEN NEW.state = 'accepted' AND NEW.email = 'boom@example.test'
+             BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+        )
+        .unwrap();
+    let mut locals = vec!["boom".to_owned()];
+    locals.extend(numbered("after", 20));
+    let settings = settings(server.addr.port());
+    let prepared = pipeline::prepare(
+        &l.path,
+        "spring",
+        people(&locals).into_iter().map(Ok::<_, String>),
+        &settings.host,
+        "none",
+    )
+    .unwrap();
+    let run_id = prepared.run_id;
+    let (writer, thread) = Writer::spawn(prepared.conn, l.path.clone()).unwrap();
+    let mut opts = options(1);
+    opts.wait = true;
+    let result = pipeline::run(Run {
+        ledger: l.path.clone(),
+        writer,
+        campaign_id: prepared.campaign_id,
+        run_id,
+        transport: Transport::new(settings).await.unwrap(),
+        render: plain(),
+        options: opts,
+        shutdown: Shutdown::new(),
+        counters: Arc::new(Counters::default()),
+        events: None,
+    })
+    .await;
+    let err = result.expect_err("the run must fail");
+    assert!(err.to_string().contains("disk says no"), "{err}");
+    assert!(
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap()
+            .is_err()
+    );
+    // Every worker stopped before `run` returned: nothing more reaches the relay afterwards.
+    let sent = server.seen.lock().unwrap().data_received.len();
+    assert!(sent < locals.len(), "{sent}");
+    // The run row is closed with an outcome, not left open for the next run to call crashed.
+    let conn = rusqlite::Connection::open(&l.path).unwrap();
+    let (outcome, finished): (Option<String>, Option<i64>) = conn
+        .query_row(
+            "SELECT outcome, finished_at FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(outcome.as_deref(), Some("aborted"));
+    assert!(finished.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_refusal_of_the_sender_is_not_charged_to_recipients() {
+    let server = Server::start(ServerOptions::default()).await;
+    let l = ledger();
+    let (summary, _) = send_with(
+        &l.path,
+        people(&numbered("m", 2)),
+        settings(server.addr.port()),
+        options(1),
+        Arc::new(PlainRender {
+            from: "tempfail@sender.test".into(),
+        }),
+    )
+    .await;
+    assert!(
+        matches!(&summary.end, End::Paused(why) if why.contains("451")),
+        "{:?}",
+        summary.end
+    );
+    assert_eq!(summary.deferred + summary.failed, 0);
+    for m in ["m0@example.test", "m1@example.test"] {
+        let (state, attempts, _, _) = recipient(&l.path, m);
+        assert_eq!((state.as_str(), attempts), ("pending", 0), "{m}");
+    }
+    let rows = attempt_rows(&l.path, "m0@example.test");
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| *r == ("mail".to_owned(), Some(451), "throttled".to_owned())),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_like_ctrl_c_and_commits_what_the_relay_answered() {
+    let server = Server::start(ServerOptions {
+        data_delay: Duration::from_millis(200),
+        ..ServerOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let emails: Vec<String> = (0..40).map(|i| format!("t{i}@example.test")).collect();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nconnections = 1",
+        server.addr.port()
+    );
+    let root = delivery::write_campaign(dir.path(), "term", "news@sender.test", &smtp, &emails);
+    let ledger_path = root.join("mailroom.db");
+    let child = spawn_send(&root);
+    server.wait_until(|s| s.data_received.len() >= 3).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{:?}\n{stdout}", out.status);
+    assert!(stdout.contains("Interrupted"), "{stdout}");
+    // The message in flight finished and was recorded; nothing is left `sending`.
+    let finals = states(&ledger_path);
+    assert_eq!(finals.get("sending"), None, "{finals:?}");
+    let accepted = finals.get("accepted").copied().unwrap_or(0) as usize;
+    assert_eq!(accepted, server.accepted_count(), "{finals:?}");
+    assert!((3..40).contains(&accepted), "{finals:?}");
+    let conn = rusqlite::Connection::open(&ledger_path).unwrap();
+    let outcome: String = conn
+        .query_row(
+            "SELECT outcome FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "interrupted");
+}
+
+#[test]
+fn import_validation_keeps_file_order_and_names_every_unbuildable_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = delivery::write_campaign(
+        dir.path(),
+        "order",
+        "news@sender.test",
+        "host = \"127.0.0.1\"\nsecurity = \"none\"",
+        &[],
+    );
+    let toml = std::fs::read_to_string(root.join("campaign.toml")).unwrap();
+    std::fs::write(
+        root.join("campaign.toml"),
+        format!("{toml}\n[campaign.headers]\n\"X-City\" = \"{{{{city}}}}\"\n"),
+    )
+    .unwrap();
+    // Enough rows for several batches and threads; every 97th city breaks the header.
+    let mut csv = String::from("email,name,city\n");
+    let mut broken = Vec::new();
+    for i in 0..5000u64 {
+        if i % 97 == 5 {
+            csv.push_str(&format!("r{i}@example.test,R,\"A\nB: c\"\n"));
+            // The quoted cell spans two physical lines; the row starts at the first.
+            broken.push(i);
+        } else {
+            csv.push_str(&format!("r{i}@example.test,R,City {i}\n"));
+        }
+    }
+    std::fs::write(root.join("contacts.csv"), csv).unwrap();
+    let campaign = mailroom::campaign::Campaign::load(&root).unwrap();
+    let mut stats = pipeline::setup::ContactStats::default();
+    // One address already final: never rendered, so its (broken) row is still imported.
+    let finals: std::collections::HashSet<String> = [format!("r{}@example.test", broken[0])].into();
+    let rows: Vec<NewRecipient> =
+        pipeline::setup::recipients_except_final(&campaign, &mut stats, finals)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let skipped: Vec<String> = stats.unrenderable.iter().map(|u| u.email.clone()).collect();
+    let expected: Vec<String> = broken[1..]
+        .iter()
+        .map(|i| format!("r{i}@example.test"))
+        .collect();
+    assert_eq!(skipped, expected);
+    assert_eq!(stats.invalid as usize, expected.len());
+    assert_eq!(rows.len() + expected.len(), 5000);
+    assert_eq!(stats.valid as usize, rows.len());
+    // File order, so ledger ids (and the send order) follow the CSV.
+    assert!(rows.windows(2).all(|w| w[0].line < w[1].line));
+    assert!(
+        stats
+            .unrenderable
+            .iter()
+            .all(|u| u.reason.contains("line "))
+    );
+}

@@ -59,6 +59,21 @@ impl Default for RetryOptions {
     }
 }
 
+/// The longest period the limiters are given: a rate slower than one message a year is taken as
+/// one a year (config validation rejects such rates; the library must still not panic on them).
+const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `secs` as a limiter period, clamped to [1 ns, [`MAX_PERIOD`]]. `Duration::from_secs_f64`
+/// panics on values it cannot hold (1e300, infinity, NaN); this never does.
+fn period(secs: f64) -> Duration {
+    if secs.is_nan() {
+        return MAX_PERIOD;
+    }
+    Duration::try_from_secs_f64(secs.max(0.0))
+        .unwrap_or(MAX_PERIOD)
+        .clamp(Duration::from_nanos(1), MAX_PERIOD)
+}
+
 /// The interval between two messages allowed by the strictest of the three rates.
 pub fn interval(rate: &RateOptions) -> Option<Duration> {
     [
@@ -72,7 +87,7 @@ pub fn interval(rate: &RateOptions) -> Option<Duration> {
     .fold(None, |acc: Option<f64>, s| {
         Some(acc.map_or(s, |a| a.max(s)))
     })
-    .map(|secs| Duration::from_secs_f64(secs).max(Duration::from_nanos(1)))
+    .map(period)
 }
 
 fn limiter(period: Duration, burst: u32) -> Option<DefaultDirectRateLimiter> {
@@ -94,8 +109,7 @@ impl Limits {
             .iter()
             .filter(|(_, per_minute)| per_minute.is_finite() && **per_minute > 0.0)
             .filter_map(|(domain, per_minute)| {
-                let period = Duration::from_secs_f64(60.0 / per_minute);
-                limiter(period, 1).map(|l| (domain.to_ascii_lowercase(), l))
+                limiter(period(60.0 / per_minute), 1).map(|l| (domain.to_ascii_lowercase(), l))
             })
             .collect();
         Limits { global, domains }
@@ -175,13 +189,22 @@ impl Pacer {
         let mut s = self.lock();
         s.throttles = s.throttles.saturating_add(1);
         s.streak = 0;
-        let backoff = (self.base * 2u32.saturating_pow(s.throttles.min(16) - 1)).min(self.max);
+        let backoff = self
+            .base
+            .checked_mul(2u32.saturating_pow(s.throttles.min(16) - 1))
+            .unwrap_or(self.max)
+            .min(self.max);
         s.spacing = if s.spacing.is_zero() {
             self.base / 4
         } else {
-            (s.spacing * 2).min(self.max)
+            s.spacing.saturating_mul(2).min(self.max)
         };
-        let resume = Instant::now() + backoff;
+        let now = Instant::now();
+        // An absurd `max` must not overflow the clock: fall back to a far but valid instant.
+        let resume = now
+            .checked_add(backoff)
+            .or_else(|| now.checked_add(MAX_PERIOD))
+            .unwrap_or(now);
         s.next_slot = Some(s.next_slot.map_or(resume, |n| n.max(resume)));
         backoff
     }
@@ -238,6 +261,33 @@ pub fn after_temporary_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_rates_never_panic_and_are_clamped() {
+        for per_second in [1e-300, 1e300, f64::MIN_POSITIVE, f64::MAX, f64::INFINITY] {
+            let rate = RateOptions {
+                per_second: Some(per_second),
+                per_domain: [("example.org".to_owned(), per_second)].into(),
+                ..RateOptions::default()
+            };
+            if let Some(every) = interval(&rate) {
+                assert!(
+                    every >= Duration::from_nanos(1) && every <= MAX_PERIOD,
+                    "{every:?}"
+                );
+            }
+            let _ = Limits::new(&rate);
+        }
+        let slow = RateOptions {
+            per_hour: Some(1e-300),
+            ..RateOptions::default()
+        };
+        assert_eq!(interval(&slow), Some(MAX_PERIOD));
+        assert_eq!(period(f64::NAN), MAX_PERIOD);
+        let pacer = Pacer::new(Duration::MAX, Duration::MAX);
+        assert_eq!(pacer.throttle(), Duration::MAX);
+        assert_eq!(pacer.throttle(), Duration::MAX);
+    }
 
     #[test]
     fn strictest_rate_wins() {

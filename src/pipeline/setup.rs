@@ -3,7 +3,7 @@
 //! `campaign.toml` (including reading the password from the environment or a file).
 //! It must not send anything or touch the ledger itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -43,24 +43,68 @@ pub enum Error {
 }
 
 /// What reading the contacts found besides the valid rows.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ContactStats {
     pub valid: u64,
+    /// Rows `check` calls invalid: bad address or cells, or a message that cannot be rendered
+    /// for them (header injection through a field, a missing value, ...).
     pub invalid: u64,
     pub duplicate: u64,
+    /// The rows that parsed but cannot be rendered, with the reason: they are not imported (and
+    /// a not-yet-sent ledger row for them is treated as removed from the file).
+    pub unrenderable: Vec<Unrenderable>,
+}
+
+/// A contact whose message cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrenderable {
+    pub line: u64,
+    pub email: String,
+    /// Starts with "line N:" when the campaign module names the line itself.
+    pub reason: String,
 }
 
 /// The campaign's valid contacts as ledger rows (fields stored as JSON so the ledger alone can
 /// render the message later). Invalid and duplicate rows are counted, not imported.
+///
+/// # Errors
+/// When the contacts file cannot be opened.
 pub fn recipients<'a>(
     campaign: &'a Campaign,
     stats: &'a mut ContactStats,
 ) -> Result<impl Iterator<Item = Result<NewRecipient, campaign::Error>> + 'a, campaign::Error> {
+    recipients_except_final(campaign, stats, HashSet::new())
+}
+
+/// [`recipients`], with the same per-row validation as `mailroom check`: every contact is
+/// rendered once, and a row whose message cannot be built is counted invalid and left out,
+/// except the addresses in `final_addresses` (already sent or otherwise final in the ledger:
+/// they are never rendered again, so checking them would only cost time).
+///
+/// # Errors
+/// When the contacts file cannot be opened.
+pub fn recipients_except_final<'a>(
+    campaign: &'a Campaign,
+    stats: &'a mut ContactStats,
+    final_addresses: HashSet<String>,
+) -> Result<impl Iterator<Item = Result<NewRecipient, campaign::Error>> + 'a, campaign::Error> {
     let name = campaign.name().to_owned();
     let contacts = campaign.contacts()?;
+    let now = std::time::SystemTime::now();
     Ok(contacts.filter_map(move |entry| match entry {
         Err(e) => Some(Err(e)),
         Ok(ContactEntry::Valid(contact)) => {
+            if !final_addresses.contains(&contact.email)
+                && let Err(e) = campaign.render_at(&contact, now)
+            {
+                stats.invalid += 1;
+                stats.unrenderable.push(Unrenderable {
+                    line: contact.line,
+                    reason: e.row_reason().map_or_else(|| e.to_string(), str::to_owned),
+                    email: contact.email,
+                });
+                return None;
+            }
             stats.valid += 1;
             let fields = serde_json::to_string(&contact.fields).unwrap_or_else(|_| "{}".into());
             Some(Ok(NewRecipient {

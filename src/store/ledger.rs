@@ -32,6 +32,12 @@ pub struct NewRecipient {
 pub struct ImportCount {
     pub inserted: u64,
     pub already_known: u64,
+    /// Known rows, not final yet, whose fields, name or line changed in the contacts file (or
+    /// that came back to it after being removed): the ledger now has the file's values.
+    pub refreshed: u64,
+    /// Rows not final yet that are no longer in the contacts file (this import or an earlier
+    /// one): they are never claimed while they stay out of it.
+    pub removed: u64,
 }
 
 /// A recipient row that is due for an attempt, as the dispatcher reads it.
@@ -118,9 +124,13 @@ pub fn ensure_campaign(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
     )
 }
 
-/// Inserts every new recipient in one transaction; rows already in the ledger (same campaign and
-/// address) are left exactly as they are, so re-running an import is a no-op. The first `Err`
-/// from `rows` rolls the whole import back and is returned.
+/// Reconciles the ledger with the contacts file in one transaction: new recipients are inserted;
+/// rows already in the ledger (same campaign and address) that are not final yet (pending or
+/// deferred) take the file's fields, name and line, so a corrected CSV is what gets sent; final
+/// rows are left exactly as they are. Not-final rows that `rows` no longer contains are marked
+/// `removed_at` and never claimed while they stay out (an unsubscribed person removed from the
+/// file must not be mailed). Re-running the same import is a no-op. `rows` must be the whole
+/// file: the first `Err` from it rolls everything back and is returned.
 pub fn import<I, E>(
     conn: &mut Connection,
     campaign_id: i64,
@@ -129,14 +139,26 @@ pub fn import<I, E>(
 where
     I: IntoIterator<Item = Result<NewRecipient, E>>,
 {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut count = ImportCount::default();
+    // The addresses in the file, to find the rows that left it.
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS import_seen (email TEXT PRIMARY KEY);
+         DELETE FROM temp.import_seen;",
+    )?;
     {
         let mut insert = tx.prepare(
             "INSERT OR IGNORE INTO recipients
                 (campaign_id, email, domain, name, line, token, message_id, fields, state)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, 'pending')",
         )?;
+        let mut refresh = tx.prepare(
+            "UPDATE recipients SET fields = ?3, name = ?4, line = ?5, removed_at = NULL
+             WHERE campaign_id = ?1 AND email = ?2 AND state IN ('pending', 'deferred')
+               AND (fields IS NOT ?3 OR name IS NOT ?4 OR line IS NOT ?5
+                    OR removed_at IS NOT NULL)",
+        )?;
+        let mut seen = tx.prepare("INSERT OR IGNORE INTO temp.import_seen (email) VALUES (?1)")?;
         for row in rows {
             let row = row.map_err(ImportError::Source)?;
             let line = i64::try_from(row.line).unwrap_or(i64::MAX);
@@ -153,9 +175,26 @@ where
                 count.inserted += 1;
             } else {
                 count.already_known += 1;
+                count.refreshed +=
+                    refresh.execute(params![campaign_id, row.email, row.fields, row.name, line])?
+                        as u64;
             }
+            seen.execute(params![row.email])?;
         }
     }
+    tx.execute(
+        "UPDATE recipients SET removed_at = ?2
+         WHERE campaign_id = ?1 AND state IN ('pending', 'deferred') AND removed_at IS NULL
+           AND email NOT IN (SELECT email FROM temp.import_seen)",
+        params![campaign_id, now_ms()],
+    )?;
+    count.removed = tx.query_row(
+        "SELECT count(*) FROM recipients
+         WHERE campaign_id = ?1 AND state IN ('pending', 'deferred') AND removed_at IS NOT NULL",
+        params![campaign_id],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
+    tx.execute_batch("DELETE FROM temp.import_seen")?;
     tx.commit()?;
     Ok(count)
 }
@@ -176,7 +215,7 @@ impl<E> From<rusqlite::Error> for ImportError<E> {
 /// Crash recovery: rows left `sending` by a run that did not finish cannot be known to have been
 /// sent or not, so they become `unknown` (with an attempt saying why). Returns how many.
 pub fn recover_interrupted(conn: &mut Connection, campaign_id: i64) -> rusqlite::Result<u64> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = now_ms();
     tx.execute(
         "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome)
@@ -197,6 +236,20 @@ pub fn recover_interrupted(conn: &mut Connection, campaign_id: i64) -> rusqlite:
     )?;
     tx.commit()?;
     Ok(n as u64)
+}
+
+/// The addresses of a campaign that are final in the ledger (neither pending nor deferred):
+/// they are never sent again, so the import need not validate them. Empty for a new campaign.
+pub fn final_addresses(
+    conn: &Connection,
+    campaign: &str,
+) -> rusqlite::Result<std::collections::HashSet<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT r.email FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+         WHERE c.name = ?1 AND r.state NOT IN ('pending', 'deferred')",
+    )?;
+    let rows = stmt.query_map(params![campaign], |r| r.get::<_, String>(0))?;
+    rows.collect()
 }
 
 /// Starts a run row; the port is filled in once a connection succeeds.
@@ -250,7 +303,7 @@ pub fn due_rows(
     let mut stmt = conn.prepare_cached(
         "SELECT id, email, domain, name, line, token, fields, state, attempts, first_attempt_at
          FROM recipients
-         WHERE campaign_id = ?1 AND id > ?2
+         WHERE campaign_id = ?1 AND id > ?2 AND removed_at IS NULL
            AND (state = 'pending'
                 OR (state = 'deferred' AND coalesce(retry_at, 0) <= ?3)
                 OR (?4 AND state = 'unknown'))
@@ -292,7 +345,8 @@ pub fn deferred_summary(
     campaign_id: i64,
 ) -> rusqlite::Result<(u64, Option<i64>)> {
     conn.query_row(
-        "SELECT count(*), min(retry_at) FROM recipients WHERE campaign_id = ?1 AND state = 'deferred'",
+        "SELECT count(*), min(retry_at) FROM recipients
+         WHERE campaign_id = ?1 AND state = 'deferred' AND removed_at IS NULL",
         params![campaign_id],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
     )
@@ -343,7 +397,7 @@ pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
     if let Some(reason) = suppressed {
         let n = conn.execute(
             "UPDATE recipients SET state = 'suppressed'
-             WHERE id = ?1 AND state = ?2 AND attempts = ?3",
+             WHERE id = ?1 AND state = ?2 AND attempts = ?3 AND removed_at IS NULL",
             params![c.recipient_id, expected_state, c.expected_attempts],
         )?;
         if n == 0 {
@@ -365,7 +419,7 @@ pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
         .prepare_cached(
             "UPDATE recipients
              SET state = 'sending', claimed_from = state, claimed_run = ?4, message_id = ?5
-             WHERE id = ?1 AND state = ?2 AND attempts = ?3",
+             WHERE id = ?1 AND state = ?2 AND attempts = ?3 AND removed_at IS NULL",
         )?
         .execute(params![
             c.recipient_id,
@@ -404,9 +458,10 @@ fn insert_attempt(
     Ok(())
 }
 
-/// Applies a charged outcome: the attempt is appended and the row leaves `sending`.
+/// Applies a charged outcome: the row leaves `sending` and the attempt is appended. A row that
+/// is no longer `sending` (another process recovered it meanwhile) is left alone and gets no
+/// attempt, so attempts, run counts and states never disagree.
 pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
-    insert_attempt(conn, o.recipient_id, o.run_id, &o.attempt)?;
     let accepted = o.state == DeliveryState::Accepted;
     let mut stmt = conn.prepare_cached(
         "UPDATE recipients SET
@@ -424,7 +479,7 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
             claimed_run = NULL
          WHERE id = ?1 AND state = 'sending'",
     )?;
-    stmt.execute(params![
+    let changed = stmt.execute(params![
         o.recipient_id,
         o.state.as_str(),
         o.retry_at,
@@ -434,6 +489,9 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
         o.attempt.reply,
         accepted
     ])?;
+    if changed == 1 {
+        insert_attempt(conn, o.recipient_id, o.run_id, &o.attempt)?;
+    }
     Ok(())
 }
 
@@ -495,7 +553,9 @@ mod tests {
             again,
             ImportCount {
                 inserted: 2,
-                already_known: 5
+                already_known: 5,
+                refreshed: 0,
+                removed: 0,
             }
         );
         assert_eq!(ensure_campaign(&conn, "spring").unwrap(), c);
@@ -534,6 +594,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(state_of(&conn, due[0].id), "pending");
+    }
+
+    #[test]
+    fn an_outcome_for_a_row_no_longer_sending_changes_nothing() {
+        let (_d, mut conn, c) = ledger();
+        import(&mut conn, c, (0..1).map(ok)).unwrap();
+        let run = start_run(&conn, c, "h", "none").unwrap();
+        let row = &due_rows(&conn, c, 0, now_ms(), false, 10).unwrap()[0];
+        // Never claimed (or recovered as unknown by another process meanwhile).
+        record(
+            &conn,
+            &Outcome {
+                recipient_id: row.id,
+                run_id: run,
+                state: DeliveryState::Accepted,
+                retry_at: None,
+                attempt: AttemptRecord {
+                    at: 1_000,
+                    port: Some(25),
+                    step: "message",
+                    code: Some(250),
+                    enhanced: None,
+                    reply: Some("ok".into()),
+                    outcome: "accepted",
+                },
+            },
+        )
+        .unwrap();
+        assert_eq!(state_of(&conn, row.id), "pending");
+        let attempts: i64 = conn
+            .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(attempts, 0);
     }
 
     #[test]

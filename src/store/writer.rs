@@ -24,7 +24,15 @@ pub const MAX_BATCH: usize = 256;
 /// waiting on it (outcome records only).
 pub const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
 
-type RunOp = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+// `FnMut`, not `FnOnce`: a batch that met a busy ledger is rolled back and applied again, so
+// every operation in it must be able to run twice.
+type RunOp = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
+
+/// How often a batch is tried again after the ledger was busy (another process writing, e.g.
+/// `mailroom suppress add` or `bounces import`), on top of SQLite's own busy timeout.
+const BUSY_RETRIES: u32 = 8;
+/// First pause before trying a busy batch again; doubled each time, capped at 2 s.
+const BUSY_BACKOFF: Duration = Duration::from_millis(25);
 
 enum Op {
     Claim(Claim, oneshot::Sender<Result<ClaimResult, String>>),
@@ -132,13 +140,15 @@ impl Writer {
             .map_err(|_| self.gone())
     }
 
-    /// Queues an arbitrary write (run bookkeeping), applied in order with the rest.
+    /// Queues an arbitrary write (run bookkeeping), applied in order with the rest. It may run
+    /// more than once (its batch is rolled back and applied again when the ledger was busy), so
+    /// it must be idempotent within a transaction.
     ///
     /// # Errors
     /// When the writer thread has stopped.
     pub async fn exec<F>(&self, f: F) -> Result<(), Error>
     where
-        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<()> + Send + 'static,
     {
         self.tx
             .send(Op::Exec(Box::new(f)))
@@ -214,7 +224,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) -> Result<(), String> {
             batch.push(op);
         }
         if failure.is_none()
-            && let Err(e) = apply(&mut conn, &mut batch)
+            && let Err(e) = apply_patiently(&mut conn, &mut batch)
         {
             failure = Some(format!("cannot write the ledger: {e}"));
         }
@@ -239,22 +249,47 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) -> Result<(), String> {
     }
 }
 
+/// True for the errors that mean "someone else holds the ledger right now", which pass.
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// [`apply`], tried again with a growing pause while the ledger is busy: another writer is not
+/// a reason to fail a run (and with it every later claim and outcome). The transaction rolled
+/// back, so applying the whole batch again is exact.
+fn apply_patiently(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
+    let mut pause = BUSY_BACKOFF;
+    let mut tries = 0;
+    loop {
+        match apply(conn, batch) {
+            Err(e) if is_busy(&e) && tries < BUSY_RETRIES => {
+                tries += 1;
+                tracing::debug!("ledger busy ({e}); trying the batch again in {pause:?}");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Applies a batch in one transaction. Claim acks are answered here, after the commit; on
 /// success they are replaced by a no-op marker so the caller's error loop skips them.
 fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE takes the write lock at BEGIN, where the busy timeout applies. A DEFERRED
+    // transaction that reads first (claim: SELECT, then UPDATE) gets SQLITE_BUSY at once,
+    // without waiting, when another connection committed in between (WAL snapshot upgrade).
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut claim_results = Vec::new();
     for op in batch.iter_mut() {
         match op {
             Op::Claim(claim, _) => claim_results.push(ledger::claim(&tx, claim)?),
             Op::Record(outcome) => ledger::record(&tx, outcome)?,
             Op::Release(release) => ledger::release(&tx, release)?,
-            Op::Exec(_) => {
-                let Op::Exec(f) = std::mem::replace(op, Op::Exec(Box::new(|_| Ok(())))) else {
-                    continue;
-                };
-                f(&tx)?;
-            }
+            Op::Exec(f) => f(&tx)?,
             Op::Sync(_) => {}
         }
     }

@@ -52,6 +52,10 @@ pub struct Options {
     /// After this many accepted messages, never answer an end-of-data again (until
     /// [`Server::thaw`]): a relay that hangs with messages in flight.
     pub freeze_after: Option<usize>,
+    /// The first this-many sessions answer their first MAIL with two 250 lines instead of one
+    /// (a buggy relay or proxy, or a reply injected before STARTTLS): every later reply on
+    /// that connection is one step late.
+    pub extra_mail_reply_sessions: usize,
     /// Advertise PIPELINING (RFC 2920).
     pub pipelining: bool,
 }
@@ -69,8 +73,13 @@ impl Server {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                s.lock().unwrap().sessions += 1;
+                let number = {
+                    let mut seen = s.lock().unwrap();
+                    seen.sessions += 1;
+                    seen.sessions
+                };
                 tokio::spawn(session(
+                    number,
                     stream,
                     s.clone(),
                     c.clone(),
@@ -131,6 +140,7 @@ fn angle(arg: &str) -> String {
 }
 
 async fn session(
+    number: usize,
     stream: TcpStream,
     seen: Arc<Mutex<Seen>>,
     changed: Arc<Notify>,
@@ -148,6 +158,7 @@ async fn session(
     }
     let mut rcpt: Option<String> = None;
     let mut sender_bad = false;
+    let mut extra_mail_reply = number <= options.extra_mail_reply_sessions;
     let mut line = String::new();
     loop {
         line.clear();
@@ -178,6 +189,10 @@ async fn session(
             rcpt = None;
             if sender_bad {
                 "553 5.7.1 <bad>: Sender address rejected: not owned by user".into()
+            } else if from.starts_with("tempfail") {
+                "451 4.3.0 Error: local problem, try again later".into()
+            } else if std::mem::take(&mut extra_mail_reply) {
+                "250 2.1.0 Ok\r\n250 2.1.0 Ok (extra)".into()
             } else {
                 "250 2.1.0 Ok".into()
             }
@@ -206,7 +221,9 @@ async fn session(
                 format!("554 5.7.1 <{to}>: Relay access denied")
             } else if local.starts_with("retryonce") && n == 1 {
                 format!("451 4.3.0 <{to}>: temporarily unavailable, try again")
-            } else if local.starts_with("throttleonce") && n == 1 {
+            } else if local.starts_with("throttlealways")
+                || (local.starts_with("throttleonce") && n == 1)
+            {
                 "450 4.7.1 rate limited, slow down".into()
             } else {
                 rcpt = Some(to);
@@ -263,7 +280,7 @@ async fn session(
                 if to.starts_with("silentdata") || frozen {
                     None
                 } else {
-                    s.accepted.push((to, body));
+                    s.accepted.push((to.clone(), body));
                     Some(s.accepted.len())
                 }
             };
@@ -273,7 +290,15 @@ async fn session(
                 return;
             };
             changed.notify_waiters();
-            let reply = format!("250 2.0.0 Ok: queued as Q{queued:05}\r\n");
+            let reply = if to.starts_with("dot354") {
+                // A reply that answers nothing we could have sent after the final dot.
+                "354 go ahead\r\n".to_owned()
+            } else if to.starts_with("dupqueued") {
+                // The real verdict, then a stray second reply the next command would read.
+                format!("250 2.0.0 Ok: queued as Q{queued:05}\r\n250 2.0.0 Ok: stray\r\n")
+            } else {
+                format!("250 2.0.0 Ok: queued as Q{queued:05}\r\n")
+            };
             if write.write_all(reply.as_bytes()).await.is_err() {
                 return;
             }

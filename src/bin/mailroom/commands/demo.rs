@@ -421,6 +421,8 @@ fn send(campaign_dir: &Path) -> anyhow::Result<Sent> {
         );
         match &summary.end {
             End::Finished => {}
+            // Recipients given back after "slow down" replies: the next pass tries them.
+            End::Throttled(_) => continue,
             End::Interrupted => return Ok(Sent::Interrupted),
             other => anyhow::bail!("the demo send stopped: {other:?}"),
         }

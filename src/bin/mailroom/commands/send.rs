@@ -1,9 +1,14 @@
 //! `mailroom send CAMPAIGN`: imports the campaign's contacts into the ledger, confirms, and runs
 //! the delivery pipeline with a progress bar (or plain log lines when not on a terminal).
 //!
+//! Every send reconciles the ledger with contacts.csv first: rows whose message cannot be built
+//! are named and skipped, not-yet-sent rows take the file's current values, and not-yet-sent
+//! rows that left the file are not sent (see `store::ledger::import`).
+//!
 //! Exit codes: 0 every message of this run accepted by the relay (or nothing to do), 1 finished
-//! with bounces, deferrals, failures or unknown outcomes (or the run was paused), 2 error or
-//! abort, 130 interrupted by Ctrl-C.
+//! with bounces, deferrals, failures or unknown outcomes (or the run was paused, or recipients
+//! were left unsent because the relay asked to slow down), 2 error or abort, 130 interrupted by
+//! Ctrl-C or SIGTERM.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -84,8 +89,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let transport = Transport::new(settings).await?;
         let ledger_path = campaign.config().store.path.clone();
 
+        // Rows already final in the ledger are never rendered again: skip validating them.
+        let final_addresses = if ledger_path.exists() {
+            let conn = store::open_read_only(&ledger_path)?;
+            ledger::final_addresses(&conn, campaign.name())
+                .with_context(|| format!("cannot read the ledger {}", ledger_path.display()))?
+        } else {
+            Default::default()
+        };
         let mut stats = setup::ContactStats::default();
-        let rows = setup::recipients(&campaign, &mut stats)?;
+        let rows = setup::recipients_except_final(&campaign, &mut stats, final_addresses)?;
         let prepared = pipeline::prepare(
             &ledger_path,
             campaign.name(),
@@ -100,6 +113,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             prepared.imported.inserted,
             skipped(stats.invalid, stats.duplicate),
         );
+        let csv = campaign.config().contacts.path.display().to_string();
+        for row in &stats.unrenderable {
+            let prefix = format!("line {}: ", row.line);
+            let reason = row.reason.strip_prefix(&prefix).unwrap_or(&row.reason);
+            eprintln!(
+                "{csv}:{}: {}: not imported, its message cannot be built: {reason}",
+                row.line, row.email
+            );
+        }
+        if prepared.imported.refreshed > 0 {
+            eprintln!(
+                "{} recipients not sent yet were updated from {csv}.",
+                prepared.imported.refreshed
+            );
+        }
+        if prepared.imported.removed > 0 {
+            eprintln!(
+                "{} recipients were removed from {csv} and will not be sent (the report still \
+                 counts them as pending or deferred; put them back in the file to send them).",
+                prepared.imported.removed
+            );
+        }
         if prepared.recovered > 0 {
             eprintln!(
                 "warning: {} recipients were in flight when a previous run stopped; they are now \
@@ -278,6 +313,13 @@ fn report(summary: &Summary, ledger: &std::path::Path) -> anyhow::Result<ExitCod
             println!("Stopped at [rate] daily_cap; {pending} recipients are still pending.");
             Ok(code(problems))
         }
+        End::Throttled(left) => {
+            println!(
+                "{left} recipients were not sent because the relay asked to slow down; run \
+                 `mailroom send` again later or use --wait."
+            );
+            Ok(ExitCode::from(1))
+        }
         End::Finished => Ok(code(problems)),
     }
 }
@@ -313,6 +355,7 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
     }
     let now = ledger::now_ms();
     let (mut due, mut done, mut largest, mut total_bytes) = (0u64, 0u64, 0usize, 0usize);
+    let mut unrenderable = 0u64;
     for entry in campaign.contacts()? {
         let mailroom::campaign::ContactEntry::Valid(contact) = entry? else {
             continue;
@@ -330,7 +373,22 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
             done += 1;
             continue;
         }
-        let rendered = campaign.render(&contact)?;
+        // The same rule as the real send: a row whose message cannot be built is skipped (and
+        // named), not fatal for the whole campaign.
+        let rendered = match campaign.render(&contact) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = e.row_reason().map_or_else(|| e.to_string(), str::to_owned);
+                eprintln!(
+                    "{}:{}: {}: would not be sent, its message cannot be built: {reason}",
+                    campaign.config().contacts.path.display(),
+                    contact.line,
+                    contact.email
+                );
+                unrenderable += 1;
+                continue;
+            }
+        };
         due += 1;
         largest = largest.max(rendered.bytes.len());
         total_bytes += rendered.bytes.len();
@@ -349,7 +407,7 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
         },
         campaign.config().campaign.from,
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(code(unrenderable))
 }
 
 /// Runs the send with the dashboard on screen. The dashboard reads the ledger the run writes,
