@@ -789,15 +789,20 @@ async fn the_send_command_reports_honestly_and_sets_exit_codes() {
         "{stdout}"
     );
 
-    // Another live send holds the ledger (pid 1 always exists): refused, nothing touched.
-    std::fs::write(root.join("mailroom.db.send-lock"), "1\n").unwrap();
+    // Another live send holds the ledger (this test process takes the same OS lock a send
+    // takes): refused, nothing touched.
+    let held = mailroom::store::RunLock::acquire(&root.join("mailroom.db")).unwrap();
     let out = run(&root, &["--yes"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("another `mailroom send` (pid 1)"),
+        stderr.contains(&format!(
+            "another `mailroom send` (pid {})",
+            std::process::id()
+        )),
         "{stderr}"
     );
+    drop(held);
 }
 
 // ---- TLS and AUTH against the embedded sandbox (real TLS over TCP, no Postfix needed) ----

@@ -1,20 +1,25 @@
-//! One `send` at a time per ledger: a lock file next to the ledger holding the owner's pid.
+//! One `send` at a time per ledger: an OS advisory lock (`flock`) on a file next to the ledger.
 //!
 //! Crash recovery turns every `sending` row into `unknown`, which is only right when no other
-//! process is still sending from the same ledger; this lock makes sure of that. A lock left by a
-//! process that no longer exists (kill -9) is taken over. Liveness is checked through `/proc`;
-//! where that does not exist the lock is treated as stale rather than blocking forever.
-//! This module must not touch the database itself.
+//! process is still sending from the same ledger; this lock makes sure of that. The kernel
+//! releases it when its holder exits, however it exits (kill -9 included), so there is no stale
+//! lock to detect and no race between two processes taking one over. The file also holds the
+//! holder's pid, only to name it in the "busy" message; it is never deleted (deleting a locked
+//! file would let a third process lock a new file of the same name while a second still waits
+//! on the old one). This module must not touch the database itself.
 
-use std::io::Write;
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::Error;
 
-/// Held for the duration of a run; removes its file when dropped.
+/// Held for the duration of a run; the lock is released when this is dropped (or the process
+/// dies).
 #[derive(Debug)]
 pub struct RunLock {
-    path: PathBuf,
+    /// Holding the open file is what holds the lock.
+    _file: File,
 }
 
 fn lock_path(ledger: &Path) -> PathBuf {
@@ -26,60 +31,40 @@ fn lock_path(ledger: &Path) -> PathBuf {
     ledger.with_file_name(name)
 }
 
-fn alive(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-}
-
 impl RunLock {
-    /// Takes the lock for `ledger`.
+    /// Takes the lock for `ledger`, without waiting.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another live process holds it; I/O errors otherwise.
+    /// [`Error::Busy`] when another process holds it; I/O errors otherwise.
     pub fn acquire(ledger: &Path) -> Result<RunLock, Error> {
         let path = lock_path(ledger);
         let io = |source| Error::Lock {
             path: path.clone(),
             source,
         };
-        for _ in 0..3 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    writeln!(file, "{}", std::process::id()).map_err(io)?;
-                    return Ok(RunLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if pid != std::process::id() && alive(pid) => {
-                            return Err(Error::Busy {
-                                ledger: ledger.to_owned(),
-                                pid,
-                            });
-                        }
-                        // Stale (crashed owner) or unreadable: take it over.
-                        _ => match std::fs::remove_file(&path) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(io(e)),
-                        },
-                    }
-                }
-                Err(e) => return Err(io(e)),
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(Error::Busy {
+                    ledger: ledger.to_owned(),
+                    pid: text.trim().parse().unwrap_or(0),
+                });
             }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        Err(io(std::io::Error::other("lock file keeps reappearing")))
-    }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(RunLock { _file: file })
     }
 }
 
@@ -89,22 +74,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_lock_is_refused_while_the_first_is_held_and_stale_locks_are_taken_over() {
+    fn a_second_lock_is_refused_while_the_first_is_held_and_free_once_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = dir.path().join("mailroom.db");
         let first = RunLock::acquire(&ledger).unwrap();
-        // Same process: a held lock is re-entrant only by replacing it (tests run sequential
-        // sends in one process); a live *other* pid is refused.
-        std::fs::write(lock_path(&ledger), "1\n").unwrap();
+        // flock conflicts between open files even within one process, so this stands in for a
+        // second `mailroom send`.
         let busy = RunLock::acquire(&ledger).unwrap_err();
-        assert!(matches!(busy, Error::Busy { pid: 1, .. }), "{busy}");
-        assert!(busy.to_string().contains("pid 1"));
+        let me = std::process::id();
+        assert!(
+            matches!(busy, Error::Busy { pid, .. } if pid == me),
+            "{busy}"
+        );
+        assert!(busy.to_string().contains(&format!("pid {me}")));
         drop(first);
-        assert!(!lock_path(&ledger).exists());
-        // A pid that cannot exist: stale, taken over.
+        // Released with its file handle: taken again at once, and again after that.
+        drop(RunLock::acquire(&ledger).unwrap());
+        let again = RunLock::acquire(&ledger).unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_dead_process_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("mailroom.db");
+        // What a kill -9 leaves: the file with a pid, but no lock (the kernel dropped it).
         std::fs::write(lock_path(&ledger), "4294967294\n").unwrap();
-        let taken = RunLock::acquire(&ledger).unwrap();
-        drop(taken);
-        assert!(!lock_path(&ledger).exists());
+        drop(RunLock::acquire(&ledger).unwrap());
+        let pid: u32 = std::fs::read_to_string(lock_path(&ledger))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            pid,
+            std::process::id(),
+            "the holder's pid replaces the old one"
+        );
     }
 }
