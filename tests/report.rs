@@ -1017,3 +1017,24 @@ async fn send_dashboard_shows_the_run_and_q_stops_it_gracefully() {
         .count();
     assert_eq!(stored as i64, accepted);
 }
+
+#[test]
+fn dashboard_without_a_terminal_says_so_and_names_a_missing_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["dashboard", "--db"])
+        .arg(&missing)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the dashboard needs a terminal"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not exist yet"), "{stderr}");
+    assert!(stderr.contains("mailroom report"), "{stderr}");
+    assert!(!missing.exists(), "nothing created");
+}

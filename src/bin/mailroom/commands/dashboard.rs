@@ -1,6 +1,7 @@
 //! `mailroom dashboard [CAMPAIGN | --db PATH]`: the live deliverability dashboard
 //! (`mailroom::tui`) over a campaign's ledger, read-only, while a send may run elsewhere.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +59,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         complaint_warn: args.complaint_warn / 100.0,
         complaint_alarm: args.complaint_alarm / 100.0,
     };
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        let ledger = if target.db.exists() {
+            String::new()
+        } else {
+            format!(
+                " (and the ledger {} does not exist yet: run `mailroom send` first)",
+                target.db.display()
+            )
+        };
+        anyhow::bail!(
+            "the dashboard needs a terminal{ledger}\n\n\
+             Run it in a terminal, or use `mailroom report` for the same numbers as text, JSON, \
+             CSV, Markdown or HTML."
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
