@@ -448,6 +448,24 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         }
     };
 
+    // How many rows are due right now, read on the reader connection.
+    let count_due_now = || {
+        let resend = options.resend_unknown;
+        let read = read.clone();
+        let sql = &sql;
+        async move {
+            match read(Box::new(move |c| {
+                count_due(c, campaign_id, resend).map(ReadResult::Count)
+            }))
+            .await?
+            {
+                Ok(ReadResult::Count(n)) => Ok(n),
+                Ok(_) => Ok(0),
+                Err(e) => Err(sql(e)),
+            }
+        }
+    };
+
     let halt = Shutdown::new();
     {
         let halt = halt.clone();
@@ -480,18 +498,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     // Every early return (`?`) below leaves this block, not the function: the workers are then
     // halted and awaited, and the run row is closed, before the error is returned.
     let driven: Result<(), Error> = async {
-        let due_now = {
-            let resend = options.resend_unknown;
-            match read(Box::new(move |c| {
-                count_due(c, campaign_id, resend).map(ReadResult::Count)
-            }))
-            .await?
-            {
-                Ok(ReadResult::Count(n)) => n,
-                Ok(_) => 0,
-                Err(e) => return Err(sql(e)),
-            }
-        };
+        let due_now = count_due_now().await?;
         counters.planned.store(
             options.limit.map_or(due_now, |l| l.min(due_now)),
             Ordering::Relaxed,
@@ -613,18 +620,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             }
             // Outcomes are queued, not yet committed: make them visible to the reader first.
             writer.sync().await?;
-            let due = {
-                let resend = options.resend_unknown;
-                match read(Box::new(move |c| {
-                    count_due(c, campaign_id, resend).map(ReadResult::Count)
-                }))
-                .await?
-                {
-                    Ok(ReadResult::Count(n)) => n,
-                    Ok(_) => 0,
-                    Err(e) => return Err(sql(e)),
-                }
-            };
+            let due = count_due_now().await?;
             if due > 0 {
                 shared.left.store(0, Ordering::Relaxed);
                 continue;
