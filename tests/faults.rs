@@ -5,6 +5,8 @@
 
 #[path = "common/sandbox.rs"]
 mod client;
+#[path = "common/delivery.rs"]
+mod delivery;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client::maildir_messages;
-use mailroom::pipeline::{
-    self, Counters, End, Options, Outgoing, RateOptions, Render, RetryOptions, Run, Summary,
-};
+use mailroom::pipeline::{End, Options, Outgoing, RateOptions, Render, RetryOptions, Summary};
 use mailroom::sandbox::{self, Sandbox, SandboxConfig, Script};
 use mailroom::shutdown::Shutdown;
-use mailroom::store::{DueRow, NewRecipient, Writer};
-use mailroom::transport::{Secret, Security, Settings, Transport};
+use mailroom::store::{DueRow, NewRecipient};
+use mailroom::transport::{Secret, Security, Settings};
 
 const USER: &str = "sender@demo.test";
 const PASSWORD: &str = "correct horse";
@@ -68,31 +68,19 @@ impl Lab {
 
     /// Runs the sender once over `emails` (imported on the first run, kept on later ones).
     async fn send(&self, emails: &[&str], settings: Settings, options: Options) -> Summary {
-        let path = self.ledger();
-        let people = recipients(emails).into_iter().map(Ok::<_, String>);
-        let prepared =
-            pipeline::prepare(&path, "faults", people, &settings.host, "starttls").unwrap();
-        let (writer, thread) = Writer::spawn(prepared.conn, path.clone()).unwrap();
-        let transport = Transport::new(settings).await.unwrap();
-        let summary = pipeline::run(Run {
-            ledger: path.clone(),
-            writer,
-            campaign_id: prepared.campaign_id,
-            run_id: prepared.run_id,
-            transport,
-            render: Arc::new(TestRender),
+        let people = recipients(emails);
+        let render = Arc::new(TestRender);
+        delivery::run_once(
+            &self.ledger(),
+            "faults",
+            people,
+            settings,
             options,
-            shutdown: Shutdown::new(),
-            counters: Arc::new(Counters::default()),
-            events: None,
-        })
+            render,
+            Shutdown::new(),
+        )
         .await
-        .unwrap();
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .unwrap()
-            .unwrap();
-        summary
+        .0
     }
 
     /// The Maildir files delivered to `email` (by the sandbox's Delivered-To line).

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delivery::{PlainRender, recipient, states};
-use mailroom::pipeline::{self, Counters, End, Options, RateOptions, Run, Summary};
+use mailroom::pipeline::{End, Options, RateOptions, Summary};
 use mailroom::shutdown::Shutdown;
-use mailroom::store::{NewRecipient, Writer};
-use mailroom::transport::{Secret, Security, Settings, Transport};
+use mailroom::store::NewRecipient;
+use mailroom::transport::{Secret, Security, Settings};
 
 /// The rig's coordinates, or None (after a loud message) when it is not running here.
 struct Rig {
@@ -121,37 +121,20 @@ fn contact(i: usize, email: String, marker: &str) -> NewRecipient {
 }
 
 async fn send(path: &Path, campaign: &str, people: Vec<NewRecipient>, s: Settings) -> Summary {
-    let prepared = pipeline::prepare(
+    let render = Arc::new(PlainRender {
+        from: "sender@mailroom.test".into(),
+    });
+    delivery::run_once(
         path,
         campaign,
-        people.into_iter().map(Ok::<_, String>),
-        &s.host,
-        s.security.as_str(),
+        people,
+        s,
+        options(),
+        render,
+        Shutdown::new(),
     )
-    .unwrap();
-    let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
-    let transport = Transport::new(s).await.unwrap();
-    let summary = pipeline::run(Run {
-        ledger: path.to_owned(),
-        writer,
-        campaign_id: prepared.campaign_id,
-        run_id: prepared.run_id,
-        transport,
-        render: Arc::new(PlainRender {
-            from: "sender@mailroom.test".into(),
-        }),
-        options: options(),
-        shutdown: Shutdown::new(),
-        counters: Arc::new(Counters::default()),
-        events: None,
-    })
     .await
-    .unwrap();
-    tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .unwrap()
-        .unwrap();
-    summary
+    .0
 }
 
 /// For each address, how many Maildir files (new/ or cur/) carry `marker`.

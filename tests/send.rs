@@ -64,37 +64,12 @@ async fn send(
     options: Options,
     shutdown: Shutdown,
 ) -> Summary {
-    let prepared = pipeline::prepare(
-        path,
-        "spring",
-        people.into_iter().map(Ok::<_, String>),
-        &settings.host,
-        "none",
-    )
-    .unwrap();
-    let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
-    let transport = Transport::new(settings).await.unwrap();
-    let summary = pipeline::run(Run {
-        ledger: path.to_owned(),
-        writer,
-        campaign_id: prepared.campaign_id,
-        run_id: prepared.run_id,
-        transport,
-        render: Arc::new(PlainRender {
-            from: "news@sender.test".into(),
-        }),
-        options,
-        shutdown,
-        counters: Arc::new(Counters::default()),
-        events: None,
-    })
-    .await
-    .unwrap();
-    tokio::task::spawn_blocking(move || thread.join())
+    let render = Arc::new(PlainRender {
+        from: "news@sender.test".into(),
+    });
+    delivery::run_once(path, "spring", people, settings, options, render, shutdown)
         .await
-        .unwrap()
-        .unwrap();
-    summary
+        .0
 }
 
 fn numbered(prefix: &str, n: usize) -> Vec<String> {
@@ -1197,36 +1172,16 @@ async fn send_with(
     options: Options,
     render: Arc<dyn mailroom::pipeline::Render>,
 ) -> (Summary, mailroom::store::ImportCount) {
-    let prepared = pipeline::prepare(
+    delivery::run_once(
         path,
         "spring",
-        people.into_iter().map(Ok::<_, String>),
-        &settings.host,
-        "none",
-    )
-    .unwrap();
-    let imported = prepared.imported;
-    let (writer, thread) = Writer::spawn(prepared.conn, path.to_owned()).unwrap();
-    let transport = Transport::new(settings).await.unwrap();
-    let summary = pipeline::run(Run {
-        ledger: path.to_owned(),
-        writer,
-        campaign_id: prepared.campaign_id,
-        run_id: prepared.run_id,
-        transport,
-        render,
+        people,
+        settings,
         options,
-        shutdown: Shutdown::new(),
-        counters: Arc::new(Counters::default()),
-        events: None,
-    })
+        render,
+        Shutdown::new(),
+    )
     .await
-    .unwrap();
-    tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .unwrap()
-        .unwrap();
-    (summary, imported)
 }
 
 fn plain() -> Arc<dyn mailroom::pipeline::Render> {

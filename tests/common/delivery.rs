@@ -443,3 +443,48 @@ pub fn assert_replies_in_sync(server: &Server, path: &Path) {
         );
     }
 }
+
+/// One run of the real pipeline, as `mailroom send` wires it minus the CLI: imports `people`
+/// into the ledger at `path` as campaign `campaign`, sends what is due through `settings`, and
+/// waits for the ledger writer to commit and stop. Returns the run's summary and what the import
+/// reported.
+pub async fn run_once(
+    path: &Path,
+    campaign: &str,
+    people: Vec<mailroom::store::NewRecipient>,
+    settings: mailroom::transport::Settings,
+    options: mailroom::pipeline::Options,
+    render: Arc<dyn Render>,
+    shutdown: mailroom::shutdown::Shutdown,
+) -> (mailroom::pipeline::Summary, mailroom::store::ImportCount) {
+    let prepared = mailroom::pipeline::prepare(
+        path,
+        campaign,
+        people.into_iter().map(Ok::<_, String>),
+        &settings.host,
+        settings.security.as_str(),
+    )
+    .unwrap();
+    let imported = prepared.imported;
+    let (writer, thread) = mailroom::store::Writer::spawn(prepared.conn, path.to_owned()).unwrap();
+    let transport = mailroom::transport::Transport::new(settings).await.unwrap();
+    let summary = mailroom::pipeline::run(mailroom::pipeline::Run {
+        ledger: path.to_owned(),
+        writer,
+        campaign_id: prepared.campaign_id,
+        run_id: prepared.run_id,
+        transport,
+        render,
+        options,
+        shutdown,
+        counters: Arc::new(mailroom::pipeline::Counters::default()),
+        events: None,
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap()
+        .unwrap();
+    (summary, imported)
+}
