@@ -426,6 +426,12 @@ impl Campaign {
         &self.config_path
     }
 
+    /// The Message-ID (without angle brackets) of the message for the recipient with `token`:
+    /// stable across renders, so the ledger can store it at import and match bounces by it.
+    pub fn message_id(&self, token: &str) -> String {
+        format!("{token}.{}@{}", self.campaign_hash, self.from_domain)
+    }
+
     /// The CSV header's column names, in file order.
     pub fn columns(&self) -> &[String] {
         &self.header.columns

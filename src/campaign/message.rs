@@ -132,7 +132,7 @@ impl Campaign {
                 format!("line {}: invalid address: {e}", contact.line),
             )
         })?;
-        let message_id = format!("{token}.{}@{}", self.campaign_hash, self.from_domain);
+        let message_id = self.message_id(&token);
         // An explicit envelope spares lettre re-parsing the From/To headers it just wrote
         // (measured: ~10 % of render time); mailroom takes the envelope from `Rendered`.
         let envelope =
