@@ -1,10 +1,11 @@
 //! The delivery pipeline of one `send` run: import → dispatcher → workers.
 //!
-//! The dispatcher reads due rows from the ledger in id order (keyset pages) and hands them to a
-//! bounded queue. `connections` workers each own one SMTP session; every worker renders its row
-//! into a message, waits for the shared rate limiter (and the recipient domain's), claims the row
-//! (`sending`, committed before the first byte of the transaction), runs the transaction and
-//! queues the outcome for the ledger writer. "Slow down" replies give the claim back and slow the
+//! The dispatcher reads due rows from the ledger in id order (keyset pages), claims them in
+//! blocks (`sending`, one commit per block) and hands them to a bounded queue. `connections`
+//! workers each own one SMTP session; every worker renders its row into a message, waits for
+//! the shared rate limiter (and the recipient domain's), notes in the in-flight journal that the
+//! transaction starts (see `store::journal`), runs it and queues the outcome for the ledger
+//! writer. A claimed row is always sent, charged, or given back uncharged. "Slow down" replies give the claim back and slow the
 //! whole run; sender/relay problems pause it; auth/TLS failures abort it; in both cases the
 //! recipients not yet sent stay exactly as they were.
 //!
@@ -34,6 +35,13 @@ pub use pace::{Limits, Pacer, RateOptions, RetryOptions};
 
 /// Rows read from the ledger per dispatcher page.
 const PAGE: usize = 256;
+/// Most rows claimed in one commit. Claiming is the ledger write every message waits for, so the
+/// dispatcher claims rows in blocks (the in-flight journal keeps crash recovery exact, see
+/// `store::journal`); a block is sized to about [`CLAIM_AHEAD`] of sending at the configured
+/// rate, so that at slow rates rows are not held `sending` long before they go out.
+const CLAIM_BLOCK: usize = 128;
+/// How much sending, at the configured rate, one claimed block covers.
+const CLAIM_AHEAD: Duration = Duration::from_millis(50);
 /// Times one message is retried in the same run after a "slow down" or a stale connection
 /// before it is left for a later pass or run.
 const RETRIES_IN_RUN: u32 = 3;
@@ -67,6 +75,12 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
+    },
+    #[error("in-flight journal {path}: {source}")]
+    Journal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("a ledger task failed: {0}")]
     Task(String),
@@ -235,11 +249,12 @@ pub struct Prepared {
     pub campaign_id: i64,
     pub run_id: i64,
     pub imported: store::ImportCount,
-    pub recovered: u64,
+    pub recovered: ledger::Recovered,
 }
 
-/// Opens the ledger, imports `contacts` (idempotent), turns `sending` leftovers of a crashed run
-/// into `unknown`, and starts a run row. Takes the ledger's send lock first (see
+/// Opens the ledger, imports `contacts` (idempotent), recovers the `sending` leftovers of a
+/// crashed run (`unknown` if their transaction had started, given back otherwise: see
+/// `store::journal`), empties the in-flight journal, and starts a run row. Takes the ledger's send lock first (see
 /// [`store::RunLock`]): recovery is only right when no other send is running.
 ///
 /// # Errors
@@ -266,7 +281,14 @@ where
         ledger::ImportError::Sqlite(source) => sql(source),
         ledger::ImportError::Source(e) => Error::Contacts(e.to_string()),
     })?;
-    let recovered = ledger::recover_interrupted(&mut conn, campaign_id).map_err(sql)?;
+    let journal_error = |source| Error::Journal {
+        path: store::journal::path_for(path),
+        source,
+    };
+    let started = store::journal::read(path).map_err(journal_error)?;
+    let recovered = ledger::recover_interrupted(&mut conn, campaign_id, &started).map_err(sql)?;
+    // Only now that recovery is committed: what the journal said is in the ledger.
+    store::journal::reset(path).map_err(journal_error)?;
     let run_id = ledger::start_run(&conn, campaign_id, host, security).map_err(sql)?;
     Ok(Prepared {
         conn,
@@ -322,6 +344,7 @@ struct Job {
 
 struct Shared {
     writer: Writer,
+    journal: store::journal::Journal,
     run_id: i64,
     transport: Arc<Transport>,
     limits: Limits,
@@ -427,6 +450,19 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             return Err(e.into());
         }
     };
+    let journal = match store::journal::Journal::open(&ledger_path) {
+        Ok(journal) => journal,
+        Err(source) => {
+            let _ = writer
+                .exec(move |c| ledger::finish_run(c, run_id, "aborted"))
+                .await;
+            let _ = writer.sync().await;
+            return Err(Error::Journal {
+                path: store::journal::path_for(&ledger_path),
+                source,
+            });
+        }
+    };
     let sql = |source| Error::Sql {
         path: ledger_path.clone(),
         source,
@@ -477,6 +513,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     }
     let shared = Arc::new(Shared {
         writer: writer.clone(),
+        journal,
         run_id,
         transport: transport.clone(),
         limits: Limits::new(&options.rate),
@@ -535,7 +572,10 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             None
         };
 
-        let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(options.connections.max(1) * 2);
+        // Claimed rows wait here for a worker. Room for two blocks: one being sent while the
+        // next is claimed.
+        let block = claim_block(&options);
+        let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(2 * block);
         let queue_rx = Arc::new(Mutex::new(queue_rx));
         let mut first_session = first_session;
         for _ in 0..options.connections.max(1) {
@@ -583,8 +623,8 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                 if page.is_empty() {
                     break;
                 }
-                for row in page {
-                    after = row.id;
+                let mut rows = page.into_iter().peekable();
+                while rows.peek().is_some() {
                     if budget == Some(0) {
                         shared.set_end(End::Limit);
                         break 'passes;
@@ -593,20 +633,32 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                         shared.set_end(End::DailyCap);
                         break 'passes;
                     }
-                    // Rendering happens in the workers, in parallel; the dispatcher only reads.
-                    let job = row;
-                    shared.outstanding.fetch_add(1, Ordering::AcqRel);
-                    let sent = tokio::select! {
+                    let room = [budget, daily_left]
+                        .into_iter()
+                        .flatten()
+                        .fold(block as u64, u64::min);
+                    let chunk: Vec<DueRow> = rows
+                        .by_ref()
+                        .take(usize::try_from(room).unwrap_or(block))
+                        .collect();
+                    if let Some(last) = chunk.last() {
+                        after = last.id;
+                    }
+                    let n = chunk.len();
+                    // Room in the queue first: a claimed row never waits for the dispatcher.
+                    let permits = tokio::select! {
                         biased;
-                        () = halt.wait() => false,
-                        r = queue_tx.send(job) => r.is_ok(),
+                        () = halt.wait() => break 'passes,
+                        permits = queue_tx.reserve_many(n) => match permits {
+                            Ok(permits) => permits,
+                            Err(_) => break 'passes,
+                        },
                     };
-                    if !sent {
-                        shared.finish_job();
+                    if !claim_and_queue(&shared, chunk, permits).await {
                         break 'passes;
                     }
-                    budget = budget.map(|b| b - 1);
-                    daily_left = daily_left.map(|d| d - 1);
+                    budget = budget.map(|b| b.saturating_sub(n as u64));
+                    daily_left = daily_left.map(|d| d.saturating_sub(n as u64));
                 }
             }
             // The pass is dispatched: let the workers finish it before looking again, so a row
@@ -739,36 +791,70 @@ enum ReadResult {
     Final(Vec<(DeliveryState, u64)>, (u64, Option<i64>)),
 }
 
-/// Marks a row whose message cannot be built `failed` (after claiming it like any other, so
-/// a row changed meanwhile is left alone), with an attempt at step `render` saying why.
-async fn unrenderable(shared: &Shared, row: DueRow, reason: String) {
-    let claim = Claim {
-        recipient_id: row.id,
-        run_id: shared.run_id,
-        expected_state: row.state,
-        expected_attempts: row.attempts,
-        message_id: String::new(),
-    };
-    match shared.writer.claim(claim).await {
-        Err(e) => shared.stop(End::Aborted(e.to_string())),
-        Ok(ClaimResult::Lost) => {}
-        Ok(ClaimResult::Suppressed) => {
-            shared.counters.bump(DeliveryState::Suppressed);
-            shared.event(&row.email, "suppressed", "on the suppression list".into());
+/// Rows claimed per commit for this run's rate (see [`CLAIM_BLOCK`]): at least one per
+/// connection, so that every worker has a row after each claim.
+fn claim_block(options: &Options) -> usize {
+    let per_second = pace::interval(&options.rate).map_or(f64::INFINITY, |i| 1.0 / i.as_secs_f64());
+    let ahead = (per_second * CLAIM_AHEAD.as_secs_f64()).ceil();
+    // `as` saturates: infinity and huge rates become usize::MAX, then the cap.
+    (ahead as usize).clamp(options.connections.max(1), CLAIM_BLOCK)
+}
+
+/// Claims `rows` in one commit and queues the claimed ones for the workers (one permit each,
+/// reserved beforehand). Rows on the suppression list are counted; rows changed meanwhile by
+/// another process are skipped. False when the run must stop (the ledger cannot be written).
+async fn claim_and_queue(
+    shared: &Shared,
+    rows: Vec<DueRow>,
+    mut permits: mpsc::PermitIterator<'_, DueRow>,
+) -> bool {
+    let claims = rows
+        .iter()
+        .map(|row| Claim {
+            recipient_id: row.id,
+            run_id: shared.run_id,
+            expected_state: row.state,
+            expected_attempts: row.attempts,
+        })
+        .collect();
+    let results = match shared.writer.claim_many(claims).await {
+        Ok(results) => results,
+        Err(e) => {
+            shared.stop(End::Aborted(e.to_string()));
+            return false;
         }
-        Ok(ClaimResult::Claimed) => {
-            let a = AttemptRecord {
-                at: ledger::now_ms(),
-                port: None,
-                step: "render",
-                code: None,
-                enhanced: None,
-                reply: Some(reason),
-                outcome: "failed",
-            };
-            record(shared, &row, DeliveryState::Failed, None, a).await;
+    };
+    for (row, result) in rows.into_iter().zip(results) {
+        match result {
+            ClaimResult::Claimed => {
+                if let Some(permit) = permits.next() {
+                    shared.outstanding.fetch_add(1, Ordering::AcqRel);
+                    permit.send(row);
+                }
+            }
+            ClaimResult::Suppressed => {
+                shared.counters.bump(DeliveryState::Suppressed);
+                shared.event(&row.email, "suppressed", "on the suppression list".into());
+            }
+            ClaimResult::Lost => {}
         }
     }
+    true
+}
+
+/// Marks a claimed row whose message cannot be built `failed`, with an attempt at step `render`
+/// saying why.
+async fn unrenderable(shared: &Shared, row: DueRow, reason: String) {
+    let a = AttemptRecord {
+        at: ledger::now_ms(),
+        port: None,
+        step: "render",
+        code: None,
+        enhanced: None,
+        reply: Some(reason),
+        outcome: "failed",
+    };
+    record(shared, &row, DeliveryState::Failed, None, a, None).await;
 }
 
 /// The job for `row`, or the row back with why its message cannot be built.
@@ -809,7 +895,10 @@ async fn worker(
     loop {
         let row = { rx.lock().await.recv().await };
         let Some(row) = row else { break };
-        if !shared.halt.is_triggered() {
+        // Every queued row is claimed: it is sent, charged, or given back, never dropped.
+        if shared.halt.is_triggered() {
+            give_back(&shared, row.id, None).await;
+        } else {
             match build_job(render.as_ref(), row) {
                 Ok(job) => process(&shared, &mut session, &job).await,
                 // Only this row's message cannot be built (the import checks every row, so
@@ -833,15 +922,19 @@ enum Next {
     Retry,
 }
 
+/// Sends one claimed job (retrying on a fresh connection or after a back-off where that is
+/// safe). Whatever happens, the claim ends charged (an outcome) or given back (uncharged).
 async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
+    // The dispatcher claimed the row; a retry gives the claim back first and claims again.
+    let mut claimed = true;
     let mut retries = 0;
     loop {
         if shared.halt.is_triggered() {
-            return;
+            return unsent(shared, job, claimed).await;
         }
         tokio::select! {
             biased;
-            () = shared.halt.wait() => return,
+            () = shared.halt.wait() => return unsent(shared, job, claimed).await,
             () = async {
                 shared.limits.until_ready(&job.row.domain).await;
                 shared.pacer.wait().await;
@@ -858,7 +951,7 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
                 }
                 Err(failure @ (ConnectFailure::Tls(_) | ConnectFailure::Auth(_))) => {
                     shared.stop(End::Aborted(failure.to_string()));
-                    return;
+                    return unsent(shared, job, claimed).await;
                 }
                 Err(failure) => {
                     let refused_for_good = matches!(
@@ -868,11 +961,11 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
                     let n = shared.reconnect_failures.fetch_add(1, Ordering::Relaxed) + 1;
                     if refused_for_good {
                         shared.stop(End::Aborted(failure.to_string()));
-                        return;
+                        return unsent(shared, job, claimed).await;
                     }
                     if n >= u64::from(MAX_RECONNECT_FAILURES) {
                         shared.stop(End::Paused(failure.to_string()));
-                        return;
+                        return unsent(shared, job, claimed).await;
                     }
                     let backoff = shared.pacer.throttle();
                     tracing::warn!("{failure}; retrying in {} s", backoff.as_secs());
@@ -883,47 +976,74 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
         let Some(live) = session.as_mut() else {
             continue;
         };
-        let claim = Claim {
-            recipient_id: job.row.id,
-            run_id: shared.run_id,
-            expected_state: job.row.state,
-            expected_attempts: job.row.attempts,
-            message_id: job.message_id.clone(),
-        };
-        match shared.writer.claim(claim).await {
-            Err(e) => {
-                shared.stop(End::Aborted(e.to_string()));
-                return;
+        if !claimed {
+            let claim = Claim {
+                recipient_id: job.row.id,
+                run_id: shared.run_id,
+                expected_state: job.row.state,
+                expected_attempts: job.row.attempts,
+            };
+            match shared.writer.claim(claim).await {
+                Err(e) => {
+                    shared.stop(End::Aborted(e.to_string()));
+                    return;
+                }
+                Ok(ClaimResult::Lost) => return,
+                Ok(ClaimResult::Suppressed) => {
+                    shared.counters.bump(DeliveryState::Suppressed);
+                    shared.event(
+                        &job.row.email,
+                        "suppressed",
+                        "on the suppression list".into(),
+                    );
+                    return;
+                }
+                Ok(ClaimResult::Claimed) => claimed = true,
             }
-            Ok(ClaimResult::Lost) => return,
-            Ok(ClaimResult::Suppressed) => {
-                shared.counters.bump(DeliveryState::Suppressed);
-                shared.event(
-                    &job.row.email,
-                    "suppressed",
-                    "on the suppression list".into(),
-                );
-                return;
-            }
-            Ok(ClaimResult::Claimed) => {}
         }
         if shared.halt.is_triggered() {
-            // Halted between the check above and the claim: give it back untouched.
-            release(shared, job, None).await;
+            // Halted while waiting for the connection or the claim: give it back untouched.
+            return unsent(shared, job, claimed).await;
+        }
+        // Outcomes are queued without waiting for their commit: a ledger that stopped taking
+        // them shows here, before another message goes out that could not be recorded.
+        if let Err(e) = shared.writer.check() {
+            shared.stop(End::Aborted(e.to_string()));
             return;
+        }
+        // The last word before the first byte of the transaction: from here on, a crash makes
+        // this row `unknown` rather than giving it back.
+        if let Err(e) = shared.journal.started(shared.run_id, job.row.id) {
+            shared.stop(End::Aborted(format!(
+                "cannot write the in-flight journal {}: {e}",
+                shared.journal.path().display()
+            )));
+            return unsent(shared, job, claimed).await;
         }
         let port = Some(live.port());
         let outcome = live.send(&job.from, &job.to, &job.bytes).await;
         match settle(shared, job, port, outcome, retries).await {
             Next::Done => return,
-            Next::Retry => retries += 1,
+            Next::Retry => {
+                // Every retry path gave the claim back.
+                claimed = false;
+                retries += 1;
+            }
         }
     }
 }
 
-async fn release(shared: &Shared, job: &Job, attempt: Option<AttemptRecord>) {
+/// The job was not sent: give its claim back, uncharged, if it still holds one.
+async fn unsent(shared: &Shared, job: &Job, claimed: bool) {
+    if claimed {
+        release(shared, job, None).await;
+    }
+}
+
+/// Gives the claim on `recipient_id` back, uncharged (with the evidence, if any).
+async fn give_back(shared: &Shared, recipient_id: i64, attempt: Option<AttemptRecord>) {
     let r = Release {
-        recipient_id: job.row.id,
+        recipient_id,
         run_id: shared.run_id,
         attempt,
     };
@@ -932,12 +1052,17 @@ async fn release(shared: &Shared, job: &Job, attempt: Option<AttemptRecord>) {
     }
 }
 
+async fn release(shared: &Shared, job: &Job, attempt: Option<AttemptRecord>) {
+    give_back(shared, job.row.id, attempt).await;
+}
+
 async fn record(
     shared: &Shared,
     row: &DueRow,
     state: DeliveryState,
     retry_at: Option<i64>,
     a: AttemptRecord,
+    message_id: Option<String>,
 ) {
     let detail = a.reply.clone().unwrap_or_default();
     let o = Outcome {
@@ -946,6 +1071,7 @@ async fn record(
         state,
         retry_at,
         attempt: a,
+        message_id,
     };
     if let Err(e) = shared.writer.record(o).await {
         shared.stop(End::Aborted(e.to_string()));
@@ -953,6 +1079,11 @@ async fn record(
     }
     shared.counters.bump(state);
     shared.event(&row.email, state.as_str(), detail);
+}
+
+/// The Message-ID the job's message carries, when the ledger has another one for the row.
+fn sent_id(job: &Job) -> Option<String> {
+    (job.message_id != job.row.message_id).then(|| job.message_id.clone())
 }
 
 async fn temporary(shared: &Shared, job: &Job, reply: &Reply, port: Option<u16>) {
@@ -969,6 +1100,7 @@ async fn temporary(shared: &Shared, job: &Job, reply: &Reply, port: Option<u16>)
         state,
         retry_at,
         attempt(reply, port, state.as_str()),
+        sent_id(job),
     )
     .await;
 }
@@ -989,6 +1121,7 @@ async fn settle(
                 DeliveryState::Unknown,
                 None,
                 attempt(&reply, port, "unknown"),
+                sent_id(job),
             )
             .await;
             Next::Done
@@ -1013,7 +1146,15 @@ async fn settle(
                 "reply out of step after the message: {}",
                 reply.text
             ));
-            record(shared, &job.row, DeliveryState::Unknown, None, a).await;
+            record(
+                shared,
+                &job.row,
+                DeliveryState::Unknown,
+                None,
+                a,
+                sent_id(job),
+            )
+            .await;
             Next::Done
         }
         TxOutcome::OutOfStep(reply) => {
@@ -1055,6 +1196,7 @@ async fn settle(
                         DeliveryState::Accepted,
                         None,
                         attempt(&reply, port, "accepted"),
+                        sent_id(job),
                     )
                     .await;
                     Next::Done
@@ -1092,6 +1234,7 @@ async fn settle(
                         DeliveryState::BouncedHard,
                         None,
                         attempt(&reply, port, "bounced_hard"),
+                        sent_id(job),
                     )
                     .await;
                     Next::Done
@@ -1103,6 +1246,7 @@ async fn settle(
                         DeliveryState::BouncedSoft,
                         None,
                         attempt(&reply, port, "bounced_soft"),
+                        sent_id(job),
                     )
                     .await;
                     Next::Done

@@ -9,9 +9,11 @@
 //! refused rather than misread.
 //!
 //! The delivery engine's part lives in submodules: `ledger` (the SQL for import, claims,
-//! outcomes, crash recovery) and `writer` (the one thread that owns the write connection during a
-//! send and batches commits).
+//! outcomes, crash recovery), `writer` (the one thread that owns the write connection during a
+//! send and batches commits) and `journal` (the in-flight file that tells recovery which claimed
+//! rows had started their transaction).
 
+pub mod journal;
 pub mod ledger;
 pub mod lock;
 pub mod writer;
@@ -41,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_reconcile",
         include_str!("store/migrations/0005_reconcile.sql"),
+    ),
+    (
+        "0006_hot_path",
+        include_str!("store/migrations/0006_hot_path.sql"),
     ),
 ];
 

@@ -146,6 +146,7 @@ fn recipients(emails: &[&str]) -> Vec<NewRecipient> {
             name: None,
             line: i as u64 + 2,
             token: format!("t{i:04}{}", email.len()),
+            message_id: format!("t{i:04}{}@faults.test", email.len()),
             fields: "{}".to_owned(),
         })
         .collect()

@@ -537,6 +537,31 @@ async fn limit_and_daily_cap_bound_the_run() {
 }
 
 /// Runs `mailroom send --yes` on a campaign folder; returns the child with stdout piped.
+/// Polls the ledger (another process writes it) until `n` recipients are accepted; panics after
+/// 30 s. There is no event to wait on across processes, so this looks every 10 ms.
+async fn wait_for_accepted(path: &Path, n: i64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let accepted = rusqlite::Connection::open(path)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM recipients WHERE state = 'accepted'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0);
+        if accepted >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ledger never showed {n} accepted (last: {accepted})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 fn spawn_send(root: &Path) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
         .arg("send")
@@ -572,6 +597,10 @@ async fn kill_9_mid_run_then_rerun_sends_nobody_twice() {
     // sender (SIGKILL) once all 3 connections have a message stuck there: mid-run, with
     // transactions in flight whose outcome the sender cannot know.
     server.wait_until(|s| s.data_received.len() >= 63).await;
+    // Outcomes are committed in batches a few milliseconds apart (a crash turns the last
+    // batch's into `unknown`, never into anything else). Kill once the 60 answered ones are in
+    // the ledger, so that exactly the 3 hanging transactions are in doubt.
+    wait_for_accepted(&ledger_path, 60).await;
     child.kill().unwrap();
     child.wait().unwrap();
     server.thaw();
@@ -590,13 +619,24 @@ async fn kill_9_mid_run_then_rerun_sends_nobody_twice() {
         "{:?}\n{stdout}\n{stderr}",
         out.status
     );
-    // The three stuck messages were claimed (durably) and never answered.
-    let recovered = after_crash.get("sending").copied().unwrap_or(0);
-    assert_eq!(recovered, 3, "{after_crash:?}");
+    // The three stuck messages were claimed (durably) and never answered; rows claimed with
+    // them but not started yet are `sending` too, and the in-flight journal tells them apart.
+    let claimed_at_kill = after_crash.get("sending").copied().unwrap_or(0);
+    assert!(claimed_at_kill >= 3, "{after_crash:?}");
+    let recovered = 3;
     assert!(
-        stderr.contains("were in flight when a previous run stopped"),
+        stderr.contains("3 recipients were in flight when a previous run stopped"),
         "{stderr}"
     );
+    if claimed_at_kill > 3 {
+        assert!(
+            stderr.contains(&format!(
+                "{} recipients claimed by a previous run that stopped were never sent",
+                claimed_at_kill - 3
+            )),
+            "{stderr}"
+        );
+    }
     let finals = states(&ledger_path);
     // Nobody twice at the relay.
     let per = server.accepted_per_address();
@@ -1455,7 +1495,9 @@ async fn a_ledger_failure_mid_run_halts_the_workers_and_closes_the_run() {
         )
         .unwrap();
     let mut locals = vec!["boom".to_owned()];
-    locals.extend(numbered("after", 20));
+    // Enough that the run cannot finish in the few milliseconds an outcome batch waits before
+    // its commit (which is when the failure shows).
+    locals.extend(numbered("after", 500));
     let settings = settings(server.addr.port());
     let prepared = pipeline::prepare(
         &l.path,

@@ -91,40 +91,248 @@ pub fn recipients_except_final<'a>(
     let name = campaign.name().to_owned();
     let contacts = campaign.contacts()?;
     let now = std::time::SystemTime::now();
-    Ok(contacts.filter_map(move |entry| match entry {
-        Err(e) => Some(Err(e)),
+    Ok(contacts.filter_map(move |entry| {
+        stats.take(check_entry(campaign, &name, &final_addresses, now, entry))
+    }))
+}
+
+/// One row of the contacts file, checked for import.
+enum Checked {
+    Row(NewRecipient),
+    Invalid,
+    Duplicate,
+    Unrenderable(Unrenderable),
+    Failed(campaign::Error),
+}
+
+impl ContactStats {
+    /// Counts `checked` and hands back what the import gets (a row or an error).
+    fn take(&mut self, checked: Checked) -> Option<Result<NewRecipient, campaign::Error>> {
+        match checked {
+            Checked::Row(row) => {
+                self.valid += 1;
+                Some(Ok(row))
+            }
+            Checked::Invalid => {
+                self.invalid += 1;
+                None
+            }
+            Checked::Duplicate => {
+                self.duplicate += 1;
+                None
+            }
+            Checked::Unrenderable(row) => {
+                self.invalid += 1;
+                self.unrenderable.push(row);
+                None
+            }
+            Checked::Failed(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// The check `mailroom check` makes of one contacts entry: a valid row whose message cannot be
+/// rendered is not importable (unless its address is final in the ledger already).
+fn check_entry(
+    campaign: &Campaign,
+    name: &str,
+    final_addresses: &HashSet<String>,
+    now: std::time::SystemTime,
+    entry: Result<ContactEntry, campaign::Error>,
+) -> Checked {
+    match entry {
+        Err(e) => Checked::Failed(e),
         Ok(ContactEntry::Valid(contact)) => {
             if !final_addresses.contains(&contact.email)
                 && let Err(e) = campaign.render_at(&contact, now)
             {
-                stats.invalid += 1;
-                stats.unrenderable.push(Unrenderable {
+                return Checked::Unrenderable(Unrenderable {
                     line: contact.line,
                     reason: e.row_reason().map_or_else(|| e.to_string(), str::to_owned),
                     email: contact.email,
                 });
-                return None;
             }
-            stats.valid += 1;
             let fields = serde_json::to_string(&contact.fields).unwrap_or_else(|_| "{}".into());
-            Some(Ok(NewRecipient {
+            let token = campaign::recipient_token(name, &contact.email);
+            Checked::Row(NewRecipient {
                 domain: contact.domain().to_owned(),
-                token: campaign::recipient_token(&name, &contact.email),
+                message_id: campaign.message_id(&token),
+                token,
                 email: contact.email,
                 name: contact.name,
                 line: contact.line,
                 fields,
-            }))
+            })
         }
-        Ok(ContactEntry::Invalid { .. }) => {
-            stats.invalid += 1;
-            None
+        Ok(ContactEntry::Invalid { .. }) => Checked::Invalid,
+        Ok(ContactEntry::Duplicate { .. }) => Checked::Duplicate,
+    }
+}
+
+/// Contacts entries per unit of work between the reading, checking and importing threads.
+const IMPORT_BATCH: usize = 256;
+
+type EntryBatch = (u64, Vec<Result<ContactEntry, campaign::Error>>);
+
+/// [`recipients_except_final`], spread over threads: one reads the contacts file (the CSV
+/// reader finds invalid and duplicate rows), several render each valid row to check it, and
+/// the caller's thread imports the rows, in file order, while the next ones are being checked.
+/// Rendering is most of an import's cost; this way it uses every core and overlaps with the
+/// ledger writes. Memory stays bounded (a few batches per thread in flight).
+pub struct Validated {
+    results: std::sync::mpsc::Receiver<(u64, Vec<Checked>)>,
+    /// Batches that arrived before their turn.
+    early: BTreeMap<u64, Vec<Checked>>,
+    next: u64,
+    batch: std::vec::IntoIter<Checked>,
+    stats: ContactStats,
+    /// Set once an error was handed out: the import stops there.
+    failed: bool,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Validated {
+    /// Starts reading and checking `campaign`'s contacts (see [`recipients_except_final`]).
+    ///
+    /// # Errors
+    /// When the contacts file cannot be opened, or no thread can be started.
+    pub fn start(
+        campaign: Arc<Campaign>,
+        final_addresses: HashSet<String>,
+    ) -> Result<Validated, campaign::Error> {
+        let contacts = campaign.contacts()?;
+        let path = campaign.config().contacts.path.clone();
+        let spawn_error = |source| campaign::Error::Read {
+            path: path.clone(),
+            source,
+        };
+        let checkers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, 4);
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<EntryBatch>(2 * checkers);
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(2 * checkers);
+        let mut threads = Vec::with_capacity(checkers + 1);
+        // `Contacts` borrows the campaign; the reader thread owns its own Arc.
+        drop(contacts);
+        let reader = {
+            let campaign = campaign.clone();
+            std::thread::Builder::new()
+                .name("contacts-read".into())
+                .spawn(move || {
+                    let contacts = match campaign.contacts() {
+                        Ok(contacts) => contacts,
+                        Err(e) => {
+                            let _ = work_tx.send((0, vec![Err(e)]));
+                            return;
+                        }
+                    };
+                    let mut seq = 0;
+                    let mut batch = Vec::with_capacity(IMPORT_BATCH);
+                    for entry in contacts {
+                        let failed = entry.is_err();
+                        batch.push(entry);
+                        if failed || batch.len() == IMPORT_BATCH {
+                            let full =
+                                std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH));
+                            // After an error, or once the import stopped, nobody wants more.
+                            if work_tx.send((seq, full)).is_err() || failed {
+                                return;
+                            }
+                            seq += 1;
+                        }
+                    }
+                    if !batch.is_empty() {
+                        let _ = work_tx.send((seq, batch));
+                    }
+                })
+                .map_err(spawn_error)?
+        };
+        threads.push(reader);
+        let work_rx = Arc::new(std::sync::Mutex::new(work_rx));
+        let final_addresses = Arc::new(final_addresses);
+        let now = std::time::SystemTime::now();
+        for i in 0..checkers {
+            let work_rx = work_rx.clone();
+            let done_tx = done_tx.clone();
+            let campaign = campaign.clone();
+            let final_addresses = final_addresses.clone();
+            let checker = std::thread::Builder::new()
+                .name(format!("contacts-check-{i}"))
+                .spawn(move || {
+                    let name = campaign.name().to_owned();
+                    loop {
+                        let next = work_rx
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        let Ok((seq, entries)) = next else { return };
+                        let checked = entries
+                            .into_iter()
+                            .map(|e| check_entry(&campaign, &name, &final_addresses, now, e))
+                            .collect();
+                        if done_tx.send((seq, checked)).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(spawn_error)?;
+            threads.push(checker);
         }
-        Ok(ContactEntry::Duplicate { .. }) => {
-            stats.duplicate += 1;
-            None
+        Ok(Validated {
+            results: done_rx,
+            early: BTreeMap::new(),
+            next: 0,
+            batch: Vec::new().into_iter(),
+            stats: ContactStats::default(),
+            failed: false,
+            threads,
+        })
+    }
+
+    /// What the checks found besides the valid rows (of the rows handed out so far: all of them
+    /// once the import consumed the iterator).
+    pub fn finish(self) -> ContactStats {
+        let Validated {
+            results,
+            threads,
+            stats,
+            ..
+        } = self;
+        // Dropping the receiver stops the threads at their next send.
+        drop(results);
+        for thread in threads {
+            let _ = thread.join();
         }
-    }))
+        stats
+    }
+}
+
+impl Iterator for &mut Validated {
+    type Item = Result<NewRecipient, campaign::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            for checked in self.batch.by_ref() {
+                if let Some(item) = self.stats.take(checked) {
+                    self.failed = item.is_err();
+                    return Some(item);
+                }
+            }
+            // The next batch in file order, waiting for it if a checker still has it.
+            let batch = loop {
+                if let Some(batch) = self.early.remove(&self.next) {
+                    break batch;
+                }
+                let (seq, batch) = self.results.recv().ok()?;
+                self.early.insert(seq, batch);
+            };
+            self.next += 1;
+            self.batch = batch.into_iter();
+        }
+    }
 }
 
 /// Renders ledger rows with the campaign's templates.

@@ -23,6 +23,9 @@ pub struct NewRecipient {
     pub name: Option<String>,
     pub line: u64,
     pub token: String,
+    /// The Message-ID (without angle brackets) its message will carry. Stored at import so that
+    /// claiming a row never rewrites the Message-ID index (the hot path of a send).
+    pub message_id: String,
     /// The contact's CSV fields as a JSON object (`{"column": "value"}`).
     pub fields: String,
 }
@@ -49,6 +52,7 @@ pub struct DueRow {
     pub name: Option<String>,
     pub line: u64,
     pub token: String,
+    pub message_id: String,
     pub fields: String,
     pub state: DeliveryState,
     pub attempts: u32,
@@ -64,7 +68,6 @@ pub struct Claim {
     /// has them, so a row can never be claimed twice (by this process or another one).
     pub expected_state: DeliveryState,
     pub expected_attempts: u32,
-    pub message_id: String,
 }
 
 /// The answer to a [`Claim`].
@@ -100,6 +103,8 @@ pub struct Outcome {
     pub state: DeliveryState,
     pub retry_at: Option<i64>,
     pub attempt: AttemptRecord,
+    /// The Message-ID the message carried, when it is not the one stored at import.
+    pub message_id: Option<String>,
 }
 
 /// A claim given back without charging the recipient (throttling, pause, abort, shutdown before
@@ -141,6 +146,12 @@ where
 {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut count = ImportCount::default();
+    // A campaign's first import has no rows that could have left the file: skip tracking them.
+    let known_before: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = ?1)",
+        params![campaign_id],
+        |r| r.get(0),
+    )?;
     // The addresses in the file, to find the rows that left it.
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS import_seen (email TEXT PRIMARY KEY);
@@ -150,13 +161,14 @@ where
         let mut insert = tx.prepare(
             "INSERT OR IGNORE INTO recipients
                 (campaign_id, email, domain, name, line, token, message_id, fields, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7, 'pending')",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7, 'pending')",
         )?;
         let mut refresh = tx.prepare(
-            "UPDATE recipients SET fields = ?3, name = ?4, line = ?5, removed_at = NULL
+            "UPDATE recipients SET fields = ?3, name = ?4, line = ?5, removed_at = NULL,
+                message_id = ?6
              WHERE campaign_id = ?1 AND email = ?2 AND state IN ('pending', 'deferred')
                AND (fields IS NOT ?3 OR name IS NOT ?4 OR line IS NOT ?5
-                    OR removed_at IS NOT NULL)",
+                    OR removed_at IS NOT NULL OR message_id IS NOT ?6)",
         )?;
         let mut seen = tx.prepare("INSERT OR IGNORE INTO temp.import_seen (email) VALUES (?1)")?;
         for row in rows {
@@ -169,25 +181,35 @@ where
                 row.name,
                 line,
                 row.token,
-                row.fields
+                row.fields,
+                row.message_id
             ])?;
             if changed == 1 {
                 count.inserted += 1;
             } else {
                 count.already_known += 1;
-                count.refreshed +=
-                    refresh.execute(params![campaign_id, row.email, row.fields, row.name, line])?
-                        as u64;
+                count.refreshed += refresh.execute(params![
+                    campaign_id,
+                    row.email,
+                    row.fields,
+                    row.name,
+                    line,
+                    row.message_id
+                ])? as u64;
             }
-            seen.execute(params![row.email])?;
+            if known_before {
+                seen.execute(params![row.email])?;
+            }
         }
     }
-    tx.execute(
-        "UPDATE recipients SET removed_at = ?2
-         WHERE campaign_id = ?1 AND state IN ('pending', 'deferred') AND removed_at IS NULL
-           AND email NOT IN (SELECT email FROM temp.import_seen)",
-        params![campaign_id, now_ms()],
-    )?;
+    if known_before {
+        tx.execute(
+            "UPDATE recipients SET removed_at = ?2
+             WHERE campaign_id = ?1 AND state IN ('pending', 'deferred') AND removed_at IS NULL
+               AND email NOT IN (SELECT email FROM temp.import_seen)",
+            params![campaign_id, now_ms()],
+        )?;
+    }
     count.removed = tx.query_row(
         "SELECT count(*) FROM recipients
          WHERE campaign_id = ?1 AND state IN ('pending', 'deferred') AND removed_at IS NOT NULL",
@@ -212,30 +234,68 @@ impl<E> From<rusqlite::Error> for ImportError<E> {
     }
 }
 
-/// Crash recovery: rows left `sending` by a run that did not finish cannot be known to have been
-/// sent or not, so they become `unknown` (with an attempt saying why). Returns how many.
-pub fn recover_interrupted(conn: &mut Connection, campaign_id: i64) -> rusqlite::Result<u64> {
+/// What crash recovery did with the rows a finished-badly run left `sending`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Their transaction had started: the relay may or may not have the message (`unknown`).
+    pub unknown: u64,
+    /// Claimed but never started (the journal says so): back to the state they had, uncharged.
+    pub returned: u64,
+}
+
+/// Crash recovery: rows left `sending` by a run that did not finish. Those whose transaction
+/// may have started (per the in-flight journal, see `store::journal`) cannot be known to have
+/// been sent or not, so they become `unknown` (with an attempt saying why); those the journal
+/// shows were never started go back to the state they were claimed from, uncharged.
+pub fn recover_interrupted(
+    conn: &mut Connection,
+    campaign_id: i64,
+    started: &super::journal::Started,
+) -> rusqlite::Result<Recovered> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = now_ms();
-    tx.execute(
-        "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome)
-         SELECT id, claimed_run, ?2, NULL, 'message', NULL, NULL,
-                'a previous run ended while this message was in flight; the relay may or may not have it', 'unknown'
-         FROM recipients WHERE campaign_id = ?1 AND state = 'sending'",
-        params![campaign_id, now],
-    )?;
-    let n = tx.execute(
-        "UPDATE recipients SET state = 'unknown', claimed_from = NULL, claimed_run = NULL
-         WHERE campaign_id = ?1 AND state = 'sending'",
-        params![campaign_id],
-    )?;
+    let left: Vec<(i64, Option<i64>)> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, claimed_run FROM recipients WHERE campaign_id = ?1 AND state = 'sending'",
+        )?;
+        let rows = stmt.query_map(params![campaign_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut recovered = Recovered::default();
+    {
+        let mut evidence = tx.prepare(
+            "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome)
+             VALUES (?1, ?2, ?3, NULL, 'message', NULL, NULL,
+                'a previous run ended while this message was in flight; the relay may or may not have it',
+                'unknown')",
+        )?;
+        let mut unknown = tx.prepare(
+            "UPDATE recipients SET state = 'unknown', claimed_from = NULL, claimed_run = NULL
+             WHERE id = ?1",
+        )?;
+        let mut give_back = tx.prepare(
+            "UPDATE recipients SET state = coalesce(claimed_from, 'pending'),
+                claimed_from = NULL, claimed_run = NULL
+             WHERE id = ?1",
+        )?;
+        for (id, run) in left {
+            if started.may_have_started(run, id) {
+                evidence.execute(params![id, run, now])?;
+                unknown.execute(params![id])?;
+                recovered.unknown += 1;
+            } else {
+                give_back.execute(params![id])?;
+                recovered.returned += 1;
+            }
+        }
+    }
     tx.execute(
         "UPDATE runs SET finished_at = ?2, outcome = 'crashed'
          WHERE campaign_id = ?1 AND finished_at IS NULL",
         params![campaign_id, now],
     )?;
     tx.commit()?;
-    Ok(n as u64)
+    Ok(recovered)
 }
 
 /// The addresses of a campaign that are final in the ledger (neither pending nor deferred):
@@ -292,6 +352,10 @@ pub fn finish_run(conn: &Connection, run_id: i64, outcome: &str) -> rusqlite::Re
 
 /// Up to `limit` due rows with `id > after`, in id order (keyset pagination): pending rows,
 /// deferred rows whose retry time has come, and unknown rows only when `resend_unknown`.
+///
+/// The query walks the table in rowid order from `after` (`NOT INDEXED`): left to itself,
+/// SQLite (without ANALYZE statistics) picks an index on `campaign_id` and sorts every row of
+/// the campaign for each page, so a pass over N rows cost O(N²) instead of O(N).
 pub fn due_rows(
     conn: &Connection,
     campaign_id: i64,
@@ -301,8 +365,9 @@ pub fn due_rows(
     limit: usize,
 ) -> rusqlite::Result<Vec<DueRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, email, domain, name, line, token, fields, state, attempts, first_attempt_at
-         FROM recipients
+        "SELECT id, email, domain, name, line, token, fields, state, attempts, first_attempt_at,
+                message_id
+         FROM recipients NOT INDEXED
          WHERE campaign_id = ?1 AND id > ?2 AND removed_at IS NULL
            AND (state = 'pending'
                 OR (state = 'deferred' AND coalesce(retry_at, 0) <= ?3)
@@ -333,6 +398,7 @@ pub fn due_rows(
                 })?,
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                 first_attempt_at: r.get(9)?,
+                message_id: r.get(10)?,
             })
         },
     )?;
@@ -418,15 +484,14 @@ pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
     let n = conn
         .prepare_cached(
             "UPDATE recipients
-             SET state = 'sending', claimed_from = state, claimed_run = ?4, message_id = ?5
+             SET state = 'sending', claimed_from = state, claimed_run = ?4
              WHERE id = ?1 AND state = ?2 AND attempts = ?3 AND removed_at IS NULL",
         )?
         .execute(params![
             c.recipient_id,
             expected_state,
             c.expected_attempts,
-            c.run_id,
-            c.message_id
+            c.run_id
         ])?;
     if n == 0 {
         return Ok(ClaimResult::Lost);
@@ -491,6 +556,13 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
     ])?;
     if changed == 1 {
         insert_attempt(conn, o.recipient_id, o.run_id, &o.attempt)?;
+        if let Some(message_id) = &o.message_id {
+            // Only when it differs: naming the column in an UPDATE rewrites its index entry.
+            conn.prepare_cached(
+                "UPDATE recipients SET message_id = ?2 WHERE id = ?1 AND message_id IS NOT ?2",
+            )?
+            .execute(params![o.recipient_id, message_id])?;
+        }
     }
     Ok(())
 }
@@ -512,6 +584,7 @@ pub fn release(conn: &Connection, r: &Release) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::super::journal::Started;
     use super::*;
 
     fn ledger() -> (tempfile::TempDir, Connection, i64) {
@@ -528,6 +601,7 @@ mod tests {
             name: None,
             line: u64::from(i) + 1,
             token: format!("tok{i:013}"),
+            message_id: format!("tok{i:013}@example.test"),
             fields: "{}".into(),
         }
     }
@@ -573,7 +647,6 @@ mod tests {
             run_id: run,
             expected_state: row.state,
             expected_attempts: row.attempts,
-            message_id: format!("m{}@x", row.id),
         };
         assert_eq!(
             claim(&conn, &claim_of(&due[0])).unwrap(),
@@ -619,6 +692,7 @@ mod tests {
                     reply: Some("ok".into()),
                     outcome: "accepted",
                 },
+                message_id: None,
             },
         )
         .unwrap();
@@ -644,7 +718,6 @@ mod tests {
                 run_id: run,
                 expected_state: row.state,
                 expected_attempts: 0,
-                message_id: "m".into(),
             };
             assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Claimed);
             record(
@@ -663,6 +736,7 @@ mod tests {
                         reply: Some("try later".into()),
                         outcome: state.as_str(),
                     },
+                    message_id: None,
                 },
             )
             .unwrap();
@@ -693,7 +767,6 @@ mod tests {
             run_id: run,
             expected_state: row.state,
             expected_attempts: 0,
-            message_id: "m".into(),
         };
         assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Suppressed);
         assert_eq!(state_of(&conn, row.id), "suppressed");
@@ -711,11 +784,18 @@ mod tests {
                 run_id: run,
                 expected_state: row.state,
                 expected_attempts: 0,
-                message_id: "m".into(),
             };
             claim(&conn, &cl).unwrap();
         }
-        assert_eq!(recover_interrupted(&mut conn, c).unwrap(), 2);
+        // No journal: either claim may have gone out.
+        let recovered = recover_interrupted(&mut conn, c, &Started::Unknown).unwrap();
+        assert_eq!(
+            recovered,
+            Recovered {
+                unknown: 2,
+                returned: 0
+            }
+        );
         assert_eq!(state_of(&conn, due[0].id), "unknown");
         assert_eq!(state_of(&conn, due[2].id), "pending");
         let evidence: i64 = conn
@@ -732,5 +812,77 @@ mod tests {
             })
             .unwrap();
         assert_eq!(outcome, "crashed");
+    }
+
+    #[test]
+    fn recovery_gives_back_claims_the_journal_shows_never_started() {
+        let (_d, mut conn, c) = ledger();
+        import(&mut conn, c, (0..4).map(ok)).unwrap();
+        // A deferred row claimed and never started must go back to deferred, attempts kept.
+        let run0 = start_run(&conn, c, "h", "none").unwrap();
+        let first = &due_rows(&conn, c, 0, now_ms(), false, 10).unwrap()[3];
+        let cl = Claim {
+            recipient_id: first.id,
+            run_id: run0,
+            expected_state: first.state,
+            expected_attempts: 0,
+        };
+        claim(&conn, &cl).unwrap();
+        record(
+            &conn,
+            &Outcome {
+                recipient_id: first.id,
+                run_id: run0,
+                state: DeliveryState::Deferred,
+                retry_at: Some(0),
+                attempt: AttemptRecord {
+                    at: 1,
+                    port: Some(25),
+                    step: "rcpt",
+                    code: Some(451),
+                    enhanced: None,
+                    reply: Some("later".into()),
+                    outcome: "deferred",
+                },
+                message_id: None,
+            },
+        )
+        .unwrap();
+        let run = start_run(&conn, c, "h", "none").unwrap();
+        let due = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
+        assert_eq!(due.len(), 4);
+        for row in &due {
+            let cl = Claim {
+                recipient_id: row.id,
+                run_id: run,
+                expected_state: row.state,
+                expected_attempts: row.attempts,
+            };
+            assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Claimed);
+        }
+        // Row 0's transaction started in this run; row 1 was started by an earlier run only.
+        let started = Started::These([(run, due[0].id), (run0, due[1].id)].into());
+        let recovered = recover_interrupted(&mut conn, c, &started).unwrap();
+        assert_eq!(
+            recovered,
+            Recovered {
+                unknown: 1,
+                returned: 3
+            }
+        );
+        assert_eq!(state_of(&conn, due[0].id), "unknown");
+        assert_eq!(state_of(&conn, due[1].id), "pending");
+        assert_eq!(state_of(&conn, due[2].id), "pending");
+        assert_eq!(state_of(&conn, due[3].id), "deferred");
+        // Only the started one gets an attempt; the returned ones are not charged.
+        let (attempts, charged): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM attempts WHERE run_id = ?1),
+                        (SELECT sum(attempts) FROM recipients)",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((attempts, charged), (1, 1));
     }
 }

@@ -9,6 +9,7 @@
 //! This module must not do I/O other than SQLite, nor hold the connection across an `.await`.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use super::ledger::{self, Claim, ClaimResult, Outcome, Release};
 pub const MAX_BATCH: usize = 256;
 /// How long a batch keeps gathering operations after its first one when no acknowledgement is
 /// waiting on it (outcome records only).
-pub const MAX_BATCH_WAIT: Duration = Duration::from_millis(20);
+pub const MAX_BATCH_WAIT: Duration = Duration::from_millis(3);
 
 // `FnMut`, not `FnOnce`: a batch that met a busy ledger is rolled back and applied again, so
 // every operation in it must be able to run twice.
@@ -36,6 +37,10 @@ const BUSY_BACKOFF: Duration = Duration::from_millis(25);
 
 enum Op {
     Claim(Claim, oneshot::Sender<Result<ClaimResult, String>>),
+    ClaimMany(
+        Vec<Claim>,
+        oneshot::Sender<Result<Vec<ClaimResult>, String>>,
+    ),
     Record(Box<Outcome>),
     Release(Release),
     Exec(RunOp),
@@ -44,7 +49,7 @@ enum Op {
 
 impl Op {
     fn wants_ack(&self) -> bool {
-        matches!(self, Op::Claim(..) | Op::Sync(_))
+        matches!(self, Op::Claim(..) | Op::ClaimMany(..) | Op::Sync(_))
     }
 }
 
@@ -53,6 +58,10 @@ impl Op {
 pub struct Writer {
     tx: mpsc::Sender<Op>,
     path: PathBuf,
+    /// Why the thread stopped writing, once it has: outcomes are queued without waiting for
+    /// their commit, so this is how a worker learns, before its next transaction, that nothing
+    /// it learns from now on could be recorded.
+    failure: Arc<OnceLock<String>>,
 }
 
 /// Joins the writer thread once every [`Writer`] clone is dropped.
@@ -73,9 +82,11 @@ impl Writer {
         // closes. Failure to set it only costs speed.
         let _ = conn.pragma_update(None, "wal_autocheckpoint", 10_000);
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let failure = Arc::new(OnceLock::new());
+        let failed = failure.clone();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, &failed))
             .map_err(|source| Error::Thread {
                 path: path.clone(),
                 source,
@@ -84,6 +95,7 @@ impl Writer {
             Writer {
                 tx,
                 path: path.clone(),
+                failure,
             },
             WriterThread { handle, path },
         ))
@@ -103,6 +115,17 @@ impl Writer {
         }
     }
 
+    /// Fails once the writer has failed to commit a batch (cheap: no round trip to the thread).
+    ///
+    /// # Errors
+    /// The reason the writer stopped writing.
+    pub fn check(&self) -> Result<(), Error> {
+        match self.failure.get() {
+            Some(reason) => Err(self.failed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Claims a row; returns once the claim is committed.
     ///
     /// # Errors
@@ -118,11 +141,28 @@ impl Writer {
             .map_err(|e| self.failed(e))
     }
 
+    /// Claims several rows in one commit; returns once it is committed, with one result per
+    /// claim, in order.
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub async fn claim_many(&self, claims: Vec<Claim>) -> Result<Vec<ClaimResult>, Error> {
+        let (ack, wait) = oneshot::channel();
+        self.tx
+            .send(Op::ClaimMany(claims, ack))
+            .await
+            .map_err(|_| self.gone())?;
+        wait.await
+            .map_err(|_| self.gone())?
+            .map_err(|e| self.failed(e))
+    }
+
     /// Queues a charged outcome (committed with the next batch).
     ///
     /// # Errors
-    /// When the writer thread has stopped.
+    /// When the writer thread has stopped or failed.
     pub async fn record(&self, outcome: Outcome) -> Result<(), Error> {
+        self.check()?;
         self.tx
             .send(Op::Record(Box::new(outcome)))
             .await
@@ -134,6 +174,7 @@ impl Writer {
     /// # Errors
     /// When the writer thread has stopped.
     pub async fn release(&self, release: Release) -> Result<(), Error> {
+        self.check()?;
         self.tx
             .send(Op::Release(release))
             .await
@@ -190,7 +231,11 @@ impl WriterThread {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) -> Result<(), String> {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Op>,
+    shared_failure: &OnceLock<String>,
+) -> Result<(), String> {
     // A private current-thread runtime gives this thread an exact "wait for the next operation,
     // at most until the deadline": an acknowledged operation arriving while outcomes linger is
     // committed at once instead of after a polling interval.
@@ -226,11 +271,16 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Op>) -> Result<(), String> {
         if failure.is_none()
             && let Err(e) = apply_patiently(&mut conn, &mut batch)
         {
-            failure = Some(format!("cannot write the ledger: {e}"));
+            let reason = format!("cannot write the ledger: {e}");
+            let _ = shared_failure.set(reason.clone());
+            failure = Some(reason);
         }
         for op in batch.drain(..) {
             match op {
                 Op::Claim(_, ack) => {
+                    let _ = ack.send(Err(failure.clone().unwrap_or_default()));
+                }
+                Op::ClaimMany(_, ack) => {
                     let _ = ack.send(Err(failure.clone().unwrap_or_default()));
                 }
                 Op::Sync(ack) => {
@@ -284,9 +334,16 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     // without waiting, when another connection committed in between (WAL snapshot upgrade).
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut claim_results = Vec::new();
+    let mut many_results = Vec::new();
     for op in batch.iter_mut() {
         match op {
             Op::Claim(claim, _) => claim_results.push(ledger::claim(&tx, claim)?),
+            Op::ClaimMany(claims, _) => many_results.push(
+                claims
+                    .iter()
+                    .map(|c| ledger::claim(&tx, c))
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            ),
             Op::Record(outcome) => ledger::record(&tx, outcome)?,
             Op::Release(release) => ledger::release(&tx, release)?,
             Op::Exec(f) => f(&tx)?,
@@ -296,10 +353,16 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     tx.commit()?;
     // Committed: answer every ack now and drop the ops so the failure loop sees nothing.
     let mut results = claim_results.into_iter();
+    let mut many = many_results.into_iter();
     for op in batch.drain(..) {
         match op {
             Op::Claim(_, ack) => {
                 if let Some(result) = results.next() {
+                    let _ = ack.send(Ok(result));
+                }
+            }
+            Op::ClaimMany(_, ack) => {
+                if let Some(result) = many.next() {
                     let _ = ack.send(Ok(result));
                 }
             }
@@ -335,6 +398,7 @@ mod tests {
                     name: None,
                     line: i + 2,
                     token: format!("t{i}"),
+                    message_id: format!("t{i}@x.test"),
                     fields: "{}".into(),
                 })
             }),
@@ -353,7 +417,6 @@ mod tests {
                 run_id: run,
                 expected_state: row.state,
                 expected_attempts: 0,
-                message_id: "m".into(),
             };
             tasks.push(tokio::spawn(async move {
                 (claim.recipient_id, w.claim(claim).await.unwrap())
@@ -386,6 +449,7 @@ mod tests {
                             reply: Some("ok".into()),
                             outcome: "accepted",
                         },
+                        message_id: None,
                     })
                     .await
                     .unwrap();

@@ -97,15 +97,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             Default::default()
         };
-        let mut stats = setup::ContactStats::default();
-        let rows = setup::recipients_except_final(&campaign, &mut stats, final_addresses)?;
+        let mut rows = setup::Validated::start(campaign.clone(), final_addresses)?;
         let prepared = pipeline::prepare(
             &ledger_path,
             campaign.name(),
-            rows,
+            &mut rows,
             &host,
             security.as_str(),
-        )?;
+        );
+        let stats = rows.finish();
+        let prepared = prepared?;
         eprintln!(
             "{}: {} valid contacts ({} new in the ledger){}",
             campaign.name(),
@@ -135,11 +136,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 prepared.imported.removed
             );
         }
-        if prepared.recovered > 0 {
+        if prepared.recovered.unknown > 0 {
             eprintln!(
                 "warning: {} recipients were in flight when a previous run stopped; they are now \
                  `unknown` (the relay may or may not have them). --resend-unknown sends them again.",
-                prepared.recovered
+                prepared.recovered.unknown
+            );
+        }
+        if prepared.recovered.returned > 0 {
+            eprintln!(
+                "{} recipients claimed by a previous run that stopped were never sent; they are \
+                 due again.",
+                prepared.recovered.returned
             );
         }
         let due = pipeline::count_due(&prepared.conn, prepared.campaign_id, args.resend_unknown)
@@ -191,6 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             Progress::start(interactive, counters.clone(), planned)
         };
+        let started = std::time::Instant::now();
         let run = pipeline::run(Run {
             ledger: ledger_path.clone(),
             writer,
@@ -212,9 +221,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let joined = tokio::task::spawn_blocking(move || thread.join())
             .await
             .context("the ledger writer did not stop")?;
+        let took = started.elapsed();
         let summary = summary?;
         joined?;
-        report(&summary, &ledger_path)
+        report(&summary, &ledger_path, took)
     })
 }
 
@@ -245,10 +255,20 @@ fn print_deferred(deferred: u64, next: Option<i64>) {
     }
 }
 
-fn report(summary: &Summary, ledger: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn report(
+    summary: &Summary,
+    ledger: &std::path::Path,
+    took: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let transactions = summary.accepted
+        + summary.deferred
+        + summary.bounced_hard
+        + summary.bounced_soft
+        + summary.unknown;
+    let secs = took.as_secs_f64();
     println!(
         "This run: {} accepted by the relay, {} deferred, {} bounced (hard {}, soft {}), {} failed, \
-         {} unknown, {} suppressed.",
+         {} unknown, {} suppressed; {transactions} SMTP transactions in {secs:.2} s ({:.0}/s).",
         summary.accepted,
         summary.deferred,
         summary.bounced_hard + summary.bounced_soft,
@@ -257,6 +277,7 @@ fn report(summary: &Summary, ledger: &std::path::Path) -> anyhow::Result<ExitCod
         summary.failed,
         summary.unknown,
         summary.suppressed,
+        transactions as f64 / secs.max(1e-3),
     );
     if let Some(port) = summary.port {
         println!("Relay port used: {port}.");
