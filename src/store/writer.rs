@@ -10,8 +10,8 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -62,6 +62,8 @@ pub struct Writer {
     /// their commit, so this is how a worker learns, before its next transaction, that nothing
     /// it learns from now on could be recorded.
     failure: Arc<OnceLock<String>>,
+    /// The writer thread, unparked after sending an operation someone waits on.
+    thread: Thread,
 }
 
 /// Joins the writer thread once every [`Writer`] clone is dropped.
@@ -96,6 +98,7 @@ impl Writer {
                 tx,
                 path: path.clone(),
                 failure,
+                thread: handle.thread().clone(),
             },
             WriterThread { handle, path },
         ))
@@ -136,6 +139,7 @@ impl Writer {
             .send(Op::Claim(claim, ack))
             .await
             .map_err(|_| self.gone())?;
+        self.thread.unpark();
         wait.await
             .map_err(|_| self.gone())?
             .map_err(|e| self.failed(e))
@@ -152,6 +156,7 @@ impl Writer {
             .send(Op::ClaimMany(claims, ack))
             .await
             .map_err(|_| self.gone())?;
+        self.thread.unpark();
         wait.await
             .map_err(|_| self.gone())?
             .map_err(|e| self.failed(e))
@@ -204,6 +209,7 @@ impl Writer {
     pub async fn sync(&self) -> Result<(), Error> {
         let (ack, wait) = oneshot::channel();
         self.tx.send(Op::Sync(ack)).await.map_err(|_| self.gone())?;
+        self.thread.unpark();
         wait.await
             .map_err(|_| self.gone())?
             .map_err(|e| self.failed(e))
@@ -236,37 +242,39 @@ fn run(
     mut rx: mpsc::Receiver<Op>,
     shared_failure: &OnceLock<String>,
 ) -> Result<(), String> {
-    // A private current-thread runtime gives this thread an exact "wait for the next operation,
-    // at most until the deadline": an acknowledged operation arriving while outcomes linger is
-    // committed at once instead of after a polling interval.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("cannot start the ledger writer's timer: {e}"))?;
     // Once a batch fails, every later operation is refused: the caller must not believe a claim
     // or an outcome was stored when it was not.
     let mut failure: Option<String> = None;
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rt.block_on(rx.recv()) {
-        let deadline = tokio::time::Instant::now() + MAX_BATCH_WAIT;
+    while let Some(first) = rx.blocking_recv() {
+        let deadline = Instant::now() + MAX_BATCH_WAIT;
         let mut urgent = first.wants_ack();
         batch.push(first);
         // Gather more: take whatever is queued; when nobody waits on an ack, linger (up to the
-        // deadline) so bursts of outcomes share one commit.
-        while batch.len() < MAX_BATCH {
-            let next = match rx.try_recv() {
-                Ok(op) => Some(op),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) if urgent => None,
-                // The timer must be created inside the runtime, hence the async block.
-                Err(mpsc::error::TryRecvError::Empty) => rt
-                    .block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await })
-                    .ok()
-                    .flatten(),
-            };
-            let Some(op) = next else { break };
-            urgent |= op.wants_ack();
-            batch.push(op);
+        // deadline) so that outcomes share one commit. Lingering parks the thread: senders of
+        // outcomes do not wake it (thousands of wake-ups a second otherwise), senders of
+        // acknowledged operations unpark it, so a claim is committed at once.
+        loop {
+            let mut closed = false;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        urgent |= op.wants_ack();
+                        batch.push(op);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if urgent || closed || batch.len() >= MAX_BATCH || now >= deadline {
+                break;
+            }
+            // May return early (unpark, or spuriously): the loop looks again either way.
+            std::thread::park_timeout(deadline - now);
         }
         if failure.is_none()
             && let Err(e) = apply_patiently(&mut conn, &mut batch)

@@ -464,17 +464,30 @@ where
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     ticker: Option<tokio::task::JoinHandle<()>>,
-    /// One log line per outcome on stdout (not on a terminal).
-    lines: bool,
+    /// One log line per outcome on stdout (not on a terminal), buffered: at thousands of
+    /// messages a second, a write(2) per line costs more than the line is worth. Flushed every
+    /// half second and at the end, so a log follower stays current.
+    lines: Option<Arc<std::sync::Mutex<std::io::BufWriter<std::io::Stdout>>>>,
 }
 
 impl Progress {
     fn start(interactive: bool, counters: Arc<Counters>, planned: u64) -> Progress {
         if !interactive {
+            let lines = Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(
+                std::io::stdout(),
+            )));
+            let out = lines.clone();
+            let ticker = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tick.tick().await;
+                    let _ = lock(&out).flush();
+                }
+            });
             return Progress {
                 bar: None,
-                ticker: None,
-                lines: true,
+                ticker: Some(ticker),
+                lines: Some(lines),
             };
         }
         let bar = indicatif::ProgressBar::new(planned);
@@ -504,7 +517,7 @@ impl Progress {
         Progress {
             bar: Some(bar),
             ticker: Some(ticker),
-            lines: false,
+            lines: None,
         }
     }
 
@@ -513,18 +526,16 @@ impl Progress {
         Progress {
             bar: None,
             ticker: None,
-            lines: false,
+            lines: None,
         }
     }
 
     /// Plain mode: every outcome as a log line on stdout.
     fn sink(&self) -> Option<EventSink> {
-        if !self.lines {
-            return None;
-        }
-        Some(Arc::new(|e: &Event| {
+        let out = self.lines.clone()?;
+        Some(Arc::new(move |e: &Event| {
             let detail = e.detail.replace(['\r', '\n'], " ");
-            println!("{:<12} {:<40} {}", e.outcome, e.email, detail);
+            let _ = writeln!(lock(&out), "{:<12} {:<40} {}", e.outcome, e.email, detail);
         }))
     }
 
@@ -536,5 +547,12 @@ impl Progress {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
+        if let Some(out) = self.lines {
+            let _ = lock(&out).flush();
+        }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
