@@ -663,6 +663,33 @@ impl fmt::Display for PipelinedEnvelope {
     }
 }
 
+/// A message body with SMTP transparency (RFC 5321 §4.5.2: a line that starts with "." gets
+/// another one) and the end-of-data line, written as one string.
+struct DotStuffed<'a>(&'a str);
+
+impl fmt::Display for DotStuffed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let body = self.0;
+        let mut rest = body;
+        if rest.starts_with('.') {
+            f.write_str(".")?;
+        }
+        while let Some(at) = rest.find("\r\n.") {
+            // Up to and including the ".", then the extra one.
+            f.write_str(&rest[..at + 3])?;
+            f.write_str(".")?;
+            rest = &rest[at + 3..];
+        }
+        f.write_str(rest)?;
+        // The last line's own CRLF ends it; a body without one needs it before the ".".
+        if body.ends_with("\r\n") {
+            f.write_str(".\r\n")
+        } else {
+            f.write_str("\r\n.\r\n")
+        }
+    }
+}
+
 /// Whether a positive reply is the right one for `step` (RFC 5321 §4.3.2): MAIL and RSET 250,
 /// RCPT 250 or 251, DATA 354. lettre calls any 2xx or 3xx "positive"; a 250 to DATA means we are
 /// reading an earlier command's reply, so the body must not go out. lettre keeps unread bytes in
@@ -831,7 +858,14 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return TxOutcome::Lost(Reply::local(Step::Message, "session closed".into()));
         };
-        match timeout(self.data_timeout, conn.message(message)).await {
+        // One write for the body and its terminator (lettre's `message` makes two, which costs a
+        // second packet and a second wake-up of the server per message). The body is text in
+        // practice; anything else goes through lettre's own encoder.
+        let sent = match std::str::from_utf8(message) {
+            Ok(text) => timeout(self.data_timeout, conn.command(DotStuffed(text))).await,
+            Err(_) => timeout(self.data_timeout, conn.message(message)).await,
+        };
+        match sent {
             Err(_) => {
                 self.conn = None;
                 TxOutcome::Lost(Reply::timeout(Step::Message, self.data_timeout))
@@ -887,6 +921,23 @@ mod tests {
 
     fn reply(text: &str) -> Response {
         format!("{text}\r\n").parse().unwrap()
+    }
+
+    #[test]
+    fn bodies_are_dot_stuffed_and_terminated_once() {
+        let cases = [
+            ("Hi\r\n", "Hi\r\n.\r\n"),
+            ("Hi", "Hi\r\n.\r\n"),
+            (".start\r\n", "..start\r\n.\r\n"),
+            ("a\r\n.\r\nb\r\n", "a\r\n..\r\nb\r\n.\r\n"),
+            ("a\r\n..x\r\n.", "a\r\n...x\r\n..\r\n.\r\n"),
+            // Only a "." after CRLF starts a line; a bare LF does not.
+            ("a\n.b\r\n", "a\n.b\r\n.\r\n"),
+            ("", "\r\n.\r\n"),
+        ];
+        for (body, wire) in cases {
+            assert_eq!(DotStuffed(body).to_string(), wire, "{body:?}");
+        }
     }
 
     #[test]
