@@ -65,6 +65,7 @@ size=$("$bin" preview "$camp" --limit 1 2>/dev/null | sed '1d' | wc -c)
 now() { date +%s.%N; }
 best_source=0
 best_mailroom=0
+best_delivery=0
 for round in $(seq 1 "$ROUNDS"); do
   t0=$(now)
   smtp-source -d -s "$SESSIONS" -m "$N" -l "$size" -f bench@sender.example -t sink@bench.example \
@@ -85,14 +86,22 @@ for round in $(seq 1 "$ROUNDS"); do
     exit 1
   fi
   rate=$(python3 -c "print(round($N / ($t1 - $t0)))")
-  echo "round $round: mailroom send $rate msg/s" >&2
+  # The delivery phase, as `mailroom send` reports it: from the first connection to the last
+  # outcome committed to the ledger (after the import, before the final summary).
+  phase=$(sed -n 's/.* SMTP transactions in \([0-9.]*\) s .*/\1/p' "$work/send.log")
+  delivery=$(python3 -c "print(round($N / $phase))")
+  echo "round $round: mailroom send $rate msg/s (whole command), $delivery msg/s (delivery)" >&2
   ((rate > best_mailroom)) && best_mailroom=$rate
+  ((delivery > best_delivery)) && best_delivery=$delivery
 done
 
 ratio=$(python3 -c "print(f'{$best_mailroom / $best_source:.2f}')")
+ratio_delivery=$(python3 -c "print(f'{$best_delivery / $best_source:.2f}')")
 cpu=$(nproc)
-result="| $N | $SESSIONS | $size | $best_source | $best_mailroom | $ratio |"
-echo "messages=$N sessions=$SESSIONS size=${size}B smtp-source=${best_source}/s mailroom=${best_mailroom}/s ratio=$ratio"
+result="| $N | $SESSIONS | $size | $best_source | $best_mailroom | $ratio | $best_delivery | $ratio_delivery |"
+echo "messages=$N sessions=$SESSIONS size=${size}B smtp-source=${best_source}/s" \
+  "mailroom whole command=${best_mailroom}/s (ratio $ratio)" \
+  "mailroom delivery=${best_delivery}/s (ratio $ratio_delivery)"
 
 if [[ ${1:-} == --write-doc ]]; then
   cat >docs/bench-send.md <<EOF
@@ -109,11 +118,15 @@ $N contacts into a fresh SQLite ledger, renders every message from Handlebars te
 (text + HTML, per-recipient headers), claims each recipient durably before its transaction,
 records every reply, with \`[rate] per_second = 1000000\` and \`security = "none"\`.
 
-| messages | sessions | bytes/msg | smtp-source msg/s | mailroom send msg/s | ratio |
-|---:|---:|---:|---:|---:|---:|
+| messages | sessions | bytes/msg | smtp-source msg/s | mailroom send, whole command, msg/s | ratio | mailroom send, delivery, msg/s | ratio |
+|---:|---:|---:|---:|---:|---:|---:|---:|
 $result
 
-Wall time of \`mailroom send\` includes process start, contact import and the final summary.
+"Whole command" is the wall time of \`mailroom send\`: process start, reading and checking every
+contact (each one is rendered once to validate it) and importing them into a new ledger, the
+delivery, and the final summary. "Delivery" is the part \`mailroom send\` reports itself ("N SMTP
+transactions in X s"): from the first connection to the last outcome committed to the ledger,
+which is what smtp-source's time covers (it has no import).
 EOF
   echo "wrote docs/bench-send.md" >&2
 fi
