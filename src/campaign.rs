@@ -8,6 +8,7 @@
 mod address;
 pub mod config;
 mod contacts;
+mod encoding;
 mod message;
 pub mod template;
 

@@ -17,6 +17,7 @@ use serde_json::{Map, Value as Json};
 
 use super::address::control_char_problem;
 use super::contacts::Contact;
+use super::encoding;
 use super::template::render_error;
 use super::{Campaign, Error, Rendered, recipient_token};
 
@@ -221,14 +222,14 @@ impl Campaign {
                     out.extend_from_slice(b"--");
                     out.extend_from_slice(boundary.as_bytes());
                     out.extend_from_slice(b"\r\n");
-                    put_part(&mut out, content_type, body);
+                    put_part(&mut out, content_type, &body);
                 }
                 out.extend_from_slice(b"--");
                 out.extend_from_slice(boundary.as_bytes());
                 out.extend_from_slice(b"--\r\n");
             }
-            (Some(t), None) => put_part(&mut out, &fixed.text_type, t),
-            (None, Some(h)) => put_part(&mut out, &fixed.html_type, h),
+            (Some(t), None) => put_part(&mut out, &fixed.text_type, &t),
+            (None, Some(h)) => put_part(&mut out, &fixed.html_type, &h),
             (None, None) => unreachable!("checked above"),
         }
         // Only the header section needs the check: every body encoding lettre chooses keeps
@@ -307,17 +308,14 @@ fn put(out: &mut Vec<u8>, headers: &mut Headers) {
     headers.clear();
 }
 
-/// Appends one MIME part: its Content-Type line, the encoding lettre chooses, the body.
-fn put_part(out: &mut Vec<u8>, content_type: &str, body: String) {
+/// Appends one MIME part: its Content-Type line, the encoding lettre would choose, the body.
+fn put_part(out: &mut Vec<u8>, content_type: &str, body: &str) {
     use std::io::Write as _;
-    let body = lettre::message::Body::new(body);
+    let cte = encoding::choose(body);
     out.extend_from_slice(content_type.as_bytes());
-    let _ = write!(
-        out,
-        "Content-Transfer-Encoding: {}\r\n\r\n",
-        body.encoding()
-    );
-    out.extend_from_slice(body.as_ref());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "Content-Transfer-Encoding: {cte}\r\n\r\n");
+    encoding::push(out, cte, body);
     out.extend_from_slice(b"\r\n");
 }
 
