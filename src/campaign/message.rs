@@ -178,14 +178,20 @@ impl Campaign {
         // The order is the one lettre's builder produced, so messages stay byte-identical.
         let mut headers = Headers::with_capacity(4);
         out.extend_from_slice(fixed.from.as_bytes());
-        headers.set(header::To::from(Mailboxes::from(Mailbox::new(
-            contact.name.clone(),
-            to_addr,
-        ))));
-        headers.insert_raw(header_value("Subject", subject));
-        headers.set(header::Date::new(date));
-        headers.set(header::MessageId::from(format!("<{message_id}>")));
-        put(&mut out, &mut headers);
+        put_to(&mut out, &mut headers, contact.name.as_deref(), to_addr);
+        if verbatim("Subject", &[&subject]) {
+            put_line(&mut out, "Subject", &subject);
+        } else {
+            headers.insert_raw(header_value("Subject", subject));
+            put(&mut out, &mut headers);
+        }
+        put_date(&mut out, date);
+        put_value(
+            &mut out,
+            &mut headers,
+            "Message-ID",
+            &["<", &message_id, ">"],
+        );
         out.extend_from_slice(fixed.reply_to.as_bytes());
         // `insert_raw` replaces a header of the same name (case-insensitive) in place, as the
         // builder did for `X-A` and `x-a` in [campaign.headers].
@@ -194,29 +200,22 @@ impl Campaign {
         }
         put(&mut out, &mut headers);
         if let Some(v) = list_unsubscribe {
-            headers.insert_raw(HeaderValue::new(
-                HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                v,
-            ));
-            put(&mut out, &mut headers);
+            put_value(&mut out, &mut headers, "List-Unsubscribe", &[&v]);
             out.extend_from_slice(fixed.unsubscribe_post.as_bytes());
         }
         out.extend_from_slice(fixed.campaign.as_bytes());
-        headers.insert_raw(HeaderValue::new(
-            HeaderName::new_from_ascii_str("X-Mailroom-Token"),
-            token.clone(),
-        ));
-        put(&mut out, &mut headers);
+        put_value(&mut out, &mut headers, "X-Mailroom-Token", &[&token]);
         out.extend_from_slice(fixed.mime_version.as_bytes());
         let header_end = out.len();
         match (text, html) {
             (Some(t), Some(h)) => {
                 let boundary = format!("=_mailroom_{token}");
-                headers.insert_raw(HeaderValue::new(
-                    HeaderName::new_from_ascii_str("Content-Type"),
-                    format!("multipart/alternative; boundary=\"{boundary}\""),
-                ));
-                put(&mut out, &mut headers);
+                put_value(
+                    &mut out,
+                    &mut headers,
+                    "Content-Type",
+                    &["multipart/alternative; boundary=\"", &boundary, "\""],
+                );
                 out.extend_from_slice(b"\r\n");
                 for (content_type, body) in [(&fixed.text_type, t), (&fixed.html_type, h)] {
                     out.extend_from_slice(b"--");
@@ -306,6 +305,100 @@ fn put(out: &mut Vec<u8>, headers: &mut Headers) {
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{headers}");
     headers.clear();
+}
+
+fn put_line(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Longest header line lettre writes without folding (email-encoding's `MAX_LINE_LEN`).
+const FOLD_AT: usize = 76;
+
+/// True when lettre's `HeaderValue::new` leaves the value made of `parts` as it is: all ASCII
+/// without NUL, CR or LF (so no RFC 2047 encoded-word), and `name: value` fits 76 columns (so
+/// no fold).
+fn verbatim(name: &str, parts: &[&str]) -> bool {
+    name.len() + 2 + parts.iter().map(|p| p.len()).sum::<usize>() <= FOLD_AT
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii() && !matches!(b, 0 | b'\r' | b'\n'))
+        })
+}
+
+/// Appends the header whose value is `parts` joined, as lettre's `HeaderValue::new` encodes
+/// it. Most values need no encoding; writing them directly spares three allocations each.
+fn put_value(out: &mut Vec<u8>, headers: &mut Headers, name: &'static str, parts: &[&str]) {
+    if verbatim(name, parts) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        for p in parts {
+            out.extend_from_slice(p.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    } else {
+        headers.insert_raw(HeaderValue::new(
+            HeaderName::new_from_ascii_str(name),
+            parts.concat(),
+        ));
+        put(out, headers);
+    }
+}
+
+/// Appends the To header as lettre writes a mailbox: the display name bare when it is one
+/// atom of letters, digits, `-_.`; quoted when it also has spaces; anything else (and any
+/// name that could fold) goes through lettre.
+fn put_to(out: &mut Vec<u8>, headers: &mut Headers, name: Option<&str>, addr: Address) {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    let email: &str = addr.as_ref();
+    match name {
+        None => put_line(out, "To", email),
+        Some(n) if n.bytes().all(plain) => {
+            for p in ["To: ", n, " <", email, ">\r\n"] {
+                out.extend_from_slice(p.as_bytes());
+            }
+        }
+        // lettre can fold only inside the quoted name, after `To: "` (5 columns).
+        Some(n) if 5 + n.len() <= FOLD_AT && n.bytes().all(|b| plain(b) || b == b' ') => {
+            for p in ["To: \"", n, "\" <", email, ">\r\n"] {
+                out.extend_from_slice(p.as_bytes());
+            }
+        }
+        Some(n) => {
+            headers.set(header::To::from(Mailboxes::from(Mailbox::new(
+                Some(n.to_owned()),
+                addr,
+            ))));
+            put(out, headers);
+        }
+    }
+}
+
+thread_local! {
+    /// The last Date line formatted on this thread and its second: messages rendered in the
+    /// same second share it.
+    static DATE: std::cell::RefCell<(Option<u64>, Vec<u8>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// Appends the Date header as lettre writes it (RFC 5322 date, `+0000`).
+fn put_date(out: &mut Vec<u8>, date: SystemTime) {
+    let second = date
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs());
+    DATE.with_borrow_mut(|(cached, line)| {
+        if second.is_none() || *cached != second {
+            let mut headers = Headers::new();
+            headers.set(header::Date::new(date));
+            line.clear();
+            put(line, &mut headers);
+            *cached = second;
+        }
+        out.extend_from_slice(line);
+    });
 }
 
 /// Appends one MIME part: its Content-Type line, the encoding lettre would choose, the body.
@@ -462,6 +555,94 @@ mod tests {
             parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned),
             Some("é".repeat(30) + &"x".repeat(500))
         );
+    }
+
+    /// Header values around the fast paths' limits: fold points, quoting classes, non-ASCII.
+    fn header_samples() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "",
+            "Li",
+            "Ann Lee",
+            "Ann  Lee ",
+            " Ann",
+            "O'Brien",
+            "Zoë",
+            "a.b-c_d",
+            "Bob \"B\"",
+            "tab\there",
+            "semi;colon",
+            "<x>",
+            "x\u{7f}",
+            "=?utf-8?q?x?=",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for n in 60..=80 {
+            v.push("x".repeat(n));
+            v.push(format!("{} {}", "a".repeat(n / 2), "b".repeat(n / 2)));
+            v.push(format!("{} é", "w ".repeat(n / 2)));
+        }
+        v
+    }
+
+    fn lettre_line(h: HeaderValue) -> Vec<u8> {
+        let mut headers = Headers::new();
+        headers.insert_raw(h);
+        headers.to_string().into_bytes()
+    }
+
+    #[test]
+    fn direct_headers_match_lettre() {
+        let mut headers = Headers::new();
+        for value in header_samples() {
+            let mut ours = Vec::new();
+            put_value(&mut ours, &mut headers, "Subject", &[&value]);
+            let theirs = lettre_line(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Subject"),
+                value.clone(),
+            ));
+            assert_eq!(ours, theirs, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn direct_to_matches_lettre() {
+        let addr: Address = "reader@example.com"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        let mut headers = Headers::new();
+        for name in header_samples().into_iter().map(Some).chain([None]) {
+            let mut ours = Vec::new();
+            put_to(&mut ours, &mut headers, name.as_deref(), addr.clone());
+            let mut theirs = Headers::new();
+            theirs.set(header::To::from(Mailboxes::from(Mailbox::new(
+                name.clone(),
+                addr.clone(),
+            ))));
+            assert_eq!(ours, theirs.to_string().into_bytes(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn cached_date_matches_lettre() {
+        for secs in [
+            0,
+            1,
+            59,
+            86_399,
+            951_782_400,
+            1_790_000_000,
+            1_790_000_000,
+            4_102_444_800,
+        ] {
+            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + 999);
+            let mut ours = Vec::new();
+            put_date(&mut ours, t);
+            let mut theirs = Headers::new();
+            theirs.set(header::Date::new(t));
+            assert_eq!(ours, theirs.to_string().into_bytes(), "{secs}");
+        }
     }
 
     #[test]
