@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use handlebars::Context;
+use handlebars::{Context, Handlebars};
 use lettre::Address;
 use lettre::message::header::{self, HeaderName, HeaderValue, Headers};
 use lettre::message::{Mailbox, Mailboxes};
@@ -19,7 +19,7 @@ use super::address::control_char_problem;
 use super::contacts::Contact;
 use super::encoding;
 use super::template::render_error;
-use super::{Campaign, Error, Rendered, recipient_token};
+use super::{BUILTIN_VARIABLES, Campaign, Error, Rendered, recipient_token};
 
 /// Longest rendered unsubscribe URL accepted: it must fit one header line (998 octets).
 const MAX_URL: usize = 900;
@@ -34,17 +34,33 @@ impl Campaign {
     }
 
     fn render_plain(&self, name: &str, ctx: &Context, contact: &Contact) -> Result<String, Error> {
-        self.templates
-            .plain
-            .render_with_context(name, ctx)
-            .map_err(|e| self.row_error(contact, render_error(&e, name, contact.line)))
+        self.render_in(&self.templates.plain, name, ctx, contact)
     }
 
     fn render_html(&self, name: &str, ctx: &Context, contact: &Contact) -> Result<String, Error> {
-        self.templates
-            .html
-            .render_with_context(name, ctx)
-            .map_err(|e| self.row_error(contact, render_error(&e, name, contact.line)))
+        self.render_in(&self.templates.html, name, ctx, contact)
+    }
+
+    /// Renders into a buffer sized for a message part: `render_with_context` would allocate
+    /// 8 KiB for every value, a subject as much as a body.
+    fn render_in(
+        &self,
+        registry: &Handlebars<'static>,
+        name: &str,
+        ctx: &Context,
+        contact: &Contact,
+    ) -> Result<String, Error> {
+        let mut out = Vec::with_capacity(512);
+        registry
+            .render_with_context_to_write(name, ctx, &mut out)
+            .map_err(|e| self.row_error(contact, render_error(&e, name, contact.line)))?;
+        // Handlebars writes only `&str` pieces, so this never fails.
+        String::from_utf8(out).map_err(|e| {
+            self.row_error(
+                contact,
+                format!("line {}: template `{name}` failed: {e}", contact.line),
+            )
+        })
     }
 
     /// Rejects `value`, rendered from `template` for header `what`, if it holds a control
@@ -52,7 +68,7 @@ impl Campaign {
     fn header_safe(
         &self,
         contact: &Contact,
-        what: &str,
+        what: &dyn std::fmt::Display,
         template: &str,
         value: &str,
     ) -> Result<(), Error> {
@@ -85,8 +101,11 @@ impl Campaign {
         let name = self.name();
         let token = recipient_token(name, &contact.email);
         let mut vars = Map::with_capacity(contact.fields.len() + 5);
+        // A column named like a built-in variable is shadowed by it: not copied at all.
         for (k, v) in &contact.fields {
-            vars.insert(k.clone(), Json::String(v.clone()));
+            if !BUILTIN_VARIABLES.contains(&k.as_str()) {
+                vars.insert(k.clone(), Json::String(v.clone()));
+            }
         }
         vars.insert("email".into(), Json::String(contact.email.clone()));
         vars.insert(
@@ -102,7 +121,7 @@ impl Campaign {
         let mut list_unsubscribe = None;
         if let Some(names) = &self.names.unsubscribe {
             let url = self.render_plain(&names.url, &ctx, contact)?;
-            self.header_safe(contact, "unsubscribe URL", &names.url, &url)?;
+            self.header_safe(contact, &"unsubscribe URL", &names.url, &url)?;
             let url = uri_escape(url.trim());
             if url.len() > MAX_URL {
                 return Err(self.row_error(
@@ -114,13 +133,18 @@ impl Campaign {
                     ),
                 ));
             }
-            let mut header = format!("<{url}>");
+            let mut header = String::with_capacity(url.len() + 2);
+            header.push('<');
+            header.push_str(&url);
+            header.push('>');
             if let Some(mailto) = &names.mailto {
                 let m = self.render_plain(mailto, &ctx, contact)?;
-                self.header_safe(contact, "unsubscribe mailto", mailto, &m)?;
+                self.header_safe(contact, &"unsubscribe mailto", mailto, &m)?;
                 let m = m.trim();
                 let m = m.strip_prefix("mailto:").unwrap_or(m);
-                header.push_str(&format!(", <mailto:{}>", uri_escape(m)));
+                header.push_str(", <mailto:");
+                header.push_str(&uri_escape(m));
+                header.push('>');
             }
             if let Json::Object(map) = ctx.data_mut() {
                 map.insert("unsubscribe_url".into(), Json::String(url));
@@ -129,7 +153,7 @@ impl Campaign {
         }
 
         let subject = self.render_plain(&self.names.subject, &ctx, contact)?;
-        self.header_safe(contact, "subject", &self.names.subject, &subject)?;
+        self.header_safe(contact, &"subject", &self.names.subject, &subject)?;
 
         let to_addr: Address = contact.email.parse().map_err(|e| {
             self.row_error(
@@ -141,7 +165,7 @@ impl Campaign {
         let mut customs = Vec::with_capacity(self.names.headers.len());
         for (header, template) in &self.names.headers {
             let value = self.render_plain(template, &ctx, contact)?;
-            self.header_safe(contact, &format!("header {header}"), template, &value)?;
+            self.header_safe(contact, &format_args!("header {header}"), template, &value)?;
             customs.push(encode_header(header.clone(), value));
         }
 
@@ -512,7 +536,10 @@ fn uri_escape(s: &str) -> String {
         {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0F)]));
         }
     }
     out
