@@ -34,30 +34,25 @@ impl fmt::Display for Cte {
 /// escaping, else base64. Measured on the text before CRLF conversion, as lettre does.
 pub(crate) fn choose(s: &str) -> Cte {
     let b = s.as_bytes();
-    let mut ascii = true;
-    let mut too_long = false;
-    let mut escaped = 0;
-    // email-encoding measures from one LF's index to the next (so the LF counts, except on
-    // the first line); kept exactly, since it decides between 7bit and quoted-printable.
-    let mut last_lf = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if !matches!(c, b'\t' | b' '..=b'~') {
-            escaped += 1;
-            ascii &= c.is_ascii();
-            if c == b'\n' {
-                too_long |= i - last_lf >= LIMIT;
-                last_lf = i;
-            }
-        }
+    if b.is_ascii() && !line_too_long(b) {
+        return Cte::SevenBit;
     }
-    too_long |= b.len() - last_lf >= LIMIT;
-    if ascii && !too_long {
-        Cte::SevenBit
-    } else if escaped <= b.len() / 3 {
+    let escaped = b
+        .iter()
+        .filter(|&&c| !matches!(c, b'\t' | b' '..=b'~'))
+        .count();
+    if escaped <= b.len() / 3 {
         Cte::QuotedPrintable
     } else {
         Cte::Base64
     }
+}
+
+/// email-encoding measures from one LF's index to the next, so the LF counts on every line
+/// but the first; kept exactly, since it decides between 7bit and quoted-printable.
+fn line_too_long(b: &[u8]) -> bool {
+    let mut lines = b.split(|c| *c == b'\n');
+    lines.next().is_some_and(|first| first.len() >= LIMIT) || lines.any(|l| l.len() + 1 >= LIMIT)
 }
 
 /// Appends `s` encoded with `cte`, with CRLF line ends (the CR is added before every LF that

@@ -258,7 +258,13 @@ impl Campaign {
         // Only the header section needs the check: every body encoding lettre chooses keeps
         // lines within 76 octets (7bit only when no line reaches 76; QP and base64 wrap at 76).
         debug_assert!(longest_line(&out[header_end..]).is_none_or(|l| l <= 76));
-        if let Some(len) = longest_line(&out[..header_end]).filter(|l| *l > MAX_LINE) {
+        // No line can be longer than the whole header section, usually under 998 octets.
+        let longest = if header_end > MAX_LINE {
+            longest_line(&out[..header_end])
+        } else {
+            None
+        };
+        if let Some(len) = longest.filter(|l| *l > MAX_LINE) {
             // lettre folds only at spaces; anything it could not fold is refused, never sent.
             return Err(self.row_error(
                 contact,
