@@ -8,6 +8,7 @@
 mod address;
 pub mod config;
 mod contacts;
+mod encoding;
 mod message;
 pub mod template;
 
@@ -27,7 +28,7 @@ pub use contacts::{Contact, ContactEntry, Contacts};
 pub use template::{BUILTIN_VARIABLES, MissingVariable};
 
 use contacts::Header;
-use message::{Body, Names, UnsubscribeNames};
+use message::{Body, Fixed, Names, UnsubscribeNames};
 use template::{Source, Templates};
 
 /// Everything that can go wrong loading or rendering a campaign.
@@ -197,9 +198,9 @@ pub struct Campaign {
     header: Header,
     templates: Templates,
     names: Names,
+    fixed: Fixed,
     from: Mailbox,
     from_domain: String,
-    reply_to: Option<Mailbox>,
     /// First 8 chars of the campaign's own token: namespaces Message-IDs per campaign.
     campaign_hash: String,
 }
@@ -386,7 +387,9 @@ impl Campaign {
             .collect();
 
         let campaign_hash = recipient_token(&c.name, "").chars().take(8).collect();
+        let fixed = Fixed::new(&from, reply_to.as_ref(), &c.name);
         Ok(Campaign {
+            fixed,
             names: Names {
                 mentions,
                 subject: "campaign.subject".into(),
@@ -400,7 +403,6 @@ impl Campaign {
             templates,
             from,
             from_domain,
-            reply_to,
             campaign_hash,
             config,
         })
