@@ -466,7 +466,7 @@ struct Progress {
     ticker: Option<tokio::task::JoinHandle<()>>,
     /// One log line per outcome on stdout (not on a terminal), buffered: at thousands of
     /// messages a second, a write(2) per line costs more than the line is worth. Flushed every
-    /// half second and at the end, so a log follower stays current.
+    /// 100 ms and at the end, so a log follower stays current.
     lines: Option<Arc<std::sync::Mutex<std::io::BufWriter<std::io::Stdout>>>>,
 }
 
@@ -478,7 +478,7 @@ impl Progress {
             )));
             let out = lines.clone();
             let ticker = tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
                 loop {
                     tick.tick().await;
                     let _ = lock(&out).flush();
