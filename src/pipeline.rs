@@ -5,9 +5,9 @@
 //! workers each own one SMTP session; every worker renders its row into a message, waits for
 //! the shared rate limiter (and the recipient domain's), notes in the in-flight journal that the
 //! transaction starts (see `store::journal`), runs it and queues the outcome for the ledger
-//! writer. A claimed row is always sent, charged, or given back uncharged. "Slow down" replies give the claim back and slow the
-//! whole run; sender/relay problems pause it; auth/TLS failures abort it; in both cases the
-//! recipients not yet sent stay exactly as they were.
+//! writer. A claimed row is always sent, charged, or given back uncharged. "Slow down" replies
+//! give the claim back and slow the whole run; sender/relay problems pause it; auth/TLS failures
+//! abort it; in both cases the recipients not yet sent stay exactly as they were.
 //!
 //! This module must not parse campaigns or SMTP replies itself: rendering comes through
 //! [`Render`], reply meaning from `transport::classify`.
@@ -254,8 +254,9 @@ pub struct Prepared {
 
 /// Opens the ledger, imports `contacts` (idempotent), recovers the `sending` leftovers of a
 /// crashed run (`unknown` if their transaction had started, given back otherwise: see
-/// `store::journal`), empties the in-flight journal, and starts a run row. Takes the ledger's send lock first (see
-/// [`store::RunLock`]): recovery is only right when no other send is running.
+/// `store::journal`), empties the in-flight journal, and starts a run row. Takes the ledger's
+/// send lock first (see [`store::RunLock`]): recovery is only right when no other send is
+/// running.
 ///
 /// # Errors
 /// When the ledger cannot be opened or written.
