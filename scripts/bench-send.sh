@@ -115,8 +115,9 @@ Both tools send $N messages of about $size bytes over $SESSIONS reused loopback 
 Postfix's \`smtp-sink\` (accepts and discards). \`smtp-source -d\` is Postfix's load generator: a
 fixed payload, no templates, no bookkeeping. \`mailroom send\` is the whole command: imports
 $N contacts into a fresh SQLite ledger, renders every message from Handlebars templates
-(text + HTML, per-recipient headers), claims each recipient durably before its transaction,
-records every reply, with \`[rate] per_second = 1000000\` and \`security = "none"\`.
+(text + HTML, per-recipient headers), claims recipients in the ledger before their transaction
+(in blocks, with one in-flight journal line per transaction), records every reply in the ledger
+and logs it as a line on stdout, with \`[rate] per_second = 1000000\` and \`security = "none"\`.
 
 | messages | sessions | bytes/msg | smtp-source msg/s | mailroom send, whole command, msg/s | ratio | mailroom send, delivery, msg/s | ratio |
 |---:|---:|---:|---:|---:|---:|---:|---:|
