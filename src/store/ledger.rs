@@ -152,6 +152,22 @@ where
         params![campaign_id],
         |r| r.get(0),
     )?;
+    // A first import can be a million rows: rather than the per-row counter trigger (migration
+    // 0004), count the campaign's rows once at the end. The trigger is dropped and re-created
+    // inside this transaction, so no other connection ever sees the ledger without it.
+    let counter_trigger: Option<String> = if known_before {
+        None
+    } else {
+        tx.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'report_counts_insert'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+    };
+    if counter_trigger.is_some() {
+        tx.execute_batch("DROP TRIGGER report_counts_insert")?;
+    }
     // The addresses in the file, to find the rows that left it.
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS import_seen (email TEXT PRIMARY KEY);
@@ -201,6 +217,16 @@ where
                 seen.execute(params![row.email])?;
             }
         }
+    }
+    if let Some(trigger) = counter_trigger {
+        tx.execute(
+            "INSERT INTO report_counts (campaign_id, domain, state, relay_accepted, n)
+             SELECT campaign_id, domain, state, relay_accepted, count(*) FROM recipients
+             WHERE campaign_id = ?1 GROUP BY campaign_id, domain, state, relay_accepted
+             ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            params![campaign_id],
+        )?;
+        tx.execute_batch(&trigger)?;
     }
     if known_before {
         tx.execute(
@@ -633,6 +659,46 @@ mod tests {
             }
         );
         assert_eq!(ensure_campaign(&conn, "spring").unwrap(), c);
+    }
+
+    #[test]
+    fn first_import_counts_in_bulk_and_keeps_the_counter_trigger() {
+        let (_d, mut conn, c) = ledger();
+        let counted = |conn: &Connection| -> i64 {
+            conn.query_row(
+                "SELECT coalesce(sum(n), 0) FROM report_counts WHERE campaign_id = ?1",
+                [c],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let trigger = |conn: &Connection| -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_master
+                 WHERE type = 'trigger' AND name = 'report_counts_insert'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        import(&mut conn, c, (0..5).map(ok)).unwrap();
+        assert_eq!((counted(&conn), trigger(&conn)), (5, 1));
+        // A later import adds through the trigger again.
+        import(&mut conn, c, (0..8).map(ok)).unwrap();
+        assert_eq!((counted(&conn), trigger(&conn)), (8, 1));
+        // A failed first import of another campaign rolls back with the trigger in place.
+        let other = ensure_campaign(&conn, "autumn").unwrap();
+        let failing = (100..103).map(|i| if i == 102 { Err(()) } else { ok(i) });
+        assert!(import(&mut conn, other, failing).is_err());
+        assert_eq!(trigger(&conn), 1);
+        let rows: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM recipients WHERE campaign_id = ?1",
+                [other],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 0);
     }
 
     #[test]
