@@ -252,9 +252,9 @@ pub struct Prepared {
     pub recovered: ledger::Recovered,
 }
 
-/// Opens the ledger, imports `contacts` (idempotent), recovers the `sending` leftovers of a
-/// crashed run (`unknown` if their transaction had started, given back otherwise: see
-/// `store::journal`), empties the in-flight journal, and starts a run row. Takes the ledger's
+/// Opens the ledger, recovers the `sending` leftovers of a crashed run in any campaign
+/// (`unknown` if their transaction had started, given back otherwise: see `store::journal`),
+/// empties the in-flight journal, imports `contacts` (idempotent), and starts a run row. Takes the ledger's
 /// send lock first (see [`store::RunLock`]): recovery is only right when no other send is
 /// running.
 ///
@@ -281,19 +281,22 @@ where
     // that follows rewrites many of them, and one checkpoint at the end copies each page once.
     // Failure to set it only costs speed.
     let _ = conn.pragma_update(None, "wal_autocheckpoint", 10_000);
-    let campaign_id = ledger::ensure_campaign(&conn, campaign).map_err(sql)?;
-    let imported = ledger::import(&mut conn, campaign_id, contacts).map_err(|e| match e {
-        ledger::ImportError::Sqlite(source) => sql(source),
-        ledger::ImportError::Source(e) => Error::Contacts(e.to_string()),
-    })?;
+    // Recovery first, for the whole ledger: the journal is the ledger's, not the campaign's, and
+    // rows given back to pending must then go through the import like any other (a contact
+    // removed from the file meanwhile is marked removed, corrected fields are taken).
     let journal_error = |source| Error::Journal {
         path: store::journal::path_for(path),
         source,
     };
     let started = store::journal::read(path).map_err(journal_error)?;
-    let recovered = ledger::recover_interrupted(&mut conn, campaign_id, &started).map_err(sql)?;
+    let recovered = ledger::recover_interrupted(&mut conn, &started).map_err(sql)?;
     // Only now that recovery is committed: what the journal said is in the ledger.
     store::journal::reset(path).map_err(journal_error)?;
+    let campaign_id = ledger::ensure_campaign(&conn, campaign).map_err(sql)?;
+    let imported = ledger::import(&mut conn, campaign_id, contacts).map_err(|e| match e {
+        ledger::ImportError::Sqlite(source) => sql(source),
+        ledger::ImportError::Source(e) => Error::Contacts(e.to_string()),
+    })?;
     let run_id = ledger::start_run(&conn, campaign_id, host, security).map_err(sql)?;
     Ok(Prepared {
         conn,

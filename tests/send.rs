@@ -1680,3 +1680,104 @@ fn import_validation_keeps_file_order_and_names_every_unbuildable_row() {
             .all(|u| u.reason.contains("line "))
     );
 }
+
+/// Claims every due row of `campaign` as run `run` would, and notes in the in-flight journal that
+/// the transactions of the first `started` of them began: the ledger as a kill -9 leaves it.
+fn crash_with_claims(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    campaign: i64,
+    run: i64,
+    started: usize,
+) {
+    use mailroom::store::{Claim, journal, ledger};
+    let due = ledger::due_rows(conn, campaign, 0, ledger::now_ms(), false, 100).unwrap();
+    let journal = journal::Journal::open(path).unwrap();
+    for (i, row) in due.iter().enumerate() {
+        let claim = Claim {
+            recipient_id: row.id,
+            run_id: run,
+            expected_state: row.state,
+            expected_attempts: row.attempts,
+        };
+        ledger::claim(conn, &claim).unwrap();
+        if i < started {
+            journal.started(run, row.id).unwrap();
+        }
+    }
+}
+
+fn imported(people: Vec<NewRecipient>) -> impl Iterator<Item = Result<NewRecipient, String>> {
+    people.into_iter().map(Ok)
+}
+
+#[test]
+fn a_send_of_another_campaign_does_not_lose_a_crashed_campaigns_journal() {
+    let l = ledger();
+    let a = pipeline::prepare(
+        &l.path,
+        "spring",
+        imported(people(&numbered("a", 3))),
+        "h",
+        "none",
+    )
+    .unwrap();
+    crash_with_claims(&a.conn, &l.path, a.campaign_id, a.run_id, 2);
+    let spring = a.campaign_id;
+    drop(a);
+    // Another campaign on the same ledger runs first: it must not throw away what the journal
+    // says about the first one (its two started transactions may be at the relay).
+    let b = pipeline::prepare(
+        &l.path,
+        "autumn",
+        imported(people(&numbered("bb", 2))),
+        "h",
+        "none",
+    )
+    .unwrap();
+    assert_eq!((b.recovered.unknown, b.recovered.returned), (2, 1));
+    assert_eq!(b.imported.inserted, 2);
+    drop(b);
+    let again = pipeline::prepare(
+        &l.path,
+        "spring",
+        imported(people(&numbered("a", 3))),
+        "h",
+        "none",
+    )
+    .unwrap();
+    assert_eq!((again.recovered.unknown, again.recovered.returned), (0, 0));
+    let st = states(&l.path);
+    assert_eq!(st.get("unknown"), Some(&2), "{st:?}");
+    // Nothing started is due again; the one never started is.
+    assert_eq!(pipeline::count_due(&again.conn, spring, false).unwrap(), 1);
+}
+
+#[test]
+fn a_claim_given_back_after_a_crash_respects_a_contact_removed_from_the_file() {
+    let l = ledger();
+    let a = pipeline::prepare(
+        &l.path,
+        "spring",
+        imported(people(&numbered("a", 3))),
+        "h",
+        "none",
+    )
+    .unwrap();
+    crash_with_claims(&a.conn, &l.path, a.campaign_id, a.run_id, 0);
+    let spring = a.campaign_id;
+    drop(a);
+    // a2 left the file before the next send: given back by recovery, it must then be marked
+    // removed by the import like any pending row, not sent.
+    let next = pipeline::prepare(
+        &l.path,
+        "spring",
+        imported(people(&numbered("a", 2))),
+        "h",
+        "none",
+    )
+    .unwrap();
+    assert_eq!(next.recovered.returned, 3);
+    assert_eq!(next.imported.removed, 1);
+    assert_eq!(pipeline::count_due(&next.conn, spring, false).unwrap(), 2);
+}

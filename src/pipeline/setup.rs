@@ -188,6 +188,10 @@ pub struct Validated {
     stats: ContactStats,
     /// Set once an error was handed out: the import stops there.
     failed: bool,
+    /// How many batches the reader sent, set when it reached the end of the file: a stream that
+    /// ends before that many arrived lost one (a thread died), which must not pass for the end.
+    total: Arc<std::sync::OnceLock<u64>>,
+    path: PathBuf,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -214,14 +218,17 @@ impl Validated {
         let mut threads = Vec::with_capacity(checkers + 1);
         // `Contacts` borrows the campaign; the reader thread owns its own Arc.
         drop(contacts);
+        let total = Arc::new(std::sync::OnceLock::new());
         let reader = {
             let campaign = campaign.clone();
+            let total = total.clone();
             std::thread::Builder::new()
                 .name("contacts-read".into())
                 .spawn(move || {
                     let contacts = match campaign.contacts() {
                         Ok(contacts) => contacts,
                         Err(e) => {
+                            let _ = total.set(1);
                             let _ = work_tx.send((0, vec![Err(e)]));
                             return;
                         }
@@ -234,6 +241,9 @@ impl Validated {
                         if failed || batch.len() == IMPORT_BATCH {
                             let full =
                                 std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH));
+                            if failed {
+                                let _ = total.set(seq + 1);
+                            }
                             // After an error, or once the import stopped, nobody wants more.
                             if work_tx.send((seq, full)).is_err() || failed {
                                 return;
@@ -242,7 +252,10 @@ impl Validated {
                         }
                     }
                     if !batch.is_empty() {
+                        let _ = total.set(seq + 1);
                         let _ = work_tx.send((seq, batch));
+                    } else {
+                        let _ = total.set(seq);
                     }
                 })
                 .map_err(spawn_error)?
@@ -285,6 +298,8 @@ impl Validated {
             batch: Vec::new().into_iter(),
             stats: ContactStats::default(),
             failed: false,
+            total,
+            path,
             threads,
         })
     }
@@ -326,8 +341,23 @@ impl Iterator for &mut Validated {
                 if let Some(batch) = self.early.remove(&self.next) {
                     break batch;
                 }
-                let (seq, batch) = self.results.recv().ok()?;
-                self.early.insert(seq, batch);
+                match self.results.recv() {
+                    Ok((seq, batch)) => {
+                        self.early.insert(seq, batch);
+                    }
+                    // Every thread is gone: the end of the file, or a thread that died.
+                    Err(_) if self.total.get() == Some(&self.next) => return None,
+                    Err(_) => {
+                        self.failed = true;
+                        return Some(Err(campaign::Error::Read {
+                            path: self.path.clone(),
+                            source: std::io::Error::other(
+                                "checking the contacts stopped before the end of the file \
+                                 (a worker thread failed); nothing was imported",
+                            ),
+                        }));
+                    }
+                }
             };
             self.next += 1;
             self.batch = batch.into_iter();

@@ -1,5 +1,5 @@
 //! The in-flight journal: a small append-only file next to the ledger (`<ledger>-inflight`)
-//! with one line, `<run id> <recipient id>`, per SMTP transaction a worker is about to start.
+//! with one line, `s <run id> <recipient id>`, per SMTP transaction a worker is about to start.
 //!
 //! Why it exists: the delivery pipeline claims recipients (`sending`, committed) in blocks, so
 //! that one commit covers many rows instead of one. After a crash, a `sending` row is either a
@@ -71,9 +71,11 @@ pub fn read(ledger: &Path) -> io::Result<Started> {
     }
     let mut started = HashSet::new();
     for line in text.lines() {
+        // The leading "s" makes a line glued to the rest of a short write unreadable (a cut
+        // "s 1" followed by "s 12 46" reads "s 1s 12 46", not a valid pair).
         let mut parts = line.split(' ');
-        let parsed = match (parts.next(), parts.next(), parts.next()) {
-            (Some(run), Some(id), None) => run.parse().ok().zip(id.parse().ok()),
+        let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("s"), Some(run), Some(id), None) => run.parse().ok().zip(id.parse().ok()),
             _ => None,
         };
         // A line this code did not write: the file cannot be trusted to be complete.
@@ -116,7 +118,7 @@ impl Journal {
     /// # Errors
     /// When the write fails or is short: the caller must not start the transaction.
     pub fn started(&self, run_id: i64, recipient_id: i64) -> io::Result<()> {
-        let line = format!("{run_id} {recipient_id}\n");
+        let line = format!("s {run_id} {recipient_id}\n");
         let written = (&self.file).write(line.as_bytes())?;
         if written == line.len() {
             Ok(())
@@ -167,10 +169,20 @@ mod tests {
     fn a_line_it_did_not_write_makes_the_whole_journal_untrusted() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = dir.path().join("l.db");
-        // A line cut short ("3 10" written as "3 1") must not be read as row 1.
-        std::fs::write(path_for(&ledger), "3 10\n3 1").unwrap();
+        std::fs::write(path_for(&ledger), "s 3 10\n").unwrap();
+        assert!(read(&ledger).unwrap().may_have_started(Some(3), 10));
+        // A line cut short at the end ("s 3 10" written as "s 3 1") must not be read as row 1.
+        std::fs::write(path_for(&ledger), "s 3 10\ns 3 1").unwrap();
         assert_eq!(read(&ledger).unwrap(), Started::Unknown);
-        std::fs::write(path_for(&ledger), "3 10\nthree\n").unwrap();
+        // Nor a cut line that another worker's line was appended to.
+        std::fs::write(path_for(&ledger), "s 3 10\ns 1s 12 46\n").unwrap();
+        assert_eq!(read(&ledger).unwrap(), Started::Unknown);
+        std::fs::write(path_for(&ledger), "s 3 10\ns 3 1s 3 46\n").unwrap();
+        assert_eq!(read(&ledger).unwrap(), Started::Unknown);
+        std::fs::write(path_for(&ledger), "s 3 10\nthree\n").unwrap();
+        assert_eq!(read(&ledger).unwrap(), Started::Unknown);
+        // Lines in the older form without the marker are not this format either.
+        std::fs::write(path_for(&ledger), "3 10\n").unwrap();
         assert_eq!(read(&ledger).unwrap(), Started::Unknown);
     }
 }

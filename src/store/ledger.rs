@@ -269,22 +269,22 @@ pub struct Recovered {
     pub returned: u64,
 }
 
-/// Crash recovery: rows left `sending` by a run that did not finish. Those whose transaction
-/// may have started (per the in-flight journal, see `store::journal`) cannot be known to have
-/// been sent or not, so they become `unknown` (with an attempt saying why); those the journal
-/// shows were never started go back to the state they were claimed from, uncharged.
+/// Crash recovery: rows left `sending` by a run that did not finish, in every campaign of the
+/// ledger (the journal is one per ledger, and so is the send lock the caller must hold: no
+/// `sending` row can belong to a live run). Those whose transaction may have started (per the
+/// in-flight journal, see `store::journal`) cannot be known to have been sent or not, so they
+/// become `unknown` (with an attempt saying why); those the journal shows were never started go
+/// back to the state they were claimed from, uncharged. Runs left open are closed as `crashed`.
 pub fn recover_interrupted(
     conn: &mut Connection,
-    campaign_id: i64,
     started: &super::journal::Started,
 ) -> rusqlite::Result<Recovered> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = now_ms();
     let left: Vec<(i64, Option<i64>)> = {
-        let mut stmt = tx.prepare(
-            "SELECT id, claimed_run FROM recipients WHERE campaign_id = ?1 AND state = 'sending'",
-        )?;
-        let rows = stmt.query_map(params![campaign_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt =
+            tx.prepare("SELECT id, claimed_run FROM recipients WHERE state = 'sending'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut recovered = Recovered::default();
@@ -316,23 +316,23 @@ pub fn recover_interrupted(
         }
     }
     tx.execute(
-        "UPDATE runs SET finished_at = ?2, outcome = 'crashed'
-         WHERE campaign_id = ?1 AND finished_at IS NULL",
-        params![campaign_id, now],
+        "UPDATE runs SET finished_at = ?1, outcome = 'crashed' WHERE finished_at IS NULL",
+        params![now],
     )?;
     tx.commit()?;
     Ok(recovered)
 }
 
-/// The addresses of a campaign that are final in the ledger (neither pending nor deferred):
-/// they are never sent again, so the import need not validate them. Empty for a new campaign.
+/// The addresses of a campaign that are final in the ledger (neither pending nor deferred, nor
+/// `sending`: crash recovery may give those back): they are never sent again, so the import
+/// need not validate them. Empty for a new campaign.
 pub fn final_addresses(
     conn: &Connection,
     campaign: &str,
 ) -> rusqlite::Result<std::collections::HashSet<String>> {
     let mut stmt = conn.prepare(
         "SELECT r.email FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
-         WHERE c.name = ?1 AND r.state NOT IN ('pending', 'deferred')",
+         WHERE c.name = ?1 AND r.state NOT IN ('pending', 'deferred', 'sending')",
     )?;
     let rows = stmt.query_map(params![campaign], |r| r.get::<_, String>(0))?;
     rows.collect()
@@ -854,7 +854,7 @@ mod tests {
             claim(&conn, &cl).unwrap();
         }
         // No journal: either claim may have gone out.
-        let recovered = recover_interrupted(&mut conn, c, &Started::Unknown).unwrap();
+        let recovered = recover_interrupted(&mut conn, &Started::Unknown).unwrap();
         assert_eq!(
             recovered,
             Recovered {
@@ -928,7 +928,7 @@ mod tests {
         }
         // Row 0's transaction started in this run; row 1 was started by an earlier run only.
         let started = Started::These([(run, due[0].id), (run0, due[1].id)].into());
-        let recovered = recover_interrupted(&mut conn, c, &started).unwrap();
+        let recovered = recover_interrupted(&mut conn, &started).unwrap();
         assert_eq!(
             recovered,
             Recovered {
