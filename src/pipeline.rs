@@ -76,7 +76,10 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("in-flight journal {path}: {source}")]
+    #[error(
+        "in-flight journal {path}: {source}\n\nmailroom keeps this file next to the ledger; make \
+         sure the ledger's folder is writable (and not full), then run `mailroom send` again."
+    )]
     Journal {
         path: PathBuf,
         #[source]
@@ -1023,7 +1026,8 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
         // this row `unknown` rather than giving it back.
         if let Err(e) = shared.journal.started(shared.run_id, job.row.id) {
             shared.stop(End::Aborted(format!(
-                "cannot write the in-flight journal {}: {e}",
+                "cannot write the in-flight journal {}: {e}; make sure the ledger's folder is \
+                 writable and not full, then run `mailroom send` again",
                 shared.journal.path().display()
             )));
             return unsent(shared, job, claimed).await;

@@ -292,14 +292,7 @@ async fn a_refused_sender_pauses_and_leaves_everyone_untouched() {
     let server = Server::start(ServerOptions::default()).await;
     let l = ledger();
     let locals = numbered("d", 5);
-    let prepared = pipeline::prepare(
-        &l.path,
-        "spring",
-        people(&locals).into_iter().map(Ok::<_, String>),
-        "127.0.0.1",
-        "none",
-    )
-    .unwrap();
+    let prepared = prepared(&l.path, "spring", &locals);
     let (writer, thread) = Writer::spawn(prepared.conn, l.path.clone()).unwrap();
     let transport = Transport::new(settings(server.addr.port())).await.unwrap();
     let summary = pipeline::run(Run {
@@ -1499,14 +1492,7 @@ async fn a_ledger_failure_mid_run_halts_the_workers_and_closes_the_run() {
     // its commit (which is when the failure shows).
     locals.extend(numbered("after", 500));
     let settings = settings(server.addr.port());
-    let prepared = pipeline::prepare(
-        &l.path,
-        "spring",
-        people(&locals).into_iter().map(Ok::<_, String>),
-        &settings.host,
-        "none",
-    )
-    .unwrap();
+    let prepared = prepared(&l.path, "spring", &locals);
     let run_id = prepared.run_id;
     let (writer, thread) = Writer::spawn(prepared.conn, l.path.clone()).unwrap();
     let mut opts = options(1);
@@ -1707,45 +1693,26 @@ fn crash_with_claims(
     }
 }
 
-fn imported(people: Vec<NewRecipient>) -> impl Iterator<Item = Result<NewRecipient, String>> {
-    people.into_iter().map(Ok)
+/// `pipeline::prepare` of campaign `campaign` with the contacts `locals` (recovery and import).
+fn prepared(path: &Path, campaign: &str, locals: &[String]) -> pipeline::Prepared {
+    let rows = people(locals).into_iter().map(Ok::<_, String>);
+    pipeline::prepare(path, campaign, rows, "127.0.0.1", "none").unwrap()
 }
 
 #[test]
 fn a_send_of_another_campaign_does_not_lose_a_crashed_campaigns_journal() {
     let l = ledger();
-    let a = pipeline::prepare(
-        &l.path,
-        "spring",
-        imported(people(&numbered("a", 3))),
-        "h",
-        "none",
-    )
-    .unwrap();
+    let a = prepared(&l.path, "spring", &numbered("a", 3));
     crash_with_claims(&a.conn, &l.path, a.campaign_id, a.run_id, 2);
     let spring = a.campaign_id;
     drop(a);
     // Another campaign on the same ledger runs first: it must not throw away what the journal
     // says about the first one (its two started transactions may be at the relay).
-    let b = pipeline::prepare(
-        &l.path,
-        "autumn",
-        imported(people(&numbered("bb", 2))),
-        "h",
-        "none",
-    )
-    .unwrap();
+    let b = prepared(&l.path, "autumn", &numbered("bb", 2));
     assert_eq!((b.recovered.unknown, b.recovered.returned), (2, 1));
     assert_eq!(b.imported.inserted, 2);
     drop(b);
-    let again = pipeline::prepare(
-        &l.path,
-        "spring",
-        imported(people(&numbered("a", 3))),
-        "h",
-        "none",
-    )
-    .unwrap();
+    let again = prepared(&l.path, "spring", &numbered("a", 3));
     assert_eq!((again.recovered.unknown, again.recovered.returned), (0, 0));
     let st = states(&l.path);
     assert_eq!(st.get("unknown"), Some(&2), "{st:?}");
@@ -1756,27 +1723,13 @@ fn a_send_of_another_campaign_does_not_lose_a_crashed_campaigns_journal() {
 #[test]
 fn a_claim_given_back_after_a_crash_respects_a_contact_removed_from_the_file() {
     let l = ledger();
-    let a = pipeline::prepare(
-        &l.path,
-        "spring",
-        imported(people(&numbered("a", 3))),
-        "h",
-        "none",
-    )
-    .unwrap();
+    let a = prepared(&l.path, "spring", &numbered("a", 3));
     crash_with_claims(&a.conn, &l.path, a.campaign_id, a.run_id, 0);
     let spring = a.campaign_id;
     drop(a);
     // a2 left the file before the next send: given back by recovery, it must then be marked
     // removed by the import like any pending row, not sent.
-    let next = pipeline::prepare(
-        &l.path,
-        "spring",
-        imported(people(&numbered("a", 2))),
-        "h",
-        "none",
-    )
-    .unwrap();
+    let next = prepared(&l.path, "spring", &numbered("a", 2));
     assert_eq!(next.recovered.returned, 3);
     assert_eq!(next.imported.removed, 1);
     assert_eq!(pipeline::count_due(&next.conn, spring, false).unwrap(), 2);

@@ -353,7 +353,9 @@ impl Iterator for &mut Validated {
                             path: self.path.clone(),
                             source: std::io::Error::other(
                                 "checking the contacts stopped before the end of the file \
-                                 (a worker thread failed); nothing was imported",
+                                 (a worker thread failed); nothing was imported. This is a \
+                                 bug in mailroom: please report it, with the contacts file \
+                                 if you can",
                             ),
                         }));
                     }

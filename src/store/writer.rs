@@ -36,7 +36,6 @@ const BUSY_RETRIES: u32 = 8;
 const BUSY_BACKOFF: Duration = Duration::from_millis(25);
 
 enum Op {
-    Claim(Claim, oneshot::Sender<Result<ClaimResult, String>>),
     ClaimMany(
         Vec<Claim>,
         oneshot::Sender<Result<Vec<ClaimResult>, String>>,
@@ -49,7 +48,7 @@ enum Op {
 
 impl Op {
     fn wants_ack(&self) -> bool {
-        matches!(self, Op::Claim(..) | Op::ClaimMany(..) | Op::Sync(_))
+        matches!(self, Op::ClaimMany(..) | Op::Sync(_))
     }
 }
 
@@ -134,15 +133,11 @@ impl Writer {
     /// # Errors
     /// When the ledger cannot be written.
     pub async fn claim(&self, claim: Claim) -> Result<ClaimResult, Error> {
-        let (ack, wait) = oneshot::channel();
-        self.tx
-            .send(Op::Claim(claim, ack))
-            .await
-            .map_err(|_| self.gone())?;
-        self.thread.unpark();
-        wait.await
-            .map_err(|_| self.gone())?
-            .map_err(|e| self.failed(e))
+        let results = self.claim_many(vec![claim]).await?;
+        results
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.failed("the ledger writer answered no claim".into()))
     }
 
     /// Claims several rows in one commit; returns once it is committed, with one result per
@@ -285,9 +280,6 @@ fn run(
         }
         for op in batch.drain(..) {
             match op {
-                Op::Claim(_, ack) => {
-                    let _ = ack.send(Err(failure.clone().unwrap_or_default()));
-                }
                 Op::ClaimMany(_, ack) => {
                     let _ = ack.send(Err(failure.clone().unwrap_or_default()));
                 }
@@ -342,11 +334,9 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     // without waiting, when another connection committed in between (WAL snapshot upgrade).
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut claim_results = Vec::new();
-    let mut many_results = Vec::new();
     for op in batch.iter_mut() {
         match op {
-            Op::Claim(claim, _) => claim_results.push(ledger::claim(&tx, claim)?),
-            Op::ClaimMany(claims, _) => many_results.push(
+            Op::ClaimMany(claims, _) => claim_results.push(
                 claims
                     .iter()
                     .map(|c| ledger::claim(&tx, c))
@@ -361,16 +351,10 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     tx.commit()?;
     // Committed: answer every ack now and drop the ops so the failure loop sees nothing.
     let mut results = claim_results.into_iter();
-    let mut many = many_results.into_iter();
     for op in batch.drain(..) {
         match op {
-            Op::Claim(_, ack) => {
-                if let Some(result) = results.next() {
-                    let _ = ack.send(Ok(result));
-                }
-            }
             Op::ClaimMany(_, ack) => {
-                if let Some(result) = many.next() {
+                if let Some(result) = results.next() {
                     let _ = ack.send(Ok(result));
                 }
             }
