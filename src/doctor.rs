@@ -10,7 +10,6 @@
 
 pub mod cert;
 mod probe;
-pub mod smtp;
 pub mod tls;
 pub mod verdict;
 

@@ -28,6 +28,8 @@ pub mod pipeline;
 pub mod report;
 pub mod sandbox;
 pub mod shutdown;
+pub mod smtp;
 pub mod store;
+pub mod tls;
 pub mod transport;
 pub mod tui;

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-pub use script::{Action, Reply, Rule, Script, SessionFaults, Stage};
+pub use script::{Action, Flood, Reply, Rule, Script, SessionFaults, Stage};
 pub use session::{After, Policy, Response, Session};
 
 /// What starting the sandbox can fail with.
@@ -509,6 +509,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 return Outcome::StartTls(reader.into_inner());
             }
+            session::After::Flood(flood) => {
+                let _ = flush(&mut reader, &mut out).await;
+                let _ = write_flood(reader.get_mut(), flood).await;
+                let _ = reader.get_mut().shutdown().await;
+                return Outcome::Done;
+            }
             session::After::Close | session::After::Drop => {
                 let _ = flush(&mut reader, &mut out).await;
                 let _ = reader.get_mut().shutdown().await;
@@ -516,6 +522,31 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Most bytes one scripted flood writes: far beyond any bound a client should keep, and still
+/// finite, so a client that never hangs up cannot keep the sandbox writing forever.
+const FLOOD_LIMIT: u64 = 8 << 30;
+
+/// Writes the endless reply of `[session] flood` until the client hangs up (the write fails) or
+/// [`FLOOD_LIMIT`] bytes went out.
+async fn write_flood<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    flood: script::Flood,
+) -> io::Result<()> {
+    let chunk: Vec<u8> = match flood {
+        script::Flood::Line => vec![b'x'; 64 * 1024],
+        script::Flood::Lines => b"250-flood\r\n".repeat(64 * 1024 / 11),
+    };
+    if flood == script::Flood::Line {
+        stream.write_all(b"250-").await?;
+    }
+    let mut written = 0u64;
+    while written < FLOOD_LIMIT {
+        stream.write_all(&chunk).await?;
+        written += chunk.len() as u64;
+    }
+    stream.flush().await
 }
 
 async fn flush<S: AsyncRead + AsyncWrite + Unpin>(

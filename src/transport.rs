@@ -1,11 +1,15 @@
-//! SMTP client sessions for the delivery engine: one owned lettre `AsyncSmtpConnection` per
-//! worker, with a tokio timeout around every command (lettre's own timeout covers only the TCP
-//! connect), RSET after a rejected recipient, QUIT after `messages_per_connection`.
+//! SMTP client sessions for the delivery engine: one owned connection per worker, spoken by
+//! mailroom itself over [`crate::smtp::Conn`] (every read bounded, a deadline on every command),
+//! with PIPELINING when offered, RSET after a rejected recipient, QUIT after
+//! `messages_per_connection`.
 //!
 //! Security rules enforced here, not by callers: `starttls` requires STARTTLS (never falls back
 //! to plaintext), `tls` is implicit TLS, `none` only to a loopback host and never with AUTH;
 //! certificates are verified against the system roots plus an optional CA file; TLS 1.2 or newer.
-//! The password lives only in memory ([`Secret`]) and is never logged.
+//! The greeting, EHLO and STARTTLS exchange happens on the raw stream, and the stream is handed
+//! to TLS only when the server sent nothing after its 220 (bytes sent before the handshake would
+//! otherwise be read as if they came over TLS: the STARTTLS response injection of
+//! CVE-2011-0411). The password lives only in memory ([`Secret`]) and is never logged.
 //!
 //! This module must not touch the ledger or decide what a reply means for a recipient: it
 //! returns replies with the step they answered; `classify` holds the table that interprets them.
@@ -13,21 +17,26 @@
 pub mod classify;
 
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::Engine as _;
 use lettre::Address;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion,
-};
-use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use lettre::transport::smtp::response::Response;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use crate::smtp::{self, Conn, Extensions};
 
 pub use classify::{Step, Verdict};
 
@@ -111,16 +120,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read CA file {path}")]
-    CaFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot use CA file {path}: {reason}\n\nGive a PEM file with one or more certificates."
-    )]
-    CaParse { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Ca(#[from] crate::tls::Error),
     #[error("cannot set up TLS for {host}: {reason}")]
     Tls { host: String, reason: String },
     #[error("invalid envelope address {address:?}: {reason}")]
@@ -141,53 +142,30 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn from_response(step: Step, r: &Response) -> Reply {
-        let code = u16::from(r.code());
-        let text = r.message().collect::<Vec<_>>().join("\n");
+    fn from_smtp(step: Step, r: &smtp::Reply) -> Reply {
+        let text = r.message();
         Reply {
             step,
-            code: Some(code),
-            enhanced: classify::enhanced_code(code, &text),
+            code: Some(r.code),
+            enhanced: classify::enhanced_code(r.code, &text),
             text,
             timed_out: false,
         }
     }
 
-    fn from_error(step: Step, e: &lettre::transport::smtp::Error) -> Reply {
-        // lettre keeps the reply text only in the error's source; the code in status().
-        let text = match std::error::Error::source(e) {
-            Some(source) => source.to_string(),
-            None => e.to_string(),
-        };
-        match e.status() {
-            Some(code) => {
-                let code = u16::from(code);
-                Reply {
-                    step,
-                    code: Some(code),
-                    enhanced: classify::enhanced_code(code, &text),
-                    text,
-                    timed_out: false,
-                }
-            }
-            None => Reply {
-                step,
-                code: None,
-                enhanced: None,
-                text: e.to_string(),
-                timed_out: false,
-            },
-        }
-    }
-
-    fn timeout(step: Step, after: Duration) -> Reply {
+    /// No reply: why the read or write failed.
+    fn lost(step: Step, e: &smtp::Error) -> Reply {
         Reply {
             step,
             code: None,
             enhanced: None,
-            text: format!("no reply within {} s", after.as_secs_f64()),
-            timed_out: true,
+            text: e.to_string(),
+            timed_out: matches!(e, smtp::Error::Timeout(_)),
         }
+    }
+
+    fn timeout(step: Step, after: Duration) -> Reply {
+        Reply::lost(step, &smtp::Error::Timeout(after))
     }
 
     fn local(step: Step, text: String) -> Reply {
@@ -226,7 +204,8 @@ pub enum ConnectFailure {
     /// Every port refused or timed out at TCP connect.
     Unreachable { tried: Vec<(u16, String)> },
     /// TLS could not be established (STARTTLS missing or refused, handshake or certificate
-    /// failure): the run must stop; plaintext is never an option.
+    /// failure, bytes injected before the handshake): the run must stop; plaintext is never an
+    /// option.
     Tls(Reply),
     /// The relay refused the credentials.
     Auth(Reply),
@@ -264,25 +243,78 @@ pub enum TxOutcome {
     /// The server answered at `reply.step`; `reply.code` is set. The session is still usable
     /// unless the server closed it (421) — the session tracks that itself.
     Replied(Reply),
-    /// No reply: the connection broke or a deadline passed. The session is gone. When
-    /// `reply.step == Message`, the relay may or may not have the message.
+    /// No reply: the connection broke, a deadline passed, or the reply broke the format or its
+    /// bounds. The session is gone. When `reply.step == Message`, the relay may or may not have
+    /// the message.
     Lost(Reply),
     /// A reply that does not fit the command it follows (a 250 to DATA, a 354 or any non-2xx
     /// positive reply to MAIL, RCPT or the final "."): the replies are out of step with the
-    /// commands (an extra reply from a buggy relay or proxy, or bytes injected before TLS), so
-    /// no later reply on this connection can be trusted and the session has been dropped.
-    /// Before `Step::Message` the body was never sent; at `Step::Message` the relay may have
-    /// the message.
+    /// commands (an extra reply from a buggy relay or proxy), so no later reply on this
+    /// connection can be trusted and the session has been dropped. Before `Step::Message` the
+    /// body was never sent; at `Step::Message` the relay may have the message.
     OutOfStep(Reply),
+}
+
+/// The byte stream under a session: TCP, then TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn is_encrypted(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Opens sessions to one relay; shared by all workers.
 pub struct Transport {
     settings: Settings,
     addrs: Vec<IpAddr>,
-    tls: Option<TlsParameters>,
-    hello: ClientId,
-    credentials: Option<Credentials>,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// The EHLO argument: a domain, or an address literal.
+    hello: String,
+    credentials: Option<(String, Secret)>,
     /// The port that worked last; tried first by the next connect.
     working_port: AtomicU16,
 }
@@ -315,7 +347,7 @@ impl Transport {
         if addrs.is_empty() {
             return Err(Error::Resolve {
                 host: settings.host.clone(),
-                source: std::io::Error::other("no addresses"),
+                source: io::Error::other("no addresses"),
             });
         }
         if settings.security == Security::None {
@@ -329,21 +361,23 @@ impl Transport {
             }
         }
         let credentials = match (&settings.username, &settings.password) {
-            (Some(user), Some(Secret(pass))) => Some(Credentials::new(user.clone(), pass.clone())),
+            (Some(user), Some(pass)) => Some((user.clone(), pass.clone())),
             (Some(_), None) => return Err(Error::MissingPassword),
             (None, _) => None,
         };
         let tls = if settings.security == Security::None && settings.fallback_ports.is_empty() {
             None
         } else {
-            Some(tls_parameters(&settings)?)
+            let roots = crate::tls::client_config(settings.ca_file.as_deref())?;
+            let name = crate::tls::server_name(&settings.host).map_err(|reason| Error::Tls {
+                host: settings.host.clone(),
+                reason,
+            })?;
+            Some((roots.config, name))
         };
         let hello = match &settings.hello_name {
-            Some(name) => match name.parse::<std::net::Ipv4Addr>() {
-                Ok(ip) => ClientId::Ipv4(ip),
-                Err(_) => ClientId::Domain(name.clone()),
-            },
-            None => ClientId::default(),
+            Some(name) => hello_argument(name),
+            None => lettre::transport::smtp::extension::ClientId::default().to_string(),
         };
         let working_port = AtomicU16::new(settings.port);
         Ok(Arc::new(Transport {
@@ -414,16 +448,12 @@ impl Transport {
         Err(ConnectFailure::Unreachable { tried })
     }
 
-    async fn tcp(&self, port: u16) -> Result<tokio::net::TcpStream, String> {
+    /// A TCP connection to `port`, trying each resolved address in turn.
+    async fn tcp(&self, port: u16) -> Result<TcpStream, String> {
         let mut last = String::from("no address");
         for ip in &self.addrs {
             let addr = SocketAddr::new(*ip, port);
-            match timeout(
-                self.settings.connect_timeout,
-                tokio::net::TcpStream::connect(addr),
-            )
-            .await
-            {
+            match timeout(self.settings.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     // Small commands and replies: Nagle plus delayed ACK would add ~40 ms each.
                     let _ = stream.set_nodelay(true);
@@ -441,72 +471,59 @@ impl Transport {
         Err(last)
     }
 
+    /// The TLS handshake over `tcp`, certificate verified; `step` says where it happened
+    /// (implicit TLS at connect, or after STARTTLS).
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        step: Step,
+    ) -> Result<TlsStream<TcpStream>, PortFailure> {
+        let Some((config, name)) = &self.tls else {
+            return Err(PortFailure::Stop(ConnectFailure::Tls(Reply::local(
+                step,
+                "no TLS parameters".into(),
+            ))));
+        };
+        let limit = self.settings.command_timeout;
+        let connector = TlsConnector::from(config.clone());
+        match timeout(limit, connector.connect(name.clone(), tcp)).await {
+            Err(_) => Err(PortFailure::Stop(ConnectFailure::Tls(Reply::timeout(
+                step, limit,
+            )))),
+            Ok(Err(e)) => Err(PortFailure::Stop(ConnectFailure::Tls(Reply::local(
+                step,
+                crate::tls::explain(&e.to_string()),
+            )))),
+            Ok(Ok(tls)) => Ok(tls),
+        }
+    }
+
     async fn connect_port(&self, port: u16) -> Result<Session, PortFailure> {
         let security = self.security_for(port);
-        let command_timeout = self.settings.command_timeout;
-        let tls = || {
-            self.tls.clone().ok_or_else(|| {
-                PortFailure::Stop(ConnectFailure::Tls(Reply::local(
-                    Step::StartTls,
-                    "no TLS parameters".into(),
-                )))
-            })
+        let ct = self.settings.command_timeout;
+        let tcp = self.tcp(port).await.map_err(PortFailure::Next)?;
+        let stream = if security == Security::Tls {
+            Stream::Tls(Box::new(self.handshake(tcp, Step::Connect).await?))
+        } else {
+            Stream::Plain(tcp)
         };
-        let mut conn = match security {
-            Security::Tls => {
-                // Implicit TLS: lettre does TCP + handshake + greeting + EHLO in one call.
-                let params = tls()?;
-                let addr = SocketAddr::new(self.addrs[0], port);
-                let deadline = self.settings.connect_timeout + command_timeout * 2;
-                match timeout(
-                    deadline,
-                    AsyncSmtpConnection::connect_tokio1(
-                        addr,
-                        Some(self.settings.connect_timeout),
-                        &self.hello,
-                        Some(params),
-                        None,
-                    ),
-                )
-                .await
-                {
-                    Err(_) => {
-                        return Err(PortFailure::Next(format!(
-                            "no TLS session within {} s",
-                            deadline.as_secs_f64()
-                        )));
-                    }
-                    Ok(Err(e)) => return Err(classify_connect_error(&e)),
-                    Ok(Ok(conn)) => conn,
-                }
-            }
-            Security::StartTls | Security::None => {
-                let stream = self.tcp(port).await.map_err(PortFailure::Next)?;
-                // Greeting and EHLO: two replies, each under the command timeout.
-                match timeout(
-                    command_timeout * 2,
-                    AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello),
-                )
-                .await
-                {
-                    Err(_) => {
-                        return Err(PortFailure::Stop(ConnectFailure::Refused(Reply::timeout(
-                            Step::Greeting,
-                            command_timeout * 2,
-                        ))));
-                    }
-                    Ok(Err(e)) => {
-                        return Err(PortFailure::Stop(ConnectFailure::Refused(
-                            Reply::from_error(Step::Greeting, &e),
-                        )));
-                    }
-                    Ok(Ok(conn)) => conn,
-                }
-            }
+        let mut conn = Conn::new(stream, ct);
+        let refused = |step, e: &smtp::Error| {
+            PortFailure::Stop(ConnectFailure::Refused(Reply::lost(step, e)))
         };
+        let greeting = conn
+            .read_reply()
+            .await
+            .map_err(|e| refused(Step::Greeting, &e))?;
+        if greeting.code != 220 {
+            return Err(PortFailure::Stop(ConnectFailure::Refused(
+                Reply::from_smtp(Step::Greeting, &greeting),
+            )));
+        }
+        let mut ext = self.ehlo(&mut conn).await?;
         if security == Security::StartTls {
-            if !conn.server_info().supports_feature(Extension::StartTls) {
-                let _ = timeout(command_timeout, conn.quit()).await;
+            if !ext.starttls {
+                conn.quit().await;
                 return Err(PortFailure::Stop(ConnectFailure::Tls(Reply::local(
                     Step::StartTls,
                     format!(
@@ -515,80 +532,135 @@ impl Transport {
                     ),
                 ))));
             }
-            let params = tls()?;
-            // STARTTLS, handshake, EHLO again.
-            match timeout(command_timeout * 3, conn.starttls(params, &self.hello)).await {
-                Err(_) => {
-                    return Err(PortFailure::Stop(ConnectFailure::Tls(Reply::timeout(
-                        Step::StartTls,
-                        command_timeout * 3,
-                    ))));
-                }
-                Ok(Err(e)) => {
-                    return Err(PortFailure::Stop(ConnectFailure::Tls(Reply::from_error(
-                        Step::StartTls,
-                        &e,
-                    ))));
-                }
-                Ok(Ok(())) => {}
+            let tls_failure = |reply| PortFailure::Stop(ConnectFailure::Tls(reply));
+            let reply = conn
+                .command("STARTTLS")
+                .await
+                .map_err(|e| tls_failure(Reply::lost(Step::StartTls, &e)))?;
+            if reply.code != 220 {
+                return Err(tls_failure(Reply::from_smtp(Step::StartTls, &reply)));
             }
-        }
-        // lettre's ServerInfo drops PIPELINING, so ask once more (before AUTH, on the final,
-        // encrypted channel) and read the keyword from the raw EHLO reply.
-        let pipelining =
-            match timeout(command_timeout, conn.command(Ehlo::new(self.hello.clone()))).await {
-                Err(_) => {
-                    return Err(PortFailure::Stop(ConnectFailure::Refused(Reply::timeout(
-                        Step::Ehlo,
-                        command_timeout,
-                    ))));
-                }
-                Ok(Ok(response)) => response.message().any(|line| {
-                    line.split_whitespace()
-                        .next()
-                        .is_some_and(|word| word.eq_ignore_ascii_case("PIPELINING"))
-                }),
-                Ok(Err(e)) if e.status().is_none() => {
-                    return Err(PortFailure::Stop(ConnectFailure::Refused(
-                        Reply::from_error(Step::Ehlo, &e),
+            let tcp = match conn.into_inner() {
+                Ok(Stream::Plain(tcp)) => tcp,
+                Ok(Stream::Tls(_)) => {
+                    return Err(tls_failure(Reply::local(
+                        Step::StartTls,
+                        "STARTTLS inside TLS".into(),
                     )));
                 }
-                Ok(Err(_)) => false,
+                Err(e) => {
+                    // Everything after the 220 must come over TLS: a server (or whoever sits
+                    // between us) that sent more already is trying to have those bytes read as
+                    // replies inside the encrypted session.
+                    return Err(tls_failure(Reply::local(
+                        Step::StartTls,
+                        format!("{e}: refusing this relay"),
+                    )));
+                }
             };
-        if let Some(credentials) = &self.credentials {
-            if !conn.is_encrypted() && security != Security::Tls {
+            conn = Conn::new(
+                Stream::Tls(Box::new(self.handshake(tcp, Step::StartTls).await?)),
+                ct,
+            );
+            // RFC 3207 §4.2: everything learnt before TLS is forgotten; ask again.
+            ext = self.ehlo(&mut conn).await?;
+        }
+        if let Some((user, password)) = &self.credentials {
+            if !conn.get_ref().is_encrypted() {
                 // Belt and braces: `Transport::new` already refuses AUTH with security none.
                 return Err(PortFailure::Stop(ConnectFailure::Tls(Reply::local(
                     Step::Auth,
                     "refusing to send credentials over an unencrypted connection".into(),
                 ))));
             }
-            let mechanisms = [Mechanism::Plain, Mechanism::Login];
-            match timeout(command_timeout * 3, conn.auth(&mechanisms, credentials)).await {
-                Err(_) => {
-                    return Err(PortFailure::Stop(ConnectFailure::Auth(Reply::timeout(
-                        Step::Auth,
-                        command_timeout * 3,
-                    ))));
-                }
-                Ok(Err(e)) => {
-                    return Err(PortFailure::Stop(ConnectFailure::Auth(Reply::from_error(
-                        Step::Auth,
-                        &e,
-                    ))));
-                }
-                Ok(Ok(_)) => {}
-            }
+            authenticate(&mut conn, &ext, user, password).await?;
         }
         Ok(Session {
             conn: Some(conn),
             port,
             sent: 0,
             limit: self.settings.messages_per_connection.max(1),
-            command_timeout,
+            command_timeout: ct,
             data_timeout: self.settings.data_timeout,
-            pipelining,
+            ext,
+            wire: Vec::new(),
         })
+    }
+
+    /// EHLO and its keywords.
+    async fn ehlo(&self, conn: &mut Conn<Stream>) -> Result<Extensions, PortFailure> {
+        match conn.command(&format!("EHLO {}", self.hello)).await {
+            Err(e) => Err(PortFailure::Stop(ConnectFailure::Refused(Reply::lost(
+                Step::Ehlo,
+                &e,
+            )))),
+            Ok(reply) if reply.code == 250 => Ok(smtp::parse_ehlo(&reply)),
+            Ok(reply) => Err(PortFailure::Stop(ConnectFailure::Refused(
+                Reply::from_smtp(Step::Ehlo, &reply),
+            ))),
+        }
+    }
+}
+
+/// The EHLO argument for a configured `hello_name`: an IP address becomes an address literal
+/// (RFC 5321 §4.1.3); a name is used as it is (config validation checked it is a domain).
+fn hello_argument(name: &str) -> String {
+    match name.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => format!("[{ip}]"),
+        Ok(IpAddr::V6(ip)) => format!("[IPv6:{ip}]"),
+        Err(_) => name.to_owned(),
+    }
+}
+
+/// AUTH PLAIN (RFC 4616) when offered, else LOGIN; anything but 235 at the end is a refusal.
+async fn authenticate(
+    conn: &mut Conn<Stream>,
+    ext: &Extensions,
+    user: &str,
+    password: &Secret,
+) -> Result<(), PortFailure> {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let refused = |reply| PortFailure::Stop(ConnectFailure::Auth(reply));
+    let lost = |e: smtp::Error| refused(Reply::lost(Step::Auth, &e));
+    let reply = if ext.offers_auth("PLAIN") {
+        let token = b64(format!("\0{user}\0{}", password.0).as_bytes());
+        let first = conn
+            .command(&format!("AUTH PLAIN {token}"))
+            .await
+            .map_err(lost)?;
+        if first.code == 334 {
+            // A server that does not take the initial response asks for it (RFC 4954 §4).
+            conn.command(&token).await.map_err(lost)?
+        } else {
+            first
+        }
+    } else if ext.offers_auth("LOGIN") {
+        let mut reply = conn.command("AUTH LOGIN").await.map_err(lost)?;
+        for answer in [user.as_bytes(), password.0.as_bytes()] {
+            if reply.code != 334 {
+                break;
+            }
+            reply = conn.command(&b64(answer)).await.map_err(lost)?;
+        }
+        reply
+    } else {
+        let offered = if ext.auth.is_empty() {
+            "none".to_owned()
+        } else {
+            ext.auth.join(" ")
+        };
+        return Err(refused(Reply::local(
+            Step::Auth,
+            format!(
+                "the relay offers no AUTH mechanism mailroom speaks (offered: {offered}; \
+                 mailroom uses PLAIN or LOGIN)"
+            ),
+        )));
+    };
+    if reply.code == 235 {
+        Ok(())
+    } else {
+        Err(refused(Reply::from_smtp(Step::Auth, &reply)))
     }
 }
 
@@ -597,50 +669,6 @@ enum PortFailure {
     Next(String),
     /// Stop trying: a later port would not help or would be less safe.
     Stop(ConnectFailure),
-}
-
-fn classify_connect_error(e: &lettre::transport::smtp::Error) -> PortFailure {
-    let reply = Reply::from_error(Step::Connect, e);
-    if e.status().is_some() {
-        return PortFailure::Stop(ConnectFailure::Refused(Reply {
-            step: Step::Greeting,
-            ..reply
-        }));
-    }
-    let text = reply.text.to_ascii_lowercase();
-    // Certificate errors are not `is_tls()` in lettre: look at the text too.
-    if e.is_tls()
-        || text.contains("certificate")
-        || text.contains("tls")
-        || text.contains("handshake")
-    {
-        return PortFailure::Stop(ConnectFailure::Tls(Reply {
-            step: Step::StartTls,
-            ..reply
-        }));
-    }
-    PortFailure::Next(reply.text)
-}
-
-fn tls_parameters(settings: &Settings) -> Result<TlsParameters, Error> {
-    let mut builder = TlsParameters::builder(settings.host.clone())
-        .certificate_store(CertificateStore::Default)
-        .set_min_tls_version(TlsVersion::Tlsv12);
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|source| Error::CaFile {
-            path: path.clone(),
-            source,
-        })?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| Error::CaParse {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        builder = builder.add_root_certificate(cert);
-    }
-    builder.build_rustls().map_err(|e| Error::Tls {
-        host: settings.host.clone(),
-        reason: e.to_string(),
-    })
 }
 
 /// Parses an envelope address for MAIL FROM / RCPT TO.
@@ -654,49 +682,32 @@ pub fn envelope_address(address: &str) -> Result<Address, Error> {
     })
 }
 
-/// MAIL FROM, RCPT TO and DATA as one pipelined write.
-struct PipelinedEnvelope(Mail, Rcpt);
-
-impl fmt::Display for PipelinedEnvelope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{}", self.0, self.1, Data)
+/// Appends `body` to `out` with SMTP transparency (RFC 5321 §4.5.2: a line that starts with "."
+/// gets another one) and the end-of-data line.
+fn dot_stuff(body: &[u8], out: &mut Vec<u8>) {
+    let mut rest = body;
+    if rest.first() == Some(&b'.') {
+        out.push(b'.');
     }
-}
-
-/// A message body with SMTP transparency (RFC 5321 §4.5.2: a line that starts with "." gets
-/// another one) and the end-of-data line, written as one string.
-struct DotStuffed<'a>(&'a str);
-
-impl fmt::Display for DotStuffed<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let body = self.0;
-        let mut rest = body;
-        if rest.starts_with('.') {
-            f.write_str(".")?;
-        }
-        while let Some(at) = rest.find("\r\n.") {
-            // Up to and including the ".", then the extra one.
-            f.write_str(&rest[..at + 3])?;
-            f.write_str(".")?;
-            rest = &rest[at + 3..];
-        }
-        f.write_str(rest)?;
-        // The last line's own CRLF ends it; a body without one needs it before the ".".
-        if body.ends_with("\r\n") {
-            f.write_str(".\r\n")
-        } else {
-            f.write_str("\r\n.\r\n")
-        }
+    while let Some(at) = rest.windows(3).position(|w| w == b"\r\n.") {
+        // Up to and including the ".", then the extra one.
+        out.extend_from_slice(&rest[..at + 3]);
+        out.push(b'.');
+        rest = &rest[at + 3..];
+    }
+    out.extend_from_slice(rest);
+    // The last line's own CRLF ends it; a body without one needs it before the ".".
+    if body.ends_with(b"\r\n") {
+        out.extend_from_slice(b".\r\n");
+    } else {
+        out.extend_from_slice(b"\r\n.\r\n");
     }
 }
 
 /// Whether a positive reply is the right one for `step` (RFC 5321 §4.3.2): MAIL and RSET 250,
-/// RCPT 250 or 251, DATA 354. lettre calls any 2xx or 3xx "positive"; a 250 to DATA means we are
-/// reading an earlier command's reply, so the body must not go out. lettre keeps unread bytes in
-/// its own buffer and offers no way to look at it, so a stray reply can only be caught by
-/// checking every reply against the command it should answer.
-fn fits(step: Step, response: &Response) -> bool {
-    let code = u16::from(response.code());
+/// RCPT 250 or 251, DATA 354, the final "." any 2xx. A 250 to DATA means we are reading an
+/// earlier command's reply, so the body must not go out.
+fn fits(step: Step, code: u16) -> bool {
     match step {
         Step::Data => code == 354,
         Step::Rcpt => matches!(code, 250 | 251),
@@ -708,14 +719,16 @@ fn fits(step: Step, response: &Response) -> bool {
 /// One open, authenticated connection owned by one worker.
 pub struct Session {
     /// None once the connection is known broken (then the worker must reconnect).
-    conn: Option<AsyncSmtpConnection>,
+    conn: Option<Conn<Stream>>,
     port: u16,
     sent: usize,
     limit: usize,
     command_timeout: Duration,
     data_timeout: Duration,
-    /// The server offered PIPELINING (RFC 2920): MAIL, RCPT and DATA go out in one write.
-    pipelining: bool,
+    /// What the server offered in its last EHLO (after TLS when TLS is used).
+    ext: Extensions,
+    /// Reused for every command batch and message, so a session allocates once.
+    wire: Vec<u8>,
 }
 
 impl Session {
@@ -724,115 +737,118 @@ impl Session {
         self.port
     }
 
+    /// What the server offered in its EHLO.
+    pub fn extensions(&self) -> &Extensions {
+        &self.ext
+    }
+
     /// False once the connection broke, timed out, or reached its message cap.
     pub fn is_usable(&self) -> bool {
         self.conn.is_some() && self.sent < self.limit
     }
 
-    /// Runs one transaction: MAIL, RCPT, DATA, the message, each under its own deadline.
-    /// After a rejected MAIL or RCPT the session sends RSET and stays usable; after any
-    /// timeout or broken connection it is dropped (its state is unknown).
+    /// Runs one transaction: MAIL, RCPT, DATA (in one write when the server offers PIPELINING,
+    /// RFC 2920), the message, each reply under its own deadline. After a rejected MAIL or RCPT
+    /// the session sends RSET and stays usable; after any timeout, broken connection or
+    /// malformed reply it is dropped (its state is unknown).
     pub async fn send(&mut self, from: &Address, to: &Address, message: &[u8]) -> TxOutcome {
-        let Some(conn) = self.conn.as_mut() else {
+        if self.conn.is_none() {
             return TxOutcome::Lost(Reply::local(Step::Mail, "session already closed".into()));
-        };
+        }
         self.sent += 1;
-        let ct = self.command_timeout;
-        let mut params = Vec::new();
-        if !message.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        let body = if !message.is_ascii() && self.ext.eightbitmime {
+            " BODY=8BITMIME"
+        } else {
+            ""
+        };
+        let mail = format!("MAIL FROM:<{from}>{body}\r\n");
+        let rcpt = format!("RCPT TO:<{to}>\r\n");
+        let data = "DATA\r\n";
+        let envelope = if self.ext.pipelining {
+            self.pipelined_envelope(&[&mail, &rcpt, data]).await
+        } else {
+            self.envelope_step_by_step(&[&mail, &rcpt, data]).await
+        };
+        if let Some(done) = envelope {
+            return done;
         }
-        if self.pipelining {
-            let mail = Mail::new(Some(from.clone()), params);
-            let rcpt = Rcpt::new(to.clone(), vec![]);
-            if let Some(done) = self.pipelined_envelope(mail, rcpt).await {
-                return done;
-            }
-            return self.body(message).await;
-        }
-        let steps: [(Step, Duration); 3] = [(Step::Mail, ct), (Step::Rcpt, ct), (Step::Data, ct)];
-        for (step, limit) in steps {
-            let fut = async {
-                match step {
-                    Step::Mail => {
-                        conn.command(Mail::new(Some(from.clone()), params.clone()))
-                            .await
-                    }
-                    Step::Rcpt => conn.command(Rcpt::new(to.clone(), vec![])).await,
-                    _ => conn.command(Data).await,
-                }
+        self.body(message).await
+    }
+
+    /// The three envelope commands one at a time, each waiting for its reply.
+    /// Returns `Some` when the transaction ended before the body, `None` after a 354.
+    async fn envelope_step_by_step(&mut self, commands: &[&str; 3]) -> Option<TxOutcome> {
+        for (step, command) in [Step::Mail, Step::Rcpt, Step::Data]
+            .into_iter()
+            .zip(commands)
+        {
+            let conn = self.conn.as_mut()?;
+            let result = match conn.send(command.as_bytes()).await {
+                Ok(()) => conn.read_reply().await,
+                Err(e) => Err(e),
             };
-            match timeout(limit, fut).await {
-                Err(_) => {
+            match result {
+                Err(e) => {
                     self.conn = None;
-                    return TxOutcome::Lost(Reply::timeout(step, limit));
+                    return Some(TxOutcome::Lost(Reply::lost(step, &e)));
                 }
-                Ok(Ok(response)) => {
-                    if !fits(step, &response) {
+                Ok(reply) if reply.is_positive() || reply.code == 354 => {
+                    if !fits(step, reply.code) {
                         self.conn = None;
-                        return TxOutcome::OutOfStep(Reply::from_response(step, &response));
+                        return Some(TxOutcome::OutOfStep(Reply::from_smtp(step, &reply)));
                     }
                 }
-                Ok(Err(e)) => {
-                    let reply = Reply::from_error(step, &e);
-                    if reply.code.is_none() {
-                        self.conn = None;
-                        return TxOutcome::Lost(reply);
-                    }
+                Ok(reply) => {
+                    let reply = Reply::from_smtp(step, &reply);
                     if reply.code == Some(421) {
                         // The server is closing the session.
                         self.conn = None;
                     } else if !self.reset().await {
                         self.conn = None;
                     }
-                    return TxOutcome::Replied(reply);
+                    return Some(TxOutcome::Replied(reply));
                 }
             }
         }
-        self.body(message).await
+        None
     }
 
     /// MAIL, RCPT and DATA in one write (RFC 2920), then their three replies in order.
     /// Returns `Some` when the transaction ended before the body (a rejection or a lost
     /// connection), `None` when the server said 354 and the body may follow.
-    async fn pipelined_envelope(&mut self, mail: Mail, rcpt: Rcpt) -> Option<TxOutcome> {
-        let ct = self.command_timeout;
+    async fn pipelined_envelope(&mut self, commands: &[&str; 3]) -> Option<TxOutcome> {
         let conn = self.conn.as_mut()?;
-        let batch = PipelinedEnvelope(mail, rcpt);
+        self.wire.clear();
+        for command in commands {
+            self.wire.extend_from_slice(command.as_bytes());
+        }
+        if let Err(e) = conn.send(&self.wire).await {
+            self.conn = None;
+            return Some(TxOutcome::Lost(Reply::lost(Step::Mail, &e)));
+        }
         let mut first_failure: Option<Reply> = None;
         let mut data_open = false;
         for step in [Step::Mail, Step::Rcpt, Step::Data] {
-            let read = async {
-                if step == Step::Mail {
-                    conn.command(&batch).await
-                } else {
-                    conn.read_response().await
-                }
-            };
-            match timeout(ct, read).await {
-                Err(_) => {
+            match conn.read_reply().await {
+                Err(e) => {
                     self.conn = None;
-                    return Some(TxOutcome::Lost(Reply::timeout(step, ct)));
+                    return Some(match first_failure {
+                        // The server hung up after refusing: its refusal is the answer.
+                        Some(refusal) => TxOutcome::Replied(refusal),
+                        None => TxOutcome::Lost(Reply::lost(step, &e)),
+                    });
                 }
-                Ok(Ok(response)) => {
-                    if !fits(step, &response) {
+                Ok(reply) if reply.is_positive() || reply.code == 354 => {
+                    if !fits(step, reply.code) {
                         // Replies and commands are out of step (see `send`): nothing on this
                         // connection can be trusted, and the body must not go out.
                         self.conn = None;
-                        return Some(TxOutcome::OutOfStep(Reply::from_response(step, &response)));
+                        return Some(TxOutcome::OutOfStep(Reply::from_smtp(step, &reply)));
                     }
                     data_open = step == Step::Data;
                 }
-                Ok(Err(e)) => {
-                    let reply = Reply::from_error(step, &e);
-                    if reply.code.is_none() {
-                        self.conn = None;
-                        return Some(match first_failure {
-                            // The server hung up after refusing: its refusal is the answer.
-                            Some(refusal) => TxOutcome::Replied(refusal),
-                            None => TxOutcome::Lost(reply),
-                        });
-                    }
+                Ok(reply) => {
+                    let reply = Reply::from_smtp(step, &reply);
                     let closing = reply.code == Some(421);
                     first_failure.get_or_insert(reply);
                     if closing {
@@ -858,38 +874,37 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return TxOutcome::Lost(Reply::local(Step::Message, "session closed".into()));
         };
-        // One write for the body and its terminator (lettre's `message` makes two, which costs a
-        // second packet and a second wake-up of the server per message). The body is text in
-        // practice; anything else goes through lettre's own encoder.
-        let sent = match std::str::from_utf8(message) {
-            Ok(text) => timeout(self.data_timeout, conn.command(DotStuffed(text))).await,
-            Err(_) => timeout(self.data_timeout, conn.message(message)).await,
+        // One write for the body and its terminator: one packet train and one wake-up of the
+        // server per message.
+        self.wire.clear();
+        dot_stuff(message, &mut self.wire);
+        let result = match conn.send_within(&self.wire, self.data_timeout).await {
+            Ok(()) => conn.read_reply_within(self.data_timeout).await,
+            Err(e) => Err(e),
         };
-        match sent {
-            Err(_) => {
+        if self.wire.capacity() > 1 << 20 {
+            // Do not keep a large message's buffer for the rest of the session.
+            self.wire = Vec::new();
+        }
+        match result {
+            Err(e) => {
                 self.conn = None;
-                TxOutcome::Lost(Reply::timeout(Step::Message, self.data_timeout))
+                TxOutcome::Lost(Reply::lost(Step::Message, &e))
             }
-            Ok(Ok(response)) => {
-                let reply = Reply::from_response(Step::Message, &response);
-                if (200..300).contains(&u16::from(response.code())) {
-                    TxOutcome::Replied(reply)
-                } else {
-                    // A 3xx after the final "." answers no command we sent: the relay's real
-                    // verdict on this message is somewhere else in the stream.
-                    self.conn = None;
-                    TxOutcome::OutOfStep(reply)
-                }
+            Ok(reply) if reply.is_positive() => {
+                TxOutcome::Replied(Reply::from_smtp(Step::Message, &reply))
             }
-            Ok(Err(e)) => {
-                let reply = Reply::from_error(Step::Message, &e);
-                if reply.code.is_none() || reply.code == Some(421) {
+            Ok(reply) if reply.code < 400 => {
+                // A 3xx after the final "." answers no command we sent: the relay's real
+                // verdict on this message is somewhere else in the stream.
+                self.conn = None;
+                TxOutcome::OutOfStep(Reply::from_smtp(Step::Message, &reply))
+            }
+            Ok(reply) => {
+                if reply.code == 421 {
                     self.conn = None;
-                    if reply.code.is_none() {
-                        return TxOutcome::Lost(reply);
-                    }
                 }
-                TxOutcome::Replied(reply)
+                TxOutcome::Replied(Reply::from_smtp(Step::Message, &reply))
             }
         }
     }
@@ -900,16 +915,13 @@ impl Session {
             return false;
         };
         // Only a 250 is RSET's reply; anything else positive is a stray earlier reply.
-        matches!(
-            timeout(self.command_timeout, conn.command(Rset)).await,
-            Ok(Ok(r)) if u16::from(r.code()) == 250
-        )
+        matches!(conn.command("RSET").await, Ok(r) if r.code == 250)
     }
 
     /// Says QUIT (bounded by the command timeout) and closes.
     pub async fn quit(mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let _ = timeout(self.command_timeout, conn.quit()).await;
+        if let Some(conn) = self.conn.take() {
+            let _ = timeout(self.command_timeout * 2, conn.quit()).await;
         }
     }
 }
@@ -919,8 +931,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn reply(text: &str) -> Response {
-        format!("{text}\r\n").parse().unwrap()
+    fn stuffed(body: &str) -> String {
+        let mut out = Vec::new();
+        dot_stuff(body.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -936,27 +950,69 @@ mod tests {
             ("", "\r\n.\r\n"),
         ];
         for (body, wire) in cases {
-            assert_eq!(DotStuffed(body).to_string(), wire, "{body:?}");
+            assert_eq!(stuffed(body), wire, "{body:?}");
         }
     }
 
     #[test]
     fn each_command_accepts_only_its_own_positive_reply() {
         let cases = [
-            (Step::Mail, "250 2.1.0 Ok", true),
-            (Step::Mail, "251 odd", false),
-            (Step::Mail, "354 go ahead", false),
-            (Step::Mail, "220 a greeting from nowhere", false),
-            (Step::Rcpt, "250 2.1.5 Ok", true),
-            (Step::Rcpt, "251 User not local; will forward", true),
-            (Step::Rcpt, "354 go ahead", false),
-            (Step::Data, "354 End data with <CR><LF>.<CR><LF>", true),
-            (Step::Data, "250 2.1.5 Ok", false),
-            (Step::Message, "250 2.0.0 queued", true),
-            (Step::Message, "354 go ahead", false),
+            (Step::Mail, 250, true),
+            (Step::Mail, 251, false),
+            (Step::Mail, 354, false),
+            (Step::Mail, 220, false),
+            (Step::Rcpt, 250, true),
+            (Step::Rcpt, 251, true),
+            (Step::Rcpt, 354, false),
+            (Step::Data, 354, true),
+            (Step::Data, 250, false),
+            (Step::Message, 250, true),
+            (Step::Message, 354, false),
         ];
-        for (step, text, want) in cases {
-            assert_eq!(fits(step, &reply(text)), want, "{step} {text}");
+        for (step, code, want) in cases {
+            assert_eq!(fits(step, code), want, "{step} {code}");
         }
+    }
+
+    #[tokio::test]
+    async fn implicit_tls_tries_each_resolved_address() {
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = crate::sandbox::start(
+            crate::sandbox::SandboxConfig::new(dir.path().join("maildir")).implicit_tls(true),
+        )
+        .await
+        .unwrap();
+        let ca = dir.path().join("ca.pem");
+        sandbox.write_ca(&ca).unwrap();
+        let port = sandbox.addr().port();
+        let settings = Settings {
+            host: "localhost".into(),
+            port,
+            security: Security::Tls,
+            username: None,
+            password: None,
+            ca_file: Some(ca),
+            hello_name: None,
+            fallback_ports: vec![],
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            data_timeout: Duration::from_secs(5),
+            messages_per_connection: 1,
+        };
+        let mut transport = Arc::into_inner(Transport::new(settings).await.unwrap()).unwrap();
+        // The first address refuses (nothing listens on 127.0.0.2); the second is the relay.
+        transport.addrs = vec![IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 1])];
+        let session = transport.connect().await.unwrap();
+        assert_eq!(session.port(), port);
+        assert!(session.extensions().pipelining);
+        session.quit().await;
+    }
+
+    #[test]
+    fn hello_names_and_address_literals() {
+        assert_eq!(hello_argument("mail.example.com"), "mail.example.com");
+        assert_eq!(hello_argument("192.0.2.7"), "[192.0.2.7]");
+        assert_eq!(hello_argument("2001:db8::1"), "[IPv6:2001:db8::1]");
     }
 }

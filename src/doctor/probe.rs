@@ -16,9 +16,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use super::smtp::{Conn, Extensions, StepError, parse_ehlo};
 use super::tls::Configs;
 use super::{AuthResult, Connect, Options, PortReport, Security, TlsReport, cert};
+use crate::smtp::{Conn, Error as StepError, Extensions, parse_ehlo};
 
 /// How long a port expected to speak TLS first may take to show it speaks plaintext instead: a
 /// plaintext SMTP server greets at once, a TLS server waits for our ClientHello.
@@ -321,7 +321,7 @@ impl Probe<'_> {
         let connector = TlsConnector::from(Arc::clone(config));
         match tokio::time::timeout(self.timeout(), connector.connect(name, tcp)).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(explain_tls_error(&e.to_string())),
+            Ok(Err(e)) => Err(crate::tls::explain(&e.to_string())),
             Err(_) => Err(format!("handshake timed out after {:?}", self.timeout())),
         }
     }
@@ -581,47 +581,4 @@ fn apply_extensions(r: &mut PortReport, ext: &Extensions) {
     r.enhancedstatuscodes = ext.enhancedstatuscodes;
     r.dsn = ext.dsn;
     r.chunking = ext.chunking;
-}
-
-/// rustls's words, followed by what they mean for someone choosing a relay.
-fn explain_tls_error(raw: &str) -> String {
-    let meaning = if raw.contains("UnknownIssuer") {
-        "issued by a CA that is not trusted here (self-signed or a private CA?)"
-    } else if raw.contains("NotValidForName") {
-        "the certificate is not valid for this host name"
-    } else if raw.contains("Expired") {
-        "the certificate has expired"
-    } else if raw.contains("NotValidYet") {
-        "the certificate is not valid yet (check the clock)"
-    } else if raw.contains("Revoked") {
-        "the certificate was revoked"
-    } else if raw.contains("BadSignature") || raw.contains("UnsupportedSignatureAlgorithm") {
-        "the certificate's signature cannot be checked"
-    } else if raw.contains("InvalidContentType") || raw.contains("corrupt message") {
-        "the server did not answer with TLS (a plaintext port?)"
-    } else if raw.contains("ProtocolVersion") || raw.contains("HandshakeFailure") {
-        "no common TLS version or cipher (mailroom requires TLS 1.2 or newer)"
-    } else {
-        return raw.to_owned();
-    };
-    format!("{raw} ({meaning})")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::explain_tls_error;
-
-    #[test]
-    fn tls_errors_are_explained_and_keep_rustls_words() {
-        let e = explain_tls_error("invalid peer certificate: UnknownIssuer");
-        assert!(
-            e.starts_with("invalid peer certificate: UnknownIssuer ("),
-            "{e}"
-        );
-        assert!(e.contains("not trusted"), "{e}");
-        assert!(
-            explain_tls_error("invalid peer certificate: NotValidForName").contains("host name")
-        );
-        assert_eq!(explain_tls_error("something new"), "something new");
-    }
 }

@@ -13,6 +13,9 @@
 //! disconnect_after_messages = 3    # 421 at the next MAIL after this many messages
 //! disconnect_at = "auth"           # 421 (or disconnect_reply) at this stage of every session
 //! delay_ms = { message = 5000 }    # slow replies per stage
+//! inject = { starttls = "250 x\r\n" }  # raw bytes written right after the stage's reply
+//! flood_at = "mail"                # answer this stage with a reply that never ends
+//! flood = "line"                   # "line": one line without an end; "lines": endless lines
 //!
 //! [[rule]]                         # first matching rule wins; no match = accept
 //! recipient = "*@example.org"      # exact address, `*@domain`, or a glob with * and ?
@@ -205,6 +208,20 @@ pub struct SessionFaults {
     pub disconnect_at: Option<(Stage, Reply)>,
     /// Slow replies, per stage, for every session.
     pub delays: BTreeMap<Stage, Duration>,
+    /// Raw bytes written in the same write as the reply at a stage (a reply the client did not
+    /// ask for: the STARTTLS response injection of CVE-2011-0411, a stray extra reply).
+    pub inject: BTreeMap<Stage, String>,
+    /// Answer this stage with a reply that never ends, until the client hangs up.
+    pub flood: Option<(Stage, Flood)>,
+}
+
+/// The shape of an endless reply (`[session] flood`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// `250-` and then bytes without a line end.
+    Line,
+    /// `250-flood` lines without a last line.
+    Lines,
 }
 
 impl Default for SessionFaults {
@@ -217,6 +234,8 @@ impl Default for SessionFaults {
             disconnect_after_messages: None,
             disconnect_at: None,
             delays: BTreeMap::new(),
+            inject: BTreeMap::new(),
+            flood: None,
         }
     }
 }
@@ -251,6 +270,10 @@ struct RawSession {
     disconnect_reply: Option<String>,
     #[serde(default)]
     delay_ms: BTreeMap<Stage, u64>,
+    #[serde(default)]
+    inject: BTreeMap<Stage, String>,
+    flood_at: Option<Stage>,
+    flood: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -358,7 +381,32 @@ fn parse_session(raw: RawSession) -> Result<SessionFaults, Error> {
         }
         (None, None) => None,
     };
+    let flood = match (raw.flood_at, raw.flood.as_deref()) {
+        (None, None) => None,
+        (Some(stage), None | Some("line")) => Some((stage, Flood::Line)),
+        (Some(stage), Some("lines")) => Some((stage, Flood::Lines)),
+        (Some(_), Some(other)) => {
+            return Err(invalid(
+                format!("[session] flood = \"{other}\" is not known"),
+                "Use flood = \"line\" (one endless line) or \"lines\" (endless lines).",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "[session] flood without flood_at",
+                "Add flood_at = \"mail\" (or greeting, ehlo, starttls, auth, rcpt, data, message).",
+            ));
+        }
+    };
+    if let Some((stage, text)) = raw.inject.iter().find(|(_, text)| text.is_empty()) {
+        return Err(invalid(
+            format!("[session] inject.{stage} is empty ({text:?})"),
+            "Give the raw bytes to write after that stage's reply, e.g. \"250 extra\\r\\n\".",
+        ));
+    }
     Ok(SessionFaults {
+        inject: raw.inject,
+        flood,
         disconnect_at,
         starttls: raw.starttls.unwrap_or(true),
         auth_fails,

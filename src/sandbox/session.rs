@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::script::{Action, Rule, Script, Stage};
+use super::script::{Action, Flood, Rule, Script, Stage};
 
 /// A command line longer than this (CRLF included) gets 500 5.5.2 (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -120,6 +120,8 @@ pub enum After {
     Close,
     /// Close the connection without writing anything (the reply, if any, is not sent).
     Drop,
+    /// Write a reply that never ends (scripted), until the client hangs up.
+    Flood(Flood),
 }
 
 /// One accepted message; the shell writes it to the Maildir before sending the 250.
@@ -318,6 +320,11 @@ impl Session {
 
     /// The reply to a new connection.
     pub fn greeting(&mut self) -> Response {
+        let response = self.plain_greeting();
+        self.scripted(Stage::Greeting, response)
+    }
+
+    fn plain_greeting(&mut self) -> Response {
         let delay = self.delay(Stage::Greeting);
         match &self.policy.script.session.greeting {
             Some(reply) => {
@@ -366,7 +373,13 @@ impl Session {
     /// Feeds one received line, including its line ending (CRLF, or a bare LF).
     pub fn feed(&mut self, line: &[u8]) -> Response {
         if let Mode::Data(_) = self.mode {
-            return self.data_line(line);
+            let response = self.data_line(line);
+            // Back in command mode: that line ended the message, and this is its reply.
+            return if matches!(self.mode, Mode::Command) {
+                self.scripted(Stage::Message, response)
+            } else {
+                response
+            };
         }
         let text = strip_eol(line);
         match std::mem::replace(&mut self.mode, Mode::Command) {
@@ -449,8 +462,33 @@ impl Session {
         if let Some(response) = stage.and_then(|stage| self.scripted_disconnect(stage)) {
             return response;
         }
-        match verb.as_str() {
-            "EHLO" | "HELO" => self.helo(&verb, &args),
+        let response = self.dispatch(&verb, &args);
+        match stage {
+            Some(stage) => self.scripted(stage, response),
+            None => response,
+        }
+    }
+
+    /// The `inject` and `flood` faults of the script at `stage`, applied to its reply.
+    fn scripted(&self, stage: Stage, mut response: Response) -> Response {
+        let faults = &self.policy.script.session;
+        if let Some((_, flood)) = faults.flood.filter(|(at, _)| *at == stage) {
+            return Response {
+                reply: String::new(),
+                ..response
+            }
+            .then(After::Flood(flood));
+        }
+        if let Some(extra) = faults.inject.get(&stage) {
+            response.reply.push_str(extra);
+        }
+        response
+    }
+
+    fn dispatch(&mut self, verb: &str, args: &str) -> Response {
+        let args = args.to_owned();
+        match verb {
+            "EHLO" | "HELO" => self.helo(verb, &args),
             "STARTTLS" => self.starttls(&args),
             "AUTH" => self.auth(&args),
             "MAIL" => self.mail(&args),

@@ -1,0 +1,269 @@
+//! Hostile relays over real TCP: the sandbox's scripted faults (`inject`, `flood`, `greeting`,
+//! ...) play a relay that lies or floods, and mailroom must neither count a rejected message as
+//! accepted nor let the relay exhaust its memory.
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/delivery.rs"]
+mod delivery;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use delivery::{PlainRender, contacts, states};
+use mailroom::pipeline::{End, Options, RateOptions, Summary};
+use mailroom::sandbox::{self, SandboxConfig, Script};
+use mailroom::shutdown::Shutdown;
+use mailroom::transport::{Secret, Security, Settings};
+
+/// Peak resident memory allowed to a `mailroom` process talking to a flooding peer.
+const RSS_CAP_KIB: u64 = 200 * 1024;
+
+struct Relay {
+    dir: tempfile::TempDir,
+    sandbox: sandbox::Sandbox,
+    ca: PathBuf,
+}
+
+async fn relay(script: &str, config: impl FnOnce(SandboxConfig) -> SandboxConfig) -> Relay {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script::parse(script).unwrap();
+    let sandbox = sandbox::start(config(
+        SandboxConfig::new(dir.path().join("maildir"))
+            .auth("mailer", "s3cret-pass")
+            .script(script),
+    ))
+    .await
+    .unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.write_ca(&ca).unwrap();
+    Relay { dir, sandbox, ca }
+}
+
+fn tls_settings(r: &Relay, security: Security) -> Settings {
+    Settings {
+        host: "localhost".into(),
+        port: r.sandbox.addr().port(),
+        security,
+        username: Some("mailer".into()),
+        password: Some(Secret::new("s3cret-pass".into())),
+        ca_file: Some(r.ca.clone()),
+        hello_name: Some("client.test".into()),
+        fallback_ports: vec![],
+        connect_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(5),
+        data_timeout: Duration::from_secs(5),
+        messages_per_connection: 100,
+    }
+}
+
+fn options() -> Options {
+    Options {
+        connections: 1,
+        rate: RateOptions {
+            per_second: Some(100_000.0),
+            ..RateOptions::default()
+        },
+        throttle_backoff: Duration::from_millis(20),
+        throttle_max: Duration::from_millis(100),
+        ..Options::default()
+    }
+}
+
+async fn send(path: &Path, locals: &[&str], settings: Settings) -> Summary {
+    let render = Arc::new(PlainRender {
+        from: "news@sender.test".into(),
+    });
+    delivery::run_once(
+        path,
+        "hostile",
+        contacts(locals),
+        settings,
+        options(),
+        render,
+        Shutdown::new(),
+    )
+    .await
+    .0
+}
+
+/// The CVE-2011-0411 replay: the relay answers STARTTLS with its 220 and, in the same write,
+/// every reply a whole session needs (EHLO, AUTH, MAIL, RCPT, DATA), then does a genuine TLS
+/// handshake and refuses every message. Read as if they came over TLS, those bytes would make a
+/// 554 look like an acceptance.
+const STARTTLS_INJECTION: &str = r#"
+[session]
+inject = { starttls = "250-fake\r\n250 AUTH PLAIN\r\n250 fake\r\n235 fake\r\n250 fake\r\n250 fake\r\n354 fake\r\n" }
+
+[[rule]]
+recipient = "*"
+action = "reject"
+reply = "554 5.7.1 refused after all"
+at = "message"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_injected_before_the_starttls_handshake_refuse_the_relay() {
+    let r = relay(STARTTLS_INJECTION, |c| c).await;
+    let ledger = r.dir.path().join("mailroom.db");
+    let summary = send(&ledger, &["a", "b"], tls_settings(&r, Security::StartTls)).await;
+    let End::Aborted(why) = &summary.end else {
+        panic!("expected an abort, got {:?}", summary.end);
+    };
+    assert!(why.contains("TLS failed"), "{why}");
+    assert!(why.contains("after its 220 to STARTTLS"), "{why}");
+    // Nobody is charged, nothing is counted as accepted, no password and no mail went out.
+    assert_eq!(summary.accepted, 0);
+    assert_eq!(
+        states(&ledger).get("pending"),
+        Some(&2),
+        "{:?}",
+        states(&ledger)
+    );
+    let transcript = r.sandbox.transcript();
+    assert!(
+        !transcript
+            .iter()
+            .any(|l| l.starts_with("AUTH") || l.starts_with("MAIL")),
+        "{transcript:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_injection_the_same_relay_is_used_and_its_refusals_recorded() {
+    // The control for the test above: the same script minus the injected bytes.
+    let script = STARTTLS_INJECTION.replace(
+        "inject = { starttls = \"250-fake\\r\\n250 AUTH PLAIN\\r\\n250 fake\\r\\n235 fake\\r\\n250 fake\\r\\n250 fake\\r\\n354 fake\\r\\n\" }",
+        "",
+    );
+    assert_ne!(script, STARTTLS_INJECTION);
+    let r = relay(&script, |c| c).await;
+    let ledger = r.dir.path().join("mailroom.db");
+    let summary = send(&ledger, &["a", "b"], tls_settings(&r, Security::StartTls)).await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(summary.accepted, 0);
+    assert_eq!(summary.bounced_soft + summary.bounced_hard, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_reply_after_the_greeting_of_an_implicit_tls_relay_is_caught() {
+    // Inside TLS there is nothing to inject from outside, but a relay that sends a reply nobody
+    // asked for must still never turn a refusal into an acceptance: replies are checked against
+    // the command they answer.
+    let r = relay(
+        "[session]\ninject = { message = \"250 2.0.0 stray\\r\\n\" }\n\n[[rule]]\nrecipient = \"b@example.test\"\naction = \"reject\"\nreply = \"554 5.7.1 no\"\nat = \"message\"\n",
+        |c| c.implicit_tls(true),
+    )
+    .await;
+    let ledger = r.dir.path().join("mailroom.db");
+    let summary = send(&ledger, &["a", "b"], tls_settings(&r, Security::Tls)).await;
+    assert_eq!(summary.end, End::Finished, "{summary:?}");
+    let recipient = |email: &str| delivery::recipient(&ledger, email).0;
+    assert_eq!(recipient("a@example.test"), "accepted");
+    assert_ne!(recipient("b@example.test"), "accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_implicit_tls_certificate_is_reported_at_connect() {
+    let r = relay("", |c| c.implicit_tls(true)).await;
+    let ledger = r.dir.path().join("mailroom.db");
+    let mut settings = tls_settings(&r, Security::Tls);
+    settings.ca_file = None;
+    let summary = send(&ledger, &["a"], settings).await;
+    let End::Aborted(why) = &summary.end else {
+        panic!("expected an abort, got {:?}", summary.end);
+    };
+    assert!(why.contains("UnknownIssuer"), "{why}");
+    assert!(why.contains("(at connect)"), "{why}");
+    assert!(!why.contains("starttls"), "{why}");
+    assert_eq!(states(&ledger).get("pending"), Some(&1));
+}
+
+/// Runs the `mailroom` binary to completion while sampling its resident memory, killing it if
+/// it passes [`RSS_CAP_KIB`]. Returns the exit status, stdout+stderr and the peak seen (KiB).
+fn run_measured(args: &[&str], root: &Path) -> (Option<i32>, String, u64) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(args)
+        .arg(root)
+        .arg("--yes")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        // VmHWM is the kernel's own high-water mark of the resident set, so sampling it now and
+        // then still catches a peak between samples.
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        if peak > RSS_CAP_KIB || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (status.code(), text, peak)
+}
+
+async fn flood_campaign(flood: &str) -> (Relay, PathBuf) {
+    let r = relay(
+        &format!("[session]\nflood_at = \"mail\"\nflood = \"{flood}\"\n"),
+        |c| c,
+    )
+    .await;
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nconnections = 1\n\
+         command_timeout = 10\ndata_timeout = 10",
+        r.sandbox.addr().port()
+    );
+    let emails = vec!["a@example.test".to_owned(), "b@example.test".to_owned()];
+    let root = delivery::write_campaign(r.dir.path(), "flood", "news@sender.test", &smtp, &emails);
+    (r, root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_line_that_never_ends_is_cut_and_memory_stays_bounded() {
+    for flood in ["line", "lines"] {
+        let (r, root) = flood_campaign(flood).await;
+        let (code, output, peak) =
+            tokio::task::spawn_blocking(move || run_measured(&["send"], &root))
+                .await
+                .unwrap();
+        assert!(
+            peak <= RSS_CAP_KIB,
+            "flood = {flood}: peak RSS {peak} KiB passed the cap; output: {output}"
+        );
+        assert!(peak > 0, "the child's memory was never sampled");
+        // The relay never answered MAIL properly: nobody is accepted, the run says why.
+        assert_eq!(code, Some(1), "flood = {flood}: {output}");
+        let want = if flood == "line" {
+            "longer than 4096 bytes"
+        } else {
+            "more than 200 lines"
+        };
+        assert!(output.contains(want), "flood = {flood}: {output}");
+        let ledger = r.dir.path().join("flood").join("mailroom.db");
+        let st = states(&ledger);
+        assert_eq!(st.get("accepted"), None, "{st:?}");
+        assert_eq!(st.values().sum::<i64>(), 2, "{st:?}");
+    }
+}
