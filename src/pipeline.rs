@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lettre::Address;
-use rusqlite::Connection;
 use tokio::sync::{Mutex, Notify, mpsc};
 
 use crate::model::DeliveryState;
@@ -70,12 +69,6 @@ pub trait Render: Send + Sync + 'static {
 pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
-    #[error("ledger {path}: {source}")]
-    Sql {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
     #[error(
         "in-flight journal {path}: {source}\n\nmailroom keeps this file next to the ledger; make \
          sure the ledger's folder is writable (and not full), then run `mailroom send` again."
@@ -246,7 +239,8 @@ impl Summary {
 
 /// A ledger prepared for a run: contacts imported, crashed claims recovered, run row created.
 pub struct Prepared {
-    pub conn: Connection,
+    /// The ledger, for the writer thread.
+    pub ledger: store::Ledger,
     /// Held until dropped: no other `send` may use this ledger meanwhile.
     pub lock: store::RunLock,
     pub campaign_id: i64,
@@ -274,16 +268,11 @@ where
     I: IntoIterator<Item = Result<store::NewRecipient, E>>,
     E: std::fmt::Display,
 {
-    let sql = |source| Error::Sql {
-        path: path.to_owned(),
-        source,
-    };
     let lock = store::RunLock::acquire(path)?;
-    let mut conn = store::open(path)?;
+    let mut ledger = store::Ledger::open(path)?;
     // The import's pages stay in the WAL (no checkpoint with an fsync right after it): the run
     // that follows rewrites many of them, and one checkpoint at the end copies each page once.
-    // Failure to set it only costs speed.
-    let _ = conn.pragma_update(None, "wal_autocheckpoint", 10_000);
+    ledger.defer_checkpoints();
     // Recovery first, for the whole ledger: the journal is the ledger's, not the campaign's, and
     // rows given back to pending must then go through the import like any other (a contact
     // removed from the file meanwhile is marked removed, corrected fields are taken).
@@ -292,43 +281,23 @@ where
         source,
     };
     let started = store::journal::read(path).map_err(journal_error)?;
-    let recovered = ledger::recover_interrupted(&mut conn, &started).map_err(sql)?;
+    let recovered = ledger.recover_interrupted(&started)?;
     // Only now that recovery is committed: what the journal said is in the ledger.
     store::journal::reset(path).map_err(journal_error)?;
-    let campaign_id = ledger::ensure_campaign(&conn, campaign).map_err(sql)?;
-    let imported = ledger::import(&mut conn, campaign_id, contacts).map_err(|e| match e {
-        ledger::ImportError::Sqlite(source) => sql(source),
-        ledger::ImportError::Source(e) => Error::Contacts(e.to_string()),
+    let campaign_id = ledger.ensure_campaign(campaign)?;
+    let imported = ledger.import(campaign_id, contacts).map_err(|e| match e {
+        store::ImportError::Store(e) => Error::Store(e),
+        store::ImportError::Source(e) => Error::Contacts(e.to_string()),
     })?;
-    let run_id = ledger::start_run(&conn, campaign_id, host, security).map_err(sql)?;
+    let run_id = ledger.start_run(campaign_id, host, security)?;
     Ok(Prepared {
-        conn,
+        ledger,
         lock,
         campaign_id,
         run_id,
         imported,
         recovered,
     })
-}
-
-/// How many rows are due now (for the confirmation prompt and the progress bar).
-///
-/// # Errors
-/// When the ledger cannot be read.
-pub fn count_due(
-    conn: &Connection,
-    campaign_id: i64,
-    resend_unknown: bool,
-) -> rusqlite::Result<u64> {
-    conn.query_row(
-        "SELECT count(*) FROM recipients WHERE campaign_id = ?1 AND removed_at IS NULL
-           AND (state = 'pending'
-                OR (state = 'deferred' AND coalesce(retry_at, 0) <= ?2)
-                OR (?3 AND state = 'unknown'))",
-        rusqlite::params![campaign_id, ledger::now_ms(), resend_unknown],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| u64::try_from(n).unwrap_or(0))
 }
 
 /// Everything a run needs.
@@ -450,47 +419,43 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         counters,
         events,
     } = run;
-    let reader = match store::open(&ledger_path) {
-        Ok(conn) => Arc::new(std::sync::Mutex::new(conn)),
+    // Closes the run row when the run cannot start (best effort: the error is what matters).
+    let abandon = async |writer: &Writer| {
+        let _ = writer.finish_run(run_id, "aborted").await;
+        let _ = writer.sync().await;
+    };
+    let reader = match store::Reader::open(&ledger_path) {
+        Ok(reader) => Arc::new(std::sync::Mutex::new(reader)),
         Err(e) => {
-            // Nothing started yet: close the run row (best effort) so it is not left open.
-            let _ = writer
-                .exec(move |c| ledger::finish_run(c, run_id, "aborted"))
-                .await;
-            let _ = writer.sync().await;
+            abandon(&writer).await;
             return Err(e.into());
         }
     };
     let journal = match store::journal::Journal::open(&ledger_path) {
         Ok(journal) => journal,
         Err(source) => {
-            let _ = writer
-                .exec(move |c| ledger::finish_run(c, run_id, "aborted"))
-                .await;
-            let _ = writer.sync().await;
+            abandon(&writer).await;
             return Err(Error::Journal {
                 path: store::journal::path_for(&ledger_path),
                 source,
             });
         }
     };
-    let sql = |source| Error::Sql {
-        path: ledger_path.clone(),
-        source,
-    };
+    // Reads run on the blocking pool: SQLite must not block a runtime worker.
     let read = {
         let reader = reader.clone();
         move |f: ReadFn| {
             let reader = reader.clone();
             async move {
                 tokio::task::spawn_blocking(move || {
-                    let conn = reader
+                    let reader = reader
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    f(&conn)
+                    f(&reader)
                 })
                 .await
-                .map_err(|e| Error::Task(e.to_string()))
+                .map_err(|e| Error::Task(e.to_string()))?
+                .map_err(Error::Store)
             }
         }
     };
@@ -499,16 +464,15 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     let count_due_now = || {
         let resend = options.resend_unknown;
         let read = read.clone();
-        let sql = &sql;
         async move {
-            match read(Box::new(move |c| {
-                count_due(c, campaign_id, resend).map(ReadResult::Count)
+            match read(Box::new(move |r| {
+                r.count_due(campaign_id, ledger::now_ms(), resend)
+                    .map(ReadResult::Count)
             }))
             .await?
             {
-                Ok(ReadResult::Count(n)) => Ok(n),
-                Ok(_) => Ok(0),
-                Err(e) => Err(sql(e)),
+                ReadResult::Count(n) => Ok::<u64, Error>(n),
+                _ => Ok(0),
             }
         }
     };
@@ -559,9 +523,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                 Ok(session) => {
                     let port = session.port();
                     shared.port.store(port, Ordering::Relaxed);
-                    writer
-                        .exec(move |c| ledger::set_run_port(c, run_id, port))
-                        .await?;
+                    writer.set_run_port(run_id, port).await?;
                     Some(session)
                 }
                 Err(failure) => {
@@ -601,14 +563,13 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         let mut daily_left = match options.rate.daily_cap {
             Some(cap) => {
                 let since = ledger::now_ms() - 24 * 3600 * 1000;
-                match read(Box::new(move |c| {
-                    ledger::accepted_since(c, since).map(ReadResult::Count)
+                match read(Box::new(move |r| {
+                    r.accepted_since(since).map(ReadResult::Count)
                 }))
                 .await?
                 {
-                    Ok(ReadResult::Count(n)) => Some(cap.saturating_sub(n)),
-                    Ok(_) => Some(cap),
-                    Err(e) => return Err(sql(e)),
+                    ReadResult::Count(n) => Some(cap.saturating_sub(n)),
+                    _ => Some(cap),
                 }
             }
             None => None,
@@ -621,15 +582,14 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                     break 'passes;
                 }
                 let resend = options.resend_unknown;
-                let page = match read(Box::new(move |c| {
-                    ledger::due_rows(c, campaign_id, after, ledger::now_ms(), resend, PAGE)
+                let page = match read(Box::new(move |r| {
+                    r.due_rows(campaign_id, after, ledger::now_ms(), resend, PAGE)
                         .map(ReadResult::Rows)
                 }))
                 .await?
                 {
-                    Ok(ReadResult::Rows(rows)) => rows,
-                    Ok(_) => Vec::new(),
-                    Err(e) => return Err(sql(e)),
+                    ReadResult::Rows(rows) => rows,
+                    _ => Vec::new(),
                 };
                 if page.is_empty() {
                     break;
@@ -688,14 +648,14 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
                 shared.left.store(0, Ordering::Relaxed);
                 continue;
             }
-            let next = match read(Box::new(move |c| {
-                ledger::deferred_summary(c, campaign_id).map(|(n, at)| ReadResult::Deferred(n, at))
+            let next = match read(Box::new(move |r| {
+                r.deferred_summary(campaign_id)
+                    .map(|(n, at)| ReadResult::Deferred(n, at))
             }))
             .await?
             {
-                Ok(ReadResult::Deferred(n, at)) if n > 0 => at,
-                Ok(_) => break,
-                Err(e) => return Err(sql(e)),
+                ReadResult::Deferred(n, at) if n > 0 => at,
+                _ => break,
             };
             let wait_ms = next.unwrap_or(0).saturating_sub(ledger::now_ms()).max(0);
             let wake = tokio::time::Instant::now()
@@ -739,38 +699,32 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     };
     let outcome = end.as_str();
     let closed = async {
-        writer
-            .exec(move |c| ledger::finish_run(c, run_id, outcome))
-            .await?;
+        writer.finish_run(run_id, outcome).await?;
         writer.sync().await
     }
     .await;
     if closed.is_err() {
-        // The writer failed (that is usually why `driven` failed too): close the run row
-        // through the reader's connection instead, so the run is not left open.
-        let reader = reader.clone();
+        // The writer failed (that is usually why `driven` failed too): close the run row on a
+        // connection of its own instead, so the run is not left open.
+        let path = ledger_path.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            ledger::finish_run(&conn, run_id, outcome)
+            store::Ledger::open(&path).and_then(|l| l.finish_run(run_id, outcome))
         })
         .await;
     }
     driven?;
     closed?;
 
-    let (states, (deferred_total, next_retry_at)) = match read(Box::new(move |c| {
+    let (states, (deferred_total, next_retry_at)) = match read(Box::new(move |r| {
         Ok(ReadResult::Final(
-            ledger::state_counts(c, campaign_id)?,
-            ledger::deferred_summary(c, campaign_id)?,
+            r.state_counts(campaign_id)?,
+            r.deferred_summary(campaign_id)?,
         ))
     }))
     .await?
     {
-        Ok(ReadResult::Final(states, deferred)) => (states, deferred),
-        Ok(_) => (Vec::new(), (0, None)),
-        Err(e) => return Err(sql(e)),
+        ReadResult::Final(states, deferred) => (states, deferred),
+        _ => (Vec::new(), (0, None)),
     };
     let port = match shared.port.load(Ordering::Relaxed) {
         0 => None,
@@ -793,7 +747,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     })
 }
 
-type ReadFn = Box<dyn FnOnce(&Connection) -> rusqlite::Result<ReadResult> + Send>;
+type ReadFn = Box<dyn FnOnce(&store::Reader) -> Result<ReadResult, store::Error> + Send>;
 
 enum ReadResult {
     Count(u64),

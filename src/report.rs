@@ -1,13 +1,13 @@
 //! The one query module behind `mailroom report` and `mailroom dashboard`: both read the ledger
 //! through these functions, so the numbers they show cannot disagree.
 //!
-//! Everything here takes a read-only connection (`store::open_read_only`) and returns owned
-//! snapshot structs; nothing writes, nothing prints, nothing knows about terminals. Formatting
-//! lives in `report/format.rs` (text, JSON, CSV, Markdown) and `report/html.rs`.
+//! Everything here reads through `store::Reader` (read-only: a report never migrates or writes
+//! a ledger) and builds owned snapshot structs; nothing here speaks SQL, prints or knows about
+//! terminals. Formatting lives in `report/format.rs` (text, JSON, CSV, Markdown) and
+//! `report/html.rs`.
 //!
-//! Counts come from the trigger-maintained counter tables of `migrations/0004_report.sql`, so a
-//! refresh reads a few hundred rows even when the ledger holds a million recipients. Drill-down
-//! queries read the `attempts` and `events` tables themselves, always with a row limit.
+//! Counts come from the trigger-maintained counter tables, so a refresh reads a few hundred rows
+//! even when the ledger holds a million recipients; drill-downs are bounded by `DRILL_LIMIT`.
 //!
 //! Wording: a 250 after DATA is "accepted by the relay", never "delivered".
 
@@ -17,7 +17,6 @@ mod html;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 pub use format::{dense_series, write_csv, write_json, write_markdown, write_text};
@@ -25,14 +24,12 @@ pub use html::write_html;
 
 use crate::model::DeliveryState;
 use crate::store;
+pub use crate::store::{EntryKind, HistoryEntry, RecipientRef, RecipientRow};
 
 /// How many recent attempts/events a snapshot carries.
 pub const RECENT_LIMIT: usize = 50;
 /// How many rows a drill-down returns at most (newest first).
 pub const DRILL_LIMIT: usize = 300;
-/// Under this many recipients a domain drill-down walks the domain's recipients; above it, the
-/// newest attempts (see `domain_history`).
-const SMALL_DOMAIN: u64 = 5_000;
 
 /// Errors reading a ledger for a report or the dashboard.
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +37,6 @@ const SMALL_DOMAIN: u64 = 5_000;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
-    #[error("cannot read ledger {path}")]
-    Query {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
     #[error("cannot write the report of ledger {path}")]
     Write {
         path: PathBuf,
@@ -72,78 +63,40 @@ pub enum Error {
     Ambiguous { path: PathBuf, known: String },
 }
 
-/// A ledger open for reading, remembering its path for error messages.
+/// A ledger open for reading, with the views `report` and the dashboard build from it.
 pub struct Ledger {
-    conn: Connection,
-    path: PathBuf,
+    reader: store::Reader,
 }
 
 impl Ledger {
-    /// Opens an existing ledger read-only (upgrading it first, once, if it predates the report
-    /// counters).
+    /// Opens an existing ledger read-only (never migrating or writing it).
     ///
     /// # Errors
-    /// `Error::Store` with `store::Error::Missing` when the file does not exist.
+    /// `Error::Store` when the file does not exist, is not a mailroom ledger or needs an
+    /// upgrade first.
     pub fn open(path: &Path) -> Result<Ledger, Error> {
-        let mut conn = store::open_read_only(path)?;
-        let has_counters = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'report_counts'",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map_err(|source| Error::Query {
-                path: path.to_owned(),
-                source,
-            })?
-            > 0;
-        if !has_counters {
-            // A ledger written by a mailroom without the report counters: upgrading it is what
-            // any writing command would do first, and the only way to read it at scale. The
-            // migration backfills the counters in one transaction.
-            drop(conn);
-            drop(store::open(path)?);
-            conn = store::open_read_only(path)?;
-        }
         Ok(Ledger {
-            conn,
-            path: path.to_owned(),
+            reader: store::Reader::open(path)?,
         })
-    }
-
-    /// Wraps a connection the caller opened (tests, embedding).
-    pub fn from_connection(conn: Connection, path: &Path) -> Ledger {
-        Ledger {
-            conn,
-            path: path.to_owned(),
-        }
     }
 
     /// The ledger's file.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn fail(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
-        |source| Error::Query {
-            path: self.path.clone(),
-            source,
-        }
+        self.reader.path()
     }
 
     /// Every campaign with its progress, newest first.
     ///
     /// # Errors
-    /// When a query fails (e.g. a ledger older than the report counters cannot be read
-    /// read-only: open it once with a writing command to migrate it).
+    /// When a query fails.
     pub fn campaigns(&self) -> Result<Vec<CampaignSummary>, Error> {
-        let rows = self.campaign_rows()?;
+        let rows = self.reader.campaigns()?;
         let (mut counts, _) = self.scan_counts(None)?;
         Ok(rows
             .into_iter()
             .map(|row| {
                 let totals = counts.remove(&row.id).unwrap_or_default();
-                row.summary(totals)
+                CampaignSummary::of(row, totals)
             })
             .collect())
     }
@@ -158,7 +111,7 @@ impl Ledger {
         &self,
         name: Option<&str>,
     ) -> Result<(Vec<CampaignSummary>, Option<CampaignReport>), Error> {
-        let rows = self.campaign_rows()?;
+        let rows = self.reader.campaigns()?;
         let selected = name
             .and_then(|name| rows.iter().find(|r| r.name == name))
             .or(rows.first())
@@ -168,7 +121,7 @@ impl Ledger {
             .into_iter()
             .map(|row| {
                 let totals = counts.remove(&row.id).unwrap_or_default();
-                row.summary(totals)
+                CampaignSummary::of(row, totals)
             })
             .collect();
         let report = match summaries.iter().find(|s| Some(s.id) == selected) {
@@ -178,74 +131,24 @@ impl Ledger {
         Ok((summaries, report))
     }
 
-    fn campaign_rows(&self) -> Result<Vec<CampaignRow>, Error> {
-        let fail = self.fail();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT c.id, c.name, c.created_at, \
-                   (SELECT min(started_at) FROM runs WHERE campaign_id = c.id), \
-                   (SELECT max(started_at) FROM runs WHERE campaign_id = c.id), \
-                   (SELECT count(*) FROM runs WHERE campaign_id = c.id AND finished_at IS NULL) \
-                 FROM campaigns c ORDER BY c.created_at DESC, c.id DESC",
-            )
-            .map_err(&fail)?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok(CampaignRow {
-                    id: row.get(0)?,
-                    name: row.get(1)?,
-                    created_at: row.get(2)?,
-                    started_at: row.get(3)?,
-                    last_run_at: row.get(4)?,
-                    open_runs: row.get::<_, i64>(5)? as u64,
-                })
-            })
-            .map_err(&fail)?;
-        rows.collect::<Result<_, _>>().map_err(&fail)
-    }
-
-    /// One pass over the counters in primary-key order (no sort): totals per campaign, and
-    /// for `domains_of` its per-domain rows. Rows of one domain are consecutive, so each
-    /// domain row is built without a map, and strings are borrowed, not copied, per row.
+    /// One pass over every campaign's counters: totals per campaign, and for `domains_of` its
+    /// per-domain rows. Rows of one domain are consecutive, so each domain row is built without
+    /// a map.
     fn scan_counts(
         &self,
         domains_of: Option<i64>,
     ) -> Result<(BTreeMap<i64, Totals>, Vec<DomainRow>), Error> {
-        let fail = self.fail();
         let mut totals: BTreeMap<i64, Totals> = BTreeMap::new();
         let mut domains: Vec<DomainRow> = Vec::new();
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
-                 WHERE n > 0 ORDER BY campaign_id, domain, state, relay_accepted",
-            )
-            .map_err(&fail)?;
-        let mut rows = stmt.query([]).map_err(&fail)?;
-        while let Some(row) = rows.next().map_err(&fail)? {
-            let text = |i| -> Result<&str, Error> {
-                row.get_ref(i)
-                    .and_then(|v| v.as_str().map_err(Into::into))
-                    .map_err(&fail)
-            };
-            let campaign = row.get::<_, i64>(0).map_err(&fail)?;
-            let state = text(2)?;
-            let relay = row.get::<_, i64>(3).map_err(&fail)? != 0;
-            let n = row.get::<_, i64>(4).map_err(&fail)?;
-            totals.entry(campaign).or_default().add(state, relay, n);
-            if Some(campaign) == domains_of {
-                let domain = text(1)?;
-                match domains.last_mut() {
-                    Some(last) if last.domain == domain => last.totals.add(state, relay, n),
-                    _ => {
-                        let mut row = DomainRow::new(domain.to_owned());
-                        row.totals.add(state, relay, n);
-                        domains.push(row);
-                    }
-                }
+        self.reader.for_each_count(None, |row| {
+            totals
+                .entry(row.campaign)
+                .or_default()
+                .add(row.state, row.relay_accepted, row.n);
+            if Some(row.campaign) == domains_of {
+                add_domain_row(&mut domains, row);
             }
-        }
+        })?;
         Ok((totals, domains))
     }
 
@@ -261,23 +164,22 @@ impl Ledger {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let path = self.path().to_owned();
         if all.is_empty() {
-            return Err(Error::NoCampaigns {
-                path: self.path.clone(),
-            });
+            return Err(Error::NoCampaigns { path });
         }
         match name {
             Some(name) => match all.iter().position(|c| c.name == name) {
                 Some(index) => Ok(all.swap_remove(index)),
                 None => Err(Error::UnknownCampaign {
-                    path: self.path.clone(),
+                    path,
                     name: name.to_owned(),
                     known: known(),
                 }),
             },
             None if all.len() == 1 => Ok(all.swap_remove(0)),
             None => Err(Error::Ambiguous {
-                path: self.path.clone(),
+                path,
                 known: known(),
             }),
         }
@@ -288,38 +190,9 @@ impl Ledger {
     /// # Errors
     /// When a query fails.
     pub fn campaign_report(&self, summary: &CampaignSummary) -> Result<CampaignReport, Error> {
-        let fail = self.fail();
         let mut domains: Vec<DomainRow> = Vec::new();
-        {
-            // As in `scan_counts`, for one campaign only (its primary-key range).
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT domain, state, relay_accepted, n FROM report_counts \
-                     WHERE campaign_id = ?1 AND n > 0 ORDER BY campaign_id, domain",
-                )
-                .map_err(&fail)?;
-            let mut rows = stmt.query([summary.id]).map_err(&fail)?;
-            while let Some(row) = rows.next().map_err(&fail)? {
-                let text = |i| -> Result<&str, Error> {
-                    row.get_ref(i)
-                        .and_then(|v| v.as_str().map_err(Into::into))
-                        .map_err(&fail)
-                };
-                let domain = text(0)?;
-                let state = text(1)?;
-                let relay = row.get::<_, i64>(2).map_err(&fail)? != 0;
-                let n = row.get::<_, i64>(3).map_err(&fail)?;
-                match domains.last_mut() {
-                    Some(last) if last.domain == domain => last.totals.add(state, relay, n),
-                    _ => {
-                        let mut row = DomainRow::new(domain.to_owned());
-                        row.totals.add(state, relay, n);
-                        domains.push(row);
-                    }
-                }
-            }
-        }
+        self.reader
+            .for_each_count(Some(summary.id), |row| add_domain_row(&mut domains, row))?;
         self.report_from(summary, domains)
     }
 
@@ -329,7 +202,6 @@ impl Ledger {
         summary: &CampaignSummary,
         mut domains: Vec<DomainRow>,
     ) -> Result<CampaignReport, Error> {
-        let fail = self.fail();
         let id = summary.id;
         let mut totals = Totals::default();
         for row in &domains {
@@ -345,34 +217,22 @@ impl Ledger {
                 .then_with(|| a.domain.cmp(&b.domain))
         });
 
-        let mut reasons = Vec::new();
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT source, status, outcome, n, example FROM report_reasons \
-                     WHERE campaign_id = ?1 AND n > 0",
-                )
-                .map_err(&fail)?;
-            let rows = stmt
-                .query_map([id], |row| {
-                    Ok(ReasonRow {
-                        source: if row.get::<_, String>(0)? == "event" {
-                            Source::Feedback
-                        } else {
-                            Source::Attempt
-                        },
-                        status: row.get(1)?,
-                        outcome: row.get(2)?,
-                        count: row.get::<_, i64>(3)? as u64,
-                        example: row.get(4)?,
-                    })
-                })
-                .map_err(&fail)?;
-            for row in rows {
-                reasons.push(row.map_err(&fail)?);
-            }
-        }
+        let mut reasons: Vec<ReasonRow> = self
+            .reader
+            .reasons(id)?
+            .into_iter()
+            .map(|r| ReasonRow {
+                source: if r.feedback {
+                    Source::Feedback
+                } else {
+                    Source::Attempt
+                },
+                status: r.status,
+                outcome: r.outcome,
+                count: r.n,
+                example: r.example,
+            })
+            .collect();
         reasons.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)
@@ -381,47 +241,23 @@ impl Ledger {
         });
 
         let mut series: Vec<MinutePoint> = Vec::new();
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "SELECT minute, outcome, n FROM report_minutes \
-                     WHERE campaign_id = ?1 AND n > 0 ORDER BY minute",
-                )
-                .map_err(&fail)?;
-            let rows = stmt
-                .query_map([id], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                    ))
-                })
-                .map_err(&fail)?;
-            for row in rows {
-                let (minute, outcome, n) = row.map_err(&fail)?;
-                let point = match series.last_mut() {
-                    Some(last) if last.minute == minute => last,
-                    _ => {
-                        series.push(MinutePoint {
-                            minute,
-                            attempts: 0,
-                            accepted: 0,
-                        });
-                        series.last_mut().ok_or_else(|| Error::Query {
-                            path: self.path.clone(),
-                            source: rusqlite::Error::InvalidQuery,
-                        })?
-                    }
-                };
-                point.attempts += n as u64;
-                if outcome == DeliveryState::Accepted.as_str() {
-                    point.accepted += n as u64;
+        for m in self.reader.minutes(id)? {
+            if series.last().is_none_or(|last| last.minute != m.minute) {
+                series.push(MinutePoint {
+                    minute: m.minute,
+                    attempts: 0,
+                    accepted: 0,
+                });
+            }
+            if let Some(point) = series.last_mut() {
+                point.attempts += m.n;
+                if m.outcome == DeliveryState::Accepted.as_str() {
+                    point.accepted += m.n;
                 }
             }
         }
 
-        let recent = self.recent(id, RECENT_LIMIT)?;
+        let recent = self.reader.recent(id, RECENT_LIMIT)?;
         let rates = Rates::of(&totals);
         Ok(CampaignReport {
             campaign: summary.clone(),
@@ -434,176 +270,26 @@ impl Ledger {
         })
     }
 
-    /// The newest attempts and feedback events of a campaign, newest first.
-    fn recent(&self, campaign: i64, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
-        let mut entries = self.history(
-            Some(
-                "SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-             FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
-             WHERE r.campaign_id = ?1 ORDER BY a.id DESC LIMIT ?2",
-            ),
-            Some(
-                "SELECT e.at, r.email, e.kind, e.action, e.status, \
-               COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-             FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
-             WHERE r.campaign_id = ?1 ORDER BY e.at DESC LIMIT ?2",
-            ),
-            &[&campaign, &(limit as i64)],
-        )?;
-        entries.truncate(limit);
-        Ok(entries)
-    }
-
-    fn history(
-        &self,
-        attempts_sql: Option<&str>,
-        events_sql: Option<&str>,
-        params: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<HistoryEntry>, Error> {
-        let fail = self.fail();
-        let mut out = Vec::new();
-        if let Some(attempts_sql) = attempts_sql {
-            let mut stmt = self.conn.prepare_cached(attempts_sql).map_err(&fail)?;
-            let rows = stmt
-                .query_map(params, |row| {
-                    Ok(HistoryEntry {
-                        at: row.get(0)?,
-                        email: row.get(1)?,
-                        kind: EntryKind::Attempt {
-                            step: row.get(2)?,
-                            port: row.get(7)?,
-                        },
-                        code: row.get(3)?,
-                        status: row.get(4)?,
-                        text: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                        outcome: row.get(6)?,
-                    })
-                })
-                .map_err(&fail)?;
-            for row in rows {
-                out.push(row.map_err(&fail)?);
-            }
-        }
-        if let Some(events_sql) = events_sql {
-            let mut stmt = self.conn.prepare_cached(events_sql).map_err(&fail)?;
-            let rows = stmt
-                .query_map(params, |row| {
-                    let kind: String = row.get(2)?;
-                    Ok(HistoryEntry {
-                        at: row.get(0)?,
-                        email: row.get(1)?,
-                        kind: EntryKind::Feedback {
-                            action: row.get(3)?,
-                            source: row.get(6)?,
-                            remote_mta: row.get(7)?,
-                        },
-                        code: None,
-                        status: row.get(4)?,
-                        text: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                        outcome: kind,
-                    })
-                })
-                .map_err(&fail)?;
-            for row in rows {
-                out.push(row.map_err(&fail)?);
-            }
-        }
-        // Newest first; a feedback event and the attempt it answers can share a millisecond,
-        // and then the feedback (which came later) goes first.
-        out.sort_by(|a, b| {
-            b.at.cmp(&a.at).then_with(|| {
-                matches!(b.kind, EntryKind::Feedback { .. })
-                    .cmp(&matches!(a.kind, EntryKind::Feedback { .. }))
-            })
-        });
-        Ok(out)
-    }
-
     /// Every attempt (full reply) and later feedback for what `focus` names, newest first,
     /// at most `DRILL_LIMIT` rows.
     ///
     /// # Errors
     /// When a query fails.
     pub fn drill_down(&self, campaign: i64, focus: &Focus) -> Result<DrillDown, Error> {
-        let limit = DRILL_LIMIT as i64;
+        // One more than shown, to know whether there are more.
+        let limit = DRILL_LIMIT + 1;
         let mut entries = match focus {
-            Focus::Recipient(email) => self.history(
-                Some("SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-                 FROM recipients r JOIN attempts a ON a.recipient_id = r.id \
-                 WHERE r.campaign_id = ?1 AND r.email = ?2 ORDER BY a.id DESC LIMIT ?3"),
-                Some("SELECT e.at, r.email, e.kind, e.action, e.status, \
-                   COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-                 FROM recipients r JOIN events e ON e.recipient_id = r.id \
-                 WHERE r.campaign_id = ?1 AND r.email = ?2 ORDER BY e.at DESC LIMIT ?3"),
-                &[&campaign, email, &limit],
-            )?,
-            Focus::Domain(domain) => {
-                let size: i64 = self
-                    .conn
-                    .query_row(
-                        "SELECT COALESCE(sum(n), 0) FROM report_counts \
-                         WHERE campaign_id = ?1 AND domain = ?2",
-                        params![campaign, domain],
-                        |row| row.get(0),
-                    )
-                    .map_err(self.fail())?;
-                // A small domain: walk its recipients (index) and their attempts and events. A
-                // big one: walk attempts and events newest first and stop at the limit. CROSS
-                // JOIN fixes SQLite's join order, which it cannot choose well without ANALYZE.
-                let attempts_sql = if (size as u64) < SMALL_DOMAIN {
-                    "SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-                     FROM recipients r CROSS JOIN attempts a ON a.recipient_id = r.id \
-                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY a.id DESC LIMIT ?3"
-                } else {
-                    "SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-                     FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
-                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY a.id DESC LIMIT ?3"
-                };
-                let events_sql = if (size as u64) < SMALL_DOMAIN {
-                    "SELECT e.at, r.email, e.kind, e.action, e.status, \
-                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-                     FROM recipients r CROSS JOIN events e ON e.recipient_id = r.id \
-                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3"
-                } else {
-                    "SELECT e.at, r.email, e.kind, e.action, e.status, \
-                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-                     FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
-                     WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3"
-                };
-                self.history(
-                    Some(attempts_sql),
-                    Some(events_sql),
-                    &[&campaign, domain, &limit],
-                )?
+            Focus::Recipient(email) => self.reader.recipient_history(campaign, email, limit)?,
+            Focus::Domain(domain) => self.reader.domain_history(campaign, domain, limit)?,
+            Focus::Reason { source, status } => {
+                self.reader
+                    .reason_history(campaign, *source == Source::Feedback, status, limit)?
             }
-            Focus::Reason { source, status } => match source {
-                Source::Attempt => self.history(
-                    Some("SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port \
-                     FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
-                     WHERE COALESCE(a.enhanced, CAST(a.code AS TEXT), '') = ?2 \
-                       AND a.outcome <> 'accepted' AND r.campaign_id = ?1 \
-                     ORDER BY a.id DESC LIMIT ?3"),
-                    None,
-                    &[&campaign, status, &limit],
-                )?,
-                // Newest imported first: that is the index's own order, so the limit stops
-                // the walk early instead of sorting every event with this status.
-                Source::Feedback => self.history(
-                    None,
-                    Some("SELECT e.at, r.email, e.kind, e.action, e.status, \
-                       COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta \
-                     FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
-                     WHERE COALESCE(e.status, '') = ?2 AND r.campaign_id = ?1 \
-                       AND e.kind NOT IN ('delivered', 'auto_reply') \
-                     ORDER BY e.id DESC LIMIT ?3"),
-                    &[&campaign, status, &limit],
-                )?,
-            },
         };
         let truncated = entries.len() > DRILL_LIMIT;
         entries.truncate(DRILL_LIMIT);
         let recipient = match focus {
-            Focus::Recipient(email) => self.recipient(campaign, email)?,
+            Focus::Recipient(email) => self.reader.recipient(campaign, email)?,
             _ => None,
         };
         Ok(DrillDown {
@@ -614,118 +300,34 @@ impl Ledger {
         })
     }
 
-    fn recipient(&self, campaign: i64, email: &str) -> Result<Option<RecipientRow>, Error> {
-        self.conn
-            .query_row(
-                "SELECT email, state, last_code, last_enhanced, last_reply, attempts, \
-                   last_attempt_at, relay_accepted \
-                 FROM recipients WHERE campaign_id = ?1 AND email = ?2",
-                params![campaign, email],
-                recipient_row,
-            )
-            .optional()
-            .map_err(self.fail())
-    }
-
     /// Calls `each` for every recipient of a campaign in import order (for CSV). The row is
-    /// borrowed from SQLite's buffers: a million-row export allocates nothing per row.
+    /// borrowed: a million-row export allocates nothing per row.
     ///
     /// # Errors
     /// When a query fails, or `each` does (its error is passed through as `Err(Ok(e))`).
     pub fn for_each_recipient<E>(
         &self,
         campaign: i64,
-        mut each: impl FnMut(&RecipientRef<'_>) -> Result<(), E>,
+        each: impl FnMut(&RecipientRef<'_>) -> Result<(), E>,
     ) -> Result<(), Result<E, Error>> {
-        let fail = |source| {
-            Err(Error::Query {
-                path: self.path.clone(),
-                source,
-            })
-        };
-        // Import order is rowid order: a table scan in rowid order (the unary + keeps SQLite off
-        // the campaign index) streams rows without sorting them all first.
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT email, state, last_code, last_enhanced, last_reply, attempts, \
-                   last_attempt_at, relay_accepted \
-                 FROM recipients WHERE +campaign_id = ?1 ORDER BY id",
-            )
-            .map_err(fail)?;
-        let mut rows = stmt.query([campaign]).map_err(fail)?;
-        while let Some(row) = rows.next().map_err(fail)? {
-            let text =
-                |i| -> rusqlite::Result<Option<&str>> { Ok(row.get_ref(i)?.as_str_or_null()?) };
-            let view = (|| -> rusqlite::Result<RecipientRef<'_>> {
-                Ok(RecipientRef {
-                    email: text(0)?.unwrap_or(""),
-                    state: text(1)?.unwrap_or(""),
-                    code: row.get(2)?,
-                    enhanced: text(3)?,
-                    reply: text(4)?,
-                    attempts: row.get::<_, i64>(5)?.max(0) as u64,
-                    last_attempt_at: row.get(6)?,
-                    relay_accepted: row.get::<_, i64>(7)? != 0,
-                })
-            })()
-            .map_err(fail)?;
-            each(&view).map_err(Ok)?;
-        }
-        Ok(())
+        self.reader
+            .for_each_recipient(campaign, each)
+            .map_err(|e| e.map_err(Error::Store))
     }
 }
 
-/// One recipient's current row, borrowed (see `Ledger::for_each_recipient`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecipientRef<'a> {
-    pub email: &'a str,
-    pub state: &'a str,
-    pub code: Option<i64>,
-    pub enhanced: Option<&'a str>,
-    pub reply: Option<&'a str>,
-    pub attempts: u64,
-    pub last_attempt_at: Option<i64>,
-    pub relay_accepted: bool,
-}
-
-/// A `campaigns` row with its runs, before its counters are added.
-struct CampaignRow {
-    id: i64,
-    name: String,
-    created_at: i64,
-    started_at: Option<i64>,
-    last_run_at: Option<i64>,
-    open_runs: u64,
-}
-
-impl CampaignRow {
-    fn summary(self, totals: Totals) -> CampaignSummary {
-        CampaignSummary {
-            id: self.id,
-            name: self.name,
-            created_at: self.created_at,
-            started_at: self.started_at,
-            last_run_at: self.last_run_at,
-            open_runs: self.open_runs,
-            recipients: totals.recipients,
-            finished: totals.finished(),
-            relay_accepted: totals.relay_accepted,
+/// Adds one counter row to the domain rows being built (rows of a domain are consecutive).
+fn add_domain_row(domains: &mut Vec<DomainRow>, row: store::CountRef<'_>) {
+    match domains.last_mut() {
+        Some(last) if last.domain == row.domain => {
+            last.totals.add(row.state, row.relay_accepted, row.n);
+        }
+        _ => {
+            let mut new = DomainRow::new(row.domain.to_owned());
+            new.totals.add(row.state, row.relay_accepted, row.n);
+            domains.push(new);
         }
     }
-}
-
-fn recipient_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RecipientRow> {
-    Ok(RecipientRow {
-        email: row.get(0)?,
-        state: row.get(1)?,
-        code: row.get(2)?,
-        enhanced: row.get(3)?,
-        reply: row.get(4)?,
-        attempts: row.get::<_, i64>(5)? as u64,
-        last_attempt_at: row.get(6)?,
-        relay_accepted: row.get::<_, i64>(7)? != 0,
-    })
 }
 
 /// A campaign in the list: who, when, how far.
@@ -748,6 +350,20 @@ pub struct CampaignSummary {
 }
 
 impl CampaignSummary {
+    fn of(row: store::CampaignRecord, totals: Totals) -> CampaignSummary {
+        CampaignSummary {
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            last_run_at: row.last_run_at,
+            open_runs: row.open_runs,
+            recipients: totals.recipients,
+            finished: totals.finished(),
+            relay_accepted: totals.relay_accepted,
+        }
+    }
+
     /// Share of recipients in a final state, 0..=1.
     pub fn progress(&self) -> f64 {
         ratio(self.finished, self.recipients).unwrap_or(0.0)
@@ -773,8 +389,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, state: &str, relay_accepted: bool, n: i64) {
-        let n = n.max(0) as u64;
+    fn add(&mut self, state: &str, relay_accepted: bool, n: u64) {
         self.recipients += n;
         if relay_accepted {
             self.relay_accepted += n;
@@ -996,43 +611,6 @@ pub struct MinutePoint {
     pub accepted: u64,
 }
 
-/// One attempt or one piece of later feedback.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HistoryEntry {
-    pub at: i64,
-    pub email: String,
-    #[serde(flatten)]
-    pub kind: EntryKind,
-    pub code: Option<i64>,
-    /// Enhanced status code of the reply or of the DSN.
-    pub status: Option<String>,
-    /// The full SMTP reply, or the DSN diagnostic / complaint text.
-    pub text: String,
-    /// Attempt outcome or feedback kind.
-    pub outcome: String,
-}
-
-/// What a history entry is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EntryKind {
-    /// An SMTP attempt; `step` is where it ended.
-    Attempt { step: String, port: Option<i64> },
-    /// A DSN, complaint or other feedback imported later.
-    Feedback {
-        action: Option<String>,
-        source: String,
-        remote_mta: Option<String>,
-    },
-}
-
-impl HistoryEntry {
-    /// True for later feedback (DSN, complaint) rather than an SMTP attempt.
-    pub fn is_feedback(&self) -> bool {
-        matches!(self.kind, EntryKind::Feedback { .. })
-    }
-}
-
 /// What a drill-down is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Focus {
@@ -1069,19 +647,6 @@ pub struct DrillDown {
     pub entries: Vec<HistoryEntry>,
     /// More rows exist than `DRILL_LIMIT`.
     pub truncated: bool,
-}
-
-/// One recipient's current row (CSV export, recipient drill-down).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RecipientRow {
-    pub email: String,
-    pub state: String,
-    pub code: Option<i64>,
-    pub enhanced: Option<String>,
-    pub reply: Option<String>,
-    pub attempts: u64,
-    pub last_attempt_at: Option<i64>,
-    pub relay_accepted: bool,
 }
 
 /// Everything shown about one campaign.

@@ -1,27 +1,41 @@
-//! The ledger: a SQLite database (WAL) that is the checkpoint of every campaign.
+//! The ledger: a SQLite database (WAL) that is the checkpoint of every campaign, and the only
+//! door to it. Every SQL statement of mailroom lives under `store`; other modules call typed
+//! functions and get plain values back. No `rusqlite` type leaves this module.
 //!
-//! This module owns the schema and its migrations and hands out connections. It must not know
-//! about SMTP or templates: callers store what they learnt, in the shapes of
-//! `migrations/0001_init.sql`.
+//! Two handles: [`Ledger`] opens for writing (creating the file, applying migrations, marking it
+//! as a mailroom ledger) and [`Reader`] opens for reading only: it never migrates, never writes,
+//! refuses a file that is not a mailroom ledger, and works on read-only media. During a send the
+//! [`Writer`] thread owns the `Ledger`.
 //!
 //! Migrations are the files in `migrations/`, applied in order; `PRAGMA user_version` records
-//! how many have run, so opening an old ledger upgrades it and a ledger from a newer mailroom is
-//! refused rather than misread.
+//! how many have run, so opening an old ledger for writing upgrades it and a ledger from a newer
+//! mailroom is refused rather than misread. `PRAGMA application_id` marks the file as ours.
 //!
-//! The delivery engine's part lives in submodules: `ledger` (the SQL for import, claims,
-//! outcomes, crash recovery), `writer` (the one thread that owns the write connection during a
-//! send and batches commits) and `journal` (the in-flight file that tells recovery which claimed
-//! rows had started their transaction).
+//! Submodules: `ledger` (the SQL for import, claims, outcomes, crash recovery), `read` (every
+//! query behind reports, the dashboard and the dispatcher), `writer` (the one thread that owns
+//! the write connection during a send and batches commits), `journal` (the in-flight file that
+//! tells recovery which claimed rows had started their transaction) and `lock` (one send per
+//! ledger). This module must not know about SMTP, templates or terminals: callers store what
+//! they learnt, in the shapes of `migrations/0001_init.sql`.
 
+mod feedback;
 pub mod journal;
 pub mod ledger;
 pub mod lock;
+mod read;
+pub mod state;
 pub mod writer;
 
+pub use feedback::{Evidence, FeedbackTarget, FeedbackTx, NewEvent, Suppression};
 pub use ledger::{
-    AttemptRecord, Claim, ClaimResult, DueRow, ImportCount, NewRecipient, Outcome, Release,
+    AttemptRecord, Claim, ClaimResult, DueRow, ImportCount, NewRecipient, Outcome, Recovered,
+    Release,
 };
 pub use lock::RunLock;
+pub use read::{
+    CampaignRecord, CountRef, EntryKind, HistoryEntry, MinuteCount, Reader, ReasonRecord,
+    RecipientRef, RecipientRow,
+};
 pub use writer::{Writer, WriterThread};
 
 use std::path::{Path, PathBuf};
@@ -48,13 +62,20 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_hot_path",
         include_str!("store/migrations/0006_hot_path.sql"),
     ),
+    (
+        "0007_identity",
+        include_str!("store/migrations/0007_identity.sql"),
+    ),
 ];
+
+/// The SQLite header's application id of a mailroom ledger ("MLRM"), set by `0007_identity`.
+const APPLICATION_ID: i64 = 0x4D4C_524D;
 
 /// How long a connection waits for another process's write lock before giving up. Readers never
 /// block in WAL mode; this covers two writers (e.g. `bounces import` during a `send`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Errors opening or migrating the ledger.
+/// Errors opening, reading or writing the ledger.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -82,7 +103,22 @@ pub enum Error {
         found: i64,
         known: usize,
     },
-    #[error("ledger {path}: {source}")]
+    #[error(
+        "ledger {path} was written by an older mailroom (schema {found} of {known}) and must be \
+         upgraded before it can be read\n\nRun `mailroom upgrade --db {path}` (or any `mailroom \
+         send`), which upgrades it in place; reading never changes a ledger."
+    )]
+    NeedsUpgrade {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error(
+        "{path} is not a mailroom ledger ({why})\n\nPass the ledger mailroom made beside \
+         campaign.toml (mailroom.db by default), or the path set in [store] path."
+    )]
+    NotALedger { path: PathBuf, why: String },
+    #[error("ledger {path}")]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -97,7 +133,8 @@ pub enum Error {
     #[error("ledger {path}: {reason}")]
     Writer { path: PathBuf, reason: String },
     #[error(
-        "another `mailroom send` (pid {pid}) is running on ledger {ledger}\n\n         Wait for it to finish (or stop it with Ctrl-C), then run this again."
+        "another `mailroom send` (pid {pid}) is running on ledger {ledger}\n\n\
+         Wait for it to finish (or stop it with Ctrl-C), then run this again."
     )]
     Busy { ledger: PathBuf, pid: u32 },
     #[error("cannot manage the send lock {path}")]
@@ -108,90 +145,301 @@ pub enum Error {
     },
 }
 
-/// Opens (creating if needed) the ledger for writing, with WAL and every migration applied.
-///
-/// # Errors
-/// When the file cannot be opened or created, or a migration fails.
-pub fn open(path: &Path) -> Result<Connection, Error> {
-    let sqlite = |source| Error::Sqlite {
+/// Maps SQLite errors of the ledger at `path` into [`Error::Sqlite`].
+fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| Error::Sqlite {
         path: path.to_owned(),
         source,
-    };
-    let mut conn = Connection::open(path).map_err(|source| Error::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-    // WAL lets the dashboard and reports read while a send writes; NORMAL is durable across a
-    // process crash (kill -9), which is the failure the checkpoint is for.
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sqlite)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sqlite)?;
-    conn.pragma_update(None, "foreign_keys", true)
-        .map_err(sqlite)?;
-    // Statement journals (every INSERT that fires a trigger keeps one) and the import's temp
-    // table stay in memory instead of a temp file written page by page; a 32 MiB page cache
-    // keeps a large import from spilling dirty pages to the WAL mid-transaction.
-    conn.pragma_update(None, "temp_store", "MEMORY")
-        .map_err(sqlite)?;
-    conn.pragma_update(None, "cache_size", -32_768)
-        .map_err(sqlite)?;
-    migrate(&mut conn, path)?;
-    Ok(conn)
+    }
 }
 
-/// Opens an existing ledger read-only, for reports and the dashboard.
+/// The ledger open for writing: created if needed, migrated, marked. Owned by one command (or,
+/// during a send, by the [`Writer`] thread).
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger for writing, with WAL and every migration applied.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or created, is not a mailroom ledger, comes from a newer
+    /// mailroom, or a migration fails.
+    pub fn open(path: &Path) -> Result<Ledger, Error> {
+        let fail = sqlite(path);
+        let mut conn = Connection::open(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(&fail)?;
+        // Before anything writes: a foreign database must come out of this untouched.
+        identify(&conn, path, Access::Write)?;
+        // WAL lets the dashboard and reports read while a send writes; NORMAL is durable across
+        // a process crash (kill -9), which is the failure the checkpoint is for.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&fail)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&fail)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(&fail)?;
+        // Statement journals (every INSERT that fires a trigger keeps one) and the import's temp
+        // table stay in memory instead of a temp file written page by page; a 32 MiB page cache
+        // keeps a large import from spilling dirty pages to the WAL mid-transaction.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(&fail)?;
+        conn.pragma_update(None, "cache_size", -32_768)
+            .map_err(&fail)?;
+        migrate(&mut conn, path)?;
+        Ok(Ledger {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The ledger's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checkpoints are the only fsyncs in WAL + synchronous=NORMAL; a send lets the WAL grow to
+    /// about 40 MB between them instead of checkpointing every few hundred messages (SQLite
+    /// checkpoints when the last connection closes). Failure only costs speed.
+    pub fn defer_checkpoints(&self) {
+        let _ = self.conn.pragma_update(None, "wal_autocheckpoint", 10_000);
+    }
+
+    /// Returns the campaign's id, creating the row on first use.
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub fn ensure_campaign(&self, name: &str) -> Result<i64, Error> {
+        ledger::ensure_campaign(&self.conn, name).map_err(sqlite(&self.path))
+    }
+
+    /// Reconciles a campaign with its contacts file in one transaction (see
+    /// [`ledger::import`]); the first `Err` from `rows` rolls everything back.
+    ///
+    /// # Errors
+    /// The ledger's error, or the first error of `rows`.
+    pub fn import<I, E>(&mut self, campaign: i64, rows: I) -> Result<ImportCount, ImportError<E>>
+    where
+        I: IntoIterator<Item = Result<NewRecipient, E>>,
+    {
+        ledger::import(&mut self.conn, campaign, rows).map_err(|e| match e {
+            ledger::ImportError::Sqlite(source) => ImportError::Store(Error::Sqlite {
+                path: self.path.clone(),
+                source,
+            }),
+            ledger::ImportError::Source(e) => ImportError::Source(e),
+        })
+    }
+
+    /// Crash recovery of every `sending` row left by a run that did not finish (see
+    /// [`ledger::recover_interrupted`]). The caller must hold the ledger's [`RunLock`].
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub fn recover_interrupted(&mut self, started: &journal::Started) -> Result<Recovered, Error> {
+        ledger::recover_interrupted(&mut self.conn, started).map_err(sqlite(&self.path))
+    }
+
+    /// Starts a run row; the port is filled in once a connection succeeds.
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub fn start_run(&self, campaign: i64, host: &str, security: &str) -> Result<i64, Error> {
+        ledger::start_run(&self.conn, campaign, host, security).map_err(sqlite(&self.path))
+    }
+
+    /// Closes a run with its outcome (for a run whose writer failed).
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub fn finish_run(&self, run: i64, outcome: &str) -> Result<(), Error> {
+        ledger::finish_run(&self.conn, run, outcome).map_err(sqlite(&self.path))
+    }
+
+    /// The schema version (number of migrations applied).
+    ///
+    /// # Errors
+    /// When the ledger cannot be read.
+    pub fn schema_version(&self) -> Result<i64, Error> {
+        user_version(&self.conn, &self.path)
+    }
+}
+
+/// Why an import failed: the ledger, or the source of the rows.
+#[derive(Debug)]
+pub enum ImportError<E> {
+    Store(Error),
+    Source(E),
+}
+
+/// Opens (creating if needed) the ledger at `path` for writing: [`Ledger::open`].
 ///
 /// # Errors
-/// When the file does not exist, cannot be opened, or has a schema newer than this build.
-pub fn open_read_only(path: &Path) -> Result<Connection, Error> {
-    if !path.exists() {
+/// As [`Ledger::open`].
+pub fn open(path: &Path) -> Result<Ledger, Error> {
+    Ledger::open(path)
+}
+
+/// What a command means to do with the file it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Refuses a file that is not a mailroom ledger, and (for reading) one that needs an upgrade.
+fn identify(conn: &Connection, path: &Path, access: Access) -> Result<(), Error> {
+    let fail = sqlite(path);
+    let not_ours = |why: &str| Error::NotALedger {
+        path: path.to_owned(),
+        why: why.to_owned(),
+    };
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(|source| match source {
+            rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase => {
+                not_ours("not an SQLite database")
+            }
+            source => fail(source),
+        })?;
+    let version = user_version(conn, path)?;
+    let known = MIGRATIONS.len();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('campaigns', 'recipients', 'attempts')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&fail)?;
+    let any_table: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&fail)?;
+    let ours = match app_id {
+        APPLICATION_ID => true,
+        // Ledgers from before 0007 carry no mark: they are recognised by their schema.
+        0 => version > 0 && tables == 3,
+        _ => return Err(not_ours("another application's SQLite database")),
+    };
+    if !ours {
+        if access == Access::Write && version == 0 && !any_table {
+            // A new (or empty) file: this open makes it a ledger.
+            return Ok(());
+        }
+        return Err(not_ours(if any_table {
+            "an SQLite database with other tables"
+        } else {
+            "an empty database"
+        }));
+    }
+    if version > known as i64 {
+        return Err(Error::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known,
+        });
+    }
+    if access == Access::Read && version < known as i64 {
+        return Err(Error::NeedsUpgrade {
+            path: path.to_owned(),
+            found: version,
+            known,
+        });
+    }
+    Ok(())
+}
+
+/// Opens an existing ledger read-only: `mode=ro`, or `immutable=1` when the ledger's folder is
+/// read-only and SQLite cannot use the WAL's shared-memory file (read-only media). Never
+/// migrates, never writes.
+fn open_read_only(path: &Path) -> Result<Connection, Error> {
+    if !path.is_file() {
         return Err(Error::Missing {
             path: path.to_owned(),
         });
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| Error::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|source| Error::Sqlite {
-            path: path.to_owned(),
-            source,
+    let open = |immutable: bool| -> Result<Connection, rusqlite::Error> {
+        let uri = format!(
+            "file:{}?mode=ro{}",
+            uri_path(path),
+            if immutable { "&immutable=1" } else { "" }
+        );
+        let conn = Connection::open_with_flags(
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Opening is lazy: the first read is where a missing `-shm` shows.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
         })?;
-    let version = user_version(&conn, path)?;
-    if version > MIGRATIONS.len() as i64 {
-        return Err(Error::TooNew {
-            path: path.to_owned(),
-            found: version,
-            known: MIGRATIONS.len(),
-        });
-    }
+        Ok(conn)
+    };
+    let conn = match open(false) {
+        Ok(conn) => conn,
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ) =>
+        {
+            open(true).map_err(|source| Error::Open {
+                path: path.to_owned(),
+                source,
+            })?
+        }
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            return Err(Error::NotALedger {
+                path: path.to_owned(),
+                why: "not an SQLite database".into(),
+            });
+        }
+        Err(source) => {
+            return Err(Error::Open {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    identify(&conn, path, Access::Read)?;
     Ok(conn)
+}
+
+/// A path as the path part of an SQLite `file:` URI: `%`, `?` and `#` are percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn user_version(conn: &Connection, path: &Path) -> Result<i64, Error> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|source| Error::Sqlite {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(sqlite(path))
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
     let version = user_version(conn, path)?;
-    if version > MIGRATIONS.len() as i64 {
-        return Err(Error::TooNew {
-            path: path.to_owned(),
-            found: version,
-            known: MIGRATIONS.len(),
-        });
-    }
     for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let fail = |source| Error::Migrate {
             path: path.to_owned(),
@@ -214,53 +462,150 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn raw(path: &Path) -> Connection {
+        Connection::open(path).unwrap()
+    }
+
     #[test]
-    fn open_creates_schema_and_reopen_is_idempotent() {
+    fn open_creates_schema_marks_the_file_and_reopen_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
-        let conn = open(&path).unwrap();
+        drop(open(&path).unwrap());
+        let conn = raw(&path);
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+        let id: i64 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, APPLICATION_ID);
         conn.execute(
             "INSERT INTO campaigns (name, created_at) VALUES ('c', 0)",
             [],
         )
         .unwrap();
         drop(conn);
-        let conn = open(&path).unwrap();
-        let n: i64 = conn
+        let ledger = open(&path).unwrap();
+        assert_eq!(ledger.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let n: i64 = raw(&path)
             .query_row("SELECT count(*) FROM campaigns", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1, "reopening must not re-run migrations");
-        assert_eq!(user_version(&conn, &path).unwrap(), MIGRATIONS.len() as i64);
     }
 
     #[test]
-    fn read_only_refuses_missing_file_and_writes() {
+    fn reading_refuses_missing_empty_and_foreign_files_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nope.db");
-        assert!(matches!(open_read_only(&path), Err(Error::Missing { .. })));
-        open(&path).unwrap();
-        let ro = open_read_only(&path).unwrap();
+        let missing = dir.path().join("nope.db");
+        assert!(matches!(Reader::open(&missing), Err(Error::Missing { .. })));
+        assert!(!missing.exists());
+
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            Reader::open(&empty),
+            Err(Error::NotALedger { .. })
+        ));
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a database at all, just some text\n".repeat(200)).unwrap();
+        let before = std::fs::read(&text).unwrap();
+        for result in [Reader::open(&text).err(), Ledger::open(&text).err()] {
+            assert!(
+                matches!(result, Some(Error::NotALedger { .. })),
+                "{result:?}"
+            );
+        }
+        assert_eq!(std::fs::read(&text).unwrap(), before);
+
+        let foreign = dir.path().join("app.db");
+        raw(&foreign)
+            .execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);")
+            .unwrap();
+        let before = std::fs::read(&foreign).unwrap();
+        for result in [Reader::open(&foreign).err(), Ledger::open(&foreign).err()] {
+            assert!(
+                matches!(result, Some(Error::NotALedger { .. })),
+                "{result:?}"
+            );
+        }
+        assert_eq!(std::fs::read(&foreign).unwrap(), before, "untouched");
+        assert!(!dir.path().join("app.db-wal").exists());
+    }
+
+    #[test]
+    fn an_old_ledger_is_upgraded_by_writers_and_never_by_readers() {
+        const OLD: usize = MIGRATIONS.len() - 1;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // A ledger as mailroom wrote it before 0007: every earlier migration, no mark.
+            let mut conn = raw(&path);
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            for (index, (_, sql)) in MIGRATIONS.iter().enumerate().take(OLD) {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", index as i64 + 1)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+        }
+        let err = Reader::open(&path).err().unwrap();
         assert!(
-            ro.execute(
-                "INSERT INTO campaigns (name, created_at) VALUES ('c', 0)",
-                []
-            )
-            .is_err()
+            matches!(err, Error::NeedsUpgrade { found, .. } if found == OLD as i64),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("mailroom upgrade"), "{err}");
+        assert_eq!(user_version(&raw(&path), &path).unwrap(), OLD as i64);
+        drop(open(&path).unwrap());
+        assert!(Reader::open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_ledger_whose_shared_memory_file_cannot_be_made_is_read_immutable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.db");
+        let ledger = open(&path).unwrap();
+        ledger
+            .conn
+            .execute(
+                "INSERT INTO campaigns (name, created_at) VALUES ('c', 0)",
+                [],
+            )
+            .unwrap();
+        drop(ledger);
+        // What read-only media look like to SQLite: the `-shm` beside the ledger cannot be
+        // created or opened (here a directory stands in its way; permission bits would not stop
+        // root).
+        let _ = std::fs::remove_file(dir.path().join("ro.db-shm"));
+        std::fs::create_dir(dir.path().join("ro.db-shm")).unwrap();
+        let reader = Reader::open(&path).unwrap();
+        assert_eq!(reader.campaigns().unwrap().len(), 1);
     }
 
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("new.db");
-        let conn = open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 99).unwrap();
-        drop(conn);
-        assert!(matches!(open(&path), Err(Error::TooNew { found: 99, .. })));
-        assert!(matches!(open_read_only(&path), Err(Error::TooNew { .. })));
+        drop(open(&path).unwrap());
+        raw(&path).pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(
+            open(&path).err(),
+            Some(Error::TooNew { found: 99, .. })
+        ));
+        assert!(matches!(
+            Reader::open(&path).err(),
+            Some(Error::TooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn uri_paths_escape_what_sqlite_would_read_as_query() {
+        assert_eq!(
+            uri_path(Path::new("/a b/c%d?e#f.db")),
+            "/a b/c%25d%3fe%23f.db"
+        );
     }
 }

@@ -269,7 +269,17 @@ fn counters_are_backfilled_when_an_old_ledger_is_migrated() {
         )
         .unwrap();
     }
-    // Reading it upgrades it once (a read-only connection cannot backfill the counters).
+    // Reading never upgrades (issue: read paths never write): it says what to run instead.
+    let before = std::fs::read(&path).unwrap();
+    let err = report::load(&path, None).err().unwrap().to_string();
+    assert!(err.contains("mailroom upgrade"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "a read changed the ledger"
+    );
+    // The upgrade (what `mailroom upgrade` and every writing command do) backfills the counters.
+    drop(mailroom::store::open(&path).unwrap());
     let r = report::load(&path, None).unwrap();
     assert_eq!(r.totals.recipients, 3);
     assert_eq!(r.totals.accepted, 1);
@@ -727,7 +737,7 @@ fn counters_stay_equal_to_a_full_recount_under_arbitrary_writes() {
     let path = dir.path().join("l.db");
     let b = mixed_ledger(&path);
     drop(b);
-    let conn = mailroom::store::open(&path).unwrap();
+    let conn = mailroom_test_conn(&path);
     // Every kind of write a sender, a bounce import or a manual fix could make, including ones
     // no module does today (moving a recipient to another domain, deleting rows).
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
@@ -957,7 +967,9 @@ async fn send_dashboard_shows_the_run_and_q_stops_it_gracefully() {
     let db = root.join("mailroom.db");
     // Wait until some messages were accepted, then quit the dashboard.
     let accepted_now = || -> i64 {
-        let Ok(conn) = mailroom::store::open_read_only(&db) else {
+        let Ok(conn) =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        else {
             return 0;
         };
         conn.query_row(
@@ -996,7 +1008,9 @@ async fn send_dashboard_shows_the_run_and_q_stops_it_gracefully() {
     assert!(screen.contains("accepted by the relay"), "{screen}\n{err}");
     // Stopped early: some accepted, the rest still pending, nobody left `sending`, and the
     // sandbox holds exactly the accepted ones.
-    let conn = mailroom::store::open_read_only(&db).unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let count = |state: &str| -> i64 {
         conn.query_row(
             "SELECT count(*) FROM recipients WHERE state = ?1",
@@ -1037,4 +1051,12 @@ fn dashboard_without_a_terminal_says_so_and_names_a_missing_ledger() {
     assert!(stderr.contains("does not exist yet"), "{stderr}");
     assert!(stderr.contains("mailroom report"), "{stderr}");
     assert!(!missing.exists(), "nothing created");
+}
+
+/// The ledger at `path`, created and migrated by mailroom, as a raw connection for seeding and
+/// inspecting it in tests (mailroom itself never hands out its connection).
+#[allow(dead_code)]
+fn mailroom_test_conn(path: &std::path::Path) -> rusqlite::Connection {
+    drop(mailroom::store::open(path).unwrap());
+    rusqlite::Connection::open(path).unwrap()
 }

@@ -1,13 +1,14 @@
 //! Records parsed feedback in the ledger: matches each report to a send of one campaign, appends
 //! an `events` row (its fingerprint makes a second import of the same message a no-op), moves
-//! the recipient's state and fills the suppression list.
+//! the recipient's state and fills the suppression list. The writes go through the store's
+//! typed feedback functions (`store::FeedbackTx`); this module speaks no SQL.
 //!
 //! Matching, most to least certain: the VERP token in the address the bounce was delivered to
 //! (`[bounces] return_path` with `{token}`); the `X-Mailroom-Token` or `Message-ID` of the
 //! returned original; the failed address itself within the campaign. A message that matches
 //! nothing is left alone and counted, never guessed.
 //!
-//! State rules (what a sender expects after a 250 from the relay):
+//! What a report does (the state moves are the store's state machine, `store::state`):
 //! - hard bounce → `bounced_hard` + suppression `hard_bounce`;
 //! - complaint → `complained` + suppression `complaint`;
 //! - soft failure → `bounced_soft` (the relay accepted it, but it was not delivered), unless the
@@ -15,12 +16,10 @@
 //! - `delayed`, auto-replies and success DSNs → an event only; the state is unchanged.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Action, Report, parse};
-use crate::model::{DeliveryState, FeedbackKind};
+use crate::model::FeedbackKind;
+use crate::store::{self, Evidence, FeedbackTarget, FeedbackTx, Ledger, NewEvent, state};
 
 /// One message read from a mailbox.
 #[derive(Debug, Clone)]
@@ -62,10 +61,10 @@ pub enum Error {
     )]
     UnknownCampaign(String),
     #[error("ledger write failed while importing {source_name}")]
-    Sqlite {
+    Store {
         source_name: String,
         #[source]
-        source: rusqlite::Error,
+        source: Box<store::Error>,
     },
 }
 
@@ -83,21 +82,12 @@ impl Matcher {
     ///
     /// # Errors
     /// When the campaign has no row in the ledger.
-    pub fn new(
-        conn: &Connection,
-        campaign: &str,
-        return_path: Option<&str>,
-    ) -> Result<Self, Error> {
-        let id: Option<i64> = conn
-            .query_row(
-                "SELECT id FROM campaigns WHERE name = ?1",
-                [campaign],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|source| Error::Sqlite {
+    pub fn new(ledger: &Ledger, campaign: &str, return_path: Option<&str>) -> Result<Self, Error> {
+        let id = ledger
+            .campaign_id(campaign)
+            .map_err(|source| Error::Store {
                 source_name: campaign.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         let campaign_id = id.ok_or_else(|| Error::UnknownCampaign(campaign.to_owned()))?;
         let verp = return_path.and_then(|p| {
@@ -124,29 +114,19 @@ impl Matcher {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Recipient {
-    id: i64,
-    email: String,
-    state: String,
-}
-
 /// Imports every message; each message is one transaction, so an interrupted import keeps what
 /// it recorded and a re-run skips it.
 ///
 /// # Errors
 /// When the ledger cannot be written.
 pub fn import(
-    conn: &mut Connection,
+    ledger: &mut Ledger,
     matcher: &Matcher,
     messages: impl IntoIterator<Item = MailboxMessage>,
 ) -> Result<Summary, Error> {
     let mut summary = Summary::default();
     for message in messages {
-        import_one(conn, matcher, &message, &mut summary).map_err(|source| Error::Sqlite {
-            source_name: message.source.clone(),
-            source,
-        })?;
+        import_one(ledger, matcher, &message, &mut summary)?;
     }
     Ok(summary)
 }
@@ -156,11 +136,15 @@ pub fn import(
 /// # Errors
 /// When the ledger cannot be written.
 pub fn import_one(
-    conn: &mut Connection,
+    ledger: &mut Ledger,
     matcher: &Matcher,
     message: &MailboxMessage,
     summary: &mut Summary,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), Error> {
+    let fail = |source| Error::Store {
+        source_name: message.source.clone(),
+        source: Box::new(source),
+    };
     summary.read += 1;
     let reports = parse(&message.raw);
     if reports.is_empty() {
@@ -170,17 +154,29 @@ pub fn import_one(
     summary.reports += reports.len();
     let digest = ring::digest::digest(&ring::digest::SHA256, &message.raw);
     let digest: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let by_message = message_match(&tx, matcher, &message.raw, &reports[0])?;
-    let now = now_ms();
-    for report in &reports {
+    let tx = ledger.feedback().map_err(fail)?;
+    record(&tx, matcher, message, &reports, &digest, summary).map_err(fail)?;
+    tx.commit().map_err(fail)
+}
+
+fn record(
+    tx: &FeedbackTx<'_>,
+    matcher: &Matcher,
+    message: &MailboxMessage,
+    reports: &[Report],
+    digest: &str,
+    summary: &mut Summary,
+) -> Result<(), store::Error> {
+    let by_message = message_match(tx, matcher, &message.raw, &reports[0])?;
+    let now = crate::store::ledger::now_ms();
+    for report in reports {
         let target = match &by_message {
             Some(r) if reports.len() == 1 || r.email.eq_ignore_ascii_case(&report.recipient) => {
                 Some(r.clone())
             }
-            _ => by_address(&tx, matcher, &report.recipient)?,
+            _ => tx.find(matcher.campaign_id, Evidence::Address(&report.recipient))?,
         };
-        let Some(target) = target else {
+        let Some(mut target) = target else {
             summary.unmatched += 1;
             continue;
         };
@@ -192,35 +188,27 @@ pub fn import_one(
             kind,
             report.status.as_deref().unwrap_or("")
         );
-        let inserted = tx.execute(
-            "INSERT INTO events (recipient_id, at, kind, action, status, reason, diagnostic,
-                                 remote_mta, source, fingerprint)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (fingerprint) DO NOTHING",
-            params![
-                target.id,
-                now,
-                kind,
-                report.action.map(Action::as_str),
-                report.status,
-                report.reason.as_str(),
-                report.diagnostic,
-                report.remote_mta,
-                message.source,
-                fingerprint
-            ],
-        )?;
-        if inserted == 0 {
+        let recorded = tx.record_event(&NewEvent {
+            recipient_id: target.id,
+            at: now,
+            kind,
+            action: report.action.map(Action::as_str),
+            status: report.status.as_deref(),
+            reason: report.reason.as_str(),
+            diagnostic: Some(&report.diagnostic),
+            remote_mta: report.remote_mta.as_deref(),
+            source: &message.source,
+            fingerprint: &fingerprint,
+        })?;
+        if !recorded {
             summary.duplicates += 1;
             continue;
         }
         summary.matched += 1;
         *summary.by_kind.entry(kind.to_owned()).or_default() += 1;
-        if let Some(state) = next_state(report, &target.state) {
-            tx.execute(
-                "UPDATE recipients SET state = ?1 WHERE id = ?2",
-                params![state.as_str(), target.id],
-            )?;
+        if let Some(feedback) = state_feedback(kind)
+            && tx.apply(&mut target, feedback)?.is_some()
+        {
             summary.state_changes += 1;
         }
         let suppression = match report.kind {
@@ -228,15 +216,19 @@ pub fn import_one(
             FeedbackKind::Complaint => Some("complaint"),
             _ => None,
         };
-        if let Some(reason) = suppression {
-            summary.suppressed += tx.execute(
-                "INSERT INTO suppressions (email, reason, source, campaign, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email) DO NOTHING",
-                params![target.email, reason, message.source, matcher.campaign, now],
-            )?;
+        if let Some(reason) = suppression
+            && tx.suppress(
+                &target.email,
+                reason,
+                &message.source,
+                Some(&matcher.campaign),
+                now,
+            )?
+        {
+            summary.suppressed += 1;
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 /// The `events.kind` of a report: a FeedbackKind name, or `delayed` for a delay notice.
@@ -251,89 +243,44 @@ fn event_kind(report: &Report) -> &'static str {
     }
 }
 
-fn next_state(report: &Report, current: &str) -> Option<DeliveryState> {
-    let current: Option<DeliveryState> = current.parse().ok();
-    let next = match event_kind(report) {
-        "hard" => DeliveryState::BouncedHard,
-        "soft" => DeliveryState::BouncedSoft,
-        "complaint" => DeliveryState::Complained,
-        _ => return None,
-    };
-    let keep = match next {
-        DeliveryState::Complained => current == Some(DeliveryState::Complained),
-        DeliveryState::BouncedHard => matches!(
-            current,
-            Some(DeliveryState::BouncedHard | DeliveryState::Complained)
-        ),
-        _ => matches!(
-            current,
-            Some(
-                DeliveryState::BouncedHard
-                    | DeliveryState::BouncedSoft
-                    | DeliveryState::Complained
-                    | DeliveryState::Suppressed
-            )
-        ),
-    };
-    (!keep).then_some(next)
+/// The state-changing feedback an event kind is, if any (delays, auto-replies and success
+/// notices are recorded as events only).
+fn state_feedback(kind: &str) -> Option<state::Feedback> {
+    match kind {
+        "hard" => Some(state::Feedback::Hard),
+        "soft" => Some(state::Feedback::Soft),
+        "complaint" => Some(state::Feedback::Complaint),
+        _ => None,
+    }
 }
 
 /// Message-level evidence: the VERP token in the delivery headers, then the returned
 /// original's token and Message-ID.
 fn message_match(
-    conn: &Connection,
+    tx: &FeedbackTx<'_>,
     matcher: &Matcher,
     raw: &[u8],
     first: &Report,
-) -> Result<Option<Recipient>, rusqlite::Error> {
+) -> Result<Option<FeedbackTarget>, store::Error> {
+    let campaign = matcher.campaign_id;
     for address in envelope_addresses(raw) {
         if let Some(token) = matcher.token_in(&address)
-            && let Some(r) = lookup(conn, matcher, "token = ?2", &token)?
+            && let Some(r) = tx.find(campaign, Evidence::Token(&token))?
         {
             return Ok(Some(r));
         }
     }
     if let Some(token) = &first.original.token
-        && let Some(r) = lookup(conn, matcher, "token = ?2", token)?
+        && let Some(r) = tx.find(campaign, Evidence::Token(token))?
     {
         return Ok(Some(r));
     }
     if let Some(id) = &first.original.message_id
-        && let Some(r) = lookup(conn, matcher, "message_id = ?2", id)?
+        && let Some(r) = tx.find(campaign, Evidence::MessageId(id))?
     {
         return Ok(Some(r));
     }
     Ok(None)
-}
-
-fn by_address(
-    conn: &Connection,
-    matcher: &Matcher,
-    address: &str,
-) -> Result<Option<Recipient>, rusqlite::Error> {
-    lookup(conn, matcher, "lower(email) = lower(?2)", address)
-}
-
-fn lookup(
-    conn: &Connection,
-    matcher: &Matcher,
-    condition: &str,
-    value: &str,
-) -> Result<Option<Recipient>, rusqlite::Error> {
-    conn.query_row(
-        &format!(
-            "SELECT id, email, state FROM recipients WHERE campaign_id = ?1 AND {condition} LIMIT 1"
-        ),
-        params![matcher.campaign_id, value],
-        |row| {
-            Ok(Recipient {
-                id: row.get(0)?,
-                email: row.get(1)?,
-                state: row.get(2)?,
-            })
-        },
-    )
-    .optional()
 }
 
 /// Addresses the bounce was delivered to, from the headers delivery agents add, then To.
@@ -365,12 +312,6 @@ fn envelope_addresses(raw: &[u8]) -> Vec<String> {
     out
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -379,13 +320,9 @@ mod tests {
     #[test]
     fn verp_token_is_read_from_the_return_path_shape() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open(&dir.path().join("l.db")).unwrap();
-        conn.execute(
-            "INSERT INTO campaigns (name, created_at) VALUES ('c', 0)",
-            [],
-        )
-        .unwrap();
-        let m = Matcher::new(&conn, "c", Some("Bounces+{token}@News.example.com")).unwrap();
+        let ledger = crate::store::open(&dir.path().join("l.db")).unwrap();
+        ledger.ensure_campaign("c").unwrap();
+        let m = Matcher::new(&ledger, "c", Some("Bounces+{token}@News.example.com")).unwrap();
         assert_eq!(
             m.token_in("<bounces+ab12cd@news.example.com>").as_deref(),
             Some("ab12cd")
@@ -393,7 +330,7 @@ mod tests {
         assert_eq!(m.token_in("bounces+@news.example.com"), None);
         assert_eq!(m.token_in("other+ab12@news.example.com"), None);
         assert!(matches!(
-            Matcher::new(&conn, "missing", None),
+            Matcher::new(&ledger, "missing", None),
             Err(Error::UnknownCampaign(_))
         ));
     }

@@ -1,26 +1,18 @@
 //! The suppression list shared by every campaign of a ledger: addresses never to be mailed
 //! again, each with why (`hard_bounce`, `complaint`, `unsubscribe`, `manual`) and where the
-//! entry came from. Addresses are stored normalised (domain lower-cased, IDN as punycode) so a
-//! lookup is plain equality.
+//! entry came from. This module checks what users give (addresses, reasons, files) and
+//! normalises addresses (domain lower-cased, IDN as punycode) so a lookup is plain equality;
+//! the store keeps the list.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, params};
+use crate::store::{self, Ledger};
 
 /// The reasons the ledger schema allows.
 pub const REASONS: &[&str] = &["hard_bounce", "complaint", "unsubscribe", "manual"];
 
 /// One suppression.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Entry {
-    pub email: String,
-    pub reason: String,
-    pub source: String,
-    pub campaign: Option<String>,
-    /// Unix milliseconds.
-    pub created_at: i64,
-}
+pub type Entry = store::Suppression;
 
 /// Errors managing the list.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +36,8 @@ pub enum Error {
         #[source]
         source: csv::Error,
     },
-    #[error("suppression list: ledger query failed")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("suppression list")]
+    Store(#[from] store::Error),
 }
 
 /// Normalises exactly as campaign contacts are (domain lower-cased, IDN as punycode, local part
@@ -63,12 +55,6 @@ pub fn normalize(address: &str) -> Result<String, Error> {
     crate::campaign::normalize_address(a).map_err(|_| Error::BadAddress(address.to_owned()))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn check_reason(reason: &str) -> Result<(), Error> {
     if REASONS.contains(&reason) {
         Ok(())
@@ -77,34 +63,13 @@ fn check_reason(reason: &str) -> Result<(), Error> {
     }
 }
 
-/// Every entry, oldest first.
-///
-/// # Errors
-/// When the ledger cannot be read.
-pub fn list(conn: &Connection) -> Result<Vec<Entry>, Error> {
-    let mut stmt = conn.prepare(
-        "SELECT email, reason, source, campaign, created_at FROM suppressions
-         ORDER BY created_at, email",
-    )?;
-    let rows = stmt.query_map([], |row| {
-        Ok(Entry {
-            email: row.get(0)?,
-            reason: row.get(1)?,
-            source: row.get(2)?,
-            campaign: row.get(3)?,
-            created_at: row.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// Adds an address; `false` when it was already suppressed (the first entry is kept: it
 /// records the original cause).
 ///
 /// # Errors
 /// Bad address or reason, or a ledger failure.
 pub fn add(
-    conn: &Connection,
+    ledger: &mut Ledger,
     address: &str,
     reason: &str,
     source: &str,
@@ -112,22 +77,23 @@ pub fn add(
 ) -> Result<bool, Error> {
     check_reason(reason)?;
     let email = normalize(address)?;
-    let n = conn.execute(
-        "INSERT INTO suppressions (email, reason, source, campaign, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email) DO NOTHING",
-        params![email, reason, source, campaign, now_ms()],
+    let added = ledger.suppress_all(
+        [email.as_str()],
+        reason,
+        source,
+        campaign,
+        store::ledger::now_ms(),
     )?;
-    Ok(n == 1)
+    Ok(added.first().copied().unwrap_or(false))
 }
 
 /// Removes an address; `false` when it was not on the list.
 ///
 /// # Errors
 /// Bad address or a ledger failure.
-pub fn remove(conn: &Connection, address: &str) -> Result<bool, Error> {
+pub fn remove(ledger: &Ledger, address: &str) -> Result<bool, Error> {
     let email = normalize(address)?;
-    let n = conn.execute("DELETE FROM suppressions WHERE email = ?1", [email])?;
-    Ok(n == 1)
+    Ok(ledger.unsuppress(&email)?)
 }
 
 /// What a file import did.
@@ -145,7 +111,7 @@ pub struct FileSummary {
 /// # Errors
 /// When the file cannot be read or the ledger written; bad lines are reported, not fatal.
 pub fn import_file(
-    conn: &mut Connection,
+    ledger: &mut Ledger,
     path: &Path,
     reason: &str,
     source: &str,
@@ -188,26 +154,22 @@ pub fn import_file(
         }
     }
     let mut summary = FileSummary::default();
-    let tx = conn.transaction()?;
-    let now = now_ms();
+    let mut valid = Vec::new();
     for (line, value) in lines {
         match normalize(&value) {
-            Ok(email) => {
-                let n = tx.execute(
-                    "INSERT INTO suppressions (email, reason, source, campaign, created_at)
-                     VALUES (?1, ?2, ?3, NULL, ?4) ON CONFLICT (email) DO NOTHING",
-                    params![email, reason, source, now],
-                )?;
-                if n == 1 {
-                    summary.added += 1;
-                } else {
-                    summary.already += 1;
-                }
-            }
+            Ok(email) => valid.push(email),
             Err(e) => summary.invalid.push((line, value, e.to_string())),
         }
     }
-    tx.commit()?;
+    let added = ledger.suppress_all(
+        valid.iter().map(String::as_str),
+        reason,
+        source,
+        None,
+        store::ledger::now_ms(),
+    )?;
+    summary.added = added.iter().filter(|a| **a).count();
+    summary.already = added.len() - summary.added;
     Ok(summary)
 }
 

@@ -5,6 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::state::{self, Event};
 use crate::model::DeliveryState;
 
 /// Current time in unix milliseconds (the ledger's unit).
@@ -376,8 +377,20 @@ pub fn finish_run(conn: &Connection, run_id: i64, outcome: &str) -> rusqlite::Re
     Ok(())
 }
 
-/// Up to `limit` due rows with `id > after`, in id order (keyset pagination): pending rows,
-/// deferred rows whose retry time has come, and unknown rows only when `resend_unknown`.
+/// The one rule for "is this row due for an attempt?" by its state: pending rows, deferred rows
+/// whose retry time has come (`:now`), and unknown rows only when the user opted in
+/// (`:resend`). Every query that selects due rows uses it (with `removed_at IS NULL` for rows
+/// that must still be in the contacts file).
+macro_rules! due_state {
+    () => {
+        "(state = 'pending' \
+          OR (state = 'deferred' AND coalesce(retry_at, 0) <= :now) \
+          OR (:resend AND state = 'unknown'))"
+    };
+}
+pub(super) use due_state;
+
+/// Up to `limit` due rows with `id > after`, in id order (keyset pagination).
 ///
 /// The query walks the table in rowid order from `after` (`NOT INDEXED`): left to itself,
 /// SQLite (without ANALYZE statistics) picks an index on `campaign_id` and sorts every row of
@@ -390,19 +403,23 @@ pub fn due_rows(
     resend_unknown: bool,
     limit: usize,
 ) -> rusqlite::Result<Vec<DueRow>> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(concat!(
         "SELECT id, email, domain, name, line, token, fields, state, attempts, first_attempt_at,
                 message_id
          FROM recipients NOT INDEXED
-         WHERE campaign_id = ?1 AND id > ?2 AND removed_at IS NULL
-           AND (state = 'pending'
-                OR (state = 'deferred' AND coalesce(retry_at, 0) <= ?3)
-                OR (?4 AND state = 'unknown'))
-         ORDER BY id LIMIT ?5",
-    )?;
+         WHERE campaign_id = :campaign AND id > :after AND removed_at IS NULL AND ",
+        due_state!(),
+        " ORDER BY id LIMIT :limit"
+    ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt.query_map(
-        params![campaign_id, after, now, resend_unknown, limit],
+        rusqlite::named_params! {
+            ":campaign": campaign_id,
+            ":after": after,
+            ":now": now,
+            ":resend": resend_unknown,
+            ":limit": limit,
+        },
         |r| {
             let state: String = r.get(7)?;
             let line: i64 = r.get(4)?;
@@ -429,6 +446,29 @@ pub fn due_rows(
         },
     )?;
     rows.collect()
+}
+
+/// How many rows are due at `now` (the rows [`due_rows`] would return, all pages together).
+pub fn count_due(
+    conn: &Connection,
+    campaign_id: i64,
+    now: i64,
+    resend_unknown: bool,
+) -> rusqlite::Result<u64> {
+    conn.prepare_cached(concat!(
+        "SELECT count(*) FROM recipients
+         WHERE campaign_id = :campaign AND removed_at IS NULL AND ",
+        due_state!()
+    ))?
+    .query_row(
+        rusqlite::named_params! {
+            ":campaign": campaign_id,
+            ":now": now,
+            ":resend": resend_unknown,
+        },
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| u64::try_from(n).unwrap_or(0))
 }
 
 /// Deferred rows not yet due: how many, and the earliest retry time.
@@ -487,6 +527,9 @@ pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
         .optional()?;
     let expected_state = c.expected_state.as_str();
     if let Some(reason) = suppressed {
+        if state::next(c.expected_state, Event::Suppress).is_none() {
+            return Ok(ClaimResult::Lost);
+        }
         let n = conn.execute(
             "UPDATE recipients SET state = 'suppressed'
              WHERE id = ?1 AND state = ?2 AND attempts = ?3 AND removed_at IS NULL",
@@ -506,6 +549,9 @@ pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
             ],
         )?;
         return Ok(ClaimResult::Suppressed);
+    }
+    if state::next(c.expected_state, Event::Claim).is_none() {
+        return Ok(ClaimResult::Lost);
     }
     let n = conn
         .prepare_cached(
@@ -553,6 +599,13 @@ fn insert_attempt(
 /// is no longer `sending` (another process recovered it meanwhile) is left alone and gets no
 /// attempt, so attempts, run counts and states never disagree.
 pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
+    if state::next(DeliveryState::Sending, Event::Outcome(o.state)).is_none() {
+        // A bug in the caller, not a condition of the ledger: refuse it loudly (the writer then
+        // stops the run) rather than store a state the machine does not allow.
+        return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(
+            std::io::Error::other(format!("{} is not the outcome of a transaction", o.state)),
+        )));
+    }
     let accepted = o.state == DeliveryState::Accepted;
     let mut stmt = conn.prepare_cached(
         "UPDATE recipients SET
@@ -615,7 +668,7 @@ mod tests {
 
     fn ledger() -> (tempfile::TempDir, Connection, i64) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open(&dir.path().join("l.db")).unwrap();
+        let conn = crate::store::open(&dir.path().join("l.db")).unwrap().conn;
         let id = ensure_campaign(&conn, "spring").unwrap();
         (dir, conn, id)
     }

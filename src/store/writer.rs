@@ -16,18 +16,14 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Error;
 use super::ledger::{self, Claim, ClaimResult, Outcome, Release};
+use super::{Error, Ledger};
 
 /// Most operations committed in one transaction.
 pub const MAX_BATCH: usize = 256;
 /// How long a batch keeps gathering operations after its first one when no acknowledgement is
 /// waiting on it (outcome records only).
 pub const MAX_BATCH_WAIT: Duration = Duration::from_millis(3);
-
-// `FnMut`, not `FnOnce`: a batch that met a busy ledger is rolled back and applied again, so
-// every operation in it must be able to run twice.
-type RunOp = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
 
 /// How often a batch is tried again after the ledger was busy (another process writing, e.g.
 /// `mailroom suppress add` or `bounces import`), on top of SQLite's own busy timeout.
@@ -42,7 +38,10 @@ enum Op {
     ),
     Record(Box<Outcome>),
     Release(Release),
-    Exec(RunOp),
+    /// The port a run ended up using (after fallback).
+    RunPort(i64, u16),
+    /// Closes a run with its outcome.
+    FinishRun(i64, &'static str),
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
@@ -72,16 +71,15 @@ pub struct WriterThread {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (a connection from [`crate::store::open`]).
+    /// Starts the writer thread, which owns `ledger` until every `Writer` is dropped.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
-    pub fn spawn(conn: Connection, path: PathBuf) -> Result<(Writer, WriterThread), Error> {
-        // Checkpoints are the only fsyncs in WAL + synchronous=NORMAL; with one small commit per
-        // claim the default (every 1000 pages) checkpoints every few hundred messages. Let the
-        // WAL grow to ~40 MB during a run instead; SQLite checkpoints when the last connection
-        // closes. Failure to set it only costs speed.
-        let _ = conn.pragma_update(None, "wal_autocheckpoint", 10_000);
+    pub fn spawn(ledger: Ledger) -> Result<(Writer, WriterThread), Error> {
+        // With one small commit per claim block, the default (a checkpoint, the only fsync,
+        // every 1000 pages) would checkpoint every few hundred messages.
+        ledger.defer_checkpoints();
+        let Ledger { conn, path } = ledger;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let failure = Arc::new(OnceLock::new());
         let failed = failure.clone();
@@ -181,18 +179,24 @@ impl Writer {
             .map_err(|_| self.gone())
     }
 
-    /// Queues an arbitrary write (run bookkeeping), applied in order with the rest. It may run
-    /// more than once (its batch is rolled back and applied again when the ledger was busy), so
-    /// it must be idempotent within a transaction.
+    /// Queues the port a run actually used (after fallback).
     ///
     /// # Errors
     /// When the writer thread has stopped.
-    pub async fn exec<F>(&self, f: F) -> Result<(), Error>
-    where
-        F: FnMut(&Connection) -> rusqlite::Result<()> + Send + 'static,
-    {
+    pub async fn set_run_port(&self, run_id: i64, port: u16) -> Result<(), Error> {
         self.tx
-            .send(Op::Exec(Box::new(f)))
+            .send(Op::RunPort(run_id, port))
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    /// Queues the end of a run with its outcome (`finished`, `aborted`, ...).
+    ///
+    /// # Errors
+    /// When the writer thread has stopped.
+    pub async fn finish_run(&self, run_id: i64, outcome: &'static str) -> Result<(), Error> {
+        self.tx
+            .send(Op::FinishRun(run_id, outcome))
             .await
             .map_err(|_| self.gone())
     }
@@ -289,7 +293,7 @@ fn run(
                         None => Ok(()),
                     });
                 }
-                Op::Record(_) | Op::Release(_) | Op::Exec(_) => {}
+                Op::Record(_) | Op::Release(_) | Op::RunPort(..) | Op::FinishRun(..) => {}
             }
         }
     }
@@ -344,7 +348,8 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             ),
             Op::Record(outcome) => ledger::record(&tx, outcome)?,
             Op::Release(release) => ledger::release(&tx, release)?,
-            Op::Exec(f) => f(&tx)?,
+            Op::RunPort(run, port) => ledger::set_run_port(&tx, *run, *port)?,
+            Op::FinishRun(run, outcome) => ledger::finish_run(&tx, *run, outcome)?,
             Op::Sync(_) => {}
         }
     }
@@ -361,7 +366,7 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::Sync(ack) => {
                 let _ = ack.send(Ok(()));
             }
-            Op::Record(_) | Op::Release(_) | Op::Exec(_) => {}
+            Op::Record(_) | Op::Release(_) | Op::RunPort(..) | Op::FinishRun(..) => {}
         }
     }
     Ok(())
@@ -378,28 +383,31 @@ mod tests {
     async fn concurrent_claims_are_committed_before_ack_and_never_doubled() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let mut conn = crate::store::open(&path).unwrap();
-        let c = ledger::ensure_campaign(&conn, "c").unwrap();
-        ledger::import(
-            &mut conn,
-            c,
-            (0..50).map(|i| {
-                Ok::<_, ()>(NewRecipient {
-                    email: format!("u{i}@x.test"),
-                    domain: "x.test".into(),
-                    name: None,
-                    line: i + 2,
-                    token: format!("t{i}"),
-                    message_id: format!("t{i}@x.test"),
-                    fields: "{}".into(),
-                })
-            }),
-        )
-        .unwrap();
-        let run = ledger::start_run(&conn, c, "h", "none").unwrap();
-        let due = ledger::due_rows(&conn, c, 0, ledger::now_ms(), false, 100).unwrap();
-        let (writer, thread) = Writer::spawn(conn, path.clone()).unwrap();
-        let reader = crate::store::open(&path).unwrap();
+        let mut ledger = crate::store::open(&path).unwrap();
+        let c = ledger.ensure_campaign("c").unwrap();
+        ledger
+            .import(
+                c,
+                (0..50).map(|i| {
+                    Ok::<_, ()>(NewRecipient {
+                        email: format!("u{i}@x.test"),
+                        domain: "x.test".into(),
+                        name: None,
+                        line: i + 2,
+                        token: format!("t{i}"),
+                        message_id: format!("t{i}@x.test"),
+                        fields: "{}".into(),
+                    })
+                }),
+            )
+            .unwrap();
+        let run = ledger.start_run(c, "h", "none").unwrap();
+        let due = crate::store::Reader::open(&path)
+            .unwrap()
+            .due_rows(c, 0, ledger::now_ms(), false, 100)
+            .unwrap();
+        let (writer, thread) = Writer::spawn(ledger).unwrap();
+        let reader = Connection::open(&path).unwrap();
         // Every row claimed twice, concurrently: exactly one claim per row may win.
         let mut tasks = Vec::new();
         for row in due.iter().chain(due.iter()) {

@@ -467,7 +467,7 @@ pub async fn run_once(
     )
     .unwrap();
     let imported = prepared.imported;
-    let (writer, thread) = mailroom::store::Writer::spawn(prepared.conn, path.to_owned()).unwrap();
+    let (writer, thread) = mailroom::store::Writer::spawn(prepared.ledger).unwrap();
     let transport = mailroom::transport::Transport::new(settings).await.unwrap();
     let summary = mailroom::pipeline::run(mailroom::pipeline::Run {
         ledger: path.to_owned(),

@@ -33,7 +33,7 @@ impl LedgerBuilder {
     pub fn new(path: &Path) -> LedgerBuilder {
         LedgerBuilder {
             path: path.to_owned(),
-            conn: mailroom::store::open(path).unwrap(),
+            conn: mailroom_test_conn(path),
             recipients: Vec::new(),
             next_line: 2,
         }
@@ -262,4 +262,12 @@ pub fn mixed_ledger(path: &Path) -> LedgerBuilder {
         }
     }
     b
+}
+
+/// The ledger at `path`, created and migrated by mailroom, as a raw connection for seeding and
+/// inspecting it in tests (mailroom itself never hands out its connection).
+#[allow(dead_code)]
+fn mailroom_test_conn(path: &std::path::Path) -> rusqlite::Connection {
+    drop(mailroom::store::open(path).unwrap());
+    rusqlite::Connection::open(path).unwrap()
 }

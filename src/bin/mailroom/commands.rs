@@ -12,3 +12,4 @@ pub mod report;
 pub mod sandbox;
 pub mod send;
 pub mod suppress;
+pub mod upgrade;

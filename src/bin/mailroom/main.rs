@@ -47,6 +47,8 @@ enum Command {
     Suppress(commands::suppress::Args),
     /// Probe an SMTP server's ports, TLS and AUTH, and say which to use.
     Doctor(commands::doctor::Args),
+    /// Upgrade a ledger written by an older mailroom (reading commands never change one).
+    Upgrade(commands::upgrade::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Bounces(args) => commands::bounces::run(args),
         Command::Suppress(args) => commands::suppress::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
+        Command::Upgrade(args) => commands::upgrade::run(args),
     };
     match result {
         Ok(code) => code,

@@ -246,14 +246,14 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
             db.display()
         );
     }
-    let mut conn = mailroom::store::open(&db)?;
-    let matcher = import::Matcher::new(&conn, &target.name, target.return_path.as_deref())?;
+    let mut ledger = mailroom::store::open(&db)?;
+    let matcher = import::Matcher::new(&ledger, &target.name, target.return_path.as_deref())?;
     let mut summary = import::Summary::default();
     let mut read_errors = 0;
     if let Some(dir) = &args.maildir {
         for message in mailbox::maildir(dir)? {
             match message {
-                Ok(m) => import::import_one(&mut conn, &matcher, &m, &mut summary)
+                Ok(m) => import::import_one(&mut ledger, &matcher, &m, &mut summary)
                     .with_context(|| format!("recording {}", m.source))?,
                 Err(e) => {
                     eprintln!("mailroom: {e:#}");
@@ -264,7 +264,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(file) = &args.mbox {
         for message in mailbox::mbox(file)? {
             let m = message?;
-            import::import_one(&mut conn, &matcher, &m, &mut summary)
+            import::import_one(&mut ledger, &matcher, &m, &mut summary)
                 .with_context(|| format!("recording {}", m.source))?;
         }
     } else if let Some(url) = &args.imap {
@@ -286,7 +286,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
             .build()?;
         let messages = runtime.block_on(bounce::imap::fetch_all(&url, &password, ca.as_deref()))?;
         for m in messages {
-            import::import_one(&mut conn, &matcher, &m, &mut summary)
+            import::import_one(&mut ledger, &matcher, &m, &mut summary)
                 .with_context(|| format!("recording {}", m.source))?;
         }
     }

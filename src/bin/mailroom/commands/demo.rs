@@ -382,7 +382,7 @@ fn send(campaign_dir: &Path) -> anyhow::Result<Sent> {
             &settings.host,
             settings.security.as_str(),
         )?;
-        let (writer, thread) = Writer::spawn(prepared.conn, ledger.clone())?;
+        let (writer, thread) = Writer::spawn(prepared.ledger)?;
         let counters = Arc::new(Counters::default());
         let summary = runtime.block_on(async {
             let transport = Transport::new(settings.clone()).await?;

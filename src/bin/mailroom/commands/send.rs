@@ -91,9 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
         // Rows already final in the ledger are never rendered again: skip validating them.
         let final_addresses = if ledger_path.exists() {
-            let conn = store::open_read_only(&ledger_path)?;
-            ledger::final_addresses(&conn, campaign.name())
-                .with_context(|| format!("cannot read the ledger {}", ledger_path.display()))?
+            store::Reader::open(&ledger_path)?.final_addresses(campaign.name())?
         } else {
             Default::default()
         };
@@ -150,15 +148,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 prepared.recovered.returned
             );
         }
-        let due = pipeline::count_due(&prepared.conn, prepared.campaign_id, args.resend_unknown)
-            .context("cannot read the ledger")?;
+        let reader = store::Reader::open(&ledger_path)?;
+        let due = reader.count_due(prepared.campaign_id, ledger::now_ms(), args.resend_unknown)?;
         let planned = args.limit.map_or(due, |l| l.min(due));
         let run_id = prepared.run_id;
         if planned == 0 {
-            ledger::finish_run(&prepared.conn, run_id, "nothing_due")
-                .context("cannot write the ledger")?;
-            let (deferred, next) = ledger::deferred_summary(&prepared.conn, prepared.campaign_id)
-                .context("cannot read the ledger")?;
+            prepared.ledger.finish_run(run_id, "nothing_due")?;
+            let (deferred, next) = reader.deferred_summary(prepared.campaign_id)?;
             println!("Nothing is due.");
             print_deferred(deferred, next);
             // Deferred recipients are not final yet: not a clean "all done".
@@ -179,14 +175,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .read_line(&mut answer)
                 .context("cannot read the answer")?;
             if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-                ledger::finish_run(&prepared.conn, run_id, "cancelled")
+                prepared.ledger.finish_run(run_id, "cancelled")
                     .context("cannot write the ledger")?;
                 eprintln!("Not sent.");
                 return Ok(ExitCode::from(1));
             }
         }
 
-        let (writer, thread) = Writer::spawn(prepared.conn, ledger_path.clone())?;
+        let (writer, thread) = Writer::spawn(prepared.ledger)?;
         let shutdown = Shutdown::new();
         shutdown.install_ctrl_c(|| {
             eprintln!(
@@ -355,41 +351,21 @@ fn code(problems: u64) -> ExitCode {
 
 fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode> {
     let path = &campaign.config().store.path;
-    // Existing ledger states, read-only: a dry run writes nothing.
-    let mut known = std::collections::HashMap::new();
-    if path.exists() {
-        let conn = store::open_read_only(path)?;
-        let mut stmt = conn.prepare(
-            "SELECT r.email, r.state, coalesce(r.retry_at, 0) FROM recipients r
-             JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?1",
-        )?;
-        let rows = stmt.query_map([campaign.name()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                (r.get::<_, String>(1)?, r.get::<_, i64>(2)?),
-            ))
-        })?;
-        for row in rows {
-            let (email, state) = row?;
-            known.insert(email, state);
-        }
-    }
+    // Existing ledger states, read-only: a dry run writes nothing. The ledger applies the same
+    // "is it due?" rule as the dispatcher; a contact it does not know yet is due.
     let now = ledger::now_ms();
+    let known = if path.exists() {
+        store::Reader::open(path)?.due_by_address(campaign.name(), now, resend_unknown)?
+    } else {
+        std::collections::HashMap::new()
+    };
     let (mut due, mut done, mut largest, mut total_bytes) = (0u64, 0u64, 0usize, 0usize);
     let mut unrenderable = 0u64;
     for entry in campaign.contacts()? {
         let mailroom::campaign::ContactEntry::Valid(contact) = entry? else {
             continue;
         };
-        let is_due = match known.get(&contact.email) {
-            None => true,
-            Some((state, retry_at)) => match state.as_str() {
-                "pending" => true,
-                "deferred" => *retry_at <= now,
-                "unknown" => resend_unknown,
-                _ => false,
-            },
-        };
+        let is_due = known.get(&contact.email).copied().unwrap_or(true);
         if !is_due {
             done += 1;
             continue;

@@ -63,50 +63,18 @@ fn ledger(args: &Args) -> anyhow::Result<PathBuf> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = ledger(&args)?;
-    let mut conn = match &args.command {
-        // Listing must not create an empty ledger by mistake.
-        Command::List { .. } => mailroom::store::open_read_only(&path)?,
-        _ => mailroom::store::open(&path)?,
-    };
+    if let Command::List { json } = args.command {
+        // Listing reads only: it must not create (or change) a ledger by mistake.
+        let entries = mailroom::store::Reader::open(&path)?.suppressions()?;
+        return list(&path, &entries, json);
+    }
+    let mut ledger = mailroom::store::open(&path)?;
     match args.command {
-        Command::List { json } => {
-            let entries = suppress::list(&conn)?;
-            if json {
-                for e in &entries {
-                    println!("{}", serde_json::to_string(e)?);
-                }
-            } else if entries.is_empty() {
-                println!("the suppression list of {} is empty", path.display());
-            } else {
-                let w = entries
-                    .iter()
-                    .map(|e| e.email.len())
-                    .max()
-                    .unwrap_or(5)
-                    .max(5);
-                println!(
-                    "{:<w$}  {:<11}  {:<20}  {:<16}  SOURCE",
-                    "EMAIL", "REASON", "ADDED (UTC)", "CAMPAIGN"
-                );
-                for e in &entries {
-                    let added = chrono::DateTime::from_timestamp_millis(e.created_at)
-                        .map_or_else(String::new, |d| d.format("%Y-%m-%d %H:%M:%S").to_string());
-                    println!(
-                        "{:<w$}  {:<11}  {:<20}  {:<16}  {}",
-                        e.email,
-                        e.reason,
-                        added,
-                        e.campaign.as_deref().unwrap_or("-"),
-                        e.source
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::List { .. } => Ok(ExitCode::SUCCESS),
         Command::Add { emails, reason } => {
             let mut problems = 0;
             for email in &emails {
-                match suppress::add(&conn, email, &reason, "cli", None) {
+                match suppress::add(&mut ledger, email, &reason, "cli", None) {
                     Ok(true) => println!("suppressed {email} ({reason})"),
                     Ok(false) => println!("{email} was already suppressed (kept its first reason)"),
                     Err(e @ suppress::Error::BadAddress(_)) => {
@@ -121,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Remove { emails } => {
             let mut problems = 0;
             for email in &emails {
-                match suppress::remove(&conn, email) {
+                match suppress::remove(&ledger, email) {
                     Ok(true) => println!("removed {email}"),
                     Ok(false) => {
                         eprintln!("mailroom: {email} is not on the suppression list");
@@ -138,7 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Import { file, reason } => {
             let source = format!("file:{}", file.display());
-            let s = suppress::import_file(&mut conn, &file, &reason, &source)?;
+            let s = suppress::import_file(&mut ledger, &file, &reason, &source)?;
             for (line, text, why) in &s.invalid {
                 eprintln!(
                     "mailroom: {}:{line}: skipped `{text}`: {}",
@@ -156,6 +124,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(exit(s.invalid.len()))
         }
     }
+}
+
+fn list(
+    path: &std::path::Path,
+    entries: &[suppress::Entry],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        for e in entries {
+            println!("{}", serde_json::to_string(e)?);
+        }
+    } else if entries.is_empty() {
+        println!("the suppression list of {} is empty", path.display());
+    } else {
+        let w = entries
+            .iter()
+            .map(|e| e.email.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        println!(
+            "{:<w$}  {:<11}  {:<20}  {:<16}  SOURCE",
+            "EMAIL", "REASON", "ADDED (UTC)", "CAMPAIGN"
+        );
+        for e in entries {
+            let added = chrono::DateTime::from_timestamp_millis(e.created_at)
+                .map_or_else(String::new, |d| d.format("%Y-%m-%d %H:%M:%S").to_string());
+            println!(
+                "{:<w$}  {:<11}  {:<20}  {:<16}  {}",
+                e.email,
+                e.reason,
+                added,
+                e.campaign.as_deref().unwrap_or("-"),
+                e.source
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn exit(problems: usize) -> ExitCode {

@@ -1,0 +1,679 @@
+//! Every read of the ledger: the queries behind `report`, the dashboard, the dispatcher of a
+//! send and its dry run, as typed methods of [`Reader`] returning plain values.
+//!
+//! A `Reader` holds a read-only connection (see `store::open_read_only`): it never migrates and
+//! never writes, so pointing `report` at a file cannot change it. Report and dashboard counts
+//! come from the trigger-maintained counter tables of `migrations/0004_report.sql`; drill-down
+//! queries read `attempts` and `events` themselves, always with a row limit.
+//!
+//! This module must not format anything for people: `report` turns these rows into views.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::ledger::{self, DueRow};
+use super::{Error, sqlite};
+use crate::model::DeliveryState;
+
+/// Under this many recipients a domain drill-down walks the domain's recipients; above it, the
+/// newest attempts (an index walk that stops at the limit).
+const SMALL_DOMAIN: u64 = 5_000;
+
+/// A ledger open for reading.
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A `campaigns` row with its runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignRecord {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+    /// First run, if any.
+    pub started_at: Option<i64>,
+    /// Latest run, if any.
+    pub last_run_at: Option<i64>,
+    /// Runs without a finish time.
+    pub open_runs: u64,
+}
+
+/// One counter row (`report_counts`), borrowed from SQLite's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountRef<'a> {
+    pub campaign: i64,
+    pub domain: &'a str,
+    pub state: &'a str,
+    pub relay_accepted: bool,
+    pub n: u64,
+}
+
+/// One row of the reasons counters (`report_reasons`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonRecord {
+    /// From feedback (DSN/ARF) rather than from an SMTP attempt.
+    pub feedback: bool,
+    pub status: String,
+    pub outcome: String,
+    pub n: u64,
+    pub example: Option<String>,
+}
+
+/// Attempts of one outcome started in one minute (`report_minutes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteCount {
+    pub minute: i64,
+    pub outcome: String,
+    pub n: u64,
+}
+
+/// One attempt or one piece of later feedback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    pub at: i64,
+    pub email: String,
+    #[serde(flatten)]
+    pub kind: EntryKind,
+    pub code: Option<i64>,
+    /// Enhanced status code of the reply or of the DSN.
+    pub status: Option<String>,
+    /// The full SMTP reply, or the DSN diagnostic / complaint text.
+    pub text: String,
+    /// Attempt outcome or feedback kind.
+    pub outcome: String,
+}
+
+/// What a history entry is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EntryKind {
+    /// An SMTP attempt; `step` is where it ended.
+    Attempt { step: String, port: Option<i64> },
+    /// A DSN, complaint or other feedback imported later.
+    Feedback {
+        action: Option<String>,
+        source: String,
+        remote_mta: Option<String>,
+    },
+}
+
+impl HistoryEntry {
+    /// True for later feedback (DSN, complaint) rather than an SMTP attempt.
+    pub fn is_feedback(&self) -> bool {
+        matches!(self.kind, EntryKind::Feedback { .. })
+    }
+}
+
+/// One recipient's current row (CSV export, recipient drill-down).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecipientRow {
+    pub email: String,
+    pub state: String,
+    pub code: Option<i64>,
+    pub enhanced: Option<String>,
+    pub reply: Option<String>,
+    pub attempts: u64,
+    pub last_attempt_at: Option<i64>,
+    pub relay_accepted: bool,
+}
+
+/// One recipient's current row, borrowed (see [`Reader::for_each_recipient`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecipientRef<'a> {
+    pub email: &'a str,
+    pub state: &'a str,
+    pub code: Option<i64>,
+    pub enhanced: Option<&'a str>,
+    pub reply: Option<&'a str>,
+    pub attempts: u64,
+    pub last_attempt_at: Option<i64>,
+    pub relay_accepted: bool,
+}
+
+const ATTEMPT_COLUMNS: &str =
+    "SELECT a.at, r.email, a.step, a.code, a.enhanced, a.reply, a.outcome, a.port";
+const EVENT_COLUMNS: &str = "SELECT e.at, r.email, e.kind, e.action, e.status, \
+     COALESCE(e.diagnostic, e.reason), e.source, e.remote_mta";
+const RECIPIENT_COLUMNS: &str = "SELECT email, state, last_code, last_enhanced, last_reply, \
+     attempts, last_attempt_at, relay_accepted FROM recipients";
+
+impl Reader {
+    /// Opens an existing ledger for reading only.
+    ///
+    /// # Errors
+    /// When the file is missing, is not a mailroom ledger, needs an upgrade, or comes from a
+    /// newer mailroom.
+    pub fn open(path: &Path) -> Result<Reader, Error> {
+        Ok(Reader {
+            conn: super::open_read_only(path)?,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The ledger's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn fail(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        sqlite(&self.path)
+    }
+
+    /// Every campaign with its runs, newest first.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn campaigns(&self) -> Result<Vec<CampaignRecord>, Error> {
+        let fail = self.fail();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT c.id, c.name, c.created_at, \
+                   (SELECT min(started_at) FROM runs WHERE campaign_id = c.id), \
+                   (SELECT max(started_at) FROM runs WHERE campaign_id = c.id), \
+                   (SELECT count(*) FROM runs WHERE campaign_id = c.id AND finished_at IS NULL) \
+                 FROM campaigns c ORDER BY c.created_at DESC, c.id DESC",
+            )
+            .map_err(&fail)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(CampaignRecord {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    created_at: row.get(2)?,
+                    started_at: row.get(3)?,
+                    last_run_at: row.get(4)?,
+                    open_runs: count(row.get(5)?),
+                })
+            })
+            .map_err(&fail)?;
+        rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// Calls `each` for every non-zero counter row, of one campaign or of all, in primary-key
+    /// order (campaign, domain, state): rows of one domain are consecutive. Rows are borrowed,
+    /// so a scan over many domains allocates nothing per row.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn for_each_count(
+        &self,
+        campaign: Option<i64>,
+        mut each: impl FnMut(CountRef<'_>),
+    ) -> Result<(), Error> {
+        let fail = self.fail();
+        let mut stmt = match campaign {
+            None => self.conn.prepare_cached(
+                "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
+                 WHERE n > 0 ORDER BY campaign_id, domain, state, relay_accepted",
+            ),
+            // Its primary-key range only.
+            Some(_) => self.conn.prepare_cached(
+                "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
+                 WHERE campaign_id = ?1 AND n > 0 ORDER BY campaign_id, domain",
+            ),
+        }
+        .map_err(&fail)?;
+        let mut rows = match campaign {
+            None => stmt.query([]),
+            Some(id) => stmt.query([id]),
+        }
+        .map_err(&fail)?;
+        while let Some(row) = rows.next().map_err(&fail)? {
+            let text = |i| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
+            let counted = (|| {
+                Ok::<_, rusqlite::Error>(CountRef {
+                    campaign: row.get(0)?,
+                    domain: text(1)?,
+                    state: text(2)?,
+                    relay_accepted: row.get::<_, i64>(3)? != 0,
+                    n: count(row.get(4)?),
+                })
+            })()
+            .map_err(&fail)?;
+            each(counted);
+        }
+        Ok(())
+    }
+
+    /// How many recipients a campaign has in one domain.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn domain_size(&self, campaign: i64, domain: &str) -> Result<u64, Error> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(sum(n), 0) FROM report_counts \
+                 WHERE campaign_id = ?1 AND domain = ?2",
+                params![campaign, domain],
+                |row| row.get(0),
+            )
+            .map(count)
+            .map_err(self.fail())
+    }
+
+    /// The reasons counters of a campaign (any order).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn reasons(&self, campaign: i64) -> Result<Vec<ReasonRecord>, Error> {
+        let fail = self.fail();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT source, status, outcome, n, example FROM report_reasons \
+                 WHERE campaign_id = ?1 AND n > 0",
+            )
+            .map_err(&fail)?;
+        let rows = stmt
+            .query_map([campaign], |row| {
+                Ok(ReasonRecord {
+                    feedback: row.get::<_, String>(0)? == "event",
+                    status: row.get(1)?,
+                    outcome: row.get(2)?,
+                    n: count(row.get(3)?),
+                    example: row.get(4)?,
+                })
+            })
+            .map_err(&fail)?;
+        rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// Attempts per minute and outcome of a campaign, oldest minute first.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn minutes(&self, campaign: i64) -> Result<Vec<MinuteCount>, Error> {
+        let fail = self.fail();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT minute, outcome, n FROM report_minutes \
+                 WHERE campaign_id = ?1 AND n > 0 ORDER BY minute",
+            )
+            .map_err(&fail)?;
+        let rows = stmt
+            .query_map([campaign], |row| {
+                Ok(MinuteCount {
+                    minute: row.get(0)?,
+                    outcome: row.get(1)?,
+                    n: count(row.get(2)?),
+                })
+            })
+            .map_err(&fail)?;
+        rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// The newest attempts and feedback events of a campaign, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn recent(&self, campaign: i64, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
+        let mut entries = self.history(
+            Some(
+                "FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
+                 WHERE r.campaign_id = ?1 ORDER BY a.id DESC LIMIT ?2",
+            ),
+            Some(
+                "FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
+                 WHERE r.campaign_id = ?1 ORDER BY e.at DESC LIMIT ?2",
+            ),
+            &[&campaign, &limit_param(limit)],
+        )?;
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
+    /// Every attempt and feedback event of one recipient, newest first, at most `limit` of each.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn recipient_history(
+        &self,
+        campaign: i64,
+        email: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, Error> {
+        self.history(
+            Some(
+                "FROM recipients r JOIN attempts a ON a.recipient_id = r.id \
+                 WHERE r.campaign_id = ?1 AND r.email = ?2 ORDER BY a.id DESC LIMIT ?3",
+            ),
+            Some(
+                "FROM recipients r JOIN events e ON e.recipient_id = r.id \
+                 WHERE r.campaign_id = ?1 AND r.email = ?2 ORDER BY e.at DESC LIMIT ?3",
+            ),
+            &[&campaign, &email, &limit_param(limit)],
+        )
+    }
+
+    /// Attempts and feedback of one recipient domain, newest first, at most `limit` of each.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn domain_history(
+        &self,
+        campaign: i64,
+        domain: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, Error> {
+        // A small domain: walk its recipients (index) and their attempts and events. A big one:
+        // walk attempts and events newest first and stop at the limit. CROSS JOIN fixes
+        // SQLite's join order, which it cannot choose well without ANALYZE.
+        let small = self.domain_size(campaign, domain)? < SMALL_DOMAIN;
+        let (attempts, events) = if small {
+            (
+                "FROM recipients r CROSS JOIN attempts a ON a.recipient_id = r.id \
+                 WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY a.id DESC LIMIT ?3",
+                "FROM recipients r CROSS JOIN events e ON e.recipient_id = r.id \
+                 WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3",
+            )
+        } else {
+            (
+                "FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
+                 WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY a.id DESC LIMIT ?3",
+                "FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
+                 WHERE r.campaign_id = ?1 AND r.domain = ?2 ORDER BY e.at DESC LIMIT ?3",
+            )
+        };
+        self.history(
+            Some(attempts),
+            Some(events),
+            &[&campaign, &domain, &limit_param(limit)],
+        )
+    }
+
+    /// Attempts not accepted (or, with `feedback`, feedback events) with one status code,
+    /// newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn reason_history(
+        &self,
+        campaign: i64,
+        feedback: bool,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, Error> {
+        let limit = limit_param(limit);
+        let params: [&dyn rusqlite::ToSql; 3] = [&campaign, &status, &limit];
+        if feedback {
+            // Newest imported first: that is the index's own order, so the limit stops the walk
+            // early instead of sorting every event with this status.
+            self.history(
+                None,
+                Some(
+                    "FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
+                     WHERE COALESCE(e.status, '') = ?2 AND r.campaign_id = ?1 \
+                       AND e.kind NOT IN ('delivered', 'auto_reply') \
+                     ORDER BY e.id DESC LIMIT ?3",
+                ),
+                &params,
+            )
+        } else {
+            self.history(
+                Some(
+                    "FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
+                     WHERE COALESCE(a.enhanced, CAST(a.code AS TEXT), '') = ?2 \
+                       AND a.outcome <> 'accepted' AND r.campaign_id = ?1 \
+                     ORDER BY a.id DESC LIMIT ?3",
+                ),
+                None,
+                &params,
+            )
+        }
+    }
+
+    /// Attempts (`attempts_from`: the FROM/WHERE/ORDER part of a query over `a` and `r`) and
+    /// events (over `e` and `r`), merged newest first.
+    fn history(
+        &self,
+        attempts_from: Option<&str>,
+        events_from: Option<&str>,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<HistoryEntry>, Error> {
+        let fail = self.fail();
+        let mut out = Vec::new();
+        if let Some(from) = attempts_from {
+            let sql = format!("{ATTEMPT_COLUMNS} {from}");
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(&fail)?;
+            let rows = stmt
+                .query_map(params, |row| {
+                    Ok(HistoryEntry {
+                        at: row.get(0)?,
+                        email: row.get(1)?,
+                        kind: EntryKind::Attempt {
+                            step: row.get(2)?,
+                            port: row.get(7)?,
+                        },
+                        code: row.get(3)?,
+                        status: row.get(4)?,
+                        text: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        outcome: row.get(6)?,
+                    })
+                })
+                .map_err(&fail)?;
+            for row in rows {
+                out.push(row.map_err(&fail)?);
+            }
+        }
+        if let Some(from) = events_from {
+            let sql = format!("{EVENT_COLUMNS} {from}");
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(&fail)?;
+            let rows = stmt
+                .query_map(params, |row| {
+                    Ok(HistoryEntry {
+                        at: row.get(0)?,
+                        email: row.get(1)?,
+                        kind: EntryKind::Feedback {
+                            action: row.get(3)?,
+                            source: row.get(6)?,
+                            remote_mta: row.get(7)?,
+                        },
+                        code: None,
+                        status: row.get(4)?,
+                        text: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        outcome: row.get(2)?,
+                    })
+                })
+                .map_err(&fail)?;
+            for row in rows {
+                out.push(row.map_err(&fail)?);
+            }
+        }
+        // Newest first; a feedback event and the attempt it answers can share a millisecond,
+        // and then the feedback (which came later) goes first.
+        out.sort_by(|a, b| {
+            b.at.cmp(&a.at)
+                .then_with(|| b.is_feedback().cmp(&a.is_feedback()))
+        });
+        Ok(out)
+    }
+
+    /// One recipient's current row.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn recipient(&self, campaign: i64, email: &str) -> Result<Option<RecipientRow>, Error> {
+        self.conn
+            .query_row(
+                &format!("{RECIPIENT_COLUMNS} WHERE campaign_id = ?1 AND email = ?2"),
+                params![campaign, email],
+                |row| {
+                    Ok(RecipientRow {
+                        email: row.get(0)?,
+                        state: row.get(1)?,
+                        code: row.get(2)?,
+                        enhanced: row.get(3)?,
+                        reply: row.get(4)?,
+                        attempts: count(row.get(5)?),
+                        last_attempt_at: row.get(6)?,
+                        relay_accepted: row.get::<_, i64>(7)? != 0,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.fail())
+    }
+
+    /// Calls `each` for every recipient of a campaign in import order. The row is borrowed from
+    /// SQLite's buffers: a million-row export allocates nothing per row.
+    ///
+    /// # Errors
+    /// When a query fails (`Err(Err(_))`), or `each` does (its error is passed through as
+    /// `Err(Ok(e))`).
+    pub fn for_each_recipient<E>(
+        &self,
+        campaign: i64,
+        mut each: impl FnMut(&RecipientRef<'_>) -> Result<(), E>,
+    ) -> Result<(), Result<E, Error>> {
+        let fail = |source| Err(sqlite(&self.path)(source));
+        // Import order is rowid order: a table scan in rowid order (the unary + keeps SQLite off
+        // the campaign index) streams rows without sorting them all first.
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "{RECIPIENT_COLUMNS} WHERE +campaign_id = ?1 ORDER BY id"
+            ))
+            .map_err(fail)?;
+        let mut rows = stmt.query([campaign]).map_err(fail)?;
+        while let Some(row) = rows.next().map_err(fail)? {
+            let text =
+                |i| -> rusqlite::Result<Option<&str>> { Ok(row.get_ref(i)?.as_str_or_null()?) };
+            let view = (|| -> rusqlite::Result<RecipientRef<'_>> {
+                Ok(RecipientRef {
+                    email: text(0)?.unwrap_or(""),
+                    state: text(1)?.unwrap_or(""),
+                    code: row.get(2)?,
+                    enhanced: text(3)?,
+                    reply: text(4)?,
+                    attempts: count(row.get(5)?),
+                    last_attempt_at: row.get(6)?,
+                    relay_accepted: row.get::<_, i64>(7)? != 0,
+                })
+            })()
+            .map_err(fail)?;
+            each(&view).map_err(Ok)?;
+        }
+        Ok(())
+    }
+
+    /// The id of a campaign by name, if the ledger has it.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn campaign_id(&self, name: &str) -> Result<Option<i64>, Error> {
+        self.conn
+            .query_row(
+                "SELECT id FROM campaigns WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.fail())
+    }
+
+    /// Up to `limit` due rows with `id > after`, in id order: see [`ledger::due_rows`].
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn due_rows(
+        &self,
+        campaign: i64,
+        after: i64,
+        now: i64,
+        resend_unknown: bool,
+        limit: usize,
+    ) -> Result<Vec<DueRow>, Error> {
+        ledger::due_rows(&self.conn, campaign, after, now, resend_unknown, limit)
+            .map_err(self.fail())
+    }
+
+    /// How many rows are due at `now`.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn count_due(&self, campaign: i64, now: i64, resend_unknown: bool) -> Result<u64, Error> {
+        ledger::count_due(&self.conn, campaign, now, resend_unknown).map_err(self.fail())
+    }
+
+    /// Deferred rows not yet due: how many, and the earliest retry time.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn deferred_summary(&self, campaign: i64) -> Result<(u64, Option<i64>), Error> {
+        ledger::deferred_summary(&self.conn, campaign).map_err(self.fail())
+    }
+
+    /// Per-state counts for one campaign, in `DeliveryState::ALL` order.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn state_counts(&self, campaign: i64) -> Result<Vec<(DeliveryState, u64)>, Error> {
+        ledger::state_counts(&self.conn, campaign).map_err(self.fail())
+    }
+
+    /// Messages the relay accepted since `since` (any campaign), for the daily cap.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn accepted_since(&self, since: i64) -> Result<u64, Error> {
+        ledger::accepted_since(&self.conn, since).map_err(self.fail())
+    }
+
+    /// For a dry run: every address the ledger knows in campaign `name`, and whether its state
+    /// makes it due at `now` (the same rule as the dispatcher's; a contact the ledger does not
+    /// know yet is due).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn due_by_address(
+        &self,
+        name: &str,
+        now: i64,
+        resend_unknown: bool,
+    ) -> Result<std::collections::HashMap<String, bool>, Error> {
+        let fail = self.fail();
+        let mut stmt = self
+            .conn
+            .prepare(concat!(
+                "SELECT email, ",
+                ledger::due_state!(),
+                " FROM recipients WHERE campaign_id = \
+                   (SELECT id FROM campaigns WHERE name = :name)"
+            ))
+            .map_err(&fail)?;
+        let rows = stmt
+            .query_map(
+                rusqlite::named_params! {":name": name, ":now": now, ":resend": resend_unknown},
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)),
+            )
+            .map_err(&fail)?;
+        rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// The addresses of a campaign that are final (never sent again).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn final_addresses(&self, campaign: &str) -> Result<HashSet<String>, Error> {
+        ledger::final_addresses(&self.conn, campaign).map_err(self.fail())
+    }
+}
+
+/// A count read from SQLite (never negative in the ledger).
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
