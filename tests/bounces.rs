@@ -1408,7 +1408,7 @@ fn imap_giant_literal_is_skipped_unread_and_the_next_message_is_imported() {
     assert!(
         stderr.contains(
             "imap://bounces@127.0.0.1/INBOX;UID=1: skipped, not read: the server says it is \
-             5000000000 bytes, over the 50 MiB cap on one message"
+             5000000000 bytes, over the 25 MiB cap on one message"
         ),
         "{stderr}"
     );

@@ -7,7 +7,7 @@
 //! arrives ([`Mailbox::next`], the IMAP counterpart of `mailbox::Mbox`) and must never hold more
 //! than one message, one response and one listing batch. `response.rs` reads the bytes and
 //! enforces the caps (docs/bounces.md, "IMAP limits"): a response line of 64 KiB, 4 MiB of
-//! non-message data per command, a message of 50 MiB. A message over the cap is skipped and
+//! non-message data per command, a message of 25 MiB. A message over the cap is skipped and
 //! reported ([`Item::Skipped`]), never read: by its `RFC822.SIZE` before it is fetched, or by its
 //! literal's `{n}` if the server understated the size (the connection is then dropped mid-literal
 //! and a new one goes on with the next message).
@@ -42,7 +42,7 @@ const LIST_BATCH: u32 = 1000;
 /// Fetches abandoned mid-literal (a message larger than the server said) before the import
 /// gives up on the server: each costs a new connection.
 const MAX_ABANDONED: u32 = 8;
-/// Socket buffer: a 50 MiB message in 64 KiB reads rather than 8 KiB ones.
+/// Socket buffer: a 25 MiB message in 64 KiB reads rather than 8 KiB ones.
 const READ_BUFFER: usize = 64 << 10;
 
 /// `4 MiB`, `64 KiB`, or a byte count.
