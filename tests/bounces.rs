@@ -1358,8 +1358,8 @@ fn assert_bounded(peak_kib: u64, stderr: &str) {
     eprintln!("peak RSS of `mailroom bounces import`: {peak_kib} KiB");
     assert!(
         peak_kib > 0 && peak_kib <= RSS_CAP_KIB,
-        "peak RSS {} MiB, the cap is 200 MiB (killed when over it); stderr: {stderr}",
-        peak_kib / 1024
+        "peak RSS {peak_kib} KiB, the cap is {RSS_CAP_KIB} KiB (200 MiB; the child is killed \
+         when over it); stderr: {stderr}"
     );
 }
 

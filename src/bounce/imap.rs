@@ -382,13 +382,37 @@ struct Session {
     host: String,
     tag: u32,
     reader: Reader,
-    /// Messages in the mailbox, from `* n EXISTS` (RFC 3501 §7.3.1), kept current.
-    exists: u32,
-    /// The sequence number the listing goes on from. `* n EXPUNGE` below it moves it down:
-    /// every later message's number drops by one at once (RFC 3501 §7.4.1).
-    cursor: u32,
+    position: Position,
     /// From `* OK [UIDVALIDITY n]`: UIDs mean the same messages only while it is unchanged.
     uidvalidity: Option<u32>,
+}
+
+/// Where the listing of a mailbox stands, kept current by the untagged responses of any
+/// command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    /// Messages in the mailbox, from `* n EXISTS` (RFC 3501 §7.3.1).
+    exists: u32,
+    /// The sequence number the listing goes on from.
+    cursor: u32,
+}
+
+impl Position {
+    /// Follows `* n EXISTS` and `* n EXPUNGE`. An expunge below the cursor moves it down:
+    /// every later message's number drops by one at once (RFC 3501 §7.4.1).
+    fn follow(&mut self, text: &[u8]) {
+        let Some((n, keyword)) = untagged_number(text) else {
+            return;
+        };
+        if keyword.eq_ignore_ascii_case(b"EXISTS") {
+            self.exists = n;
+        } else if keyword.eq_ignore_ascii_case(b"EXPUNGE") {
+            self.exists = self.exists.saturating_sub(1);
+            if n < self.cursor {
+                self.cursor -= 1;
+            }
+        }
+    }
 }
 
 /// What [`Session::next_reply`] read.
@@ -482,8 +506,10 @@ impl Session {
             host: host.to_owned(),
             tag: 0,
             reader: Reader::new(LIMITS),
-            exists: 0,
-            cursor: 1,
+            position: Position {
+                exists: 0,
+                cursor: 1,
+            },
             uidvalidity: None,
         };
         s.reader.start_command();
@@ -650,17 +676,8 @@ impl Session {
                 reply: shown(rest),
             });
         }
-        if let Some((n, keyword)) = untagged_number(text) {
-            if keyword.eq_ignore_ascii_case(b"EXISTS") {
-                self.exists = n;
-            } else if keyword.eq_ignore_ascii_case(b"EXPUNGE") {
-                self.exists = self.exists.saturating_sub(1);
-                if n < self.cursor {
-                    self.cursor -= 1;
-                }
-            }
-        } else if text.len() >= 5 && text[..5].eq_ignore_ascii_case(b"* BYE") && command != "LOGOUT"
-        {
+        self.position.follow(text);
+        if text.len() >= 5 && text[..5].eq_ignore_ascii_case(b"* BYE") && command != "LOGOUT" {
             return Err(Error::Refused {
                 host: self.host.clone(),
                 command,
@@ -698,7 +715,7 @@ impl Session {
     /// each; moves the cursor past them.
     async fn list(&mut self, lo: u32, hi: u32) -> Result<Vec<(u32, u64)>, Error> {
         // Moved first, so an EXPUNGE the server sends meanwhile adjusts the new position.
-        self.cursor = hi.saturating_add(1);
+        self.position.cursor = hi.saturating_add(1);
         let mut slots: Vec<Option<(u32, u64)>> = vec![None; (hi - lo + 1) as usize];
         self.command("FETCH", &format!("{lo}:{hi} (UID RFC822.SIZE)"), |text| {
             if let Some((seq, keyword)) = untagged_number(text)
@@ -813,7 +830,7 @@ impl Mailbox {
                         mailbox: self.url.mailbox.clone(),
                     });
                 }
-                s.cursor = self.cursor;
+                s.position.cursor = self.cursor;
                 s
             }
         };
@@ -841,7 +858,7 @@ impl Mailbox {
                     Body::TooLarge(size) => {
                         // Mid-literal: drop the connection rather than read what we refuse.
                         if let Some(s) = self.session.take() {
-                            self.cursor = s.cursor;
+                            self.cursor = s.position.cursor;
                         }
                         self.abandoned += 1;
                         if self.abandoned > MAX_ABANDONED {
@@ -858,12 +875,13 @@ impl Mailbox {
                 return Ok(None);
             }
             let s = self.session().await?;
-            if s.cursor > s.exists {
+            let Position { exists, cursor } = s.position;
+            if cursor > exists {
                 self.listed_all = true;
                 continue;
             }
-            let lo = s.cursor;
-            let hi = s.exists.min(lo.saturating_add(LIST_BATCH - 1));
+            let lo = cursor;
+            let hi = exists.min(lo.saturating_add(LIST_BATCH - 1));
             let listed = s.list(lo, hi).await?;
             // A server lists every number up to EXISTS; one that lists none of a batch is
             // not read further (else a huge EXISTS could keep the import going forever).
@@ -906,6 +924,52 @@ mod tests {
         assert!(ImapUrl::parse("imaps://u:secret@h/").is_err());
         assert!(ImapUrl::parse("http://u@h/").is_err());
         assert!(ImapUrl::parse("imaps://h/").is_err());
+    }
+
+    #[test]
+    fn fetch_items_and_untagged_numbers_are_read_from_response_text() {
+        let text = b"* 12 FETCH (UID 345 RFC822.SIZE 6789 FLAGS (\\Seen))";
+        assert_eq!(untagged_number(text), Some((12, &b"FETCH"[..])));
+        assert_eq!(fetch_item(text, b"UID"), Some(345));
+        assert_eq!(fetch_item(text, b"rfc822.size"), Some(6789));
+        assert_eq!(fetch_item(b"* 1 FETCH (XUID 3)", b"UID"), None);
+        assert_eq!(fetch_item(b"* 1 FETCH (UID x)", b"UID"), None);
+        assert_eq!(untagged_number(b"* OK [UIDVALIDITY 3]"), None);
+        assert_eq!(untagged_number(b"* 99999999999 EXISTS"), None);
+    }
+
+    #[test]
+    fn expunges_below_the_cursor_move_it_down() {
+        let mut p = Position {
+            exists: 10,
+            cursor: 5,
+        };
+        p.follow(b"* 2 EXPUNGE");
+        assert_eq!(
+            p,
+            Position {
+                exists: 9,
+                cursor: 4
+            }
+        );
+        // At or above the cursor: that message was not listed yet, so nothing moves.
+        p.follow(b"* 4 EXPUNGE");
+        assert_eq!(
+            p,
+            Position {
+                exists: 8,
+                cursor: 4
+            }
+        );
+        p.follow(b"* 12 EXISTS");
+        p.follow(b"* OK still here");
+        assert_eq!(
+            p,
+            Position {
+                exists: 12,
+                cursor: 4
+            }
+        );
     }
 
     #[test]
