@@ -1309,9 +1309,15 @@ fn serve_hostile(
 
 const RSS_CAP_KIB: u64 = 200 * 1024;
 
-/// The child's high-water RSS in KiB (`VmHWM`), while it runs.
+/// The child's high-water RSS in KiB (`VmHWM`), once it runs `mailroom`: until its exec, a
+/// spawned child still reports the test process's memory.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("Name:"))?
+        .ends_with("\tmailroom")
+        .then_some(())?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
