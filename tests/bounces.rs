@@ -1182,6 +1182,294 @@ fn damaged_messages_never_panic() {
     let _ = bounce::parse(nested.as_bytes());
 }
 
+// ---------------------------------------------------------------------------------------------
+// IMAP against hostile servers over real TCP (plain text, which mailroom allows to loopback
+// only): the real binary's peak RSS stays under 200 MiB whatever the server sends, a flood ends
+// at a documented cap with a message naming the server, and a message over the cap is skipped,
+// never read, while the import goes on with the next one.
+
+/// What the hostile server does; everything else it answers as a small, honest server holding
+/// two messages: UID 1 (what the behaviour is about) and UID 2, a real hard bounce for alice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hostile {
+    /// Answers EXAMINE with `* OK` lines, forever.
+    FloodAfterExamine,
+    /// Answers the fetch of UID 1 with `* 1 EXISTS` lines, forever.
+    ExistsFloodDuringFetch,
+    /// Answers LOGIN with one line that never ends.
+    EndlessLine,
+    /// Lists UID 1 as 2000 bytes, then answers its fetch with `BODY[] {5000000000}` and bytes,
+    /// forever.
+    GiantLiteral,
+    /// Lists UID 1 truthfully as 5000000000 bytes; its fetch would get the giant literal.
+    ListedGiant,
+}
+
+const HOSTILE_BOUNCE: &str = "01-hard-verp.eml";
+
+/// Every command line the server received, in order, over all connections.
+type CommandLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Serves `behaviour` on 127.0.0.1 (any number of connections, one thread each).
+fn start_hostile_imap(behaviour: Hostile) -> (u16, CommandLog) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = CommandLog::default();
+    let bounce = import_fixtures()
+        .into_iter()
+        .find(|(name, _)| name == HOSTILE_BOUNCE)
+        .unwrap()
+        .1;
+    let server_log = log.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let (log, bounce) = (server_log.clone(), bounce.clone());
+            // A write error means the client went away, which ends the conversation.
+            std::thread::spawn(move || {
+                let _ = serve_hostile(stream, behaviour, &log, &bounce);
+            });
+        }
+    });
+    (port, log)
+}
+
+/// Writes `chunk` until the client goes away.
+fn forever(out: &mut std::net::TcpStream, chunk: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    loop {
+        out.write_all(chunk)?;
+    }
+}
+
+fn serve_hostile(
+    stream: std::net::TcpStream,
+    behaviour: Hostile,
+    log: &CommandLog,
+    bounce: &[u8],
+) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut out = stream.try_clone()?;
+    let mut lines = std::io::BufReader::new(stream);
+    let flood = |line: &[u8]| line.repeat(64 * 1024 / line.len());
+    out.write_all(b"* OK hostile IMAP ready\r\n")?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end();
+        log.lock().unwrap().push(line.to_owned());
+        let (tag, command) = line.split_once(' ').unwrap_or((line, ""));
+        let command = command.to_ascii_uppercase();
+        let ok = format!("{tag} OK done\r\n");
+        if command.starts_with("CAPABILITY") {
+            out.write_all(format!("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{ok}").as_bytes())?;
+        } else if command.starts_with("LOGIN") {
+            if behaviour == Hostile::EndlessLine {
+                out.write_all(b"* OK ")?;
+                forever(&mut out, &[b'a'; 64 * 1024])?;
+            }
+            out.write_all(ok.as_bytes())?;
+        } else if command.starts_with("EXAMINE") {
+            if behaviour == Hostile::FloodAfterExamine {
+                forever(
+                    &mut out,
+                    &flood(b"* OK [ALERT] still examining, please wait\r\n"),
+                )?;
+            }
+            out.write_all(format!("* 2 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{ok}").as_bytes())?;
+        } else if command.starts_with("UID SEARCH") {
+            // What the client before the streaming change asked.
+            out.write_all(format!("* SEARCH 1 2\r\n{ok}").as_bytes())?;
+        } else if command.starts_with("FETCH 1:2 (UID RFC822.SIZE)") {
+            let size = if behaviour == Hostile::ListedGiant {
+                5_000_000_000u64
+            } else {
+                2000
+            };
+            let listing = format!(
+                "* 1 FETCH (UID 1 RFC822.SIZE {size})\r\n* 2 FETCH (UID 2 RFC822.SIZE {})\r\n{ok}",
+                bounce.len()
+            );
+            out.write_all(listing.as_bytes())?;
+        } else if command.starts_with("UID FETCH 1 ") {
+            if behaviour == Hostile::ExistsFloodDuringFetch {
+                forever(&mut out, &flood(b"* 1 EXISTS\r\n"))?;
+            }
+            out.write_all(b"* 1 FETCH (UID 1 BODY[] {5000000000}\r\n")?;
+            forever(&mut out, &flood(b"From: flood\r\n"))?;
+        } else if command.starts_with("UID FETCH 2 ") {
+            out.write_all(format!("* 2 FETCH (UID 2 BODY[] {{{}}}\r\n", bounce.len()).as_bytes())?;
+            out.write_all(bounce)?;
+            out.write_all(format!(")\r\n{ok}").as_bytes())?;
+        } else if command.starts_with("LOGOUT") {
+            out.write_all(format!("* BYE bye\r\n{ok}").as_bytes())?;
+            return Ok(());
+        } else {
+            out.write_all(format!("{tag} BAD unknown command\r\n").as_bytes())?;
+        }
+    }
+}
+
+const RSS_CAP_KIB: u64 = 200 * 1024;
+
+/// The child's high-water RSS in KiB (`VmHWM`), once it runs `mailroom`: until its exec, a
+/// spawned child still reports the test process's memory.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("Name:"))?
+        .ends_with("\tmailroom")
+        .then_some(())?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `mailroom bounces import CAMPAIGN --imap URL` against the hostile server and returns
+/// its exit code, stdout, stderr and peak RSS. The peak is the kernel's high-water mark, read
+/// every millisecond while the child runs; past the cap the child is killed at once (exit code
+/// `None`), so a client that buffers without bound fails this fast instead of filling memory.
+fn import_measured(campaign: &Path, port: u16) -> (Option<i32>, String, String, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .env("MAILROOM_IMAP_PASSWORD", "hostile")
+        .args(["bounces", "import"])
+        .arg(campaign)
+        .arg("--imap")
+        .arg(format!("imap://bounces@127.0.0.1:{port}/INBOX"))
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let mut peak = 0;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if let Some(kib) = peak_rss_kib(child.id()) {
+            peak = peak.max(kib);
+        }
+        if peak > RSS_CAP_KIB || Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        // The poll interval, not a synchronisation: the loop ends on the child's exit.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    (code, read(&out_path), read(&err_path), peak)
+}
+
+fn assert_bounded(peak_kib: u64, stderr: &str) {
+    eprintln!("peak RSS of `mailroom bounces import`: {peak_kib} KiB");
+    assert!(
+        peak_kib > 0 && peak_kib <= RSS_CAP_KIB,
+        "peak RSS {peak_kib} KiB, the cap is {RSS_CAP_KIB} KiB (200 MiB; the child is killed \
+         when over it); stderr: {stderr}"
+    );
+}
+
+#[test]
+fn imap_untagged_flood_ends_at_the_command_cap_with_memory_bounded() {
+    for (behaviour, expected) in [
+        (
+            Hostile::FloodAfterExamine,
+            "IMAP server 127.0.0.1 sent more than 4 MiB in reply to EXAMINE",
+        ),
+        (
+            Hostile::ExistsFloodDuringFetch,
+            "IMAP server 127.0.0.1 sent more than 4 MiB in reply to UID FETCH",
+        ),
+        (
+            Hostile::EndlessLine,
+            "IMAP server 127.0.0.1 sent a response line longer than 64 KiB in reply to LOGIN",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (campaign, _) = campaign_with_ledger(dir.path());
+        let (port, _) = start_hostile_imap(behaviour);
+        let (code, _, stderr, peak) = import_measured(&campaign, port);
+        assert_bounded(peak, &stderr);
+        assert_eq!(code, Some(2), "{behaviour:?}: {stderr}");
+        assert!(stderr.contains(expected), "{behaviour:?}: {stderr}");
+        assert!(
+            stderr.contains("check that the URL points at your mail provider's IMAP server"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn imap_giant_literal_is_skipped_unread_and_the_next_message_is_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (campaign, db) = campaign_with_ledger(dir.path());
+    let (port, log) = start_hostile_imap(Hostile::GiantLiteral);
+    let (code, stdout, stderr, peak) = import_measured(&campaign, port);
+    assert_bounded(peak, &stderr);
+    assert_eq!(
+        code,
+        Some(1),
+        "a skipped message is a problem to report: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "imap://bounces@127.0.0.1/INBOX;UID=1: skipped, not read: the server says it is \
+             5000000000 bytes, over the 25 MiB cap on one message"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--maildir or --mbox"), "{stderr}");
+    assert!(stdout.contains("messages read       1"), "{stdout}");
+    assert!(stdout.contains("recorded            1"), "{stdout}");
+    assert_eq!(
+        states(&mailroom_test_conn(&db))["alice@example.org"],
+        "bounced_hard"
+    );
+    // The connection was dropped mid-literal and a second one went on with UID 2.
+    let log = log.lock().unwrap();
+    let logins = log.iter().filter(|l| l.contains(" LOGIN ")).count();
+    assert_eq!(logins, 2, "{log:?}");
+    assert!(
+        log.iter().any(|l| l.ends_with("UID FETCH 2 BODY.PEEK[]")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn imap_message_listed_over_the_cap_is_never_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (campaign, db) = campaign_with_ledger(dir.path());
+    let (port, log) = start_hostile_imap(Hostile::ListedGiant);
+    let (code, stdout, stderr, peak) = import_measured(&campaign, port);
+    assert_bounded(peak, &stderr);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(";UID=1: skipped, not read: the server says it is 5000000000 bytes"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("recorded            1"), "{stdout}");
+    assert_eq!(
+        states(&mailroom_test_conn(&db))["alice@example.org"],
+        "bounced_hard"
+    );
+    let log = log.lock().unwrap();
+    assert!(!log.iter().any(|l| l.contains("UID FETCH 1 ")), "{log:?}");
+    assert!(log.iter().any(|l| l.ends_with("LOGOUT")), "{log:?}");
+    // Read-only: EXAMINE, never SELECT; BODY.PEEK[], never BODY[].
+    assert!(log.iter().any(|l| l.contains(" EXAMINE ")), "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("SELECT") || l.contains(" BODY[]")),
+        "{log:?}"
+    );
+}
+
 /// The ledger at `path`, created and migrated by mailroom, as a raw connection for seeding and
 /// inspecting it in tests (mailroom itself never hands out its connection).
 #[allow(dead_code)]

@@ -1,15 +1,28 @@
 //! A small IMAP4rev1 (RFC 3501) client that reads every message of one mailbox without
-//! changing it: LOGIN, EXAMINE (read-only SELECT), UID SEARCH ALL, UID FETCH BODY.PEEK[] (PEEK leaves `\Seen`
-//! alone), LOGOUT. Literals (`{n}`) are read byte-exact.
+//! changing it, one message at a time: LOGIN, EXAMINE (read-only SELECT), `FETCH a:b (UID
+//! RFC822.SIZE)` in batches of 1000, then `UID FETCH n BODY.PEEK[]` per message (PEEK
+//! leaves `\Seen` alone), LOGOUT.
+//!
+//! It owns the IMAP dialogue and the connection; it hands each message to its caller as it
+//! arrives ([`Mailbox::next`], the IMAP counterpart of `mailbox::Mbox`) and must never hold more
+//! than one message, one response and one listing batch. `response.rs` reads the bytes and
+//! enforces the caps (docs/bounces.md, "IMAP limits"): a response line of 64 KiB, 4 MiB of
+//! non-message data per command, a message of 25 MiB. A message over the cap is skipped and
+//! reported ([`Item::Skipped`]), never read: by its `RFC822.SIZE` before it is fetched, or by its
+//! literal's `{n}` if the server understated the size (the connection is then dropped mid-literal
+//! and a new one goes on with the next message).
 //!
 //! Security: `imaps://` is implicit TLS; `imap://` upgrades with STARTTLS, and only a loopback
 //! server may be used in plain text. Certificates are verified against the system's CA bundle
 //! (plus `--imap-ca`). The password is sent only inside TLS (or to loopback) and never logged.
 
+mod response;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -17,14 +30,31 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+use self::response::{LIMITS, ReadError, Reader, Response};
 use super::import::MailboxMessage;
 
-/// Every read and write must finish within this; a stalled server ends the import.
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest response line (without literals) accepted: a hostile server cannot exhaust memory.
-const MAX_LINE: usize = 1 << 20;
-/// Largest literal (message) accepted.
-const MAX_LITERAL: usize = 100 << 20;
+/// Every connect, handshake, write and wait for the next bytes must finish within this; a
+/// stalled server ends the import.
+const IO_TIMEOUT: Duration = LIMITS.idle;
+/// Messages listed (UID and size) per `FETCH a:b (UID RFC822.SIZE)`: about 50 KiB of reply,
+/// and what [`Mailbox`] holds of the listing at once.
+const LIST_BATCH: u32 = 1000;
+/// Fetches abandoned mid-literal (a message larger than the server said) before the import
+/// gives up on the server: each costs a new connection.
+const MAX_ABANDONED: u32 = 8;
+/// Socket buffer: a 25 MiB message in 64 KiB reads rather than 8 KiB ones.
+const READ_BUFFER: usize = 64 << 10;
+
+/// `4 MiB`, `64 KiB`, or a byte count.
+fn bytes_text(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
 
 /// Errors talking to the IMAP server.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +95,38 @@ pub enum Error {
     },
     #[error("IMAP server {host} sent a malformed response: {why}")]
     Protocol { host: String, why: String },
+    #[error(
+        "IMAP server {host} sent a response line longer than {} in reply to {command}\n\n\
+         No IMAP server needs lines that long: check that the URL points at your mail provider's IMAP server.",
+        bytes_text(*limit as u64)
+    )]
+    LineTooLong {
+        host: String,
+        command: &'static str,
+        limit: usize,
+    },
+    #[error(
+        "IMAP server {host} sent more than {} in reply to {command} (the cap on one command's reply, \
+         untagged responses included; a message does not count against it)\n\n\
+         No IMAP server needs that much: check that the URL points at your mail provider's IMAP server.",
+        bytes_text(*limit)
+    )]
+    TooMuchData {
+        host: String,
+        command: &'static str,
+        limit: u64,
+    },
+    #[error(
+        "IMAP server {host} sent {count} messages larger than the sizes it listed for them; giving up\n\n\
+         Its RFC822.SIZE answers cannot be trusted: export the mailbox to a Maildir or mbox with a \
+         mail client and import that with --maildir or --mbox."
+    )]
+    SizesUntrusted { host: String, count: u32 },
+    #[error(
+        "IMAP mailbox {mailbox} on {host} was recreated during the import (UIDVALIDITY changed)\n\n\
+         Run the import again: what it recorded so far is kept, and a re-run skips it."
+    )]
+    UidValidityChanged { host: String, mailbox: String },
     #[error("the IMAP user name or password contains a line break")]
     BadCredentials,
 }
@@ -179,17 +241,6 @@ impl ImapUrl {
     }
 }
 
-enum Stream {
-    Plain(BufReader<TcpStream>),
-    Tls(Box<BufReader<TlsStream<TcpStream>>>),
-}
-
-struct Session<'a> {
-    stream: Stream,
-    host: &'a str,
-    tag: u32,
-}
-
 /// Builds the rustls config: the system CA bundle (the file OpenSSL uses) plus `extra_ca`.
 fn tls_config(host: &str, extra_ca: Option<&[u8]>) -> Result<Arc<ClientConfig>, Error> {
     let tls_err = |why: String| Error::Tls {
@@ -271,15 +322,255 @@ fn quote(s: &str) -> Result<String, Error> {
     ))
 }
 
-/// One response line with its literals: the text has each `{n}` literal replaced by `{}`.
-struct Line {
-    text: String,
-    literals: Vec<Vec<u8>>,
+/// One message of the mailbox, or why it was not read.
+#[derive(Debug)]
+pub enum Item {
+    /// A message to import.
+    Message(MailboxMessage),
+    /// A message left unread; the import goes on without it.
+    Skipped(Skipped),
 }
 
-impl Session<'_> {
+/// A message [`Mailbox::next`] did not read, to be reported to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The message's `imap://…;UID=n` name, as a `MailboxMessage::source`.
+    pub source: String,
+    pub uid: u32,
+    pub why: SkipReason,
+}
+
+/// Why a message was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// Larger than the cap on one message: `size` is what the server announced, by
+    /// `RFC822.SIZE` or by the `{n}` of the literal it started to send.
+    TooLarge { size: u64, cap: u64 },
+    /// Listed, but the server returned no message for it: another client expunged it.
+    Vanished,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.why {
+            SkipReason::TooLarge { size, cap } => write!(
+                f,
+                "{}: skipped, not read: the server says it is {size} bytes, over the {} cap on \
+                 one message\n\nSave it with a mail client into a Maildir or mbox and import that \
+                 with --maildir or --mbox, which have no cap.",
+                self.source,
+                bytes_text(cap)
+            ),
+            SkipReason::Vanished => write!(
+                f,
+                "{}: skipped: the server no longer has it (expunged by another client?)",
+                self.source
+            ),
+        }
+    }
+}
+
+enum Stream {
+    Plain(BufReader<TcpStream>),
+    Tls(Box<BufReader<TlsStream<TcpStream>>>),
+}
+
+/// One logged-in connection with the mailbox EXAMINEd.
+struct Session {
+    stream: Stream,
+    host: String,
+    tag: u32,
+    reader: Reader,
+    position: Position,
+    /// From `* OK [UIDVALIDITY n]`: UIDs mean the same messages only while it is unchanged.
+    uidvalidity: Option<u32>,
+}
+
+/// Where the listing of a mailbox stands, kept current by the untagged responses of any
+/// command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    /// Messages in the mailbox, from `* n EXISTS` (RFC 3501 §7.3.1).
+    exists: u32,
+    /// The sequence number the listing goes on from.
+    cursor: u32,
+}
+
+impl Position {
+    /// Follows `* n EXISTS` and `* n EXPUNGE`. An expunge below the cursor moves it down:
+    /// every later message's number drops by one at once (RFC 3501 §7.4.1).
+    fn follow(&mut self, text: &[u8]) {
+        let Some((n, keyword)) = untagged_number(text) else {
+            return;
+        };
+        if keyword.eq_ignore_ascii_case(b"EXISTS") {
+            self.exists = n;
+        } else if keyword.eq_ignore_ascii_case(b"EXPUNGE") {
+            self.exists = self.exists.saturating_sub(1);
+            if n < self.cursor {
+                self.cursor -= 1;
+            }
+        }
+    }
+}
+
+/// What [`Session::next_reply`] read.
+enum Reply {
+    /// The tagged OK that completes the command.
+    Done,
+    Untagged(Response),
+    /// The `BODY[]` literal announced this many bytes, over the cap, and none was read: the
+    /// connection is mid-literal and must be dropped.
+    TooLarge(u64),
+}
+
+/// What [`Session::fetch_body`] got.
+enum Body {
+    Raw(Vec<u8>),
+    TooLarge(u64),
+    Missing,
+}
+
+/// At most 200 bytes of server text, for an error message.
+fn shown(text: &[u8]) -> String {
+    String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned()
+}
+
+/// Whether `haystack` contains `needle`, ASCII case-insensitively.
+fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// The leading digits of `text` as a number; `None` without digits or on overflow.
+fn number(text: &[u8]) -> Option<u64> {
+    let end = text
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(text.len());
+    std::str::from_utf8(&text[..end]).ok()?.parse().ok()
+}
+
+/// `* n KEYWORD ...`: `n` and the keyword.
+fn untagged_number(text: &[u8]) -> Option<(u32, &[u8])> {
+    let rest = text.strip_prefix(b"* ")?;
+    let n = u32::try_from(number(rest)?).ok()?;
+    let after = rest.iter().position(|&b| b == b' ')?;
+    let keyword = &rest[after + 1..];
+    let end = keyword
+        .iter()
+        .position(|&b| b == b' ' || b == b'(')
+        .unwrap_or(keyword.len());
+    Some((n, &keyword[..end]))
+}
+
+/// The number after the FETCH item `name` (`UID`, `RFC822.SIZE`) in a FETCH response.
+fn fetch_item(text: &[u8], name: &[u8]) -> Option<u64> {
+    let at = text
+        .windows(name.len() + 1)
+        .enumerate()
+        .position(|(i, w)| {
+            w[..name.len()].eq_ignore_ascii_case(name)
+                && w[name.len()] == b' '
+                && i > 0
+                && matches!(text[i - 1], b'(' | b' ')
+        })?;
+    number(&text[at + name.len() + 1..])
+}
+
+impl Session {
+    /// Connects, upgrades to TLS as the URL says, logs in and EXAMINEs the mailbox.
+    async fn open(url: &ImapUrl, password: &str, extra_ca: Option<&[u8]>) -> Result<Self, Error> {
+        let host = url.host.as_str();
+        let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((host, url.port)))
+            .await
+            .map_err(|_| Error::Timeout {
+                host: host.to_owned(),
+            })?
+            .map_err(|source| Error::Connect {
+                host: host.to_owned(),
+                port: url.port,
+                source,
+            })?;
+        let stream = match url.security {
+            Security::Implicit => Stream::Tls(Box::new(BufReader::with_capacity(
+                READ_BUFFER,
+                tls_wrap(tcp, host, extra_ca).await?,
+            ))),
+            Security::StartTls => Stream::Plain(BufReader::with_capacity(READ_BUFFER, tcp)),
+        };
+        let mut s = Session {
+            stream,
+            host: host.to_owned(),
+            tag: 0,
+            reader: Reader::new(LIMITS),
+            position: Position {
+                exists: 0,
+                cursor: 1,
+            },
+            uidvalidity: None,
+        };
+        s.reader.start_command();
+        let greeting = s.read("greeting", false).await?;
+        if !greeting.text.starts_with(b"* OK") && !greeting.text.starts_with(b"* PREAUTH") {
+            return Err(Error::Refused {
+                host: host.to_owned(),
+                command: "greeting",
+                reply: shown(&greeting.text),
+            });
+        }
+        if url.security == Security::StartTls {
+            let mut offers = false;
+            s.command("CAPABILITY", "", |text| {
+                offers |= contains_ci(text, b"STARTTLS");
+            })
+            .await?;
+            if offers {
+                s.command("STARTTLS", "", |_| {}).await?;
+                let Stream::Plain(reader) = s.stream else {
+                    return Err(Error::Protocol {
+                        host: host.to_owned(),
+                        why: "STARTTLS on a TLS stream".into(),
+                    });
+                };
+                // Nothing may follow the STARTTLS OK in plain text; buffered bytes would be an
+                // injection attempt (CVE-2011-0411 style), so refuse them.
+                if !reader.buffer().is_empty() {
+                    return Err(Error::Protocol {
+                        host: host.to_owned(),
+                        why: "data after STARTTLS response".into(),
+                    });
+                }
+                let tls = tls_wrap(reader.into_inner(), host, extra_ca).await?;
+                s.stream = Stream::Tls(Box::new(BufReader::with_capacity(READ_BUFFER, tls)));
+            } else if !url.is_loopback() {
+                return Err(Error::NoStartTls {
+                    host: host.to_owned(),
+                });
+            }
+        }
+        s.command(
+            "LOGIN",
+            &format!("{} {}", quote(&url.user)?, quote(password)?),
+            |_| {},
+        )
+        .await?;
+        // EXAMINE is SELECT read-only (RFC 3501 §6.3.2): the server keeps new mail "recent" and
+        // unflagged, so the mailbox looks untouched to its other readers.
+        let mut uidvalidity = None;
+        s.command("EXAMINE", &quote(&url.mailbox)?, |text| {
+            if let Some(at) = text.windows(13).position(|w| w == b"[UIDVALIDITY ") {
+                uidvalidity = number(&text[at + 13..]).and_then(|n| u32::try_from(n).ok());
+            }
+        })
+        .await?;
+        s.uidvalidity = uidvalidity;
+        Ok(s)
+    }
+
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let host = self.host.to_owned();
         let fut = async {
             match &mut self.stream {
                 Stream::Plain(s) => {
@@ -292,93 +583,57 @@ impl Session<'_> {
                 }
             }
         };
-        tokio::time::timeout(IO_TIMEOUT, fut)
-            .await
-            .map_err(|_| Error::Timeout { host: host.clone() })?
-            .map_err(|source| Error::Io { host, source })
-    }
-
-    async fn read_raw_line(&mut self, buf: &mut Vec<u8>) -> Result<(), Error> {
-        let host = self.host.to_owned();
-        let fut = async {
-            match &mut self.stream {
-                Stream::Plain(s) => (&mut *s).take(MAX_LINE as u64).read_until(b'\n', buf).await,
-                Stream::Tls(s) => {
-                    (&mut **s)
-                        .take(MAX_LINE as u64)
-                        .read_until(b'\n', buf)
-                        .await
-                }
-            }
-        };
-        let n = tokio::time::timeout(IO_TIMEOUT, fut)
-            .await
-            .map_err(|_| Error::Timeout { host: host.clone() })?
-            .map_err(|source| Error::Io {
-                host: host.clone(),
+        match tokio::time::timeout(IO_TIMEOUT, fut).await {
+            Err(_) => Err(Error::Timeout {
+                host: self.host.clone(),
+            }),
+            Ok(result) => result.map_err(|source| Error::Io {
+                host: self.host.clone(),
                 source,
-            })?;
-        if n == 0 {
-            return Err(Error::Closed { host });
+            }),
         }
-        if !buf.ends_with(b"\n") {
-            return Err(Error::Protocol {
-                host,
-                why: "response line too long".into(),
-            });
-        }
-        Ok(())
     }
 
-    async fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, Error> {
-        let host = self.host.to_owned();
-        let mut buf = vec![0; n];
-        let fut = async {
-            match &mut self.stream {
-                Stream::Plain(s) => s.read_exact(&mut buf).await,
-                Stream::Tls(s) => s.read_exact(&mut buf).await,
-            }
-        };
-        tokio::time::timeout(IO_TIMEOUT, fut)
+    /// Reads one response within the caps; `command` names the reply in errors.
+    async fn read(&mut self, command: &'static str, want_body: bool) -> Result<Response, Error> {
+        self.read_raw(want_body)
             .await
-            .map_err(|_| Error::Timeout { host: host.clone() })?
-            .map_err(|source| Error::Io { host, source })?;
-        Ok(buf)
+            .map_err(|e| self.read_error(command, e))
     }
 
-    /// Reads one logical response line, following `{n}` literals.
-    async fn read_line(&mut self) -> Result<Line, Error> {
-        let mut text = String::new();
-        let mut literals = Vec::new();
-        loop {
-            let mut raw = Vec::new();
-            self.read_raw_line(&mut raw).await?;
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\r', '\n']);
-            if let Some(open) = line.rfind('{')
-                && line.ends_with('}')
-                && let Ok(n) = line[open + 1..line.len() - 1]
-                    .trim_end_matches('+')
-                    .parse::<usize>()
-            {
-                if n > MAX_LITERAL {
-                    return Err(Error::Protocol {
-                        host: self.host.to_owned(),
-                        why: format!("literal of {n} bytes is too large"),
-                    });
-                }
-                text.push_str(&line[..open]);
-                text.push_str("{}");
-                literals.push(self.read_exact(n).await?);
-                continue;
-            }
-            text.push_str(line);
-            return Ok(Line { text, literals });
+    async fn read_raw(&mut self, want_body: bool) -> Result<Response, ReadError> {
+        let Session { stream, reader, .. } = self;
+        match stream {
+            Stream::Plain(s) => reader.read(s, want_body).await,
+            Stream::Tls(s) => reader.read(&mut **s, want_body).await,
         }
     }
 
-    /// Sends a tagged command and collects untagged responses until its completion.
-    async fn command(&mut self, name: &'static str, args: &str) -> Result<Vec<Line>, Error> {
+    fn read_error(&self, command: &'static str, e: ReadError) -> Error {
+        let host = self.host.clone();
+        match e {
+            ReadError::Closed => Error::Closed { host },
+            ReadError::Timeout(_) => Error::Timeout { host },
+            ReadError::Io(source) => Error::Io { host, source },
+            ReadError::LineTooLong { limit } => Error::LineTooLong {
+                host,
+                command,
+                limit,
+            },
+            ReadError::CommandTooLarge { limit } => Error::TooMuchData {
+                host,
+                command,
+                limit,
+            },
+            ReadError::MessageTooLarge { size, .. } => Error::Protocol {
+                host,
+                why: format!("a {size}-byte message in reply to {command}"),
+            },
+        }
+    }
+
+    /// Sends a tagged command and starts its byte budget; returns the tag.
+    async fn send(&mut self, name: &'static str, args: &str) -> Result<String, Error> {
         self.tag += 1;
         let tag = format!("m{}", self.tag);
         let line = if args.is_empty() {
@@ -386,132 +641,269 @@ impl Session<'_> {
         } else {
             format!("{tag} {name} {args}\r\n")
         };
+        self.reader.start_command();
         self.write(line.as_bytes()).await?;
-        let mut untagged = Vec::new();
-        loop {
-            let line = self.read_line().await?;
-            if let Some(rest) = line.text.strip_prefix(&format!("{tag} ")) {
-                if rest.len() >= 2 && rest[..2].eq_ignore_ascii_case("OK") {
-                    return Ok(untagged);
-                }
-                return Err(Error::Refused {
-                    host: self.host.to_owned(),
-                    command: name,
-                    reply: rest.to_owned(),
-                });
+        Ok(tag)
+    }
+
+    /// Reads the next response to the command `tag`. Mailbox-size updates (EXISTS, EXPUNGE)
+    /// are applied here, whatever the command, and then dropped with the rest of the untagged
+    /// data the caller does not keep.
+    async fn next_reply(
+        &mut self,
+        tag: &str,
+        command: &'static str,
+        want_body: bool,
+    ) -> Result<Reply, Error> {
+        let response = match self.read_raw(want_body).await {
+            Ok(r) => r,
+            Err(ReadError::MessageTooLarge { size, .. }) if want_body => {
+                return Ok(Reply::TooLarge(size));
             }
-            untagged.push(line);
+            Err(e) => return Err(self.read_error(command, e)),
+        };
+        let text = &response.text;
+        if let Some(rest) = text
+            .strip_prefix(tag.as_bytes())
+            .and_then(|r| r.strip_prefix(b" "))
+        {
+            if rest.len() >= 2 && rest[..2].eq_ignore_ascii_case(b"OK") {
+                return Ok(Reply::Done);
+            }
+            return Err(Error::Refused {
+                host: self.host.clone(),
+                command,
+                reply: shown(rest),
+            });
+        }
+        self.position.follow(text);
+        if text.len() >= 5 && text[..5].eq_ignore_ascii_case(b"* BYE") && command != "LOGOUT" {
+            return Err(Error::Refused {
+                host: self.host.clone(),
+                command,
+                reply: shown(&text[2..]),
+            });
+        }
+        Ok(Reply::Untagged(response))
+    }
+
+    /// Sends a command and shows each untagged response's text to `on_untagged` as it
+    /// arrives, until the tagged OK.
+    async fn command(
+        &mut self,
+        name: &'static str,
+        args: &str,
+        mut on_untagged: impl FnMut(&[u8]),
+    ) -> Result<(), Error> {
+        let tag = self.send(name, args).await?;
+        loop {
+            match self.next_reply(&tag, name, false).await? {
+                Reply::Done => return Ok(()),
+                Reply::Untagged(r) => on_untagged(&r.text),
+                // Only a wanted body can be too large; kept as an error, not a panic.
+                Reply::TooLarge(size) => {
+                    return Err(Error::Protocol {
+                        host: self.host.clone(),
+                        why: format!("a {size}-byte message in reply to {name}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// UIDs and sizes of the messages numbered `lo..=hi`, by sequence number, at most one
+    /// each; moves the cursor past them.
+    async fn list(&mut self, lo: u32, hi: u32) -> Result<Vec<(u32, u64)>, Error> {
+        // Moved first, so an EXPUNGE the server sends meanwhile adjusts the new position.
+        self.position.cursor = hi.saturating_add(1);
+        let mut slots: Vec<Option<(u32, u64)>> = vec![None; (hi - lo + 1) as usize];
+        self.command("FETCH", &format!("{lo}:{hi} (UID RFC822.SIZE)"), |text| {
+            if let Some((seq, keyword)) = untagged_number(text)
+                && keyword.eq_ignore_ascii_case(b"FETCH")
+                && (lo..=hi).contains(&seq)
+                && let Some(uid) = fetch_item(text, b"UID").and_then(|u| u32::try_from(u).ok())
+                && let Some(size) = fetch_item(text, b"RFC822.SIZE")
+            {
+                slots[(seq - lo) as usize] = Some((uid, size));
+            }
+        })
+        .await?;
+        Ok(slots.into_iter().flatten().collect())
+    }
+
+    /// The message with this UID, read only if it fits the cap.
+    async fn fetch_body(&mut self, uid: u32) -> Result<Body, Error> {
+        const NAME: &str = "UID FETCH";
+        let tag = self.send(NAME, &format!("{uid} BODY.PEEK[]")).await?;
+        let mut body = None;
+        loop {
+            match self.next_reply(&tag, NAME, body.is_none()).await? {
+                Reply::Done => return Ok(body.map_or(Body::Missing, Body::Raw)),
+                Reply::TooLarge(size) => return Ok(Body::TooLarge(size)),
+                Reply::Untagged(r) => {
+                    // A FETCH for another message (a flag change, say) is not the one asked for.
+                    if let Some(raw) = r.body
+                        && fetch_item(&r.text, b"UID").is_none_or(|u| u == u64::from(uid))
+                    {
+                        body = Some(raw);
+                    }
+                }
+            }
         }
     }
 }
 
-/// Connects, logs in and returns every message of the mailbox, oldest UID first.
-///
-/// # Errors
-/// Connection, TLS, authentication or protocol failures.
-pub async fn fetch_all(
-    url: &ImapUrl,
-    password: &str,
-    extra_ca: Option<&[u8]>,
-) -> Result<Vec<MailboxMessage>, Error> {
-    let host = url.host.as_str();
-    let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((host, url.port)))
-        .await
-        .map_err(|_| Error::Timeout {
-            host: host.to_owned(),
-        })?
-        .map_err(|source| Error::Connect {
-            host: host.to_owned(),
-            port: url.port,
-            source,
-        })?;
-    let stream = match url.security {
-        Security::Implicit => Stream::Tls(Box::new(BufReader::new(
-            tls_wrap(tcp, host, extra_ca).await?,
-        ))),
-        Security::StartTls => Stream::Plain(BufReader::new(tcp)),
-    };
-    let mut s = Session {
-        stream,
-        host,
-        tag: 0,
-    };
-    let greeting = s.read_line().await?;
-    if !greeting.text.starts_with("* OK") && !greeting.text.starts_with("* PREAUTH") {
-        return Err(Error::Refused {
-            host: host.to_owned(),
-            command: "greeting",
-            reply: greeting.text,
-        });
+/// A read-only IMAP mailbox, read one message at a time, oldest first.
+pub struct Mailbox {
+    url: ImapUrl,
+    /// Kept for the new connection that replaces one dropped mid-literal; never logged (this
+    /// type's `Debug` leaves it out).
+    password: String,
+    extra_ca: Option<Vec<u8>>,
+    /// `None` after a connection was dropped mid-literal, until the next one is needed.
+    session: Option<Session>,
+    /// Where the listing goes on in the next session when one was dropped.
+    cursor: u32,
+    uidvalidity: Option<u32>,
+    /// Listed messages not yet read, `(UID, RFC822.SIZE)`, oldest first: one batch at most.
+    pending: VecDeque<(u32, u64)>,
+    /// The highest UID listed; UIDs grow with sequence numbers (RFC 3501 §2.3.1.1), so a
+    /// listing that overlaps an earlier one never repeats a message.
+    listed_uid: u32,
+    /// Fetches abandoned because the literal was larger than the cap.
+    abandoned: u32,
+    listed_all: bool,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("url", &self.url)
+            .field("cursor", &self.cursor)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
     }
-    if url.security == Security::StartTls {
-        let caps = s.command("CAPABILITY", "").await?;
-        let offers = caps
-            .iter()
-            .any(|l| l.text.to_ascii_uppercase().contains("STARTTLS"));
-        if offers {
-            s.command("STARTTLS", "").await?;
-            let Stream::Plain(reader) = s.stream else {
-                return Err(Error::Protocol {
-                    host: host.to_owned(),
-                    why: "STARTTLS on a TLS stream".into(),
-                });
-            };
-            // Nothing may follow the STARTTLS OK in plain text; buffered bytes would be an
-            // injection attempt (CVE-2011-0411 style), so refuse them.
-            if !reader.buffer().is_empty() {
-                return Err(Error::Protocol {
-                    host: host.to_owned(),
-                    why: "data after STARTTLS response".into(),
-                });
+}
+
+impl Mailbox {
+    /// Connects, logs in and opens the mailbox read-only.
+    ///
+    /// # Errors
+    /// Connection, TLS, authentication or protocol failures, or a server over a cap.
+    pub async fn open(
+        url: &ImapUrl,
+        password: &str,
+        extra_ca: Option<&[u8]>,
+    ) -> Result<Mailbox, Error> {
+        let session = Session::open(url, password, extra_ca).await?;
+        Ok(Mailbox {
+            url: url.clone(),
+            password: password.to_owned(),
+            extra_ca: extra_ca.map(<[u8]>::to_vec),
+            cursor: 1,
+            uidvalidity: session.uidvalidity,
+            session: Some(session),
+            pending: VecDeque::new(),
+            listed_uid: 0,
+            abandoned: 0,
+            listed_all: false,
+        })
+    }
+
+    fn source(&self, uid: u32) -> String {
+        format!(
+            "imap://{}@{}/{};UID={uid}",
+            self.url.user, self.url.host, self.url.mailbox
+        )
+    }
+
+    /// The open session, or a new one that goes on where the dropped one stopped.
+    async fn session(&mut self) -> Result<&mut Session, Error> {
+        let session = match self.session.take() {
+            Some(s) => s,
+            None => {
+                let mut s =
+                    Session::open(&self.url, &self.password, self.extra_ca.as_deref()).await?;
+                if s.uidvalidity != self.uidvalidity {
+                    return Err(Error::UidValidityChanged {
+                        host: self.url.host.clone(),
+                        mailbox: self.url.mailbox.clone(),
+                    });
+                }
+                s.position.cursor = self.cursor;
+                s
             }
-            let tls = tls_wrap(reader.into_inner(), host, extra_ca).await?;
-            s.stream = Stream::Tls(Box::new(BufReader::new(tls)));
-        } else if !url.is_loopback() {
-            return Err(Error::NoStartTls {
-                host: host.to_owned(),
-            });
+        };
+        Ok(self.session.insert(session))
+    }
+
+    /// The next message, or why it was skipped; `None` once every message has been read.
+    /// Messages come one at a time, so the caller holds at most one.
+    ///
+    /// # Errors
+    /// Connection, protocol or cap failures: the import stops there (what it recorded is
+    /// kept, and a re-run skips it).
+    pub async fn next(&mut self) -> Result<Option<Item>, Error> {
+        loop {
+            if let Some((uid, size)) = self.pending.pop_front() {
+                let source = self.source(uid);
+                let skipped = |source, why| Ok(Some(Item::Skipped(Skipped { source, uid, why })));
+                let cap = LIMITS.message;
+                if size > cap {
+                    return skipped(source, SkipReason::TooLarge { size, cap });
+                }
+                return match self.session().await?.fetch_body(uid).await? {
+                    Body::Raw(raw) => Ok(Some(Item::Message(MailboxMessage { source, raw }))),
+                    Body::Missing => skipped(source, SkipReason::Vanished),
+                    Body::TooLarge(size) => {
+                        // Mid-literal: drop the connection rather than read what we refuse.
+                        if let Some(s) = self.session.take() {
+                            self.cursor = s.position.cursor;
+                        }
+                        self.abandoned += 1;
+                        if self.abandoned > MAX_ABANDONED {
+                            return Err(Error::SizesUntrusted {
+                                host: self.url.host.clone(),
+                                count: self.abandoned,
+                            });
+                        }
+                        skipped(source, SkipReason::TooLarge { size, cap })
+                    }
+                };
+            }
+            if self.listed_all {
+                return Ok(None);
+            }
+            let s = self.session().await?;
+            let Position { exists, cursor } = s.position;
+            if cursor > exists {
+                self.listed_all = true;
+                continue;
+            }
+            let lo = cursor;
+            let hi = exists.min(lo.saturating_add(LIST_BATCH - 1));
+            let listed = s.list(lo, hi).await?;
+            // A server lists every number up to EXISTS; one that lists none of a batch is
+            // not read further (else a huge EXISTS could keep the import going forever).
+            if listed.is_empty() {
+                self.listed_all = true;
+                continue;
+            }
+            for (uid, size) in listed {
+                if uid > self.listed_uid {
+                    self.listed_uid = uid;
+                    self.pending.push_back((uid, size));
+                }
+            }
         }
     }
-    s.command(
-        "LOGIN",
-        &format!("{} {}", quote(&url.user)?, quote(password)?),
-    )
-    .await?;
-    // EXAMINE is SELECT read-only (RFC 3501 §6.3.2): the server keeps new mail "recent" and
-    // unflagged, so the mailbox looks untouched to its other readers.
-    s.command("EXAMINE", &quote(&url.mailbox)?).await?;
-    let search = s.command("UID SEARCH", "ALL").await?;
-    let mut uids: Vec<u32> = search
-        .iter()
-        .filter_map(|l| l.text.strip_prefix("* SEARCH"))
-        .flat_map(|rest| rest.split_whitespace().filter_map(|n| n.parse().ok()))
-        .collect();
-    uids.sort_unstable();
-    uids.dedup();
-    let mut messages = Vec::with_capacity(uids.len());
-    for uid in uids {
-        let lines = s
-            .command("UID FETCH", &format!("{uid} BODY.PEEK[]"))
-            .await?;
-        let body = lines
-            .into_iter()
-            .filter(|l| l.text.to_ascii_uppercase().contains("FETCH"))
-            .find_map(|l| l.literals.into_iter().next());
-        let Some(raw) = body else {
-            return Err(Error::Protocol {
-                host: host.to_owned(),
-                why: format!("no message body in the FETCH response for UID {uid}"),
-            });
-        };
-        messages.push(MailboxMessage {
-            source: format!("imap://{}@{}/{};UID={uid}", url.user, url.host, url.mailbox),
-            raw,
-        });
+
+    /// Says goodbye; a failed LOGOUT changes nothing already read.
+    pub async fn logout(mut self) {
+        if let Some(s) = self.session.as_mut() {
+            let _ = s.command("LOGOUT", "", |_| {}).await;
+        }
     }
-    // A failed LOGOUT changes nothing already read.
-    let _ = s.command("LOGOUT", "").await;
-    Ok(messages)
 }
 
 #[cfg(test)]
@@ -532,6 +924,52 @@ mod tests {
         assert!(ImapUrl::parse("imaps://u:secret@h/").is_err());
         assert!(ImapUrl::parse("http://u@h/").is_err());
         assert!(ImapUrl::parse("imaps://h/").is_err());
+    }
+
+    #[test]
+    fn fetch_items_and_untagged_numbers_are_read_from_response_text() {
+        let text = b"* 12 FETCH (UID 345 RFC822.SIZE 6789 FLAGS (\\Seen))";
+        assert_eq!(untagged_number(text), Some((12, &b"FETCH"[..])));
+        assert_eq!(fetch_item(text, b"UID"), Some(345));
+        assert_eq!(fetch_item(text, b"rfc822.size"), Some(6789));
+        assert_eq!(fetch_item(b"* 1 FETCH (XUID 3)", b"UID"), None);
+        assert_eq!(fetch_item(b"* 1 FETCH (UID x)", b"UID"), None);
+        assert_eq!(untagged_number(b"* OK [UIDVALIDITY 3]"), None);
+        assert_eq!(untagged_number(b"* 99999999999 EXISTS"), None);
+    }
+
+    #[test]
+    fn expunges_below_the_cursor_move_it_down() {
+        let mut p = Position {
+            exists: 10,
+            cursor: 5,
+        };
+        p.follow(b"* 2 EXPUNGE");
+        assert_eq!(
+            p,
+            Position {
+                exists: 9,
+                cursor: 4
+            }
+        );
+        // At or above the cursor: that message was not listed yet, so nothing moves.
+        p.follow(b"* 4 EXPUNGE");
+        assert_eq!(
+            p,
+            Position {
+                exists: 8,
+                cursor: 4
+            }
+        );
+        p.follow(b"* 12 EXISTS");
+        p.follow(b"* OK still here");
+        assert_eq!(
+            p,
+            Position {
+                exists: 12,
+                cursor: 4
+            }
+        );
     }
 
     #[test]

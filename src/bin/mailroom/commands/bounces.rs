@@ -284,11 +284,23 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let messages = runtime.block_on(bounce::imap::fetch_all(&url, &password, ca.as_deref()))?;
-        for m in messages {
-            import::import_one(&mut ledger, &matcher, &m, &mut summary)
-                .with_context(|| format!("recording {}", m.source))?;
+        // One message at a time: each is recorded (outside the runtime) before the next is
+        // fetched, so memory holds one message, not the mailbox.
+        let mut mailbox =
+            runtime.block_on(bounce::imap::Mailbox::open(&url, &password, ca.as_deref()))?;
+        while let Some(item) = runtime.block_on(mailbox.next())? {
+            match item {
+                bounce::imap::Item::Message(m) => {
+                    import::import_one(&mut ledger, &matcher, &m, &mut summary)
+                        .with_context(|| format!("recording {}", m.source))?;
+                }
+                bounce::imap::Item::Skipped(skipped) => {
+                    eprintln!("mailroom: {skipped}");
+                    read_errors += 1;
+                }
+            }
         }
+        runtime.block_on(mailbox.logout());
     }
     print_summary(&summary, &target.name);
     Ok(if read_errors > 0 {
