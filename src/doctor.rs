@@ -93,27 +93,8 @@ pub enum Connect {
     Error,
 }
 
-/// The security a port actually speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Security {
-    /// Implicit TLS from the first byte (465 style); campaign.toml `security = "tls"`.
-    Tls,
-    /// Plain greeting, then STARTTLS; `security = "starttls"`.
-    Starttls,
-    /// Plaintext only (no STARTTLS offered).
-    None,
-}
-
-impl Security {
-    pub fn toml(self) -> &'static str {
-        match self {
-            Security::Tls => "tls",
-            Security::Starttls => "starttls",
-            Security::None => "none",
-        }
-    }
-}
+/// The security a port actually speaks (its `security` value in campaign.toml).
+pub use crate::model::Security;
 
 /// One port's findings.
 #[derive(Debug, Clone, Serialize)]
@@ -393,7 +374,7 @@ fn port_headline(p: &PortReport) -> String {
     };
     match p.security {
         Some(Security::Tls) => head.push_str(", implicit TLS"),
-        Some(Security::Starttls) => head.push_str(", STARTTLS"),
+        Some(Security::StartTls) => head.push_str(", STARTTLS"),
         Some(Security::None) => head.push_str(", plaintext only (no STARTTLS)"),
         None => {}
     }

@@ -22,6 +22,7 @@
 
 pub mod bounce;
 pub mod campaign;
+pub mod clock;
 pub mod doctor;
 pub mod model;
 pub mod pipeline;

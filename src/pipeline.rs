@@ -1,51 +1,51 @@
-//! The delivery pipeline of one `send` run: import → dispatcher → workers.
+//! The delivery pipeline of one `send` run: import → dispatcher → workers → ledger writer.
 //!
-//! The dispatcher reads due rows from the ledger in id order (keyset pages), claims them in
-//! blocks (`sending`, one commit per block) and hands them to a bounded queue. `connections`
-//! workers each own one SMTP session; every worker renders its row into a message, waits for
-//! the shared rate limiter (and the recipient domain's), notes in the in-flight journal that the
-//! transaction starts (see `store::journal`), runs it and queues the outcome for the ledger
-//! writer. A claimed row is always sent, charged, or given back uncharged. "Slow down" replies
-//! give the claim back and slow the whole run; sender/relay problems pause it; auth/TLS failures
-//! abort it; in both cases the recipients not yet sent stay exactly as they were.
+//! ```text
+//!  prepare: lock the ledger, recover a crashed run, import the contacts, open a run row
+//!  Prepared::send ──► Writer thread (owns the ledger; batches commits)
+//!        │
+//!  dispatch: due rows in id order (keyset pages) ─► claim a block (`sending`, one commit)
+//!        │                                          ─► bounded queue (two blocks)
+//!        ▼
+//!  worker × connections: render ─► rate limiter ─► in-flight journal ─► SMTP transaction
+//!        │                  (one owned session each; transport bounds every read)
+//!        ▼
+//!  decide: what the outcome means (charge / give back; continue / slow / pause / abort)
+//!        ▼
+//!  Writer: outcome or release queued; the run ends with a [`Summary`]
+//! ```
 //!
-//! This module must not parse campaigns or SMTP replies itself: rendering comes through
-//! [`Render`], reply meaning from `transport::classify`.
+//! A claimed row is always sent, charged, or given back uncharged. "Slow down" replies give the
+//! claim back and slow the whole run; sender/relay problems pause it; auth/TLS failures abort it;
+//! in both cases the recipients not yet sent stay exactly as they were. Why a run stopped is a
+//! typed [`Stop`].
+//!
+//! Files: this one holds the types and the wiring of a run; `dispatch` reads and claims,
+//! `worker` connects and sends, `decide` is the pure table of what an outcome means, `pace` the
+//! rate limits and back-off, `setup` the glue from a campaign. This module must not parse
+//! campaigns or SMTP replies itself: rendering comes through [`Render`], reply meaning from
+//! `transport::classify`, and every ledger access goes through `store`.
 
+mod decide;
+mod dispatch;
 pub mod pace;
 pub mod setup;
+mod worker;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use lettre::Address;
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::Notify;
 
-use crate::model::DeliveryState;
+use crate::model::{CampaignId, DeliveryState, RunId, RunOutcome};
 use crate::shutdown::Shutdown;
-use crate::store::{
-    self, AttemptRecord, Claim, ClaimResult, DueRow, Outcome, Release, Writer, ledger,
-};
-use crate::transport::{ConnectFailure, Reply, Session, Step, Transport, TxOutcome, Verdict};
+use crate::store::{self, DueRow, Writer};
+use crate::transport::{ConnectFailure, Reply, Transport, Verdict};
 
 pub use pace::{Limits, Pacer, RateOptions, RetryOptions};
-
-/// Rows read from the ledger per dispatcher page.
-const PAGE: usize = 256;
-/// Most rows claimed in one commit. Claiming is the ledger write every message waits for, so the
-/// dispatcher claims rows in blocks (the in-flight journal keeps crash recovery exact, see
-/// `store::journal`); a block is sized to about [`CLAIM_AHEAD`] of sending at the configured
-/// rate, so that at slow rates rows are not held `sending` long before they go out.
-const CLAIM_BLOCK: usize = 128;
-/// How much sending, at the configured rate, one claimed block covers.
-const CLAIM_AHEAD: Duration = Duration::from_millis(50);
-/// Times one message is retried in the same run after a "slow down" or a stale connection
-/// before it is left for a later pass or run.
-const RETRIES_IN_RUN: u32 = 3;
-/// Consecutive failed reconnects after which the run pauses.
-const MAX_RECONNECT_FAILURES: u32 = 5;
 
 /// One message ready to go, built from a ledger row.
 #[derive(Debug, Clone)]
@@ -119,6 +119,8 @@ impl Default for Options {
 #[derive(Debug, Default)]
 pub struct Counters {
     pub planned: AtomicU64,
+    /// SMTP transactions started (see [`Summary::transactions`]).
+    pub transactions: AtomicU64,
     pub accepted: AtomicU64,
     pub deferred: AtomicU64,
     pub bounced_hard: AtomicU64,
@@ -173,6 +175,76 @@ pub struct Event {
 /// Callback receiving every [`Event`].
 pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
+/// Why a run stopped before its end (the payload of [`End::Aborted`] and [`End::Paused`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The relay refused the credentials.
+    Auth(Reply),
+    /// TLS could not be established (refused, failed, an untrusted certificate, or bytes the
+    /// relay sent before the handshake).
+    Tls(Reply),
+    /// No port of the relay accepted a connection.
+    Unreachable(String),
+    /// The relay refused the session or refuses to relay for us.
+    Refused(Reply),
+    /// The relay is busy: 421 at the greeting, or it kept answering "slow down".
+    Busy(Reply),
+    /// The relay refused the sender (a quota, or temporary refusals of MAIL again and again).
+    Sender(Reply),
+    /// The relay's replies did not match the commands sent, on several connections in a row.
+    OutOfStep(Reply),
+    /// Reconnecting to the relay failed again and again during the run.
+    Reconnect(String),
+    /// The ledger could not be written.
+    Ledger(String),
+    /// The in-flight journal could not be written.
+    Journal(String),
+    /// A worker task failed (a bug: the message says where).
+    Internal(String),
+}
+
+impl Stop {
+    /// The stop for a failed connection (the first of a run, or a reconnect when `retrying`).
+    fn connect(failure: ConnectFailure) -> Stop {
+        match failure {
+            ConnectFailure::Tls(r) => Stop::Tls(r),
+            ConnectFailure::Auth(r) => Stop::Auth(r),
+            ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Throttle) => Stop::Busy(r),
+            ConnectFailure::Refused(r) => Stop::Refused(r),
+            failure @ ConnectFailure::Unreachable { .. } => Stop::Unreachable(failure.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::Auth(r) => write!(f, "authentication failed: {}", r.describe()),
+            Stop::Tls(r) => write!(
+                f,
+                "TLS failed, refusing to continue without encryption: {}",
+                r.describe()
+            ),
+            Stop::Unreachable(why) | Stop::Reconnect(why) => f.write_str(why),
+            Stop::Refused(r) => write!(f, "the relay refused: {}", r.describe()),
+            Stop::Busy(r) => write!(
+                f,
+                "the relay keeps refusing for now ({}): try later",
+                r.describe()
+            ),
+            Stop::Sender(r) => write!(f, "the relay refused the sender: {}", r.describe()),
+            Stop::OutOfStep(r) => write!(
+                f,
+                "the relay's replies do not match the commands sent, on {} connections in a \
+                 row: {}",
+                decide::RETRIES_IN_RUN,
+                r.describe()
+            ),
+            Stop::Ledger(why) | Stop::Journal(why) | Stop::Internal(why) => f.write_str(why),
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
@@ -180,10 +252,11 @@ pub enum End {
     Finished,
     /// Ctrl-C: in-flight transactions finished, nothing new claimed.
     Interrupted,
-    /// The relay refused us (auth, TLS, relaying) or the ledger failed; the message says why.
-    Aborted(String),
-    /// The relay refused the sender or a quota was hit; re-run later.
-    Paused(String),
+    /// A problem a re-run alone will not fix (credentials, TLS, the relay refusing us, the
+    /// ledger): nothing is charged.
+    Aborted(Stop),
+    /// The relay is busy or refuses the sender for now: run again later; nothing is charged.
+    Paused(Stop),
     /// `--limit` reached.
     Limit,
     /// `[rate] daily_cap` reached.
@@ -194,16 +267,16 @@ pub enum End {
 }
 
 impl End {
-    /// The `runs.outcome` value.
-    pub fn as_str(&self) -> &'static str {
+    /// The `runs.outcome` of this end.
+    pub fn outcome(&self) -> RunOutcome {
         match self {
-            End::Finished => "finished",
-            End::Interrupted => "interrupted",
-            End::Aborted(_) => "aborted",
-            End::Paused(_) => "paused",
-            End::Limit => "limit",
-            End::DailyCap => "daily_cap",
-            End::Throttled(_) => "throttled",
+            End::Finished => RunOutcome::Finished,
+            End::Interrupted => RunOutcome::Interrupted,
+            End::Aborted(_) => RunOutcome::Aborted,
+            End::Paused(_) => RunOutcome::Paused,
+            End::Limit => RunOutcome::Limit,
+            End::DailyCap => RunOutcome::DailyCap,
+            End::Throttled(_) => RunOutcome::Throttled,
         }
     }
 }
@@ -214,6 +287,9 @@ pub struct Summary {
     pub end: End,
     /// The port of the first successful session (after fallback), if any.
     pub port: Option<u16>,
+    /// SMTP transactions started in this run (MAIL sent), whatever they ended with: a message
+    /// given back after a "slow down" and sent again counts each time.
+    pub transactions: u64,
     pub accepted: u64,
     pub deferred: u64,
     pub bounced_hard: u64,
@@ -221,6 +297,8 @@ pub struct Summary {
     pub failed: u64,
     pub unknown: u64,
     pub suppressed: u64,
+    /// Transactions given back after a "slow down" reply.
+    pub throttled: u64,
     /// Whole-ledger figures for the campaign after the run.
     pub states: Vec<(DeliveryState, u64)>,
     pub deferred_total: u64,
@@ -243,20 +321,20 @@ pub struct Prepared {
     pub ledger: store::Ledger,
     /// Held until dropped: no other `send` may use this ledger meanwhile.
     pub lock: store::RunLock,
-    pub campaign_id: i64,
-    pub run_id: i64,
+    pub campaign_id: CampaignId,
+    pub run_id: RunId,
     pub imported: store::ImportCount,
-    pub recovered: ledger::Recovered,
+    pub recovered: store::Recovered,
 }
 
 /// Opens the ledger, recovers the `sending` leftovers of a crashed run in any campaign
 /// (`unknown` if their transaction had started, given back otherwise: see `store::journal`),
-/// empties the in-flight journal, imports `contacts` (idempotent), and starts a run row. Takes the ledger's
-/// send lock first (see [`store::RunLock`]): recovery is only right when no other send is
-/// running.
+/// empties the in-flight journal, imports `contacts` (idempotent), and starts a run row. Takes
+/// the ledger's send lock first (see [`store::RunLock`]): recovery is only right when no other
+/// send is running.
 ///
 /// # Errors
-/// When the ledger cannot be opened or written.
+/// When the ledger cannot be opened or written, or `contacts` yields an error.
 pub fn prepare<I, E>(
     path: &Path,
     campaign: &str,
@@ -300,12 +378,8 @@ where
     })
 }
 
-/// Everything a run needs.
-pub struct Run {
-    pub ledger: PathBuf,
-    pub writer: Writer,
-    pub campaign_id: i64,
-    pub run_id: i64,
+/// What a run sends with, besides the prepared ledger.
+pub struct Outbound {
     pub transport: Arc<Transport>,
     pub render: Arc<dyn Render>,
     pub options: Options,
@@ -314,19 +388,107 @@ pub struct Run {
     pub events: Option<EventSink>,
 }
 
-struct Job {
-    row: DueRow,
-    from: Address,
-    to: Address,
-    message_id: String,
-    bytes: Vec<u8>,
+impl Prepared {
+    /// How many recipients are due now.
+    ///
+    /// # Errors
+    /// When the ledger cannot be read.
+    pub fn due(&self, resend_unknown: bool) -> Result<u64, Error> {
+        let reader = store::Reader::open(self.ledger.path())?;
+        Ok(reader.count_due(self.campaign_id, crate::clock::now_ms(), resend_unknown)?)
+    }
+
+    /// Closes the run without sending anything (nothing due, or the user said no).
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub fn close(self, outcome: RunOutcome) -> Result<(), Error> {
+        Ok(self.ledger.finish_run(self.run_id, outcome)?)
+    }
+
+    /// The library's one way to send: starts the ledger writer, runs the pipeline to its end,
+    /// and waits for the writer to commit and stop. Used by `send`, `demo` and the tests.
+    ///
+    /// # Errors
+    /// When the ledger cannot be read or written; SMTP problems end the run with an [`End`]
+    /// instead.
+    pub async fn send(self, send: Outbound) -> Result<Summary, Error> {
+        let Prepared {
+            ledger,
+            lock,
+            campaign_id,
+            run_id,
+            ..
+        } = self;
+        let path = ledger.path().to_owned();
+        let (writer, thread) = Writer::spawn(ledger)?;
+        let summary = run(Run {
+            ledger: path,
+            writer,
+            campaign_id,
+            run_id,
+            transport: send.transport,
+            render: send.render,
+            options: send.options,
+            shutdown: send.shutdown,
+            counters: send.counters,
+            events: send.events,
+        })
+        .await;
+        let joined = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+        drop(lock);
+        let summary = summary?;
+        joined?;
+        Ok(summary)
+    }
 }
 
+/// Everything a run needs, once the ledger writer runs.
+pub struct Run {
+    pub ledger: PathBuf,
+    pub writer: Writer,
+    pub campaign_id: CampaignId,
+    pub run_id: RunId,
+    pub transport: Arc<Transport>,
+    pub render: Arc<dyn Render>,
+    pub options: Options,
+    pub shutdown: Shutdown,
+    pub counters: Arc<Counters>,
+    pub events: Option<EventSink>,
+}
+
+/// Ledger reads on the blocking pool: SQLite must never block a runtime worker.
+#[derive(Clone)]
+struct Reads(Arc<std::sync::Mutex<store::Reader>>);
+
+impl Reads {
+    async fn with<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&store::Reader) -> Result<T, store::Error> + Send + 'static,
+    {
+        let reader = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&reader)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(Error::Store)
+    }
+}
+
+/// What the dispatcher and the workers share.
 struct Shared {
     writer: Writer,
     journal: store::journal::Journal,
-    run_id: i64,
+    run_id: RunId,
     transport: Arc<Transport>,
+    render: Arc<dyn Render>,
     limits: Limits,
     pacer: Pacer,
     retry: RetryOptions,
@@ -338,6 +500,9 @@ struct Shared {
     accepted_any: AtomicBool,
     port: AtomicU16,
     reconnect_failures: AtomicU64,
+    /// "Slow down" replies since the last reply that was not one.
+    throttles_in_a_row: AtomicU32,
+    /// Claimed rows not yet finished by a worker.
     outstanding: AtomicU64,
     idle: Notify,
     /// Messages given back in this pass (throttling) and left for later.
@@ -360,6 +525,13 @@ impl Shared {
         if slot.is_none() {
             *slot = Some(end);
         }
+    }
+
+    fn ended(&self) -> Option<End> {
+        self.end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn event(&self, email: &str, outcome: &'static str, detail: String) {
@@ -389,18 +561,6 @@ impl Shared {
     }
 }
 
-fn attempt(reply: &Reply, port: Option<u16>, outcome: &'static str) -> AttemptRecord {
-    AttemptRecord {
-        at: ledger::now_ms(),
-        port,
-        step: reply.step.as_str(),
-        code: reply.code,
-        enhanced: reply.enhanced.clone(),
-        reply: Some(reply.text.clone()),
-        outcome,
-    }
-}
-
 /// Runs the pipeline until nothing is due (or, with `wait`, until every recipient is final),
 /// Ctrl-C, an abort, a pause, or a limit.
 ///
@@ -419,63 +579,26 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         counters,
         events,
     } = run;
-    // Closes the run row when the run cannot start (best effort: the error is what matters).
-    let abandon = async |writer: &Writer| {
-        let _ = writer.finish_run(run_id, "aborted").await;
-        let _ = writer.sync().await;
-    };
-    let reader = match store::Reader::open(&ledger_path) {
-        Ok(reader) => Arc::new(std::sync::Mutex::new(reader)),
+    let opened = store::Reader::open(&ledger_path)
+        .map_err(Error::Store)
+        .and_then(|reader| {
+            let journal =
+                store::journal::Journal::open(&ledger_path).map_err(|source| Error::Journal {
+                    path: store::journal::path_for(&ledger_path),
+                    source,
+                })?;
+            Ok((reader, journal))
+        });
+    let (reader, journal) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
-            abandon(&writer).await;
-            return Err(e.into());
+            // Nothing started yet: close the run row (best effort) so it is not left open.
+            let _ = writer.finish_run(run_id, RunOutcome::Aborted).await;
+            let _ = writer.sync().await;
+            return Err(e);
         }
     };
-    let journal = match store::journal::Journal::open(&ledger_path) {
-        Ok(journal) => journal,
-        Err(source) => {
-            abandon(&writer).await;
-            return Err(Error::Journal {
-                path: store::journal::path_for(&ledger_path),
-                source,
-            });
-        }
-    };
-    // Reads run on the blocking pool: SQLite must not block a runtime worker.
-    let read = {
-        let reader = reader.clone();
-        move |f: ReadFn| {
-            let reader = reader.clone();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    let reader = reader
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    f(&reader)
-                })
-                .await
-                .map_err(|e| Error::Task(e.to_string()))?
-                .map_err(Error::Store)
-            }
-        }
-    };
-
-    // How many rows are due right now, read on the reader connection.
-    let count_due_now = || {
-        let resend = options.resend_unknown;
-        let read = read.clone();
-        async move {
-            match read(Box::new(move |r| {
-                r.count_due(campaign_id, ledger::now_ms(), resend)
-                    .map(ReadResult::Count)
-            }))
-            .await?
-            {
-                ReadResult::Count(n) => Ok::<u64, Error>(n),
-                _ => Ok(0),
-            }
-        }
-    };
+    let reads = Reads(Arc::new(std::sync::Mutex::new(reader)));
 
     let halt = Shutdown::new();
     {
@@ -490,206 +613,29 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         writer: writer.clone(),
         journal,
         run_id,
-        transport: transport.clone(),
+        transport,
+        render,
         limits: Limits::new(&options.rate),
         pacer: Pacer::new(options.throttle_backoff, options.throttle_max),
         retry: options.retry.clone(),
         counters: counters.clone(),
         events,
-        halt: halt.clone(),
+        halt,
         end: std::sync::Mutex::new(None),
         accepted_any: AtomicBool::new(false),
         port: AtomicU16::new(0),
         reconnect_failures: AtomicU64::new(0),
+        throttles_in_a_row: AtomicU32::new(0),
         outstanding: AtomicU64::new(0),
         idle: Notify::new(),
         left: AtomicU64::new(0),
     });
 
-    let mut workers = Vec::new();
-    // Every early return (`?`) below leaves this block, not the function: the workers are then
-    // halted and awaited, and the run row is closed, before the error is returned.
-    let driven: Result<(), Error> = async {
-        let due_now = count_due_now().await?;
-        counters.planned.store(
-            options.limit.map_or(due_now, |l| l.min(due_now)),
-            Ordering::Relaxed,
-        );
-
-        // One session up front: a wrong password or a missing STARTTLS stops the run here, before
-        // any recipient is claimed.
-        let first_session = if due_now > 0 && !halt.is_triggered() {
-            match transport.connect().await {
-                Ok(session) => {
-                    let port = session.port();
-                    shared.port.store(port, Ordering::Relaxed);
-                    writer.set_run_port(run_id, port).await?;
-                    Some(session)
-                }
-                Err(failure) => {
-                    // A relay that is busy right now ("421 try later") pauses the run; one that
-                    // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
-                    let busy = matches!(
-                        &failure,
-                        ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Throttle)
-                    );
-                    shared.stop(if busy {
-                        End::Paused(failure.to_string())
-                    } else {
-                        End::Aborted(failure.to_string())
-                    });
-                    None
-                }
-            }
-        } else {
-            None
-        };
-
-        // Claimed rows wait here for a worker. Room for two blocks: one being sent while the
-        // next is claimed.
-        let block = claim_block(&options);
-        let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(2 * block);
-        let queue_rx = Arc::new(Mutex::new(queue_rx));
-        let mut first_session = first_session;
-        for _ in 0..options.connections.max(1) {
-            let shared = shared.clone();
-            let rx = queue_rx.clone();
-            let session = first_session.take();
-            let render = render.clone();
-            workers.push(tokio::spawn(worker(shared, render, rx, session)));
-        }
-
-        let mut budget = options.limit;
-        let mut daily_left = match options.rate.daily_cap {
-            Some(cap) => {
-                let since = ledger::now_ms() - 24 * 3600 * 1000;
-                match read(Box::new(move |r| {
-                    r.accepted_since(since).map(ReadResult::Count)
-                }))
-                .await?
-                {
-                    ReadResult::Count(n) => Some(cap.saturating_sub(n)),
-                    _ => Some(cap),
-                }
-            }
-            None => None,
-        };
-
-        'passes: loop {
-            let mut after = 0i64;
-            loop {
-                if halt.is_triggered() {
-                    break 'passes;
-                }
-                let resend = options.resend_unknown;
-                let page = match read(Box::new(move |r| {
-                    r.due_rows(campaign_id, after, ledger::now_ms(), resend, PAGE)
-                        .map(ReadResult::Rows)
-                }))
-                .await?
-                {
-                    ReadResult::Rows(rows) => rows,
-                    _ => Vec::new(),
-                };
-                if page.is_empty() {
-                    break;
-                }
-                let mut rows = page.into_iter().peekable();
-                while rows.peek().is_some() {
-                    if budget == Some(0) {
-                        shared.set_end(End::Limit);
-                        break 'passes;
-                    }
-                    if daily_left == Some(0) {
-                        shared.set_end(End::DailyCap);
-                        break 'passes;
-                    }
-                    let room = [budget, daily_left]
-                        .into_iter()
-                        .flatten()
-                        .fold(block as u64, u64::min);
-                    let chunk: Vec<DueRow> = rows
-                        .by_ref()
-                        .take(usize::try_from(room).unwrap_or(block))
-                        .collect();
-                    if let Some(last) = chunk.last() {
-                        after = last.id;
-                    }
-                    let n = chunk.len();
-                    // Room in the queue first: a claimed row never waits for the dispatcher.
-                    let permits = tokio::select! {
-                        biased;
-                        () = halt.wait() => break 'passes,
-                        permits = queue_tx.reserve_many(n) => match permits {
-                            Ok(permits) => permits,
-                            Err(_) => break 'passes,
-                        },
-                    };
-                    if !claim_and_queue(&shared, chunk, permits).await {
-                        break 'passes;
-                    }
-                    budget = budget.map(|b| b.saturating_sub(n as u64));
-                    daily_left = daily_left.map(|d| d.saturating_sub(n as u64));
-                }
-            }
-            // The pass is dispatched: let the workers finish it before looking again, so a row
-            // handed out but not yet claimed is never read twice.
-            tokio::select! {
-                () = shared.wait_idle() => {}
-                () = halt.wait() => break 'passes,
-            }
-            if !options.wait {
-                break;
-            }
-            // Outcomes are queued, not yet committed: make them visible to the reader first.
-            writer.sync().await?;
-            let due = count_due_now().await?;
-            if due > 0 {
-                shared.left.store(0, Ordering::Relaxed);
-                continue;
-            }
-            let next = match read(Box::new(move |r| {
-                r.deferred_summary(campaign_id)
-                    .map(|(n, at)| ReadResult::Deferred(n, at))
-            }))
-            .await?
-            {
-                ReadResult::Deferred(n, at) if n > 0 => at,
-                _ => break,
-            };
-            let wait_ms = next.unwrap_or(0).saturating_sub(ledger::now_ms()).max(0);
-            let wake = tokio::time::Instant::now()
-                + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0) + 50);
-            tracing::info!(
-                "waiting {} s for the next deferred recipient",
-                wait_ms / 1000
-            );
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                () = halt.wait() => break 'passes,
-            }
-        }
-
-        drop(queue_tx);
-        Ok(())
-    }
-    .await;
+    let driven = dispatch::run(&shared, &reads, campaign_id, &options).await;
     if let Err(e) = &driven {
-        shared.stop(End::Aborted(e.to_string()));
+        shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
     }
-    for w in workers {
-        if let Err(e) = w.await {
-            shared.stop(End::Aborted(format!("a worker failed: {e}")));
-        }
-    }
-    let end = {
-        let slot = shared
-            .end
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slot.clone()
-    };
-    let end = match end {
+    let end = match shared.ended() {
         Some(end) => end,
         None if shutdown.is_triggered() => End::Interrupted,
         None => match shared.left.load(Ordering::Relaxed) {
@@ -697,7 +643,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             left => End::Throttled(left),
         },
     };
-    let outcome = end.as_str();
+    let outcome = end.outcome();
     let closed = async {
         writer.finish_run(run_id, outcome).await?;
         writer.sync().await
@@ -715,544 +661,34 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     driven?;
     closed?;
 
-    let (states, (deferred_total, next_retry_at)) = match read(Box::new(move |r| {
-        Ok(ReadResult::Final(
-            r.state_counts(campaign_id)?,
-            r.deferred_summary(campaign_id)?,
-        ))
-    }))
-    .await?
-    {
-        ReadResult::Final(states, deferred) => (states, deferred),
-        _ => (Vec::new(), (0, None)),
-    };
+    let (states, (deferred_total, next_retry_at)) = reads
+        .with(move |r| {
+            Ok((
+                r.state_counts(campaign_id)?,
+                r.deferred_summary(campaign_id)?,
+            ))
+        })
+        .await?;
     let port = match shared.port.load(Ordering::Relaxed) {
         0 => None,
         p => Some(p),
     };
     let c = &counters;
+    let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
     Ok(Summary {
         end,
         port,
-        accepted: c.accepted.load(Ordering::Relaxed),
-        deferred: c.deferred.load(Ordering::Relaxed),
-        bounced_hard: c.bounced_hard.load(Ordering::Relaxed),
-        bounced_soft: c.bounced_soft.load(Ordering::Relaxed),
-        failed: c.failed.load(Ordering::Relaxed),
-        unknown: c.unknown.load(Ordering::Relaxed),
-        suppressed: c.suppressed.load(Ordering::Relaxed),
+        transactions: load(&c.transactions),
+        accepted: load(&c.accepted),
+        deferred: load(&c.deferred),
+        bounced_hard: load(&c.bounced_hard),
+        bounced_soft: load(&c.bounced_soft),
+        failed: load(&c.failed),
+        unknown: load(&c.unknown),
+        suppressed: load(&c.suppressed),
+        throttled: load(&c.throttled),
         states,
         deferred_total,
         next_retry_at,
     })
-}
-
-type ReadFn = Box<dyn FnOnce(&store::Reader) -> Result<ReadResult, store::Error> + Send>;
-
-enum ReadResult {
-    Count(u64),
-    Rows(Vec<DueRow>),
-    Deferred(u64, Option<i64>),
-    Final(Vec<(DeliveryState, u64)>, (u64, Option<i64>)),
-}
-
-/// Rows claimed per commit for this run's rate (see [`CLAIM_BLOCK`]): at least one per
-/// connection, so that every worker has a row after each claim.
-fn claim_block(options: &Options) -> usize {
-    let per_second = pace::interval(&options.rate).map_or(f64::INFINITY, |i| 1.0 / i.as_secs_f64());
-    let ahead = (per_second * CLAIM_AHEAD.as_secs_f64()).ceil();
-    // `as` saturates: infinity and huge rates become usize::MAX, then the cap.
-    (ahead as usize).clamp(options.connections.max(1), CLAIM_BLOCK)
-}
-
-/// Claims `rows` in one commit and queues the claimed ones for the workers (one permit each,
-/// reserved beforehand). Rows on the suppression list are counted; rows changed meanwhile by
-/// another process are skipped. False when the run must stop (the ledger cannot be written).
-async fn claim_and_queue(
-    shared: &Shared,
-    rows: Vec<DueRow>,
-    mut permits: mpsc::PermitIterator<'_, DueRow>,
-) -> bool {
-    let claims = rows
-        .iter()
-        .map(|row| Claim {
-            recipient_id: row.id,
-            run_id: shared.run_id,
-            expected_state: row.state,
-            expected_attempts: row.attempts,
-        })
-        .collect();
-    let results = match shared.writer.claim_many(claims).await {
-        Ok(results) => results,
-        Err(e) => {
-            shared.stop(End::Aborted(e.to_string()));
-            return false;
-        }
-    };
-    for (row, result) in rows.into_iter().zip(results) {
-        match result {
-            ClaimResult::Claimed => {
-                if let Some(permit) = permits.next() {
-                    shared.outstanding.fetch_add(1, Ordering::AcqRel);
-                    permit.send(row);
-                }
-            }
-            ClaimResult::Suppressed => {
-                shared.counters.bump(DeliveryState::Suppressed);
-                shared.event(&row.email, "suppressed", "on the suppression list".into());
-            }
-            ClaimResult::Lost => {}
-        }
-    }
-    true
-}
-
-/// Marks a claimed row whose message cannot be built `failed`, with an attempt at step `render`
-/// saying why.
-async fn unrenderable(shared: &Shared, row: DueRow, reason: String) {
-    let a = AttemptRecord {
-        at: ledger::now_ms(),
-        port: None,
-        step: "render",
-        code: None,
-        enhanced: None,
-        reply: Some(reason),
-        outcome: "failed",
-    };
-    record(shared, &row, DeliveryState::Failed, None, a, None).await;
-}
-
-/// The job for `row`, or the row back with why its message cannot be built.
-fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, Box<(DueRow, String)>> {
-    let built = render
-        .render(&row)
-        .map_err(|e| {
-            format!(
-                "cannot render the message for {} (line {}): {e}",
-                row.email, row.line
-            )
-        })
-        .and_then(|out| {
-            let from = crate::transport::envelope_address(&out.envelope_from)
-                .map_err(|e| e.to_string())?;
-            let to =
-                crate::transport::envelope_address(&out.envelope_to).map_err(|e| e.to_string())?;
-            Ok((out, from, to))
-        });
-    match built {
-        Ok((out, from, to)) => Ok(Job {
-            row,
-            from,
-            to,
-            message_id: out.message_id,
-            bytes: out.bytes,
-        }),
-        Err(reason) => Err(Box::new((row, reason))),
-    }
-}
-
-async fn worker(
-    shared: Arc<Shared>,
-    render: Arc<dyn Render>,
-    rx: Arc<Mutex<mpsc::Receiver<DueRow>>>,
-    mut session: Option<Session>,
-) {
-    loop {
-        let row = { rx.lock().await.recv().await };
-        let Some(row) = row else { break };
-        // Every queued row is claimed: it is sent, charged, or given back, never dropped.
-        if shared.halt.is_triggered() {
-            give_back(&shared, row.id, None).await;
-        } else {
-            match build_job(render.as_ref(), row) {
-                Ok(job) => process(&shared, &mut session, &job).await,
-                // Only this row's message cannot be built (the import checks every row, so
-                // this is rare): charge it alone, with the reason, and let the run go on.
-                Err(failed) => {
-                    let (row, reason) = *failed;
-                    unrenderable(&shared, row, reason).await;
-                }
-            }
-        }
-        shared.finish_job();
-    }
-    if let Some(session) = session {
-        session.quit().await;
-    }
-}
-
-/// What happened to a claimed transaction, from the worker's point of view.
-enum Next {
-    Done,
-    Retry,
-}
-
-/// Sends one claimed job (retrying on a fresh connection or after a back-off where that is
-/// safe). Whatever happens, the claim ends charged (an outcome) or given back (uncharged).
-async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
-    // The dispatcher claimed the row; a retry gives the claim back first and claims again.
-    let mut claimed = true;
-    let mut retries = 0;
-    loop {
-        if shared.halt.is_triggered() {
-            return unsent(shared, job, claimed).await;
-        }
-        tokio::select! {
-            biased;
-            () = shared.halt.wait() => return unsent(shared, job, claimed).await,
-            () = async {
-                shared.limits.until_ready(&job.row.domain).await;
-                shared.pacer.wait().await;
-            } => {}
-        }
-        if !session.as_ref().is_some_and(Session::is_usable) {
-            if let Some(old) = session.take() {
-                old.quit().await;
-            }
-            match shared.transport.connect().await {
-                Ok(s) => {
-                    shared.reconnect_failures.store(0, Ordering::Relaxed);
-                    *session = Some(s);
-                }
-                Err(failure @ (ConnectFailure::Tls(_) | ConnectFailure::Auth(_))) => {
-                    shared.stop(End::Aborted(failure.to_string()));
-                    return unsent(shared, job, claimed).await;
-                }
-                Err(failure) => {
-                    let refused_for_good = matches!(
-                        &failure,
-                        ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Abort)
-                    );
-                    let n = shared.reconnect_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    if refused_for_good {
-                        shared.stop(End::Aborted(failure.to_string()));
-                        return unsent(shared, job, claimed).await;
-                    }
-                    if n >= u64::from(MAX_RECONNECT_FAILURES) {
-                        shared.stop(End::Paused(failure.to_string()));
-                        return unsent(shared, job, claimed).await;
-                    }
-                    let backoff = shared.pacer.throttle();
-                    tracing::warn!("{failure}; retrying in {} s", backoff.as_secs());
-                    continue;
-                }
-            }
-        }
-        let Some(live) = session.as_mut() else {
-            continue;
-        };
-        if !claimed {
-            let claim = Claim {
-                recipient_id: job.row.id,
-                run_id: shared.run_id,
-                expected_state: job.row.state,
-                expected_attempts: job.row.attempts,
-            };
-            match shared.writer.claim(claim).await {
-                Err(e) => {
-                    shared.stop(End::Aborted(e.to_string()));
-                    return;
-                }
-                Ok(ClaimResult::Lost) => return,
-                Ok(ClaimResult::Suppressed) => {
-                    shared.counters.bump(DeliveryState::Suppressed);
-                    shared.event(
-                        &job.row.email,
-                        "suppressed",
-                        "on the suppression list".into(),
-                    );
-                    return;
-                }
-                Ok(ClaimResult::Claimed) => claimed = true,
-            }
-        }
-        if shared.halt.is_triggered() {
-            // Halted while waiting for the connection or the claim: give it back untouched.
-            return unsent(shared, job, claimed).await;
-        }
-        // Outcomes are queued without waiting for their commit: a ledger that stopped taking
-        // them shows here, before another message goes out that could not be recorded.
-        if let Err(e) = shared.writer.check() {
-            shared.stop(End::Aborted(e.to_string()));
-            return;
-        }
-        // The last word before the first byte of the transaction: from here on, a crash makes
-        // this row `unknown` rather than giving it back.
-        if let Err(e) = shared.journal.started(shared.run_id, job.row.id) {
-            shared.stop(End::Aborted(format!(
-                "cannot write the in-flight journal {}: {e}; make sure the ledger's folder is \
-                 writable and not full, then run `mailroom send` again",
-                shared.journal.path().display()
-            )));
-            return unsent(shared, job, claimed).await;
-        }
-        let port = Some(live.port());
-        let outcome = live.send(&job.from, &job.to, &job.bytes).await;
-        match settle(shared, job, port, outcome, retries).await {
-            Next::Done => return,
-            Next::Retry => {
-                // Every retry path gave the claim back.
-                claimed = false;
-                retries += 1;
-            }
-        }
-    }
-}
-
-/// The job was not sent: give its claim back, uncharged, if it still holds one.
-async fn unsent(shared: &Shared, job: &Job, claimed: bool) {
-    if claimed {
-        release(shared, job, None).await;
-    }
-}
-
-/// Gives the claim on `recipient_id` back, uncharged (with the evidence, if any).
-async fn give_back(shared: &Shared, recipient_id: i64, attempt: Option<AttemptRecord>) {
-    let r = Release {
-        recipient_id,
-        run_id: shared.run_id,
-        attempt,
-    };
-    if let Err(e) = shared.writer.release(r).await {
-        shared.stop(End::Aborted(e.to_string()));
-    }
-}
-
-async fn release(shared: &Shared, job: &Job, attempt: Option<AttemptRecord>) {
-    give_back(shared, job.row.id, attempt).await;
-}
-
-async fn record(
-    shared: &Shared,
-    row: &DueRow,
-    state: DeliveryState,
-    retry_at: Option<i64>,
-    a: AttemptRecord,
-    message_id: Option<String>,
-) {
-    let detail = a.reply.clone().unwrap_or_default();
-    let o = Outcome {
-        recipient_id: row.id,
-        run_id: shared.run_id,
-        state,
-        retry_at,
-        attempt: a,
-        message_id,
-    };
-    if let Err(e) = shared.writer.record(o).await {
-        shared.stop(End::Aborted(e.to_string()));
-        return;
-    }
-    shared.counters.bump(state);
-    shared.event(&row.email, state.as_str(), detail);
-}
-
-/// The Message-ID the job's message carries, when the ledger has another one for the row.
-fn sent_id(job: &Job) -> Option<String> {
-    (job.message_id != job.row.message_id).then(|| job.message_id.clone())
-}
-
-async fn temporary(shared: &Shared, job: &Job, reply: &Reply, port: Option<u16>) {
-    let now = ledger::now_ms();
-    let (state, retry_at) = pace::after_temporary_failure(
-        &shared.retry,
-        job.row.attempts,
-        job.row.first_attempt_at,
-        now,
-    );
-    record(
-        shared,
-        &job.row,
-        state,
-        retry_at,
-        attempt(reply, port, state.as_str()),
-        sent_id(job),
-    )
-    .await;
-}
-
-async fn settle(
-    shared: &Shared,
-    job: &Job,
-    port: Option<u16>,
-    outcome: TxOutcome,
-    retries: u32,
-) -> Next {
-    match outcome {
-        TxOutcome::Lost(reply) if reply.step == Step::Message => {
-            // The final "." went out and no reply came back: the relay may have the message.
-            record(
-                shared,
-                &job.row,
-                DeliveryState::Unknown,
-                None,
-                attempt(&reply, port, "unknown"),
-                sent_id(job),
-            )
-            .await;
-            Next::Done
-        }
-        TxOutcome::Lost(reply)
-            if reply.step == Step::Mail && !reply.timed_out && retries < RETRIES_IN_RUN =>
-        {
-            // A reused connection the server had already closed: nothing of this message was
-            // sent, so reconnect and try again uncharged.
-            release(shared, job, None).await;
-            Next::Retry
-        }
-        TxOutcome::Lost(reply) => {
-            temporary(shared, job, &reply, port).await;
-            Next::Done
-        }
-        TxOutcome::OutOfStep(reply) if reply.step == Step::Message => {
-            // The body went out and the reply we read is not the answer to it: the relay may
-            // well have accepted the message, so it must not be sent again without opt-in.
-            let mut a = attempt(&reply, port, "unknown");
-            a.reply = Some(format!(
-                "reply out of step after the message: {}",
-                reply.text
-            ));
-            record(
-                shared,
-                &job.row,
-                DeliveryState::Unknown,
-                None,
-                a,
-                sent_id(job),
-            )
-            .await;
-            Next::Done
-        }
-        TxOutcome::OutOfStep(reply) => {
-            // Nothing of the message was sent (the body is only sent after a 354): give the
-            // claim back uncharged, with the evidence, and try again on a fresh connection.
-            let mut a = attempt(&reply, port, "out_of_step");
-            a.reply = Some(format!(
-                "reply out of step, connection dropped before the message: {}",
-                reply.text
-            ));
-            release(shared, job, Some(a)).await;
-            shared.event(
-                &job.row.email,
-                "out_of_step",
-                format!("{}; reconnecting", reply.describe()),
-            );
-            if retries + 1 >= RETRIES_IN_RUN {
-                // Every fresh connection goes out of step: the relay (or something between
-                // us) is broken. Stop; nobody is charged.
-                shared.stop(End::Paused(format!(
-                    "the relay's replies do not match the commands sent, on {RETRIES_IN_RUN} \
-                     connections in a row: {}",
-                    reply.describe()
-                )));
-                Next::Done
-            } else {
-                Next::Retry
-            }
-        }
-        TxOutcome::Replied(reply) => {
-            let verdict = reply.verdict().unwrap_or(Verdict::Deferred);
-            match verdict {
-                Verdict::Accepted => {
-                    shared.accepted_any.store(true, Ordering::Relaxed);
-                    shared.pacer.success();
-                    record(
-                        shared,
-                        &job.row,
-                        DeliveryState::Accepted,
-                        None,
-                        attempt(&reply, port, "accepted"),
-                        sent_id(job),
-                    )
-                    .await;
-                    Next::Done
-                }
-                Verdict::Deferred if reply.step == Step::Mail => {
-                    // A temporary refusal of MAIL FROM (451 local problem, 452 insufficient
-                    // storage) is about the sender or the relay, not this recipient: give the
-                    // claim back uncharged, slow the run down, and pause it if it persists.
-                    release(shared, job, Some(attempt(&reply, port, "throttled"))).await;
-                    let backoff = shared.pacer.throttle();
-                    shared.event(
-                        &job.row.email,
-                        "throttled",
-                        format!(
-                            "{}; the relay refused the sender for now, slowing down for {} s",
-                            reply.describe(),
-                            backoff.as_secs()
-                        ),
-                    );
-                    if retries + 1 >= RETRIES_IN_RUN {
-                        shared.stop(End::Paused(reply.describe()));
-                        Next::Done
-                    } else {
-                        Next::Retry
-                    }
-                }
-                Verdict::Deferred => {
-                    temporary(shared, job, &reply, port).await;
-                    Next::Done
-                }
-                Verdict::BouncedHard => {
-                    record(
-                        shared,
-                        &job.row,
-                        DeliveryState::BouncedHard,
-                        None,
-                        attempt(&reply, port, "bounced_hard"),
-                        sent_id(job),
-                    )
-                    .await;
-                    Next::Done
-                }
-                Verdict::BouncedSoft => {
-                    record(
-                        shared,
-                        &job.row,
-                        DeliveryState::BouncedSoft,
-                        None,
-                        attempt(&reply, port, "bounced_soft"),
-                        sent_id(job),
-                    )
-                    .await;
-                    Next::Done
-                }
-                Verdict::Throttle => {
-                    release(shared, job, Some(attempt(&reply, port, "throttled"))).await;
-                    shared.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                    let backoff = shared.pacer.throttle();
-                    shared.event(
-                        &job.row.email,
-                        "throttled",
-                        format!(
-                            "{}; slowing down for {} s",
-                            reply.describe(),
-                            backoff.as_secs()
-                        ),
-                    );
-                    if retries + 1 >= RETRIES_IN_RUN {
-                        shared.left.fetch_add(1, Ordering::Relaxed);
-                        Next::Done
-                    } else {
-                        Next::Retry
-                    }
-                }
-                Verdict::Pause => {
-                    release(shared, job, Some(attempt(&reply, port, "aborted"))).await;
-                    shared.stop(End::Paused(reply.describe()));
-                    Next::Done
-                }
-                Verdict::RelayDenied if shared.accepted_any.load(Ordering::Relaxed) => {
-                    release(shared, job, Some(attempt(&reply, port, "aborted"))).await;
-                    shared.stop(End::Paused(reply.describe()));
-                    Next::Done
-                }
-                Verdict::Abort | Verdict::RelayDenied => {
-                    release(shared, job, Some(attempt(&reply, port, "aborted"))).await;
-                    shared.stop(End::Aborted(reply.describe()));
-                    Next::Done
-                }
-            }
-        }
-    }
 }

@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use format::{dense_series, write_csv, write_json, write_markdown, write_text};
 pub use html::write_html;
 
-use crate::model::DeliveryState;
+use crate::model::{CampaignId, DeliveryState};
 use crate::store;
 pub use crate::store::{EntryKind, HistoryEntry, RecipientRef, RecipientRow};
 
@@ -136,9 +136,9 @@ impl Ledger {
     /// a map.
     fn scan_counts(
         &self,
-        domains_of: Option<i64>,
-    ) -> Result<(BTreeMap<i64, Totals>, Vec<DomainRow>), Error> {
-        let mut totals: BTreeMap<i64, Totals> = BTreeMap::new();
+        domains_of: Option<CampaignId>,
+    ) -> Result<(BTreeMap<CampaignId, Totals>, Vec<DomainRow>), Error> {
+        let mut totals: BTreeMap<CampaignId, Totals> = BTreeMap::new();
         let mut domains: Vec<DomainRow> = Vec::new();
         self.reader.for_each_count(None, |row| {
             totals
@@ -275,7 +275,7 @@ impl Ledger {
     ///
     /// # Errors
     /// When a query fails.
-    pub fn drill_down(&self, campaign: i64, focus: &Focus) -> Result<DrillDown, Error> {
+    pub fn drill_down(&self, campaign: CampaignId, focus: &Focus) -> Result<DrillDown, Error> {
         // One more than shown, to know whether there are more.
         let limit = DRILL_LIMIT + 1;
         let mut entries = match focus {
@@ -307,7 +307,7 @@ impl Ledger {
     /// When a query fails, or `each` does (its error is passed through as `Err(Ok(e))`).
     pub fn for_each_recipient<E>(
         &self,
-        campaign: i64,
+        campaign: CampaignId,
         each: impl FnMut(&RecipientRef<'_>) -> Result<(), E>,
     ) -> Result<(), Result<E, Error>> {
         self.reader
@@ -334,7 +334,7 @@ fn add_domain_row(domains: &mut Vec<DomainRow>, row: store::CountRef<'_>) {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CampaignSummary {
     #[serde(skip)]
-    pub id: i64,
+    pub id: CampaignId,
     pub name: String,
     pub created_at: i64,
     /// First `send` run, if any.

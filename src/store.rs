@@ -43,6 +43,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::model::{CampaignId, RecipientId, RunId, RunOutcome};
+
 /// The schema, in order. Never edit a file that has landed; append a new one.
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("store/migrations/0001_init.sql")),
@@ -145,6 +147,25 @@ pub enum Error {
     },
 }
 
+macro_rules! sql_id {
+    ($($id:ty),*) => {$(
+        impl rusqlite::ToSql for $id {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        impl rusqlite::types::FromSql for $id {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                i64::column_result(value).map(Self)
+            }
+        }
+    )*};
+}
+sql_id!(CampaignId, RunId, RecipientId);
+
 /// Maps SQLite errors of the ledger at `path` into [`Error::Sqlite`].
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |source| Error::Sqlite {
@@ -213,7 +234,7 @@ impl Ledger {
     ///
     /// # Errors
     /// When the ledger cannot be written.
-    pub fn ensure_campaign(&self, name: &str) -> Result<i64, Error> {
+    pub fn ensure_campaign(&self, name: &str) -> Result<CampaignId, Error> {
         ledger::ensure_campaign(&self.conn, name).map_err(sqlite(&self.path))
     }
 
@@ -222,7 +243,11 @@ impl Ledger {
     ///
     /// # Errors
     /// The ledger's error, or the first error of `rows`.
-    pub fn import<I, E>(&mut self, campaign: i64, rows: I) -> Result<ImportCount, ImportError<E>>
+    pub fn import<I, E>(
+        &mut self,
+        campaign: CampaignId,
+        rows: I,
+    ) -> Result<ImportCount, ImportError<E>>
     where
         I: IntoIterator<Item = Result<NewRecipient, E>>,
     {
@@ -248,7 +273,12 @@ impl Ledger {
     ///
     /// # Errors
     /// When the ledger cannot be written.
-    pub fn start_run(&self, campaign: i64, host: &str, security: &str) -> Result<i64, Error> {
+    pub fn start_run(
+        &self,
+        campaign: CampaignId,
+        host: &str,
+        security: &str,
+    ) -> Result<RunId, Error> {
         ledger::start_run(&self.conn, campaign, host, security).map_err(sqlite(&self.path))
     }
 
@@ -256,7 +286,7 @@ impl Ledger {
     ///
     /// # Errors
     /// When the ledger cannot be written.
-    pub fn finish_run(&self, run: i64, outcome: &str) -> Result<(), Error> {
+    pub fn finish_run(&self, run: RunId, outcome: RunOutcome) -> Result<(), Error> {
         ledger::finish_run(&self.conn, run, outcome).map_err(sqlite(&self.path))
     }
 

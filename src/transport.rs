@@ -40,27 +40,7 @@ use crate::smtp::{self, Conn, Extensions};
 
 pub use classify::{Step, Verdict};
 
-/// How the connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// Plain connect, then STARTTLS is required.
-    StartTls,
-    /// TLS from the first byte (port 465).
-    Tls,
-    /// No TLS at all: loopback only, never with AUTH.
-    None,
-}
-
-impl Security {
-    /// The name used in the config file and the `runs` table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Security::StartTls => "starttls",
-            Security::Tls => "tls",
-            Security::None => "none",
-        }
-    }
-}
+pub use crate::model::Security;
 
 /// A password held in memory only; its `Debug` never shows it.
 #[derive(Clone)]
@@ -253,6 +233,15 @@ pub enum TxOutcome {
     /// connection can be trusted and the session has been dropped. Before `Step::Message` the
     /// body was never sent; at `Step::Message` the relay may have the message.
     OutOfStep(Reply),
+}
+
+impl TxOutcome {
+    /// The reply (or the local description of why there was none).
+    pub fn reply(&self) -> &Reply {
+        match self {
+            TxOutcome::Replied(r) | TxOutcome::Lost(r) | TxOutcome::OutOfStep(r) => r,
+        }
+    }
 }
 
 /// The byte stream under a session: TCP, then TLS over it.

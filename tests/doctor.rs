@@ -66,7 +66,7 @@ async fn sandbox_starttls_with_ca_file_verifies_and_auth_is_accepted() {
     let report = doctor::run(&o).await.unwrap();
     let p = &report.ports[0];
     assert_eq!(p.connect, Connect::Open);
-    assert_eq!(p.security, Some(Security::Starttls));
+    assert_eq!(p.security, Some(Security::StartTls));
     assert!(p.starttls_offered);
     assert!(p.banner.as_deref().unwrap().starts_with("220 "), "{p:?}");
     assert!(!p.auth_before_tls, "the sandbox offers AUTH only after TLS");
@@ -181,7 +181,7 @@ async fn implicit_tls_is_detected_on_a_port_expected_to_starttls() {
     o.timeout = Duration::from_secs(2);
     let report = doctor::run(&o).await.unwrap();
     let p = &report.ports[0];
-    assert_eq!(p.expected, Security::Starttls);
+    assert_eq!(p.expected, Security::StartTls);
     assert_eq!(p.security, Some(Security::Tls), "{p:?}");
     assert!(p.tls_verified(), "{p:?}");
     assert!(
@@ -217,7 +217,7 @@ async fn a_starttls_port_where_implicit_tls_was_expected_is_detected() {
     let report = doctor::run(&o).await.unwrap();
     let p = &report.ports[0];
     assert_eq!(p.expected, Security::Tls);
-    assert_eq!(p.security, Some(Security::Starttls), "{p:?}");
+    assert_eq!(p.security, Some(Security::StartTls), "{p:?}");
     assert!(p.tls_verified());
     assert!(
         p.warnings.iter().any(|w| w.contains("greets in plaintext")),
@@ -791,7 +791,7 @@ async fn postfix_rig_every_listener_kind() {
     let report = doctor::run(&o).await.unwrap();
 
     let sub = port(&report, rig.submission);
-    assert_eq!(sub.security, Some(Security::Starttls), "{sub:?}");
+    assert_eq!(sub.security, Some(Security::StartTls), "{sub:?}");
     assert!(sub.tls_verified(), "{sub:?}");
     assert!(
         !sub.auth_before_tls,
@@ -808,7 +808,7 @@ async fn postfix_rig_every_listener_kind() {
     assert!(smtps.warnings.is_empty(), "{:?}", smtps.warnings);
 
     let inbound = port(&report, rig.smtp);
-    assert_eq!(inbound.security, Some(Security::Starttls));
+    assert_eq!(inbound.security, Some(Security::StartTls));
     assert!(inbound.tls_verified());
     assert!(inbound.auth_mechanisms.is_empty());
     assert!(!inbound.auth_succeeded());

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delivery::{PlainRender, contacts, states};
-use mailroom::pipeline::{End, Options, RateOptions, Summary};
+use mailroom::pipeline::{End, Options, RateOptions, Stop, Summary};
 use mailroom::sandbox::{self, SandboxConfig, Script};
 use mailroom::shutdown::Shutdown;
-use mailroom::transport::{Secret, Security, Settings};
+use mailroom::transport::{Secret, Security, Settings, Step};
 
 /// Peak resident memory allowed to a `mailroom` process talking to a flooding peer.
 const RSS_CAP_KIB: u64 = 200 * 1024;
@@ -108,11 +108,13 @@ async fn bytes_injected_before_the_starttls_handshake_refuse_the_relay() {
     let r = relay(STARTTLS_INJECTION, |c| c).await;
     let ledger = r.dir.path().join("mailroom.db");
     let summary = send(&ledger, &["a", "b"], tls_settings(&r, Security::StartTls)).await;
-    let End::Aborted(why) = &summary.end else {
-        panic!("expected an abort, got {:?}", summary.end);
+    let End::Aborted(Stop::Tls(reply)) = &summary.end else {
+        panic!("expected a TLS abort, got {:?}", summary.end);
     };
-    assert!(why.contains("TLS failed"), "{why}");
-    assert!(why.contains("after its 220 to STARTTLS"), "{why}");
+    assert!(
+        reply.text.contains("after its 220 to STARTTLS"),
+        "{reply:?}"
+    );
     // Nobody is charged, nothing is counted as accepted, no password and no mail went out.
     assert_eq!(summary.accepted, 0);
     assert_eq!(
@@ -171,12 +173,20 @@ async fn an_untrusted_implicit_tls_certificate_is_reported_at_connect() {
     let mut settings = tls_settings(&r, Security::Tls);
     settings.ca_file = None;
     let summary = send(&ledger, &["a"], settings).await;
-    let End::Aborted(why) = &summary.end else {
-        panic!("expected an abort, got {:?}", summary.end);
+    let End::Aborted(Stop::Tls(reply)) = &summary.end else {
+        panic!("expected a TLS abort, got {:?}", summary.end);
     };
-    assert!(why.contains("UnknownIssuer"), "{why}");
-    assert!(why.contains("(at connect)"), "{why}");
-    assert!(!why.contains("starttls"), "{why}");
+    assert!(reply.text.contains("UnknownIssuer"), "{reply:?}");
+    assert_eq!(
+        reply.step,
+        Step::Connect,
+        "implicit TLS fails at connect, not at STARTTLS"
+    );
+    assert!(
+        reply.describe().ends_with("(at connect)"),
+        "{}",
+        reply.describe()
+    );
     assert_eq!(states(&ledger).get("pending"), Some(&1));
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delivery::{Options as ServerOptions, PlainRender, Server, contacts, recipient, states};
-use mailroom::pipeline::{self, Counters, End, Options, RateOptions, Run, Summary};
+use mailroom::pipeline::{self, Counters, End, Options, RateOptions, Run, Stop, Summary};
 use mailroom::shutdown::Shutdown;
 use mailroom::store::{NewRecipient, Writer};
 use mailroom::transport::{Security, Settings, Transport};
@@ -316,7 +316,7 @@ async fn a_refused_sender_pauses_and_leaves_everyone_untouched() {
         .unwrap()
         .unwrap();
     assert!(
-        matches!(&summary.end, End::Paused(why) if why.contains("553")),
+        matches!(&summary.end, End::Paused(Stop::Sender(reply)) if reply.code == Some(553)),
         "{:?}",
         summary.end
     );
@@ -346,7 +346,7 @@ async fn relay_access_denied_on_the_first_message_aborts_with_nothing_marked() {
     )
     .await;
     assert!(
-        matches!(&summary.end, End::Aborted(why) if why.contains("Relay access denied")),
+        matches!(&summary.end, End::Aborted(Stop::Refused(reply)) if reply.text.contains("Relay access denied")),
         "{:?}",
         summary.end
     );
@@ -369,7 +369,7 @@ async fn starttls_required_but_not_offered_stops_before_mail() {
     )
     .await;
     assert!(
-        matches!(&summary.end, End::Aborted(why) if why.contains("does not offer STARTTLS")),
+        matches!(&summary.end, End::Aborted(Stop::Tls(reply)) if reply.text.contains("does not offer STARTTLS")),
         "{:?}",
         summary.end
     );
@@ -959,7 +959,7 @@ async fn a_wrong_password_aborts_the_run_with_nothing_marked() {
     )
     .await;
     assert!(
-        matches!(&summary.end, End::Aborted(why) if why.contains("authentication failed")),
+        matches!(&summary.end, End::Aborted(Stop::Auth(_))),
         "{:?}",
         summary.end
     );
@@ -987,7 +987,7 @@ async fn a_failed_tls_handshake_never_falls_back_to_plaintext() {
         )
         .await;
         assert!(
-            matches!(&summary.end, End::Aborted(why) if why.contains("TLS failed")),
+            matches!(&summary.end, End::Aborted(Stop::Tls(_))),
             "{:?}",
             summary.end
         );
@@ -1017,7 +1017,7 @@ async fn an_untrusted_certificate_is_refused() {
     )
     .await;
     assert!(
-        matches!(&summary.end, End::Aborted(why) if why.contains("TLS failed") && why.contains("certificate")),
+        matches!(&summary.end, End::Aborted(Stop::Tls(reply)) if reply.text.contains("certificate")),
         "{:?}",
         summary.end
     );
@@ -1039,7 +1039,7 @@ async fn a_busy_relay_at_the_greeting_pauses_the_run() {
     )
     .await;
     assert!(
-        matches!(&summary.end, End::Paused(why) if why.contains("421")),
+        matches!(&summary.end, End::Paused(Stop::Busy(reply)) if reply.code == Some(421)),
         "{:?}",
         summary.end
     );
@@ -1549,7 +1549,7 @@ async fn a_temporary_refusal_of_the_sender_is_not_charged_to_recipients() {
     )
     .await;
     assert!(
-        matches!(&summary.end, End::Paused(why) if why.contains("451")),
+        matches!(&summary.end, End::Paused(Stop::Sender(reply)) if reply.code == Some(451)),
         "{:?}",
         summary.end
     );
@@ -1699,7 +1699,7 @@ fn crash_with_claims(prepared: pipeline::Prepared, path: &Path, started: usize) 
     thread.join().unwrap();
 }
 
-fn count_due(path: &Path, campaign: i64) -> u64 {
+fn count_due(path: &Path, campaign: mailroom::model::CampaignId) -> u64 {
     mailroom::store::Reader::open(path)
         .unwrap()
         .count_due(campaign, mailroom::store::ledger::now_ms(), false)

@@ -131,13 +131,9 @@ pub enum Error {
     BadCredentials,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// imaps://: TLS from the first byte.
-    Implicit,
-    /// imap://: STARTTLS, required unless the host is loopback.
-    StartTls,
-}
+/// `imaps://` is [`Security::Tls`], `imap://` [`Security::StartTls`] (required unless the host
+/// is loopback).
+pub use crate::model::Security;
 
 /// A parsed `imaps://user@host:port/mailbox`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +173,7 @@ impl ImapUrl {
             why,
         };
         let (security, rest) = if let Some(r) = url.strip_prefix("imaps://") {
-            (Security::Implicit, r)
+            (Security::Tls, r)
         } else if let Some(r) = url.strip_prefix("imap://") {
             (Security::StartTls, r)
         } else {
@@ -196,8 +192,8 @@ impl ImapUrl {
             ));
         }
         let default_port = match security {
-            Security::Implicit => 993,
-            Security::StartTls => 143,
+            Security::Tls => 993,
+            Security::StartTls | Security::None => 143,
         };
         let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
             let (h, after) = h.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
@@ -495,11 +491,14 @@ impl Session {
                 source,
             })?;
         let stream = match url.security {
-            Security::Implicit => Stream::Tls(Box::new(BufReader::with_capacity(
+            Security::Tls => Stream::Tls(Box::new(BufReader::with_capacity(
                 READ_BUFFER,
                 tls_wrap(tcp, host, extra_ca).await?,
             ))),
-            Security::StartTls => Stream::Plain(BufReader::with_capacity(READ_BUFFER, tcp)),
+            // A parsed URL is never `None`: `imap://` means STARTTLS (required off loopback).
+            Security::StartTls | Security::None => {
+                Stream::Plain(BufReader::with_capacity(READ_BUFFER, tcp))
+            }
         };
         let mut s = Session {
             stream,
@@ -914,7 +913,7 @@ mod tests {
     #[test]
     fn urls_parse_with_defaults_and_refuse_passwords() {
         let u = ImapUrl::parse("imaps://bounce%40example.com@mail.example.com/Bounces").unwrap();
-        assert_eq!(u.security, Security::Implicit);
+        assert_eq!(u.security, Security::Tls);
         assert_eq!(u.user, "bounce@example.com");
         assert_eq!(u.port, 993);
         assert_eq!(u.mailbox, "Bounces");

@@ -71,7 +71,7 @@ pub enum Error {
 /// How to recognise our sends in returned mail.
 #[derive(Debug, Clone)]
 pub struct Matcher {
-    campaign_id: i64,
+    campaign_id: crate::model::CampaignId,
     campaign: String,
     /// `return_path` split around `{token}`, lowercase.
     verp: Option<(String, String)>,

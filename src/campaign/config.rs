@@ -74,20 +74,7 @@ pub struct ContactsSection {
     pub delimiter: u8,
 }
 
-/// How the SMTP session is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum Security {
-    /// Port 587 style: plain connect, then STARTTLS, which is required.
-    #[default]
-    #[serde(rename = "starttls")]
-    StartTls,
-    /// Port 465 style: TLS from the first byte.
-    #[serde(rename = "tls")]
-    Tls,
-    /// No TLS at all (loopback relays only; the sender refuses AUTH without TLS elsewhere).
-    #[serde(rename = "none")]
-    None,
-}
+pub use crate::model::Security;
 
 /// `[smtp]`: the relay. `host` is empty when not configured (only `send` needs it).
 #[derive(Debug, Clone, Deserialize)]

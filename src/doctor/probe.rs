@@ -37,7 +37,7 @@ pub async fn probe_port(options: &Options, configs: &Configs, port: u16) -> Port
     let expected = if options.implicit_ports.contains(&port) {
         Security::Tls
     } else {
-        Security::Starttls
+        Security::StartTls
     };
     let mut report = PortReport::new(port, expected);
     let probe = Probe {
@@ -68,7 +68,7 @@ impl Probe<'_> {
         r.reachable = true;
         r.connect = Connect::Open;
         let mut first = self.sniff(&tcp, SNIFF.min(self.timeout())).await;
-        if first == Sniff::Silent && r.expected == Security::Starttls {
+        if first == Sniff::Silent && r.expected == Security::StartTls {
             first = self.sniff(&tcp, self.timeout()).await;
         }
         if first == Sniff::Closed {
@@ -202,7 +202,7 @@ impl Probe<'_> {
             conn.quit().await;
             return;
         }
-        r.security = Some(Security::Starttls);
+        r.security = Some(Security::StartTls);
         if r.auth_before_tls {
             r.warnings.push(format!(
                 "AUTH ({}) is offered before STARTTLS: a client that does not insist on TLS could send its password in cleartext",
@@ -260,7 +260,7 @@ impl Probe<'_> {
         r: &mut PortReport,
         hello: &str,
     ) -> Option<TlsStream<TcpStream>> {
-        let mut scratch = PortReport::new(self.port, Security::Starttls);
+        let mut scratch = PortReport::new(self.port, Security::StartTls);
         let tcp = self.connect(&mut scratch).await?;
         let mut conn = Conn::new(tcp, self.timeout());
         self.greet_and_ehlo(&mut scratch, &mut conn, hello, false)
@@ -284,7 +284,7 @@ impl Probe<'_> {
                 self.after_tls(r, stream, &hello, true).await;
             }
             Err(verify_error) => {
-                let mut scratch = PortReport::new(self.port, Security::Starttls);
+                let mut scratch = PortReport::new(self.port, Security::StartTls);
                 let Some(tcp) = self.connect(&mut scratch).await else {
                     r.error = Some(format!("TLS handshake failed: {verify_error}"));
                     return;

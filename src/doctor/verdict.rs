@@ -38,7 +38,7 @@ fn port_rank(port: u16) -> u8 {
 fn is_candidate(p: &PortReport, auth_tested: bool) -> bool {
     p.reachable
         && p.tls_verified()
-        && matches!(p.security, Some(Security::Tls | Security::Starttls))
+        && matches!(p.security, Some(Security::Tls | Security::StartTls))
         && p.error.is_none()
         && (!auth_tested || p.auth_succeeded())
 }
@@ -59,7 +59,7 @@ fn describe(p: &PortReport) -> String {
     }
     let security = match p.security {
         Some(Security::Tls) => "implicit TLS",
-        Some(Security::Starttls) => "STARTTLS",
+        Some(Security::StartTls) => "STARTTLS",
         Some(Security::None) => "no TLS offered",
         None => "open",
     };
@@ -143,7 +143,7 @@ pub fn recommend(
             reasons,
         };
     };
-    let security = best.security.unwrap_or(Security::Starttls).toml();
+    let security = best.security.unwrap_or(Security::StartTls).as_str();
     let mut toml = vec![
         format!("host = {}", toml_string(host)),
         format!("port = {}", best.port),
@@ -158,7 +158,7 @@ pub fn recommend(
             let conventional = if p.port == 465 {
                 Security::Tls
             } else {
-                Security::Starttls
+                Security::StartTls
             };
             p.security == Some(conventional)
         })
@@ -234,12 +234,12 @@ pub fn config_mismatch(
     }
     let speaks = match actual {
         Security::Tls => "implicit TLS (security = \"tls\")",
-        Security::Starttls => "STARTTLS (security = \"starttls\")",
+        Security::StartTls => "STARTTLS (security = \"starttls\")",
         Security::None => "plaintext only, without STARTTLS",
     };
     Some(format!(
         "campaign.toml has port = {configured_port}, security = \"{}\", but port {configured_port} speaks {speaks}",
-        configured.toml()
+        configured.as_str()
     ))
 }
 
@@ -315,14 +315,14 @@ mod tests {
     use crate::doctor::{AuthResult, TlsReport};
 
     fn refused(port: u16) -> PortReport {
-        let mut p = PortReport::new(port, Security::Starttls);
+        let mut p = PortReport::new(port, Security::StartTls);
         p.connect = Connect::Refused;
         p.error = Some("connection refused".into());
         p
     }
 
     fn timed_out(port: u16) -> PortReport {
-        let mut p = PortReport::new(port, Security::Starttls);
+        let mut p = PortReport::new(port, Security::StartTls);
         p.connect = Connect::Timeout;
         p.error = Some("no answer".into());
         p
@@ -346,7 +346,7 @@ mod tests {
     }
 
     fn secure(port: u16, security: Security, verified: bool, auth: bool) -> PortReport {
-        let mut p = PortReport::new(port, Security::Starttls);
+        let mut p = PortReport::new(port, Security::StartTls);
         p.connect = Connect::Open;
         p.reachable = true;
         p.security = Some(security);
@@ -358,7 +358,7 @@ mod tests {
     }
 
     fn plaintext(port: u16, auth: bool) -> PortReport {
-        let mut p = PortReport::new(port, Security::Starttls);
+        let mut p = PortReport::new(port, Security::StartTls);
         p.connect = Connect::Open;
         p.reachable = true;
         p.security = Some(Security::None);
@@ -419,11 +419,11 @@ mod tests {
     #[test]
     fn prefers_465_then_587_and_lists_fallbacks_that_follow_the_convention() {
         let ports = [
-            secure(587, Security::Starttls, true, true),
+            secure(587, Security::StartTls, true, true),
             secure(465, Security::Tls, true, true),
-            secure(2525, Security::Starttls, true, true),
+            secure(2525, Security::StartTls, true, true),
             // Verified TLS but no AUTH (an inbound MX): not a fallback for a submission port.
-            secure(25, Security::Starttls, true, false),
+            secure(25, Security::StartTls, true, false),
         ];
         let r = recommend("h", &ports, None, false, Some("/etc/ca.pem"));
         assert_eq!(r.port, Some(465));
@@ -442,7 +442,7 @@ mod tests {
     #[test]
     fn keeps_the_configured_port_when_it_is_as_good() {
         let ports = [
-            secure(587, Security::Starttls, true, true),
+            secure(587, Security::StartTls, true, true),
             secure(465, Security::Tls, true, true),
         ];
         let r = recommend("h", &ports, Some(587), false, None);
@@ -456,7 +456,7 @@ mod tests {
         // 2525 answered with implicit TLS: usable, but not as a fallback (the sender would STARTTLS).
         let ports = [
             secure(2525, Security::Tls, true, true),
-            secure(587, Security::Starttls, true, true),
+            secure(587, Security::StartTls, true, true),
         ];
         let r = recommend("h", &ports, Some(2525), false, None);
         assert_eq!(r.port, Some(2525));
@@ -492,7 +492,7 @@ mod tests {
 
     #[test]
     fn an_untrusted_certificate_is_not_usable_and_suggests_ca_file() {
-        let ports = [secure(587, Security::Starttls, false, true)];
+        let ports = [secure(587, Security::StartTls, false, true)];
         let r = recommend("h", &ports, None, false, None);
         assert!(!r.usable);
         assert!(r.reasons.iter().any(|l| l.contains("UnknownIssuer")));
@@ -514,7 +514,7 @@ mod tests {
 
     #[test]
     fn with_auth_tested_only_accepted_credentials_count() {
-        let mut a = secure(587, Security::Starttls, true, true);
+        let mut a = secure(587, Security::StartTls, true, true);
         auth(&mut a, false);
         let mut b = secure(465, Security::Tls, true, true);
         auth(&mut b, false);
@@ -542,7 +542,7 @@ mod tests {
     fn a_port_with_auth_beats_a_better_ranked_one_without() {
         let ports = [
             secure(465, Security::Tls, true, false),
-            secure(587, Security::Starttls, true, true),
+            secure(587, Security::StartTls, true, true),
         ];
         let r = recommend("h", &ports, None, false, None);
         assert_eq!(r.port, Some(587));
@@ -558,7 +558,7 @@ mod tests {
 
     #[test]
     fn a_port_that_failed_midway_is_not_usable() {
-        let mut p = secure(587, Security::Starttls, true, true);
+        let mut p = secure(587, Security::StartTls, true, true);
         p.error = Some("EHLO after STARTTLS: connection closed by the server".into());
         assert!(!recommend("h", &[p], None, false, None).usable);
     }
@@ -566,17 +566,17 @@ mod tests {
     #[test]
     fn a_configured_security_that_the_port_does_not_speak_is_pointed_out() {
         let ports = [secure(465, Security::Tls, true, true), refused(587)];
-        let note = config_mismatch(&ports, 465, Security::Starttls).unwrap();
+        let note = config_mismatch(&ports, 465, Security::StartTls).unwrap();
         assert!(note.contains("security = \"starttls\""), "{note}");
         assert!(note.contains("speaks implicit TLS"), "{note}");
         assert_eq!(config_mismatch(&ports, 465, Security::Tls), None);
         assert_eq!(
-            config_mismatch(&ports, 587, Security::Starttls),
+            config_mismatch(&ports, 587, Security::StartTls),
             None,
             "587 refused: nothing known"
         );
         assert_eq!(
-            config_mismatch(&ports, 2525, Security::Starttls),
+            config_mismatch(&ports, 2525, Security::StartTls),
             None,
             "not probed"
         );

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::campaign::{self, Campaign, Contact, ContactEntry};
 use crate::store::{DueRow, NewRecipient};
-use crate::transport::{Secret, Security, Settings};
+use crate::transport::{Secret, Settings};
 
 use super::{Options, Outgoing, RateOptions, Render, RetryOptions};
 
@@ -428,11 +428,7 @@ pub fn settings(campaign: &Campaign) -> Result<Settings, Error> {
     Ok(Settings {
         host: smtp.host.clone(),
         port: smtp.port,
-        security: match smtp.security {
-            campaign::config::Security::StartTls => Security::StartTls,
-            campaign::config::Security::Tls => Security::Tls,
-            campaign::config::Security::None => Security::None,
-        },
+        security: smtp.security,
         username: smtp.username.clone(),
         password,
         ca_file: smtp.ca_file.clone(),

@@ -286,7 +286,11 @@ pub fn write_json(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
 ///
 /// # Errors
 /// When a query or a write fails.
-pub fn write_csv(ledger: &Ledger, campaign: i64, out: &mut dyn Write) -> Result<(), super::Error> {
+pub fn write_csv(
+    ledger: &Ledger,
+    campaign: crate::model::CampaignId,
+    out: &mut dyn Write,
+) -> Result<(), super::Error> {
     let io_error = |e: io::Error| super::Error::Write {
         path: ledger.path().to_owned(),
         source: e,

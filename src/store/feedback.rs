@@ -12,12 +12,12 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::state::{self, Event};
 use super::{Error, Ledger, sqlite};
-use crate::model::DeliveryState;
+use crate::model::{CampaignId, DeliveryState, RecipientId};
 
 /// A recipient that feedback was matched to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedbackTarget {
-    pub id: i64,
+    pub id: RecipientId,
     pub email: String,
     pub state: Option<DeliveryState>,
 }
@@ -36,7 +36,7 @@ pub enum Evidence<'a> {
 /// One `events` row.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
-    pub recipient_id: i64,
+    pub recipient_id: RecipientId,
     pub at: i64,
     /// hard, soft, complaint, delayed, auto_reply, delivered, ...
     pub kind: &'a str,
@@ -73,7 +73,7 @@ impl Ledger {
     ///
     /// # Errors
     /// When the ledger cannot be read.
-    pub fn campaign_id(&self, name: &str) -> Result<Option<i64>, Error> {
+    pub fn campaign_id(&self, name: &str) -> Result<Option<CampaignId>, Error> {
         self.conn
             .query_row(
                 "SELECT id FROM campaigns WHERE name = ?1",
@@ -166,7 +166,7 @@ impl FeedbackTx<'_> {
     /// When the ledger cannot be read.
     pub fn find(
         &self,
-        campaign: i64,
+        campaign: CampaignId,
         evidence: Evidence<'_>,
     ) -> Result<Option<FeedbackTarget>, Error> {
         let (condition, value) = match evidence {

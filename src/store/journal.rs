@@ -117,7 +117,11 @@ impl Journal {
     ///
     /// # Errors
     /// When the write fails or is short: the caller must not start the transaction.
-    pub fn started(&self, run_id: i64, recipient_id: i64) -> io::Result<()> {
+    pub fn started(
+        &self,
+        run_id: crate::model::RunId,
+        recipient_id: crate::model::RecipientId,
+    ) -> io::Result<()> {
         let line = format!("s {run_id} {recipient_id}\n");
         let written = (&self.file).write(line.as_bytes())?;
         if written == line.len() {
@@ -151,8 +155,9 @@ mod tests {
         let ledger = dir.path().join("l.db");
         reset(&ledger).unwrap();
         let journal = Journal::open(&ledger).unwrap();
-        journal.started(3, 10).unwrap();
-        journal.started(3, 11).unwrap();
+        use crate::model::{RecipientId, RunId};
+        journal.started(RunId(3), RecipientId(10)).unwrap();
+        journal.started(RunId(3), RecipientId(11)).unwrap();
         let started = read(&ledger).unwrap();
         assert!(started.may_have_started(Some(3), 10));
         assert!(started.may_have_started(Some(3), 11));

@@ -6,15 +6,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::state::{self, Event};
-use crate::model::DeliveryState;
+use crate::model::{AttemptOutcome, CampaignId, DeliveryState, RecipientId, RunId, RunOutcome};
 
-/// Current time in unix milliseconds (the ledger's unit).
-pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
+pub use crate::clock::now_ms;
 
 /// One valid contact to import: every field the ledger needs to render and send it later.
 #[derive(Debug, Clone)]
@@ -47,7 +41,7 @@ pub struct ImportCount {
 /// A recipient row that is due for an attempt, as the dispatcher reads it.
 #[derive(Debug, Clone)]
 pub struct DueRow {
-    pub id: i64,
+    pub id: RecipientId,
     pub email: String,
     pub domain: String,
     pub name: Option<String>,
@@ -63,8 +57,8 @@ pub struct DueRow {
 /// A worker's request to own one recipient for one transaction.
 #[derive(Debug, Clone)]
 pub struct Claim {
-    pub recipient_id: i64,
-    pub run_id: i64,
+    pub recipient_id: RecipientId,
+    pub run_id: RunId,
     /// The state and attempt count the dispatcher saw: the claim succeeds only if the row still
     /// has them, so a row can never be claimed twice (by this process or another one).
     pub expected_state: DeliveryState,
@@ -92,15 +86,14 @@ pub struct AttemptRecord {
     pub code: Option<u16>,
     pub enhanced: Option<String>,
     pub reply: Option<String>,
-    /// A `DeliveryState` name, or `throttled` / `aborted`.
-    pub outcome: &'static str,
+    pub outcome: AttemptOutcome,
 }
 
 /// The end of a claimed transaction that the recipient is charged for.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub recipient_id: i64,
-    pub run_id: i64,
+    pub recipient_id: RecipientId,
+    pub run_id: RunId,
     pub state: DeliveryState,
     pub retry_at: Option<i64>,
     pub attempt: AttemptRecord,
@@ -112,13 +105,13 @@ pub struct Outcome {
 /// the transaction began): the row returns to the state it had when claimed.
 #[derive(Debug, Clone)]
 pub struct Release {
-    pub recipient_id: i64,
-    pub run_id: i64,
+    pub recipient_id: RecipientId,
+    pub run_id: RunId,
     pub attempt: Option<AttemptRecord>,
 }
 
 /// Returns the campaign's id, creating the row on first use.
-pub fn ensure_campaign(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+pub fn ensure_campaign(conn: &Connection, name: &str) -> rusqlite::Result<CampaignId> {
     conn.execute(
         "INSERT OR IGNORE INTO campaigns (name, created_at) VALUES (?1, ?2)",
         params![name, now_ms()],
@@ -139,7 +132,7 @@ pub fn ensure_campaign(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
 /// file: the first `Err` from it rolls everything back and is returned.
 pub fn import<I, E>(
     conn: &mut Connection,
-    campaign_id: i64,
+    campaign_id: CampaignId,
     rows: I,
 ) -> Result<ImportCount, ImportError<E>>
 where
@@ -342,19 +335,19 @@ pub fn final_addresses(
 /// Starts a run row; the port is filled in once a connection succeeds.
 pub fn start_run(
     conn: &Connection,
-    campaign_id: i64,
+    campaign_id: CampaignId,
     host: &str,
     security: &str,
-) -> rusqlite::Result<i64> {
+) -> rusqlite::Result<RunId> {
     conn.execute(
         "INSERT INTO runs (campaign_id, started_at, host, security) VALUES (?1, ?2, ?3, ?4)",
         params![campaign_id, now_ms(), host, security],
     )?;
-    Ok(conn.last_insert_rowid())
+    Ok(RunId(conn.last_insert_rowid()))
 }
 
 /// Records the port a run actually used (after fallback).
-pub fn set_run_port(conn: &Connection, run_id: i64, port: u16) -> rusqlite::Result<()> {
+pub fn set_run_port(conn: &Connection, run_id: RunId, port: u16) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE runs SET port = ?2 WHERE id = ?1",
         params![run_id, port],
@@ -365,14 +358,14 @@ pub fn set_run_port(conn: &Connection, run_id: i64, port: u16) -> rusqlite::Resu
 /// Closes a run with its outcome (`finished`, `interrupted`, `aborted`, `paused`, ...).
 /// The run's `claimed` (charged attempts) and `accepted` counts are computed here, once, rather
 /// than updated with every message (one page fewer in every commit of the hot path).
-pub fn finish_run(conn: &Connection, run_id: i64, outcome: &str) -> rusqlite::Result<()> {
+pub fn finish_run(conn: &Connection, run_id: RunId, outcome: RunOutcome) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE runs SET finished_at = ?2, outcome = ?3,
             claimed = (SELECT count(*) FROM attempts
                        WHERE run_id = ?1 AND outcome NOT IN ('throttled', 'aborted')),
             accepted = (SELECT count(*) FROM attempts WHERE run_id = ?1 AND outcome = 'accepted')
          WHERE id = ?1",
-        params![run_id, now_ms(), outcome],
+        params![run_id, now_ms(), outcome.as_str()],
     )?;
     Ok(())
 }
@@ -397,7 +390,7 @@ pub(super) use due_state;
 /// the campaign for each page, so a pass over N rows cost O(N²) instead of O(N).
 pub fn due_rows(
     conn: &Connection,
-    campaign_id: i64,
+    campaign_id: CampaignId,
     after: i64,
     now: i64,
     resend_unknown: bool,
@@ -451,7 +444,7 @@ pub fn due_rows(
 /// How many rows are due at `now` (the rows [`due_rows`] would return, all pages together).
 pub fn count_due(
     conn: &Connection,
-    campaign_id: i64,
+    campaign_id: CampaignId,
     now: i64,
     resend_unknown: bool,
 ) -> rusqlite::Result<u64> {
@@ -474,7 +467,7 @@ pub fn count_due(
 /// Deferred rows not yet due: how many, and the earliest retry time.
 pub fn deferred_summary(
     conn: &Connection,
-    campaign_id: i64,
+    campaign_id: CampaignId,
 ) -> rusqlite::Result<(u64, Option<i64>)> {
     conn.query_row(
         "SELECT count(*), min(retry_at) FROM recipients
@@ -487,7 +480,7 @@ pub fn deferred_summary(
 /// Per-state counts for one campaign, in `DeliveryState::ALL` order.
 pub fn state_counts(
     conn: &Connection,
-    campaign_id: i64,
+    campaign_id: CampaignId,
 ) -> rusqlite::Result<Vec<(DeliveryState, u64)>> {
     let mut stmt = conn
         .prepare("SELECT state, count(*) FROM recipients WHERE campaign_id = ?1 GROUP BY state")?;
@@ -573,8 +566,8 @@ pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
 
 fn insert_attempt(
     conn: &Connection,
-    recipient_id: i64,
-    run_id: i64,
+    recipient_id: RecipientId,
+    run_id: RunId,
     a: &AttemptRecord,
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
@@ -590,7 +583,7 @@ fn insert_attempt(
         a.code,
         a.enhanced,
         a.reply,
-        a.outcome
+        a.outcome.as_str()
     ])?;
     Ok(())
 }
@@ -666,7 +659,7 @@ mod tests {
     use super::super::journal::Started;
     use super::*;
 
-    fn ledger() -> (tempfile::TempDir, Connection, i64) {
+    fn ledger() -> (tempfile::TempDir, Connection, CampaignId) {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open(&dir.path().join("l.db")).unwrap().conn;
         let id = ensure_campaign(&conn, "spring").unwrap();
@@ -689,7 +682,7 @@ mod tests {
         Ok(contact(i))
     }
 
-    fn state_of(conn: &Connection, id: i64) -> String {
+    fn state_of(conn: &Connection, id: RecipientId) -> String {
         conn.query_row("SELECT state FROM recipients WHERE id = ?1", [id], |r| {
             r.get(0)
         })
@@ -809,7 +802,7 @@ mod tests {
                     code: Some(250),
                     enhanced: None,
                     reply: Some("ok".into()),
-                    outcome: "accepted",
+                    outcome: AttemptOutcome::Accepted,
                 },
                 message_id: None,
             },
@@ -853,7 +846,7 @@ mod tests {
                         code: Some(451),
                         enhanced: Some("4.3.0".into()),
                         reply: Some("try later".into()),
-                        outcome: state.as_str(),
+                        outcome: AttemptOutcome::charged(state).unwrap(),
                     },
                     message_id: None,
                 },
@@ -961,7 +954,7 @@ mod tests {
                     code: Some(451),
                     enhanced: None,
                     reply: Some("later".into()),
-                    outcome: "deferred",
+                    outcome: AttemptOutcome::Deferred,
                 },
                 message_id: None,
             },
@@ -980,7 +973,7 @@ mod tests {
             assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Claimed);
         }
         // Row 0's transaction started in this run; row 1 was started by an earlier run only.
-        let started = Started::These([(run, due[0].id), (run0, due[1].id)].into());
+        let started = Started::These([(run.0, due[0].id.0), (run0.0, due[1].id.0)].into());
         let recovered = recover_interrupted(&mut conn, &started).unwrap();
         assert_eq!(
             recovered,

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::ledger::{self, DueRow};
 use super::{Error, sqlite};
-use crate::model::DeliveryState;
+use crate::model::{CampaignId, DeliveryState};
 
 /// Under this many recipients a domain drill-down walks the domain's recipients; above it, the
 /// newest attempts (an index walk that stops at the limit).
@@ -31,7 +31,7 @@ pub struct Reader {
 /// A `campaigns` row with its runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignRecord {
-    pub id: i64,
+    pub id: CampaignId,
     pub name: String,
     pub created_at: i64,
     /// First run, if any.
@@ -45,7 +45,7 @@ pub struct CampaignRecord {
 /// One counter row (`report_counts`), borrowed from SQLite's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CountRef<'a> {
-    pub campaign: i64,
+    pub campaign: CampaignId,
     pub domain: &'a str,
     pub state: &'a str,
     pub relay_accepted: bool,
@@ -206,7 +206,7 @@ impl Reader {
     /// When the query fails.
     pub fn for_each_count(
         &self,
-        campaign: Option<i64>,
+        campaign: Option<CampaignId>,
         mut each: impl FnMut(CountRef<'_>),
     ) -> Result<(), Error> {
         let fail = self.fail();
@@ -248,7 +248,7 @@ impl Reader {
     ///
     /// # Errors
     /// When the query fails.
-    pub fn domain_size(&self, campaign: i64, domain: &str) -> Result<u64, Error> {
+    pub fn domain_size(&self, campaign: CampaignId, domain: &str) -> Result<u64, Error> {
         self.conn
             .query_row(
                 "SELECT COALESCE(sum(n), 0) FROM report_counts \
@@ -264,7 +264,7 @@ impl Reader {
     ///
     /// # Errors
     /// When the query fails.
-    pub fn reasons(&self, campaign: i64) -> Result<Vec<ReasonRecord>, Error> {
+    pub fn reasons(&self, campaign: CampaignId) -> Result<Vec<ReasonRecord>, Error> {
         let fail = self.fail();
         let mut stmt = self
             .conn
@@ -291,7 +291,7 @@ impl Reader {
     ///
     /// # Errors
     /// When the query fails.
-    pub fn minutes(&self, campaign: i64) -> Result<Vec<MinuteCount>, Error> {
+    pub fn minutes(&self, campaign: CampaignId) -> Result<Vec<MinuteCount>, Error> {
         let fail = self.fail();
         let mut stmt = self
             .conn
@@ -316,7 +316,7 @@ impl Reader {
     ///
     /// # Errors
     /// When a query fails.
-    pub fn recent(&self, campaign: i64, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
+    pub fn recent(&self, campaign: CampaignId, limit: usize) -> Result<Vec<HistoryEntry>, Error> {
         let mut entries = self.history(
             Some(
                 "FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
@@ -338,7 +338,7 @@ impl Reader {
     /// When a query fails.
     pub fn recipient_history(
         &self,
-        campaign: i64,
+        campaign: CampaignId,
         email: &str,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, Error> {
@@ -361,7 +361,7 @@ impl Reader {
     /// When a query fails.
     pub fn domain_history(
         &self,
-        campaign: i64,
+        campaign: CampaignId,
         domain: &str,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, Error> {
@@ -398,7 +398,7 @@ impl Reader {
     /// When a query fails.
     pub fn reason_history(
         &self,
-        campaign: i64,
+        campaign: CampaignId,
         feedback: bool,
         status: &str,
         limit: usize,
@@ -502,7 +502,11 @@ impl Reader {
     ///
     /// # Errors
     /// When the query fails.
-    pub fn recipient(&self, campaign: i64, email: &str) -> Result<Option<RecipientRow>, Error> {
+    pub fn recipient(
+        &self,
+        campaign: CampaignId,
+        email: &str,
+    ) -> Result<Option<RecipientRow>, Error> {
         self.conn
             .query_row(
                 &format!("{RECIPIENT_COLUMNS} WHERE campaign_id = ?1 AND email = ?2"),
@@ -532,7 +536,7 @@ impl Reader {
     /// `Err(Ok(e))`).
     pub fn for_each_recipient<E>(
         &self,
-        campaign: i64,
+        campaign: CampaignId,
         mut each: impl FnMut(&RecipientRef<'_>) -> Result<(), E>,
     ) -> Result<(), Result<E, Error>> {
         let fail = |source| Err(sqlite(&self.path)(source));
@@ -570,7 +574,7 @@ impl Reader {
     ///
     /// # Errors
     /// When the query fails.
-    pub fn campaign_id(&self, name: &str) -> Result<Option<i64>, Error> {
+    pub fn campaign_id(&self, name: &str) -> Result<Option<CampaignId>, Error> {
         self.conn
             .query_row(
                 "SELECT id FROM campaigns WHERE name = ?1",
@@ -587,7 +591,7 @@ impl Reader {
     /// When the query fails.
     pub fn due_rows(
         &self,
-        campaign: i64,
+        campaign: CampaignId,
         after: i64,
         now: i64,
         resend_unknown: bool,
@@ -601,7 +605,12 @@ impl Reader {
     ///
     /// # Errors
     /// When the query fails.
-    pub fn count_due(&self, campaign: i64, now: i64, resend_unknown: bool) -> Result<u64, Error> {
+    pub fn count_due(
+        &self,
+        campaign: CampaignId,
+        now: i64,
+        resend_unknown: bool,
+    ) -> Result<u64, Error> {
         ledger::count_due(&self.conn, campaign, now, resend_unknown).map_err(self.fail())
     }
 
@@ -609,7 +618,7 @@ impl Reader {
     ///
     /// # Errors
     /// When the query fails.
-    pub fn deferred_summary(&self, campaign: i64) -> Result<(u64, Option<i64>), Error> {
+    pub fn deferred_summary(&self, campaign: CampaignId) -> Result<(u64, Option<i64>), Error> {
         ledger::deferred_summary(&self.conn, campaign).map_err(self.fail())
     }
 
@@ -617,7 +626,7 @@ impl Reader {
     ///
     /// # Errors
     /// When the query fails.
-    pub fn state_counts(&self, campaign: i64) -> Result<Vec<(DeliveryState, u64)>, Error> {
+    pub fn state_counts(&self, campaign: CampaignId) -> Result<Vec<(DeliveryState, u64)>, Error> {
         ledger::state_counts(&self.conn, campaign).map_err(self.fail())
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ledger::{self, Claim, ClaimResult, Outcome, Release};
 use super::{Error, Ledger};
+use crate::model::{RunId, RunOutcome};
 
 /// Most operations committed in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -39,9 +40,9 @@ enum Op {
     Record(Box<Outcome>),
     Release(Release),
     /// The port a run ended up using (after fallback).
-    RunPort(i64, u16),
+    RunPort(RunId, u16),
     /// Closes a run with its outcome.
-    FinishRun(i64, &'static str),
+    FinishRun(RunId, RunOutcome),
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
@@ -183,7 +184,7 @@ impl Writer {
     ///
     /// # Errors
     /// When the writer thread has stopped.
-    pub async fn set_run_port(&self, run_id: i64, port: u16) -> Result<(), Error> {
+    pub async fn set_run_port(&self, run_id: RunId, port: u16) -> Result<(), Error> {
         self.tx
             .send(Op::RunPort(run_id, port))
             .await
@@ -194,7 +195,7 @@ impl Writer {
     ///
     /// # Errors
     /// When the writer thread has stopped.
-    pub async fn finish_run(&self, run_id: i64, outcome: &'static str) -> Result<(), Error> {
+    pub async fn finish_run(&self, run_id: RunId, outcome: RunOutcome) -> Result<(), Error> {
         self.tx
             .send(Op::FinishRun(run_id, outcome))
             .await
@@ -349,7 +350,7 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::Record(outcome) => ledger::record(&tx, outcome)?,
             Op::Release(release) => ledger::release(&tx, release)?,
             Op::RunPort(run, port) => ledger::set_run_port(&tx, *run, *port)?,
-            Op::FinishRun(run, outcome) => ledger::finish_run(&tx, *run, outcome)?,
+            Op::FinishRun(run, outcome) => ledger::finish_run(&tx, *run, *outcome)?,
             Op::Sync(_) => {}
         }
     }
@@ -447,7 +448,7 @@ mod tests {
                             code: Some(250),
                             enhanced: Some("2.0.0".into()),
                             reply: Some("ok".into()),
-                            outcome: "accepted",
+                            outcome: crate::model::AttemptOutcome::Accepted,
                         },
                         message_id: None,
                     })

@@ -505,7 +505,7 @@ mod tests {
 
     fn summary(name: &str) -> CampaignSummary {
         CampaignSummary {
-            id: 1,
+            id: crate::model::CampaignId(1),
             name: name.to_owned(),
             created_at: 0,
             started_at: None,

@@ -467,25 +467,17 @@ pub async fn run_once(
     )
     .unwrap();
     let imported = prepared.imported;
-    let (writer, thread) = mailroom::store::Writer::spawn(prepared.ledger).unwrap();
     let transport = mailroom::transport::Transport::new(settings).await.unwrap();
-    let summary = mailroom::pipeline::run(mailroom::pipeline::Run {
-        ledger: path.to_owned(),
-        writer,
-        campaign_id: prepared.campaign_id,
-        run_id: prepared.run_id,
-        transport,
-        render,
-        options,
-        shutdown,
-        counters: Arc::new(mailroom::pipeline::Counters::default()),
-        events: None,
-    })
-    .await
-    .unwrap();
-    tokio::task::spawn_blocking(move || thread.join())
+    let summary = prepared
+        .send(mailroom::pipeline::Outbound {
+            transport,
+            render,
+            options,
+            shutdown,
+            counters: Arc::new(mailroom::pipeline::Counters::default()),
+            events: None,
+        })
         .await
-        .unwrap()
         .unwrap();
     (summary, imported)
 }

@@ -20,10 +20,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use mailroom::campaign::Campaign;
 use mailroom::model::DeliveryState;
-use mailroom::pipeline::{self, Counters, End, Render, Run, setup};
+use mailroom::pipeline::{self, Counters, End, Outbound, Render, setup};
 use mailroom::sandbox::{self, SandboxConfig, Script};
 use mailroom::shutdown::Shutdown;
-use mailroom::store::Writer;
 use mailroom::transport::Transport;
 
 /// Arguments of `mailroom demo`.
@@ -382,33 +381,28 @@ fn send(campaign_dir: &Path) -> anyhow::Result<Sent> {
             &settings.host,
             settings.security.as_str(),
         )?;
-        let (writer, thread) = Writer::spawn(prepared.ledger)?;
         let counters = Arc::new(Counters::default());
         let summary = runtime.block_on(async {
             let transport = Transport::new(settings.clone()).await?;
             let progress = std::io::stdout()
                 .is_terminal()
                 .then(|| tokio::spawn(show_progress(counters.clone())));
-            let summary = pipeline::run(Run {
-                ledger: ledger.clone(),
-                writer,
-                campaign_id: prepared.campaign_id,
-                run_id: prepared.run_id,
-                transport,
-                render: render.clone(),
-                options: options.clone(),
-                shutdown: shutdown.clone(),
-                counters: counters.clone(),
-                events: None,
-            })
-            .await;
+            let summary = prepared
+                .send(Outbound {
+                    transport,
+                    render: render.clone(),
+                    options: options.clone(),
+                    shutdown: shutdown.clone(),
+                    counters: counters.clone(),
+                    events: None,
+                })
+                .await;
             if let Some(progress) = progress {
                 progress.abort();
                 print!("\r\x1b[2K");
             }
             anyhow::Ok(summary?)
         });
-        thread.join()?;
         let summary = summary?;
         println!(
             "   pass {pass} ({:.1} s): {} accepted by the relay, {} deferrals, {} hard bounces, {} soft bounces; {} still deferred",

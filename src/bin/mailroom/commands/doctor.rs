@@ -165,11 +165,7 @@ fn campaign_options(args: &Args, path: &Path, timeout: Duration) -> anyhow::Resu
         hello_name: smtp.hello_name.clone(),
         credentials,
         configured_port: Some(smtp.port),
-        configured_security: Some(match smtp.security {
-            mailroom::campaign::config::Security::Tls => doctor::Security::Tls,
-            mailroom::campaign::config::Security::StartTls => doctor::Security::Starttls,
-            mailroom::campaign::config::Security::None => doctor::Security::None,
-        }),
+        configured_security: Some(smtp.security),
         implicit_ports: implicit_ports(smtp),
     })
 }

@@ -20,9 +20,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use mailroom::campaign::Campaign;
 use mailroom::model::DeliveryState;
-use mailroom::pipeline::{self, Counters, End, Event, EventSink, Run, Summary, setup};
+use mailroom::model::RunOutcome;
+use mailroom::pipeline::{self, Counters, End, Event, EventSink, Outbound, Summary, setup};
 use mailroom::shutdown::Shutdown;
-use mailroom::store::{self, Writer, ledger};
+use mailroom::store::{self, ledger};
 use mailroom::transport::Transport;
 
 /// Arguments of `mailroom send`.
@@ -148,13 +149,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 prepared.recovered.returned
             );
         }
-        let reader = store::Reader::open(&ledger_path)?;
-        let due = reader.count_due(prepared.campaign_id, ledger::now_ms(), args.resend_unknown)?;
+        let due = prepared.due(args.resend_unknown)?;
         let planned = args.limit.map_or(due, |l| l.min(due));
-        let run_id = prepared.run_id;
         if planned == 0 {
-            prepared.ledger.finish_run(run_id, "nothing_due")?;
-            let (deferred, next) = reader.deferred_summary(prepared.campaign_id)?;
+            let (deferred, next) =
+                store::Reader::open(&ledger_path)?.deferred_summary(prepared.campaign_id)?;
+            prepared.close(RunOutcome::NothingDue)?;
             println!("Nothing is due.");
             print_deferred(deferred, next);
             // Deferred recipients are not final yet: not a clean "all done".
@@ -175,14 +175,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .read_line(&mut answer)
                 .context("cannot read the answer")?;
             if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-                prepared.ledger.finish_run(run_id, "cancelled")
-                    .context("cannot write the ledger")?;
+                prepared.close(RunOutcome::Cancelled)?;
                 eprintln!("Not sent.");
                 return Ok(ExitCode::from(1));
             }
         }
 
-        let (writer, thread) = Writer::spawn(prepared.ledger)?;
         let shutdown = Shutdown::new();
         shutdown.install_ctrl_c(|| {
             eprintln!(
@@ -196,11 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Progress::start(interactive, counters.clone(), planned)
         };
         let started = std::time::Instant::now();
-        let run = pipeline::run(Run {
-            ledger: ledger_path.clone(),
-            writer,
-            campaign_id: prepared.campaign_id,
-            run_id,
+        let run = prepared.send(Outbound {
             transport,
             render: Arc::new(setup::CampaignRender(campaign.clone())),
             options,
@@ -214,13 +208,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             run.await
         };
         progress.finish().await;
-        let joined = tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .context("the ledger writer did not stop")?;
         let took = started.elapsed();
-        let summary = summary?;
-        joined?;
-        report(&summary, &ledger_path, took)
+        report(&summary?, &ledger_path, took)
     })
 }
 
@@ -256,11 +245,7 @@ fn report(
     ledger: &std::path::Path,
     took: std::time::Duration,
 ) -> anyhow::Result<ExitCode> {
-    let transactions = summary.accepted
-        + summary.deferred
-        + summary.bounced_hard
-        + summary.bounced_soft
-        + summary.unknown;
+    let transactions = summary.transactions;
     let secs = took.as_secs_f64();
     println!(
         "This run: {} accepted by the relay, {} deferred, {} bounced (hard {}, soft {}), {} failed, \
@@ -275,6 +260,13 @@ fn report(
         summary.suppressed,
         transactions as f64 / secs.max(1e-3),
     );
+    if summary.throttled > 0 {
+        println!(
+            "The relay asked to slow down {} times; those messages were given back uncharged \
+             and sent again or left for later.",
+            summary.throttled
+        );
+    }
     if let Some(port) = summary.port {
         println!("Relay port used: {port}.");
     }
@@ -298,7 +290,9 @@ fn report(
         );
     }
     let pending = summary.state(DeliveryState::Pending);
-    let problems = summary.deferred
+    // Anything deferred, from this run or an earlier one, means the campaign is not done: never
+    // exit 0 while a recipient is still deferred (with or without --wait).
+    let problems = summary.deferred_total.max(summary.deferred)
         + summary.bounced_hard
         + summary.bounced_soft
         + summary.failed
@@ -317,8 +311,8 @@ fn report(
         ),
         End::Paused(why) => {
             println!(
-                "Paused: the relay refused the sender or a quota was reached: {why}\n\
-                 {pending} recipients are untouched; run `mailroom send` again later."
+                "Paused: {why}\n{pending} recipients are untouched; run `mailroom send` again \
+                 later."
             );
             Ok(ExitCode::from(1))
         }
@@ -397,11 +391,7 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
         total_bytes,
         smtp.host,
         smtp.port,
-        match smtp.security {
-            mailroom::campaign::config::Security::StartTls => "starttls",
-            mailroom::campaign::config::Security::Tls => "tls",
-            mailroom::campaign::config::Security::None => "none",
-        },
+        smtp.security,
         campaign.config().campaign.from,
     );
     Ok(code(unrenderable))

@@ -1,0 +1,278 @@
+//! The dispatcher of a run: opens the first session (so a wrong password or a missing STARTTLS
+//! stops the run before anyone is claimed), starts the workers, then reads due rows page by page
+//! in id order, claims them in blocks within the `--limit` budget and the daily cap, and hands
+//! them to the workers through a bounded queue. With `wait` it keeps making passes, sleeping
+//! until the next retry is due, until nothing is deferred any more.
+//!
+//! It must not send anything or decide what a reply means: workers do both.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc};
+
+use super::{End, Error, Options, Reads, Shared, Stop, pace, worker};
+use crate::clock::now_ms;
+use crate::model::{CampaignId, DeliveryState};
+use crate::store::{Claim, ClaimResult, DueRow};
+
+/// Rows read from the ledger per page.
+const PAGE: usize = 256;
+/// Most rows claimed in one commit. Claiming is the ledger write every message waits for, so the
+/// dispatcher claims rows in blocks (the in-flight journal keeps crash recovery exact, see
+/// `store::journal`); a block is sized to about [`CLAIM_AHEAD`] of sending at the configured
+/// rate, so that at slow rates rows are not held `sending` long before they go out.
+const CLAIM_BLOCK: usize = 128;
+/// How much sending, at the configured rate, one claimed block covers.
+const CLAIM_AHEAD: Duration = Duration::from_millis(50);
+/// The longest single sleep of `--wait` before looking at the ledger again.
+const WAIT_SLICE: Duration = Duration::from_secs(3600);
+
+/// Dispatches the run to its end; the workers are started and joined here.
+///
+/// # Errors
+/// When the ledger cannot be read (the workers are halted and joined first).
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    reads: &Reads,
+    campaign: CampaignId,
+    options: &Options,
+) -> Result<(), Error> {
+    let mut workers = Vec::new();
+    let driven = drive(shared, reads, campaign, options, &mut workers).await;
+    if driven.is_err() {
+        shared.halt.trigger();
+    }
+    for w in workers {
+        if let Err(e) = w.await {
+            shared.stop(End::Aborted(Stop::Internal(format!(
+                "a worker failed: {e}"
+            ))));
+        }
+    }
+    driven
+}
+
+async fn drive(
+    shared: &Arc<Shared>,
+    reads: &Reads,
+    campaign: CampaignId,
+    options: &Options,
+    workers: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), Error> {
+    let resend = options.resend_unknown;
+    let count_due = || reads.with(move |r| r.count_due(campaign, now_ms(), resend));
+    let due_now = count_due().await?;
+    shared.counters.planned.store(
+        options.limit.map_or(due_now, |l| l.min(due_now)),
+        Ordering::Relaxed,
+    );
+    // One session up front: a wrong password or a missing STARTTLS stops the run here, before
+    // any recipient is claimed.
+    let mut first_session = None;
+    if due_now > 0 && !shared.halt.is_triggered() {
+        match shared.transport.connect().await {
+            Ok(session) => {
+                let port = session.port();
+                shared.port.store(port, Ordering::Relaxed);
+                shared
+                    .writer
+                    .set_run_port(shared.run_id, port)
+                    .await
+                    .map_err(Error::Store)?;
+                first_session = Some(session);
+            }
+            Err(failure) => {
+                // A relay that is busy right now ("421 try later") pauses the run; one that
+                // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
+                let stop = Stop::connect(failure);
+                shared.stop(if matches!(stop, Stop::Busy(_)) {
+                    End::Paused(stop)
+                } else {
+                    End::Aborted(stop)
+                });
+            }
+        }
+    }
+
+    // Claimed rows wait here for a worker. Room for two blocks: one being sent while the next
+    // is claimed.
+    let block = claim_block(options);
+    let (queue_tx, queue_rx) = mpsc::channel::<DueRow>(2 * block);
+    let queue_rx = Arc::new(Mutex::new(queue_rx));
+    for _ in 0..options.connections.max(1) {
+        workers.push(tokio::spawn(worker::run(
+            shared.clone(),
+            queue_rx.clone(),
+            first_session.take(),
+        )));
+    }
+
+    let mut budget = options.limit;
+    let mut daily_left = match options.rate.daily_cap {
+        Some(cap) => {
+            let since = now_ms() - 24 * 3600 * 1000;
+            let sent = reads.with(move |r| r.accepted_since(since)).await?;
+            Some(cap.saturating_sub(sent))
+        }
+        None => None,
+    };
+
+    'passes: loop {
+        let mut after = 0i64;
+        loop {
+            if shared.halt.is_triggered() {
+                break 'passes;
+            }
+            let page = reads
+                .with(move |r| r.due_rows(campaign, after, now_ms(), resend, PAGE))
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            let mut rows = page.into_iter().peekable();
+            while rows.peek().is_some() {
+                if budget == Some(0) {
+                    shared.set_end(End::Limit);
+                    break 'passes;
+                }
+                if daily_left == Some(0) {
+                    shared.set_end(End::DailyCap);
+                    break 'passes;
+                }
+                let room = [budget, daily_left]
+                    .into_iter()
+                    .flatten()
+                    .fold(block as u64, u64::min);
+                let chunk: Vec<DueRow> = rows
+                    .by_ref()
+                    .take(usize::try_from(room).unwrap_or(block))
+                    .collect();
+                if let Some(last) = chunk.last() {
+                    after = last.id.0;
+                }
+                let n = chunk.len();
+                // Room in the queue first: a claimed row never waits for the dispatcher.
+                let permits = tokio::select! {
+                    biased;
+                    () = shared.halt.wait() => break 'passes,
+                    permits = queue_tx.reserve_many(n) => match permits {
+                        Ok(permits) => permits,
+                        Err(_) => break 'passes,
+                    },
+                };
+                if !claim_and_queue(shared, chunk, permits).await {
+                    break 'passes;
+                }
+                budget = budget.map(|b| b.saturating_sub(n as u64));
+                daily_left = daily_left.map(|d| d.saturating_sub(n as u64));
+            }
+        }
+        // The pass is dispatched: let the workers finish it before looking again, so a row
+        // handed out but not yet claimed is never read twice.
+        tokio::select! {
+            () = shared.wait_idle() => {}
+            () = shared.halt.wait() => break 'passes,
+        }
+        if !options.wait {
+            break;
+        }
+        // `--wait`: sleep until the next thing that is due, never through a pause or an abort
+        // (both halt the run). Outcomes are queued, not yet committed: make them visible first.
+        shared.writer.sync().await.map_err(Error::Store)?;
+        if count_due().await? > 0 {
+            shared.left.store(0, Ordering::Relaxed);
+            continue;
+        }
+        let (deferred, next) = reads.with(move |r| r.deferred_summary(campaign)).await?;
+        if deferred == 0 {
+            break;
+        }
+        let wait_ms = next.unwrap_or(0).saturating_sub(now_ms()).max(0);
+        let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0) + 50).min(WAIT_SLICE);
+        tracing::info!(
+            "waiting {} s for the next deferred recipient",
+            wait.as_secs()
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.halt.wait() => break 'passes,
+        }
+    }
+    Ok(())
+}
+
+/// Rows claimed per commit for this run's rate (see [`CLAIM_BLOCK`]): at least one per
+/// connection, so that every worker has a row after each claim.
+fn claim_block(options: &Options) -> usize {
+    let per_second = pace::interval(&options.rate).map_or(f64::INFINITY, |i| 1.0 / i.as_secs_f64());
+    let ahead = (per_second * CLAIM_AHEAD.as_secs_f64()).ceil();
+    // `as` saturates: infinity and huge rates become usize::MAX, then the cap.
+    (ahead as usize).clamp(options.connections.max(1), CLAIM_BLOCK)
+}
+
+/// Claims `rows` in one commit and queues the claimed ones for the workers (one permit each,
+/// reserved beforehand). Rows on the suppression list are counted; rows changed meanwhile by
+/// another process are skipped. False when the run must stop (the ledger cannot be written).
+async fn claim_and_queue(
+    shared: &Shared,
+    rows: Vec<DueRow>,
+    mut permits: mpsc::PermitIterator<'_, DueRow>,
+) -> bool {
+    let claims = rows
+        .iter()
+        .map(|row| Claim {
+            recipient_id: row.id,
+            run_id: shared.run_id,
+            expected_state: row.state,
+            expected_attempts: row.attempts,
+        })
+        .collect();
+    let results = match shared.writer.claim_many(claims).await {
+        Ok(results) => results,
+        Err(e) => {
+            shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
+            return false;
+        }
+    };
+    for (row, result) in rows.into_iter().zip(results) {
+        match result {
+            ClaimResult::Claimed => {
+                if let Some(permit) = permits.next() {
+                    shared.outstanding.fetch_add(1, Ordering::AcqRel);
+                    permit.send(row);
+                }
+            }
+            ClaimResult::Suppressed => {
+                shared.counters.bump(DeliveryState::Suppressed);
+                shared.event(&row.email, "suppressed", "on the suppression list".into());
+            }
+            ClaimResult::Lost => {}
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::RateOptions;
+
+    #[test]
+    fn claim_blocks_follow_the_rate_within_bounds() {
+        let options = |per_second: f64, connections: usize| Options {
+            connections,
+            rate: RateOptions {
+                per_second: Some(per_second),
+                ..RateOptions::default()
+            },
+            ..Options::default()
+        };
+        // 50 ms of sending: 1 at 10/s, but never fewer than one row per connection.
+        assert_eq!(claim_block(&options(10.0, 4)), 4);
+        assert_eq!(claim_block(&options(1000.0, 4)), 50);
+        assert_eq!(claim_block(&options(1e9, 4)), CLAIM_BLOCK);
+        assert_eq!(claim_block(&options(f64::INFINITY, 1)), CLAIM_BLOCK);
+    }
+}

@@ -1,0 +1,407 @@
+//! A worker of a run: owns one SMTP session, takes claimed rows from the queue, renders each,
+//! waits for the rate limiters, notes in the in-flight journal that the transaction starts, runs
+//! it, and carries out what `decide` says about the outcome (record or give back; retry, leave,
+//! pause, abort). Every row it takes ends charged or given back, never dropped.
+//!
+//! It must not read the ledger or interpret replies: `decide` does the latter, and what it
+//! learns goes to the ledger writer.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use lettre::Address;
+use tokio::sync::{Mutex, mpsc};
+
+use super::decide::{self, Charge, Context, Decision, ForRun, Next};
+use super::{End, Render, Shared, Stop, pace};
+use crate::clock::now_ms;
+use crate::model::{AttemptOutcome, DeliveryState, RecipientId};
+use crate::store::{AttemptRecord, Claim, ClaimResult, DueRow, Outcome, Release};
+use crate::transport::{ConnectFailure, Reply, Session, Verdict};
+
+/// Consecutive failed reconnects after which the run pauses.
+const MAX_RECONNECT_FAILURES: u64 = 5;
+
+/// One message ready for its transaction.
+struct Job {
+    row: DueRow,
+    from: Address,
+    to: Address,
+    message_id: String,
+    bytes: Vec<u8>,
+}
+
+/// Takes rows until the queue closes; `session` is the dispatcher's first session, if any.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    rx: Arc<Mutex<mpsc::Receiver<DueRow>>>,
+    mut session: Option<Session>,
+) {
+    loop {
+        let row = { rx.lock().await.recv().await };
+        let Some(row) = row else { break };
+        // Every queued row is claimed: it is sent, charged, or given back, never dropped.
+        if shared.halt.is_triggered() {
+            give_back(&shared, row.id, None).await;
+        } else {
+            match build_job(shared.render.as_ref(), row) {
+                Ok(job) => process(&shared, &mut session, &job).await,
+                // Only this row's message cannot be built (the import checks every row, so this
+                // is rare): charge it alone, with the reason, and let the run go on.
+                Err(failed) => {
+                    let (row, reason) = *failed;
+                    unrenderable(&shared, &row, reason).await;
+                }
+            }
+        }
+        shared.finish_job();
+    }
+    if let Some(session) = session {
+        session.quit().await;
+    }
+}
+
+/// The job for `row`, or the row back with why its message cannot be built.
+fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, Box<(DueRow, String)>> {
+    let built = render
+        .render(&row)
+        .map_err(|e| {
+            format!(
+                "cannot render the message for {} (line {}): {e}",
+                row.email, row.line
+            )
+        })
+        .and_then(|out| {
+            let from = crate::transport::envelope_address(&out.envelope_from)
+                .map_err(|e| e.to_string())?;
+            let to =
+                crate::transport::envelope_address(&out.envelope_to).map_err(|e| e.to_string())?;
+            Ok((out, from, to))
+        });
+    match built {
+        Ok((out, from, to)) => Ok(Job {
+            row,
+            from,
+            to,
+            message_id: out.message_id,
+            bytes: out.bytes,
+        }),
+        Err(reason) => Err(Box::new((row, reason))),
+    }
+}
+
+/// Marks a claimed row whose message cannot be built `failed`, with an attempt at step `render`
+/// saying why.
+async fn unrenderable(shared: &Shared, row: &DueRow, reason: String) {
+    let attempt = AttemptRecord {
+        at: now_ms(),
+        port: None,
+        step: "render",
+        code: None,
+        enhanced: None,
+        reply: Some(reason),
+        outcome: AttemptOutcome::Failed,
+    };
+    record(shared, row, DeliveryState::Failed, None, attempt, None).await;
+}
+
+/// Sends one claimed job, retrying on a fresh connection or after a back-off where that is
+/// safe. Whatever happens, the claim ends charged (an outcome) or given back (uncharged).
+async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
+    // The dispatcher claimed the row; a retry gives the claim back first and claims again.
+    let mut claimed = true;
+    let mut retries = 0;
+    loop {
+        if shared.halt.is_triggered() {
+            return unsent(shared, job, claimed).await;
+        }
+        tokio::select! {
+            biased;
+            () = shared.halt.wait() => return unsent(shared, job, claimed).await,
+            () = async {
+                shared.limits.until_ready(&job.row.domain).await;
+                shared.pacer.wait().await;
+            } => {}
+        }
+        if !session.as_ref().is_some_and(Session::is_usable) {
+            if let Some(old) = session.take() {
+                old.quit().await;
+            }
+            match shared.transport.connect().await {
+                Ok(s) => {
+                    shared.reconnect_failures.store(0, Ordering::Relaxed);
+                    *session = Some(s);
+                }
+                Err(failure) => {
+                    if !reconnect_failed(shared, failure) {
+                        return unsent(shared, job, claimed).await;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(live) = session.as_mut() else {
+            continue;
+        };
+        if !claimed {
+            match claim_again(shared, job).await {
+                Some(true) => claimed = true,
+                Some(false) | None => return,
+            }
+        }
+        if shared.halt.is_triggered() {
+            // Halted while waiting for the connection or the claim: give it back untouched.
+            return unsent(shared, job, claimed).await;
+        }
+        // Outcomes are queued without waiting for their commit: a ledger that stopped taking
+        // them shows here, before another message goes out that could not be recorded.
+        if let Err(e) = shared.writer.check() {
+            shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
+            return;
+        }
+        // The last word before the first byte of the transaction: from here on, a crash makes
+        // this row `unknown` rather than giving it back.
+        if let Err(e) = shared.journal.started(shared.run_id, job.row.id) {
+            shared.stop(End::Aborted(Stop::Journal(format!(
+                "cannot write the in-flight journal {}: {e}; make sure the ledger's folder is \
+                 writable and not full, then run `mailroom send` again",
+                shared.journal.path().display()
+            ))));
+            return unsent(shared, job, claimed).await;
+        }
+        let port = Some(live.port());
+        shared.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        let outcome = live.send(&job.from, &job.to, &job.bytes).await;
+        let reply = outcome.reply().clone();
+        let throttled = reply.verdict() == Some(Verdict::Throttle);
+        let throttles_in_a_row = if throttled {
+            shared.throttles_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            if reply.code.is_some() {
+                shared.throttles_in_a_row.store(0, Ordering::Relaxed);
+            }
+            0
+        };
+        let decision = decide::decide(
+            &outcome,
+            Context {
+                retries,
+                accepted_any: shared.accepted_any.load(Ordering::Relaxed),
+                throttles_in_a_row,
+            },
+        );
+        match carry_out(shared, job, port, &reply, decision).await {
+            Next::Done => return,
+            Next::LeaveForLater => {
+                shared.left.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Next::Retry => {
+                // Every retry gave the claim back.
+                claimed = false;
+                retries += 1;
+            }
+        }
+    }
+}
+
+/// A reconnect failed: abort or pause the run when that is what it means (false), or back off
+/// and let the caller try again (true).
+fn reconnect_failed(shared: &Shared, failure: ConnectFailure) -> bool {
+    match failure {
+        failure @ (ConnectFailure::Tls(_) | ConnectFailure::Auth(_)) => {
+            shared.stop(End::Aborted(Stop::connect(failure)));
+            false
+        }
+        ConnectFailure::Refused(r) if r.verdict() == Some(Verdict::Abort) => {
+            shared.stop(End::Aborted(Stop::Refused(r)));
+            false
+        }
+        failure => {
+            let n = shared.reconnect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= MAX_RECONNECT_FAILURES {
+                shared.stop(End::Paused(Stop::Reconnect(format!(
+                    "{failure} ({n} reconnects in a row failed)"
+                ))));
+                return false;
+            }
+            let backoff = shared.pacer.throttle();
+            tracing::warn!("{failure}; retrying in {} s", backoff.as_secs());
+            true
+        }
+    }
+}
+
+/// Claims a job's row again after it was given back. `Some(true)`: claimed; `Some(false)`:
+/// someone else has it or it is suppressed now (nothing to do); `None`: the run stopped.
+async fn claim_again(shared: &Shared, job: &Job) -> Option<bool> {
+    let claim = Claim {
+        recipient_id: job.row.id,
+        run_id: shared.run_id,
+        expected_state: job.row.state,
+        expected_attempts: job.row.attempts,
+    };
+    match shared.writer.claim(claim).await {
+        Err(e) => {
+            shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
+            None
+        }
+        Ok(ClaimResult::Lost) => Some(false),
+        Ok(ClaimResult::Suppressed) => {
+            shared.counters.bump(DeliveryState::Suppressed);
+            shared.event(
+                &job.row.email,
+                "suppressed",
+                "on the suppression list".into(),
+            );
+            Some(false)
+        }
+        Ok(ClaimResult::Claimed) => Some(true),
+    }
+}
+
+/// Applies a decision: the ledger write, the counters and events, the run-wide effect.
+async fn carry_out(
+    shared: &Shared,
+    job: &Job,
+    port: Option<u16>,
+    reply: &Reply,
+    d: Decision,
+) -> Next {
+    let backoff = d.slow_down.then(|| shared.pacer.throttle());
+    let attempt = |outcome: AttemptOutcome| {
+        let mut a = attempt(reply, port, outcome);
+        if let Some(note) = d.note {
+            a.reply = Some(format!("{note}{}", reply.text));
+        }
+        a
+    };
+    match &d.charge {
+        Charge::Record(state) => {
+            let outcome = AttemptOutcome::charged(*state).unwrap_or(AttemptOutcome::Unknown);
+            record(
+                shared,
+                &job.row,
+                *state,
+                None,
+                attempt(outcome),
+                sent_id(job),
+            )
+            .await;
+        }
+        Charge::Temporary => {
+            let (state, retry_at) = pace::after_temporary_failure(
+                &shared.retry,
+                job.row.attempts,
+                job.row.first_attempt_at,
+                now_ms(),
+            );
+            let outcome = AttemptOutcome::charged(state).unwrap_or(AttemptOutcome::Deferred);
+            record(
+                shared,
+                &job.row,
+                state,
+                retry_at,
+                attempt(outcome),
+                sent_id(job),
+            )
+            .await;
+        }
+        Charge::GiveBack(evidence) => {
+            give_back(shared, job.row.id, evidence.map(attempt)).await;
+            match evidence {
+                Some(AttemptOutcome::Throttled) => {
+                    shared.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    let why = if reply.step == crate::transport::Step::Mail {
+                        "the relay refused the sender for now, slowing down"
+                    } else {
+                        "slowing down"
+                    };
+                    let secs = backoff.unwrap_or_default().as_secs();
+                    shared.event(
+                        &job.row.email,
+                        "throttled",
+                        format!("{}; {why} for {secs} s", reply.describe()),
+                    );
+                }
+                Some(AttemptOutcome::OutOfStep) => shared.event(
+                    &job.row.email,
+                    "out_of_step",
+                    format!("{}; reconnecting", reply.describe()),
+                ),
+                _ => {}
+            }
+        }
+    }
+    match d.run {
+        ForRun::Continue => {}
+        ForRun::Succeeded => {
+            shared.accepted_any.store(true, Ordering::Relaxed);
+            shared.pacer.success();
+        }
+        ForRun::Pause(stop) => shared.stop(End::Paused(stop)),
+        ForRun::Abort(stop) => shared.stop(End::Aborted(stop)),
+    }
+    d.next
+}
+
+fn attempt(reply: &Reply, port: Option<u16>, outcome: AttemptOutcome) -> AttemptRecord {
+    AttemptRecord {
+        at: now_ms(),
+        port,
+        step: reply.step.as_str(),
+        code: reply.code,
+        enhanced: reply.enhanced.clone(),
+        reply: Some(reply.text.clone()),
+        outcome,
+    }
+}
+
+/// The job was not sent: give its claim back, uncharged, if it still holds one.
+async fn unsent(shared: &Shared, job: &Job, claimed: bool) {
+    if claimed {
+        give_back(shared, job.row.id, None).await;
+    }
+}
+
+/// Gives the claim on `recipient_id` back, uncharged (with the evidence, if any).
+async fn give_back(shared: &Shared, recipient_id: RecipientId, attempt: Option<AttemptRecord>) {
+    let r = Release {
+        recipient_id,
+        run_id: shared.run_id,
+        attempt,
+    };
+    if let Err(e) = shared.writer.release(r).await {
+        shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
+    }
+}
+
+async fn record(
+    shared: &Shared,
+    row: &DueRow,
+    state: DeliveryState,
+    retry_at: Option<i64>,
+    a: AttemptRecord,
+    message_id: Option<String>,
+) {
+    let detail = a.reply.clone().unwrap_or_default();
+    let o = Outcome {
+        recipient_id: row.id,
+        run_id: shared.run_id,
+        state,
+        retry_at,
+        attempt: a,
+        message_id,
+    };
+    if let Err(e) = shared.writer.record(o).await {
+        shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
+        return;
+    }
+    shared.counters.bump(state);
+    shared.event(&row.email, state.as_str(), detail);
+}
+
+/// The Message-ID the job's message carries, when the ledger has another one for the row.
+fn sent_id(job: &Job) -> Option<String> {
+    (job.message_id != job.row.message_id).then(|| job.message_id.clone())
+}
