@@ -277,3 +277,78 @@ async fn a_reply_line_that_never_ends_is_cut_and_memory_stays_bounded() {
         assert_eq!(st.values().sum::<i64>(), 2, "{st:?}");
     }
 }
+
+fn attempt_outcomes(ledger: &Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(ledger).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT step, outcome FROM attempts ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_answers_421_to_everything_pauses_the_run_and_every_transmission_is_recorded()
+{
+    // 421 at RCPT (nothing of the message sent) and after the final "." (the whole message sent
+    // each time): either way the run must stop resending after a few tries, charge nobody, and
+    // keep an attempt row for every transmission.
+    for (at, step) in [("rcpt", "rcpt"), ("message", "message")] {
+        let script = format!(
+            "[[rule]]\nrecipient = \"*\"\naction = \"reject\"\nreply = \"421 4.7.0 too many messages, slow down\"\nat = \"{at}\"\n"
+        );
+        let r = relay(&script, |c| c).await;
+        let ledger = r.dir.path().join("mailroom.db");
+        let summary = send(
+            &ledger,
+            &["a", "b", "c"],
+            tls_settings(&r, Security::StartTls),
+        )
+        .await;
+        let End::Paused(Stop::Busy(reply)) = &summary.end else {
+            panic!(
+                "at {at}: expected a pause for a busy relay, got {:?}",
+                summary.end
+            );
+        };
+        assert_eq!(reply.code, Some(421));
+        assert!(Stop::Busy(reply.clone()).to_string().contains("try later"));
+        // Nobody charged: every recipient is pending again.
+        assert_eq!(
+            states(&ledger).get("pending"),
+            Some(&3),
+            "at {at}: {:?}",
+            states(&ledger)
+        );
+        // Bounded: the run paused after a handful of transmissions, not 4 per recipient with
+        // growing pauses in between, and each one is on record.
+        let attempts = attempt_outcomes(&ledger);
+        assert_eq!(
+            attempts.len() as u64,
+            summary.transactions,
+            "at {at}: {attempts:?}"
+        );
+        assert_eq!(summary.throttled, summary.transactions);
+        assert!(
+            (5..=6).contains(&summary.transactions),
+            "at {at}: {} transmissions",
+            summary.transactions
+        );
+        assert!(
+            attempts.iter().all(|(s, o)| s == step && o == "throttled"),
+            "at {at}: {attempts:?}"
+        );
+        if at == "message" {
+            // The whole message went out each time.
+            let data_lines = r
+                .sandbox
+                .transcript()
+                .iter()
+                .filter(|l| l.starts_with("DATA"))
+                .count() as u64;
+            assert_eq!(data_lines, summary.transactions);
+        }
+    }
+}
