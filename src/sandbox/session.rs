@@ -14,6 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::script::{Action, Flood, Rule, Script, Stage};
+use super::seen::Observer;
 
 /// A command line longer than this (CRLF included) gets 500 5.5.2 (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -48,6 +49,8 @@ pub struct Policy {
     /// long-running `mailroom sandbox`.
     transcript: Mutex<VecDeque<String>>,
     sequence: AtomicU64,
+    /// What every session saw (counters, stored messages) and the freeze switch.
+    pub observer: Observer,
 }
 
 impl Policy {
@@ -68,6 +71,7 @@ impl Policy {
             greylist: Mutex::new(HashMap::new()),
             transcript: Mutex::new(VecDeque::new()),
             sequence: AtomicU64::new(1),
+            observer: Observer::default(),
         }
     }
 
@@ -122,6 +126,9 @@ pub enum After {
     Drop,
     /// Write a reply that never ends (scripted), until the client hangs up.
     Flood(Flood),
+    /// Write nothing more: read and ignore the client until it hangs up (scripted silence;
+    /// replies already due are still written).
+    Hang,
 }
 
 /// One accepted message; the shell writes it to the Maildir before sending the 250.
@@ -254,6 +261,8 @@ struct Transaction {
 #[derive(Debug)]
 pub struct Session {
     policy: std::sync::Arc<Policy>,
+    /// This session's number in the sandbox, from 1 (for `inject_sessions`).
+    number: u64,
     tls: bool,
     helo: Option<String>,
     esmtp: bool,
@@ -269,6 +278,7 @@ impl Session {
     /// A new session; `tls` is true on the implicit-TLS listener.
     pub fn new(policy: std::sync::Arc<Policy>, tls: bool) -> Session {
         Session {
+            number: policy.observer.session_started(),
             policy,
             tls,
             helo: None,
@@ -479,7 +489,12 @@ impl Session {
             }
             .then(After::Flood(flood));
         }
-        if let Some(extra) = faults.inject.get(&stage) {
+        let silent = matches!(response.after, After::Hang | After::Drop);
+        let injecting = faults.inject_sessions.is_none_or(|n| self.number <= n);
+        if let Some(extra) = faults.inject.get(&stage)
+            && injecting
+            && !silent
+        {
             response.reply.push_str(extra);
         }
         response
@@ -543,14 +558,16 @@ impl Session {
             }
             .delayed(delay);
         }
-        let mut lines = vec![
-            format!("{} greets {name}", self.policy.hostname),
-            "PIPELINING".to_owned(),
+        let mut lines = vec![format!("{} greets {name}", self.policy.hostname)];
+        if self.policy.script.session.pipelining {
+            lines.push("PIPELINING".to_owned());
+        }
+        lines.extend([
             format!("SIZE {}", self.policy.max_message_size),
             "8BITMIME".to_owned(),
             "SMTPUTF8".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
-        ];
+        ]);
         if self.starttls_offered() {
             lines.push("STARTTLS".to_owned());
         }
@@ -721,6 +738,25 @@ impl Session {
         {
             return self.error(e.0, e.1, e.2);
         }
+        if let Some(rule) = self.policy.script.sender_rule_for(&path) {
+            let delay = match rule.delay {
+                Some((_, d)) => delay.max(d),
+                None => delay,
+            };
+            match &rule.action {
+                Action::Reject { reply, .. } => {
+                    return Response::reply(reply.code, &reply.enhanced, &reply.text)
+                        .delayed(delay);
+                }
+                Action::Disconnect { reply, .. } => {
+                    return Response::reply(reply.code, &reply.enhanced, &reply.text)
+                        .delayed(delay)
+                        .then(After::Close);
+                }
+                Action::Hang { .. } => return Response::none().delayed(delay).then(After::Hang),
+                _ => {}
+            }
+        }
         self.tx = Some(Transaction {
             from: path,
             rcpts: Vec::new(),
@@ -764,6 +800,7 @@ impl Session {
             }) => {
                 Some(Response::reply(reply.code, &reply.enhanced, &reply.text).then(After::Close))
             }
+            Some(Action::Hang { at: Stage::Rcpt }) => Some(Response::none().then(After::Hang)),
             Some(Action::Greylist { attempts, reply }) => {
                 if self.policy.greylist_attempt(&path) <= *attempts {
                     Some(Response::reply(reply.code, &reply.enhanced, &reply.text))
@@ -812,6 +849,9 @@ impl Session {
                         .delayed(delay)
                         .then(After::Close);
                 }
+                Action::Hang { at: Stage::Data } => {
+                    return Response::none().delayed(delay).then(After::Hang);
+                }
                 _ => {}
             }
         }
@@ -854,6 +894,7 @@ impl Session {
         let Mode::Data(data) = std::mem::replace(&mut self.mode, Mode::Command) else {
             return Response::none();
         };
+        self.policy.observer.message_ended();
         let delay = self.delay(Stage::Message);
         let Some(tx) = self.tx.take() else {
             return self.error(503, "5.5.1", "no transaction");
@@ -887,8 +928,15 @@ impl Session {
                     return Response::reply(reply.code, &reply.enhanced, &reply.text)
                         .delayed(delay);
                 }
+                Action::Hang { at: Stage::Message } => {
+                    return Response::none().delayed(delay).then(After::Hang);
+                }
                 _ => {}
             }
+        }
+        let freeze_after = self.policy.script.session.freeze_after_messages;
+        if !self.policy.observer.may_accept(freeze_after) {
+            return Response::none().then(After::Hang);
         }
         let feedback = tx
             .rcpts
@@ -915,6 +963,25 @@ impl Session {
         self.messages += 1;
         let mut response =
             Response::reply(250, "2.0.0", &format!("Ok: queued as {id}")).delayed(delay);
+        // The scripted misreplies of `accept` rules: the message is stored all the same.
+        let accepts = tx
+            .rules
+            .iter()
+            .flatten()
+            .filter_map(|rule| match &rule.action {
+                Action::Accept { raw_reply, inject } => Some((raw_reply, inject)),
+                _ => None,
+            });
+        let mut injected = String::new();
+        for (raw_reply, inject) in accepts {
+            if let Some(raw) = raw_reply {
+                raw.clone_into(&mut response.reply);
+            }
+            if let Some(inject) = inject {
+                injected.push_str(inject);
+            }
+        }
+        response.reply.push_str(&injected);
         response.accepted = Some(Accepted {
             id,
             mail_from: tx.from,
@@ -1296,6 +1363,113 @@ mod tests {
         assert_eq!(s.greeting().code(), 554);
         assert_eq!(code(&mut s, "EHLO c"), 503);
         assert_eq!(code(&mut s, "QUIT"), 221);
+    }
+
+    #[test]
+    fn hang_sender_rules_and_misreplies() {
+        let p = policy(
+            r#"
+            [session]
+            pipelining = false
+            [[rule]]
+            sender = "bad*@*"
+            action = "reject"
+            reply = "553 5.7.1 not yours"
+            [[rule]]
+            sender = "mute*@*"
+            action = "hang"
+            [[rule]]
+            recipient = "silentrcpt@x"
+            action = "hang"
+            [[rule]]
+            recipient = "silentdata@x"
+            action = "hang"
+            at = "message"
+            [[rule]]
+            recipient = "dot354@x"
+            action = "accept"
+            raw_reply = "354 go ahead\r\n"
+            [[rule]]
+            recipient = "dup@x"
+            action = "accept"
+            inject = "250 2.0.0 stray\r\n"
+            "#,
+            false,
+        );
+        let mut s = Session::new(p.clone(), true);
+        s.greeting();
+        assert!(!feed(&mut s, "EHLO c").reply.contains("PIPELINING"));
+        assert_eq!(
+            feed(&mut s, "MAIL FROM:<bad-sender@b.c>").reply,
+            "553 5.7.1 not yours\r\n"
+        );
+        let r = feed(&mut s, "MAIL FROM:<mute@b.c>");
+        assert_eq!((r.reply.as_str(), r.after), ("", After::Hang));
+
+        let mut s = ready(&p);
+        code(&mut s, "MAIL FROM:<a@b.c>");
+        let r = feed(&mut s, "RCPT TO:<silentrcpt@x>");
+        assert_eq!((r.reply.as_str(), r.after), ("", After::Hang));
+
+        let mut s = ready(&p);
+        code(&mut s, "MAIL FROM:<a@b.c>");
+        code(&mut s, "RCPT TO:<silentdata@x>");
+        let r = send(&mut s, &["x"]);
+        assert_eq!((r.reply.as_str(), r.after), ("", After::Hang));
+        assert!(r.accepted.is_none());
+
+        code(&mut s, "MAIL FROM:<a@b.c>");
+        code(&mut s, "RCPT TO:<dot354@x>");
+        let r = send(&mut s, &["x"]);
+        assert_eq!(r.reply, "354 go ahead\r\n");
+        assert!(r.accepted.is_some(), "stored all the same");
+
+        code(&mut s, "MAIL FROM:<a@b.c>");
+        code(&mut s, "RCPT TO:<dup@x>");
+        let r = send(&mut s, &["x"]);
+        assert!(
+            r.reply.starts_with("250 2.0.0 Ok: queued as SBX"),
+            "{}",
+            r.reply
+        );
+        assert!(r.reply.ends_with("\r\n250 2.0.0 stray\r\n"), "{}", r.reply);
+        // Every final "." counted, answered or not.
+        assert_eq!(p.observer.seen().messages_ended, 3);
+    }
+
+    #[test]
+    fn inject_sessions_limits_injection_to_the_first_sessions() {
+        let p = policy(
+            "[session]\ninject = { mail = \"250 2.1.0 extra\\r\\n\" }\ninject_sessions = 1\n",
+            false,
+        );
+        let mut first = ready(&p);
+        assert_eq!(
+            feed(&mut first, "MAIL FROM:<a@b.c>").reply,
+            "250 2.1.0 Ok\r\n250 2.1.0 extra\r\n"
+        );
+        let mut second = ready(&p);
+        assert_eq!(
+            feed(&mut second, "MAIL FROM:<a@b.c>").reply,
+            "250 2.1.0 Ok\r\n"
+        );
+    }
+
+    #[test]
+    fn freeze_after_messages_counts_every_session_until_thawed() {
+        let p = policy("[session]\nfreeze_after_messages = 1\n", false);
+        let message = |p: &Arc<Policy>| {
+            let mut s = ready(p);
+            code(&mut s, "MAIL FROM:<a@b.c>");
+            code(&mut s, "RCPT TO:<x@y.z>");
+            send(&mut s, &["x"])
+        };
+        assert_eq!(message(&p).code(), 250);
+        let frozen = message(&p);
+        assert_eq!((frozen.reply.as_str(), frozen.after), ("", After::Hang));
+        p.observer.thaw();
+        assert_eq!(message(&p).code(), 250);
+        assert_eq!(p.observer.seen().sessions, 3);
     }
 
     #[test]
