@@ -4,14 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/report.rs"]
-mod ledger;
+mod common;
 
 use std::collections::BTreeMap;
 
 use assert_cmd::Command;
+use common::ledger::{LedgerBuilder, Written, mixed_ledger};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ledger::{LedgerBuilder, Written, mixed_ledger};
 use mailroom::model::DeliveryState;
 use mailroom::report::{self, Focus, Ledger, Source, Thresholds, Totals};
 use mailroom::tui::{self, App, Status};
