@@ -221,6 +221,7 @@ outcomes! {
         ],
         sessions: Some(1),
         rsets: Some(3),
+        pipelined: Some(0),
         check: Some(|summary, _| {
             assert_eq!(summary.deferred_total, 1);
             // Default backoff: first retry 30 minutes later.
@@ -542,7 +543,7 @@ async fn ctrl_c_lets_in_flight_messages_finish_and_claims_nothing_new() {
     let stop = shutdown.clone();
     // Press "Ctrl-C" as soon as two messages are in flight (their final dot has arrived).
     let press = async {
-        relay.sandbox.wait_until(|s| s.messages_ended >= 2).await;
+        relay.wait_until(|s| s.messages_ended >= 2).await;
         stop.trigger();
     };
     let s = relay.plain_settings();
@@ -1002,7 +1003,7 @@ async fn kill_9_mid_run_then_rerun_sends_nobody_twice() {
     // The relay accepts 60 messages, then hangs after the final "." of every later one. Kill the
     // sender (SIGKILL) once all 3 connections have a message stuck there: mid-run, with
     // transactions in flight whose outcome the sender cannot know.
-    relay.sandbox.wait_until(|s| s.messages_ended >= 63).await;
+    relay.wait_until(|s| s.messages_ended >= 63).await;
     // Outcomes are committed in batches a few milliseconds apart (a crash turns the last
     // batch's into `unknown`, never into anything else). Kill once the 60 answered ones are in
     // the ledger, so that exactly the 3 hanging transactions are in doubt.
@@ -1074,7 +1075,7 @@ async fn sigterm_stops_like_ctrl_c_and_commits_what_the_relay_answered() {
     let root = write_campaign(relay.dir.path(), "term", "news@sender.test", &smtp, &emails);
     let ledger_path = root.join("mailroom.db");
     let child = spawn_send(&root);
-    relay.sandbox.wait_until(|s| s.messages_ended >= 3).await;
+    relay.wait_until(|s| s.messages_ended >= 3).await;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

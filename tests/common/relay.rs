@@ -94,6 +94,18 @@ impl Relay {
         self.sandbox.seen()
     }
 
+    /// [`Sandbox::wait_until`], failing the test after a minute instead of hanging it when the
+    /// awaited event never comes.
+    pub async fn wait_until(&self, done: impl Fn(&Seen) -> bool) {
+        let wait = self.sandbox.wait_until(done);
+        if tokio::time::timeout(std::time::Duration::from_secs(60), wait)
+            .await
+            .is_err()
+        {
+            panic!("the relay never saw it; it saw {:?}", self.seen());
+        }
+    }
+
     /// Stored messages per recipient (1 everywhere means "each exactly once").
     pub fn accepted_per_address(&self) -> BTreeMap<String, usize> {
         self.seen().accepted_per_address()
