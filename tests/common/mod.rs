@@ -6,11 +6,12 @@
 //! `store::Writer::spawn` and `pipeline::run`: when that API changes, only they change. Every
 //! other test goes through them or through the `mailroom` binary.
 //!
-//! Submodules: `relay` (a sandbox with its CA and a ledger in one temporary folder),
+//! Submodules: `fixture` (a campaign folder to break one way), `relay` (a sandbox with its CA and a ledger in one temporary folder),
 //! `refusal` (the table of runs a relay refuses), `sandbox` (a raw SMTP client for protocol
 //! tests of the sandbox), `ledger` (a ledger builder for report tests).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fixture;
 pub mod ledger;
 pub mod refusal;
 pub mod relay;
@@ -315,4 +316,17 @@ pub fn spawn_send(root: &Path) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// `text` with `dir` (as given and canonical) written `[DIR]`.
+pub fn redact_dir(text: &str, dir: &Path) -> String {
+    let mut out = text.to_owned();
+    let canonical = dir.canonicalize().ok();
+    for form in [Some(dir.to_path_buf()), canonical].into_iter().flatten() {
+        let form = form.display().to_string();
+        if !form.is_empty() {
+            out = out.replace(&form, "[DIR]");
+        }
+    }
+    out
 }
