@@ -159,11 +159,9 @@ broken! {
         |f| { f.edit_toml("subject = \"Grüße, {{first_name}}!\"\n", ""); }
         => ["missing field `subject`", "Add the missing key"];
     a_value_of_the_wrong_type_gives_line_and_column:
-        append "[smtp]\nport = \"587\""
-        => ["campaign.toml:23:8", "expected u16", "[smtp]"];
+        append "[smtp]\nport = \"587\"" => ["campaign.toml:23:8", "expected u16", "[smtp]"];
     password_in_toml_is_refused_without_echoing_it:
-        append "[smtp]\nhost = \"smtp.example.com\"\npassword = \"hunter2\""
-        => ["smtp.password", "password_env", "password_file"], never ["hunter2"];
+        append "[smtp]\nhost = \"smtp.example.com\"\npassword = \"hunter2\"" => ["smtp.password", "password_env", "password_file"], never ["hunter2"];
     missing_email_column_lists_columns_and_fix:
         |f| { f.csv("mail,name,first_name,ref\nann@example.com,Ann,Ann,a\n"); }
         => ["contacts.csv:1:", "no column `email`", "mail, name, first_name, ref", "email_column"];
@@ -222,29 +220,21 @@ broken! {
         |f| { f.edit_toml("bounces+{token}@example.com", "bounces+{token}"); }
         => ["campaign.toml:20:", "bounces.return_path", "VERP"];
     zero_connections_are_refused:
-        append "[smtp]\nconnections = 0"
-        => ["smtp.connections", "at least 1"];
+        append "[smtp]\nconnections = 0" => ["smtp.connections", "at least 1"];
     zero_messages_per_connection_are_refused:
-        append "[smtp]\nmessages_per_connection = 0"
-        => ["smtp.messages_per_connection", "at least 1"];
+        append "[smtp]\nmessages_per_connection = 0" => ["smtp.messages_per_connection", "at least 1"];
     password_env_must_name_a_variable:
-        append "[smtp]\npassword_env = \"SMTP-PASSWORD\""
-        => ["smtp.password_env", "not an environment variable name"];
+        append "[smtp]\npassword_env = \"SMTP-PASSWORD\"" => ["smtp.password_env", "not an environment variable name"];
     an_absurd_rate_is_refused:
-        append "[rate]\nper_minute = 1e300"
-        => ["rate.per_minute", "outside the supported range"];
+        append "[rate]\nper_minute = 1e300" => ["rate.per_minute", "outside the supported range"];
     an_absurd_domain_rate_is_refused:
-        append "[rate.per_domain]\n\"example.com\" = 1e-9"
-        => ["example.com", "outside the supported range"];
+        append "[rate.per_domain]\n\"example.com\" = 1e-9" => ["example.com", "outside the supported range"];
     a_zero_burst_is_refused:
-        append "[rate]\nburst = 0"
-        => ["rate.burst", "at least 1"];
+        append "[rate]\nburst = 0" => ["rate.burst", "at least 1"];
     zero_max_attempts_are_refused:
-        append "[retry]\nmax_attempts = 0"
-        => ["retry.max_attempts", "at least 1"];
+        append "[retry]\nmax_attempts = 0" => ["retry.max_attempts", "at least 1"];
     a_bad_backoff_duration_is_refused:
-        append "[retry]\nbackoff = [\"30 minutes\"]"
-        => ["campaign.toml:", "[retry]"];
+        append "[retry]\nbackoff = [\"30 minutes\"]" => ["campaign.toml:", "[retry]"];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -50,10 +50,20 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("sandbox script is not valid TOML: {0}")]
-    Syntax(#[from] toml::de::Error),
+    // Not a `#[source]`: the message already carries the parser's, and a chain printed with
+    // `{:#}` would show it twice.
+    #[error(
+        "sandbox script is not valid TOML: {0}\nFix the script at that position; every key is in docs/sandbox.md."
+    )]
+    Syntax(toml::de::Error),
     #[error("sandbox script: {what}\n\n{fix}")]
     Invalid { what: String, fix: String },
+}
+
+impl From<toml::de::Error> for Error {
+    fn from(e: toml::de::Error) -> Self {
+        Error::Syntax(e)
+    }
 }
 
 fn invalid(what: impl Into<String>, fix: impl Into<String>) -> Error {
