@@ -1,4 +1,4 @@
-//! Reports and the dashboard over real SQLite ledgers filled by `common/report.rs`: numbers are
+//! Reports and the dashboard over real SQLite ledgers filled by `common/ledger.rs`: numbers are
 //! checked against the builder's own tally, formats for their shape, the dashboard by rendering
 //! snapshots into ratatui's TestBackend, and the CLI end to end.
 
