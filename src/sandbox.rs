@@ -7,12 +7,19 @@
 //! scripted delays, runs TLS handshakes, writes the Maildir and reports, and carries out what the
 //! session decided. It must never decide a reply itself (except "could not write the Maildir").
 //!
+//! What the sessions saw is kept by `seen::Observer` (counters, stored messages, the freeze);
+//! `Sandbox::seen`, `Sandbox::wait_until` and `Sandbox::thaw` expose it, so a test asserts and
+//! waits on the one scriptable server that users also run, never on a hand-written stand-in.
+//!
 //! It listens on loopback only unless `allow_remote` is set: a server that accepts any mail and
 //! any sender is not something to expose by accident.
 
 pub mod maildir;
+mod policy;
 pub mod report;
+mod response;
 pub mod script;
+pub mod seen;
 pub mod session;
 pub mod tls;
 
@@ -30,7 +37,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-pub use script::{Action, Flood, Reply, Rule, Script, SessionFaults, Stage};
+pub use script::{Action, Flood, Reply, Rule, Script, SessionFaults, Stage, Target};
+pub use seen::{Seen, Stored};
 pub use session::{After, Policy, Response, Session};
 
 /// What starting the sandbox can fail with.
@@ -288,6 +296,23 @@ impl Sandbox {
         self.policy.transcript()
     }
 
+    /// What the sandbox saw so far: sessions, ended and stored messages, pipelined MAILs.
+    pub fn seen(&self) -> Seen {
+        self.policy.observer.seen()
+    }
+
+    /// Returns once `done` holds on what the sandbox saw. Event-driven: every session, message
+    /// end and stored message wakes it, so tests wait without sleeping.
+    pub async fn wait_until(&self, done: impl Fn(&Seen) -> bool) {
+        self.policy.observer.wait_until(done).await;
+    }
+
+    /// Ends a `[session] freeze_after_messages` freeze for messages that end from now on;
+    /// messages already frozen stay unanswered.
+    pub fn thaw(&self) {
+        self.policy.observer.thaw();
+    }
+
     /// Stops accepting, closes every connection and waits for the tasks to end.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
@@ -458,7 +483,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut reader, &mut line, limit))
                     .await
                 {
-                    Ok(Ok(LineRead::Complete)) => session.feed(&line),
+                    Ok(Ok(LineRead::Complete)) => {
+                        if !session.in_data()
+                            && line
+                                .get(..5)
+                                .is_some_and(|v| v.eq_ignore_ascii_case(b"MAIL "))
+                            && !reader.buffer().is_empty()
+                        {
+                            context.policy.observer.pipelined_mail();
+                        }
+                        session.feed(&line)
+                    }
                     Ok(Ok(LineRead::Overlong)) => session.overlong(),
                     Ok(Ok(LineRead::Eof)) | Ok(Err(_)) => return Outcome::Done,
                     Err(_) => {
@@ -481,11 +516,20 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if response.after == session::After::Drop {
             return Outcome::Done;
         }
-        if let Some(accepted) = response.accepted.take()
-            && let Err(err) = deliver(accepted, context, peer).await
-        {
-            tracing::warn!(%err, "sandbox: could not write the Maildir");
-            response.reply = "451 4.3.0 could not write the message to the Maildir\r\n".to_owned();
+        if let Some(accepted) = response.accepted.take() {
+            let (id, rcpts) = (accepted.id.clone(), accepted.rcpts.clone());
+            match deliver(accepted, context, peer).await {
+                Ok(file) => context
+                    .policy
+                    .observer
+                    .stored(seen::Stored { id, rcpts, file }),
+                Err(err) => {
+                    tracing::warn!(%err, "sandbox: could not write the Maildir");
+                    context.policy.observer.not_stored();
+                    response.reply =
+                        "451 4.3.0 could not write the message to the Maildir\r\n".to_owned();
+                }
+            }
         }
         out.extend_from_slice(response.reply.as_bytes());
         match response.after {
@@ -514,6 +558,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 let _ = write_flood(reader.get_mut(), flood).await;
                 let _ = reader.get_mut().shutdown().await;
                 return Outcome::Done;
+            }
+            session::After::Hang => {
+                let _ = flush(&mut reader, &mut out).await;
+                // Silent until the client gives up: its command timeout is what is under test.
+                loop {
+                    let read = read_line(&mut reader, &mut line, session::MAX_AUTH_LINE);
+                    match tokio::time::timeout(IDLE_TIMEOUT, read).await {
+                        Ok(Ok(LineRead::Complete | LineRead::Overlong)) => {}
+                        _ => return Outcome::Done,
+                    }
+                }
             }
             session::After::Close | session::After::Drop => {
                 let _ = flush(&mut reader, &mut out).await;
@@ -564,12 +619,12 @@ async fn flush<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Writes the message, then any scripted reports, before the 250 is sent: a test that saw the
-/// 250 can read both without waiting.
+/// 250 can read both without waiting. Returns the message's Maildir file.
 async fn deliver(
     accepted: session::Accepted,
     context: &Context,
     peer: SocketAddr,
-) -> io::Result<()> {
+) -> io::Result<PathBuf> {
     let maildir = context.maildir.clone();
     let bounce_maildir = context.bounce_maildir.clone();
     let hostname = context.policy.hostname.clone();
@@ -604,10 +659,10 @@ async fn deliver(
                     report::arf(&original, feedback_type)
                 }
             };
-            let path = maildir::deliver(&bounce_maildir, &bytes)?;
-            tracing::info!(rcpt = %feedback.rcpt, file = %path.display(), "sandbox: scripted report written");
+            let report = maildir::deliver(&bounce_maildir, &bytes)?;
+            tracing::info!(rcpt = %feedback.rcpt, file = %report.display(), "sandbox: scripted report written");
         }
-        Ok(())
+        Ok(path)
     })
     .await
     .map_err(io::Error::other)?

@@ -3,67 +3,14 @@
 //! and breaking one thing; each test asserts the exact message, file and line the user sees.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use assert_cmd::Command;
+use common::fixture::Fixture;
 use mailroom::campaign::{Campaign, Contact, ContactEntry};
 use serde_json::Value;
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/campaigns/base")
-}
-
-/// A throwaway copy of the base campaign.
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
-impl Fixture {
-    fn base() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(&fixture_dir(), dir.path());
-        Fixture { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> &Fixture {
-        let p = self.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, contents).unwrap();
-        self
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path().join(rel)).unwrap()
-    }
-
-    /// Replaces exactly one occurrence of `from` in campaign.toml.
-    fn edit_toml(&self, from: &str, to: &str) -> &Fixture {
-        let t = self.read("campaign.toml");
-        assert_eq!(t.matches(from).count(), 1, "{from:?} must occur once");
-        self.write("campaign.toml", t.replacen(from, to, 1))
-    }
-
-    fn csv(&self, contents: impl AsRef<[u8]>) -> &Fixture {
-        self.write("contacts.csv", contents)
-    }
-}
 
 struct Run {
     code: i32,
@@ -141,6 +88,7 @@ fn missing_folder_is_unreadable() {
         "{}",
         r.stderr
     );
+    insta::assert_snapshot!(common::redact_dir(&r.stderr, dir.path()));
 }
 
 #[test]
@@ -150,189 +98,143 @@ fn folder_without_campaign_toml_suggests_init() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no campaign.toml"), "{}", r.stderr);
     assert!(r.stderr.contains("mailroom init"), "{}", r.stderr);
+    insta::assert_snapshot!(common::redact_dir(&r.stderr, dir.path()));
 }
 
-#[test]
-fn missing_template_file_names_the_key_and_line() {
+/// The base campaign broken one way, and what `check` must say: exit 2, each needle in stderr
+/// and none of the `never` ones, one error in `--json`. The whole message is pinned by a
+/// snapshot (tests/snapshots/campaign__<test name>.snap), so a change to what users read shows
+/// in review.
+fn broken(name: &str, breaks: impl Fn(&Fixture), says: &[&str], never: &[&str]) {
     let f = Fixture::base();
-    f.edit_toml("text = \"body.txt.hbs\"", "text = \"missing.txt.hbs\"");
-    assert_fatal(
-        &f,
-        &[
-            "campaign.toml:6:",
-            "campaign.text",
-            "missing.txt.hbs",
-            "does not exist",
-        ],
-    );
+    breaks(&f);
+    let e = assert_fatal(&f, says);
+    for needle in never {
+        assert!(!e.contains(needle), "{e}");
+    }
+    insta::assert_snapshot!(name, f.redact(&e));
 }
 
-#[test]
-fn missing_contacts_file_names_the_key_and_line() {
-    let f = Fixture::base();
-    std::fs::remove_file(f.path().join("contacts.csv")).unwrap();
-    assert_fatal(
-        &f,
-        &["campaign.toml:13:", "contacts.path", "does not exist"],
-    );
+/// `&[]`, or a reference to the needles given.
+macro_rules! or_none {
+    () => {
+        &[]
+    };
+    ($needles:expr) => {
+        &$needles
+    };
 }
 
-#[test]
-fn malformed_toml_gives_line_and_column() {
-    let f = Fixture::base();
-    f.edit_toml(
-        "reply_to = \"team@example.com\"",
-        "reply_to = \"team@example.com",
-    );
-    let e = assert_fatal(&f, &["campaign.toml:4:", "Fix the TOML syntax"]);
-    assert!(e.contains("[campaign]"), "{e}");
+/// One test per row: `name: BREAKS => [needles] (never [needles])?;`, where BREAKS is a
+/// closure on the [`Fixture`] or `append "TOML"` (tables added to campaign.toml).
+macro_rules! broken {
+    () => {};
+    ($name:ident: append $toml:literal => $says:expr $(, never $never:expr)?; $($rest:tt)*) => {
+        broken!($name: |f: &Fixture| { f.append_toml($toml); } => $says $(, never $never)?; $($rest)*);
+    };
+    ($name:ident: $breaks:expr => $says:expr $(, never $never:expr)?; $($rest:tt)*) => {
+        #[test]
+        fn $name() {
+            let never: &[&str] = or_none!($($never)?);
+            broken(stringify!($name), $breaks, &$says, never);
+        }
+        broken!($($rest)*);
+    };
 }
 
-#[test]
-fn unknown_key_names_key_line_and_section() {
-    let f = Fixture::base();
-    f.edit_toml(
-        "path = \"contacts.csv\"",
-        "path = \"contacts.csv\"\nemail_colum = \"mail\"",
-    );
-    assert_fatal(
-        &f,
-        &[
-            "campaign.toml:14:1",
-            "email_colum",
-            "[contacts]",
-            "docs/campaign-toml.md",
-        ],
-    );
-}
-
-#[test]
-fn password_in_toml_is_refused_without_echoing_it() {
-    let f = Fixture::base();
-    f.write(
-        "campaign.toml",
-        format!(
-            "{}\n[smtp]\nhost = \"smtp.example.com\"\npassword = \"hunter2\"\n",
-            f.read("campaign.toml")
-        ),
-    );
-    let e = assert_fatal(&f, &["smtp.password", "password_env", "password_file"]);
-    assert!(!e.contains("hunter2"), "{e}");
-}
-
-#[test]
-fn missing_email_column_lists_columns_and_fix() {
-    let f = Fixture::base();
-    f.csv("mail,name,first_name,ref\nann@example.com,Ann,Ann,a\n");
-    assert_fatal(
-        &f,
-        &[
-            "contacts.csv:1:",
-            "no column `email`",
-            "mail, name, first_name, ref",
-            "email_column",
-        ],
-    );
-}
-
-#[test]
-fn empty_csv_is_unreadable() {
-    let f = Fixture::base();
-    f.csv("");
-    assert_fatal(&f, &["contacts.csv", "empty", "header row"]);
-}
-
-#[test]
-fn duplicate_header_column_is_fatal() {
-    let f = Fixture::base();
-    f.csv("email,name,first_name,ref,name\n");
-    assert_fatal(&f, &["contacts.csv:1:", "`name` twice"]);
-}
-
-#[test]
-fn template_syntax_error_points_into_the_template() {
-    let f = Fixture::base();
-    f.write(
-        "body.txt.hbs",
-        "Hello {{first_name}},\n\n{{#if ref}}unclosed\n",
-    );
-    assert_fatal(
-        &f,
-        &["body.txt.hbs:", "template `body.txt.hbs` does not compile"],
-    );
-}
-
-#[test]
-fn subject_syntax_error_points_at_its_toml_line() {
-    let f = Fixture::base();
-    f.edit_toml("{{first_name}}!", "{{first_name!");
-    assert_fatal(
-        &f,
-        &[
-            "campaign.toml:5",
-            "template `campaign.subject` does not compile",
-        ],
-    );
-}
-
-#[test]
-fn missing_partial_names_template_and_partial() {
-    let f = Fixture::base();
-    std::fs::remove_file(f.path().join("partials/footer.hbs")).unwrap();
-    assert_fatal(
-        &f,
-        &[
-            "body.txt.hbs:3",
-            "template `body.txt.hbs`",
-            "partial `footer`",
-            "partials/footer.hbs",
-        ],
-    );
-}
-
-#[test]
-fn invalid_from_address_is_named_with_its_line() {
-    let f = Fixture::base();
-    f.edit_toml("<news@example.com>", "<news.example.com>");
-    assert_fatal(
-        &f,
-        &[
-            "campaign.toml:3:",
-            "campaign.from",
-            "not a valid sender address",
-            "no @",
-        ],
-    );
-}
-
-#[test]
-fn http_unsubscribe_url_is_refused() {
-    let f = Fixture::base();
-    f.edit_toml("https://example.com/u/", "http://example.com/u/");
-    assert_fatal(
-        &f,
-        &[
-            "campaign.toml:16:",
-            "unsubscribe.url",
-            "is not https",
-            "RFC 8058",
-        ],
-    );
-}
-
-#[test]
-fn custom_header_overriding_a_builtin_is_refused() {
-    let f = Fixture::base();
-    f.edit_toml("\"X-Campaign-Ref\"", "\"Subject\"");
-    assert_fatal(&f, &["campaign.toml:10:", "written by mailroom itself"]);
-}
-
-#[test]
-fn no_body_template_is_refused() {
-    let f = Fixture::base();
-    f.edit_toml("text = \"body.txt.hbs\"\n", "");
-    f.edit_toml("html = \"body.html.hbs\"\n", "");
-    assert_fatal(&f, &["names no body template", "markdown"]);
+broken! {
+    missing_template_file_names_the_key_and_line:
+        |f| { f.edit_toml("text = \"body.txt.hbs\"", "text = \"missing.txt.hbs\""); }
+        => ["campaign.toml:6:", "campaign.text", "missing.txt.hbs", "does not exist"];
+    missing_contacts_file_names_the_key_and_line:
+        |f| { f.remove("contacts.csv"); }
+        => ["campaign.toml:13:", "contacts.path", "does not exist"];
+    malformed_toml_gives_line_and_column:
+        |f| { f.edit_toml("reply_to = \"team@example.com\"", "reply_to = \"team@example.com"); }
+        => ["campaign.toml:4:", "Fix the TOML syntax", "[campaign]"];
+    unknown_key_names_key_line_and_section:
+        |f| { f.edit_toml("path = \"contacts.csv\"", "path = \"contacts.csv\"\nemail_colum = \"mail\""); }
+        => ["campaign.toml:14:1", "email_colum", "[contacts]", "docs/campaign-toml.md"];
+    missing_required_key_names_the_section:
+        |f| { f.edit_toml("subject = \"Grüße, {{first_name}}!\"\n", ""); }
+        => ["missing field `subject`", "Add the missing key"];
+    a_value_of_the_wrong_type_gives_line_and_column:
+        append "[smtp]\nport = \"587\"" => ["campaign.toml:23:8", "expected u16", "[smtp]"];
+    password_in_toml_is_refused_without_echoing_it:
+        append "[smtp]\nhost = \"smtp.example.com\"\npassword = \"hunter2\"" => ["smtp.password", "password_env", "password_file"], never ["hunter2"];
+    missing_email_column_lists_columns_and_fix:
+        |f| { f.csv("mail,name,first_name,ref\nann@example.com,Ann,Ann,a\n"); }
+        => ["contacts.csv:1:", "no column `email`", "mail, name, first_name, ref", "email_column"];
+    configured_name_column_must_exist:
+        |f| { f.edit_toml("path = \"contacts.csv\"", "path = \"contacts.csv\"\nname_column = \"full_name\""); }
+        => ["contacts.csv:1:", "no column `full_name`", "name_column"];
+    empty_email_column_is_refused:
+        |f| { f.edit_toml("path = \"contacts.csv\"", "path = \"contacts.csv\"\nemail_column = \"\""); }
+        => ["contacts.email_column", "email_column is empty"];
+    empty_csv_is_unreadable:
+        |f| { f.csv(""); }
+        => ["contacts.csv", "empty", "header row"];
+    duplicate_header_column_is_fatal:
+        |f| { f.csv("email,name,first_name,ref,name\n"); }
+        => ["contacts.csv:1:", "`name` twice"];
+    a_header_row_that_is_not_utf8_is_fatal:
+        |f| { f.csv(b"email,n\xe9me\nann@example.com,Ann\n".as_slice()); }
+        => ["contacts.csv:1:", "column 2 of the header is not valid UTF-8", "UTF-8"];
+    template_syntax_error_points_into_the_template:
+        |f| { f.write("body.txt.hbs", "Hello {{first_name}},\n\n{{#if ref}}unclosed\n"); }
+        => ["body.txt.hbs:", "template `body.txt.hbs` does not compile"];
+    subject_syntax_error_points_at_its_toml_line:
+        |f| { f.edit_toml("{{first_name}}!", "{{first_name!"); }
+        => ["campaign.toml:5", "template `campaign.subject` does not compile"];
+    missing_partial_names_template_and_partial:
+        |f| { f.remove("partials/footer.hbs"); }
+        => ["body.txt.hbs:3", "template `body.txt.hbs`", "partial `footer`", "partials/footer.hbs"];
+    an_empty_campaign_name_is_refused:
+        |f| { f.edit_toml("name = \"fixture\"", "name = \" \""); }
+        => ["campaign.toml:2:", "campaign.name", "2026-spring-newsletter"];
+    invalid_from_address_is_named_with_its_line:
+        |f| { f.edit_toml("<news@example.com>", "<news.example.com>"); }
+        => ["campaign.toml:3:", "campaign.from", "not a valid sender address", "no @"];
+    invalid_reply_to_is_named_with_its_line:
+        |f| { f.edit_toml("reply_to = \"team@example.com\"", "reply_to = \"team.example.com\""); }
+        => ["campaign.toml:4:", "campaign.reply_to", "not a valid address"];
+    no_body_template_is_refused:
+        |f| { f.edit_toml("text = \"body.txt.hbs\"\n", ""); f.edit_toml("html = \"body.html.hbs\"\n", ""); }
+        => ["names no body template", "markdown"];
+    markdown_with_text_is_refused:
+        |f| { f.edit_toml("html = \"body.html.hbs\"", "html = \"body.html.hbs\"\nmarkdown = \"issue.md.hbs\""); }
+        => ["campaign.markdown", "cannot be combined"];
+    custom_header_overriding_a_builtin_is_refused:
+        |f| { f.edit_toml("\"X-Campaign-Ref\"", "\"Subject\""); }
+        => ["campaign.toml:10:", "written by mailroom itself"];
+    an_invalid_header_name_is_refused:
+        |f| { f.edit_toml("\"X-Campaign-Ref\"", "\"X Campaign Ref\""); }
+        => ["campaign.toml:10:", "is not a valid header name"];
+    http_unsubscribe_url_is_refused:
+        |f| { f.edit_toml("https://example.com/u/", "http://example.com/u/"); }
+        => ["campaign.toml:16:", "unsubscribe.url", "is not https", "RFC 8058"];
+    an_invalid_unsubscribe_mailto_is_refused:
+        |f| { f.edit_toml("mailto = \"unsubscribe@example.com\"", "mailto = \"unsubscribe\""); }
+        => ["campaign.toml:17:", "unsubscribe.mailto", "not a valid mailto address"];
+    an_invalid_return_path_is_refused:
+        |f| { f.edit_toml("bounces+{token}@example.com", "bounces+{token}"); }
+        => ["campaign.toml:20:", "bounces.return_path", "VERP"];
+    zero_connections_are_refused:
+        append "[smtp]\nconnections = 0" => ["smtp.connections", "at least 1"];
+    zero_messages_per_connection_are_refused:
+        append "[smtp]\nmessages_per_connection = 0" => ["smtp.messages_per_connection", "at least 1"];
+    password_env_must_name_a_variable:
+        append "[smtp]\npassword_env = \"SMTP-PASSWORD\"" => ["smtp.password_env", "not an environment variable name"];
+    an_absurd_rate_is_refused:
+        append "[rate]\nper_minute = 1e300" => ["rate.per_minute", "outside the supported range"];
+    an_absurd_domain_rate_is_refused:
+        append "[rate.per_domain]\n\"example.com\" = 1e-9" => ["example.com", "outside the supported range"];
+    a_zero_burst_is_refused:
+        append "[rate]\nburst = 0" => ["rate.burst", "at least 1"];
+    zero_max_attempts_are_refused:
+        append "[retry]\nmax_attempts = 0" => ["retry.max_attempts", "at least 1"];
+    a_bad_backoff_duration_is_refused:
+        append "[retry]\nbackoff = [\"30 minutes\"]" => ["campaign.toml:", "[retry]"];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -900,19 +802,6 @@ fn crlf_csv_keeps_record_lines() {
     assert_eq!(v["valid"], 2);
     let lines: Vec<u64> = invalid_reasons(&v).into_iter().map(|(l, _)| l).collect();
     assert_eq!(lines, vec![3, 5, 7]);
-}
-
-#[test]
-fn configured_name_column_must_exist() {
-    let f = Fixture::base();
-    f.edit_toml(
-        "path = \"contacts.csv\"",
-        "path = \"contacts.csv\"\nname_column = \"full_name\"",
-    );
-    assert_fatal(
-        &f,
-        &["contacts.csv:1:", "no column `full_name`", "name_column"],
-    );
 }
 
 #[test]

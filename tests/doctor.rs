@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mailroom::doctor::{self, Connect, Credentials, Options, Report, Security};
 use mailroom::sandbox::{self, SandboxConfig};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 fn provider() {
@@ -277,6 +277,35 @@ async fn a_closed_port_is_refused() {
 }
 
 /// A plaintext server that offers AUTH without STARTTLS and records every line it receives.
+/// The dialogue of the tiny servers below: `greeting`, then `ehlo` to EHLO, 221 to QUIT and
+/// 502 to anything else, logging every line received.
+async fn answer<S: AsyncRead + AsyncWrite>(
+    io: S,
+    greeting: &[u8],
+    ehlo: &[u8],
+    log: &Mutex<Vec<String>>,
+) {
+    let (read, mut write) = tokio::io::split(io);
+    let mut lines = BufReader::new(read).lines();
+    if write.write_all(greeting).await.is_err() {
+        return;
+    }
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.lock().unwrap().push(line.clone());
+        let up = line.to_ascii_uppercase();
+        let reply: &[u8] = if up.starts_with("EHLO") {
+            ehlo
+        } else if up.starts_with("QUIT") {
+            b"221 bye\r\n"
+        } else {
+            b"502 5.5.1 not here\r\n"
+        };
+        if write.write_all(reply).await.is_err() || up.starts_with("QUIT") {
+            break;
+        }
+    }
+}
+
 async fn cleartext_auth_server(greet_after: Duration) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -286,27 +315,11 @@ async fn cleartext_auth_server(greet_after: Duration) -> (u16, Arc<Mutex<Vec<Str
         while let Ok((stream, _)) = listener.accept().await {
             let log = Arc::clone(&log);
             tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read).lines();
                 // A slow greeter (its own behaviour, not test synchronisation).
                 tokio::time::sleep(greet_after).await;
-                if write.write_all(b"220 old.test ESMTP\r\n").await.is_err() {
-                    return;
-                }
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log.lock().unwrap().push(line.clone());
-                    let up = line.to_ascii_uppercase();
-                    let reply: &[u8] = if up.starts_with("EHLO") {
-                        b"250-old.test\r\n250-AUTH PLAIN LOGIN\r\n250-SIZE 5242880\r\n250 8BITMIME\r\n"
-                    } else if up.starts_with("QUIT") {
-                        b"221 bye\r\n"
-                    } else {
-                        b"502 5.5.1 not here\r\n"
-                    };
-                    if write.write_all(reply).await.is_err() || up.starts_with("QUIT") {
-                        break;
-                    }
-                }
+                let ehlo: &[u8] =
+                    b"250-old.test\r\n250-AUTH PLAIN LOGIN\r\n250-SIZE 5242880\r\n250 8BITMIME\r\n";
+                answer(stream, b"220 old.test ESMTP\r\n", ehlo, &log).await;
             });
         }
     });
@@ -457,23 +470,8 @@ async fn custom_cert_server(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let (read, mut write) = tokio::io::split(tls);
-                let mut lines = BufReader::new(read).lines();
-                let _ = write.write_all(b"220 custom.test ESMTP\r\n").await;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log.lock().unwrap().push(line.clone());
-                    let up = line.to_ascii_uppercase();
-                    let reply: &[u8] = if up.starts_with("EHLO") {
-                        b"250-custom.test\r\n250 AUTH PLAIN\r\n"
-                    } else if up.starts_with("QUIT") {
-                        b"221 bye\r\n"
-                    } else {
-                        b"502 5.5.1 not here\r\n"
-                    };
-                    if write.write_all(reply).await.is_err() || up.starts_with("QUIT") {
-                        break;
-                    }
-                }
+                let ehlo: &[u8] = b"250-custom.test\r\n250 AUTH PLAIN\r\n";
+                answer(tls, b"220 custom.test ESMTP\r\n", ehlo, &log).await;
             });
         }
     });

@@ -1,244 +1,237 @@
 //! Fault injection: the real sender (pipeline + transport + ledger writer, a real SQLite file)
-//! against the sandbox server over TCP with STARTTLS and AUTH, one scripted fault per test. Each
-//! test asserts the ledger (plain SQL on the file) and what the sandbox stored or saw.
+//! against the sandbox over TCP with STARTTLS and AUTH, one scripted fault per test. Each test
+//! asserts the ledger (plain SQL on the file) and what the sandbox stored or saw. Faults that
+//! differ only by their script are rows: `refusals!` (the session is refused) and `bob_faults!`
+//! (one recipient's reply).
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/sandbox.rs"]
-mod client;
-#[path = "common/delivery.rs"]
-mod delivery;
+mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::maildir_messages;
-use mailroom::pipeline::{
-    End, Options, Outgoing, RateOptions, Render, RetryOptions, Stop, Summary,
-};
-use mailroom::sandbox::{self, Sandbox, SandboxConfig, Script};
+use common::refusal::{Refusal, refusals};
+use common::relay::Relay;
+use common::{attempts, contacts, plain, recipient, run_once, state_map, states};
+use mailroom::pipeline::{End, Options, RateOptions, RetryOptions, Summary};
 use mailroom::shutdown::Shutdown;
-use mailroom::store::{DueRow, NewRecipient};
-use mailroom::transport::{Secret, Security, Settings};
+use mailroom::transport::{Security, Settings};
 
-const USER: &str = "sender@demo.test";
-const PASSWORD: &str = "correct horse";
-
-/// One test's world: a sandbox with `script`, its CA on disk, and a ledger file.
-struct Lab {
-    dir: tempfile::TempDir,
-    sandbox: Sandbox,
-    ca: PathBuf,
-}
-
-impl Lab {
-    async fn new(script: &str) -> Lab {
-        client::install_provider();
-        let dir = tempfile::tempdir().unwrap();
-        let config = SandboxConfig::new(dir.path().join("maildir"))
-            .bounce_maildir(dir.path().join("bounces"))
-            .auth(USER, PASSWORD)
-            .script(Script::parse(script).unwrap());
-        let sandbox = sandbox::start(config).await.unwrap();
-        let ca = dir.path().join("ca.pem");
-        sandbox.write_ca(&ca).unwrap();
-        Lab { dir, sandbox, ca }
-    }
-
-    fn ledger(&self) -> PathBuf {
-        self.dir.path().join("mailroom.db")
-    }
-
-    /// STARTTLS + AUTH against the sandbox, trusting its CA, short timeouts.
-    fn settings(&self) -> Settings {
-        Settings {
-            host: "localhost".into(),
-            port: self.sandbox.addr().port(),
-            security: Security::StartTls,
-            username: Some(USER.into()),
-            password: Some(Secret::new(PASSWORD.into())),
-            ca_file: Some(self.ca.clone()),
-            hello_name: Some("client.test".into()),
-            fallback_ports: vec![],
-            connect_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(5),
-            data_timeout: Duration::from_secs(5),
-            messages_per_connection: 100,
-        }
-    }
-
-    /// Runs the sender once over `emails` (imported on the first run, kept on later ones).
-    async fn send(&self, emails: &[&str], settings: Settings, options: Options) -> Summary {
-        let people = recipients(emails);
-        let render = Arc::new(TestRender);
-        delivery::run_once(
-            &self.ledger(),
-            "faults",
-            people,
-            settings,
-            options,
-            render,
-            Shutdown::new(),
-        )
-        .await
-        .0
-    }
-
-    /// The Maildir files delivered to `email` (by the sandbox's Delivered-To line).
-    fn copies_for(&self, email: &str) -> usize {
-        let needle = format!("Delivered-To: {email}\r\n");
-        maildir_messages(self.sandbox.maildir())
-            .iter()
-            .filter(|m| String::from_utf8_lossy(m).contains(&needle))
-            .count()
-    }
-
-    fn stored(&self) -> usize {
-        maildir_messages(self.sandbox.maildir()).len()
-    }
-
-    fn transcript_has(&self, verb: &str) -> bool {
-        self.sandbox
-            .transcript()
-            .iter()
-            .any(|l| l.to_ascii_uppercase().starts_with(verb))
-    }
-}
-
+/// Two connections, a pace that never binds, short throttle back-offs.
 fn options() -> Options {
     Options {
-        connections: 2,
         rate: RateOptions {
             per_second: Some(10_000.0),
             ..RateOptions::default()
         },
-        throttle_backoff: Duration::from_millis(50),
         throttle_max: Duration::from_millis(200),
-        ..Options::default()
+        ..common::options(2)
     }
 }
 
-struct TestRender;
-
-impl Render for TestRender {
-    fn render(&self, row: &DueRow) -> Result<Outgoing, String> {
-        let message_id = format!("{}@faults.test", row.token);
-        let bytes = format!(
-            "From: News <news@demo.test>\r\nTo: <{to}>\r\nSubject: fault test\r\nMessage-ID: <{message_id}>\r\nX-Mailroom-Token: {token}\r\n\r\nHello.\r\n",
-            to = row.email,
-            token = row.token,
-        );
-        Ok(Outgoing {
-            envelope_from: format!("bounces+{}@demo.test", row.token),
-            envelope_to: row.email.clone(),
-            message_id,
-            bytes: bytes.into_bytes(),
-        })
-    }
-}
-
-fn recipients(emails: &[&str]) -> Vec<NewRecipient> {
-    emails
-        .iter()
-        .enumerate()
-        .map(|(i, email)| NewRecipient {
-            email: (*email).to_owned(),
-            domain: email.rsplit('@').next().unwrap().to_owned(),
-            name: None,
-            line: i as u64 + 2,
-            token: format!("t{i:04}{}", email.len()),
-            message_id: format!("t{i:04}{}@faults.test", email.len()),
-            fields: "{}".to_owned(),
-        })
-        .collect()
-}
-
-/// (state, attempts, last_code, last_enhanced) of one recipient.
-fn row(path: &Path, email: &str) -> (String, i64, Option<i64>, Option<String>) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row(
-        "SELECT state, attempts, last_code, last_enhanced FROM recipients WHERE email = ?1",
-        [email],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+/// Runs the sender once over `emails` (imported on the first run, kept on later ones).
+async fn send(relay: &Relay, emails: &[&str], settings: Settings, options: Options) -> Summary {
+    let people = contacts(emails);
+    let ledger = relay.ledger();
+    run_once(
+        &ledger,
+        "faults",
+        people,
+        settings,
+        options,
+        plain(),
+        Shutdown::new(),
     )
-    .unwrap()
+    .await
+    .0
 }
 
-fn states(path: &Path) -> BTreeMap<String, i64> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT state, count(*) FROM recipients GROUP BY state")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
+/// The relay's STARTTLS settings.
+fn tls(relay: &Relay) -> Settings {
+    relay.tls_settings(Security::StartTls)
+}
+
+/// (reply code, outcome) of each attempt of one recipient.
+fn outcomes(path: &Path, email: &str) -> Vec<(Option<i64>, String)> {
+    attempts(path, email)
+        .into_iter()
+        .map(|(_, code, _, outcome)| (code, outcome))
         .collect()
-}
-
-/// (step, code, enhanced, outcome) of every attempt for one recipient, in order.
-fn attempts(path: &Path, email: &str) -> Vec<(String, Option<i64>, Option<String>, String)> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT a.step, a.code, a.enhanced, a.outcome FROM attempts a
-             JOIN recipients r ON r.id = a.recipient_id WHERE r.email = ?1 ORDER BY a.id",
-        )
-        .unwrap();
-    stmt.query_map([email], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
-}
-
-fn attempt_count(path: &Path) -> i64 {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
-        .unwrap()
-}
-
-fn map(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
 
 const THREE: [&str; 3] = ["ann@example.org", "bob@example.org", "cy@example.net"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn greeting_421_marks_nothing_and_sends_nothing() {
-    let lab = Lab::new("[session]\ngreeting = \"421 4.3.2 service shutting down\"\n").await;
-    let summary = lab.send(&THREE, lab.settings(), options()).await;
-    // The run stops (aborted or paused, never "finished") and says why.
-    match &summary.end {
-        End::Paused(Stop::Busy(reply)) => assert_eq!(reply.code, Some(421), "{reply:?}"),
-        other => panic!("a relay refusing every session must stop the run: {other:?}"),
+refusals! {
+    greeting_421_marks_nothing_and_sends_nothing: Refusal {
+        script: "[session]\ngreeting = \"421 4.3.2 service shutting down\"\n",
+        tls: true,
+        locals: &THREE,
+        connections: 2,
+        // The run stops (aborted or paused, never "finished") and says why.
+        ends: &["aborted", "paused"],
+        says: &["421"],
+        never: &["MAIL"],
+        check: Some(|_, l| {
+            let conn = rusqlite::Connection::open(l).unwrap();
+            let attempts: i64 = conn
+                .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(attempts, 0);
+        }),
+        ..Refusal::default()
+    };
+    auth_failure_535_aborts_the_run_and_marks_nothing: Refusal {
+        script: "[session]\nauth = \"fail\"\n",
+        tls: true,
+        locals: &THREE,
+        connections: 2,
+        seen: &["AUTH"],
+        never: &["MAIL"],
+        ..Refusal::default()
+    };
+    // Credentials are never offered without TLS.
+    missing_starttls_is_refused_before_any_auth_or_mail: Refusal {
+        script: "[session]\nstarttls = false\n",
+        tls: true,
+        locals: &THREE,
+        connections: 2,
+        seen: &["EHLO"],
+        never: &["AUTH", "MAIL"],
+        ..Refusal::default()
+    };
+    untrusted_server_certificate_is_refused: Refusal {
+        tls: true,
+        settings: |s| Settings { ca_file: None, ..s },
+        locals: &THREE,
+        connections: 2,
+        seen: &["STARTTLS"],
+        never: &["AUTH", "MAIL"],
+        ..Refusal::default()
+    };
+    tls_handshake_failure_is_refused: Refusal {
+        script: "[session]\ntls_handshake = \"abort\"\n",
+        tls: true,
+        locals: &THREE,
+        connections: 2,
+        never: &["AUTH"],
+        ..Refusal::default()
+    };
+}
+
+/// A fault scripted for bob@example.org alone: ann and cy are accepted and stored once, bob is
+/// stored never and ends as `bob` says.
+struct BobFault {
+    /// The keys of bob's `[[rule]]` after `recipient`.
+    rule: &'static str,
+    /// A shorter command timeout than the relay's reply takes.
+    command_timeout: Option<Duration>,
+    /// The start of bob's "state attempts code enhanced".
+    bob: &'static str,
+    /// The step of bob's first attempt.
+    step: &'static str,
+}
+
+async fn bob_fault(case: BobFault) {
+    let script = format!("[[rule]]\nrecipient = \"bob@example.org\"\n{}", case.rule);
+    let relay = Relay::tls(&script, |c| c).await;
+    let mut settings = tls(&relay);
+    if let Some(timeout) = case.command_timeout {
+        settings.command_timeout = timeout;
     }
-    assert_eq!(states(&lab.ledger()), map(&[("pending", 3)]));
-    assert_eq!(attempt_count(&lab.ledger()), 0);
-    assert!(!lab.transcript_has("MAIL"));
-    assert_eq!(lab.stored(), 0);
+    // A relay that never answers must not hang the run either.
+    let run = send(&relay, &THREE, settings, options());
+    let summary = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run hung");
+    let l = relay.ledger();
+    let (state, attempts_made, code, enhanced) = recipient(&l, "bob@example.org");
+    let code = code.map_or("-".to_owned(), |c| c.to_string());
+    let bob = format!(
+        "{state} {attempts_made} {code} {}",
+        enhanced.unwrap_or_default()
+    );
+    assert!(bob.starts_with(case.bob), "bob: {bob}, want {}", case.bob);
+    assert_eq!(attempts(&l, "bob@example.org")[0].0, case.step);
+    assert_eq!(relay.copies_for("bob@example.org"), 0);
+    assert_eq!(
+        states(&l),
+        state_map(&[("accepted", 2), (state.as_str(), 1)])
+    );
+    for email in ["ann@example.org", "cy@example.net"] {
+        assert_eq!(recipient(&l, email).0, "accepted", "{email}");
+        assert_eq!(relay.copies_for(email), 1, "{email}");
+    }
+    assert_eq!(relay.stored(), 2);
+    assert_eq!(summary.accepted, 2, "{summary:?}");
+    if state == "deferred" {
+        let conn = rusqlite::Connection::open(&l).unwrap();
+        let retry_at: Option<i64> = conn
+            .query_row(
+                "SELECT retry_at FROM recipients WHERE email = 'bob@example.org'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            retry_at.is_some(),
+            "a deferred recipient needs a retry time"
+        );
+        assert_eq!(summary.deferred, 1, "{summary:?}");
+    }
+}
+
+macro_rules! bob_faults {
+    ($($name:ident: $case:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            bob_fault($case).await;
+        }
+    )*};
+}
+
+bob_faults! {
+    mailbox_busy_452_is_deferred_with_a_retry_time: BobFault {
+        rule: "action = \"reject\"\nreply = \"452 4.2.2 mailbox over quota, try later\"\n",
+        command_timeout: None,
+        bob: "deferred 1 452 4.2.2",
+        step: "rcpt",
+    };
+    user_unknown_550_5_1_1_is_a_hard_bounce: BobFault {
+        rule: "action = \"reject\"\nreply = \"550 5.1.1 user unknown\"\n",
+        command_timeout: None,
+        bob: "bounced_hard 1 550 5.1.1",
+        step: "rcpt",
+    };
+    mailbox_full_552_5_2_2_after_data_is_a_soft_bounce: BobFault {
+        rule: "action = \"reject\"\nreply = \"552 5.2.2 mailbox full\"\nat = \"message\"\n",
+        command_timeout: None,
+        bob: "bounced_soft 1 552 5.2.2",
+        step: "message",
+    };
+    // The sandbox would answer bob's RCPT after 60 s; the sender gives up after 300 ms.
+    slow_server_beyond_the_timeout_is_deferred_and_the_run_ends: BobFault {
+        rule: "action = \"accept\"\ndelay_ms = 60000\n",
+        command_timeout: Some(Duration::from_millis(300)),
+        bob: "deferred",
+        step: "rcpt",
+    };
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_421_after_a_message_reconnects_and_sends_each_once() {
     // "421 too many messages in this session" at the next MAIL: the sender must reconnect and
     // carry on, with nothing lost and nothing sent twice.
-    let lab = Lab::new("[session]\ndisconnect_after_messages = 1\n").await;
+    let relay = Relay::tls("[session]\ndisconnect_after_messages = 1\n", |c| c).await;
     let mut opts = options();
     opts.connections = 1;
-    let summary = lab.send(&THREE, lab.settings(), opts).await;
+    let summary = send(&relay, &THREE, tls(&relay), opts).await;
     assert_eq!(summary.end, End::Finished, "{summary:?}");
-    assert_eq!(states(&lab.ledger()), map(&[("accepted", 3)]));
+    assert_eq!(states(&relay.ledger()), state_map(&[("accepted", 3)]));
     for email in THREE {
-        assert_eq!(lab.copies_for(email), 1, "{email}");
+        assert_eq!(relay.copies_for(email), 1, "{email}");
     }
-    let sessions = lab
-        .sandbox
-        .transcript()
-        .iter()
-        .filter(|l| *l == "STARTTLS")
-        .count();
+    let sessions = relay.commands("STARTTLS", "");
     assert!(
         sessions >= 3,
         "one message per session: {sessions} sessions"
@@ -247,74 +240,85 @@ async fn disconnect_421_after_a_message_reconnects_and_sends_each_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_421_at_one_recipient_leaves_it_unsent_and_not_final() {
-    let lab = Lab::new(
+    let relay = Relay::tls(
         "[[rule]]\nrecipient = \"bob@example.org\"\naction = \"disconnect\"\nreply = \"421 4.4.2 closing, too busy\"\n",
+        |c| c,
     )
     .await;
     let mut opts = options();
     opts.connections = 1;
-    lab.send(&THREE, lab.settings(), opts).await;
+    send(&relay, &THREE, tls(&relay), opts).await;
+    let l = relay.ledger();
     // 421 is about the server, not the address: never a bounce, never charged as delivered.
-    let (state, _, _, _) = row(&lab.ledger(), "bob@example.org");
+    let (state, _, _, _) = recipient(&l, "bob@example.org");
     assert!(
         matches!(state.as_str(), "pending" | "deferred"),
         "bob is {state}"
     );
-    let bob = attempts(&lab.ledger(), "bob@example.org");
+    let bob = attempts(&l, "bob@example.org");
     assert!(
         !bob.is_empty() && bob.iter().all(|a| a.1 == Some(421) && a.0 == "rcpt"),
         "{bob:?}"
     );
-    assert_eq!(lab.copies_for("bob@example.org"), 0);
+    assert_eq!(relay.copies_for("bob@example.org"), 0);
     for email in ["ann@example.org", "cy@example.net"] {
-        assert_eq!(row(&lab.ledger(), email).0, "accepted", "{email}");
-        assert_eq!(lab.copies_for(email), 1, "{email}");
+        assert_eq!(recipient(&l, email).0, "accepted", "{email}");
+        assert_eq!(relay.copies_for(email), 1, "{email}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_dropped_after_data_is_unknown_and_not_resent() {
-    let lab = Lab::new("[[rule]]\nrecipient = \"bob@example.org\"\naction = \"drop\"\n").await;
-    let summary = lab.send(&THREE, lab.settings(), options()).await;
+    let relay = Relay::tls(
+        "[[rule]]\nrecipient = \"bob@example.org\"\naction = \"drop\"\n",
+        |c| c,
+    )
+    .await;
+    let l = relay.ledger();
+    let summary = send(&relay, &THREE, tls(&relay), options()).await;
     assert_eq!((summary.accepted, summary.unknown), (2, 1), "{summary:?}");
-    let (state, attempts_made, _, _) = row(&lab.ledger(), "bob@example.org");
+    let (state, attempts_made, _, _) = recipient(&l, "bob@example.org");
     assert_eq!((state.as_str(), attempts_made), ("unknown", 1));
     assert_eq!(
-        lab.copies_for("bob@example.org"),
+        relay.copies_for("bob@example.org"),
         0,
         "the sandbox stored nothing for a drop"
     );
-    let rcpts_before = lab
-        .sandbox
-        .transcript()
-        .iter()
-        .filter(|l| l.contains("bob@example.org"))
-        .count();
+    let offered_before = relay.commands("", "bob@example.org");
     // A second run must not send it again (the relay may have it).
-    let again = lab.send(&THREE, lab.settings(), options()).await;
+    let again = send(&relay, &THREE, tls(&relay), options()).await;
     assert_eq!((again.accepted, again.unknown), (0, 0), "{again:?}");
-    let rcpts_after = lab
-        .sandbox
-        .transcript()
-        .iter()
-        .filter(|l| l.contains("bob@example.org"))
-        .count();
     assert_eq!(
-        rcpts_before, rcpts_after,
+        offered_before,
+        relay.commands("", "bob@example.org"),
         "bob was offered to the relay again"
     );
-    assert_eq!(row(&lab.ledger(), "bob@example.org").0, "unknown");
+    assert_eq!(recipient(&l, "bob@example.org").0, "unknown");
+    assert_eq!(states(&l), state_map(&[("accepted", 2), ("unknown", 1)]));
+}
+
+const GREYLIST: &str =
+    "[[rule]]\nrecipient = \"*@grey.example\"\naction = \"greylist\"\nattempts = 1\n";
+
+/// Greylisted (450 4.2.0) once, accepted on the retry: both outcomes on record, each address
+/// stored once.
+fn assert_greylisted_then_accepted(relay: &Relay) {
+    let l = relay.ledger();
+    assert_eq!(states(&l), state_map(&[("accepted", 2)]));
     assert_eq!(
-        states(&lab.ledger()),
-        map(&[("accepted", 2), ("unknown", 1)])
+        outcomes(&l, "gus@grey.example"),
+        [
+            (Some(450), "deferred".to_owned()),
+            (Some(250), "accepted".to_owned())
+        ]
     );
+    assert_eq!(relay.copies_for("gus@grey.example"), 1);
+    assert_eq!(relay.copies_for("ann@example.org"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greylisting_450_then_accepted_on_the_next_run_exactly_once() {
-    let lab =
-        Lab::new("[[rule]]\nrecipient = \"*@grey.example\"\naction = \"greylist\"\nattempts = 1\n")
-            .await;
+    let relay = Relay::tls(GREYLIST, |c| c).await;
     let emails = ["ann@example.org", "gus@grey.example"];
     let mut opts = options();
     // A zero back-off makes the deferred row due at once, so the second run retries it without
@@ -324,38 +328,27 @@ async fn greylisting_450_then_accepted_on_the_next_run_exactly_once() {
         max_attempts: 3,
         max_age: Duration::from_secs(3600),
     };
-    let first = lab.send(&emails, lab.settings(), opts.clone()).await;
+    let first = send(&relay, &emails, tls(&relay), opts.clone()).await;
     assert_eq!((first.accepted, first.deferred), (1, 1), "{first:?}");
-    let (state, _, code, enhanced) = row(&lab.ledger(), "gus@grey.example");
+    let (state, _, code, enhanced) = recipient(&relay.ledger(), "gus@grey.example");
     assert_eq!(
         (state.as_str(), code, enhanced.as_deref()),
         ("deferred", Some(450), Some("4.2.0"))
     );
-    assert_eq!(lab.copies_for("gus@grey.example"), 0);
+    assert_eq!(relay.copies_for("gus@grey.example"), 0);
 
-    let second = lab.send(&emails, lab.settings(), opts).await;
+    let second = send(&relay, &emails, tls(&relay), opts).await;
     assert_eq!(
         second.accepted, 1,
         "only the deferred recipient is sent again: {second:?}"
     );
-    assert_eq!(states(&lab.ledger()), map(&[("accepted", 2)]));
-    let gus = attempts(&lab.ledger(), "gus@grey.example");
-    let outcomes: Vec<(Option<i64>, &str)> = gus.iter().map(|a| (a.1, a.3.as_str())).collect();
-    assert_eq!(
-        outcomes,
-        [(Some(450), "deferred"), (Some(250), "accepted")],
-        "{gus:?}"
-    );
-    assert_eq!(lab.copies_for("gus@grey.example"), 1);
-    assert_eq!(lab.copies_for("ann@example.org"), 1);
+    assert_greylisted_then_accepted(&relay);
 }
 
 // With `Options::wait` the same run sleeps until the retry time and sends again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greylisting_450_is_retried_within_a_waiting_run() {
-    let lab =
-        Lab::new("[[rule]]\nrecipient = \"*@grey.example\"\naction = \"greylist\"\nattempts = 1\n")
-            .await;
+    let relay = Relay::tls(GREYLIST, |c| c).await;
     let emails = ["ann@example.org", "gus@grey.example"];
     let mut opts = options();
     opts.wait = true;
@@ -364,171 +357,17 @@ async fn greylisting_450_is_retried_within_a_waiting_run() {
         max_attempts: 3,
         max_age: Duration::from_secs(3600),
     };
-    let summary = lab.send(&emails, lab.settings(), opts).await;
+    let summary = send(&relay, &emails, tls(&relay), opts).await;
     assert_eq!(summary.end, End::Finished, "{summary:?}");
-    assert_eq!(states(&lab.ledger()), map(&[("accepted", 2)]));
-    let gus = attempts(&lab.ledger(), "gus@grey.example");
-    let outcomes: Vec<(Option<i64>, &str)> = gus.iter().map(|a| (a.1, a.3.as_str())).collect();
-    assert_eq!(
-        outcomes,
-        [(Some(450), "deferred"), (Some(250), "accepted")],
-        "{gus:?}"
-    );
-    assert_eq!(lab.copies_for("gus@grey.example"), 1);
-    assert_eq!(lab.copies_for("ann@example.org"), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mailbox_busy_452_is_deferred_with_a_retry_time() {
-    let lab = Lab::new(
-        "[[rule]]\nrecipient = \"bob@example.org\"\naction = \"reject\"\nreply = \"452 4.2.2 mailbox over quota, try later\"\n",
-    )
-    .await;
-    lab.send(&THREE, lab.settings(), options()).await;
-    let (state, _, code, enhanced) = row(&lab.ledger(), "bob@example.org");
-    assert_eq!(
-        (state.as_str(), code, enhanced.as_deref()),
-        ("deferred", Some(452), Some("4.2.2"))
-    );
-    let conn = rusqlite::Connection::open(lab.ledger()).unwrap();
-    let retry_at: Option<i64> = conn
-        .query_row(
-            "SELECT retry_at FROM recipients WHERE email = 'bob@example.org'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(
-        retry_at.is_some(),
-        "a deferred recipient needs a retry time"
-    );
-    assert_eq!(lab.copies_for("bob@example.org"), 0);
-    assert_eq!(
-        states(&lab.ledger()),
-        map(&[("accepted", 2), ("deferred", 1)])
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_unknown_550_5_1_1_is_a_hard_bounce() {
-    let lab = Lab::new(
-        "[[rule]]\nrecipient = \"bob@example.org\"\naction = \"reject\"\nreply = \"550 5.1.1 user unknown\"\n",
-    )
-    .await;
-    lab.send(&THREE, lab.settings(), options()).await;
-    let (state, attempts_made, code, enhanced) = row(&lab.ledger(), "bob@example.org");
-    assert_eq!(
-        (state.as_str(), attempts_made, code, enhanced.as_deref()),
-        ("bounced_hard", 1, Some(550), Some("5.1.1"))
-    );
-    let bob = attempts(&lab.ledger(), "bob@example.org");
-    assert_eq!(bob[0].0, "rcpt");
-    assert_eq!(
-        states(&lab.ledger()),
-        map(&[("accepted", 2), ("bounced_hard", 1)])
-    );
-    assert_eq!(lab.stored(), 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mailbox_full_552_5_2_2_after_data_is_a_soft_bounce() {
-    let lab = Lab::new(
-        "[[rule]]\nrecipient = \"bob@example.org\"\naction = \"reject\"\nreply = \"552 5.2.2 mailbox full\"\nat = \"message\"\n",
-    )
-    .await;
-    lab.send(&THREE, lab.settings(), options()).await;
-    let (state, _, code, enhanced) = row(&lab.ledger(), "bob@example.org");
-    assert_eq!(
-        (state.as_str(), code, enhanced.as_deref()),
-        ("bounced_soft", Some(552), Some("5.2.2"))
-    );
-    assert_eq!(attempts(&lab.ledger(), "bob@example.org")[0].0, "message");
-    assert_eq!(lab.copies_for("bob@example.org"), 0);
-    assert_eq!(
-        states(&lab.ledger()),
-        map(&[("accepted", 2), ("bounced_soft", 1)])
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_failure_535_aborts_the_run_and_marks_nothing() {
-    let lab = Lab::new("[session]\nauth = \"fail\"\n").await;
-    let summary = lab.send(&THREE, lab.settings(), options()).await;
-    assert!(matches!(summary.end, End::Aborted(_)), "{summary:?}");
-    assert_eq!(states(&lab.ledger()), map(&[("pending", 3)]));
-    assert!(!lab.transcript_has("MAIL"));
-    assert!(lab.transcript_has("AUTH"));
-    assert_eq!(lab.stored(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_starttls_is_refused_before_any_auth_or_mail() {
-    let lab = Lab::new("[session]\nstarttls = false\n").await;
-    let summary = lab.send(&THREE, lab.settings(), options()).await;
-    assert!(matches!(summary.end, End::Aborted(_)), "{summary:?}");
-    let transcript = lab.sandbox.transcript();
-    assert!(
-        transcript.iter().any(|l| l.starts_with("EHLO")),
-        "{transcript:?}"
-    );
-    assert!(
-        !lab.transcript_has("AUTH"),
-        "credentials offered without TLS: {transcript:?}"
-    );
-    assert!(!lab.transcript_has("MAIL"), "{transcript:?}");
-    assert_eq!(states(&lab.ledger()), map(&[("pending", 3)]));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn untrusted_server_certificate_is_refused() {
-    let lab = Lab::new("").await;
-    let mut settings = lab.settings();
-    settings.ca_file = None;
-    let summary = lab.send(&THREE, settings, options()).await;
-    assert!(matches!(summary.end, End::Aborted(_)), "{summary:?}");
-    assert!(lab.transcript_has("STARTTLS"));
-    assert!(!lab.transcript_has("AUTH"));
-    assert!(!lab.transcript_has("MAIL"));
-    assert_eq!(states(&lab.ledger()), map(&[("pending", 3)]));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_handshake_failure_is_refused() {
-    let lab = Lab::new("[session]\ntls_handshake = \"abort\"\n").await;
-    let summary = lab.send(&THREE, lab.settings(), options()).await;
-    assert!(matches!(summary.end, End::Aborted(_)), "{summary:?}");
-    assert!(!lab.transcript_has("AUTH"));
-    assert_eq!(states(&lab.ledger()), map(&[("pending", 3)]));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_server_beyond_the_timeout_is_deferred_and_the_run_ends() {
-    // The sandbox would answer bob's RCPT after 60 s; the sender gives up after 300 ms.
-    let lab = Lab::new(
-        "[[rule]]\nrecipient = \"bob@example.org\"\naction = \"accept\"\ndelay_ms = 60000\n",
-    )
-    .await;
-    let mut settings = lab.settings();
-    settings.command_timeout = Duration::from_millis(300);
-    let run = lab.send(&THREE, settings, options());
-    let summary = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the run hung on a slow server");
-    assert_eq!((summary.accepted, summary.deferred), (2, 1), "{summary:?}");
-    let (state, _, _, _) = row(&lab.ledger(), "bob@example.org");
-    assert_eq!(state, "deferred");
-    assert_eq!(lab.copies_for("bob@example.org"), 0);
-    for email in ["ann@example.org", "cy@example.net"] {
-        assert_eq!(row(&lab.ledger(), email).0, "accepted", "{email}");
-    }
+    assert_greylisted_then_accepted(&relay);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_writer_on_the_ledger_does_not_stop_a_running_send() {
     // `mailroom suppress add` and `bounces import` write the same ledger while a send runs:
     // a busy ledger must make the writer wait and retry, never fail the run.
-    let lab = Lab::new("").await;
-    let path = lab.ledger();
+    let relay = Relay::tls("", |c| c).await;
+    let path = relay.ledger();
     drop(mailroom::store::open(&path).unwrap());
     let emails: Vec<String> = (0..2000).map(|i| format!("r{i}@example.org")).collect();
     let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
@@ -564,7 +403,7 @@ async fn another_writer_on_the_ledger_does_not_stop_a_running_send() {
     };
     let mut opts = options();
     opts.connections = 4;
-    let summary = lab.send(&refs, lab.settings(), opts).await;
+    let summary = send(&relay, &refs, tls(&relay), opts).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let commits = tokio::task::spawn_blocking(move || other.join().unwrap())
         .await
@@ -573,6 +412,6 @@ async fn another_writer_on_the_ledger_does_not_stop_a_running_send() {
     assert_eq!(summary.end, End::Finished, "{summary:?}");
     assert_eq!(summary.accepted, 2000);
     // Every recipient accounted for: all accepted, none left `sending` or pending.
-    assert_eq!(states(&path), map(&[("accepted", 2000)]));
-    assert_eq!(lab.stored(), 2000);
+    assert_eq!(states(&path), state_map(&[("accepted", 2000)]));
+    assert_eq!(relay.stored(), 2000);
 }

@@ -3,85 +3,43 @@
 //! accepted nor let the relay exhaust its memory.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/delivery.rs"]
-mod delivery;
+mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use delivery::{PlainRender, contacts, states};
-use mailroom::pipeline::{End, Options, RateOptions, Stop, Summary};
-use mailroom::sandbox::{self, SandboxConfig, Script};
+use common::relay::Relay;
+use common::{contacts, plain, run_once, states, write_campaign};
+use mailroom::pipeline::{End, Options, Stop, Summary};
 use mailroom::shutdown::Shutdown;
-use mailroom::transport::{Secret, Security, Settings, Step};
+use mailroom::transport::{Security, Step};
 
 /// Peak resident memory allowed to a `mailroom` process talking to a flooding peer.
 const RSS_CAP_KIB: u64 = 200 * 1024;
 
-struct Relay {
-    dir: tempfile::TempDir,
-    sandbox: sandbox::Sandbox,
-    ca: PathBuf,
-}
-
-async fn relay(script: &str, config: impl FnOnce(SandboxConfig) -> SandboxConfig) -> Relay {
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let script = Script::parse(script).unwrap();
-    let sandbox = sandbox::start(config(
-        SandboxConfig::new(dir.path().join("maildir"))
-            .auth("mailer", "s3cret-pass")
-            .script(script),
-    ))
-    .await
-    .unwrap();
-    let ca = dir.path().join("ca.pem");
-    sandbox.write_ca(&ca).unwrap();
-    Relay { dir, sandbox, ca }
-}
-
-fn tls_settings(r: &Relay, security: Security) -> Settings {
-    Settings {
-        host: "localhost".into(),
-        port: r.sandbox.addr().port(),
-        security,
-        username: Some("mailer".into()),
-        password: Some(Secret::new("s3cret-pass".into())),
-        ca_file: Some(r.ca.clone()),
-        hello_name: Some("client.test".into()),
-        fallback_ports: vec![],
-        connect_timeout: Duration::from_secs(5),
-        command_timeout: Duration::from_secs(5),
-        data_timeout: Duration::from_secs(5),
-        messages_per_connection: 100,
-    }
-}
-
+/// One connection, very short throttle back-offs.
 fn options() -> Options {
     Options {
-        connections: 1,
-        rate: RateOptions {
-            per_second: Some(100_000.0),
-            ..RateOptions::default()
-        },
         throttle_backoff: Duration::from_millis(20),
         throttle_max: Duration::from_millis(100),
-        ..Options::default()
+        ..common::options(1)
     }
 }
 
-async fn send(path: &Path, locals: &[&str], settings: Settings) -> Summary {
-    let render = Arc::new(PlainRender {
-        from: "news@sender.test".into(),
-    });
-    delivery::run_once(
-        path,
+/// Sends `locals` through the relay with `security` and its CA.
+async fn send(r: &Relay, locals: &[&str], security: Security) -> Summary {
+    send_with(r, locals, r.tls_settings(security)).await
+}
+
+async fn send_with(r: &Relay, locals: &[&str], settings: mailroom::transport::Settings) -> Summary {
+    let ledger = r.ledger();
+    run_once(
+        &ledger,
         "hostile",
         contacts(locals),
         settings,
         options(),
-        render,
+        plain(),
         Shutdown::new(),
     )
     .await
@@ -105,9 +63,9 @@ at = "message"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_injected_before_the_starttls_handshake_refuse_the_relay() {
-    let r = relay(STARTTLS_INJECTION, |c| c).await;
-    let ledger = r.dir.path().join("mailroom.db");
-    let summary = send(&ledger, &["a", "b"], tls_settings(&r, Security::StartTls)).await;
+    let r = Relay::tls(STARTTLS_INJECTION, |c| c).await;
+    let ledger = r.ledger();
+    let summary = send(&r, &["a", "b"], Security::StartTls).await;
     let End::Aborted(Stop::Tls(reply)) = &summary.end else {
         panic!("expected a TLS abort, got {:?}", summary.end);
     };
@@ -140,9 +98,8 @@ async fn without_injection_the_same_relay_is_used_and_its_refusals_recorded() {
         "",
     );
     assert_ne!(script, STARTTLS_INJECTION);
-    let r = relay(&script, |c| c).await;
-    let ledger = r.dir.path().join("mailroom.db");
-    let summary = send(&ledger, &["a", "b"], tls_settings(&r, Security::StartTls)).await;
+    let r = Relay::tls(&script, |c| c).await;
+    let summary = send(&r, &["a", "b"], Security::StartTls).await;
     assert_eq!(summary.end, End::Finished);
     assert_eq!(summary.accepted, 0);
     assert_eq!(summary.bounced_soft + summary.bounced_hard, 2);
@@ -153,35 +110,32 @@ async fn an_extra_reply_after_the_greeting_of_an_implicit_tls_relay_is_caught() 
     // Inside TLS there is nothing to inject from outside, but a relay that sends a reply nobody
     // asked for must still never turn a refusal into an acceptance: replies are checked against
     // the command they answer.
-    let r = relay(
+    let r = Relay::tls(
         "[session]\ninject = { message = \"250 2.0.0 stray\\r\\n\" }\n\n[[rule]]\nrecipient = \"b@example.test\"\naction = \"reject\"\nreply = \"554 5.7.1 no\"\nat = \"message\"\n",
         |c| c.implicit_tls(true),
     )
     .await;
-    let ledger = r.dir.path().join("mailroom.db");
-    let summary = send(&ledger, &["a", "b"], tls_settings(&r, Security::Tls)).await;
+    let ledger = r.ledger();
+    let summary = send(&r, &["a", "b"], Security::Tls).await;
     assert_eq!(summary.end, End::Finished, "{summary:?}");
-    let recipient = |email: &str| delivery::recipient(&ledger, email).0;
+    let recipient = |email: &str| common::recipient(&ledger, email).0;
     assert_eq!(recipient("a@example.test"), "accepted");
     assert_ne!(recipient("b@example.test"), "accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_implicit_tls_certificate_is_reported_at_connect() {
-    let r = relay("", |c| c.implicit_tls(true)).await;
-    let ledger = r.dir.path().join("mailroom.db");
-    let mut settings = tls_settings(&r, Security::Tls);
+    let r = Relay::tls("", |c| c.implicit_tls(true)).await;
+    let ledger = r.ledger();
+    let mut settings = r.tls_settings(Security::Tls);
     settings.ca_file = None;
-    let summary = send(&ledger, &["a"], settings).await;
+    let summary = send_with(&r, &["a"], settings).await;
     let End::Aborted(Stop::Tls(reply)) = &summary.end else {
         panic!("expected a TLS abort, got {:?}", summary.end);
     };
     assert!(reply.text.contains("UnknownIssuer"), "{reply:?}");
-    assert_eq!(
-        reply.step,
-        Step::Connect,
-        "implicit TLS fails at connect, not at STARTTLS"
-    );
+    // Implicit TLS fails at connect, not at a STARTTLS that never happened.
+    assert_eq!(reply.step, Step::Connect);
     assert!(
         reply.describe().ends_with("(at connect)"),
         "{}",
@@ -234,19 +188,15 @@ fn run_measured(args: &[&str], root: &Path) -> (Option<i32>, String, u64) {
     (status.code(), text, peak)
 }
 
-async fn flood_campaign(flood: &str) -> (Relay, PathBuf) {
-    let r = relay(
+async fn flood_campaign(flood: &str) -> (Relay, std::path::PathBuf) {
+    let r = Relay::tls(
         &format!("[session]\nflood_at = \"mail\"\nflood = \"{flood}\"\n"),
         |c| c,
     )
     .await;
-    let smtp = format!(
-        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nconnections = 1\n\
-         command_timeout = 10\ndata_timeout = 10",
-        r.sandbox.addr().port()
-    );
+    let smtp = r.smtp_table("connections = 1\ncommand_timeout = 10\ndata_timeout = 10");
     let emails = vec!["a@example.test".to_owned(), "b@example.test".to_owned()];
-    let root = delivery::write_campaign(r.dir.path(), "flood", "news@sender.test", &smtp, &emails);
+    let root = write_campaign(r.dir.path(), "flood", "news@sender.test", &smtp, &emails);
     (r, root)
 }
 
@@ -299,14 +249,9 @@ async fn a_relay_that_answers_421_to_everything_pauses_the_run_and_every_transmi
         let script = format!(
             "[[rule]]\nrecipient = \"*\"\naction = \"reject\"\nreply = \"421 4.7.0 too many messages, slow down\"\nat = \"{at}\"\n"
         );
-        let r = relay(&script, |c| c).await;
-        let ledger = r.dir.path().join("mailroom.db");
-        let summary = send(
-            &ledger,
-            &["a", "b", "c"],
-            tls_settings(&r, Security::StartTls),
-        )
-        .await;
+        let r = Relay::tls(&script, |c| c).await;
+        let ledger = r.ledger();
+        let summary = send(&r, &["a", "b", "c"], Security::StartTls).await;
         let End::Paused(Stop::Busy(reply)) = &summary.end else {
             panic!(
                 "at {at}: expected a pause for a busy relay, got {:?}",

@@ -6,15 +6,14 @@
 //! is a failure.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/delivery.rs"]
-mod delivery;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use delivery::{PlainRender, recipient, states};
+use common::{PlainRender, recipient, states};
 use mailroom::pipeline::{End, Options, RateOptions, Stop, Summary};
 use mailroom::shutdown::Shutdown;
 use mailroom::store::NewRecipient;
@@ -125,7 +124,7 @@ async fn send(path: &Path, campaign: &str, people: Vec<NewRecipient>, s: Setting
     let render = Arc::new(PlainRender {
         from: "sender@mailroom.test".into(),
     });
-    delivery::run_once(
+    common::run_once(
         path,
         campaign,
         people,
@@ -311,7 +310,7 @@ async fn kill_9_in_a_2000_recipient_send_then_rerun_leaves_no_duplicates() {
         rig.user,
         rig.ca.display()
     );
-    let root = delivery::write_campaign(dir.path(), &mark, &rig.user, &smtp, &emails);
+    let root = common::write_campaign(dir.path(), &mark, &rig.user, &smtp, &emails);
     let ledger_path = root.join("mailroom.db");
     let send = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))

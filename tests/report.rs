@@ -1,17 +1,16 @@
-//! Reports and the dashboard over real SQLite ledgers filled by `common/report.rs`: numbers are
+//! Reports and the dashboard over real SQLite ledgers filled by `common/ledger.rs`: numbers are
 //! checked against the builder's own tally, formats for their shape, the dashboard by rendering
 //! snapshots into ratatui's TestBackend, and the CLI end to end.
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/report.rs"]
-mod ledger;
+mod common;
 
 use std::collections::BTreeMap;
 
 use assert_cmd::Command;
+use common::ledger::{LedgerBuilder, Written, mixed_ledger};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ledger::{LedgerBuilder, Written, mixed_ledger};
 use mailroom::model::DeliveryState;
 use mailroom::report::{self, Focus, Ledger, Source, Thresholds, Totals};
 use mailroom::tui::{self, App, Status};

@@ -2,8 +2,7 @@
 //! that verifies TLS against the sandbox's generated CA.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/sandbox.rs"]
-mod client;
+mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use client::{Client, dot_stuff, maildir_messages, strip_trace};
+use common::sandbox::{self as client, Client, dot_stuff, maildir_messages, strip_trace};
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use mailroom::sandbox::{self, Sandbox, SandboxConfig, Script};
 

@@ -1,12 +1,14 @@
-//! The sandbox script: which reply each recipient gets and which session-level faults to inject.
-//! Parses and validates TOML into plain data and matches recipients; performs no I/O and keeps
-//! no per-connection state (greylisting counters live with the server).
+//! The sandbox script: which reply each recipient (or sender) gets and which session-level faults
+//! to inject. Parses and validates TOML into plain data and matches addresses; performs no I/O
+//! and keeps no per-connection state (greylisting counters, the freeze and what the sandbox saw
+//! live with the server). Every bad value is an error that names the key and says how to fix it.
 //!
 //! Format (documented for users in docs/sandbox.md):
 //!
 //! ```toml
 //! [session]
 //! starttls = false                 # do not offer STARTTLS
+//! pipelining = false               # do not advertise PIPELINING (RFC 2920)
 //! auth = "fail"                    # every AUTH gets 535 5.7.8
 //! tls_handshake = "abort"          # close the connection in the middle of the TLS handshake
 //! greeting = "421 4.3.2 closing"   # replaces the 220 greeting (421 closes the connection)
@@ -14,14 +16,28 @@
 //! disconnect_at = "auth"           # 421 (or disconnect_reply) at this stage of every session
 //! delay_ms = { message = 5000 }    # slow replies per stage
 //! inject = { starttls = "250 x\r\n" }  # raw bytes written right after the stage's reply
+//! inject_sessions = 1              # ...only in the first N sessions (default: every session)
 //! flood_at = "mail"                # answer this stage with a reply that never ends
 //! flood = "line"                   # "line": one line without an end; "lines": endless lines
+//! freeze_after_messages = 60       # after 60 messages (all sessions), no reply after the "."
+//!                                  # of any later one until `Sandbox::thaw`
 //!
 //! [[rule]]                         # first matching rule wins; no match = accept
 //! recipient = "*@example.org"      # exact address, `*@domain`, or a glob with * and ?
-//! action = "reject"                # accept reject greylist disconnect drop bounce complain
+//! action = "reject"                # accept reject greylist disconnect drop hang bounce complain
 //! reply = "550 5.1.1 no such user"
-//! at = "rcpt"                      # rcpt | data | message (reject and disconnect)
+//! at = "rcpt"                      # rcpt | data | message (reject, disconnect and hang)
+//!
+//! [[rule]]
+//! recipient = "odd-*@*"
+//! action = "accept"                # stored, and then...
+//! raw_reply = "354 go ahead\r\n"   # ...these bytes instead of the 250 after the final "."
+//! inject = "250 2.0.0 stray\r\n"   # ...and these right after it
+//!
+//! [[rule]]
+//! sender = "bad-*@*"               # a sender rule: decides the reply to MAIL
+//! action = "reject"                # reject, disconnect or hang
+//! reply = "553 5.7.1 sender not owned by user"
 //! ```
 
 use std::collections::BTreeMap;
@@ -34,10 +50,20 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("sandbox script is not valid TOML: {0}")]
-    Syntax(#[from] toml::de::Error),
+    // Not a `#[source]`: the message already carries the parser's, and a chain printed with
+    // `{:#}` would show it twice.
+    #[error(
+        "sandbox script is not valid TOML: {0}\nFix the script at that position; every key is in docs/sandbox.md."
+    )]
+    Syntax(toml::de::Error),
     #[error("sandbox script: {what}\n\n{fix}")]
     Invalid { what: String, fix: String },
+}
+
+impl From<toml::de::Error> for Error {
+    fn from(e: toml::de::Error) -> Self {
+        Error::Syntax(e)
+    }
 }
 
 fn invalid(what: impl Into<String>, fix: impl Into<String>) -> Error {
@@ -151,39 +177,44 @@ impl fmt::Display for Reply {
 /// What happens to a recipient matched by a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Accept,
+    /// 250 everywhere and stored; `raw_reply` replaces the 250 after the final "." and `inject`
+    /// follows it (a relay whose replies do not fit the commands).
+    Accept {
+        raw_reply: Option<String>,
+        inject: Option<String>,
+    },
     /// Reply `reply` at `at` (rcpt, data or message).
-    Reject {
-        at: Stage,
-        reply: Reply,
-    },
+    Reject { at: Stage, reply: Reply },
     /// `reply` (450 4.2.0 by default, as postgrey) for the first `attempts` RCPTs of this address, then accept.
-    Greylist {
-        attempts: u32,
-        reply: Reply,
-    },
+    Greylist { attempts: u32, reply: Reply },
     /// Reply `reply` (421 4.3.2 by default) at `at`, then close the connection.
-    Disconnect {
-        at: Stage,
-        reply: Reply,
-    },
+    Disconnect { at: Stage, reply: Reply },
     /// Read the whole message, then close the connection without replying.
     Drop,
+    /// No reply at `at`: the connection stays open and silent until the client hangs up (a
+    /// relay that hangs mid-transaction; the client's timeout must fire).
+    Hang { at: Stage },
     /// Accept, then write an RFC 3464 DSN to the bounce Maildir.
-    Bounce {
-        status: String,
-        diagnostic: String,
-    },
+    Bounce { status: String, diagnostic: String },
     /// Accept, then write an RFC 5965 ARF report to the bounce Maildir.
-    Complain {
-        feedback_type: String,
-    },
+    Complain { feedback_type: String },
+}
+
+/// Whose address a rule's pattern is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `recipient = ...`: decides the replies to RCPT, DATA and the final ".".
+    Recipient,
+    /// `sender = ...`: decides the reply to MAIL.
+    Sender,
 }
 
 /// One `[[rule]]`.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    /// Lower-cased recipient glob (`*`, `?`), matched case-insensitively.
+    /// Whether `pattern` is matched against recipients or senders.
+    pub target: Target,
+    /// Lower-cased address glob (`*`, `?`), matched case-insensitively.
     pub pattern: String,
     /// What happens to a matching recipient.
     pub action: Action,
@@ -196,6 +227,8 @@ pub struct Rule {
 pub struct SessionFaults {
     /// Offer STARTTLS when the server has TLS (false = the "no STARTTLS" fault).
     pub starttls: bool,
+    /// Advertise PIPELINING (false: a client must wait for each reply before the next command).
+    pub pipelining: bool,
     /// Every AUTH attempt fails with 535 5.7.8.
     pub auth_fails: bool,
     /// Abort every TLS handshake (after STARTTLS or on the implicit-TLS listener).
@@ -211,8 +244,14 @@ pub struct SessionFaults {
     /// Raw bytes written in the same write as the reply at a stage (a reply the client did not
     /// ask for: the STARTTLS response injection of CVE-2011-0411, a stray extra reply).
     pub inject: BTreeMap<Stage, String>,
+    /// `inject` only in the first this-many sessions of the sandbox (None: in every session).
+    pub inject_sessions: Option<u64>,
     /// Answer this stage with a reply that never ends, until the client hangs up.
     pub flood: Option<(Stage, Flood)>,
+    /// Once this many messages were accepted (counted across every session), later messages get
+    /// no reply after their final "." until the sandbox is thawed: a relay that freezes with
+    /// transactions in flight.
+    pub freeze_after_messages: Option<u64>,
 }
 
 /// The shape of an endless reply (`[session] flood`).
@@ -228,6 +267,7 @@ impl Default for SessionFaults {
     fn default() -> Self {
         SessionFaults {
             starttls: true,
+            pipelining: true,
             auth_fails: false,
             abort_tls_handshake: false,
             greeting: None,
@@ -235,7 +275,9 @@ impl Default for SessionFaults {
             disconnect_at: None,
             delays: BTreeMap::new(),
             inject: BTreeMap::new(),
+            inject_sessions: None,
             flood: None,
+            freeze_after_messages: None,
         }
     }
 }
@@ -262,6 +304,7 @@ struct RawScript {
 #[serde(deny_unknown_fields)]
 struct RawSession {
     starttls: Option<bool>,
+    pipelining: Option<bool>,
     auth: Option<String>,
     tls_handshake: Option<String>,
     greeting: Option<String>,
@@ -272,14 +315,17 @@ struct RawSession {
     delay_ms: BTreeMap<Stage, u64>,
     #[serde(default)]
     inject: BTreeMap<Stage, String>,
+    inject_sessions: Option<u64>,
     flood_at: Option<Stage>,
     flood: Option<String>,
+    freeze_after_messages: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    recipient: String,
+    recipient: Option<String>,
+    sender: Option<String>,
     action: String,
     reply: Option<String>,
     at: Option<Stage>,
@@ -289,6 +335,8 @@ struct RawRule {
     status: Option<String>,
     diagnostic: Option<String>,
     feedback_type: Option<String>,
+    raw_reply: Option<String>,
+    inject: Option<String>,
 }
 
 impl Script {
@@ -310,11 +358,20 @@ impl Script {
         Ok(Script { session, rules })
     }
 
-    /// The first rule whose pattern matches `recipient` (case-insensitive).
+    /// The first recipient rule whose pattern matches `recipient` (case-insensitive).
     pub fn rule_for(&self, recipient: &str) -> Option<&Rule> {
+        self.first_match(Target::Recipient, recipient)
+    }
+
+    /// The first sender rule whose pattern matches `sender` (case-insensitive).
+    pub fn sender_rule_for(&self, sender: &str) -> Option<&Rule> {
+        self.first_match(Target::Sender, sender)
+    }
+
+    fn first_match(&self, target: Target, address: &str) -> Option<&Rule> {
         self.rules
             .iter()
-            .find(|rule| pattern_matches(&rule.pattern, recipient))
+            .find(|rule| rule.target == target && pattern_matches(&rule.pattern, address))
     }
 }
 
@@ -404,8 +461,26 @@ fn parse_session(raw: RawSession) -> Result<SessionFaults, Error> {
             "Give the raw bytes to write after that stage's reply, e.g. \"250 extra\\r\\n\".",
         ));
     }
+    match raw.inject_sessions {
+        Some(0) => {
+            return Err(invalid(
+                "[session] inject_sessions = 0 injects nothing",
+                "Use inject_sessions = 1 or more, or remove `inject` and `inject_sessions`.",
+            ));
+        }
+        Some(_) if raw.inject.is_empty() => {
+            return Err(invalid(
+                "[session] inject_sessions without inject",
+                "Add inject = { mail = \"250 extra\\r\\n\" } (or another stage), or remove inject_sessions.",
+            ));
+        }
+        _ => {}
+    }
     Ok(SessionFaults {
         inject: raw.inject,
+        inject_sessions: raw.inject_sessions,
+        freeze_after_messages: raw.freeze_after_messages,
+        pipelining: raw.pipelining.unwrap_or(true),
         flood,
         disconnect_at,
         starttls: raw.starttls.unwrap_or(true),
@@ -425,15 +500,35 @@ const REPLY_FIX: &str =
     "Write the reply as code, enhanced code and text, e.g. \"550 5.1.1 no such user\".";
 
 fn parse_rule(index: usize, raw: RawRule) -> Result<Rule, Error> {
-    let name = format!("rule {index} (recipient = \"{}\")", raw.recipient);
-    let pattern = raw.recipient.trim().to_ascii_lowercase();
+    let (target, address) = match (raw.recipient.as_deref(), raw.sender.as_deref()) {
+        (Some(recipient), None) => (Target::Recipient, recipient),
+        (None, Some(sender)) => (Target::Sender, sender),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                format!("rule {index} has both `recipient` and `sender`"),
+                "Split it into two rules: one with recipient = ..., one with sender = ....",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                format!("rule {index} has neither `recipient` nor `sender`"),
+                "Add recipient = \"a@example.com\" (replies to RCPT, DATA and the message) or sender = \"a@example.com\" (the reply to MAIL).",
+            ));
+        }
+    };
+    let key = match target {
+        Target::Recipient => "recipient",
+        Target::Sender => "sender",
+    };
+    let name = format!("rule {index} ({key} = \"{address}\")");
+    let pattern = address.trim().to_ascii_lowercase();
     if pattern.is_empty()
         || pattern
             .chars()
             .any(|c| c.is_whitespace() || c == '<' || c == '>')
     {
         return Err(invalid(
-            format!("{name}: the recipient pattern is empty or has spaces or angle brackets"),
+            format!("{name}: the {key} pattern is empty or has spaces or angle brackets"),
             "Use an address (a@example.com), a domain (*@example.com) or a glob (bounce-*@*).",
         ));
     }
@@ -444,7 +539,9 @@ fn parse_rule(index: usize, raw: RawRule) -> Result<Rule, Error> {
         .transpose()
         .map_err(|e| invalid(format!("{name}: reply: {e}"), REPLY_FIX))?;
     let allowed: &[&str] = match raw.action.as_str() {
-        "accept" | "drop" => &[],
+        "drop" => &[],
+        "accept" => &["raw_reply", "inject"],
+        "hang" => &["at"],
         "reject" | "disconnect" => &["reply", "at"],
         "greylist" => &["reply", "attempts"],
         "bounce" => &["status", "diagnostic"],
@@ -452,10 +549,20 @@ fn parse_rule(index: usize, raw: RawRule) -> Result<Rule, Error> {
         other => {
             return Err(invalid(
                 format!("{name}: action = \"{other}\" is not known"),
-                "Use one of accept, reject, greylist, disconnect, drop, bounce, complain.",
+                "Use one of accept, reject, greylist, disconnect, drop, hang, bounce, complain.",
             ));
         }
     };
+    if target == Target::Sender && !matches!(raw.action.as_str(), "reject" | "disconnect" | "hang")
+    {
+        return Err(invalid(
+            format!(
+                "{name}: action = \"{}\" does not apply to a sender rule",
+                raw.action
+            ),
+            "A sender rule can reject, disconnect or hang at MAIL; use recipient = ... for the others.",
+        ));
+    }
     let given = [
         ("reply", raw.reply.is_some()),
         ("at", raw.at.is_some()),
@@ -463,6 +570,8 @@ fn parse_rule(index: usize, raw: RawRule) -> Result<Rule, Error> {
         ("status", raw.status.is_some()),
         ("diagnostic", raw.diagnostic.is_some()),
         ("feedback_type", raw.feedback_type.is_some()),
+        ("raw_reply", raw.raw_reply.is_some()),
+        ("inject", raw.inject.is_some()),
     ];
     if let Some((key, _)) = given
         .iter()
@@ -476,16 +585,37 @@ fn parse_rule(index: usize, raw: RawRule) -> Result<Rule, Error> {
             format!("Remove `{key}` from this rule."),
         ));
     }
-    let at = raw.at.unwrap_or(Stage::Rcpt);
-    if !matches!(at, Stage::Rcpt | Stage::Data | Stage::Message) {
+    // A recipient is known from RCPT on, a sender only at MAIL: each kind of rule has its stages.
+    let (default_stage, stages, stage_fix): (Stage, &[Stage], &str) = match target {
+        Target::Recipient => (
+            Stage::Rcpt,
+            &[Stage::Rcpt, Stage::Data, Stage::Message],
+            "\"rcpt\", \"data\" or \"message\"",
+        ),
+        Target::Sender => (Stage::Mail, &[Stage::Mail], "\"mail\" (or leave it out)"),
+    };
+    let at = raw.at.unwrap_or(default_stage);
+    if !stages.contains(&at) {
         return Err(invalid(
-            format!("{name}: at = \"{at}\" is not a per-recipient stage"),
-            "Use at = \"rcpt\", \"data\" or \"message\".",
+            format!("{name}: at = \"{at}\" is not a stage this rule can decide"),
+            format!("Use at = {stage_fix}."),
         ));
     }
+    for (key, value) in [("raw_reply", &raw.raw_reply), ("inject", &raw.inject)] {
+        if value.as_deref() == Some("") {
+            return Err(invalid(
+                format!("{name}: {key} is empty"),
+                format!("Give the raw bytes to write, e.g. {key} = \"250 2.0.0 extra\\r\\n\"."),
+            ));
+        }
+    }
     let action = match raw.action.as_str() {
-        "accept" => Action::Accept,
+        "accept" => Action::Accept {
+            raw_reply: raw.raw_reply,
+            inject: raw.inject,
+        },
         "drop" => Action::Drop,
+        "hang" => Action::Hang { at },
         "reject" => {
             let reply = reply.ok_or_else(|| {
                 invalid(
@@ -562,14 +692,15 @@ fn parse_rule(index: usize, raw: RawRule) -> Result<Rule, Error> {
             "Add delay_ms = <milliseconds>, or remove delay_at.",
         ));
     }
-    let delay_at = raw.delay_at.unwrap_or(Stage::Rcpt);
-    if !matches!(delay_at, Stage::Rcpt | Stage::Data | Stage::Message) {
+    let delay_at = raw.delay_at.unwrap_or(default_stage);
+    if !stages.contains(&delay_at) {
         return Err(invalid(
-            format!("{name}: delay_at = \"{delay_at}\" is not a per-recipient stage"),
-            "Use delay_at = \"rcpt\", \"data\" or \"message\"; session-wide delays go in [session] delay_ms.",
+            format!("{name}: delay_at = \"{delay_at}\" is not a stage this rule can decide"),
+            format!("Use delay_at = {stage_fix}; session-wide delays go in [session] delay_ms."),
         ));
     }
     Ok(Rule {
+        target,
         pattern,
         action,
         delay: raw.delay_ms.map(|ms| (delay_at, Duration::from_millis(ms))),
@@ -579,7 +710,10 @@ fn parse_rule(index: usize, raw: RawRule) -> Result<Rule, Error> {
 // The action names were checked against `allowed` above, so this arm cannot be reached; it is a
 // function so the match stays exhaustive without a panic.
 fn unreachable_action() -> Action {
-    Action::Accept
+    Action::Accept {
+        raw_reply: None,
+        inject: None,
+    }
 }
 
 /// `class.subject.detail` (RFC 3463): digits, subject and detail at most three digits.
@@ -723,6 +857,65 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_faults_tests_and_hostile_relays_need() {
+        let script = Script::parse(
+            r#"
+            [session]
+            pipelining = false
+            inject = { mail = "250 2.1.0 extra\r\n" }
+            inject_sessions = 1
+            freeze_after_messages = 60
+
+            [[rule]]
+            sender = "bad*@*"
+            action = "reject"
+            reply = "553 5.7.1 not yours"
+
+            [[rule]]
+            recipient = "silent*@*"
+            action = "hang"
+            at = "message"
+
+            [[rule]]
+            recipient = "odd@*"
+            action = "accept"
+            raw_reply = "354 go ahead\r\n"
+            inject = "250 2.0.0 stray\r\n"
+            "#,
+        )
+        .unwrap();
+        let session = &script.session;
+        assert!(!session.pipelining);
+        assert_eq!(session.inject_sessions, Some(1));
+        assert_eq!(session.freeze_after_messages, Some(60));
+        let bad = script.sender_rule_for("bad-sender@x").unwrap();
+        assert_eq!(bad.target, Target::Sender);
+        assert!(matches!(
+            &bad.action,
+            Action::Reject {
+                at: Stage::Mail,
+                ..
+            }
+        ));
+        assert!(
+            script.rule_for("bad-sender@x").is_none(),
+            "a sender rule is not a recipient rule"
+        );
+        assert!(script.sender_rule_for("silent1@x").is_none());
+        assert_eq!(
+            script.rule_for("silent1@x").unwrap().action,
+            Action::Hang { at: Stage::Message }
+        );
+        assert_eq!(
+            script.rule_for("odd@x").unwrap().action,
+            Action::Accept {
+                raw_reply: Some("354 go ahead\r\n".into()),
+                inject: Some("250 2.0.0 stray\r\n".into()),
+            }
+        );
+    }
+
+    #[test]
     fn rejects_bad_scripts_with_the_rule_and_a_fix() {
         let cases = [
             (
@@ -751,6 +944,44 @@ mod tests {
                 "[[rule]]\nrecipient = \"a b\"\naction = \"accept\"",
                 "spaces",
             ),
+            (
+                "[[rule]]\naction = \"accept\"",
+                "neither `recipient` nor `sender`",
+            ),
+            (
+                "[[rule]]\nrecipient = \"a@b\"\nsender = \"c@d\"\naction = \"accept\"",
+                "both `recipient` and `sender`",
+            ),
+            (
+                "[[rule]]\nsender = \"a@b\"\naction = \"greylist\"",
+                "does not apply to a sender rule",
+            ),
+            (
+                "[[rule]]\nsender = \"a@b\"\naction = \"hang\"\nat = \"rcpt\"",
+                "at = \"rcpt\" is not a stage this rule can decide",
+            ),
+            (
+                "[[rule]]\nrecipient = \"a@b\"\naction = \"hang\"\nat = \"mail\"",
+                "at = \"mail\" is not a stage this rule can decide",
+            ),
+            (
+                "[[rule]]\nrecipient = \"a@b\"\naction = \"reject\"\nreply = \"550 5.1.1 x\"\ninject = \"x\"",
+                "`inject` does not apply",
+            ),
+            (
+                "[[rule]]\nrecipient = \"a@b\"\naction = \"accept\"\nraw_reply = \"\"",
+                "raw_reply is empty",
+            ),
+            (
+                "[session]\ninject_sessions = 1",
+                "inject_sessions without inject",
+            ),
+            (
+                "[session]\ninject = { mail = \"x\" }\ninject_sessions = 0",
+                "inject_sessions = 0",
+            ),
+            ("[session]\npipelining = \"no\"", "invalid type"),
+            ("[session]\nfreeze_after_messages = -1", "invalid value"),
         ];
         for (text, needle) in cases {
             let err = Script::parse(text).unwrap_err().to_string();

@@ -4,16 +4,15 @@
 //! per-recipient decisions; must not touch sockets, files or clocks, so every rule is unit-tested
 //! without a network.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::script::{Action, Flood, Rule, Script, Stage};
+pub use super::policy::Policy;
+pub use super::response::{Accepted, After, Feedback, FeedbackReport, Response};
+use super::script::{Action, Rule, Stage};
 
 /// A command line longer than this (CRLF included) gets 500 5.5.2 (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -25,201 +24,6 @@ pub const MAX_TEXT_LINE: usize = 1000;
 pub const TRANSCRIPT_LIMIT: usize = 100_000;
 /// Sessions are closed after this many failed commands, so a hostile client cannot loop forever.
 pub const MAX_ERRORS: u32 = 10;
-
-/// Settings and shared state behind every session of one sandbox.
-#[derive(Debug)]
-pub struct Policy {
-    /// Our name in the greeting, EHLO reply and reports.
-    pub hostname: String,
-    /// The server can do TLS (STARTTLS is offered unless the script says otherwise).
-    pub tls_available: bool,
-    /// User and password; AUTH is offered (after TLS) and required before MAIL when set.
-    pub auth: Option<(String, String)>,
-    /// Advertised with SIZE; larger messages get 552 5.3.4.
-    pub max_message_size: usize,
-    /// RCPTs per message before 452 4.5.3.
-    pub max_recipients: usize,
-    /// Replies and faults.
-    pub script: Script,
-    /// RCPT attempts per greylisted recipient, across sessions (`std` mutex: never held across
-    /// an await).
-    greylist: Mutex<HashMap<String, u32>>,
-    /// The most recent `TRANSCRIPT_LIMIT` command lines: complete for tests, bounded for a
-    /// long-running `mailroom sandbox`.
-    transcript: Mutex<VecDeque<String>>,
-    sequence: AtomicU64,
-}
-
-impl Policy {
-    /// Settings for a sandbox; 10 MiB messages, 100 recipients per message.
-    pub fn new(
-        hostname: &str,
-        tls_available: bool,
-        auth: Option<(String, String)>,
-        script: Script,
-    ) -> Policy {
-        Policy {
-            hostname: hostname.to_owned(),
-            tls_available,
-            auth,
-            max_message_size: 10 * 1024 * 1024,
-            max_recipients: 100,
-            script,
-            greylist: Mutex::new(HashMap::new()),
-            transcript: Mutex::new(VecDeque::new()),
-            sequence: AtomicU64::new(1),
-        }
-    }
-
-    /// Every command line received so far, across sessions, AUTH secrets redacted.
-    pub fn transcript(&self) -> Vec<String> {
-        let transcript = match self.transcript.lock() {
-            Ok(t) => t,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        transcript.iter().cloned().collect()
-    }
-
-    /// Adds a line to the transcript (also used by the shell for connection events).
-    pub fn record(&self, line: impl Into<String>) {
-        let mut transcript = match self.transcript.lock() {
-            Ok(t) => t,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if transcript.len() >= TRANSCRIPT_LIMIT {
-            transcript.pop_front();
-        }
-        transcript.push_back(line.into());
-    }
-
-    fn next_id(&self) -> String {
-        format!("SBX{:06}", self.sequence.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Counts one more attempt for `recipient`; returns the count including this one.
-    fn greylist_attempt(&self, recipient: &str) -> u32 {
-        let mut map = match self.greylist.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let count = map.entry(recipient.to_ascii_lowercase()).or_insert(0);
-        *count += 1;
-        *count
-    }
-}
-
-/// What the shell must do after feeding a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    /// Keep reading.
-    Continue,
-    /// Write the reply, then run the TLS handshake on the raw stream (anything the client already
-    /// pipelined after STARTTLS is discarded).
-    StartTls,
-    /// Write the reply, then close the connection.
-    Close,
-    /// Close the connection without writing anything (the reply, if any, is not sent).
-    Drop,
-    /// Write a reply that never ends (scripted), until the client hangs up.
-    Flood(Flood),
-}
-
-/// One accepted message; the shell writes it to the Maildir before sending the 250.
-#[derive(Debug, Clone)]
-pub struct Accepted {
-    /// Queue id given in the 250 reply (`SBX000001`).
-    pub id: String,
-    /// Envelope sender; empty for the null sender `<>`.
-    pub mail_from: String,
-    /// Accepted recipients, in RCPT order.
-    pub rcpts: Vec<String>,
-    /// The message exactly as received, dot-unstuffed.
-    pub data: Vec<u8>,
-    /// Reports to write to the bounce Maildir after accepting.
-    pub feedback: Vec<Feedback>,
-}
-
-impl Accepted {
-    /// The Maildir file: `Return-Path` and one `Delivered-To` per recipient, as a delivery agent
-    /// adds them, then the message byte for byte.
-    pub fn maildir_bytes(&self) -> Vec<u8> {
-        let mut out = format!("Return-Path: <{}>\r\n", self.mail_from);
-        for rcpt in &self.rcpts {
-            let _ = write!(out, "Delivered-To: {rcpt}\r\n");
-        }
-        let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&self.data);
-        bytes
-    }
-}
-
-/// A scripted report about one recipient of an accepted message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Feedback {
-    /// The recipient the report is about.
-    pub rcpt: String,
-    /// Which report to write.
-    pub kind: FeedbackReport,
-}
-
-/// The two kinds of report the script can ask for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FeedbackReport {
-    /// RFC 3464 delivery status notification, `Action: failed`.
-    Dsn { status: String, diagnostic: String },
-    /// RFC 5965 feedback report.
-    Arf { feedback_type: String },
-}
-
-/// The result of one input line.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// Wait this long before replying (scripted slow replies).
-    pub delay: Duration,
-    /// The complete reply text with CRLFs; empty when nothing is to be written (message lines).
-    pub reply: String,
-    pub after: After,
-    pub accepted: Option<Accepted>,
-}
-
-impl Response {
-    fn none() -> Response {
-        Response {
-            delay: Duration::ZERO,
-            reply: String::new(),
-            after: After::Continue,
-            accepted: None,
-        }
-    }
-
-    fn reply(code: u16, enhanced: &str, text: &str) -> Response {
-        Response {
-            reply: format!("{code} {enhanced} {text}\r\n"),
-            ..Response::none()
-        }
-    }
-
-    fn then(mut self, after: After) -> Response {
-        self.after = after;
-        self
-    }
-
-    fn delayed(mut self, delay: Duration) -> Response {
-        self.delay = delay;
-        self
-    }
-
-    /// The reply code of the last reply line (0 when there is no reply).
-    pub fn code(&self) -> u16 {
-        self.reply
-            .trim_end()
-            .rsplit("\r\n")
-            .next()
-            .and_then(|l| l.get(..3))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    }
-}
 
 #[derive(Debug)]
 enum Mode {
@@ -254,6 +58,8 @@ struct Transaction {
 #[derive(Debug)]
 pub struct Session {
     policy: std::sync::Arc<Policy>,
+    /// This session's number in the sandbox, from 1 (for `inject_sessions`).
+    number: u64,
     tls: bool,
     helo: Option<String>,
     esmtp: bool,
@@ -269,6 +75,7 @@ impl Session {
     /// A new session; `tls` is true on the implicit-TLS listener.
     pub fn new(policy: std::sync::Arc<Policy>, tls: bool) -> Session {
         Session {
+            number: policy.observer.session_started(),
             policy,
             tls,
             helo: None,
@@ -479,7 +286,12 @@ impl Session {
             }
             .then(After::Flood(flood));
         }
-        if let Some(extra) = faults.inject.get(&stage) {
+        let silent = matches!(response.after, After::Hang | After::Drop);
+        let injecting = faults.inject_sessions.is_none_or(|n| self.number <= n);
+        if let Some(extra) = faults.inject.get(&stage)
+            && injecting
+            && !silent
+        {
             response.reply.push_str(extra);
         }
         response
@@ -543,14 +355,16 @@ impl Session {
             }
             .delayed(delay);
         }
-        let mut lines = vec![
-            format!("{} greets {name}", self.policy.hostname),
-            "PIPELINING".to_owned(),
+        let mut lines = vec![format!("{} greets {name}", self.policy.hostname)];
+        if self.policy.script.session.pipelining {
+            lines.push("PIPELINING".to_owned());
+        }
+        lines.extend([
             format!("SIZE {}", self.policy.max_message_size),
             "8BITMIME".to_owned(),
             "SMTPUTF8".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
-        ];
+        ]);
         if self.starttls_offered() {
             lines.push("STARTTLS".to_owned());
         }
@@ -721,6 +535,25 @@ impl Session {
         {
             return self.error(e.0, e.1, e.2);
         }
+        if let Some(rule) = self.policy.script.sender_rule_for(&path) {
+            let delay = match rule.delay {
+                Some((_, d)) => delay.max(d),
+                None => delay,
+            };
+            match &rule.action {
+                Action::Reject { reply, .. } => {
+                    return Response::reply(reply.code, &reply.enhanced, &reply.text)
+                        .delayed(delay);
+                }
+                Action::Disconnect { reply, .. } => {
+                    return Response::reply(reply.code, &reply.enhanced, &reply.text)
+                        .delayed(delay)
+                        .then(After::Close);
+                }
+                Action::Hang { .. } => return Response::none().delayed(delay).then(After::Hang),
+                _ => {}
+            }
+        }
         self.tx = Some(Transaction {
             from: path,
             rcpts: Vec::new(),
@@ -764,6 +597,7 @@ impl Session {
             }) => {
                 Some(Response::reply(reply.code, &reply.enhanced, &reply.text).then(After::Close))
             }
+            Some(Action::Hang { at: Stage::Rcpt }) => Some(Response::none().then(After::Hang)),
             Some(Action::Greylist { attempts, reply }) => {
                 if self.policy.greylist_attempt(&path) <= *attempts {
                     Some(Response::reply(reply.code, &reply.enhanced, &reply.text))
@@ -812,6 +646,9 @@ impl Session {
                         .delayed(delay)
                         .then(After::Close);
                 }
+                Action::Hang { at: Stage::Data } => {
+                    return Response::none().delayed(delay).then(After::Hang);
+                }
                 _ => {}
             }
         }
@@ -854,6 +691,7 @@ impl Session {
         let Mode::Data(data) = std::mem::replace(&mut self.mode, Mode::Command) else {
             return Response::none();
         };
+        self.policy.observer.message_ended();
         let delay = self.delay(Stage::Message);
         let Some(tx) = self.tx.take() else {
             return self.error(503, "5.5.1", "no transaction");
@@ -887,8 +725,15 @@ impl Session {
                     return Response::reply(reply.code, &reply.enhanced, &reply.text)
                         .delayed(delay);
                 }
+                Action::Hang { at: Stage::Message } => {
+                    return Response::none().delayed(delay).then(After::Hang);
+                }
                 _ => {}
             }
+        }
+        let freeze_after = self.policy.script.session.freeze_after_messages;
+        if !self.policy.observer.may_accept(freeze_after) {
+            return Response::none().then(After::Hang);
         }
         let feedback = tx
             .rcpts
@@ -915,6 +760,25 @@ impl Session {
         self.messages += 1;
         let mut response =
             Response::reply(250, "2.0.0", &format!("Ok: queued as {id}")).delayed(delay);
+        // The scripted misreplies of `accept` rules: the message is stored all the same.
+        let accepts = tx
+            .rules
+            .iter()
+            .flatten()
+            .filter_map(|rule| match &rule.action {
+                Action::Accept { raw_reply, inject } => Some((raw_reply, inject)),
+                _ => None,
+            });
+        let mut injected = String::new();
+        for (raw_reply, inject) in accepts {
+            if let Some(raw) = raw_reply {
+                raw.clone_into(&mut response.reply);
+            }
+            if let Some(inject) = inject {
+                injected.push_str(inject);
+            }
+        }
+        response.reply.push_str(&injected);
         response.accepted = Some(Accepted {
             id,
             mail_from: tx.from,
@@ -993,6 +857,7 @@ fn check_address(address: &str, smtputf8: bool) -> Result<(), (u16, &'static str
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::sandbox::script::Script;
     use std::sync::Arc;
 
     fn policy(script: &str, auth: bool) -> Arc<Policy> {
@@ -1296,6 +1161,113 @@ mod tests {
         assert_eq!(s.greeting().code(), 554);
         assert_eq!(code(&mut s, "EHLO c"), 503);
         assert_eq!(code(&mut s, "QUIT"), 221);
+    }
+
+    #[test]
+    fn hang_sender_rules_and_misreplies() {
+        let p = policy(
+            r#"
+            [session]
+            pipelining = false
+            [[rule]]
+            sender = "bad*@*"
+            action = "reject"
+            reply = "553 5.7.1 not yours"
+            [[rule]]
+            sender = "mute*@*"
+            action = "hang"
+            [[rule]]
+            recipient = "silentrcpt@x"
+            action = "hang"
+            [[rule]]
+            recipient = "silentdata@x"
+            action = "hang"
+            at = "message"
+            [[rule]]
+            recipient = "dot354@x"
+            action = "accept"
+            raw_reply = "354 go ahead\r\n"
+            [[rule]]
+            recipient = "dup@x"
+            action = "accept"
+            inject = "250 2.0.0 stray\r\n"
+            "#,
+            false,
+        );
+        let mut s = Session::new(p.clone(), true);
+        s.greeting();
+        assert!(!feed(&mut s, "EHLO c").reply.contains("PIPELINING"));
+        assert_eq!(
+            feed(&mut s, "MAIL FROM:<bad-sender@b.c>").reply,
+            "553 5.7.1 not yours\r\n"
+        );
+        let r = feed(&mut s, "MAIL FROM:<mute@b.c>");
+        assert_eq!((r.reply.as_str(), r.after), ("", After::Hang));
+
+        let mut s = ready(&p);
+        code(&mut s, "MAIL FROM:<a@b.c>");
+        let r = feed(&mut s, "RCPT TO:<silentrcpt@x>");
+        assert_eq!((r.reply.as_str(), r.after), ("", After::Hang));
+
+        let mut s = ready(&p);
+        code(&mut s, "MAIL FROM:<a@b.c>");
+        code(&mut s, "RCPT TO:<silentdata@x>");
+        let r = send(&mut s, &["x"]);
+        assert_eq!((r.reply.as_str(), r.after), ("", After::Hang));
+        assert!(r.accepted.is_none());
+
+        code(&mut s, "MAIL FROM:<a@b.c>");
+        code(&mut s, "RCPT TO:<dot354@x>");
+        let r = send(&mut s, &["x"]);
+        assert_eq!(r.reply, "354 go ahead\r\n");
+        assert!(r.accepted.is_some(), "stored all the same");
+
+        code(&mut s, "MAIL FROM:<a@b.c>");
+        code(&mut s, "RCPT TO:<dup@x>");
+        let r = send(&mut s, &["x"]);
+        assert!(
+            r.reply.starts_with("250 2.0.0 Ok: queued as SBX"),
+            "{}",
+            r.reply
+        );
+        assert!(r.reply.ends_with("\r\n250 2.0.0 stray\r\n"), "{}", r.reply);
+        // Every final "." counted, answered or not.
+        assert_eq!(p.observer.seen().messages_ended, 3);
+    }
+
+    #[test]
+    fn inject_sessions_limits_injection_to_the_first_sessions() {
+        let p = policy(
+            "[session]\ninject = { mail = \"250 2.1.0 extra\\r\\n\" }\ninject_sessions = 1\n",
+            false,
+        );
+        let mut first = ready(&p);
+        assert_eq!(
+            feed(&mut first, "MAIL FROM:<a@b.c>").reply,
+            "250 2.1.0 Ok\r\n250 2.1.0 extra\r\n"
+        );
+        let mut second = ready(&p);
+        assert_eq!(
+            feed(&mut second, "MAIL FROM:<a@b.c>").reply,
+            "250 2.1.0 Ok\r\n"
+        );
+    }
+
+    #[test]
+    fn freeze_after_messages_counts_every_session_until_thawed() {
+        let p = policy("[session]\nfreeze_after_messages = 1\n", false);
+        let message = |p: &Arc<Policy>| {
+            let mut s = ready(p);
+            code(&mut s, "MAIL FROM:<a@b.c>");
+            code(&mut s, "RCPT TO:<x@y.z>");
+            send(&mut s, &["x"])
+        };
+        assert_eq!(message(&p).code(), 250);
+        let frozen = message(&p);
+        assert_eq!((frozen.reply.as_str(), frozen.after), ("", After::Hang));
+        p.observer.thaw();
+        assert_eq!(message(&p).code(), 250);
+        assert_eq!(p.observer.seen().sessions, 3);
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! A raw SMTP client for sandbox tests: plain TCP, STARTTLS and implicit TLS with tokio-rustls,
 //! verifying the server against a given CA PEM. Speaks bytes, interprets nothing beyond reply
 //! framing, so tests see exactly what the server sends.
+//!
+//! `common::sandbox` in the tests; benches/sandbox.rs includes this file by its path, so it
+//! stands alone (its own lint allowances, no `super::`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -19,46 +20,21 @@ pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+/// The bytes under a [`Client`]: plain TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP stream, for STARTTLS; None once TLS runs.
+    fn into_plain(self: Box<Self>) -> Option<TcpStream>;
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+impl Io for TcpStream {
+    fn into_plain(self: Box<Self>) -> Option<TcpStream> {
+        Some(*self)
     }
 }
 
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+impl Io for tokio_rustls::client::TlsStream<TcpStream> {
+    fn into_plain(self: Box<Self>) -> Option<TcpStream> {
+        None
     }
 }
 
@@ -76,7 +52,7 @@ impl Reply {
 }
 
 pub struct Client {
-    io: BufReader<Stream>,
+    io: BufReader<Box<dyn Io>>,
 }
 
 pub fn connector(ca_pem: &str) -> TlsConnector {
@@ -98,7 +74,7 @@ impl Client {
     pub async fn connect(addr: SocketAddr) -> (Client, Reply) {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut client = Client {
-            io: BufReader::new(Stream::Plain(stream)),
+            io: BufReader::new(Box::new(stream)),
         };
         let greeting = client.reply().await.unwrap();
         (client, greeting)
@@ -114,7 +90,7 @@ impl Client {
         let server_name = ServerName::try_from(name.to_owned()).unwrap();
         let tls = connector(ca_pem).connect(server_name, stream).await?;
         let mut client = Client {
-            io: BufReader::new(Stream::Tls(Box::new(tls))),
+            io: BufReader::new(Box::new(tls)),
         };
         let greeting = client.reply().await?;
         Ok((client, greeting))
@@ -168,13 +144,13 @@ impl Client {
         let mut this = self;
         let reply = this.cmd("STARTTLS").await;
         assert_eq!(reply.code, 220, "{reply:?}");
-        let Stream::Plain(stream) = this.io.into_inner() else {
+        let Some(stream) = this.io.into_inner().into_plain() else {
             panic!("already TLS");
         };
         let server_name = ServerName::try_from(name.to_owned()).unwrap();
         let tls = connector(ca_pem).connect(server_name, stream).await?;
         Ok(Client {
-            io: BufReader::new(Stream::Tls(Box::new(tls))),
+            io: BufReader::new(Box::new(tls)),
         })
     }
 

@@ -3,8 +3,6 @@
 //! do (insert pending, then update), and keeps its own tally of what it wrote so tests can
 //! compute expected numbers without the SQL under test.
 
-#![allow(dead_code, clippy::unwrap_used)]
-
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
