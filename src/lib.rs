@@ -23,6 +23,7 @@
 pub mod bounce;
 pub mod campaign;
 pub mod clock;
+pub mod display;
 pub mod doctor;
 pub mod model;
 pub mod pipeline;

@@ -164,16 +164,13 @@ impl Reply {
             .map(|code| classify::classify(self.step, code, self.enhanced.as_deref(), &self.text))
     }
 
-    /// A one-line description for logs and errors.
+    /// A one-line description for logs and errors; the relay's text is made safe to print
+    /// (see `crate::display`).
     pub fn describe(&self) -> String {
+        let text = crate::display::one_line(&self.text.replace('\n', " / "));
         match self.code {
-            Some(code) => format!(
-                "{} {} (at {})",
-                code,
-                self.text.replace('\n', " / "),
-                self.step
-            ),
-            None => format!("{} (at {})", self.text, self.step),
+            Some(code) => format!("{code} {text} (at {})", self.step),
+            None => format!("{text} (at {})", self.step),
         }
     }
 }

@@ -40,7 +40,7 @@ pub(super) fn state_label(state: DeliveryState) -> &'static str {
 pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
     let t = &report.totals;
     let c = &report.campaign;
-    writeln!(out, "Campaign {}", c.name)?;
+    writeln!(out, "Campaign {}", one_line(&c.name))?;
     match c.started_at {
         Some(at) => writeln!(
             out,
@@ -118,7 +118,7 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
         writeln!(
             out,
             "  {:<28}{:>10}{:>10}{:>9}{:>7}{:>7}{:>7}{:>9}",
-            truncate(&d.domain, 27),
+            truncate(&one_line(&d.domain), 27),
             d.totals.recipients,
             d.totals.relay_accepted,
             d.totals.deferred,
@@ -146,9 +146,9 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
         writeln!(
             out,
             "  {:<11}{:<8}{:<14}{:>8}  {}",
-            r.status_label(),
+            one_line(r.status_label()),
             r.source.as_str(),
-            r.outcome,
+            one_line(&r.outcome),
             r.count,
             truncate(&one_line(r.example.as_deref().unwrap_or("")), 60)
         )?;
@@ -234,9 +234,7 @@ fn percent_of(part: u64, whole: u64) -> String {
     }
 }
 
-pub(super) fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub(super) use crate::display::one_line;
 
 pub(super) fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -321,11 +319,11 @@ pub fn write_csv(
             iso_time(t, &mut at);
         }
         csv.write_record([
-            r.email,
+            &*inert_cell(r.email),
             r.state,
             &code,
-            r.enhanced.unwrap_or(""),
-            r.reply.unwrap_or(""),
+            &inert_cell(r.enhanced.unwrap_or("")),
+            &inert_cell(r.reply.unwrap_or("")),
             &attempts,
             &at,
             if r.relay_accepted { "1" } else { "0" },
@@ -337,6 +335,18 @@ pub fn write_csv(
         Err(Err(e)) => return Err(e),
     }
     csv.flush().map_err(io_error)
+}
+
+/// A CSV cell that a spreadsheet will not run as a formula (OWASP's advice on CSV injection):
+/// text starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, which
+/// spreadsheets show as text and hide. Addresses like `=cmd|'/C calc'!A0@example.com` are valid,
+/// and replies come from relays, so both pass through here.
+fn inert_cell(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
 }
 
 /// Appends a unix-millisecond time as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
@@ -490,8 +500,10 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
     Ok(())
 }
 
-/// Escapes text for a Markdown table cell.
+/// Escapes text for a Markdown table cell (control characters first: the file is meant to be
+/// shared and read in terminals too).
 fn md(text: &str) -> String {
+    let text = one_line(text);
     let mut s = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {
@@ -525,5 +537,33 @@ mod tests {
     #[test]
     fn markdown_cells_cannot_break_the_table() {
         assert_eq!(md("a|b\nc <x>"), "a\\|b c \\<x\\>");
+    }
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        for (cell, shown) in [
+            (
+                "=cmd|'/Ccalc.exe'!A0@example.com",
+                "'=cmd|'/Ccalc.exe'!A0@example.com",
+            ),
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1 2", "'+1 2"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("ann@example.com", "ann@example.com"),
+            ("550 5.1.1 no such user", "550 5.1.1 no such user"),
+            ("", ""),
+        ] {
+            assert_eq!(inert_cell(cell), shown, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn terminal_escapes_from_a_relay_reach_no_report_as_they_are() {
+        let hostile = "550 5.1.1 \x1b]0;pwned\x07\x1b[2J";
+        assert!(!md(hostile).contains('\x1b'));
+        assert!(!one_line(hostile).contains('\x07'));
     }
 }

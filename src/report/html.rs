@@ -278,7 +278,9 @@ fn series_svg(report: &CampaignReport) -> String {
 }
 
 /// Escapes text for HTML element content and attribute values.
+/// Escapes text for HTML, with control and direction-changing characters shown, not applied.
 fn esc(text: &str) -> String {
+    let text = crate::display::text(text);
     let mut s = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {

@@ -615,6 +615,4 @@ fn render_help(frame: &mut Frame, area: Rect) {
     );
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+use crate::display::one_line;

@@ -2,6 +2,7 @@
 //! `mailroom bounces import CAMPAIGN --maildir|--mbox|--imap` records it in the campaign's ledger.
 //! Parsing, matching and the IMAP client live in `mailroom::bounce`; this file wires and prints.
 
+use mailroom::display::one_line;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -171,25 +172,38 @@ fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_table(out: &mut impl Write, rows: &[(PathBuf, Report)]) -> anyhow::Result<()> {
+fn print_table(out: &mut impl Write, reports: &[(PathBuf, Report)]) -> anyhow::Result<()> {
+    let rows = reports;
     if rows.is_empty() {
         return Ok(());
     }
     let name = |p: &Path| {
-        p.file_name().map_or_else(
+        one_line(&p.file_name().map_or_else(
             || p.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
-        )
+        ))
     };
+    // Everything but the columns mailroom names itself comes from the bounce: shown, not played.
+    let rows: Vec<(&PathBuf, String, String, String)> = rows
+        .iter()
+        .map(|(f, r)| {
+            let mut diagnostic: String = one_line(&r.diagnostic).chars().take(80).collect();
+            if r.diagnostic.chars().count() > 80 {
+                diagnostic.push('…');
+            }
+            let status = one_line(r.status.as_deref().unwrap_or("-"));
+            (f, one_line(&r.recipient), status, diagnostic)
+        })
+        .collect();
     let w_file = rows
         .iter()
-        .map(|(f, _)| name(f).len())
+        .map(|(f, ..)| name(f).len())
         .max()
         .unwrap_or(4)
         .max(4);
     let w_rcpt = rows
         .iter()
-        .map(|(_, r)| r.recipient.len())
+        .map(|(_, recipient, ..)| recipient.len())
         .max()
         .unwrap_or(9)
         .max(9);
@@ -198,18 +212,14 @@ fn print_table(out: &mut impl Write, rows: &[(PathBuf, Report)]) -> anyhow::Resu
         "{:<w_file$}  {:<w_rcpt$}  {:<10}  {:<8}  {:<9}  {:<15}  DIAGNOSTIC",
         "FILE", "RECIPIENT", "KIND", "STATUS", "ACTION", "REASON"
     )?;
-    for (file, r) in rows {
-        let mut diagnostic: String = r.diagnostic.chars().take(80).collect();
-        if r.diagnostic.chars().count() > 80 {
-            diagnostic.push('…');
-        }
+    for ((file, recipient, status, diagnostic), (_, r)) in rows.iter().zip(reports) {
         writeln!(
             out,
             "{:<w_file$}  {:<w_rcpt$}  {:<10}  {:<8}  {:<9}  {:<15}  {}",
             name(file),
-            r.recipient,
+            recipient,
             r.kind.as_str(),
-            r.status.as_deref().unwrap_or("-"),
+            status,
             r.action.map_or("-", |a| a.as_str()),
             r.reason.as_str(),
             diagnostic

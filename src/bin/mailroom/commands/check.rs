@@ -3,6 +3,7 @@
 //! Exit 0 clean, 1 contact/template problems, 2 the campaign cannot be read at all.
 //! Rendering runs on worker threads fed in batches over a bounded channel, so memory stays flat.
 
+use mailroom::display::{one_line, text};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, sync_channel};
@@ -338,7 +339,7 @@ fn print_text(r: &Report) {
         println!("\ninvalid contacts (skipped):");
         for i in r.invalid.iter().take(TEXT_LIMIT) {
             let email = if i.email.is_empty() { "-" } else { &i.email };
-            println!("  {}  [{email}]", i.reason);
+            println!("  {}  [{}]", text(&i.reason), one_line(email));
         }
         more(r.invalid_count, TEXT_LIMIT);
     }
@@ -347,7 +348,9 @@ fn print_text(r: &Report) {
         for d in r.duplicates.iter().take(TEXT_LIMIT) {
             println!(
                 "  line {}: {} (first on line {})",
-                d.line, d.email, d.first_line
+                d.line,
+                one_line(&d.email),
+                d.first_line
             );
         }
         more(r.duplicate_count, TEXT_LIMIT);
@@ -356,7 +359,7 @@ fn print_text(r: &Report) {
         println!("\nproblems:");
         for e in &r.errors {
             let loc = e.line.map_or_else(String::new, |l| format!(":{l}"));
-            println!("  {}{loc}: {}", e.file, e.message);
+            println!("  {}{loc}: {}", e.file, text(&e.message));
         }
     }
     if !r.rendered {

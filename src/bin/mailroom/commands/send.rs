@@ -118,8 +118,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let prefix = format!("line {}: ", row.line);
             let reason = row.reason.strip_prefix(&prefix).unwrap_or(&row.reason);
             eprintln!(
-                "{csv}:{}: {}: not imported, its message cannot be built: {reason}",
-                row.line, row.email
+                "{csv}:{}: {}: not imported, its message cannot be built: {}",
+                row.line,
+                mailroom::display::one_line(&row.email),
+                mailroom::display::text(reason)
             );
         }
         if prepared.imported.refreshed > 0 {
@@ -500,8 +502,10 @@ impl Progress {
     fn sink(&self) -> Option<EventSink> {
         let out = self.lines.clone()?;
         Some(Arc::new(move |e: &Event| {
-            let detail = e.detail.replace(['\r', '\n'], " ");
-            let _ = writeln!(lock(&out), "{:<12} {:<40} {}", e.outcome, e.email, detail);
+            // The reply text comes from the relay: shown, never played (escape sequences).
+            let detail = mailroom::display::one_line(&e.detail);
+            let email = mailroom::display::one_line(&e.email);
+            let _ = writeln!(lock(&out), "{:<12} {:<40} {}", e.outcome, email, detail);
         }))
     }
 

@@ -2,6 +2,7 @@
 //! campaign in it), with the reason and source of each entry. The ledger is `--db PATH`, or the
 //! `[store] path` of the campaign given with `--campaign`.
 
+use mailroom::display::one_line;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -109,9 +110,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let s = suppress::import_file(&mut ledger, &file, &reason, &source)?;
             for (line, text, why) in &s.invalid {
                 eprintln!(
-                    "mailroom: {}:{line}: skipped `{text}`: {}",
+                    "mailroom: {}:{line}: skipped `{}`: {}",
                     file.display(),
-                    why.lines().next().unwrap_or("")
+                    one_line(text),
+                    one_line(why.lines().next().unwrap_or(""))
                 );
             }
             println!(
@@ -153,11 +155,11 @@ fn list(
                 .map_or_else(String::new, |d| d.format("%Y-%m-%d %H:%M:%S").to_string());
             println!(
                 "{:<w$}  {:<11}  {:<20}  {:<16}  {}",
-                e.email,
+                one_line(&e.email),
                 e.reason,
                 added,
-                e.campaign.as_deref().unwrap_or("-"),
-                e.source
+                one_line(e.campaign.as_deref().unwrap_or("-")),
+                one_line(&e.source)
             );
         }
     }
