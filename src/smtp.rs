@@ -272,6 +272,58 @@ fn preview(line: &str) -> String {
     line.chars().take(120).collect()
 }
 
+/// Checks an EHLO/HELO argument (RFC 5321 §4.1.1.1): a domain (LDH labels of 1 to 63
+/// characters, at most 253 in all), or an address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`);
+/// a bare IP address is accepted too (it is sent as a literal).
+///
+/// # Errors
+/// Why the name cannot be sent: a line break or space would smuggle another command.
+pub fn check_hello_name(name: &str) -> Result<(), String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        let ok = match literal.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name:?} is not an address literal like [192.0.2.1] or [IPv6:2001:db8::1]"
+            ))
+        };
+    }
+    let domain = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if domain.is_empty() || domain.len() > 253 || !domain.split('.').all(label_ok) {
+        return Err(format!(
+            "{name:?} is not a domain name (letters, digits, hyphens and dots, no spaces or line breaks)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `host` names this machine without a lookup: `localhost` or a loopback address.
+/// Plaintext SMTP is allowed only to such a host, so the rule is the same whether or not DNS
+/// answers (`check` never resolves names).
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.eq_ignore_ascii_case("localhost.")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// What an EHLO reply advertised.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Extensions {
@@ -475,6 +527,53 @@ mod tests {
         let mut conn = Conn::new(client, Duration::from_secs(5));
         assert_eq!(conn.read_reply().await.unwrap().code, 220);
         assert!(conn.into_inner().is_ok());
+    }
+
+    #[test]
+    fn hello_names_are_domains_or_address_literals() {
+        for ok in [
+            "mail.example.com",
+            "mail.example.com.",
+            "a-b.c",
+            "localhost",
+            "192.0.2.7",
+            "[192.0.2.7]",
+            "[IPv6:2001:db8::1]",
+            "2001:db8::1",
+        ] {
+            assert!(check_hello_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "mail example.com",
+            "evil\r\nMAIL FROM:<x@y>",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "[300.1.1.1]",
+            "[IPv6:zz]",
+            "a_b.c",
+            &"a".repeat(64),
+        ] {
+            assert!(check_hello_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_need_no_lookup() {
+        for yes in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.5.6.7",
+            "::1",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(yes), "{yes}");
+        }
+        for no in ["smtp.example.com", "10.0.0.1", "localhost.example.com", ""] {
+            assert!(!is_loopback_host(no), "{no}");
+        }
     }
 
     #[test]

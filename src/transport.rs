@@ -104,6 +104,10 @@ pub enum Error {
     Ca(#[from] crate::tls::Error),
     #[error("cannot set up TLS for {host}: {reason}")]
     Tls { host: String, reason: String },
+    #[error(
+        "[smtp] hello_name: {reason}\n\nUse a domain name, e.g. hello_name = \"mail.example.com\"."
+    )]
+    HelloName { reason: String },
     #[error("invalid envelope address {address:?}: {reason}")]
     Address { address: String, reason: String },
 }
@@ -336,8 +340,14 @@ impl Transport {
                 source: io::Error::other("no addresses"),
             });
         }
+        if let Some(name) = &settings.hello_name {
+            crate::smtp::check_hello_name(name).map_err(|reason| Error::HelloName { reason })?;
+        }
         if settings.security == Security::None {
-            if !addrs.iter().all(IpAddr::is_loopback) {
+            // By name (the rule `check` applies) and by address (what the name resolved to).
+            if !crate::smtp::is_loopback_host(&settings.host)
+                || !addrs.iter().all(IpAddr::is_loopback)
+            {
                 return Err(Error::PlaintextRemote {
                     host: settings.host.clone(),
                 });

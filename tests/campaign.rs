@@ -235,6 +235,22 @@ broken! {
         append "[retry]\nmax_attempts = 0" => ["retry.max_attempts", "at least 1"];
     a_bad_backoff_duration_is_refused:
         append "[retry]\nbackoff = [\"30 minutes\"]" => ["campaign.toml:", "[retry]"];
+    an_absurd_backoff_is_refused:
+        append "[retry]\nbackoff = [\"99999999999999d\"]" => ["campaign.toml:23", "retry.backoff", "longer than max_age"];
+    a_backoff_longer_than_max_age_is_refused:
+        append "[retry]\nbackoff = [\"30m\", \"5d\"]\nmax_age = \"3d\"" => ["retry.backoff", "backoff[1]", "longer than max_age"];
+    a_max_age_beyond_a_month_is_refused:
+        append "[retry]\nmax_age = \"400d\"" => ["retry.max_age", "30d"];
+    an_hour_long_timeout_is_the_limit:
+        append "[smtp]\ncommand_timeout = 86400" => ["smtp.command_timeout", "longer than an hour"];
+    plaintext_to_a_remote_relay_is_refused_by_check_as_by_send:
+        append "[smtp]\nhost = \"smtp.example.com\"\nsecurity = \"none\"" => ["smtp.security", "smtp.example.com", "not localhost"];
+    plaintext_with_a_username_is_refused_by_check_as_by_send:
+        append "[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nusername = \"me\"" => ["smtp.username", "without TLS"];
+    a_hello_name_with_a_line_break_is_refused:
+        append "[smtp]\nhello_name = \"client.example\\r\\nMAIL FROM:<x@y.example>\"" => ["smtp.hello_name", "not a domain name"];
+    a_hello_name_with_a_space_is_refused:
+        append "[smtp]\nhello_name = \"my laptop\"" => ["smtp.hello_name", "not a domain name"];
 }
 
 // ---------------------------------------------------------------------------------------------

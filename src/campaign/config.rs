@@ -563,6 +563,84 @@ impl Config {
                 "Set messages_per_connection = 1 or more.",
             ));
         }
+        if let Some(name) = &self.smtp.hello_name
+            && let Err(reason) = crate::smtp::check_hello_name(name)
+        {
+            return Err(invalid(
+                "smtp",
+                "hello_name",
+                reason,
+                "Use the relay-facing host name of this machine, e.g. hello_name = \"mail.example.com\", or remove the key.",
+            ));
+        }
+        if self.smtp.security == Security::None {
+            // The same rules `send` enforces, checked without resolving the host.
+            if !self.smtp.host.is_empty() && !crate::smtp::is_loopback_host(&self.smtp.host) {
+                return Err(invalid(
+                    "smtp",
+                    "security",
+                    format!(
+                        "security = \"none\" sends in plaintext, which is only allowed to this \
+                         machine, and {} is not localhost or a loopback address",
+                        self.smtp.host
+                    ),
+                    "Use security = \"starttls\" (port 587) or \"tls\" (port 465).",
+                ));
+            }
+            if self.smtp.username.is_some() {
+                return Err(invalid(
+                    "smtp",
+                    "username",
+                    "refusing to authenticate without TLS (security = \"none\" with a username)"
+                        .into(),
+                    "Remove username, or use security = \"starttls\" or \"tls\".",
+                ));
+            }
+        }
+        for (key, value) in [
+            ("connect_timeout", self.smtp.connect_timeout),
+            ("command_timeout", self.smtp.command_timeout),
+            ("data_timeout", self.smtp.data_timeout),
+        ] {
+            if value > MAX_TIMEOUT {
+                return Err(invalid(
+                    "smtp",
+                    key,
+                    format!("{key} = {} s is longer than an hour", value.as_secs()),
+                    "Use a timeout in seconds of at most 3600, e.g. 60.",
+                ));
+            }
+        }
+        if self.retry.max_age > MAX_RETRY_AGE {
+            return Err(invalid(
+                "retry",
+                "max_age",
+                format!(
+                    "max_age is {} days, longer than the {} days a retry is worth",
+                    self.retry.max_age.as_secs() / 86_400,
+                    MAX_RETRY_AGE.as_secs() / 86_400
+                ),
+                "Use at most max_age = \"30d\" (receivers give up on deferred mail after a few days).",
+            ));
+        }
+        if let Some((i, b)) = self
+            .retry
+            .backoff
+            .iter()
+            .enumerate()
+            .find(|(_, b)| **b > self.retry.max_age)
+        {
+            return Err(invalid(
+                "retry",
+                "backoff",
+                format!(
+                    "backoff[{i}] = {} s is longer than max_age ({} s): that retry could never happen",
+                    b.as_secs(),
+                    self.retry.max_age.as_secs()
+                ),
+                "Make every backoff step shorter than max_age, e.g. backoff = [\"30m\", \"1h\", \"4h\"].",
+            ));
+        }
         if let Some(var) = &self.smtp.password_env {
             let ok = !var.is_empty() && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !ok {
@@ -651,6 +729,11 @@ impl Config {
         }
     }
 }
+
+/// The longest `[smtp]` timeout accepted: past an hour, a stalled relay looks like a hung run.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest `[retry] max_age` accepted (every retry is capped by it).
+const MAX_RETRY_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 /// Headers mailroom writes itself; a custom header of the same name would duplicate them.
 const RESERVED_HEADERS: &[&str] = &[

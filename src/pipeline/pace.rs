@@ -252,15 +252,34 @@ pub fn after_temporary_failure(
         .copied()
         .unwrap_or(Duration::from_secs(1800));
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    (
-        DeliveryState::Deferred,
-        Some(now_ms.saturating_add(delay_ms)),
-    )
+    // `max_age` caps every retry: no retry is scheduled after the recipient's time is up (the
+    // attempt then fails it), whatever the back-off says.
+    let max_age_ms = i64::try_from(retry.max_age.as_millis()).unwrap_or(i64::MAX);
+    let retry_at = now_ms
+        .saturating_add(delay_ms)
+        .min(first.saturating_add(max_age_ms));
+    (DeliveryState::Deferred, Some(retry_at))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_retry_is_scheduled_past_max_age() {
+        let retry = RetryOptions {
+            backoff: vec![Duration::from_secs(u64::MAX / 4)],
+            max_attempts: 10,
+            max_age: Duration::from_secs(3 * 86_400),
+        };
+        let first = 1_000_000;
+        let (state, at) = after_temporary_failure(&retry, 0, Some(first), first + 60_000);
+        assert_eq!(state, DeliveryState::Deferred);
+        assert_eq!(at, Some(first + 3 * 86_400_000));
+        // At (or past) max_age, the next temporary failure fails the recipient.
+        let (state, at) = after_temporary_failure(&retry, 1, Some(first), first + 3 * 86_400_000);
+        assert_eq!((state, at), (DeliveryState::Failed, None));
+    }
 
     #[test]
     fn extreme_rates_never_panic_and_are_clamped() {
