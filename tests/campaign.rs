@@ -969,3 +969,102 @@ fn injection_reason_names_the_column_the_subject_uses() {
         )]
     );
 }
+
+/// The first valid contact with `fields` replaced (address included).
+fn with_values(c: &Campaign, email: &str, fields: &[(&str, &str)]) -> mailroom::campaign::Contact {
+    let mut contact = first_valid(c);
+    contact.email = email.to_owned();
+    for (k, v) in fields {
+        contact.fields.insert((*k).to_owned(), (*v).to_owned());
+    }
+    contact
+}
+
+/// A header's value, unfolded.
+fn header(message: &str, name: &str) -> String {
+    let head = message
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .replace("\r\n ", " ");
+    head.split("\r\n")
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_owned()
+}
+
+#[test]
+fn values_in_unsubscribe_urls_and_mailtos_are_encoded_as_uri_components() {
+    let f = Fixture::base();
+    f.edit_toml(
+        "url = \"https://example.com/u/{{token}}\"\nmailto = \"unsubscribe@example.com\"",
+        "url = \"https://example.com/u/{{email}}?t={{token}}\"\nmailto = \"unsub+{{first_name}}@example.com\"",
+    );
+    let c = Campaign::load(f.path()).unwrap();
+    // A valid address that would otherwise move the one-click target to another path and
+    // query; a name that would otherwise turn the mailto into another address.
+    let hostile = with_values(
+        &c,
+        "x/admin/delete?all=1#@example.com",
+        &[("first_name", "x@evil.example?cc=boss@corp.example")],
+    );
+    let r = c.render(&hostile).unwrap();
+    let text = String::from_utf8(r.bytes).unwrap();
+    let list = header(&text, "List-Unsubscribe");
+    let token = mailroom::campaign::recipient_token("fixture", "x/admin/delete?all=1#@example.com");
+    assert_eq!(
+        list,
+        format!(
+            "<https://example.com/u/x%2Fadmin%2Fdelete%3Fall%3D1%23%40example.com?t={token}>, \
+             <mailto:unsub+x%40evil.example%3Fcc%3Dboss%40corp.example@example.com>"
+        )
+    );
+    // The token still works as before.
+    let plain = with_values(&c, "ann@example.com", &[("first_name", "Ann")]);
+    let text = String::from_utf8(c.render(&plain).unwrap().bytes).unwrap();
+    let token = mailroom::campaign::recipient_token("fixture", "ann@example.com");
+    assert!(
+        header(&text, "List-Unsubscribe").starts_with(&format!(
+            "<https://example.com/u/ann%40example.com?t={token}>"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn values_in_markdown_campaigns_stay_text() {
+    let f = Fixture::base();
+    f.edit_toml(
+        "text = \"body.txt.hbs\"\nhtml = \"body.html.hbs\"",
+        "markdown = \"issue.md.hbs\"",
+    );
+    f.write(
+        "issue.md.hbs",
+        "# Hello\n\n{{first_name}}\n\nSee [our site](https://example.com), {{first_name}}.\n",
+    );
+    let c = Campaign::load(f.path()).unwrap();
+    let hostile = "# big [Verify](javascript:alert(1)) ![](https://tracker.example/p.gif) <b>x</b>";
+    let contact = with_values(&c, "ann@example.com", &[("first_name", hostile)]);
+    let r = c.render(&contact).unwrap();
+    let message = mail_parser::MessageParser::default()
+        .parse(&r.bytes)
+        .unwrap();
+    let html = message.body_html(0).unwrap().into_owned();
+    // The template's own link is a link; nothing from the value is.
+    assert_eq!(html.matches("<a ").count(), 1, "{html}");
+    assert!(html.contains("href=\"https://example.com\""), "{html}");
+    for live in ["href=\"javascript:", "<img", "<b>", "<h1>big", "<h1># big"] {
+        assert!(!html.contains(live), "{live} in {html}");
+    }
+    // The value is still there, as text.
+    assert!(
+        html.contains("# big [Verify](javascript:alert(1))"),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("<h1>").count(),
+        1,
+        "only the template's heading: {html}"
+    );
+    assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"), "{html}");
+}

@@ -41,6 +41,10 @@ impl Campaign {
         self.render_in(&self.templates.html, name, ctx, contact)
     }
 
+    fn render_uri(&self, name: &str, ctx: &Context, contact: &Contact) -> Result<String, Error> {
+        self.render_in(&self.templates.uri, name, ctx, contact)
+    }
+
     /// Renders into a buffer sized for a message part: `render_with_context` would allocate
     /// 8 KiB for every value, a subject as much as a body.
     fn render_in(
@@ -120,7 +124,7 @@ impl Campaign {
 
         let mut list_unsubscribe = None;
         if let Some(names) = &self.names.unsubscribe {
-            let url = self.render_plain(&names.url, &ctx, contact)?;
+            let url = self.render_uri(&names.url, &ctx, contact)?;
             self.header_safe(contact, &"unsubscribe URL", &names.url, &url)?;
             let url = uri_escape(url.trim());
             if url.len() > MAX_URL {
@@ -138,7 +142,7 @@ impl Campaign {
             header.push_str(&url);
             header.push('>');
             if let Some(mailto) = &names.mailto {
-                let m = self.render_plain(mailto, &ctx, contact)?;
+                let m = self.render_uri(mailto, &ctx, contact)?;
                 self.header_safe(contact, &"unsubscribe mailto", mailto, &m)?;
                 let m = m.trim();
                 let m = m.strip_prefix("mailto:").unwrap_or(m);
@@ -182,7 +186,9 @@ impl Campaign {
                 (text, html)
             }
             Body::Markdown(m) => {
-                let source_html = self.render_html(m, &ctx, contact)?;
+                // Values are inert text in the Markdown source (see `template::markdown_text`):
+                // a contact's name cannot become a link or a remote image.
+                let source_html = self.render_in(&self.templates.markdown, m, &ctx, contact)?;
                 let mut html = String::with_capacity(source_html.len() * 3 / 2);
                 pulldown_cmark::html::push_html(
                     &mut html,

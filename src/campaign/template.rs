@@ -1,5 +1,9 @@
-//! Compiles every template of a campaign once (strict mode) into two Handlebars registries:
-//! `plain` (subject, headers, text body, URLs: no escaping) and `html` (HTML body: escaped).
+//! Compiles every template of a campaign once (strict mode) into four Handlebars registries,
+//! which differ only in how a substituted value is escaped: `plain` (subject, headers, text
+//! body: as it is), `html` (HTML body: HTML-escaped), `uri` (unsubscribe URL and mailto: every
+//! value percent-encoded as a URI component, so a value can neither add a path segment, a query
+//! nor another address) and `markdown` (Markdown body before it becomes HTML: Markdown syntax
+//! and HTML in values are inert text, so a value cannot become a link or an image).
 //! Also owns the static analysis that finds variables a template needs but the CSV header
 //! lacks, and partials that do not exist, before any row is rendered. No message building here.
 
@@ -40,20 +44,73 @@ pub struct MissingVariable {
 pub(crate) struct Templates {
     pub(crate) plain: Handlebars<'static>,
     pub(crate) html: Handlebars<'static>,
+    pub(crate) uri: Handlebars<'static>,
+    pub(crate) markdown: Handlebars<'static>,
     pub(crate) sources: Vec<Source>,
     pub(crate) partials: Vec<String>,
 }
 
-fn registry(escape: bool) -> Handlebars<'static> {
+/// How a registry escapes the values it substitutes.
+#[derive(Clone, Copy)]
+enum Escape {
+    None,
+    Html,
+    UriComponent,
+    Markdown,
+}
+
+fn registry(escape: Escape) -> Handlebars<'static> {
     let mut r = Handlebars::new();
     r.set_strict_mode(true);
-    if !escape {
-        r.register_escape_fn(handlebars::no_escape);
+    match escape {
+        Escape::None => r.register_escape_fn(handlebars::no_escape),
+        Escape::Html => {}
+        Escape::UriComponent => r.register_escape_fn(uri_component),
+        Escape::Markdown => r.register_escape_fn(markdown_text),
     }
     r.register_helper("upper", Box::new(CaseHelper { upper: true }));
     r.register_helper("lower", Box::new(CaseHelper { upper: false }));
     r.register_helper("default", Box::new(DefaultHelper));
     r
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+pub(crate) fn uri_component(value: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0F)]));
+        }
+    }
+    out
+}
+
+/// A value as literal text inside Markdown (CommonMark): HTML's special characters become
+/// entities, every other ASCII punctuation character is backslash-escaped (so no emphasis,
+/// link, image, code span or autolink can start), and line breaks become spaces (so no block —
+/// heading, list, quote, code block — can start inside a value).
+pub(crate) fn markdown_text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\r' | '\n' => out.push(' '),
+            c if c.is_ascii_punctuation() => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `{{upper x}}` / `{{lower x}}`. Returns a value, so the registry's escaping applies.
@@ -117,8 +174,10 @@ impl HelperDef for DefaultHelper {
 impl Templates {
     pub(crate) fn new() -> Templates {
         Templates {
-            plain: registry(false),
-            html: registry(true),
+            plain: registry(Escape::None),
+            html: registry(Escape::Html),
+            uri: registry(Escape::UriComponent),
+            markdown: registry(Escape::Markdown),
             sources: Vec::new(),
             partials: Vec::new(),
         }
@@ -153,7 +212,7 @@ impl Templates {
                 file: file.clone(),
                 line: None,
             };
-            for r in [&mut self.plain, &mut self.html] {
+            for r in self.registries() {
                 r.register_partial(&stem, &text)
                     .map_err(|e| syntax_error(&source, &e))?;
             }
@@ -162,9 +221,18 @@ impl Templates {
         Ok(())
     }
 
-    /// Compiles `text` under `source.name` into both registries.
+    fn registries(&mut self) -> [&mut Handlebars<'static>; 4] {
+        [
+            &mut self.plain,
+            &mut self.html,
+            &mut self.uri,
+            &mut self.markdown,
+        ]
+    }
+
+    /// Compiles `text` under `source.name` into every registry.
     pub(crate) fn add(&mut self, source: Source, text: &str) -> Result<(), Error> {
-        for r in [&mut self.plain, &mut self.html] {
+        for r in self.registries() {
             r.register_template_string(&source.name, text)
                 .map_err(|e| syntax_error(&source, &e))?;
         }
@@ -438,6 +506,22 @@ mod tests {
             .unwrap();
         }
         t
+    }
+
+    #[test]
+    fn uri_components_and_markdown_text_are_inert() {
+        assert_eq!(
+            uri_component("x/admin/delete?all=1#@example.com"),
+            "x%2Fadmin%2Fdelete%3Fall%3D1%23%40example.com"
+        );
+        assert_eq!(uri_component("abcXYZ019-._~"), "abcXYZ019-._~");
+        assert_eq!(uri_component("ü z"), "%C3%BC%20z");
+        assert_eq!(
+            markdown_text("[Verify](javascript:alert(1)) ![](https://t.example/p.gif)"),
+            "\\[Verify\\]\\(javascript\\:alert\\(1\\)\\) \\!\\[\\]\\(https\\:\\/\\/t\\.example\\/p\\.gif\\)"
+        );
+        assert_eq!(markdown_text("a\n# b <i>"), "a \\# b &lt;i&gt;");
+        assert_eq!(markdown_text("Grüße"), "Grüße");
     }
 
     #[test]
