@@ -24,7 +24,7 @@ pub use config::{
     BouncesSection, CampaignSection, Config, ContactsSection, RateConfig, RetryConfig, Security,
     SmtpConfig, StoreSection, UnsubscribeSection,
 };
-pub use contacts::{Contact, ContactEntry, Contacts};
+pub use contacts::{Contact, ContactEntry, Contacts, column_list};
 pub use template::{BUILTIN_VARIABLES, MissingVariable};
 
 use contacts::Header;

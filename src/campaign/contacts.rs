@@ -118,6 +118,9 @@ pub(crate) fn read_header(
         Err(e) => return Err(csv_error(path, &e)),
     }
     let mut columns = Vec::with_capacity(rec.len());
+    // A set beside the list: a header can have many thousand columns, and a linear search per
+    // column made reading one quadratic.
+    let mut seen = std::collections::HashSet::with_capacity(rec.len());
     for (i, field) in rec.iter().enumerate() {
         let field = if i == 0 {
             field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
@@ -141,7 +144,7 @@ pub(crate) fn read_header(
                 "Give every column a name in the header row.",
             ));
         }
-        if columns.contains(&name) {
+        if !seen.insert(name.clone()) {
             return Err(fatal(
                 format!("the header names the column `{name}` twice"),
                 "Rename one of the two columns.",
@@ -156,7 +159,7 @@ pub(crate) fn read_header(
             fatal(
                 format!(
                     "the header has no column `{email_column}` (columns: {})",
-                    columns.join(", ")
+                    column_list(&columns)
                 ),
                 &format!(
                     "Rename the address column to `{email_column}`, or set email_column in [contacts] of campaign.toml to its name."
@@ -168,7 +171,7 @@ pub(crate) fn read_header(
             fatal(
                 format!(
                     "the header has no column `{n}`, which name_column names (columns: {})",
-                    columns.join(", ")
+                    column_list(&columns)
                 ),
                 "Fix name_column in [contacts] of campaign.toml, or remove it.",
             )
@@ -337,6 +340,16 @@ impl Iterator for Contacts<'_> {
     }
 }
 
+/// Column names for a message: all of them up to a screenful, else the first ones and a count.
+pub fn column_list(columns: &[String]) -> String {
+    const SHOWN: usize = 30;
+    let shown: Vec<&str> = columns.iter().take(SHOWN).map(String::as_str).collect();
+    match columns.len().checked_sub(SHOWN) {
+        Some(more) if more > 0 => format!("{} and {more} more", shown.join(", ")),
+        _ => shown.join(", "),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -400,5 +413,22 @@ mod tests {
         let empty = tempfile::NamedTempFile::new().unwrap();
         let e = read_header(empty.path(), b',', "email", None).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn a_header_of_100000_columns_is_read_and_its_duplicate_found() {
+        let mut names: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+        names.insert(0, "email".into());
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "{}", names.join(",")).unwrap();
+        let header = read_header(f.path(), b',', "email", None).unwrap();
+        assert_eq!(header.columns.len(), 100_001);
+        // A duplicate at the very end is still found (every column is compared, once).
+        names.push("c7".into());
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "{}", names.join(",")).unwrap();
+        let e = read_header(f.path(), b',', "email", None).unwrap_err();
+        assert!(e.to_string().contains("names the column `c7` twice"), "{e}");
+        assert!(column_list(&names).ends_with("and 99972 more"));
     }
 }

@@ -149,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "template `{}` uses `{}`, which is not a column of {csv_path} (columns: {})",
                 m.template,
                 m.variable,
-                campaign.columns().join(", ")
+                mailroom::campaign::column_list(campaign.columns())
             ),
         });
     }
