@@ -249,15 +249,16 @@ impl Campaign {
         let config = Config::parse(&text, &config_path, &root)?;
 
         let exists = |p: &Path, section: &str, key: &str| -> Result<(), Error> {
-            if p.is_file() {
+            let Some(problem) = template::file_problem(p) else {
                 return Ok(());
-            }
+            };
             Err(Error::Config {
                 path: config_path.clone(),
                 line: config::key_line(&text, section, key),
                 key: format!("{section}.{key}"),
-                message: format!("the file {} does not exist", p.display()),
-                fix: "Create it, or fix the path (relative to the folder of campaign.toml).".into(),
+                message: format!("{} {problem}", p.display()),
+                fix: "Name a regular file, or fix the path (relative to the folder of campaign.toml)."
+                    .into(),
             })
         };
         let c = &config.campaign;

@@ -249,6 +249,14 @@ broken! {
         append "[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nusername = \"me\"" => ["smtp.username", "without TLS"];
     a_hello_name_with_a_line_break_is_refused:
         append "[smtp]\nhello_name = \"client.example\\r\\nMAIL FROM:<x@y.example>\"" => ["smtp.hello_name", "not a domain name"];
+    an_unknown_table_is_reported_at_the_top_level:
+        append "[smpt]\nhost = \"x\"" => ["unknown field `smpt`", "(in the top level)"], never ["in [store]"];
+    a_folder_as_a_template_is_not_called_missing:
+        |f| { f.edit_toml("text = \"body.txt.hbs\"", "text = \"partials\""); }
+        => ["campaign.text", "is a folder, not a file"], never ["does not exist"];
+    a_device_as_a_template_is_not_read:
+        |f| { f.edit_toml("text = \"body.txt.hbs\"", "text = \"/dev/zero\""); }
+        => ["campaign.text", "not a regular file"], never ["does not exist"];
     a_hello_name_with_a_space_is_refused:
         append "[smtp]\nhello_name = \"my laptop\"" => ["smtp.hello_name", "not a domain name"];
 }

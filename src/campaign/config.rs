@@ -375,6 +375,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// A number for a message: plain when short, else in scientific notation (`1e300`, not 301
+/// digits).
+fn short_number(v: f64) -> String {
+    let plain = v.to_string();
+    if plain.len() <= 16 {
+        plain
+    } else {
+        format!("{v:e}")
+    }
+}
+
 /// Converts a byte offset in `text` to a 1-based (line, column) pair; the column counts chars.
 pub(crate) fn line_col(text: &str, offset: usize) -> (u64, u64) {
     let offset = offset.min(text.len());
@@ -387,11 +398,47 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (u64, u64) {
 
 /// The `[table]` header in force at `offset`, for messages like "unknown key in [smtp]".
 fn section_at(text: &str, offset: usize) -> Option<String> {
-    let before = text.get(..offset.min(text.len()))?;
+    let offset = offset.min(text.len());
+    // An error inside a table's own header (`[smpt]`, an unknown table) is about a key of the
+    // table above it: the top level for `[smpt]`, `[rate]` for `[rate.per_domian]`.
+    let line = line_at(text, offset).trim();
+    if let Some(name) = line
+        .strip_prefix('[')
+        .map(|l| l.trim_start_matches('[').trim_end_matches(']').trim())
+    {
+        return name
+            .rsplit_once('.')
+            .map(|(parent, _)| format!("[{}]", parent.trim()));
+    }
+    let before = text.get(..offset)?;
     before.lines().rev().find_map(|l| {
         let t = l.trim();
         (t.starts_with('[') && t.ends_with(']')).then(|| t.to_owned())
     })
+}
+
+/// The whole line of `text` that holds byte `offset`.
+fn line_at(text: &str, offset: usize) -> &str {
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    &text[start..end]
+}
+
+/// The key assigned on the line holding `offset` (`port = "587"` → `port`), if any.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let (key, _) = line_at(text, offset.min(text.len())).split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
+}
+
+/// The table a required key belongs to (serde's "missing field" error points at the top).
+fn section_of_required(key: &str) -> Option<&'static str> {
+    match key {
+        "name" | "from" | "subject" => Some("[campaign]"),
+        "path" => Some("[contacts]"),
+        "url" => Some("[unsubscribe]"),
+        _ => None,
+    }
 }
 
 /// The 1-based line where `key` is assigned inside `[section]` (dotted sections included).
@@ -647,7 +694,10 @@ impl Config {
                 return Err(invalid(
                     "smtp",
                     "password_env",
-                    format!("{var:?} is not an environment variable name"),
+                    // Not echoed: a password pasted here by mistake must not reach the screen.
+                    "the value of password_env is not an environment variable name (letters, \
+                     digits and _ only; the value is not shown in case it is a password)"
+                        .into(),
                     "password_env holds the NAME of a variable, e.g. password_env = \"MAILROOM_SMTP_PASSWORD\"; export the password in that variable.",
                 ));
             }
@@ -666,7 +716,7 @@ impl Config {
                 return Err(invalid(
                     "rate",
                     key,
-                    format!("{key} = {v} is outside the supported range"),
+                    format!("{key} = {} is outside the supported range", short_number(v)),
                     "Use a rate between one message a day and 1e9 messages a second, e.g. per_minute = 120.",
                 ));
             }
@@ -676,7 +726,10 @@ impl Config {
                 return Err(invalid(
                     "rate.per_domain",
                     domain,
-                    format!("{domain} = {v} messages per minute is outside the supported range"),
+                    format!(
+                        "{domain} = {} messages per minute is outside the supported range",
+                        short_number(*v)
+                    ),
                     "Use between one message a day (0.0007) and 6e10 messages a minute.",
                 ));
             }
@@ -761,11 +814,21 @@ fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error {
         let (l, c) = line_col(text, s.start);
         (Some(l), Some(c))
     });
-    let message = e.message().trim().to_owned();
-    let section = span
-        .as_ref()
-        .and_then(|s| section_at(text, s.start))
+    let mut message = e.message().trim().to_owned();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+        .and_then(section_of_required);
+    let section = missing
+        .map(str::to_owned)
+        .or_else(|| span.as_ref().and_then(|s| section_at(text, s.start)))
         .unwrap_or_else(|| "the top level".to_owned());
+    // A value of the wrong type: say which key, not only where.
+    if (message.starts_with("invalid type") || message.starts_with("invalid value"))
+        && let Some(key) = span.as_ref().and_then(|s| key_at(text, s.start))
+    {
+        message = format!("`{key}`: {message}");
+    }
     let fix = if message.starts_with("unknown field `password`") {
         return Error::Config {
             path: path.to_owned(),

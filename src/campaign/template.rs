@@ -347,11 +347,42 @@ impl Templates {
     }
 }
 
+/// The largest template or campaign.toml read: far beyond any real one, and a bound on what a
+/// wrong path (a device, a huge file) can make mailroom hold.
+pub const MAX_TEMPLATE_BYTES: u64 = 4 << 20;
+
+/// Why `path` cannot be used as a file to read, if it cannot (said after the path): it does not
+/// exist, is a folder, or is not a regular file (a device such as /dev/zero, a pipe).
+pub(crate) fn file_problem(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".into()),
+        Err(e) => Some(format!("cannot be read: {e}")),
+        Ok(m) if m.is_dir() => Some("is a folder, not a file".into()),
+        Ok(m) if !m.is_file() => Some("is not a regular file (a device or a pipe?)".into()),
+        Ok(_) => None,
+    }
+}
+
 pub(crate) fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|source| Error::Read {
+    use std::io::Read as _;
+    let fail = |source| Error::Read {
         path: path.to_owned(),
         source,
-    })
+    };
+    if let Some(problem) = file_problem(path) {
+        return Err(fail(std::io::Error::other(problem)));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TEMPLATE_BYTES + 1).read_to_string(&mut text))
+        .map_err(fail)?;
+    if text.len() as u64 > MAX_TEMPLATE_BYTES {
+        return Err(fail(std::io::Error::other(format!(
+            "larger than {} MiB, which no template needs",
+            MAX_TEMPLATE_BYTES >> 20
+        ))));
+    }
+    Ok(text)
 }
 
 fn syntax_error(source: &Source, e: &TemplateError) -> Error {
