@@ -70,13 +70,13 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(
-        "in-flight journal {path}: {source}\n\nmailroom keeps this file next to the ledger; make \
+        "in-flight journal {path}: {cause}\n\nmailroom keeps this file next to the ledger; make \
          sure the ledger's folder is writable (and not full), then run `mailroom send` again."
     )]
     Journal {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        // Shown in the message, before the fix, so not a `#[source]` (it would print twice).
+        cause: std::io::Error,
     },
     #[error("a ledger task failed: {0}")]
     Task(String),
@@ -354,9 +354,9 @@ where
     // Recovery first, for the whole ledger: the journal is the ledger's, not the campaign's, and
     // rows given back to pending must then go through the import like any other (a contact
     // removed from the file meanwhile is marked removed, corrected fields are taken).
-    let journal_error = |source| Error::Journal {
+    let journal_error = |cause| Error::Journal {
         path: store::journal::path_for(path),
-        source,
+        cause,
     };
     let started = store::journal::read(path).map_err(journal_error)?;
     let recovered = ledger.recover_interrupted(&started)?;
@@ -583,9 +583,9 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         .map_err(Error::Store)
         .and_then(|reader| {
             let journal =
-                store::journal::Journal::open(&ledger_path).map_err(|source| Error::Journal {
+                store::journal::Journal::open(&ledger_path).map_err(|cause| Error::Journal {
                     path: store::journal::path_for(&ledger_path),
-                    source,
+                    cause,
                 })?;
             Ok((reader, journal))
         });

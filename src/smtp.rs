@@ -66,7 +66,7 @@ pub enum Error {
     Timeout(Duration),
     #[error("connection closed by the server")]
     Closed,
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("malformed reply line {0:?}")]
     Malformed(String),

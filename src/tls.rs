@@ -31,17 +31,18 @@ pub const VERSIONS: &[&rustls::SupportedProtocolVersion] =
 #[non_exhaustive]
 pub enum Error {
     #[error(
-        "cannot read the CA file {path}: {source}\n\nGive a PEM file holding the CA certificate(s) that issued the server's certificate."
+        "cannot read the CA file {path}: {cause}\n\nGive a PEM file holding the CA certificate(s) that issued the server's certificate."
     )]
     CaRead {
         path: PathBuf,
-        source: rustls::pki_types::pem::Error,
+        // Shown in the message, before the fix, so not a `#[source]` (it would print twice).
+        cause: rustls::pki_types::pem::Error,
     },
     #[error(
         "the CA file {path} holds no usable certificate\n\nGive a PEM file with at least one \"BEGIN CERTIFICATE\" block."
     )]
     CaEmpty { path: PathBuf },
-    #[error("cannot build the TLS configuration: {0}")]
+    #[error("cannot build the TLS configuration")]
     Config(#[from] rustls::Error),
 }
 
@@ -82,9 +83,9 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<(RootCertStore, Option<PathB
     if let Some(path) = ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|iter| iter.collect())
-            .map_err(|source| Error::CaRead {
+            .map_err(|cause| Error::CaRead {
                 path: path.to_owned(),
-                source,
+                cause,
             })?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {

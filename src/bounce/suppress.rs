@@ -30,12 +30,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
-    Csv {
-        path: PathBuf,
-        #[source]
-        source: csv::Error,
-    },
+    #[error("{path}: {cause}")]
+    Csv { path: PathBuf, cause: csv::Error },
     #[error("suppression list")]
     Store(#[from] store::Error),
 }
@@ -137,9 +133,9 @@ pub fn import_file(
             .flexible(true)
             .from_reader(text.as_bytes());
         for record in reader.records() {
-            let record = record.map_err(|source| Error::Csv {
+            let record = record.map_err(|cause| Error::Csv {
                 path: path.to_owned(),
-                source,
+                cause,
             })?;
             let line = record.position().map_or(0, csv::Position::line);
             lines.push((line, record.get(column).unwrap_or("").to_owned()));

@@ -73,8 +73,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if let (Some(user), Some(var)) = (&args.user, &args.password_env) {
-        let password = std::env::var(var).with_context(|| {
-            format!("the environment variable {var} (--password-env) is not set\n\nExport it first, e.g. `export {var}=...`.")
+        // The fix text comes last: no `context` here, or the cause would print after it.
+        let password = std::env::var(var).map_err(|_| {
+            anyhow::anyhow!(
+                "the environment variable {var} (--password-env) is not set\n\nExport it first, e.g. `export {var}=...`."
+            )
         })?;
         config = config.auth(user, &password);
     }
