@@ -17,8 +17,10 @@
 //! `suppress`; reading mailboxes (Maildir, mbox, IMAP) in `mailbox` and `imap`. This module must
 //! not know about SMTP sending or campaigns' templates.
 
+mod classify;
 pub mod imap;
 pub mod import;
+mod keywords;
 pub mod mailbox;
 mod mime;
 pub mod reason;
@@ -27,7 +29,7 @@ mod ses;
 pub mod suppress;
 mod text;
 
-use crate::model::FeedbackKind;
+use crate::model::{self, FeedbackKind, Permanence};
 
 pub use reason::Reason;
 
@@ -144,30 +146,10 @@ pub fn parse(raw: &[u8]) -> Vec<Report> {
     reports
 }
 
-/// Hard when the address itself is bad; everything else (full, blocked, policy, expired,
-/// temporary) is soft. `notaccept` is hard only for a permanent (5xx) refusal: a host that
-/// says it takes no mail at all.
+/// The kind of a report whose reason is decided: the one hard/soft policy
+/// ([`model::bounce_kind`]), with the permanence the status class or reply code states.
 pub fn kind_for(reason: Reason, status: Option<&str>, reply_code: Option<u16>) -> FeedbackKind {
-    match reason {
-        Reason::Feedback => FeedbackKind::Complaint,
-        Reason::Vacation => FeedbackKind::AutoReply,
-        Reason::Delivered => FeedbackKind::Delivered,
-        Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => FeedbackKind::Hard,
-        Reason::NotAccept => {
-            let permanent = match (status, reply_code) {
-                (Some(s), _) if s.starts_with('5') => true,
-                (Some(s), _) if s.starts_with('4') => false,
-                (_, Some(code)) => code >= 500,
-                _ => true,
-            };
-            if permanent {
-                FeedbackKind::Hard
-            } else {
-                FeedbackKind::Soft
-            }
-        }
-        _ => FeedbackKind::Soft,
-    }
+    model::bounce_kind(reason, Permanence::of(status, reply_code))
 }
 
 fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
@@ -307,7 +289,7 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             remote_host: remote_host.as_deref(),
             reporting_host: reporting_mta,
         };
-        let reason = reason::classify(&evidence);
+        let reason = classify::classify(&evidence);
         let action = Some(final_action(action, reason, status.as_deref()));
         reports.push(Report {
             kind: kind_for(reason, status.as_deref(), reply_code),
@@ -530,13 +512,13 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             let reason = if filtered_by_recipient {
                 Reason::Filtered
             } else {
-                reason::classify(&evidence)
+                classify::classify(&evidence)
             };
             // Mailing-list servers state the cause only in the subject ("Loop Alert: ...",
             // "NOT MEMBER article from ..."). Read it last: other subjects quote the original's.
             let reason = match reason {
                 Reason::Undefined => {
-                    reason::match_keywords(&flat.subject.to_lowercase()).unwrap_or(reason)
+                    keywords::match_keywords(&flat.subject.to_lowercase()).unwrap_or(reason)
                 }
                 r => r,
             };

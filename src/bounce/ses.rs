@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{Action, Original, Reason, Report, kind_for, reason, text};
+use super::{Action, Original, Reason, Report, classify, kind_for, reason, text};
 use crate::model::FeedbackKind;
 
 /// Reports from an SES notification found in `body`; `None` when the body holds none.
@@ -63,7 +63,7 @@ fn bounces(bounce: &Value) -> Vec<Report> {
                 .or_else(|| text::find_status_in_text(&diagnostic));
             let reply_code = text::find_reply_code(&diagnostic);
             let action = str_at(r, "action").and_then(Action::parse);
-            let mut reason = reason::classify(&reason::Evidence {
+            let mut reason = classify::classify(&reason::Evidence {
                 status: status.as_deref(),
                 reply_code,
                 action,
