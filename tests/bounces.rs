@@ -197,7 +197,7 @@ fn more_set_scores_hold_their_floor() {
     assert_floors(
         "more",
         &scores,
-        &[("recipient", 250), ("kind", 240), ("reason", 225)],
+        &[("recipient", 253), ("kind", 242), ("reason", 228)],
     );
 }
 
