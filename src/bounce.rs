@@ -479,6 +479,11 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             segments.push((to, human.clone()));
         }
     }
+    if segments.is_empty() {
+        // Mail sent to oneself bounces back to the address that failed: the text names only
+        // the bounce's own recipient. Only the daemon's addresses are never the recipient.
+        segments = text::segments(&human, &flat.daemon_addresses());
+    }
     // au (EZweb) marks a bounce caused by the recipient's own filter with `X-SPASIGN: NG`.
     let filtered_by_recipient = flat
         .headers

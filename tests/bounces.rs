@@ -197,7 +197,7 @@ fn more_set_scores_hold_their_floor() {
     assert_floors(
         "more",
         &scores,
-        &[("recipient", 253), ("kind", 242), ("reason", 228)],
+        &[("recipient", 255), ("kind", 243), ("reason", 229)],
     );
 }
 

@@ -312,6 +312,16 @@ impl Flat {
         out
     }
 
+    /// The addresses of the daemon that wrote the bounce (its `From`, `Sender`, `Return-Path`):
+    /// never the failed recipient, even when a bounce goes back to the address that failed.
+    pub fn daemon_addresses(&self) -> Vec<String> {
+        ["From", "Sender", "Return-Path"]
+            .iter()
+            .filter_map(|name| self.header(name))
+            .flat_map(|v| text::addresses(v).into_iter().map(|(_, a)| a))
+            .collect()
+    }
+
     /// `X-Failed-Recipients` (Exim, Gmail), split on commas.
     pub fn failed_recipients(&self) -> Vec<String> {
         self.headers

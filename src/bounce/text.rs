@@ -62,6 +62,14 @@ pub(crate) fn addresses(text: &str) -> Vec<(usize, String)> {
         while end < bytes.len() && bytes[end].is_ascii() && is_domain_char(bytes[end] as char) {
             end += 1;
         }
+        // RFC 5321 §4.1.2: a local part may be a quoted string ("a..b"@example.org).
+        if let Some(open) = quoted_local_start(text, at) {
+            let domain = text[at + 1..end].trim_end_matches(['.', '-']);
+            if domain.contains('.') && domain.len() >= 3 {
+                out.push((open, format!("{}@{domain}", &text[open..at])));
+            }
+            continue;
+        }
         let local = text[start..at].trim_start_matches(['.', '=', '\'', '`', '/', '|']);
         let domain = text[at + 1..end].trim_end_matches(['.', '-']);
         if local.is_empty() || local.len() > 64 || domain.len() < 3 || !domain.contains('.') {
@@ -84,6 +92,27 @@ pub(crate) fn addresses(text: &str) -> Vec<(usize, String)> {
         out.push((start, format!("{local}@{domain}")));
     }
     out
+}
+
+/// The offset of the opening quote when the local part ending at `at` is a quoted string: a `"`
+/// right before the `@`, its partner on the same line within 64 bytes, nothing in between that
+/// would end an address, and no address character glued before the opening quote.
+fn quoted_local_start(text: &str, at: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    if at < 2 || bytes[at - 1] != b'"' {
+        return None;
+    }
+    let from = at.saturating_sub(66);
+    let inner = &bytes[from..at - 1];
+    let open = from + inner.iter().rposition(|&b| b == b'"')?;
+    let quoted = &bytes[open + 1..at - 1];
+    let clean = !quoted.is_empty()
+        && quoted
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'\\' | b'@'));
+    let bounded =
+        open == 0 || !(bytes[open - 1].is_ascii_alphanumeric() || bytes[open - 1] == b'.');
+    (clean && bounded).then_some(open)
 }
 
 pub(crate) fn first_address(text: &str) -> Option<String> {
@@ -305,6 +334,17 @@ mod tests {
                 "e@example.com"
             ]
         );
+        let quoted: Vec<String> = addresses("550 5.1.1 <\"neko....nyaan\"@example.org>... unknown")
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        assert_eq!(quoted, ["\"neko....nyaan\"@example.org"]);
+        // A display name in quotes is not a local part.
+        let named: Vec<String> = addresses("\"Neko\" <neko@example.org>")
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        assert_eq!(named, ["neko@example.org"]);
     }
 
     #[test]
