@@ -307,20 +307,61 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
     reports
 }
 
-/// The refusals quoted in a session transcript (`<<< 550 ...`), in order, once each.
+/// The cause a session transcript quotes: the first refusal (`<<< 550 ...`, with its `550-`
+/// continuation lines) of each session (`... while talking to host:`), once each. Later
+/// refusals in a session answer commands sent after the failure ("554 no valid recipients",
+/// "503 need RCPT") and say nothing new.
 fn transcript_replies(text: &str) -> String {
-    let mut seen: Vec<&str> = Vec::new();
+    /// Bounds the work on a transcript of many sessions.
+    const MAX_LEN: usize = 4096;
+    let mut out = String::new();
+    let mut current: Option<String> = None;
+    let mut refused_in_session = false;
     for line in text.lines() {
-        if let Some(reply) = line.trim_start().strip_prefix("<<< ") {
-            let reply = reply.trim();
-            // Only refusals: greetings and "250 ok" say nothing about the failure.
-            let refusal = reply.starts_with('4') || reply.starts_with('5');
-            if refusal && !seen.contains(&reply) {
-                seen.push(reply);
+        let line = line.trim_start();
+        if line.starts_with("... while talking to") {
+            refused_in_session = false;
+            continue;
+        }
+        let Some(reply) = line.strip_prefix("<<< ") else {
+            continue;
+        };
+        let reply = reply.trim();
+        let continues = reply.get(3..4) == Some("-");
+        if let Some(mut first) = current.take() {
+            first.push(' ');
+            first.push_str(reply);
+            if continues {
+                current = Some(first);
+            } else if !out.contains(&first) && out.len() < MAX_LEN {
+                push_word(&mut out, &first);
             }
+            continue;
+        }
+        // Only refusals: greetings and "250 ok" say nothing about the failure.
+        if refused_in_session || !reply.starts_with(['4', '5']) {
+            continue;
+        }
+        refused_in_session = true;
+        if continues {
+            current = Some(reply.to_owned());
+        } else if !out.contains(reply) && out.len() < MAX_LEN {
+            push_word(&mut out, reply);
         }
     }
-    seen.join(" ")
+    if let Some(first) = current
+        && !out.contains(&first)
+    {
+        push_word(&mut out, &first);
+    }
+    out
+}
+
+fn push_word(out: &mut String, word: &str) {
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    out.push_str(word);
 }
 
 /// The remote server's own code (in the Diagnostic-Code) wins over the reporting MTA's

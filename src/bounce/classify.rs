@@ -4,11 +4,12 @@
 
 use super::Action;
 use super::keywords::{gmail_state, match_keywords, mta_label};
-use super::reason::{Evidence, Reason, Stage, stage};
+use super::reason::{Evidence, Reason, Stage, stage_in};
 use super::rhost;
 
-/// "Unknown user" phrasings that name the recipient explicitly: a refusal of the address
-/// itself, whatever the stage.
+/// Wordings in which the reporting system states that the recipient itself is unknown (a
+/// gateway's "no valid recipients", a scanner's "check if address is correct"): the address is
+/// refused, not the content, whenever the text names no later stage.
 const RECIPIENT_UNKNOWN: &[&str] = &[
     "unknown recipient",
     "recipient unknown",
@@ -19,20 +20,24 @@ const RECIPIENT_UNKNOWN: &[&str] = &[
     "no valid recipients",
     "recipient name is not recognized",
     "address couldn't be found",
-    "account that you tried to reach does not exist",
     "address not found",
     "check if address is correct",
 ];
 
-/// sisimai's convention, kept so numbers compare: "no such user" said at RCPT (or with an
-/// X.1.x code) is `userunknown`, a hard bounce; said after DATA or at an unknown stage it is
-/// the content-stage refusal sisimai calls `filtered`, a soft one.
-fn user_or_filtered(e: &Evidence<'_>, lower: &str, context: &str) -> Reason {
+/// sisimai's convention, kept so numbers compare: "no such user" said at RCPT, or with an
+/// addressing code (X.1.y, except the sender's X.1.7 and X.1.8), is `userunknown`, a hard
+/// bounce; said after DATA or MAIL it is the content-stage refusal sisimai calls `filtered`, a
+/// soft one. At an unknown stage, only wordings that name the recipient itself are unknown.
+fn user_or_filtered(e: &Evidence<'_>, lower: &str) -> Reason {
     let addressing_code = e
         .status
-        .is_some_and(|s| matches!(s.get(1..), Some(".1.0" | ".1.1" | ".1.3" | ".1.4")));
-    let at_rcpt = stage(lower).or_else(|| stage(context)) == Some(Stage::Rcpt);
-    if addressing_code || at_rcpt || RECIPIENT_UNKNOWN.iter().any(|p| lower.contains(p)) {
+        .is_some_and(|s| s.get(1..3) == Some(".1") && !matches!(s.get(3..), Some(".7" | ".8")));
+    let unknown = match stage_in(e.diagnostic, e.context) {
+        Some(Stage::Rcpt) => true,
+        Some(_) => false,
+        None => RECIPIENT_UNKNOWN.iter().any(|p| lower.contains(p)),
+    };
+    if addressing_code || unknown {
         Reason::UserUnknown
     } else {
         Reason::Filtered
@@ -183,7 +188,7 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
         found = match_keywords(&context).map(|r| (r, &context));
     }
     match found {
-        Some((Reason::UserUnknown, text)) => return user_or_filtered(e, text, &context),
+        Some((Reason::UserUnknown, text)) => return user_or_filtered(e, text),
         // A host that cannot be found *yet* (a 4xx DNS failure) is a network problem.
         Some((Reason::HostUnknown, _)) if temporary => return Reason::NetworkError,
         Some((reason, _)) => return reason,
