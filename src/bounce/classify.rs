@@ -60,7 +60,6 @@ fn specific_status(status: &str) -> Option<Reason> {
         "7.26" | "7.23" | "7.24" | "7.20" | "7.21" | "7.22" | "7.509" => Reason::AuthFailure,
         "7.27" => Reason::NotAccept,
         "7.13" => Reason::Suspend,
-        "7.9" | "7.7" => Reason::PolicyViolation,
         "7.606" | "7.511" => Reason::Blocked,
         _ => return None,
     })

@@ -960,7 +960,6 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "policy",
             "prohibited",
             "not accepted for",
-            "not authorized",
             "attachment",
             "network not allowed",
         ],
