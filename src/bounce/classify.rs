@@ -120,18 +120,81 @@ fn generic_status(status: &str) -> Option<Reason> {
 
 /// Decides the reason for one recipient.
 pub fn classify(e: &Evidence<'_>) -> Reason {
+    if let Some(reason) = labelled(e) {
+        return reason;
+    }
+    let reason = from_codes_and_words(e);
+    // A code that names its cause outranks the stage, as it outranks the words.
+    if e.status.and_then(specific_status).is_some() {
+        return reason;
+    }
+    at_stage(e, reason)
+}
+
+/// Causes that a refusal before any command (the greeting) can name about the client or the
+/// server itself; any other cause at that stage is the server refusing the client: `blocked`.
+const CONNECT_CAUSES: &[Reason] = &[
+    Reason::RequirePtr,
+    Reason::TooManyConn,
+    Reason::Speeding,
+    Reason::BadReputation,
+    Reason::NetworkError,
+    Reason::Expired,
+    Reason::NotAccept,
+    Reason::SystemFull,
+    Reason::SecurityError,
+];
+
+/// Causes about the recipient or the message, which a refusal at HELO or MAIL FROM cannot be:
+/// nothing about either has been sent yet.
+const RECIPIENT_CAUSES: &[Reason] = &[
+    Reason::UserUnknown,
+    Reason::HostUnknown,
+    Reason::Filtered,
+    Reason::HasMoved,
+    Reason::MailboxFull,
+    Reason::Suspend,
+];
+
+/// What the SMTP stage says about a cause found in codes and words (sisimai's semantics): a
+/// refusal of the greeting or of HELO refuses the client (`blocked`); a refusal of MAIL FROM
+/// that names no cause of its own, or only "access denied", refuses the sender (`rejected`).
+fn at_stage(e: &Evidence<'_>, reason: Reason) -> Reason {
+    let Some(stage) = stage_in(e.diagnostic, e.context) else {
+        return reason;
+    };
+    match stage {
+        Stage::Connect if !CONNECT_CAUSES.contains(&reason) => Reason::Blocked,
+        Stage::Helo if RECIPIENT_CAUSES.contains(&reason) || reason == Reason::Undefined => {
+            Reason::Blocked
+        }
+        Stage::Mail
+            if RECIPIENT_CAUSES.contains(&reason)
+                || reason == Reason::Undefined
+                || (matches!(reason, Reason::Blocked | Reason::SecurityError)
+                    && e.diagnostic.to_lowercase().contains("access denied")) =>
+        {
+            Reason::Rejected
+        }
+        _ => reason,
+    }
+}
+
+/// The labels one MTA or one provider prints for one cause, which outrank the stage: Exchange's
+/// `RESOLVER.ADR.*`, a provider's documented texts, Gmail's `(state N)`.
+fn labelled(e: &Evidence<'_>) -> Option<Reason> {
     if e.status.is_some_and(|s| s.starts_with('2'))
         || matches!(
             e.action,
             Some(Action::Delivered | Action::Relayed | Action::Expanded)
         )
     {
-        return Reason::Delivered;
+        return Some(Reason::Delivered);
     }
     let diagnostic = e.diagnostic.to_lowercase();
     let context = e.context.to_lowercase();
     if let Some(reason) = mta_label(&diagnostic).or_else(|| mta_label(&context)) {
-        return reason;
+        return Some(reason);
     }
     // A provider that documents its refusal texts knows best what they mean.
     if let Some(provider) = rhost::provider(e.recipient, e.remote_host, e.reporting_host) {
@@ -143,8 +206,8 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
                     rhost::classify(provider, e.status, e.reply_code, e.context, e.context)
                 })?
             });
-        if let Some(reason) = found {
-            return reason;
+        if found.is_some() {
+            return found;
         }
     }
     if let Some(state) = gmail_state(&diagnostic).or_else(|| gmail_state(&context)) {
@@ -153,8 +216,15 @@ pub fn classify(e: &Evidence<'_>) -> Reason {
             .status
             .filter(|s| !s.contains(".0"))
             .and_then(specific_status);
-        return named.unwrap_or(state);
+        return Some(named.unwrap_or(state));
     }
+    None
+}
+
+/// The cause the status code and the words name, in the documented order.
+fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
+    let diagnostic = e.diagnostic.to_lowercase();
+    let context = e.context.to_lowercase();
     if let Some(reason) = e.status.and_then(specific_status) {
         // A canned addressing code (MTAs often write 5.1.1 for any refusal at RCPT) yields to
         // words that name another cause: a full mailbox, a block, a moved user, the sender.

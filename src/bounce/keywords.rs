@@ -264,7 +264,6 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "account is suspended",
             "account has been suspended",
             "has been suspended",
-            "suspended",
             "deactivated",
             "account is inactive",
             "mailbox is inactive",

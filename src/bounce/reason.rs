@@ -94,14 +94,19 @@ const STAGE_PHRASES: &[(Stage, &[&str])] = &[
             "after ehlo",
             "after helo",
             "but my name was rejected",
-            "refused to talk to me",
             ">>> ehlo",
             ">>> helo",
         ],
     ),
     (
         Stage::Connect,
-        &["after initial connection", "initial connection", "greeting"],
+        &[
+            "after initial connection",
+            // Postfix: the server's greeting was a refusal.
+            "refused to talk to me",
+            "initial connection",
+            "greeting",
+        ],
     ),
 ];
 
@@ -162,21 +167,35 @@ fn command_word_stage(text: &str) -> Option<Stage> {
 
 /// Sendmail-style transcripts write each command sent (`>>> RCPT To:<a@b>`) and each reply
 /// received (`<<< 550 ...`): a refusal answers the last command sent before it. Words inside a
-/// reply ("503 Need RCPT") name nothing.
+/// reply ("503 Need RCPT") name nothing. Of several sessions (`... while talking to host:`, one
+/// per MX host tried) the last one's first refusal is what the bounce reports; a refusal before
+/// any command of a session is the server's greeting: the connection stage.
 fn transcript_stage(lower: &str) -> Option<Stage> {
+    let mut found = None;
     let mut sent = None;
+    let mut in_session = false;
+    let mut refused = false;
     for line in lower.lines() {
         let line = line.trim_start();
-        if let Some(command) = line.strip_prefix(">>> ") {
+        if line.starts_with("... while talking to") {
+            in_session = true;
+            sent = None;
+            refused = false;
+        } else if let Some(command) = line.strip_prefix(">>> ") {
             sent = command_stage(command.trim_start());
         } else if let Some(reply) = line.strip_prefix("<<< ")
             && reply.starts_with(['4', '5'])
-            && sent.is_some()
+            && !refused
         {
-            return sent;
+            match sent {
+                Some(stage) => found = Some(stage),
+                None if in_session => found = Some(Stage::Connect),
+                None => continue,
+            }
+            refused = true;
         }
     }
-    None
+    found
 }
 
 fn command_stage(command: &str) -> Option<Stage> {
