@@ -243,11 +243,13 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             .map(|v| strip_type(v).to_owned())
             .unwrap_or_default();
         // The human-readable part often says more than a bare code (Exchange, Gmail).
+        // With one recipient group, all of the human-readable part is about that recipient,
+        // even when it names the address differently (an alias, the address before expansion).
         let segment = segments
             .iter()
             .find(|(addr, _)| addr.eq_ignore_ascii_case(&recipient))
             .map(|(_, s)| s.as_str())
-            .or_else(|| (segments.len() <= 1).then(|| flat.human_summary()))
+            .or_else(|| (segments.len() <= 1 || groups.len() == 1).then(|| flat.human_summary()))
             .unwrap_or("");
         if diagnostic.is_empty() {
             diagnostic = text::squeeze(segment);
