@@ -264,13 +264,14 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         let truncated = diagnostic.get(3..4) == Some("-")
             && diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit);
         let joined;
-        let for_reason = if truncated {
-            joined = format!("{diagnostic} {}", text::squeeze(segment));
-            joined.as_str()
-        } else if let Some(replies) = single_recipient_replies.as_deref() {
+        let for_reason = if let Some(replies) = single_recipient_replies.as_deref() {
             // Sendmail's transcript holds the remote server's own words ("<<< 550 Unknown
-            // user") where the Diagnostic-Code may carry only its own summary.
+            // user"), whole, where the Diagnostic-Code may carry only its own summary or the
+            // first line of a multi-line reply.
             joined = format!("{replies} {diagnostic}");
+            joined.as_str()
+        } else if truncated {
+            joined = format!("{diagnostic} {}", text::squeeze(segment));
             joined.as_str()
         } else {
             diagnostic.as_str()
@@ -331,8 +332,10 @@ fn transcript_replies(text: &str) -> String {
         let reply = reply.trim();
         let continues = reply.get(3..4) == Some("-");
         if let Some(mut first) = current.take() {
+            // RFC 5321 §4.2.1: every line of a multi-line reply repeats the code; the text is
+            // what follows it (and the enhanced code some servers repeat too).
             first.push(' ');
-            first.push_str(reply);
+            first.push_str(continuation_text(reply));
             if continues {
                 current = Some(first);
             } else if !out.contains(&first) && out.len() < MAX_LEN {
@@ -357,6 +360,22 @@ fn transcript_replies(text: &str) -> String {
         push_word(&mut out, &first);
     }
     out
+}
+
+/// The text of one line of a multi-line reply: without its `550-` or `550 ` code and the
+/// enhanced code that may follow it.
+fn continuation_text(line: &str) -> &str {
+    let coded = line.len() >= 4
+        && line.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && matches!(line.as_bytes()[3], b'-' | b' ');
+    if !coded {
+        return line;
+    }
+    let rest = line[4..].trim_start();
+    match rest.split_once(' ') {
+        Some((word, after)) if text::find_status(word).as_deref() == Some(word) => after,
+        _ => rest,
+    }
 }
 
 fn push_word(out: &mut String, word: &str) {
@@ -876,6 +895,24 @@ recipients. This is a permanent error. The following address(es) failed:\r\n\
         assert_eq!(disagree.len(), 1, "{disagree:?}");
         assert_eq!(disagree[0].recipient, "named@example.net");
         assert_eq!(disagree[0].reason, Reason::UserUnknown);
+    }
+
+    #[test]
+    fn a_transcript_gives_each_sessions_first_refusal_whole() {
+        let t = "... while talking to mx1.example.org.:\n>>> DATA\n\
+                 <<< 550-5.7.1 This message fails to pass\n\
+                 <<< 550-5.7.1 authentication checks.\n\
+                 <<< 550 5.7.1 See the help page.\n\
+                 <<< 503 5.0.0 Need RCPT (recipient)\n\
+                 ... while talking to mx2.example.org.:\n<<< 421 busy\n>>> QUIT\n<<< 421 bye\n";
+        assert_eq!(
+            transcript_replies(t),
+            "550-5.7.1 This message fails to pass authentication checks. See the help page. \
+             421 busy"
+        );
+        assert_eq!(continuation_text("550-5.7.1 more words"), "more words");
+        assert_eq!(continuation_text("550 last words"), "last words");
+        assert_eq!(continuation_text("no code here"), "no code here");
     }
 
     #[test]

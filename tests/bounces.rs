@@ -197,7 +197,7 @@ fn more_set_scores_hold_their_floor() {
     assert_floors(
         "more",
         &scores,
-        &[("recipient", 255), ("kind", 248), ("reason", 240)],
+        &[("recipient", 255), ("kind", 249), ("reason", 242)],
     );
 }
 

@@ -289,19 +289,29 @@ pub(crate) fn find_reply_code(text: &str) -> Option<u16> {
 }
 
 /// A readable one-line diagnostic from a text segment: the first line that carries a reply or
-/// status code, else the segment squeezed; capped so that JSON lines stay short.
+/// status code with the indented lines that continue it (Exim and Postfix fold a long reply
+/// onto indented lines), else the segment squeezed; capped so that JSON lines stay short.
 pub(crate) fn diagnostic_line(segment: &str) -> String {
-    let line = segment
-        .lines()
-        .find(|l| {
-            let l = l.trim();
-            !l.is_empty()
-                && (find_status_in_text(l).is_some()
-                    || find_reply_code(l).is_some_and(|c| c >= 400))
-                && l.len() > 8
-        })
-        .map(squeeze)
-        .unwrap_or_else(|| squeeze(segment));
+    let carries_code = |l: &str| {
+        let l = l.trim();
+        l.len() > 8
+            && (find_status_in_text(l).is_some() || find_reply_code(l).is_some_and(|c| c >= 400))
+    };
+    let mut lines = segment.lines().skip_while(|l| !carries_code(l));
+    let line = match lines.next() {
+        Some(first) => {
+            let mut joined = first.to_owned();
+            for more in lines
+                .take_while(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty())
+                .take(8)
+            {
+                joined.push(' ');
+                joined.push_str(more);
+            }
+            squeeze(&joined)
+        }
+        None => squeeze(segment),
+    };
     cap(line, 500)
 }
 
