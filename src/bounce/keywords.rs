@@ -700,7 +700,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "no mailbox found",
             "account unavailable",
             "not email addresses",
-            "recipient address rejected. (in reply to rcpt to command)",
+            // The address refused with no cause given; at RCPT that is an unknown recipient.
+            "recipient address rejected.",
             "recipient address rejected: access denied",
             "recipient address rejected: invalid user",
             "recipient address rejected: invalid-recipient",
