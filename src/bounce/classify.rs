@@ -44,6 +44,27 @@ fn user_or_filtered(e: &Evidence<'_>, lower: &str) -> Reason {
     }
 }
 
+/// "example.org does not exist": the thing said not to exist is a domain name (dotted, no `@`),
+/// so the host is unknown, not the user.
+fn names_missing_domain(lower: &str) -> bool {
+    lower.match_indices(" does not exist").any(|(at, _)| {
+        let word = lower[..at]
+            .rsplit(|c: char| c.is_whitespace() || matches!(c, '<' | '(' | '"' | '\''))
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(['>', ')', '"', '\'', ':', '.']);
+        word.contains('.')
+            && !word.contains('@')
+            && word.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+            && word
+                .rsplit('.')
+                .next()
+                .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_alphabetic()))
+    })
+}
+
 /// Status codes that name one cause unambiguously: they win over the text.
 fn specific_status(status: &str) -> Option<Reason> {
     let (_, detail) = status.split_once('.')?;
@@ -257,6 +278,13 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
         found = match_keywords(&context).map(|r| (r, &context));
     }
     match found {
+        Some((Reason::UserUnknown, text)) if names_missing_domain(text) => {
+            return if temporary {
+                Reason::NetworkError
+            } else {
+                Reason::HostUnknown
+            };
+        }
         Some((Reason::UserUnknown, text)) => return user_or_filtered(e, text),
         // A host that cannot be found *yet* (a 4xx DNS failure) is a network problem.
         Some((Reason::HostUnknown, _)) if temporary => return Reason::NetworkError,
@@ -415,6 +443,23 @@ mod tests {
             reason(None, "550 550 Unknown user a@b.example (state 18)."),
             Reason::Filtered
         );
+    }
+
+    #[test]
+    fn a_missing_domain_is_an_unknown_host() {
+        assert_eq!(
+            reason(None, "553 mx.example.com does not exist"),
+            Reason::HostUnknown
+        );
+        assert_eq!(reason(None, "Domain does not exist"), Reason::HostUnknown);
+        assert_ne!(
+            reason(None, "553 user kijitora does not exist"),
+            Reason::HostUnknown
+        );
+        assert!(!names_missing_domain(
+            "mailbox a@example.com does not exist"
+        ));
+        assert!(!names_missing_domain("version 1.2 does not exist"));
     }
 
     #[test]

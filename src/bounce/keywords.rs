@@ -609,6 +609,15 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "mail delivery failed... user unknown",
         ],
     ),
+    // What does not exist is the domain, not the user: ahead of the generic "does not exist".
+    (
+        Reason::HostUnknown,
+        &[
+            "domain does not exist",
+            "domain doesn't exist",
+            "no such domain",
+        ],
+    ),
     (
         Reason::UserUnknown,
         &[
