@@ -29,6 +29,9 @@ const SKIP_LINE_PREFIXES: &[&str] = &[
     "original sender:",
 ];
 
+/// Words right before an address that name it as the address a recipient was expanded from.
+const ALIAS_MARKERS: &[&str] = &["expanded from", "generated from"];
+
 /// Lines that quote the original's recipient headers: weaker evidence than a line that names
 /// the failed recipient.
 const WEAK_LINE_PREFIXES: &[&str] = &["to:", "cc:"];
@@ -139,6 +142,14 @@ pub(crate) fn segments(text: &str, excluded: &[String]) -> Vec<(String, String)>
         let line = text[line_start..].lines().next().unwrap_or("").trim_start();
         let lower = line.to_ascii_lowercase();
         if SKIP_LINE_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+            continue;
+        }
+        // "(expanded from <alias>)" (Postfix, Sendmail), "(generated from alias)" (Exim): the
+        // address before aliasing annotates the recipient named before it; it did not fail.
+        let before = text[line_start..offset]
+            .trim_end_matches([' ', '<', ':', '"'])
+            .to_ascii_lowercase();
+        if ALIAS_MARKERS.iter().any(|m| before.ends_with(m)) {
             continue;
         }
         if excluded.iter().any(|e| e.eq_ignore_ascii_case(&addr)) {
@@ -406,5 +417,9 @@ mod tests {
         assert_eq!(s[0].0, "a@example.org");
         assert!(s[0].1.contains("no such user") && !s[0].1.contains("mailbox full"));
         assert_eq!(s[1].0, "b@example.org");
+        let t = "  a@example.org\n    (generated from alias@example.com)\n    550 no\n\
+                 <b@example.org> (expanded from <list@example.com>): user unknown\n";
+        let found: Vec<String> = segments(t, &[]).into_iter().map(|(a, _)| a).collect();
+        assert_eq!(found, ["a@example.org", "b@example.org"]);
     }
 }
