@@ -29,9 +29,25 @@ mod ses;
 pub mod suppress;
 mod text;
 
+use std::collections::{HashMap, HashSet};
+
 use crate::model::{self, FeedbackKind, Permanence};
 
 pub use reason::Reason;
+
+/// The most reports one message yields. A DSN lists one group per recipient of one SMTP
+/// transaction, and servers cap those (RFC 5321 §4.5.3.1.8 asks for at least 100; Postfix
+/// accepts 1,000 by default): a message naming more is hostile or broken, and the rest of it is
+/// ignored. This bounds the work and the output of one message.
+pub const MAX_REPORTS: usize = 1000;
+
+/// The longest `diagnostic` a report carries, in bytes (cut on a character boundary): a server's
+/// reply is a few lines; more is a runaway field.
+pub const MAX_DIAGNOSTIC: usize = 2048;
+
+/// How much of the text around a recipient the classifier reads, in bytes: the explanation next
+/// to the address, not a whole mailbox's worth of quoted text.
+const MAX_CONTEXT: usize = 32 * 1024;
 
 /// What the reporting MTA did with the message for this recipient (RFC 3464 §2.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,11 +180,13 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
     // returned original's To: as the best evidence.
     // Removal-Recipient (RFC 5965's opt-out reports) names it the same way.
     let mut recipients: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for (_, v) in feedback.iter().filter(|(k, _)| {
         k.eq_ignore_ascii_case("Original-Rcpt-To") || k.eq_ignore_ascii_case("Removal-Recipient")
     }) {
-        if let Some(a) =
-            text::first_address(v).filter(|a| !recipients.iter().any(|r| r.eq_ignore_ascii_case(a)))
+        if let Some(a) = text::first_address(v)
+            && recipients.len() < MAX_REPORTS
+            && seen.insert(a.to_ascii_lowercase())
         {
             recipients.push(a);
         }
@@ -176,7 +194,8 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
     if recipients.is_empty() {
         recipients.extend(flat.original_to());
     }
-    let diagnostic = flat.first_text_line();
+    recipients.truncate(MAX_REPORTS);
+    let diagnostic = text::cap(flat.first_text_line(), MAX_DIAGNOSTIC);
     recipients
         .into_iter()
         .map(|recipient| Report {
@@ -185,7 +204,7 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
             status: None,
             reply_code: None,
             diagnostic: diagnostic.clone(),
-            remote_mta: field("Reporting-MTA").map(|v| strip_type(&v).to_owned()),
+            remote_mta: field("Reporting-MTA").map(|v| text::cap(strip_type(&v).to_owned(), 255)),
             kind: FeedbackKind::Complaint,
             reason: Reason::Feedback,
             feedback_type: feedback_type.clone(),
@@ -206,13 +225,23 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
     let Some(groups) = &flat.delivery_status else {
         return Vec::new();
     };
-    let segments = text::segments(&flat.human_text(), &flat.excluded_addresses());
+    let human = flat.human_text();
+    let segments = text::segments(&human, &flat.excluded_addresses(), MAX_REPORTS);
+    // Each recipient's segment, looked up once per group: a map, not a scan per recipient.
+    let segment_of: HashMap<String, &str> = segments
+        .iter()
+        .map(|(addr, seg)| (addr.to_ascii_lowercase(), seg.as_str()))
+        .collect();
     let reporting_mta = flat.reporting_mta.as_deref().map(strip_type);
     let single_recipient_replies = (groups.len() == 1)
-        .then(|| transcript_replies(&flat.human_text()))
+        .then(|| transcript_replies(&human))
         .filter(|r| !r.is_empty());
     let mut reports = Vec::new();
+    let mut reported: HashSet<String> = HashSet::new();
     for group in groups {
+        if reports.len() >= MAX_REPORTS {
+            break;
+        }
         let field = |name: &str| {
             group
                 .iter()
@@ -231,7 +260,7 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         let Some(recipient) = recipient else {
             continue;
         };
-        if reports.iter().any(|r: &Report| r.recipient == recipient) {
+        if !reported.insert(recipient.to_ascii_lowercase()) {
             continue;
         }
         let action = field("Action").and_then(Action::parse);
@@ -240,19 +269,19 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
                 .map(|(t, _)| t.trim().to_ascii_lowercase())
         });
         let mut diagnostic = field("Diagnostic-Code")
-            .map(|v| strip_type(v).to_owned())
+            .map(|v| text::cap(strip_type(v).to_owned(), MAX_DIAGNOSTIC))
             .unwrap_or_default();
         // The human-readable part often says more than a bare code (Exchange, Gmail).
         // With one recipient group, all of the human-readable part is about that recipient,
         // even when it names the address differently (an alias, the address before expansion).
-        let segment = segments
-            .iter()
-            .find(|(addr, _)| addr.eq_ignore_ascii_case(&recipient))
-            .map(|(_, s)| s.as_str())
+        let segment = segment_of
+            .get(&recipient.to_ascii_lowercase())
+            .copied()
             .or_else(|| (segments.len() <= 1 || groups.len() == 1).then(|| flat.human_summary()))
             .unwrap_or("");
+        let segment = text::prefix(segment, MAX_CONTEXT);
         if diagnostic.is_empty() {
-            diagnostic = text::squeeze(segment);
+            diagnostic = text::cap(text::squeeze(segment), MAX_DIAGNOSTIC);
         }
         let status_field = field("Status").and_then(text::find_status);
         let status = pick_status(text::find_status_in_text(&diagnostic), status_field)
@@ -276,7 +305,7 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         } else {
             diagnostic.as_str()
         };
-        let remote_mta = field("Remote-MTA").map(|v| strip_type(v).to_owned());
+        let remote_mta = field("Remote-MTA").map(|v| text::cap(strip_type(v).to_owned(), 255));
         let remote_host = remote_mta
             .clone()
             .or_else(|| rhost::remote_host_in(&diagnostic))
@@ -437,7 +466,7 @@ fn provider_complaint(flat: &mime::Flat) -> Option<Report> {
         action: None,
         status: None,
         reply_code: None,
-        diagnostic: flat.subject.clone(),
+        diagnostic: text::cap(flat.subject.clone(), MAX_DIAGNOSTIC),
         remote_mta: None,
         kind: FeedbackKind::Complaint,
         reason: Reason::Feedback,
@@ -461,7 +490,7 @@ fn unsubscribe_request(flat: &mime::Flat) -> Option<Report> {
         action: None,
         status: None,
         reply_code: None,
-        diagnostic: flat.subject.clone(),
+        diagnostic: text::cap(flat.subject.clone(), MAX_DIAGNOSTIC),
         remote_mta: None,
         kind: FeedbackKind::Complaint,
         reason: Reason::Feedback,
@@ -480,7 +509,7 @@ fn auto_reply(flat: &mime::Flat) -> Option<Report> {
         action: None,
         status: None,
         reply_code: None,
-        diagnostic: flat.subject.clone(),
+        diagnostic: text::cap(flat.subject.clone(), MAX_DIAGNOSTIC),
         remote_mta: None,
         kind: FeedbackKind::AutoReply,
         reason: Reason::Vacation,
@@ -495,27 +524,34 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
     }
     let human = flat.human_text();
     let excluded = flat.excluded_addresses();
-    let mut segments = text::segments(&human, &excluded);
-    let failed = flat.failed_recipients();
+    let mut segments = text::segments(&human, &excluded, MAX_REPORTS);
+    let mut failed = flat.failed_recipients();
+    failed.truncate(MAX_REPORTS);
     // When the text names recipients but none of the header's, the header disagrees with the
     // text that the MTA wrote for the same failure; the text is what the bounce explains.
-    let lower_human = human.to_lowercase();
+    let named: HashSet<String> = text::addresses(&human)
+        .into_iter()
+        .map(|(_, a)| a.to_ascii_lowercase())
+        .collect();
     let header_unexplained = !segments.is_empty()
         && segments.len() == failed.len()
         && failed
             .iter()
-            .all(|a| !lower_human.contains(&a.to_lowercase()));
+            .all(|a| !named.contains(&a.to_ascii_lowercase()));
     if !failed.is_empty() && !header_unexplained {
         // X-Failed-Recipients (Exim, Gmail) is authoritative for who failed; keep the text
-        // segments only as diagnostics.
+        // segments only as diagnostics. A recipient the text does not name gets the whole
+        // text (an empty segment stands for it).
+        let mut segment_of: HashMap<String, String> = segments
+            .into_iter()
+            .map(|(a, seg)| (a.to_ascii_lowercase(), seg))
+            .collect();
         segments = failed
             .into_iter()
             .map(|addr| {
-                let seg = segments
-                    .iter()
-                    .find(|(a, _)| a.eq_ignore_ascii_case(&addr))
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or_else(|| human.clone());
+                let seg = segment_of
+                    .remove(&addr.to_ascii_lowercase())
+                    .unwrap_or_default();
                 (addr, seg)
             })
             .collect();
@@ -531,35 +567,40 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
     if workspace_notice {
         let to = flat.original_to();
         if !to.is_empty() {
-            segments = to.into_iter().map(|a| (a, human.clone())).collect();
+            segments = to
+                .into_iter()
+                .take(MAX_REPORTS)
+                .map(|a| (a, String::new()))
+                .collect();
         }
     }
     if segments.is_empty() {
         // A bounce that names nobody in its text: the returned original's To: is the address
         // it is about (Verizon, some carriers).
         if let Some(to) = flat.original_to().into_iter().next() {
-            segments.push((to, human.clone()));
+            segments.push((to, String::new()));
         }
     }
     if segments.is_empty() {
         // Mail sent to oneself bounces back to the address that failed: the text names only
         // the bounce's own recipient. Only the daemon's addresses are never the recipient.
-        segments = text::segments(&human, &flat.daemon_addresses());
+        segments = text::segments(&human, &flat.daemon_addresses(), MAX_REPORTS);
     }
+    let human = text::prefix(&human, MAX_CONTEXT);
     // au (EZweb) marks a bounce caused by the recipient's own filter with `X-SPASIGN: NG`.
     let filtered_by_recipient = flat
         .headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("X-SPASIGN") && v.trim().eq_ignore_ascii_case("NG"));
-    let whole = if segments.len() == 1 {
-        Some(human.as_str())
-    } else {
-        None
-    };
+    let whole = segments.len() == 1;
     segments
         .into_iter()
         .map(|(recipient, segment)| {
-            let scope = whole.unwrap_or(&segment);
+            let scope = if whole || segment.is_empty() {
+                human
+            } else {
+                text::prefix(&segment, MAX_CONTEXT)
+            };
             let diagnostic = text::diagnostic_line(scope);
             let status = text::find_status_in_text(scope);
             let reply_code =

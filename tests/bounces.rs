@@ -1222,3 +1222,76 @@ fn damaged_messages_never_panic() {
     }
     let _ = bounce::parse(nested.as_bytes());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile sizes: the work per message is linear and the output bounded.
+
+/// A DSN of `n` recipient groups (about 100 bytes each), every address also named in the
+/// human-readable part, as an MTA writes it.
+fn huge_dsn(n: usize) -> Vec<u8> {
+    let mut human = String::new();
+    let mut groups = String::new();
+    for i in 0..n {
+        human.push_str(&format!(
+            "<user{i}@example.net>: host mx.example.net said: 550 5.1.1 no such user\r\n"
+        ));
+        groups.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; user{i}@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
+    }
+    format!(
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: bounces@news.example.com\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+         --B\r\nContent-Type: text/plain\r\n\r\n{human}\r\n\
+         --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\
+         {groups}\r\n--B--\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_dsn_with_a_hundred_thousand_recipients_yields_the_capped_number_of_reports() {
+    let raw = huge_dsn(100_000);
+    assert!(raw.len() > 10_000_000, "{} bytes", raw.len());
+    let reports = bounce::parse(&raw);
+    assert_eq!(reports.len(), bounce::MAX_REPORTS);
+    // The first recipients, each once, each classified from its own group.
+    assert_eq!(reports[0].recipient, "user0@example.net");
+    assert_eq!(reports[999].recipient, "user999@example.net");
+    let distinct: std::collections::HashSet<&str> =
+        reports.iter().map(|r| r.recipient.as_str()).collect();
+    assert_eq!(distinct.len(), reports.len());
+    assert!(reports.iter().all(|r| r.kind == FeedbackKind::Hard));
+}
+
+/// Twenty times the cap: enough to show the cap and the linear segmentation, small enough for a
+/// debug build.
+#[test]
+fn a_text_bounce_naming_twenty_thousand_addresses_yields_the_capped_number_of_reports() {
+    let mut raw = String::from(
+        "From: MAILER-DAEMON@mail.example.com\nTo: news@example.com\nSubject: failure notice\n\n\
+         Hi. This is the qmail-send program at mail.example.com.\n\
+         I'm afraid I wasn't able to deliver your message to the following addresses.\n\n",
+    );
+    let mut failed = String::from("X-Failed-Recipients: ");
+    for i in 0..20_000 {
+        raw.push_str(&format!(
+            "<user{i}@example.org>:\nRemote host said: 550 5.1.1 no such user\n\n"
+        ));
+        if i < 10_000 {
+            failed.push_str(&format!("user{i}@example.org, "));
+        }
+    }
+    let reports = bounce::parse(raw.as_bytes());
+    assert_eq!(reports.len(), bounce::MAX_REPORTS);
+    // The same with a header that names half of them.
+    let with_header = raw.replacen("Subject:", &format!("{failed}\nSubject:"), 1);
+    let reports = bounce::parse(with_header.as_bytes());
+    assert_eq!(reports.len(), bounce::MAX_REPORTS);
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.diagnostic.len() <= bounce::MAX_DIAGNOSTIC)
+    );
+}

@@ -32,6 +32,10 @@ pub(crate) struct Flat {
     original_headers: Vec<Field>,
 }
 
+/// The longest value kept from the returned original's headers and the subject, in bytes: an
+/// RFC 5322 line (§2.1.1). Longer values are cut.
+pub(crate) const MAX_FIELD: usize = 998;
+
 /// Markers after which non-MIME bounces quote the original message (lowercase, matched as
 /// substrings of a line). Data, not code: add new MTAs' wording here.
 const ORIGINAL_MARKERS: &[&str] = &[
@@ -67,7 +71,8 @@ const ORIGINAL_MARKERS: &[&str] = &[
 pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
     let message = MessageParser::default().parse(raw)?;
     let mut flat = Flat {
-        subject: message.subject().unwrap_or_default().to_owned(),
+        // RFC 5322 §2.1.1: a line is at most 998 characters; a longer subject is runaway data.
+        subject: text::cap(message.subject().unwrap_or_default().to_owned(), MAX_FIELD),
         headers: header_block(header_bytes(&message)),
         ..Flat::default()
     };
@@ -234,15 +239,15 @@ impl Flat {
         Original {
             message_id: self
                 .original_header("Message-ID")
-                .map(id)
+                .map(|v| text::cap(id(v), MAX_FIELD))
                 .filter(|v| !v.is_empty()),
             token: self
                 .original_header("X-Mailroom-Token")
-                .map(token)
+                .map(|v| text::cap(token(v), MAX_FIELD))
                 .filter(|v| !v.is_empty()),
             campaign: self
                 .original_header("X-Mailroom-Campaign")
-                .map(|v| v.to_owned()),
+                .map(|v| text::cap(v.to_owned(), MAX_FIELD)),
             to: self.original_to().into_iter().next(),
             from: self.original_header("From").and_then(text::first_address),
         }

@@ -2,6 +2,8 @@
 //! per-recipient segments of a non-standard bounce. Pure functions over `&str`; no regex engine
 //! (the shapes are simple and this runs on every message of a mailbox).
 
+use std::collections::{HashMap, HashSet};
+
 /// Local parts the parser never reports as a failed recipient when anyone else is named: they
 /// are the daemons and role accounts that bounce texts mention in passing.
 const ROLE_LOCAL_PARTS: &[&str] = &[
@@ -29,8 +31,14 @@ const SKIP_LINE_PREFIXES: &[&str] = &[
     "original sender:",
 ];
 
-/// Words right before an address that name it as the address a recipient was expanded from.
-const ALIAS_MARKERS: &[&str] = &["expanded from", "generated from"];
+/// Words right before an address that name it as the address a recipient was expanded from,
+/// or as the help desk to write to.
+const ALIAS_MARKERS: &[&str] = &[
+    "expanded from",
+    "generated from",
+    "contact",
+    "contact us at",
+];
 
 /// Lines that quote the original's recipient headers: weaker evidence than a line that names
 /// the failed recipient.
@@ -68,14 +76,20 @@ pub(crate) fn addresses(text: &str) -> Vec<(usize, String)> {
         // RFC 5321 §4.1.2: a local part may be a quoted string ("a..b"@example.org).
         if let Some(open) = quoted_local_start(text, at) {
             let domain = text[at + 1..end].trim_end_matches(['.', '-']);
-            if domain.contains('.') && domain.len() >= 3 {
+            if domain.contains('.') && (3..=255).contains(&domain.len()) {
                 out.push((open, format!("{}@{domain}", &text[open..at])));
             }
             continue;
         }
         let local = text[start..at].trim_start_matches(['.', '=', '\'', '`', '/', '|']);
         let domain = text[at + 1..end].trim_end_matches(['.', '-']);
-        if local.is_empty() || local.len() > 64 || domain.len() < 3 || !domain.contains('.') {
+        // RFC 5321 §4.5.3.1: a local part of 64 octets, a domain of 255 at most.
+        if local.is_empty()
+            || local.len() > 64
+            || domain.len() < 3
+            || domain.len() > 255
+            || !domain.contains('.')
+        {
             continue;
         }
         // mailto:user@x and rfc822;user@x glue a scheme to the address.
@@ -129,44 +143,59 @@ fn is_role(address: &str) -> bool {
 
 /// Splits a bounce text into per-recipient segments: each distinct address (minus `excluded`
 /// and lines that carry identifiers) owns the text from the line of its first mention to the
-/// line where the next recipient is first mentioned.
-pub(crate) fn segments(text: &str, excluded: &[String]) -> Vec<(String, String)> {
+/// line where the next recipient is first mentioned. At most `limit` segments, in text order.
+///
+/// Linear in the text: one pass over the addresses with a map from address to its entry.
+pub(crate) fn segments(text: &str, excluded: &[String], limit: usize) -> Vec<(String, String)> {
     let mut line_starts = vec![0];
     line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
     let line_of = |offset: usize| line_starts.partition_point(|&s| s <= offset) - 1;
+    let excluded: HashSet<String> = excluded.iter().map(|e| e.to_ascii_lowercase()).collect();
+    // Addresses named as an alias or a help desk anywhere are neither, anywhere.
+    let mut annotations: HashSet<String> = HashSet::new();
     // (line start, address, named only on a quoted `To:`/`Cc:` line so far)
     let mut found: Vec<(usize, String, bool)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for (offset, addr) in addresses(text) {
         let line_no = line_of(offset);
         let line_start = line_starts[line_no];
-        let line = text[line_start..].lines().next().unwrap_or("").trim_start();
-        let lower = line.to_ascii_lowercase();
+        // A reply quoting the original ("> Message-Id: <...>") quotes its identifiers too.
+        let line = text[line_start..]
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches(|c: char| c == '>' || c.is_whitespace());
+        let lower = line.get(..32).unwrap_or(line).to_ascii_lowercase();
         if SKIP_LINE_PREFIXES.iter().any(|p| lower.starts_with(p)) {
             continue;
         }
+        let key = addr.to_ascii_lowercase();
         // "(expanded from <alias>)" (Postfix, Sendmail), "(generated from alias)" (Exim): the
         // address before aliasing annotates the recipient named before it; it did not fail.
-        let before = text[line_start..offset]
-            .trim_end_matches([' ', '<', ':', '"'])
-            .to_ascii_lowercase();
+        // Neither did the help desk in "please contact <support@...>".
+        let before = text[line_start..offset].trim_end_matches([' ', '<', ':', '"']);
+        let before = suffix(before, 16).to_ascii_lowercase();
         if ALIAS_MARKERS.iter().any(|m| before.ends_with(m)) {
+            annotations.insert(key);
             continue;
         }
-        if excluded.iter().any(|e| e.eq_ignore_ascii_case(&addr)) {
+        if excluded.contains(&key) {
             continue;
         }
         let weak = WEAK_LINE_PREFIXES.iter().any(|p| lower.starts_with(p));
-        if let Some(known) = found
-            .iter_mut()
-            .find(|(_, a, _)| a.eq_ignore_ascii_case(&addr))
-        {
-            if known.2 && !weak {
-                *known = (line_start, addr, false);
+        match index.get(&key) {
+            Some(&i) => {
+                if found[i].2 && !weak {
+                    found[i] = (line_start, addr, false);
+                }
             }
-            continue;
+            None => {
+                index.insert(key, found.len());
+                found.push((line_start, addr, weak));
+            }
         }
-        found.push((line_start, addr, weak));
     }
+    found.retain(|(_, a, _)| !annotations.contains(&a.to_ascii_lowercase()));
     found.sort_by_key(|(start, _, _)| *start);
     // A summary of the original's headers ("To: x" under "Your message") names the address
     // the sender wrote; the text that names the failed recipient elsewhere wins over it.
@@ -177,16 +206,42 @@ pub(crate) fn segments(text: &str, excluded: &[String]) -> Vec<(String, String)>
     if found.iter().any(|(_, a)| !is_role(a)) {
         found.retain(|(_, a)| !is_role(a));
     }
-    let mut out = Vec::new();
-    for (i, (start, addr)) in found.iter().enumerate() {
-        let end = found[i + 1..]
-            .iter()
-            .map(|(s, _)| *s)
-            .find(|s| s > start)
-            .unwrap_or(text.len());
-        out.push((addr.clone(), text[*start..end].to_owned()));
+    // Each segment ends where the next later line starts: one pass from the end.
+    let mut ends = vec![text.len(); found.len()];
+    let mut next_start = text.len();
+    for i in (0..found.len()).rev() {
+        ends[i] = next_start;
+        if i > 0 && found[i - 1].0 < found[i].0 {
+            next_start = found[i].0;
+        }
     }
-    out
+    found
+        .into_iter()
+        .zip(ends)
+        .take(limit)
+        .map(|((start, addr), end)| (addr, text[start..end].to_owned()))
+        .collect()
+}
+
+/// The first `max` bytes of `s` at most, cut on a character boundary.
+pub(crate) fn prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The last `max` bytes of `s` at most, cut on a character boundary.
+pub(crate) fn suffix(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
 }
 
 /// Collapses runs of whitespace into one space.
@@ -326,7 +381,8 @@ pub(crate) fn diagnostic_line(segment: &str) -> String {
     cap(line, 500)
 }
 
-fn cap(mut s: String, max: usize) -> String {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn cap(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {
@@ -397,13 +453,14 @@ mod tests {
     fn quoted_to_lines_yield_to_the_line_naming_the_failed_recipient() {
         let t = "Your message\n  To:      sent@example.net\n\ndid not reach:\n\n\
                  failed@example.jp on Thu, 29 Apr 2010\n    unknown recipient\n";
-        let s = segments(t, &[]);
+        let s = segments(t, &[], usize::MAX);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].0, "failed@example.jp");
         // With nothing better, the quoted To: is still the recipient.
         let s = segments(
             "Your message\n  To: only@example.net\nwas not delivered\n",
             &[],
+            usize::MAX,
         );
         assert_eq!(s[0].0, "only@example.net");
     }
@@ -412,14 +469,17 @@ mod tests {
     fn segments_split_per_recipient_and_skip_excluded_and_roles() {
         let t = "From: sender@example.com\n<a@example.org>:\nno such user\n\
                  contact postmaster@example.org\n<b@example.org>:\nmailbox full\n";
-        let s = segments(t, &["sender@example.com".to_owned()]);
+        let s = segments(t, &["sender@example.com".to_owned()], usize::MAX);
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].0, "a@example.org");
         assert!(s[0].1.contains("no such user") && !s[0].1.contains("mailbox full"));
         assert_eq!(s[1].0, "b@example.org");
         let t = "  a@example.org\n    (generated from alias@example.com)\n    550 no\n\
                  <b@example.org> (expanded from <list@example.com>): user unknown\n";
-        let found: Vec<String> = segments(t, &[]).into_iter().map(|(a, _)| a).collect();
+        let found: Vec<String> = segments(t, &[], usize::MAX)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
         assert_eq!(found, ["a@example.org", "b@example.org"]);
     }
 }
