@@ -1295,3 +1295,122 @@ fn a_text_bounce_naming_twenty_thousand_addresses_yields_the_capped_number_of_re
             .all(|r| r.diagnostic.len() <= bounce::MAX_DIAGNOSTIC)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Property tests: whatever the bytes, parsing never panics and stays within its bounds.
+
+use proptest::prelude::*;
+
+/// Every message of both development sets, read once.
+fn fixture_messages() -> &'static [Vec<u8>] {
+    static MESSAGES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    MESSAGES.get_or_init(|| {
+        let mut out = Vec::new();
+        for set in ["corpus", "more"] {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(fixture_set(set))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                .collect();
+            paths.sort();
+            out.extend(paths.iter().map(|p| std::fs::read(p).unwrap()));
+        }
+        out
+    })
+}
+
+/// The documented bounds of `bounce::parse`'s output.
+fn assert_within_bounds(reports: &[bounce::Report]) {
+    assert!(
+        reports.len() <= bounce::MAX_REPORTS,
+        "{} reports",
+        reports.len()
+    );
+    for r in reports {
+        // RFC 5321 §4.5.3.1: local part 64 octets (66 quoted), domain 255, and the `@`.
+        assert!(r.recipient.len() <= 66 + 1 + 255, "{}", r.recipient);
+        assert!(r.recipient.contains('@'), "{}", r.recipient);
+        assert!(r.diagnostic.len() <= bounce::MAX_DIAGNOSTIC);
+        assert!(r.remote_mta.as_ref().is_none_or(|m| m.len() <= 255));
+        let o = &r.original;
+        for field in [&o.message_id, &o.token, &o.campaign, &o.to, &o.from] {
+            assert!(field.as_ref().is_none_or(|v| v.len() <= 998));
+        }
+    }
+}
+
+/// Pieces real bounces are made of, so that random messages reach the DSN, ARF, transcript and
+/// text paths rather than stopping at the header parser.
+const PIECES: &[&str] = &[
+    "From: MAILER-DAEMON@mx.example.org\r\n",
+    "Subject: Undelivered Mail Returned to Sender\r\n",
+    "Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n",
+    "Content-Type: message/delivery-status\r\n",
+    "Content-Type: message/feedback-report\r\n",
+    "Content-Type: message/rfc822\r\n",
+    "Content-Type: text/plain; charset=utf-8\r\n",
+    "Content-Transfer-Encoding: base64\r\n",
+    "X-Failed-Recipients: a@example.net, b@example.net\r\n",
+    "\r\n",
+    "\n",
+    "--B\r\n",
+    "--B--\r\n",
+    "Reporting-MTA: dns; mx.example.org\r\n",
+    "Final-Recipient: rfc822; a@example.net\r\n",
+    "Original-Recipient: rfc822;\"q..q\"@example.net\r\n",
+    "Action: failed\r\n",
+    "Status: 5.1.1\r\n",
+    "Diagnostic-Code: smtp; 550 5.1.1 <a@example.net>: User unknown\r\n",
+    "    continued (in reply to RCPT TO command)\r\n",
+    "... while talking to mx.example.net.:\r\n",
+    ">>> DATA\r\n",
+    "<<< 550-5.7.1 first line\r\n",
+    "<<< 554 5.0.0 Service unavailable\r\n",
+    "<b@example.net>:\r\nRemote host said: 552 mailbox full\r\n",
+    "  c@example.net\r\n    (generated from d@example.com)\r\n",
+    "SMTP error from remote mail server after initial connection:\r\n",
+    "Feedback-Type: abuse\r\nOriginal-Rcpt-To: e@example.net\r\n",
+    "{\"notificationType\":\"Bounce\",\"bounce\":{\"bouncedRecipients\":[{\"emailAddress\":\"f@example.net\"}]}}",
+    "--- Below this line is a copy of the message.\r\n",
+    "Auto-Submitted: auto-replied\r\n",
+    "é日本\u{0}\u{7f}",
+    "@@@..@.@",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_stay_bounded(raw in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        assert_within_bounds(&bounce::parse(&raw));
+    }
+
+    #[test]
+    fn messages_built_from_bounce_pieces_never_panic_and_stay_bounded(
+        pieces in proptest::collection::vec(0..PIECES.len(), 0..64),
+    ) {
+        let raw: String = pieces.into_iter().map(|i| PIECES[i]).collect();
+        assert_within_bounds(&bounce::parse(raw.as_bytes()));
+    }
+
+    #[test]
+    fn mutated_real_bounces_never_panic_and_stay_bounded(
+        which in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..16),
+        cut in any::<prop::sample::Index>(),
+        splice in any::<prop::sample::Index>(),
+        piece in 0..PIECES.len(),
+    ) {
+        let messages = fixture_messages();
+        let mut raw = messages[which.index(messages.len())].clone();
+        for (at, byte) in flips {
+            let i = at.index(raw.len());
+            raw[i] = byte;
+        }
+        let at = splice.index(raw.len() + 1);
+        raw.splice(at..at, PIECES[piece].bytes());
+        assert_within_bounds(&bounce::parse(&raw));
+        let end = cut.index(raw.len() + 1);
+        assert_within_bounds(&bounce::parse(&raw[..end]));
+    }
+}
