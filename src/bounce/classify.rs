@@ -3,7 +3,7 @@
 //! tables in `keywords` and the provider rules in `rhost`; parses nothing, does no I/O.
 
 use super::Action;
-use super::keywords::{gmail_state, match_keywords, mta_label};
+use super::keywords::{self, gmail_state, match_keywords, mta_label};
 use super::reason::{Evidence, Reason, Stage, stage_in};
 use super::rhost;
 
@@ -88,6 +88,9 @@ fn specific_status(status: &str) -> Option<Reason> {
 
 /// Causes whose explicit wording outranks a `X.1.1` code.
 const ADDRESSING_OVERRIDES: &[Reason] = &[
+    // A local delivery program that failed ("Command output: procmail: ..."): whatever user
+    // its output names, the program is what failed.
+    Reason::MailerError,
     Reason::MailboxFull,
     Reason::Blocked,
     Reason::HasMoved,
@@ -246,6 +249,11 @@ fn labelled(e: &Evidence<'_>) -> Option<Reason> {
 fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
     let diagnostic = e.diagnostic.to_lowercase();
     let context = e.context.to_lowercase();
+    // RFC 3464's `X-Unix` diagnostic is a local delivery program's exit: when its output says
+    // the program failed, that is the cause, whatever user or code it mentions.
+    if e.diagnostic_type == Some("x-unix") && keywords::names(&diagnostic, Reason::MailerError) {
+        return Reason::MailerError;
+    }
     if let Some(reason) = e.status.and_then(specific_status) {
         // A canned addressing code (MTAs often write 5.1.1 for any refusal at RCPT) yields to
         // words that name another cause: a full mailbox, a block, a moved user, the sender.

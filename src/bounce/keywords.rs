@@ -1207,6 +1207,14 @@ pub fn match_keywords(lower: &str) -> Option<Reason> {
         .map(|(reason, _)| *reason)
 }
 
+/// Whether any row of `reason` has a phrase in `lower`.
+pub fn names(lower: &str, reason: Reason) -> bool {
+    KEYWORDS
+        .iter()
+        .filter(|(r, _)| *r == reason)
+        .any(|(_, phrases)| phrases.iter().any(|p| phrase_in(lower, p)))
+}
+
 fn phrase_in(text: &str, phrase: &str) -> bool {
     let mut parts = phrase.split('*');
     let first = parts.next().unwrap_or_default();
