@@ -101,6 +101,15 @@ const ADDRESSING_OVERRIDES: &[Reason] = &[
     Reason::Suspend,
 ];
 
+/// The status code when it says more than its class: `X.0.0` says nothing, and in a delay
+/// notice an `X.Y.0` ("other or undefined" in its subject, RFC 3463) names no cause either: the
+/// delay is what the notice reports.
+fn cause_code<'a>(e: &Evidence<'a>) -> Option<&'a str> {
+    let delayed = e.action == Some(Action::Delayed);
+    e.status
+        .filter(|s| !s.ends_with(".0.0") && !(delayed && s.ends_with(".0")))
+}
+
 /// What the remaining codes suggest when no keyword matched (RFC 3463 §3 subjects, read the way
 /// sisimai reads them). The class matters for a few: a temporary routing failure is a network
 /// problem, a permanent one an unknown host.
@@ -276,11 +285,7 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
         }
         // So does a code that names a cause; surrounding prose is often boilerplate
         // ("I'm not going to try again; this message has been in the queue too long").
-        if let Some(reason) = e
-            .status
-            .filter(|s| !s.ends_with(".0.0"))
-            .and_then(generic_status)
-        {
+        if let Some(reason) = cause_code(e).and_then(generic_status) {
             return reason;
         }
         found = match_keywords(&context).map(|r| (r, &context));
@@ -299,11 +304,7 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
         Some((reason, _)) => return reason,
         None => {}
     }
-    if let Some(reason) = e
-        .status
-        .filter(|s| !s.ends_with(".0.0"))
-        .and_then(generic_status)
-    {
+    if let Some(reason) = cause_code(e).and_then(generic_status) {
         return reason;
     }
     if e.action == Some(Action::Delayed) || e.status.is_some_and(|s| s.starts_with('4')) {
