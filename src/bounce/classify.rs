@@ -278,6 +278,15 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
         s.starts_with('4')
     });
     let mut found = match_keywords(&diagnostic).map(|r| (r, &diagnostic));
+    // RFC 5321 §4.2.3's bare text for 554, "Transaction failed", with no cause after it: the
+    // remote system failed the transaction.
+    if found.is_none()
+        && diagnostic
+            .trim_end_matches(|c: char| c.is_whitespace() || c == '.')
+            .ends_with("transaction failed")
+    {
+        found = Some((Reason::SystemError, &diagnostic));
+    }
     if found.is_none() {
         // A local delivery program's exit status says more than the prose around it.
         if matches!(e.diagnostic_type, Some("x-unix")) {
