@@ -131,6 +131,9 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "specified domain is not allowed",
             "this system is not configured to relay mail",
             "we don't handle mail for",
+            // Amazon SES: the relay sends only for verified identities; for others it refuses
+            // to relay.
+            "email address is not verified",
         ],
     ),
     (
@@ -543,7 +546,6 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "null sender",
             "not a registered gateway user",
             "mail from not owned by user",
-            "email address is not verified",
             "returned mail not accepted",
             "sender is in my black list",
             "sender is spammer",
