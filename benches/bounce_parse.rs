@@ -1,6 +1,6 @@
-//! Parse throughput of `mailroom::bounce::parse` over the bounce corpus, against a reference
-//! measured in the same run: mail-parser's MIME parse alone on the same messages (the floor
-//! our parser builds on). Run: `cargo bench --bench bounce_parse`.
+//! Parse throughput of `mailroom::bounce::parse` over both bounce development sets, against a
+//! reference measured in the same run: mail-parser's MIME parse alone on the same messages (the
+//! floor our parser builds on). Run: `cargo bench --bench bounce_parse`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use mail_parser::MessageParser;
 
 fn load() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/corpus");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("corpus folder")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces");
+    let mut files: Vec<_> = ["corpus", "more"]
+        .iter()
+        .flat_map(|set| std::fs::read_dir(root.join(set)).expect("fixture set folder"))
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "eml"))
@@ -19,7 +20,7 @@ fn load() -> Vec<Vec<u8>> {
     files.sort();
     files
         .iter()
-        .map(|p| std::fs::read(p).expect("corpus file"))
+        .map(|p| std::fs::read(p).expect("fixture file"))
         .collect()
 }
 
@@ -61,7 +62,7 @@ fn main() {
     let (ours, _) = measure(&messages, budget, |m| mailroom::bounce::parse(m).len());
     let per_report = reports as f64 / messages.len() as f64;
     println!(
-        "corpus: {} messages, {} reports, {:.1} KiB",
+        "both development sets: {} messages, {} reports, {:.1} KiB",
         messages.len(),
         reports,
         bytes as f64 / 1024.0
