@@ -150,10 +150,11 @@ fn command_word_stage(text: &str) -> Option<Stage> {
         ("HELO", Stage::Helo),
     ];
     let bytes = text.as_bytes();
+    // "(EHLO host)" and "(HELO host)" are a Received field's trace, not a command.
     let alone = |at: usize, len: usize| {
         let before = at.checked_sub(1).map(|i| bytes[i]);
         let after = bytes.get(at + len).copied();
-        !before.is_some_and(|b| b.is_ascii_alphanumeric())
+        !before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'(')
             && !after.is_some_and(|b| b.is_ascii_alphanumeric())
     };
     WORDS
@@ -264,5 +265,6 @@ mod tests {
             Some(Stage::Rcpt)
         );
         assert_eq!(stage_in("too much mail data", ""), None);
+        assert_eq!(stage_in("x", "Received: from a (EHLO b) by c"), None);
     }
 }
