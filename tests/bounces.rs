@@ -197,7 +197,7 @@ fn more_set_scores_hold_their_floor() {
     assert_floors(
         "more",
         &scores,
-        &[("recipient", 255), ("kind", 253), ("reason", 250)],
+        &[("recipient", 255), ("kind", 253), ("reason", 251)],
     );
 }
 
