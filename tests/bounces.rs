@@ -185,7 +185,7 @@ fn dev_set_scores_hold_their_floor() {
     assert_floors(
         "corpus",
         &scores,
-        &[("recipient", 186), ("kind", 187), ("reason", 186)],
+        &[("recipient", 186), ("kind", 187), ("reason", 187)],
     );
 }
 

@@ -288,9 +288,14 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
         found = Some((Reason::SystemError, &diagnostic));
     }
     if found.is_none() {
-        // A local delivery program's exit status says more than the prose around it.
+        // A local delivery program's exit status says more than the prose around it: the
+        // program failed, unless the code puts the failure in the mail system itself (X.3.y).
         if matches!(e.diagnostic_type, Some("x-unix")) {
-            return Reason::MailerError;
+            return if e.status.and_then(|s| s.get(1..3)) == Some(".3") {
+                Reason::SystemError
+            } else {
+                Reason::MailerError
+            };
         }
         // So does a code that names a cause; surrounding prose is often boilerplate
         // ("I'm not going to try again; this message has been in the queue too long").
