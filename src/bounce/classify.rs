@@ -7,6 +7,19 @@ use super::keywords::{self, gmail_state, match_keywords, mta_label};
 use super::reason::{Evidence, Reason, Stage, stage_in};
 use super::rhost;
 
+/// Decides the reason for one recipient.
+pub fn classify(e: &Evidence<'_>) -> Reason {
+    if let Some(reason) = labelled(e) {
+        return reason;
+    }
+    let reason = from_codes_and_words(e);
+    // A code that names its cause outranks the stage, as it outranks the words.
+    if e.status.and_then(specific_status).is_some() {
+        return reason;
+    }
+    at_stage(e, reason)
+}
+
 /// Wordings in which the reporting system states that the recipient itself is unknown (a
 /// gateway's "no valid recipients", a scanner's "check if address is correct"): the address is
 /// refused, not the content, whenever the text names no later stage.
@@ -149,19 +162,6 @@ fn generic_status(status: &str) -> Option<Reason> {
         ("7", _) => Reason::SecurityError,
         _ => return None,
     })
-}
-
-/// Decides the reason for one recipient.
-pub fn classify(e: &Evidence<'_>) -> Reason {
-    if let Some(reason) = labelled(e) {
-        return reason;
-    }
-    let reason = from_codes_and_words(e);
-    // A code that names its cause outranks the stage, as it outranks the words.
-    if e.status.and_then(specific_status).is_some() {
-        return reason;
-    }
-    at_stage(e, reason)
 }
 
 /// Causes that a refusal before any command (the greeting) can name about the client or the
