@@ -99,19 +99,23 @@ fn specific_status(status: &str) -> Option<Reason> {
     })
 }
 
-/// Causes whose explicit wording outranks a `X.1.1` code.
+/// Causes whose explicit wording outranks a `X.1.1` code (sisimai's order: the causes it tests
+/// before an unknown user, and the ones it checks an `X.1.1` against): MTAs write a canned
+/// `5.1.1` for many refusals at RCPT.
 const ADDRESSING_OVERRIDES: &[Reason] = &[
     // A local delivery program that failed ("Command output: procmail: ..."): whatever user
     // its output names, the program is what failed.
     Reason::MailerError,
     Reason::MailboxFull,
-    Reason::Blocked,
-    Reason::HasMoved,
-    Reason::Rejected,
-    Reason::AuthFailure,
-    Reason::NotAccept,
-    Reason::Filtered,
+    Reason::MesgTooBig,
+    Reason::ExceedLimit,
     Reason::Suspend,
+    Reason::HasMoved,
+    Reason::NoRelaying,
+    Reason::AuthFailure,
+    Reason::Blocked,
+    Reason::Rejected,
+    Reason::NotAccept,
 ];
 
 /// The status code when it says more than its class: `X.0.0` says nothing, and in a delay
