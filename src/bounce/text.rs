@@ -466,6 +466,27 @@ mod tests {
     }
 
     #[test]
+    fn segments_keep_each_address_once_and_at_most_the_limit() {
+        // 20,000 mentions of 2,000 addresses: one segment per address, in text order, capped.
+        let mut t = String::new();
+        for i in 0..20_000 {
+            t.push_str(&format!(
+                "<user{}@example.org>: 550 no such user\n",
+                i % 2_000
+            ));
+        }
+        let all = segments(&t, &[], usize::MAX);
+        assert_eq!(all.len(), 2_000);
+        assert_eq!(all[0].0, "user0@example.org");
+        assert_eq!(all[1_999].0, "user1999@example.org");
+        // Each owns its first line up to the next address's first line.
+        assert_eq!(all[0].1, "<user0@example.org>: 550 no such user\n");
+        let capped = segments(&t, &[], 100);
+        assert_eq!(capped.len(), 100);
+        assert_eq!(capped[99].0, "user99@example.org");
+    }
+
+    #[test]
     fn segments_split_per_recipient_and_skip_excluded_and_roles() {
         let t = "From: sender@example.com\n<a@example.org>:\nno such user\n\
                  contact postmaster@example.org\n<b@example.org>:\nmailbox full\n";
