@@ -1011,6 +1011,8 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "delivery to file forbidden",
             "delivery to pipe forbidden",
             "lmtp error after ",
+            // Exim's pipe and file transports: the local system refused the delivery.
+            "local delivery failed",
             "automatic homedir creator crashed",
             "illegal value in ldap attribute",
             "ldap attribute is not given but mandatory",
@@ -1121,7 +1123,6 @@ pub const KEYWORDS: &[(Reason, &[&str])] = &[
             "mail.local",
             "pipe to",
             "unknown mailer",
-            "local delivery failed",
             " || exit ",
             "bin/maidrop",
             "command output:",

@@ -151,8 +151,10 @@ pub(crate) fn segments(text: &str, excluded: &[String], limit: usize) -> Vec<(St
     line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
     let line_of = |offset: usize| line_starts.partition_point(|&s| s <= offset) - 1;
     let excluded: HashSet<String> = excluded.iter().map(|e| e.to_ascii_lowercase()).collect();
-    // Addresses named as an alias or a help desk anywhere are neither, anywhere.
+    // Addresses named as an alias or a help desk anywhere are not recipients, anywhere; an
+    // alias is kept (line start, address) for a text that names no other address.
     let mut annotations: HashSet<String> = HashSet::new();
+    let mut aliases: Vec<(usize, String, bool)> = Vec::new();
     // (line start, address, named only on a quoted `To:`/`Cc:` line so far)
     let mut found: Vec<(usize, String, bool)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -175,7 +177,10 @@ pub(crate) fn segments(text: &str, excluded: &[String], limit: usize) -> Vec<(St
         // Neither did the help desk in "please contact <support@...>".
         let before = text[line_start..offset].trim_end_matches([' ', '<', ':', '"']);
         let before = suffix(before, 16).to_ascii_lowercase();
-        if ALIAS_MARKERS.iter().any(|m| before.ends_with(m)) {
+        if let Some(marker) = ALIAS_MARKERS.iter().find(|m| before.ends_with(*m)) {
+            if marker.ends_with(" from") && annotations.len() < limit {
+                aliases.push((line_start, addr, false));
+            }
             annotations.insert(key);
             continue;
         }
@@ -196,6 +201,13 @@ pub(crate) fn segments(text: &str, excluded: &[String], limit: usize) -> Vec<(St
         }
     }
     found.retain(|(_, a, _)| !annotations.contains(&a.to_ascii_lowercase()));
+    // Exim writes "an undisclosed address (generated from a@example.org)": with no other
+    // address named, the one it was generated from is what failed.
+    if found.is_empty() {
+        let mut seen = HashSet::new();
+        aliases.retain(|(_, a, _)| seen.insert(a.to_ascii_lowercase()));
+        found = aliases;
+    }
     found.sort_by_key(|(start, _, _)| *start);
     // A summary of the original's headers ("To: x" under "Your message") names the address
     // the sender wrote; the text that names the failed recipient elsewhere wins over it.
@@ -502,5 +514,15 @@ mod tests {
             .map(|(a, _)| a)
             .collect();
         assert_eq!(found, ["a@example.org", "b@example.org"]);
+        let t = "  an undisclosed address\n    (generated from g@example.org)\n    550 no\n";
+        let found: Vec<String> = segments(t, &[], usize::MAX)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        assert_eq!(
+            found,
+            ["g@example.org"],
+            "with nobody else named, the alias failed"
+        );
     }
 }
