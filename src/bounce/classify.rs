@@ -2,22 +2,56 @@
 //! fixed order (docs/bounces.md has the order and the table of what each reason means). Reads the
 //! tables in `keywords` and the provider rules in `rhost`; parses nothing, does no I/O.
 
+use std::cell::OnceCell;
+
 use super::Action;
 use super::keywords::{self, gmail_state, match_keywords, mta_label};
-use super::reason::{Evidence, Reason, Stage, stage_in};
+use super::reason::{Evidence, Reason, Stage, stage_of};
 use super::rhost;
 
 /// Decides the reason for one recipient.
 pub fn classify(e: &Evidence<'_>) -> Reason {
-    if let Some(reason) = labelled(e) {
+    let texts = Lowered::new(e);
+    if let Some(reason) = labelled(e, &texts) {
         return reason;
     }
-    let reason = from_codes_and_words(e);
+    let reason = from_codes_and_words(e, &texts);
     // A code that names its cause outranks the stage, as it outranks the words.
     if e.status.and_then(specific_status).is_some() {
         return reason;
     }
-    at_stage(e, reason)
+    at_stage(&texts, reason)
+}
+
+/// The evidence's texts lowercased once, and the SMTP stage read once, for every step that
+/// needs them (the keyword tables are lowercase).
+struct Lowered<'e> {
+    diagnostic: String,
+    context: String,
+    original: &'e Evidence<'e>,
+    stage: OnceCell<Option<Stage>>,
+}
+
+impl<'e> Lowered<'e> {
+    fn new(e: &'e Evidence<'e>) -> Self {
+        Lowered {
+            diagnostic: e.diagnostic.to_lowercase(),
+            context: e.context.to_lowercase(),
+            original: e,
+            stage: OnceCell::new(),
+        }
+    }
+
+    fn stage(&self) -> Option<Stage> {
+        *self.stage.get_or_init(|| {
+            stage_of(
+                &self.diagnostic,
+                &self.context,
+                self.original.diagnostic,
+                self.original.context,
+            )
+        })
+    }
 }
 
 /// Wordings in which the reporting system states that the recipient itself is unknown (a
@@ -41,11 +75,11 @@ const RECIPIENT_UNKNOWN: &[&str] = &[
 /// addressing code (X.1.y, except the sender's X.1.7 and X.1.8), is `userunknown`, a hard
 /// bounce; said after DATA or MAIL it is the content-stage refusal sisimai calls `filtered`, a
 /// soft one. At an unknown stage, only wordings that name the recipient itself are unknown.
-fn user_or_filtered(e: &Evidence<'_>, lower: &str) -> Reason {
+fn user_or_filtered(e: &Evidence<'_>, texts: &Lowered<'_>, lower: &str) -> Reason {
     let addressing_code = e
         .status
         .is_some_and(|s| s.get(1..3) == Some(".1") && !matches!(s.get(3..), Some(".7" | ".8")));
-    let unknown = match stage_in(e.diagnostic, e.context) {
+    let unknown = match texts.stage() {
         Some(Stage::Rcpt) => true,
         Some(_) => false,
         None => RECIPIENT_UNKNOWN.iter().any(|p| lower.contains(p)),
@@ -196,8 +230,8 @@ const RECIPIENT_CAUSES: &[Reason] = &[
 /// What the SMTP stage says about a cause found in codes and words (sisimai's semantics): a
 /// refusal of the greeting or of HELO refuses the client (`blocked`); a refusal of MAIL FROM
 /// that names no cause of its own, or only "access denied", refuses the sender (`rejected`).
-fn at_stage(e: &Evidence<'_>, reason: Reason) -> Reason {
-    let Some(stage) = stage_in(e.diagnostic, e.context) else {
+fn at_stage(texts: &Lowered<'_>, reason: Reason) -> Reason {
+    let Some(stage) = texts.stage() else {
         return reason;
     };
     match stage {
@@ -209,7 +243,7 @@ fn at_stage(e: &Evidence<'_>, reason: Reason) -> Reason {
             if RECIPIENT_CAUSES.contains(&reason)
                 || reason == Reason::Undefined
                 || (matches!(reason, Reason::Blocked | Reason::SecurityError)
-                    && e.diagnostic.to_lowercase().contains("access denied")) =>
+                    && texts.diagnostic.contains("access denied")) =>
         {
             Reason::Rejected
         }
@@ -219,7 +253,7 @@ fn at_stage(e: &Evidence<'_>, reason: Reason) -> Reason {
 
 /// The labels one MTA or one provider prints for one cause, which outrank the stage: Exchange's
 /// `RESOLVER.ADR.*`, a provider's documented texts, Gmail's `(state N)`.
-fn labelled(e: &Evidence<'_>) -> Option<Reason> {
+fn labelled(e: &Evidence<'_>, texts: &Lowered<'_>) -> Option<Reason> {
     if e.status.is_some_and(|s| s.starts_with('2'))
         || matches!(
             e.action,
@@ -228,9 +262,8 @@ fn labelled(e: &Evidence<'_>) -> Option<Reason> {
     {
         return Some(Reason::Delivered);
     }
-    let diagnostic = e.diagnostic.to_lowercase();
-    let context = e.context.to_lowercase();
-    if let Some(reason) = mta_label(&diagnostic).or_else(|| mta_label(&context)) {
+    let (diagnostic, context) = (&texts.diagnostic, &texts.context);
+    if let Some(reason) = mta_label(diagnostic).or_else(|| mta_label(context)) {
         return Some(reason);
     }
     // A provider that documents its refusal texts knows best what they mean.
@@ -247,7 +280,7 @@ fn labelled(e: &Evidence<'_>) -> Option<Reason> {
             return found;
         }
     }
-    if let Some(state) = gmail_state(&diagnostic).or_else(|| gmail_state(&context)) {
+    if let Some(state) = gmail_state(diagnostic).or_else(|| gmail_state(context)) {
         // A code that names a cause still wins over the state ("5.2.2 ... (state 14)").
         let named = e
             .status
@@ -259,19 +292,18 @@ fn labelled(e: &Evidence<'_>) -> Option<Reason> {
 }
 
 /// The cause the status code and the words name, in the documented order.
-fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
-    let diagnostic = e.diagnostic.to_lowercase();
-    let context = e.context.to_lowercase();
+fn from_codes_and_words(e: &Evidence<'_>, texts: &Lowered<'_>) -> Reason {
+    let (diagnostic, context) = (&texts.diagnostic, &texts.context);
     // RFC 3464's `X-Unix` diagnostic is a local delivery program's exit: when its output says
     // the program failed, that is the cause, whatever user or code it mentions.
-    if e.diagnostic_type == Some("x-unix") && keywords::names(&diagnostic, Reason::MailerError) {
+    if e.diagnostic_type == Some("x-unix") && keywords::names(diagnostic, Reason::MailerError) {
         return Reason::MailerError;
     }
     if let Some(reason) = e.status.and_then(specific_status) {
         // A canned addressing code (MTAs often write 5.1.1 for any refusal at RCPT) yields to
         // words that name another cause: a full mailbox, a block, a moved user, the sender.
         if reason == Reason::UserUnknown {
-            let words = match_keywords(&e.diagnostic.to_lowercase());
+            let words = match_keywords(diagnostic);
             if let Some(other) = words.filter(|r| ADDRESSING_OVERRIDES.contains(r)) {
                 return other;
             }
@@ -281,7 +313,7 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
     let temporary = e.status.map_or(e.reply_code.is_some_and(|c| c < 500), |s| {
         s.starts_with('4')
     });
-    let mut found = match_keywords(&diagnostic).map(|r| (r, &diagnostic));
+    let mut found = match_keywords(diagnostic).map(|r| (r, diagnostic));
     // RFC 5321 §4.2.3's bare text for 554, "Transaction failed", with no cause after it: the
     // remote system failed the transaction.
     if found.is_none()
@@ -289,7 +321,7 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
             .trim_end_matches(|c: char| c.is_whitespace() || c == '.')
             .ends_with("transaction failed")
     {
-        found = Some((Reason::SystemError, &diagnostic));
+        found = Some((Reason::SystemError, diagnostic));
     }
     if found.is_none() {
         // A local delivery program's exit status says more than the prose around it: the
@@ -306,7 +338,7 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
         if let Some(reason) = cause_code(e).and_then(generic_status) {
             return reason;
         }
-        found = match_keywords(&context).map(|r| (r, &context));
+        found = match_keywords(context).map(|r| (r, context));
     }
     match found {
         Some((Reason::UserUnknown, text)) if names_missing_domain(text) => {
@@ -316,7 +348,7 @@ fn from_codes_and_words(e: &Evidence<'_>) -> Reason {
                 Reason::HostUnknown
             };
         }
-        Some((Reason::UserUnknown, text)) => return user_or_filtered(e, text),
+        Some((Reason::UserUnknown, text)) => return user_or_filtered(e, texts, text),
         // A host that cannot be found *yet* (a 4xx DNS failure) is a network problem.
         Some((Reason::HostUnknown, _)) if temporary => return Reason::NetworkError,
         Some((reason, _)) => return reason,

@@ -121,12 +121,25 @@ pub fn stage(lower: &str) -> Option<Stage> {
 /// wordings in the diagnostic, then in the context (whitespace squeezed: "in reply to RCPT TO\n
 /// command" is folded); last, the protocol's own command words standing alone.
 pub fn stage_in(diagnostic: &str, context: &str) -> Option<Stage> {
-    let lower_diagnostic = diagnostic.to_lowercase();
-    let lower_context = context.to_lowercase();
-    transcript_stage(&lower_context)
-        .or_else(|| transcript_stage(&lower_diagnostic))
-        .or_else(|| phrase_stage(&text::squeeze(&lower_diagnostic)))
-        .or_else(|| phrase_stage(&text::squeeze(&lower_context)))
+    stage_of(
+        &diagnostic.to_lowercase(),
+        &context.to_lowercase(),
+        diagnostic,
+        context,
+    )
+}
+
+/// [`stage_in`] for texts the caller has lowercased already.
+pub(crate) fn stage_of(
+    lower_diagnostic: &str,
+    lower_context: &str,
+    diagnostic: &str,
+    context: &str,
+) -> Option<Stage> {
+    transcript_stage(lower_context)
+        .or_else(|| transcript_stage(lower_diagnostic))
+        .or_else(|| phrase_stage(&text::squeeze(lower_diagnostic)))
+        .or_else(|| phrase_stage(&text::squeeze(lower_context)))
         .or_else(|| command_word_stage(diagnostic))
         .or_else(|| command_word_stage(context))
 }
