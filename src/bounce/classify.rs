@@ -158,7 +158,7 @@ const ADDRESSING_OVERRIDES: &[Reason] = &[
 fn cause_code<'a>(e: &Evidence<'a>) -> Option<&'a str> {
     let delayed = e.action == Some(Action::Delayed);
     e.status
-        .filter(|s| !s.ends_with(".0.0") && !(delayed && s.ends_with(".0")))
+        .filter(|s| !(s.ends_with(".0.0") || delayed && s.ends_with(".0")))
 }
 
 /// What the remaining codes suggest when no keyword matched (RFC 3463 §3 subjects, read the way
