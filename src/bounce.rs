@@ -10,8 +10,10 @@
 //! 4. the human-readable text non-standard MTAs send (qmail, Exim, old Sendmail, Exchange,
 //!    Japanese carriers, ...): recipients found next to the error text, each with its segment.
 //!
-//! The reason vocabulary and the hard/soft split follow sisimai's (see `reason`): the status code
-//! decides where it is specific, keyword tables over the diagnostic text decide otherwise.
+//! The reason vocabulary follows sisimai's (`reason`, defined in `model`); `classify` weighs the
+//! evidence (provider rules, specific status codes, the phrase tables in `keywords`, the SMTP
+//! stage), and the one hard/soft policy, `model::bounce_kind`, turns the reason into a kind.
+//! Every message costs work linear in its size and yields at most [`MAX_REPORTS`] reports.
 //!
 //! The ledger side (matching reports to sends, events, suppressions) lives in `import` and
 //! `suppress`; reading mailboxes (Maildir, mbox, IMAP) in `mailbox` and `imap`. This module must
