@@ -71,7 +71,6 @@ const STAGE_PHRASES: &[(Stage, &[&str])] = &[
             "end of data",
             "data command",
             "reply to data",
-            "message body",
         ],
     ),
     (
@@ -104,8 +103,8 @@ const STAGE_PHRASES: &[(Stage, &[&str])] = &[
             "after initial connection",
             // Postfix: the server's greeting was a refusal.
             "refused to talk to me",
-            "initial connection",
-            "greeting",
+            // qmail: "Connected to 192.0.2.1 but greeting failed."
+            "greeting failed",
         ],
     ),
 ];
