@@ -5,7 +5,8 @@
 #      SQL verb (SELECT, INSERT, UPDATE, DELETE, PRAGMA, CREATE, DROP, ALTER, WITH, REPLACE,
 #      BEGIN, COMMIT, VACUUM, ATTACH).
 #   3. No source file in src/ has more than 1,000 lines before its #[cfg(test)] module, except
-#      the bounce data tables (src/bounce/reason.rs, src/bounce/rhost.rs).
+#      the bounce data tables (src/bounce/keywords.rs, src/bounce/rhost.rs; reason.rs held them
+#      before they moved to keywords.rs).
 # Exit status 1 with every violation listed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ while IFS= read -r hit; do
   [[ -n $hit ]] && complain "SQL outside src/store: $hit"
 done < <(grep -rnE "(^|[^\\])\"[[:space:]]*($verbs)[[:space:]]" src --include='*.rs' | outside_store)
 
-data_tables='^src/bounce/(reason|rhost)\.rs$'
+data_tables='^src/bounce/(reason|rhost|keywords)\.rs$'
 while IFS= read -r file; do
   lines=$(awk '/^#\[cfg\(test\)\]/ { exit } { n++ } END { print n + 0 }' "$file")
   if ((lines > 1000)) && [[ ! $file =~ $data_tables ]]; then

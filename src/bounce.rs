@@ -10,15 +10,19 @@
 //! 4. the human-readable text non-standard MTAs send (qmail, Exim, old Sendmail, Exchange,
 //!    Japanese carriers, ...): recipients found next to the error text, each with its segment.
 //!
-//! The reason vocabulary and the hard/soft split follow sisimai's (see `reason`): the status code
-//! decides where it is specific, keyword tables over the diagnostic text decide otherwise.
+//! The reason vocabulary follows sisimai's (`reason`, defined in `model`); `classify` weighs the
+//! evidence (provider rules, specific status codes, the phrase tables in `keywords`, the SMTP
+//! stage), and the one hard/soft policy, `model::bounce_kind`, turns the reason into a kind.
+//! Every message costs work linear in its size and yields at most [`MAX_REPORTS`] reports.
 //!
 //! The ledger side (matching reports to sends, events, suppressions) lives in `import` and
 //! `suppress`; reading mailboxes (Maildir, mbox, IMAP) in `mailbox` and `imap`. This module must
 //! not know about SMTP sending or campaigns' templates.
 
+mod classify;
 pub mod imap;
 pub mod import;
+mod keywords;
 pub mod mailbox;
 mod mime;
 pub mod reason;
@@ -27,9 +31,25 @@ mod ses;
 pub mod suppress;
 mod text;
 
-use crate::model::FeedbackKind;
+use std::collections::{HashMap, HashSet};
+
+use crate::model::{self, FeedbackKind, Permanence};
 
 pub use reason::Reason;
+
+/// The most reports one message yields. A DSN lists one group per recipient of one SMTP
+/// transaction, and servers cap those (RFC 5321 §4.5.3.1.8 asks for at least 100; Postfix
+/// accepts 1,000 by default): a message naming more is hostile or broken, and the rest of it is
+/// ignored. This bounds the work and the output of one message.
+pub const MAX_REPORTS: usize = 1000;
+
+/// The longest `diagnostic` a report carries, in bytes (cut on a character boundary): a server's
+/// reply is a few lines; more is a runaway field.
+pub const MAX_DIAGNOSTIC: usize = 2048;
+
+/// How much of the text around a recipient the classifier reads, in bytes: the explanation next
+/// to the address, not a whole mailbox's worth of quoted text.
+const MAX_CONTEXT: usize = 32 * 1024;
 
 /// What the reporting MTA did with the message for this recipient (RFC 3464 §2.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,30 +164,10 @@ pub fn parse(raw: &[u8]) -> Vec<Report> {
     reports
 }
 
-/// Hard when the address itself is bad; everything else (full, blocked, policy, expired,
-/// temporary) is soft. `notaccept` is hard only for a permanent (5xx) refusal: a host that
-/// says it takes no mail at all.
+/// The kind of a report whose reason is decided: the one hard/soft policy
+/// ([`model::bounce_kind`]), with the permanence the status class or reply code states.
 pub fn kind_for(reason: Reason, status: Option<&str>, reply_code: Option<u16>) -> FeedbackKind {
-    match reason {
-        Reason::Feedback => FeedbackKind::Complaint,
-        Reason::Vacation => FeedbackKind::AutoReply,
-        Reason::Delivered => FeedbackKind::Delivered,
-        Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => FeedbackKind::Hard,
-        Reason::NotAccept => {
-            let permanent = match (status, reply_code) {
-                (Some(s), _) if s.starts_with('5') => true,
-                (Some(s), _) if s.starts_with('4') => false,
-                (_, Some(code)) => code >= 500,
-                _ => true,
-            };
-            if permanent {
-                FeedbackKind::Hard
-            } else {
-                FeedbackKind::Soft
-            }
-        }
-        _ => FeedbackKind::Soft,
-    }
+    model::bounce_kind(reason, Permanence::of(status, reply_code))
 }
 
 fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
@@ -182,11 +182,13 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
     // returned original's To: as the best evidence.
     // Removal-Recipient (RFC 5965's opt-out reports) names it the same way.
     let mut recipients: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for (_, v) in feedback.iter().filter(|(k, _)| {
         k.eq_ignore_ascii_case("Original-Rcpt-To") || k.eq_ignore_ascii_case("Removal-Recipient")
     }) {
-        if let Some(a) =
-            text::first_address(v).filter(|a| !recipients.iter().any(|r| r.eq_ignore_ascii_case(a)))
+        if let Some(a) = text::first_address(v)
+            && recipients.len() < MAX_REPORTS
+            && seen.insert(a.to_ascii_lowercase())
         {
             recipients.push(a);
         }
@@ -194,7 +196,8 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
     if recipients.is_empty() {
         recipients.extend(flat.original_to());
     }
-    let diagnostic = flat.first_text_line();
+    recipients.truncate(MAX_REPORTS);
+    let diagnostic = text::cap(flat.first_text_line(), MAX_DIAGNOSTIC);
     recipients
         .into_iter()
         .map(|recipient| Report {
@@ -203,7 +206,7 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
             status: None,
             reply_code: None,
             diagnostic: diagnostic.clone(),
-            remote_mta: field("Reporting-MTA").map(|v| strip_type(&v).to_owned()),
+            remote_mta: field("Reporting-MTA").map(|v| text::cap(strip_type(&v).to_owned(), 255)),
             kind: FeedbackKind::Complaint,
             reason: Reason::Feedback,
             feedback_type: feedback_type.clone(),
@@ -224,13 +227,23 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
     let Some(groups) = &flat.delivery_status else {
         return Vec::new();
     };
-    let segments = text::segments(&flat.human_text(), &flat.excluded_addresses());
+    let human = flat.human_text();
+    let segments = text::segments(&human, &flat.excluded_addresses(), MAX_REPORTS);
+    // Each recipient's segment, looked up once per group: a map, not a scan per recipient.
+    let segment_of: HashMap<String, &str> = segments
+        .iter()
+        .map(|(addr, seg)| (addr.to_ascii_lowercase(), seg.as_str()))
+        .collect();
     let reporting_mta = flat.reporting_mta.as_deref().map(strip_type);
     let single_recipient_replies = (groups.len() == 1)
-        .then(|| transcript_replies(&flat.human_text()))
+        .then(|| transcript_replies(&human))
         .filter(|r| !r.is_empty());
     let mut reports = Vec::new();
+    let mut reported: HashSet<String> = HashSet::new();
     for group in groups {
+        if reports.len() >= MAX_REPORTS {
+            break;
+        }
         let field = |name: &str| {
             group
                 .iter()
@@ -249,7 +262,7 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         let Some(recipient) = recipient else {
             continue;
         };
-        if reports.iter().any(|r: &Report| r.recipient == recipient) {
+        if !reported.insert(recipient.to_ascii_lowercase()) {
             continue;
         }
         let action = field("Action").and_then(Action::parse);
@@ -258,17 +271,19 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
                 .map(|(t, _)| t.trim().to_ascii_lowercase())
         });
         let mut diagnostic = field("Diagnostic-Code")
-            .map(|v| strip_type(v).to_owned())
+            .map(|v| text::cap(strip_type(v).to_owned(), MAX_DIAGNOSTIC))
             .unwrap_or_default();
         // The human-readable part often says more than a bare code (Exchange, Gmail).
-        let segment = segments
-            .iter()
-            .find(|(addr, _)| addr.eq_ignore_ascii_case(&recipient))
-            .map(|(_, s)| s.as_str())
-            .or_else(|| (segments.len() <= 1).then(|| flat.human_summary()))
+        // With one recipient group, all of the human-readable part is about that recipient,
+        // even when it names the address differently (an alias, the address before expansion).
+        let segment = segment_of
+            .get(&recipient.to_ascii_lowercase())
+            .copied()
+            .or_else(|| (segments.len() <= 1 || groups.len() == 1).then(|| flat.human_summary()))
             .unwrap_or("");
+        let segment = text::prefix(segment, MAX_CONTEXT);
         if diagnostic.is_empty() {
-            diagnostic = text::squeeze(segment);
+            diagnostic = text::cap(text::squeeze(segment), MAX_DIAGNOSTIC);
         }
         let status_field = field("Status").and_then(text::find_status);
         let status = pick_status(text::find_status_in_text(&diagnostic), status_field)
@@ -280,18 +295,19 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
         let truncated = diagnostic.get(3..4) == Some("-")
             && diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit);
         let joined;
-        let for_reason = if truncated {
-            joined = format!("{diagnostic} {}", text::squeeze(segment));
-            joined.as_str()
-        } else if let Some(replies) = single_recipient_replies.as_deref() {
+        let for_reason = if let Some(replies) = single_recipient_replies.as_deref() {
             // Sendmail's transcript holds the remote server's own words ("<<< 550 Unknown
-            // user") where the Diagnostic-Code may carry only its own summary.
+            // user"), whole, where the Diagnostic-Code may carry only its own summary or the
+            // first line of a multi-line reply.
             joined = format!("{replies} {diagnostic}");
+            joined.as_str()
+        } else if truncated {
+            joined = format!("{diagnostic} {}", text::squeeze(segment));
             joined.as_str()
         } else {
             diagnostic.as_str()
         };
-        let remote_mta = field("Remote-MTA").map(|v| strip_type(v).to_owned());
+        let remote_mta = field("Remote-MTA").map(|v| text::cap(strip_type(v).to_owned(), 255));
         let remote_host = remote_mta
             .clone()
             .or_else(|| rhost::remote_host_in(&diagnostic))
@@ -307,7 +323,7 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             remote_host: remote_host.as_deref(),
             reporting_host: reporting_mta,
         };
-        let reason = reason::classify(&evidence);
+        let reason = classify::classify(&evidence);
         let action = Some(final_action(action, reason, status.as_deref()));
         reports.push(Report {
             kind: kind_for(reason, status.as_deref(), reply_code),
@@ -325,20 +341,79 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
     reports
 }
 
-/// The refusals quoted in a session transcript (`<<< 550 ...`), in order, once each.
+/// The cause a session transcript quotes: the first refusal (`<<< 550 ...`, with its `550-`
+/// continuation lines) of each session (`... while talking to host:`), once each. Later
+/// refusals in a session answer commands sent after the failure ("554 no valid recipients",
+/// "503 need RCPT") and say nothing new.
 fn transcript_replies(text: &str) -> String {
-    let mut seen: Vec<&str> = Vec::new();
+    /// Bounds the work on a transcript of many sessions.
+    const MAX_LEN: usize = 4096;
+    let mut out = String::new();
+    let mut current: Option<String> = None;
+    let mut refused_in_session = false;
     for line in text.lines() {
-        if let Some(reply) = line.trim_start().strip_prefix("<<< ") {
-            let reply = reply.trim();
-            // Only refusals: greetings and "250 ok" say nothing about the failure.
-            let refusal = reply.starts_with('4') || reply.starts_with('5');
-            if refusal && !seen.contains(&reply) {
-                seen.push(reply);
+        let line = line.trim_start();
+        if line.starts_with("... while talking to") {
+            refused_in_session = false;
+            continue;
+        }
+        let Some(reply) = line.strip_prefix("<<< ") else {
+            continue;
+        };
+        let reply = reply.trim();
+        let continues = reply.get(3..4) == Some("-");
+        if let Some(mut first) = current.take() {
+            // RFC 5321 §4.2.1: every line of a multi-line reply repeats the code; the text is
+            // what follows it (and the enhanced code some servers repeat too).
+            first.push(' ');
+            first.push_str(continuation_text(reply));
+            if continues {
+                current = Some(first);
+            } else if !out.contains(&first) && out.len() < MAX_LEN {
+                push_word(&mut out, &first);
             }
+            continue;
+        }
+        // Only refusals: greetings and "250 ok" say nothing about the failure.
+        if refused_in_session || !reply.starts_with(['4', '5']) {
+            continue;
+        }
+        refused_in_session = true;
+        if continues {
+            current = Some(reply.to_owned());
+        } else if !out.contains(reply) && out.len() < MAX_LEN {
+            push_word(&mut out, reply);
         }
     }
-    seen.join(" ")
+    if let Some(first) = current
+        && !out.contains(&first)
+    {
+        push_word(&mut out, &first);
+    }
+    out
+}
+
+/// The text of one line of a multi-line reply: without its `550-` or `550 ` code and the
+/// enhanced code that may follow it.
+fn continuation_text(line: &str) -> &str {
+    let coded = line.len() >= 4
+        && line.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && matches!(line.as_bytes()[3], b'-' | b' ');
+    if !coded {
+        return line;
+    }
+    let rest = line[4..].trim_start();
+    match rest.split_once(' ') {
+        Some((word, after)) if text::find_status(word).as_deref() == Some(word) => after,
+        _ => rest,
+    }
+}
+
+fn push_word(out: &mut String, word: &str) {
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    out.push_str(word);
 }
 
 /// The remote server's own code (in the Diagnostic-Code) wins over the reporting MTA's
@@ -393,7 +468,7 @@ fn provider_complaint(flat: &mime::Flat) -> Option<Report> {
         action: None,
         status: None,
         reply_code: None,
-        diagnostic: flat.subject.clone(),
+        diagnostic: text::cap(flat.subject.clone(), MAX_DIAGNOSTIC),
         remote_mta: None,
         kind: FeedbackKind::Complaint,
         reason: Reason::Feedback,
@@ -417,7 +492,7 @@ fn unsubscribe_request(flat: &mime::Flat) -> Option<Report> {
         action: None,
         status: None,
         reply_code: None,
-        diagnostic: flat.subject.clone(),
+        diagnostic: text::cap(flat.subject.clone(), MAX_DIAGNOSTIC),
         remote_mta: None,
         kind: FeedbackKind::Complaint,
         reason: Reason::Feedback,
@@ -436,7 +511,7 @@ fn auto_reply(flat: &mime::Flat) -> Option<Report> {
         action: None,
         status: None,
         reply_code: None,
-        diagnostic: flat.subject.clone(),
+        diagnostic: text::cap(flat.subject.clone(), MAX_DIAGNOSTIC),
         remote_mta: None,
         kind: FeedbackKind::AutoReply,
         reason: Reason::Vacation,
@@ -451,27 +526,34 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
     }
     let human = flat.human_text();
     let excluded = flat.excluded_addresses();
-    let mut segments = text::segments(&human, &excluded);
-    let failed = flat.failed_recipients();
+    let mut segments = text::segments(&human, &excluded, MAX_REPORTS);
+    let mut failed = flat.failed_recipients();
+    failed.truncate(MAX_REPORTS);
     // When the text names recipients but none of the header's, the header disagrees with the
     // text that the MTA wrote for the same failure; the text is what the bounce explains.
-    let lower_human = human.to_lowercase();
+    let named: HashSet<String> = text::addresses(&human)
+        .into_iter()
+        .map(|(_, a)| a.to_ascii_lowercase())
+        .collect();
     let header_unexplained = !segments.is_empty()
         && segments.len() == failed.len()
         && failed
             .iter()
-            .all(|a| !lower_human.contains(&a.to_lowercase()));
+            .all(|a| !named.contains(&a.to_ascii_lowercase()));
     if !failed.is_empty() && !header_unexplained {
         // X-Failed-Recipients (Exim, Gmail) is authoritative for who failed; keep the text
-        // segments only as diagnostics.
+        // segments only as diagnostics. A recipient the text does not name gets the whole
+        // text (an empty segment stands for it).
+        let mut segment_of: HashMap<String, String> = segments
+            .into_iter()
+            .map(|(a, seg)| (a.to_ascii_lowercase(), seg))
+            .collect();
         segments = failed
             .into_iter()
             .map(|addr| {
-                let seg = segments
-                    .iter()
-                    .find(|(a, _)| a.eq_ignore_ascii_case(&addr))
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or_else(|| human.clone());
+                let seg = segment_of
+                    .remove(&addr.to_ascii_lowercase())
+                    .unwrap_or_default();
                 (addr, seg)
             })
             .collect();
@@ -487,30 +569,40 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
     if workspace_notice {
         let to = flat.original_to();
         if !to.is_empty() {
-            segments = to.into_iter().map(|a| (a, human.clone())).collect();
+            segments = to
+                .into_iter()
+                .take(MAX_REPORTS)
+                .map(|a| (a, String::new()))
+                .collect();
         }
     }
     if segments.is_empty() {
         // A bounce that names nobody in its text: the returned original's To: is the address
         // it is about (Verizon, some carriers).
         if let Some(to) = flat.original_to().into_iter().next() {
-            segments.push((to, human.clone()));
+            segments.push((to, String::new()));
         }
     }
+    if segments.is_empty() {
+        // Mail sent to oneself bounces back to the address that failed: the text names only
+        // the bounce's own recipient. Only the daemon's addresses are never the recipient.
+        segments = text::segments(&human, &flat.daemon_addresses(), MAX_REPORTS);
+    }
+    let human = text::prefix(&human, MAX_CONTEXT);
     // au (EZweb) marks a bounce caused by the recipient's own filter with `X-SPASIGN: NG`.
     let filtered_by_recipient = flat
         .headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("X-SPASIGN") && v.trim().eq_ignore_ascii_case("NG"));
-    let whole = if segments.len() == 1 {
-        Some(human.as_str())
-    } else {
-        None
-    };
+    let whole = segments.len() == 1;
     segments
         .into_iter()
         .map(|(recipient, segment)| {
-            let scope = whole.unwrap_or(&segment);
+            let scope = if whole || segment.is_empty() {
+                human
+            } else {
+                text::prefix(&segment, MAX_CONTEXT)
+            };
             let diagnostic = text::diagnostic_line(scope);
             let status = text::find_status_in_text(scope);
             let reply_code =
@@ -530,13 +622,13 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
             let reason = if filtered_by_recipient {
                 Reason::Filtered
             } else {
-                reason::classify(&evidence)
+                classify::classify(&evidence)
             };
             // Mailing-list servers state the cause only in the subject ("Loop Alert: ...",
             // "NOT MEMBER article from ..."). Read it last: other subjects quote the original's.
             let reason = match reason {
                 Reason::Undefined => {
-                    reason::match_keywords(&flat.subject.to_lowercase()).unwrap_or(reason)
+                    keywords::match_keywords(&flat.subject.to_lowercase()).unwrap_or(reason)
                 }
                 r => r,
             };
@@ -846,6 +938,24 @@ recipients. This is a permanent error. The following address(es) failed:\r\n\
         assert_eq!(disagree.len(), 1, "{disagree:?}");
         assert_eq!(disagree[0].recipient, "named@example.net");
         assert_eq!(disagree[0].reason, Reason::UserUnknown);
+    }
+
+    #[test]
+    fn a_transcript_gives_each_sessions_first_refusal_whole() {
+        let t = "... while talking to mx1.example.org.:\n>>> DATA\n\
+                 <<< 550-5.7.1 This message fails to pass\n\
+                 <<< 550-5.7.1 authentication checks.\n\
+                 <<< 550 5.7.1 See the help page.\n\
+                 <<< 503 5.0.0 Need RCPT (recipient)\n\
+                 ... while talking to mx2.example.org.:\n<<< 421 busy\n>>> QUIT\n<<< 421 bye\n";
+        assert_eq!(
+            transcript_replies(t),
+            "550-5.7.1 This message fails to pass authentication checks. See the help page. \
+             421 busy"
+        );
+        assert_eq!(continuation_text("550-5.7.1 more words"), "more words");
+        assert_eq!(continuation_text("550 last words"), "last words");
+        assert_eq!(continuation_text("no code here"), "no code here");
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Shared vocabulary: ledger ids, the states a recipient moves through, what an attempt and a
-//! run ended with, how a connection is secured, and the kinds of feedback a message can earn.
-//! Data only: no I/O, no dependency on any other module of the crate.
+//! run ended with, how a connection is secured, the kinds of feedback a message can earn, the
+//! reasons a delivery fails, and the one hard/soft policy ([`bounce_kind`]) that turns a reason
+//! into a kind. No I/O, no dependency on any other module of the crate.
+//!
+//! The policy lives here, not in `bounce` or `transport`, because both decide hard or soft (a DSN
+//! that arrives later, a 5xx reply at send time) and neither may depend on the other: this leaf
+//! is the one place both may use. A hard bounce puts the address on the suppression list forever,
+//! so the two must never disagree.
 //!
 //! The string forms (`as_str` / `FromStr`) are what the ledger stores and what reports print, so
 //! they are part of the on-disk format: never rename one.
@@ -289,6 +295,150 @@ impl fmt::Display for FeedbackKind {
     }
 }
 
+/// The reason names, as stored in the ledger and printed (`as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    AuthFailure,
+    BadReputation,
+    Blocked,
+    ContentError,
+    ExceedLimit,
+    Expired,
+    Filtered,
+    HasMoved,
+    HostUnknown,
+    MailboxFull,
+    MailerError,
+    MesgTooBig,
+    NetworkError,
+    NoRelaying,
+    NotAccept,
+    NotCompliantRfc,
+    PolicyViolation,
+    Rejected,
+    RequirePtr,
+    SecurityError,
+    SpamDetected,
+    Speeding,
+    Suspend,
+    SyntaxError,
+    SystemError,
+    SystemFull,
+    TooManyConn,
+    UserUnknown,
+    VirusDetected,
+    /// Not a bounce: an ARF complaint.
+    Feedback,
+    /// Not a bounce: an RFC 3834 automatic reply.
+    Vacation,
+    /// Not a bounce: a success DSN.
+    Delivered,
+    /// A failure whose text says nothing classifiable.
+    Undefined,
+}
+
+impl Reason {
+    /// sisimai's name for the reason, stored in the ledger's `events.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AuthFailure => "authfailure",
+            Reason::BadReputation => "badreputation",
+            Reason::Blocked => "blocked",
+            Reason::ContentError => "contenterror",
+            Reason::ExceedLimit => "exceedlimit",
+            Reason::Expired => "expired",
+            Reason::Filtered => "filtered",
+            Reason::HasMoved => "hasmoved",
+            Reason::HostUnknown => "hostunknown",
+            Reason::MailboxFull => "mailboxfull",
+            Reason::MailerError => "mailererror",
+            Reason::MesgTooBig => "mesgtoobig",
+            Reason::NetworkError => "networkerror",
+            Reason::NoRelaying => "norelaying",
+            Reason::NotAccept => "notaccept",
+            Reason::NotCompliantRfc => "notcompliantrfc",
+            Reason::PolicyViolation => "policyviolation",
+            Reason::Rejected => "rejected",
+            Reason::RequirePtr => "requireptr",
+            Reason::SecurityError => "securityerror",
+            Reason::SpamDetected => "spamdetected",
+            Reason::Speeding => "speeding",
+            Reason::Suspend => "suspend",
+            Reason::SyntaxError => "syntaxerror",
+            Reason::SystemError => "systemerror",
+            Reason::SystemFull => "systemfull",
+            Reason::TooManyConn => "toomanyconn",
+            Reason::UserUnknown => "userunknown",
+            Reason::VirusDetected => "virusdetected",
+            Reason::Feedback => "feedback",
+            Reason::Vacation => "vacation",
+            Reason::Delivered => "delivered",
+            Reason::Undefined => "undefined",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a failure is permanent: an RFC 3463 status class `5` or an RFC 5321 reply code 5xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permanence {
+    Permanent,
+    Temporary,
+}
+
+impl Permanence {
+    /// From the evidence a bounce carries: the enhanced status class decides, else the reply
+    /// code's class. A failure report that states neither is taken as permanent: the MTA gave
+    /// up on the message, which is what a permanent failure means to the sender.
+    pub fn of(status: Option<&str>, reply_code: Option<u16>) -> Permanence {
+        match (status.and_then(|s| s.bytes().next()), reply_code) {
+            (Some(b'4'), _) => Permanence::Temporary,
+            (Some(b'5'), _) => Permanence::Permanent,
+            (_, Some(400..=499)) => Permanence::Temporary,
+            _ => Permanence::Permanent,
+        }
+    }
+}
+
+/// The hard/soft policy, sisimai's: a bounce is **hard** when the address itself is bad
+/// (`userunknown`, `hostunknown`, `hasmoved`), or when the host refuses all mail for good
+/// (`notaccept` with a permanent code). Every other bounce is **soft**, whatever its code: a full
+/// mailbox, a block, a policy or spam refusal, an expired delay. Complaints, auto-replies and
+/// success notices keep their own kinds.
+///
+/// Used for DSNs (`bounce`) and for 5xx replies at send time (`transport::classify`); a hard
+/// bounce is what adds an address to the suppression list.
+pub fn bounce_kind(reason: Reason, permanence: Permanence) -> FeedbackKind {
+    match reason {
+        Reason::Feedback => FeedbackKind::Complaint,
+        Reason::Vacation => FeedbackKind::AutoReply,
+        Reason::Delivered => FeedbackKind::Delivered,
+        Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => FeedbackKind::Hard,
+        Reason::NotAccept if permanence == Permanence::Permanent => FeedbackKind::Hard,
+        _ => FeedbackKind::Soft,
+    }
+}
+
+/// The reason an RFC 3463 status code names about the recipient's address, for the codes whose
+/// meaning is unambiguous (RFC 3463 §3.2, RFC 7505, RFC 7293): `X.1.1` and `X.1.3` (no such
+/// mailbox, or not a valid one), `X.1.2` (no such domain), `X.1.6`, `X.7.17` and `X.7.18` (the
+/// mailbox or domain changed hands or moved), `X.1.10` (null MX). `None` for every other code.
+pub fn addressing_reason(status: &str) -> Option<Reason> {
+    let (_, detail) = status.split_once('.')?;
+    Some(match detail {
+        "1.1" | "1.3" => Reason::UserUnknown,
+        "1.2" => Reason::HostUnknown,
+        "1.6" | "7.17" | "7.18" => Reason::HasMoved,
+        "1.10" => Reason::NotAccept,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +475,72 @@ mod tests {
                 DeliveryState::Deferred
             ]
         );
+    }
+
+    #[test]
+    fn hard_or_soft_follows_one_table() {
+        use Permanence::{Permanent, Temporary};
+        let table = [
+            (Reason::UserUnknown, Permanent, FeedbackKind::Hard),
+            (Reason::UserUnknown, Temporary, FeedbackKind::Hard),
+            (Reason::HostUnknown, Permanent, FeedbackKind::Hard),
+            (Reason::HasMoved, Permanent, FeedbackKind::Hard),
+            (Reason::NotAccept, Permanent, FeedbackKind::Hard),
+            (Reason::NotAccept, Temporary, FeedbackKind::Soft),
+            // A full mailbox is soft even when the server says 5xx: the owner can empty it.
+            (Reason::MailboxFull, Permanent, FeedbackKind::Soft),
+            (Reason::Blocked, Permanent, FeedbackKind::Soft),
+            (Reason::Filtered, Permanent, FeedbackKind::Soft),
+            (Reason::Suspend, Permanent, FeedbackKind::Soft),
+            (Reason::Expired, Temporary, FeedbackKind::Soft),
+            (Reason::SystemFull, Permanent, FeedbackKind::Soft),
+            (Reason::Undefined, Permanent, FeedbackKind::Soft),
+            (Reason::Feedback, Permanent, FeedbackKind::Complaint),
+            (Reason::Vacation, Permanent, FeedbackKind::AutoReply),
+            (Reason::Delivered, Permanent, FeedbackKind::Delivered),
+        ];
+        for (reason, permanence, kind) in table {
+            assert_eq!(
+                bounce_kind(reason, permanence),
+                kind,
+                "{reason} {permanence:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn permanence_reads_the_status_class_before_the_reply_code() {
+        assert_eq!(
+            Permanence::of(Some("4.2.2"), Some(552)),
+            Permanence::Temporary
+        );
+        assert_eq!(
+            Permanence::of(Some("5.1.1"), Some(450)),
+            Permanence::Permanent
+        );
+        assert_eq!(Permanence::of(None, Some(452)), Permanence::Temporary);
+        assert_eq!(Permanence::of(None, Some(550)), Permanence::Permanent);
+        assert_eq!(Permanence::of(None, None), Permanence::Permanent);
+    }
+
+    #[test]
+    fn addressing_codes_name_their_reason() {
+        let table = [
+            ("5.1.1", Some(Reason::UserUnknown)),
+            ("5.1.3", Some(Reason::UserUnknown)),
+            ("5.1.2", Some(Reason::HostUnknown)),
+            ("5.1.6", Some(Reason::HasMoved)),
+            ("5.7.17", Some(Reason::HasMoved)),
+            ("5.1.10", Some(Reason::NotAccept)),
+            ("4.1.1", Some(Reason::UserUnknown)),
+            ("5.1.0", None),
+            ("5.1.7", None),
+            ("5.2.2", None),
+            ("5.7.1", None),
+            ("garbage", None),
+        ];
+        for (status, reason) in table {
+            assert_eq!(addressing_reason(status), reason, "{status}");
+        }
     }
 }

@@ -32,6 +32,10 @@ pub(crate) struct Flat {
     original_headers: Vec<Field>,
 }
 
+/// The longest value kept from the returned original's headers and the subject, in bytes: an
+/// RFC 5322 line (§2.1.1). Longer values are cut.
+pub(crate) const MAX_FIELD: usize = 998;
+
 /// Markers after which non-MIME bounces quote the original message (lowercase, matched as
 /// substrings of a line). Data, not code: add new MTAs' wording here.
 const ORIGINAL_MARKERS: &[&str] = &[
@@ -67,7 +71,8 @@ const ORIGINAL_MARKERS: &[&str] = &[
 pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
     let message = MessageParser::default().parse(raw)?;
     let mut flat = Flat {
-        subject: message.subject().unwrap_or_default().to_owned(),
+        // RFC 5322 §2.1.1: a line is at most 998 characters; a longer subject is runaway data.
+        subject: text::cap(message.subject().unwrap_or_default().to_owned(), MAX_FIELD),
         headers: header_block(header_bytes(&message)),
         ..Flat::default()
     };
@@ -126,6 +131,21 @@ pub(crate) fn flatten(raw: &[u8]) -> Option<Flat> {
             flat.texts = vec![body];
         }
     }
+    // RFC 3464 fields written into a plain-text part (a bounce forwarded as text, a MIME
+    // structure lost on the way, a "Technical report:" section) are a delivery-status part all
+    // the same: read them as one, and take them out of the human text.
+    if flat.delivery_status.is_none() {
+        for i in 0..flat.texts.len() {
+            if let Some(range) = embedded_delivery_status(&flat.texts[i]) {
+                let block = flat.texts[i][range.clone()].to_owned();
+                flat.texts[i].replace_range(range, "\n");
+                flat.set_delivery_status(block.as_bytes());
+                if flat.delivery_status.is_some() {
+                    break;
+                }
+            }
+        }
+    }
     // Non-MIME bounces quote the original inside their text: split it off so that its
     // addresses are not mistaken for failed recipients, and keep its headers for matching.
     for i in 0..flat.texts.len() {
@@ -166,7 +186,10 @@ impl Flat {
     }
 
     fn set_delivery_status(&mut self, body: &[u8]) {
-        let all: Vec<Vec<Field>> = split_groups(body).into_iter().map(fields).collect();
+        let all: Vec<Vec<Field>> = split_groups(body)
+            .into_iter()
+            .flat_map(|group| split_recipients(header_block(group)))
+            .collect();
         if self.reporting_mta.is_none() {
             self.reporting_mta = all
                 .iter()
@@ -216,15 +239,15 @@ impl Flat {
         Original {
             message_id: self
                 .original_header("Message-ID")
-                .map(id)
+                .map(|v| text::cap(id(v), MAX_FIELD))
                 .filter(|v| !v.is_empty()),
             token: self
                 .original_header("X-Mailroom-Token")
-                .map(token)
+                .map(|v| text::cap(token(v), MAX_FIELD))
                 .filter(|v| !v.is_empty()),
             campaign: self
                 .original_header("X-Mailroom-Campaign")
-                .map(|v| v.to_owned()),
+                .map(|v| text::cap(v.to_owned(), MAX_FIELD)),
             to: self.original_to().into_iter().next(),
             from: self.original_header("From").and_then(text::first_address),
         }
@@ -292,6 +315,16 @@ impl Flat {
         let to = self.original_to();
         out.retain(|a| !to.iter().any(|t| t.eq_ignore_ascii_case(a)));
         out
+    }
+
+    /// The addresses of the daemon that wrote the bounce (its `From`, `Sender`, `Return-Path`):
+    /// never the failed recipient, even when a bounce goes back to the address that failed.
+    pub fn daemon_addresses(&self) -> Vec<String> {
+        ["From", "Sender", "Return-Path"]
+            .iter()
+            .filter_map(|name| self.header(name))
+            .flat_map(|v| text::addresses(v).into_iter().map(|(_, a)| a))
+            .collect()
     }
 
     /// `X-Failed-Recipients` (Exim, Gmail), split on commas.
@@ -511,6 +544,104 @@ fn fields(bytes: &[u8]) -> Vec<Field> {
         .collect()
 }
 
+/// Splits a field group where a recipient field repeats: some MTAs write every per-recipient
+/// group without the blank line RFC 3464 puts between them, so a second `Final-Recipient` (or
+/// `Original-Recipient`) is where the next recipient's group starts. The new group starts at the
+/// earlier of the two recipient fields when they stand together.
+fn split_recipients(fields: Vec<Field>) -> Vec<Vec<Field>> {
+    let is_recipient = |name: &str| {
+        name.eq_ignore_ascii_case("Final-Recipient")
+            || name.eq_ignore_ascii_case("Original-Recipient")
+    };
+    let mut groups: Vec<Vec<Field>> = vec![Vec::new()];
+    for field in fields {
+        let current = groups.last_mut().expect("groups starts with one group");
+        let repeats = is_recipient(&field.0)
+            && current
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(&field.0));
+        if repeats {
+            // The other recipient field just before this one belongs to the new group too.
+            let carried = match current.last() {
+                Some((name, _)) if is_recipient(name) && !name.eq_ignore_ascii_case(&field.0) => {
+                    current.pop()
+                }
+                _ => None,
+            };
+            groups.push(carried.into_iter().collect());
+        }
+        groups
+            .last_mut()
+            .expect("groups is never empty")
+            .push(field);
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
+}
+
+/// The byte range of RFC 3464 fields written into plain text: from the first line that starts
+/// with `Reporting-MTA:`, `Final-Recipient:` or `Original-Recipient:`, every following
+/// blank-line separated group whose first line is a delivery-status field. `None` unless the
+/// range names a recipient.
+fn embedded_delivery_status(text: &str) -> Option<std::ops::Range<usize>> {
+    const OPENING: &[&str] = &["reporting-mta:", "final-recipient:", "original-recipient:"];
+    const FIELDS: &[&str] = &[
+        "reporting-mta",
+        "final-recipient",
+        "original-recipient",
+        "action",
+        "status",
+        "diagnostic-code",
+        "remote-mta",
+        "arrival-date",
+        "received-from-mta",
+        "last-attempt-date",
+        "will-retry-until",
+        "original-envelope-id",
+        "dsn-gateway",
+    ];
+    let starts_with_any = |line: &str, names: &[&str]| {
+        let head = line.get(..24).unwrap_or(line).to_ascii_lowercase();
+        names.iter().any(|n| head.starts_with(n))
+    };
+    let is_dsn_field = |line: &str| {
+        line.split_once(':').is_some_and(|(name, _)| {
+            let name = name.to_ascii_lowercase();
+            FIELDS.contains(&name.as_str()) || (name.starts_with("x-") && !name.contains(' '))
+        })
+    };
+    let mut offset = 0;
+    let mut start = None;
+    let mut end = text.len();
+    let mut group_open = false;
+    let mut names_recipient = false;
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end();
+        match start {
+            None if starts_with_any(bare, OPENING) => {
+                start = Some(offset);
+                group_open = true;
+            }
+            None => {}
+            Some(_) if bare.is_empty() => group_open = false,
+            Some(_) if !group_open => {
+                if !is_dsn_field(bare) {
+                    end = offset;
+                    break;
+                }
+                group_open = true;
+            }
+            Some(_) => {}
+        }
+        if start.is_some() && starts_with_any(bare, &OPENING[1..]) {
+            names_recipient = true;
+        }
+        offset += line.len();
+    }
+    let start = start?;
+    names_recipient.then_some(start..end)
+}
+
 /// Blank-line separated groups (RFC 3464: per-message fields, then one group per recipient).
 fn split_groups(bytes: &[u8]) -> Vec<&[u8]> {
     let mut groups = Vec::new();
@@ -686,6 +817,39 @@ mod tests {
         let t = "text\nReturn-Path: <a@b>\nReceived: from x\n  by y\nMessage-ID: <1@b>\n";
         assert_eq!(original_start(t), Some(5));
         assert_eq!(original_start("Status: 5.1.1\nAction: failed\n"), None);
+    }
+
+    #[test]
+    fn recipient_groups_without_blank_lines_are_split_where_a_recipient_field_repeats() {
+        let f = |name: &str, v: &str| (name.to_owned(), v.to_owned());
+        let groups = split_recipients(vec![
+            f("Reporting-MTA", "dns; mx"),
+            f("Final-Recipient", "rfc822; a@example.org"),
+            f("Status", "5.2.2"),
+            f("Original-Recipient", "rfc822; b@example.org"),
+            f("Final-Recipient", "rfc822; b@example.org"),
+            f("Status", "5.1.1"),
+        ]);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].len(), 3);
+        assert_eq!(groups[1][0].0, "Original-Recipient");
+        assert_eq!(groups[1][2], f("Status", "5.1.1"));
+    }
+
+    #[test]
+    fn delivery_status_fields_in_plain_text_are_found_and_bounded() {
+        let t = "Your message could not be delivered.\n\nReporting-MTA: dns; mx\n\n\
+                 Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1\n\n\
+                 Return-Path: <s@example.com>\nSubject: hi\n";
+        let range = embedded_delivery_status(t).unwrap();
+        assert!(t[range.clone()].starts_with("Reporting-MTA"));
+        assert!(t[range].trim_end().ends_with("Status: 5.1.1"));
+        // Fields that name no recipient are not a delivery-status block.
+        assert_eq!(
+            embedded_delivery_status("Reporting-MTA: dns; mx\nAction: x\n"),
+            None
+        );
+        assert_eq!(embedded_delivery_status("no fields at all"), None);
     }
 
     #[test]

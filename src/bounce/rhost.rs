@@ -1132,6 +1132,11 @@ pub fn classify(
         Provider::GoogleWorkspace => workspace(status, reply_code, &lower),
         Provider::Iua => iua_code(&lower),
         Provider::Kddi => phrases(KDDI, &lower),
+        // Symantec Email Security.cloud refuses an unknown recipient with its own reply code,
+        // "542 <address> Rejected".
+        Provider::MessageLabs if reply_code == Some(542) && lower.contains(" rejected") => {
+            Some(Reason::UserUnknown)
+        }
         Provider::MessageLabs => phrases(MESSAGELABS, &lower),
         Provider::Microsoft => phrases(MICROSOFT, &lower),
         Provider::Mimecast => phrases(MIMECAST, &lower),

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{Action, Original, Reason, Report, kind_for, reason, text};
+use super::{Action, Original, Reason, Report, classify, kind_for, reason, text};
 use crate::model::FeedbackKind;
 
 /// Reports from an SES notification found in `body`; `None` when the body holds none.
@@ -48,22 +48,24 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 fn bounces(bounce: &Value) -> Vec<Report> {
     let permanent = str_at(bounce, "bounceType") == Some("Permanent");
     let subtype = str_at(bounce, "bounceSubType").unwrap_or("");
-    let remote_mta = str_at(bounce, "reportingMTA").map(|m| super::strip_type(m).to_owned());
+    let remote_mta =
+        str_at(bounce, "reportingMTA").map(|m| text::cap(super::strip_type(m).to_owned(), 255));
     let Some(list) = bounce.get("bouncedRecipients").and_then(Value::as_array) else {
         return Vec::new();
     };
     list.iter()
+        .take(super::MAX_REPORTS)
         .filter_map(|r| {
             let recipient = text::first_address(str_at(r, "emailAddress")?)?;
             let diagnostic = str_at(r, "diagnosticCode")
-                .map(|d| super::strip_type(d).to_owned())
+                .map(|d| text::cap(super::strip_type(d).to_owned(), super::MAX_DIAGNOSTIC))
                 .unwrap_or_default();
             let status = str_at(r, "status")
                 .and_then(text::find_status)
                 .or_else(|| text::find_status_in_text(&diagnostic));
             let reply_code = text::find_reply_code(&diagnostic);
             let action = str_at(r, "action").and_then(Action::parse);
-            let mut reason = reason::classify(&reason::Evidence {
+            let mut reason = classify::classify(&reason::Evidence {
                 status: status.as_deref(),
                 reply_code,
                 action,
@@ -111,14 +113,19 @@ fn complaints(complaint: &Value) -> Vec<Report> {
     else {
         return Vec::new();
     };
+    let user_agent = text::cap(
+        str_at(complaint, "userAgent").unwrap_or("").to_owned(),
+        super::MAX_DIAGNOSTIC,
+    );
     list.iter()
+        .take(super::MAX_REPORTS)
         .filter_map(|r| text::first_address(str_at(r, "emailAddress")?))
         .map(|recipient| Report {
             recipient,
             action: None,
             status: None,
             reply_code: None,
-            diagnostic: str_at(complaint, "userAgent").unwrap_or("").to_owned(),
+            diagnostic: user_agent.clone(),
             remote_mta: None,
             kind: FeedbackKind::Complaint,
             reason: Reason::Feedback,
@@ -129,12 +136,16 @@ fn complaints(complaint: &Value) -> Vec<Report> {
 }
 
 fn deliveries(delivery: &Value) -> Vec<Report> {
-    let response = str_at(delivery, "smtpResponse").unwrap_or("").to_owned();
+    let response = text::cap(
+        str_at(delivery, "smtpResponse").unwrap_or("").to_owned(),
+        super::MAX_DIAGNOSTIC,
+    );
     let status = text::find_status(&response);
     let Some(list) = delivery.get("recipients").and_then(Value::as_array) else {
         return Vec::new();
     };
     list.iter()
+        .take(super::MAX_REPORTS)
         .filter_map(|r| r.as_str().and_then(text::first_address))
         .map(|recipient| Report {
             recipient,
@@ -142,7 +153,7 @@ fn deliveries(delivery: &Value) -> Vec<Report> {
             status: status.clone(),
             reply_code: text::find_reply_code(&response),
             diagnostic: response.clone(),
-            remote_mta: str_at(delivery, "reportingMTA").map(str::to_owned),
+            remote_mta: str_at(delivery, "reportingMTA").map(|m| text::cap(m.to_owned(), 255)),
             kind: FeedbackKind::Delivered,
             reason: Reason::Delivered,
             feedback_type: None,
@@ -164,7 +175,7 @@ fn original(mail: Option<&Value>) -> Original {
         let (Some(name), Some(value)) = (str_at(h, "name"), str_at(h, "value")) else {
             continue;
         };
-        let value = value.trim();
+        let value = text::prefix(value.trim(), super::mime::MAX_FIELD);
         match name.to_ascii_lowercase().as_str() {
             "message-id" => {
                 out.message_id = Some(value.trim_matches(['<', '>']).to_owned());

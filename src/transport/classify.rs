@@ -4,8 +4,16 @@
 //! enhanced status code (RFC 3463, exact or by prefix) and a keyword in the text
 //! (case-insensitive substring; no regexes). The first matching rule wins, so specific rules come
 //! before general ones. This module must not do I/O: it only reads replies.
+//!
+//! The table decides *whether* a permanent reply bounces the recipient; *hard or soft* is not the
+//! table's to decide. [`classify`] hands every bounce verdict to the one hard/soft policy,
+//! [`model::bounce_kind`], which the DSN parser (`bounce`) uses as well, so that a 5xx at send
+//! time and a DSN that arrives later never disagree about suppressing an address. That policy is
+//! in `model` because this module must not depend on `bounce`.
 
 use std::fmt;
+
+use crate::model::{self, FeedbackKind, Permanence, Reason};
 
 /// The protocol step a reply answered (stored in `attempts.step`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,51 +312,8 @@ pub const RULES: &[Rule] = &[
         keywords: &[],
         verdict: V::Throttle,
     },
-    // About the address: hard.
-    Rule {
-        steps: Steps::Recipient,
-        code: "5xx",
-        enhanced: Some("5.1.1"),
-        keywords: &[],
-        verdict: V::BouncedHard,
-    },
-    Rule {
-        steps: Steps::Recipient,
-        code: "5xx",
-        enhanced: Some("5.1.2"),
-        keywords: &[],
-        verdict: V::BouncedHard,
-    },
-    Rule {
-        steps: Steps::Recipient,
-        code: "5xx",
-        enhanced: Some("5.1.3"),
-        keywords: &[],
-        verdict: V::BouncedHard,
-    },
-    Rule {
-        steps: Steps::Recipient,
-        code: "5xx",
-        enhanced: Some("5.1.10"),
-        keywords: &[],
-        verdict: V::BouncedHard,
-    },
-    // No enhanced code at all: fall back on the classic user-unknown texts.
-    Rule {
-        steps: Steps::Recipient,
-        code: "550",
-        enhanced: Some(""),
-        keywords: USER_UNKNOWN_WORDS,
-        verdict: V::BouncedHard,
-    },
-    Rule {
-        steps: Steps::Recipient,
-        code: "553",
-        enhanced: Some(""),
-        keywords: USER_UNKNOWN_WORDS,
-        verdict: V::BouncedHard,
-    },
-    // Other permanent replies about the recipient or message: soft.
+    // Permanent replies about the recipient or message bounce it; `classify` asks the hard/soft
+    // policy which kind of bounce it is.
     Rule {
         steps: Steps::Recipient,
         code: "5xx",
@@ -417,9 +382,37 @@ fn enhanced_matches(pattern: Option<&str>, enhanced: Option<&str>) -> bool {
     }
 }
 
-/// Classifies one reply with [`RULES`].
+/// Classifies one reply with [`RULES`]; a bounce is hard or soft by [`model::bounce_kind`].
 pub fn classify(step: Step, code: u16, enhanced: Option<&str>, text: &str) -> Verdict {
-    classify_with(RULES, step, code, enhanced, text)
+    match classify_with(RULES, step, code, enhanced, text) {
+        Verdict::BouncedHard | Verdict::BouncedSoft => bounce_verdict(code, enhanced, text),
+        verdict => verdict,
+    }
+}
+
+/// A permanent refusal of the recipient, hard or soft by the policy. The reply names an address
+/// cause through its enhanced code ([`model::addressing_reason`]); a reply without one (RFC 5321
+/// alone) names it only in words.
+fn bounce_verdict(code: u16, enhanced: Option<&str>, text: &str) -> Verdict {
+    let reason = match enhanced {
+        Some(e) => model::addressing_reason(e),
+        None => {
+            let lower = text.to_ascii_lowercase();
+            USER_UNKNOWN_WORDS
+                .iter()
+                .any(|w| lower.contains(w))
+                .then_some(Reason::UserUnknown)
+        }
+    };
+    let permanence = if code >= 500 {
+        Permanence::Permanent
+    } else {
+        Permanence::Temporary
+    };
+    match reason.map(|r| model::bounce_kind(r, permanence)) {
+        Some(FeedbackKind::Hard) => Verdict::BouncedHard,
+        _ => Verdict::BouncedSoft,
+    }
 }
 
 /// Classifies with a given table (the default is [`RULES`]).
@@ -627,6 +620,30 @@ mod tests {
             c(S::Rcpt, 554, "5.7.1 <x@y>: Relay access denied"),
             V::RelayDenied
         );
+    }
+
+    #[test]
+    fn bounces_are_hard_or_soft_by_the_shared_policy() {
+        // (step, code, text, verdict): the reply's cause through the policy of `model`.
+        let table = [
+            (S::Rcpt, 550, "5.1.1 no such user", V::BouncedHard),
+            (S::Rcpt, 550, "5.1.2 no such domain", V::BouncedHard),
+            (S::Rcpt, 553, "5.1.3 bad address syntax", V::BouncedHard),
+            (S::Rcpt, 550, "5.1.6 mailbox has moved", V::BouncedHard),
+            (S::Message, 550, "5.1.10 null MX", V::BouncedHard),
+            (S::Rcpt, 550, "no such user here", V::BouncedHard),
+            (S::Rcpt, 551, "user unknown", V::BouncedHard),
+            // A full mailbox is soft even as a 5xx; so are blocks, content and other causes.
+            (S::Rcpt, 552, "5.2.2 mailbox full", V::BouncedSoft),
+            (S::Message, 550, "5.7.1 message refused", V::BouncedSoft),
+            (S::Rcpt, 550, "5.1.0 address rejected", V::BouncedSoft),
+            (S::Rcpt, 554, "transaction failed", V::BouncedSoft),
+            // An enhanced code outranks the words.
+            (S::Rcpt, 550, "5.7.1 user unknown to policy", V::BouncedSoft),
+        ];
+        for (step, code, text, verdict) in table {
+            assert_eq!(c(step, code, text), verdict, "{step} {code} {text}");
+        }
     }
 
     #[test]
