@@ -203,6 +203,8 @@ pub struct Campaign {
     from_domain: String,
     /// First 8 chars of the campaign's own token: namespaces Message-IDs per campaign.
     campaign_hash: String,
+    /// A body template can fail for one row and not another (see `bodies_vary_by_row`).
+    bodies_vary: bool,
 }
 
 impl std::fmt::Debug for Campaign {
@@ -373,6 +375,15 @@ impl Campaign {
             },
         };
         templates.check_partials()?;
+        let body_names: Vec<&str> = match &body {
+            Body::Markdown(m) => vec![m.as_str()],
+            Body::Parts { text, html } => [text, html]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+        };
+        let bodies_vary = templates.varies_by_row(&body_names);
         let mut header_templates = vec!["campaign.subject".to_owned()];
         header_templates.extend(headers.iter().map(|(_, t)| t.clone()));
         if let Some(u) = &unsubscribe {
@@ -405,6 +416,7 @@ impl Campaign {
             from,
             from_domain,
             campaign_hash,
+            bodies_vary,
             config,
         })
     }

@@ -1076,3 +1076,31 @@ fn values_in_markdown_campaigns_stay_text() {
     );
     assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"), "{html}");
 }
+
+#[test]
+fn checking_a_row_builds_its_headers_and_renders_bodies_only_when_asked_or_when_they_vary() {
+    let f = Fixture::base();
+    // A body that fails for every row: it calls a helper that does not exist.
+    f.write("body.txt.hbs", "Hi {{first_name}} {{shout ref}}\n");
+    let c = Campaign::load(f.path()).unwrap();
+    assert!(!c.bodies_vary_by_row());
+    let row = first_valid(&c);
+    assert!(c.render(&row).is_err());
+    // Without bodies the check passes (headers are fine); with bodies it fails as render does.
+    c.check_row(&row, false).unwrap();
+    assert!(c.check_row(&row, true).is_err());
+    // A header problem is caught without bodies.
+    let mut bad = row.clone();
+    bad.fields
+        .insert("first_name".into(), "Ann\r\nBcc: all@example.com".into());
+    let e = c.check_row(&bad, false).unwrap_err();
+    assert!(e.row_reason().unwrap().contains("line break"), "{e}");
+
+    // A body that looks a name up from a value can fail for one row only: it is always rendered.
+    f.write("body.txt.hbs", "Hi {{lookup this ref}}\n");
+    let c = Campaign::load(f.path()).unwrap();
+    assert!(c.bodies_vary_by_row());
+    let mut row = first_valid(&c);
+    row.fields.insert("ref".into(), "no_such_column".into());
+    assert!(c.check_row(&row, false).is_err());
+}

@@ -102,6 +102,40 @@ impl Campaign {
 
     /// Builds the message for `contact` with `date` as its Date header.
     pub fn render_at(&self, contact: &Contact, date: SystemTime) -> Result<Rendered, Error> {
+        self.build(contact, date, true)
+            .map(|built| built.expect("a built message when bodies are rendered"))
+    }
+
+    /// Fails exactly when [`Campaign::render_at`] would for this row, without building the
+    /// bodies when their templates cannot fail for one row and not another
+    /// ([`Campaign::bodies_vary_by_row`]): the unsubscribe URL and mailto, the subject, the custom
+    /// headers and the whole header section are built and checked; the bodies are rendered only
+    /// when `render_bodies` or when they depend on the row.
+    ///
+    /// # Errors
+    /// As `render_at`.
+    pub fn check_row(&self, contact: &Contact, render_bodies: bool) -> Result<(), Error> {
+        let bodies = render_bodies || self.bodies_vary_by_row();
+        self.build(contact, SystemTime::UNIX_EPOCH, bodies)
+            .map(drop)
+    }
+
+    /// Whether a body template can fail to render for one row and not another. Every value is a
+    /// string and every row has every column, so only templates that look up names taken from
+    /// a value (the `lookup` helper, a partial whose name is computed) can; for all others a
+    /// body renders for every row if it renders for one.
+    pub fn bodies_vary_by_row(&self) -> bool {
+        self.bodies_vary
+    }
+
+    /// The message for `contact`; `None` when `bodies` is false (then only the headers were
+    /// built and checked).
+    fn build(
+        &self,
+        contact: &Contact,
+        date: SystemTime,
+        bodies: bool,
+    ) -> Result<Option<Rendered>, Error> {
         let name = self.name();
         let token = recipient_token(name, &contact.email);
         let mut vars = Map::with_capacity(contact.fields.len() + 5);
@@ -174,6 +208,7 @@ impl Campaign {
         }
 
         let (text, html) = match &self.names.body {
+            _ if !bodies => (None, None),
             Body::Parts { text, html } => {
                 let text = match text {
                     Some(t) => Some(self.render_plain(t, &ctx, contact)?),
@@ -197,7 +232,7 @@ impl Campaign {
                 (Some(self.render_plain(m, &ctx, contact)?), Some(html))
             }
         };
-        if text.is_none() && html.is_none() {
+        if bodies && text.is_none() && html.is_none() {
             return Err(self.row_error(contact, "no body template".into()));
         }
 
@@ -238,6 +273,7 @@ impl Campaign {
         out.extend_from_slice(fixed.mime_version.as_bytes());
         let header_end = out.len();
         match (text, html) {
+            _ if !bodies => {}
             (Some(t), Some(h)) => {
                 let boundary = format!("=_mailroom_{token}");
                 put_value(
@@ -280,17 +316,20 @@ impl Campaign {
                 ),
             ));
         }
+        if !bodies {
+            return Ok(None);
+        }
         let envelope_from = match &self.config().bounces.return_path {
             Some(rp) => rp.replace("{token}", &token),
             None => self.from.email.to_string(),
         };
-        Ok(Rendered {
+        Ok(Some(Rendered {
             envelope_from,
             envelope_to: contact.email.clone(),
             message_id,
             token,
             bytes: out,
-        })
+        }))
     }
 }
 

@@ -48,6 +48,19 @@ pub(crate) struct Templates {
     pub(crate) markdown: Handlebars<'static>,
     pub(crate) sources: Vec<Source>,
     pub(crate) partials: Vec<String>,
+    /// Whether a template (by name) or a partial (by `partials/NAME.hbs`) can fail for one row
+    /// and not another: see [`Templates::varies_by_row`].
+    varies: std::collections::HashMap<String, bool>,
+}
+
+/// Whether a template's source can look up a name taken from a value: the `lookup` helper, or a
+/// partial named by a subexpression (`{{> (...)}}`). Conservative: any mention counts.
+fn source_varies_by_row(text: &str) -> bool {
+    let dynamic_partial = ["{{>", "{{#>", "{{~>", "{{~#>"].iter().any(|open| {
+        text.match_indices(open)
+            .any(|(i, _)| text[i + open.len()..].trim_start().starts_with('('))
+    });
+    text.contains("lookup") || dynamic_partial
 }
 
 /// How a registry escapes the values it substitutes.
@@ -180,6 +193,7 @@ impl Templates {
             markdown: registry(Escape::Markdown),
             sources: Vec::new(),
             partials: Vec::new(),
+            varies: std::collections::HashMap::new(),
         }
     }
 
@@ -216,6 +230,8 @@ impl Templates {
                 r.register_partial(&stem, &text)
                     .map_err(|e| syntax_error(&source, &e))?;
             }
+            self.varies
+                .insert(source.name.clone(), source_varies_by_row(&text));
             self.partials.push(stem);
         }
         Ok(())
@@ -236,6 +252,8 @@ impl Templates {
             r.register_template_string(&source.name, text)
                 .map_err(|e| syntax_error(&source, &e))?;
         }
+        self.varies
+            .insert(source.name.clone(), source_varies_by_row(text));
         self.sources.push(source);
         Ok(())
     }
@@ -335,6 +353,22 @@ impl Templates {
             queue.extend(uses.partials.into_iter().map(|(p, _)| p));
         }
         out
+    }
+
+    /// Whether rendering one of `names` can fail for one row and not another. Every value is a
+    /// string and every row has every column, so strict mode fails for all rows or none, except
+    /// through a name looked up from a value. Partials count whoever includes them.
+    pub(crate) fn varies_by_row(&self, names: &[&str]) -> bool {
+        let partials_vary = self.partials.iter().any(|p| {
+            self.varies
+                .get(&format!("partials/{p}.hbs"))
+                .copied()
+                .unwrap_or(true)
+        });
+        partials_vary
+            || names
+                .iter()
+                .any(|n| self.varies.get(*n).copied().unwrap_or(true))
     }
 
     /// Names of the compiled templates and partials, for the check summary.
@@ -537,6 +571,22 @@ mod tests {
             .unwrap();
         }
         t
+    }
+
+    #[test]
+    fn only_lookups_and_computed_partials_make_a_body_vary_by_row() {
+        for (text, varies) in [
+            (
+                "Hi {{name}}, {{#if city}}{{upper city}}{{/if}} {{default x \"y\"}}",
+                false,
+            ),
+            ("{{> footer}} {{#each items}}{{this}}{{/each}}", false),
+            ("{{lookup this city}}", true),
+            ("{{> (concat \"f\" kind)}}", true),
+            ("{{#>  (which)}}x{{/inline}}", true),
+        ] {
+            assert_eq!(source_varies_by_row(text), varies, "{text}");
+        }
     }
 
     #[test]

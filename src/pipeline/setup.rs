@@ -90,9 +90,15 @@ pub fn recipients_except_final<'a>(
 ) -> Result<impl Iterator<Item = Result<NewRecipient, campaign::Error>> + 'a, campaign::Error> {
     let name = campaign.name().to_owned();
     let contacts = campaign.contacts()?;
-    let now = std::time::SystemTime::now();
+    let first_body = std::cell::Cell::new(true);
     Ok(contacts.filter_map(move |entry| {
-        stats.take(check_entry(campaign, &name, &final_addresses, now, entry))
+        stats.take(check_entry(
+            campaign,
+            &name,
+            &final_addresses,
+            &first_body,
+            entry,
+        ))
     }))
 }
 
@@ -133,24 +139,30 @@ impl ContactStats {
 
 /// The check `mailroom check` makes of one contacts entry: a valid row whose message cannot be
 /// rendered is not importable (unless its address is final in the ledger already).
+/// `first_body` is true until a row's bodies were rendered (see `Campaign::check_row`).
 fn check_entry(
     campaign: &Campaign,
     name: &str,
     final_addresses: &HashSet<String>,
-    now: std::time::SystemTime,
+    first_body: &std::cell::Cell<bool>,
     entry: Result<ContactEntry, campaign::Error>,
 ) -> Checked {
     match entry {
         Err(e) => Checked::Failed(e),
         Ok(ContactEntry::Valid(contact)) => {
-            if !final_addresses.contains(&contact.email)
-                && let Err(e) = campaign.render_at(&contact, now)
-            {
-                return Checked::Unrenderable(Unrenderable {
-                    line: contact.line,
-                    reason: e.row_reason().map_or_else(|| e.to_string(), str::to_owned),
-                    email: contact.email,
-                });
+            // Headers for every row; bodies for the first row a thread checks (if they render
+            // for one row they render for all, unless they vary by row: then for every row).
+            if !final_addresses.contains(&contact.email) {
+                let bodies = first_body.get();
+                if let Err(e) = campaign.check_row(&contact, bodies) {
+                    return Checked::Unrenderable(Unrenderable {
+                        line: contact.line,
+                        reason: e.row_reason().map_or_else(|| e.to_string(), str::to_owned),
+                        email: contact.email,
+                    });
+                }
+                // Rendered in full once: the bodies render for every row from now on.
+                first_body.set(false);
             }
             let fields = serde_json::to_string(&contact.fields).unwrap_or_else(|_| "{}".into());
             let token = campaign::recipient_token(name, &contact.email);
@@ -263,7 +275,6 @@ impl Validated {
         threads.push(reader);
         let work_rx = Arc::new(std::sync::Mutex::new(work_rx));
         let final_addresses = Arc::new(final_addresses);
-        let now = std::time::SystemTime::now();
         for i in 0..checkers {
             let work_rx = work_rx.clone();
             let done_tx = done_tx.clone();
@@ -273,6 +284,7 @@ impl Validated {
                 .name(format!("contacts-check-{i}"))
                 .spawn(move || {
                     let name = campaign.name().to_owned();
+                    let first_body = std::cell::Cell::new(true);
                     loop {
                         let next = work_rx
                             .lock()
@@ -281,7 +293,9 @@ impl Validated {
                         let Ok((seq, entries)) = next else { return };
                         let checked = entries
                             .into_iter()
-                            .map(|e| check_entry(&campaign, &name, &final_addresses, now, e))
+                            .map(|e| {
+                                check_entry(&campaign, &name, &final_addresses, &first_body, e)
+                            })
                             .collect();
                         if done_tx.send((seq, checked)).is_err() {
                             return;
