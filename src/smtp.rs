@@ -130,8 +130,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut code = None;
         let mut bytes = 0usize;
         loop {
-            let line = self.read_line().await?;
-            bytes += line.len();
+            let (line, raw_len) = self.read_line().await?;
+            bytes += raw_len;
             if bytes > MAX_REPLY {
                 return Err(Error::TooLong(format!(
                     "a reply longer than {MAX_REPLY} bytes"
@@ -153,12 +153,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// One line, line ending removed; at most [`MAX_LINE`] bytes are ever held for it.
-    async fn read_line(&mut self) -> Result<String, Error> {
+    /// One line, line ending removed, and its length on the wire; at most [`MAX_LINE`] bytes
+    /// are ever held for it.
+    async fn read_line(&mut self) -> Result<(String, usize), Error> {
         loop {
             let pending = &self.buf[self.start..self.end];
-            if let Some(at) = pending.iter().position(|&b| b == b'\n') {
-                let raw = &pending[..at];
+            // Look only as far as a line may go: a line end further away (several replies can
+            // arrive in one read) still makes this line too long.
+            let window = &pending[..pending.len().min(MAX_LINE)];
+            if let Some(at) = window.iter().position(|&b| b == b'\n') {
+                let raw = &window[..at];
                 let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
                 let line = String::from_utf8_lossy(raw).into_owned();
                 self.start += at + 1;
@@ -166,7 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.start = 0;
                     self.end = 0;
                 }
-                return Ok(line);
+                return Ok((line, at + 1));
             }
             if pending.len() >= MAX_LINE {
                 return Err(Error::TooLong(format!(
@@ -461,6 +465,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_long_line_is_cut_even_when_its_end_arrives_in_the_same_read() {
+        // Found by the property test: the line end was searched in the whole buffer.
+        let mut bytes = b"250-".to_vec();
+        bytes.extend_from_slice(&[b'x'; MAX_LINE + 10]);
+        bytes.extend_from_slice(b"\r\n250 ok\r\n");
+        let got = replies(&bytes).await;
+        let err = got[0].as_ref().unwrap_err();
+        assert!(err.contains("longer than 4096 bytes"), "{err}");
+    }
+
+    #[tokio::test]
     async fn a_line_of_exactly_the_limit_is_read() {
         let mut line = b"250 ".to_vec();
         line.resize(MAX_LINE - 2, b'y');
@@ -610,5 +625,80 @@ mod tests {
         });
         assert_eq!(bare.size, Some(None));
         assert!(!bare.starttls && bare.auth.is_empty());
+    }
+
+    /// Reads every reply `bytes` holds, as the session would, and checks the bounds on each.
+    fn read_all(bytes: Vec<u8>) -> Vec<Result<Reply, String>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (client, mut server) = tokio::io::duplex(8 * 1024);
+            tokio::spawn(async move {
+                let _ = server.write_all(&bytes).await;
+            });
+            let mut conn = Conn::new(client, Duration::from_secs(5));
+            let mut out = Vec::new();
+            loop {
+                match conn.read_reply().await {
+                    Ok(reply) => out.push(Ok(reply)),
+                    Err(Error::Closed) => return out,
+                    Err(e) => {
+                        out.push(Err(e.to_string()));
+                        return out;
+                    }
+                }
+                // The fixed buffer never grows, whatever was read.
+                assert_eq!(conn.buf.len(), BUFFER);
+            }
+        })
+    }
+
+    /// A line's text is at most what the wire held (lossy UTF-8 can triple an invalid byte).
+    fn within_bounds(reply: &Reply) -> bool {
+        reply.lines.len() <= MAX_LINES
+            && reply.lines.iter().all(|l| l.len() <= 3 * MAX_LINE)
+            && reply.lines.iter().map(String::len).sum::<usize>() <= 3 * MAX_REPLY
+            && (200..600).contains(&reply.code)
+    }
+
+    /// Pieces SMTP replies are made of, so that random streams reach the multi-line, bare-code
+    /// and bound paths rather than stopping at the first byte.
+    fn piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            Just(b"250-".to_vec()),
+            Just(b"250 ".to_vec()),
+            Just(b"354 go\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            (0usize..6000).prop_map(|n| vec![b'x'; n]),
+            (200u16..600).prop_map(|c| format!("{c}-a\r\n").into_bytes()),
+        ]
+    }
+
+    proptest::proptest! {
+        // A fixed number of cases keeps CI time flat.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_or_pass_the_bounds(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20_000),
+        ) {
+            for reply in read_all(bytes).iter().flatten() {
+                proptest::prop_assert!(within_bounds(reply), "{reply:?}");
+            }
+        }
+
+        #[test]
+        fn reply_shaped_streams_never_panic_or_pass_the_bounds(
+            pieces in proptest::collection::vec(piece(), 0..200),
+        ) {
+            for reply in read_all(pieces.concat()).iter().flatten() {
+                proptest::prop_assert!(within_bounds(reply), "{reply:?}");
+            }
+        }
     }
 }
