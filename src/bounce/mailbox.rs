@@ -1,9 +1,13 @@
 //! Reading local mailboxes: Maildir (`new/` then `cur/`) and mbox (From_ line splitting with
 //! mboxrd `>From` unescaping). Read-only: a message is never moved, flagged or deleted, so
 //! an import can be repeated and other readers of the mailbox are unaffected.
+//!
+//! Bounded like the IMAP reader: a message larger than [`MAX_MESSAGE`] is skipped and reported
+//! ([`Error::TooLarge`], the import goes on), never held in memory; an mbox line is read in
+//! pieces of at most [`LINE_PIECE`] bytes, so a file without line ends cannot exhaust memory.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 
 use super::import::MailboxMessage;
@@ -22,7 +26,18 @@ pub enum Error {
         "{path} is not a Maildir (no new/ or cur/ folder)\n\nPass the Maildir's top folder, or use --mbox for a single file."
     )]
     NotMaildir { path: PathBuf },
+    #[error(
+        "{source_name}: skipped, not read: {size} bytes, over the {} MiB cap on one message (no bounce or complaint is that large)",
+        MAX_MESSAGE >> 20
+    )]
+    TooLarge { source_name: String, size: u64 },
 }
+
+/// The largest message read from a mailbox (the same cap as IMAP's): bounces carry at most a
+/// few hundred kB of the original (Postfix 50 kB, Exim 100 kB), a complaint one newsletter.
+pub const MAX_MESSAGE: u64 = 25 << 20;
+/// The most bytes of one mbox line read at a time.
+pub const LINE_PIECE: u64 = 64 << 10;
 
 /// The message files of a Maildir, `new/` then `cur/`, each sorted by name (Maildir names
 /// start with the delivery time, so this is arrival order).
@@ -79,12 +94,30 @@ pub fn maildir_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 pub fn maildir(dir: &Path) -> Result<impl Iterator<Item = Result<MailboxMessage, Error>>, Error> {
     let files = maildir_files(dir)?;
     Ok(files.into_iter().map(|path| {
-        let raw = fs::read(&path).map_err(|source| Error::Read {
+        let source_name = format!("maildir:{}", path.display());
+        let failed = |source| Error::Read {
             path: path.clone(),
             source,
-        })?;
+        };
+        let file = fs::File::open(&path).map_err(failed)?;
+        let size = file.metadata().map_err(failed)?.len();
+        if size > MAX_MESSAGE {
+            return Err(Error::TooLarge { source_name, size });
+        }
+        // The file may grow while it is read: never read past the cap.
+        let mut raw = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let read = file
+            .take(MAX_MESSAGE + 1)
+            .read_to_end(&mut raw)
+            .map_err(failed)?;
+        if read as u64 > MAX_MESSAGE {
+            return Err(Error::TooLarge {
+                source_name,
+                size: read as u64,
+            });
+        }
         Ok(MailboxMessage {
-            source: format!("maildir:{}", path.display()),
+            source: source_name,
             raw,
         })
     }))
@@ -97,7 +130,10 @@ pub struct Mbox<R> {
     /// The From_ line that starts the next message, once seen.
     pending: bool,
     index: usize,
+    /// The piece of a line last read (at most [`LINE_PIECE`] bytes).
     line: Vec<u8>,
+    /// Whether `line` starts a line (the piece before it ended with a line end).
+    line_start: bool,
     done: bool,
 }
 
@@ -121,20 +157,29 @@ impl<R: BufRead> Mbox<R> {
             pending: false,
             index: 0,
             line: Vec::new(),
+            line_start: true,
             done: false,
         }
     }
 
+    /// Reads the next piece of a line (the rest of the line when it is short). False at the
+    /// end of the file.
     fn read_line(&mut self) -> Result<bool, Error> {
+        self.line_start = self.line.is_empty() || self.line.ends_with(b"\n");
         self.line.clear();
-        let n = self
-            .reader
+        let n = (&mut self.reader)
+            .take(LINE_PIECE)
             .read_until(b'\n', &mut self.line)
             .map_err(|source| Error::Read {
                 path: self.path.clone(),
                 source,
             })?;
         Ok(n > 0)
+    }
+
+    /// The current piece is a From_ line (and not the middle of a long line).
+    fn at_from_line(&self) -> bool {
+        self.line_start && is_from_line(&self.line)
     }
 }
 
@@ -162,7 +207,7 @@ impl<R: BufRead> Iterator for Mbox<R> {
         // Skip to the first From_ line (anything before it is not a message).
         while !self.pending {
             match self.read_line() {
-                Ok(true) if is_from_line(&self.line) => self.pending = true,
+                Ok(true) if self.at_from_line() => self.pending = true,
                 Ok(true) => {}
                 Ok(false) => {
                     self.done = true;
@@ -175,17 +220,30 @@ impl<R: BufRead> Iterator for Mbox<R> {
             }
         }
         let mut raw = Vec::new();
+        // Bytes of this message; past the cap they are counted, not kept.
+        let mut size: u64 = 0;
         let mut previous_blank = true;
         loop {
             match self.read_line() {
                 Ok(true) => {
                     // A From_ line starts a new message only after a blank line; elsewhere it is
                     // body text a non-escaping writer left alone.
-                    if is_from_line(&self.line) && previous_blank && !raw.is_empty() {
+                    if self.at_from_line() && previous_blank && size > 0 {
                         break;
                     }
-                    previous_blank = self.line == b"\n" || self.line == b"\r\n";
-                    raw.extend_from_slice(unescape(&self.line));
+                    previous_blank =
+                        self.line_start && (self.line == b"\n" || self.line == b"\r\n");
+                    let piece = if self.line_start {
+                        unescape(&self.line)
+                    } else {
+                        &self.line
+                    };
+                    size += piece.len() as u64;
+                    if size <= MAX_MESSAGE {
+                        raw.extend_from_slice(piece);
+                    } else if !raw.is_empty() {
+                        raw = Vec::new();
+                    }
                 }
                 Ok(false) => {
                     self.done = true;
@@ -197,17 +255,21 @@ impl<R: BufRead> Iterator for Mbox<R> {
                 }
             }
         }
+        self.index += 1;
+        let source = format!("mbox:{}#{}", self.path.display(), self.index);
+        if size > MAX_MESSAGE {
+            return Some(Err(Error::TooLarge {
+                source_name: source,
+                size,
+            }));
+        }
         // The blank line before the next From_ belongs to the mbox format, not the message.
         if raw.ends_with(b"\n\n") {
             raw.pop();
         } else if raw.ends_with(b"\r\n\r\n") {
             raw.truncate(raw.len() - 2);
         }
-        self.index += 1;
-        Some(Ok(MailboxMessage {
-            source: format!("mbox:{}#{}", self.path.display(), self.index),
-            raw,
-        }))
+        Some(Ok(MailboxMessage { source, raw }))
     }
 }
 
@@ -230,6 +292,50 @@ From c@d Thu Jan  1 00:00:01 2026\nSubject: two\n\n>>From quoted\nFrom inside bo
             b"Subject: two\n\n>From quoted\nFrom inside body\n"
         );
         assert_eq!(msgs[1].source, "mbox:x#2");
+    }
+
+    #[test]
+    fn an_oversize_mbox_message_is_skipped_and_the_next_one_read() {
+        let big = vec![b'x'; usize::try_from(MAX_MESSAGE).unwrap() + 10];
+        let mut data = b"From a@b Thu Jan  1 00:00:00 2026\nSubject: big\n\n".to_vec();
+        // One line without any line end, far longer than a piece.
+        data.extend_from_slice(&big);
+        data.extend_from_slice(b"\n\nFrom c@d Thu Jan  1 00:00:01 2026\nSubject: small\n\nhi\n");
+        let items: Vec<_> = Mbox::new(&data[..], Path::new("x")).collect();
+        assert_eq!(items.len(), 2);
+        assert!(
+            matches!(&items[0], Err(Error::TooLarge { size, .. }) if *size > MAX_MESSAGE),
+            "{:?}",
+            items[0].as_ref().err()
+        );
+        assert_eq!(items[1].as_ref().unwrap().raw, b"Subject: small\n\nhi\n");
+    }
+
+    #[test]
+    fn a_from_line_inside_a_long_line_starts_no_message() {
+        // "From " lands at the start of the second piece of one long line.
+        let line_piece = usize::try_from(LINE_PIECE).unwrap();
+        let mut tricky = b"From a@b Thu Jan  1 00:00:00 2026\n\n".to_vec();
+        tricky.extend_from_slice(&vec![b'z'; line_piece]);
+        tricky.extend_from_slice(b"From inside\n");
+        let items: Vec<_> = Mbox::new(&tricky[..], Path::new("x"))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].raw.ends_with(b"From inside\n"));
+    }
+
+    #[test]
+    fn an_oversize_maildir_file_is_skipped_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("new")).unwrap();
+        let f = fs::File::create(dir.path().join("new/1")).unwrap();
+        // Sparse: the size without the bytes.
+        f.set_len(MAX_MESSAGE + 1).unwrap();
+        fs::write(dir.path().join("new/2"), b"A: 1\n\nx").unwrap();
+        let items: Vec<_> = maildir(dir.path()).unwrap().collect();
+        assert!(matches!(&items[0], Err(Error::TooLarge { .. })));
+        assert_eq!(items[1].as_ref().unwrap().raw, b"A: 1\n\nx");
     }
 
     #[test]

@@ -273,9 +273,16 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
     } else if let Some(file) = &args.mbox {
         for message in mailbox::mbox(file)? {
-            let m = message?;
-            import::import_one(&mut ledger, &matcher, &m, &mut summary)
-                .with_context(|| format!("recording {}", m.source))?;
+            match message {
+                Ok(m) => import::import_one(&mut ledger, &matcher, &m, &mut summary)
+                    .with_context(|| format!("recording {}", m.source))?,
+                // An oversize message is skipped and the import goes on; a read error ends the
+                // iterator after this item.
+                Err(e) => {
+                    eprintln!("mailroom: {e:#}");
+                    read_errors += 1;
+                }
+            }
         }
     } else if let Some(url) = &args.imap {
         let password = std::env::var(&args.password_env).map_err(|_| {
