@@ -167,21 +167,36 @@ pub struct Rendered {
     pub bytes: Vec<u8>,
 }
 
-/// Deterministic per campaign + normalised email: 16 chars of `[a-z0-9]` from SHA-256.
-pub fn recipient_token(campaign_name: &str, email: &str) -> String {
-    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+/// SHA-256 of campaign name and normalised address: the one digest behind a recipient's token
+/// and its shard.
+fn recipient_digest(campaign_name: &str, email: &str) -> ring::digest::Digest {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(campaign_name.as_bytes());
     // The separator keeps ("ab", "c@x") and ("a", "bc@x") apart.
     ctx.update(b"\0");
     ctx.update(email.as_bytes());
-    let digest = ctx.finish();
+    ctx.finish()
+}
+
+/// Deterministic per campaign + normalised email: 16 chars of `[a-z0-9]` from SHA-256.
+pub fn recipient_token(campaign_name: &str, email: &str) -> String {
+    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let digest = recipient_digest(campaign_name, email);
     digest
         .as_ref()
         .iter()
         .take(16)
         .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
         .collect()
+}
+
+/// A recipient's bucket for sharding (`model::Shard::contains`): bytes of the same digest as
+/// its token, so every host computes the same split from the same contacts file.
+pub fn recipient_bucket(campaign_name: &str, email: &str) -> u64 {
+    let digest = recipient_digest(campaign_name, email);
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest.as_ref()[16..24]);
+    u64::from_be_bytes(bytes)
 }
 
 /// Normalises an address the way contacts are normalised (lower-cased, IDN domain as

@@ -44,6 +44,44 @@ id!(
     RecipientId
 );
 
+/// One of `count` disjoint parts of a campaign's recipients (`send --shard K/N`): the recipients
+/// whose [`bucket`](Shard::contains) is `index` modulo `count`. Shards let several hosts send
+/// one campaign, each with its own ledger, without any recipient going out twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Whether a recipient in `bucket` (a stable hash of campaign and address) belongs here.
+    pub fn contains(self, bucket: u64) -> bool {
+        bucket % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    /// `"K/N"` with 0 ≤ K < N.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a shard: write K/N with 0 <= K < N, e.g. 0/3");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = k.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
 /// How a connection to a server (an SMTP relay, an IMAP server) is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Security {
@@ -441,7 +479,25 @@ pub fn addressing_reason(status: &str) -> Option<Reason> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn shards_parse_and_partition() {
+        let s: Shard = "1/3".parse().unwrap();
+        assert_eq!((s.index, s.count), (1, 3));
+        assert_eq!(s.to_string(), "1/3");
+        for bad in ["3/3", "0/0", "1", "a/3", "-1/3", "1/"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        // Every bucket lands in exactly one shard of three.
+        for bucket in 0..1000u64 {
+            let owners = (0..3)
+                .filter(|&k| Shard { index: k, count: 3 }.contains(bucket))
+                .count();
+            assert_eq!(owners, 1);
+        }
+    }
 
     #[test]
     fn every_charged_state_has_its_own_attempt_outcome_name() {

@@ -346,6 +346,27 @@ where
     I: IntoIterator<Item = Result<store::NewRecipient, E>>,
     E: std::fmt::Display,
 {
+    prepare_shard(path, campaign, None, contacts, host, security)
+}
+
+/// [`prepare`] for one shard of a campaign (`send --shard K/N`): the ledger records the shard
+/// at the campaign's first send and refuses any other afterwards, before anything is imported.
+/// `contacts` must already hold only this shard's rows (see `setup::Validated::start`).
+///
+/// # Errors
+/// As [`prepare`], and `store::Error::ShardMismatch`.
+pub fn prepare_shard<I, E>(
+    path: &Path,
+    campaign: &str,
+    shard: Option<crate::model::Shard>,
+    contacts: I,
+    host: &str,
+    security: &str,
+) -> Result<Prepared, Error>
+where
+    I: IntoIterator<Item = Result<store::NewRecipient, E>>,
+    E: std::fmt::Display,
+{
     let lock = store::RunLock::acquire(path)?;
     let mut ledger = store::Ledger::open(path)?;
     // The import's pages stay in the WAL (no checkpoint with an fsync right after it): the run
@@ -363,6 +384,7 @@ where
     // Only now that recovery is committed: what the journal said is in the ledger.
     store::journal::reset(path).map_err(journal_error)?;
     let campaign_id = ledger.ensure_campaign(campaign)?;
+    ledger.claim_shard(campaign_id, campaign, shard)?;
     let imported = ledger.import(campaign_id, contacts).map_err(|e| match e {
         store::ImportError::Store(e) => Error::Store(e),
         store::ImportError::Source(e) => Error::Contacts(e.to_string()),

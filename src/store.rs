@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::model::{CampaignId, RecipientId, RunId, RunOutcome};
+use crate::model::{CampaignId, RecipientId, RunId, RunOutcome, Shard};
 
 /// The schema, in order. Never edit a file that has landed; append a new one.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -67,6 +67,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0007_identity",
         include_str!("store/migrations/0007_identity.sql"),
+    ),
+    (
+        "0011_shards",
+        include_str!("store/migrations/0011_shards.sql"),
     ),
 ];
 
@@ -134,6 +138,18 @@ pub enum Error {
     },
     #[error("ledger {path}: {reason}")]
     Writer { path: PathBuf, reason: String },
+    #[error(
+        "ledger {path} sends campaign `{campaign}` as {recorded}, and this send asks for \
+         {requested}\n\nA ledger keeps one shard of a campaign for good (another split would send \
+         some recipients twice across hosts): run this shard with its own ledger ([store] path), \
+         or send `{campaign}` again as {recorded}."
+    )]
+    ShardMismatch {
+        path: PathBuf,
+        campaign: String,
+        recorded: String,
+        requested: String,
+    },
     #[error(
         "another `mailroom send` (pid {pid}) is running on ledger {ledger}\n\n\
          Wait for it to finish (or stop it with Ctrl-C), then run this again."
@@ -236,6 +252,52 @@ impl Ledger {
     /// When the ledger cannot be written.
     pub fn ensure_campaign(&self, name: &str) -> Result<CampaignId, Error> {
         ledger::ensure_campaign(&self.conn, name).map_err(sqlite(&self.path))
+    }
+
+    /// Records which shard of `campaign` this ledger sends, or refuses a send with another one:
+    /// the first send of a campaign fixes it (`None`: the whole campaign); every later send
+    /// must ask for the same.
+    ///
+    /// # Errors
+    /// [`Error::ShardMismatch`] with the fix, or a ledger failure.
+    pub fn claim_shard(
+        &self,
+        campaign: CampaignId,
+        name: &str,
+        shard: Option<Shard>,
+    ) -> Result<(), Error> {
+        let fail = sqlite(&self.path);
+        let (recorded, sent): (Option<String>, bool) = self
+            .conn
+            .query_row(
+                "SELECT shard, EXISTS (SELECT 1 FROM recipients WHERE campaign_id = ?1) \
+                 FROM campaigns WHERE id = ?1",
+                rusqlite::params![campaign],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(&fail)?;
+        let requested = shard.map(|s| s.to_string());
+        if recorded == requested {
+            return Ok(());
+        }
+        if recorded.is_none() && !sent {
+            self.conn
+                .execute(
+                    "UPDATE campaigns SET shard = ?2 WHERE id = ?1",
+                    rusqlite::params![campaign, requested],
+                )
+                .map_err(&fail)?;
+            return Ok(());
+        }
+        let describe = |s: Option<String>| {
+            s.map_or_else(|| "the whole campaign".to_owned(), |s| format!("shard {s}"))
+        };
+        Err(Error::ShardMismatch {
+            path: self.path.clone(),
+            campaign: name.to_owned(),
+            recorded: describe(recorded),
+            requested: describe(requested),
+        })
     }
 
     /// Reconciles a campaign with its contacts file in one transaction (see
@@ -629,6 +691,40 @@ mod tests {
             Reader::open(&path).err(),
             Some(Error::TooNew { .. })
         ));
+    }
+
+    #[test]
+    fn a_ledger_keeps_the_shard_of_a_campaign_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = open(&dir.path().join("l.db")).unwrap();
+        let shard = |s: &str| Some(s.parse::<Shard>().unwrap());
+        // Sent whole first: a shard later is refused.
+        let whole = ledger.ensure_campaign("whole").unwrap();
+        ledger.claim_shard(whole, "whole", None).unwrap();
+        let row = NewRecipient {
+            email: "a@x.test".into(),
+            domain: "x.test".into(),
+            name: None,
+            line: 2,
+            token: "t1".into(),
+            message_id: "m1".into(),
+            fields: "{}".into(),
+        };
+        ledger.import(whole, [Ok::<_, ()>(row)]).unwrap();
+        let e = ledger
+            .claim_shard(whole, "whole", shard("0/2"))
+            .unwrap_err();
+        assert!(e.to_string().contains("as the whole campaign"), "{e}");
+        // A shard first: the same shard again is fine, another or none is refused.
+        let split = ledger.ensure_campaign("split").unwrap();
+        ledger.claim_shard(split, "split", shard("1/2")).unwrap();
+        ledger.claim_shard(split, "split", shard("1/2")).unwrap();
+        for other in [shard("0/2"), shard("1/3"), None] {
+            assert!(matches!(
+                ledger.claim_shard(split, "split", other),
+                Err(Error::ShardMismatch { .. })
+            ));
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::campaign::{self, Campaign, Contact, ContactEntry};
+use crate::model::Shard;
 use crate::store::{DueRow, NewRecipient};
 use crate::transport::{Secret, Settings};
 
@@ -53,6 +54,8 @@ pub struct ContactStats {
     /// The rows that parsed but cannot be rendered, with the reason: they are not imported (and
     /// a not-yet-sent ledger row for them is treated as removed from the file).
     pub unrenderable: Vec<Unrenderable>,
+    /// Valid rows that belong to another shard (`send --shard`): not imported here.
+    pub other_shards: u64,
 }
 
 /// A contact whose message cannot be built.
@@ -96,6 +99,7 @@ pub fn recipients_except_final<'a>(
             campaign,
             &name,
             &final_addresses,
+            None,
             &first_body,
             entry,
         ))
@@ -108,6 +112,7 @@ enum Checked {
     Invalid,
     Duplicate,
     Unrenderable(Unrenderable),
+    OtherShard,
     Failed(campaign::Error),
 }
 
@@ -132,6 +137,10 @@ impl ContactStats {
                 self.unrenderable.push(row);
                 None
             }
+            Checked::OtherShard => {
+                self.other_shards += 1;
+                None
+            }
             Checked::Failed(e) => Some(Err(e)),
         }
     }
@@ -140,15 +149,23 @@ impl ContactStats {
 /// The check `mailroom check` makes of one contacts entry: a valid row whose message cannot be
 /// rendered is not importable (unless its address is final in the ledger already).
 /// `first_body` is true until a row's bodies were rendered (see `Campaign::check_row`).
+/// With `shard`, a valid row of another shard is only counted.
 fn check_entry(
     campaign: &Campaign,
     name: &str,
     final_addresses: &HashSet<String>,
+    shard: Option<Shard>,
     first_body: &std::cell::Cell<bool>,
     entry: Result<ContactEntry, campaign::Error>,
 ) -> Checked {
     match entry {
         Err(e) => Checked::Failed(e),
+        Ok(ContactEntry::Valid(contact))
+            if shard
+                .is_some_and(|s| !s.contains(campaign::recipient_bucket(name, &contact.email))) =>
+        {
+            Checked::OtherShard
+        }
         Ok(ContactEntry::Valid(contact)) => {
             // Headers for every row; bodies for the first row a thread checks (if they render
             // for one row they render for all, unless they vary by row: then for every row).
@@ -215,6 +232,7 @@ impl Validated {
     pub fn start(
         campaign: Arc<Campaign>,
         final_addresses: HashSet<String>,
+        shard: Option<Shard>,
     ) -> Result<Validated, campaign::Error> {
         let contacts = campaign.contacts()?;
         let path = campaign.config().contacts.path.clone();
@@ -294,7 +312,14 @@ impl Validated {
                         let checked = entries
                             .into_iter()
                             .map(|e| {
-                                check_entry(&campaign, &name, &final_addresses, &first_body, e)
+                                check_entry(
+                                    &campaign,
+                                    &name,
+                                    &final_addresses,
+                                    shard,
+                                    &first_body,
+                                    e,
+                                )
                             })
                             .collect();
                         if done_tx.send((seq, checked)).is_err() {

@@ -521,105 +521,121 @@ mod tests {
 
     #[test]
     fn temporary_failures_are_deferred() {
-        assert_eq!(
-            c(
+        for (step, code, text, want) in [
+            (
                 S::Rcpt,
                 451,
-                "4.3.0 <x@defer.test>: Recipient address rejected: try again"
+                "4.3.0 <x@defer.test>: Recipient address rejected: try again",
+                V::Deferred,
             ),
-            V::Deferred
-        );
-        assert_eq!(c(S::Rcpt, 450, "4.2.1 mailbox busy"), V::Deferred);
-        assert_eq!(c(S::Message, 451, "4.3.0 local error"), V::Deferred);
-        assert_eq!(c(S::Mail, 451, "4.3.0 try later"), V::Deferred);
+            (S::Rcpt, 450, "4.2.1 mailbox busy", V::Deferred),
+            (S::Message, 451, "4.3.0 local error", V::Deferred),
+            (S::Mail, 451, "4.3.0 try later", V::Deferred),
+        ] {
+            assert_eq!(c(step, code, text), want, "{step} {code} {text}");
+        }
     }
 
     #[test]
     fn slow_down_replies_throttle_the_run() {
-        assert_eq!(
-            c(S::Rcpt, 421, "4.7.0 Too many connections, closing"),
-            V::Throttle
-        );
-        assert_eq!(c(S::Greeting, 421, "service not available"), V::Throttle);
-        assert_eq!(c(S::Rcpt, 450, "4.7.1 rate exceeded"), V::Throttle);
-        assert_eq!(
-            c(
+        for (step, code, text, want) in [
+            (
+                S::Rcpt,
+                421,
+                "4.7.0 Too many connections, closing",
+                V::Throttle,
+            ),
+            (S::Greeting, 421, "service not available", V::Throttle),
+            (S::Rcpt, 450, "4.7.1 rate exceeded", V::Throttle),
+            (
                 S::Rcpt,
                 451,
-                "4.7.650 The mail server has been temporarily rate limited"
+                "4.7.650 The mail server has been temporarily rate limited",
+                V::Throttle,
             ),
-            V::Throttle
-        );
-        assert_eq!(
-            c(S::Rcpt, 452, "Too many recipients received this hour"),
-            V::Throttle
-        );
-        assert_eq!(
-            c(
+            (
+                S::Rcpt,
+                452,
+                "Too many recipients received this hour",
+                V::Throttle,
+            ),
+            (
                 S::Mail,
                 454,
-                "Throttling failure: Maximum sending rate exceeded."
+                "Throttling failure: Maximum sending rate exceeded.",
+                V::Throttle,
             ),
-            V::Throttle
-        );
-        assert_eq!(
-            c(S::Mail, 432, "4.3.2 System not accepting network messages"),
-            V::Throttle
-        );
+            (
+                S::Mail,
+                432,
+                "4.3.2 System not accepting network messages",
+                V::Throttle,
+            ),
+        ] {
+            assert_eq!(c(step, code, text), want, "{step} {code} {text}");
+        }
     }
 
     #[test]
     fn sender_and_quota_problems_pause_the_run() {
-        assert_eq!(
-            c(S::Message, 550, "5.4.5 Daily user sending limit exceeded"),
-            V::Pause
-        );
-        assert_eq!(
-            c(S::Rcpt, 550, "5.7.28 unusual rate of unsolicited mail"),
-            V::Pause
-        );
-        assert_eq!(
-            c(
+        for (step, code, text, want) in [
+            (
+                S::Message,
+                550,
+                "5.4.5 Daily user sending limit exceeded",
+                V::Pause,
+            ),
+            (
+                S::Rcpt,
+                550,
+                "5.7.28 unusual rate of unsolicited mail",
+                V::Pause,
+            ),
+            (
                 S::Mail,
                 553,
-                "5.7.1 Sender address rejected: not owned by user"
+                "5.7.1 Sender address rejected: not owned by user",
+                V::Pause,
             ),
-            V::Pause
-        );
-        assert_eq!(
-            c(S::Rcpt, 554, "Your daily quota has been reached"),
-            V::Pause
-        );
+            (S::Rcpt, 554, "Your daily quota has been reached", V::Pause),
+        ] {
+            assert_eq!(c(step, code, text), want, "{step} {code} {text}");
+        }
     }
 
     #[test]
     fn auth_tls_and_relay_refusals_abort() {
-        assert_eq!(
-            c(S::Auth, 535, "5.7.8 Error: authentication failed"),
-            V::Abort
-        );
-        assert_eq!(
-            c(S::Mail, 530, "5.7.0 Must issue a STARTTLS command first"),
-            V::Abort
-        );
-        assert_eq!(
-            c(S::Auth, 534, "5.7.9 Please log in with your web browser"),
-            V::Abort
-        );
-        assert_eq!(c(S::Auth, 538, "5.7.11 Encryption required"), V::Abort);
-        assert_eq!(
-            c(
+        for (step, code, text, want) in [
+            (S::Auth, 535, "5.7.8 Error: authentication failed", V::Abort),
+            (
+                S::Mail,
+                530,
+                "5.7.0 Must issue a STARTTLS command first",
+                V::Abort,
+            ),
+            (
+                S::Auth,
+                534,
+                "5.7.9 Please log in with your web browser",
+                V::Abort,
+            ),
+            (S::Auth, 538, "5.7.11 Encryption required", V::Abort),
+            (
                 S::StartTls,
                 454,
-                "4.7.0 TLS not available due to local problem"
+                "4.7.0 TLS not available due to local problem",
+                V::Abort,
             ),
-            V::Abort
-        );
-        assert_eq!(c(S::Greeting, 554, "5.3.2 no service"), V::Abort);
-        assert_eq!(
-            c(S::Rcpt, 554, "5.7.1 <x@y>: Relay access denied"),
-            V::RelayDenied
-        );
+            (S::Greeting, 554, "5.3.2 no service", V::Abort),
+            (
+                S::Rcpt,
+                554,
+                "5.7.1 <x@y>: Relay access denied",
+                V::RelayDenied,
+            ),
+        ] {
+            assert_eq!(c(step, code, text), want, "{step} {code} {text}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use mailroom::campaign::Campaign;
 use mailroom::model::DeliveryState;
-use mailroom::model::RunOutcome;
+use mailroom::model::{RunOutcome, Shard};
 use mailroom::pipeline::{self, Counters, End, Event, EventSink, Outbound, Summary, setup};
 use mailroom::shutdown::Shutdown;
 use mailroom::store::{self, ledger};
@@ -51,12 +51,16 @@ pub struct Args {
     /// claiming new recipients, lets the messages in flight finish and prints the summary.
     #[arg(long)]
     pub dashboard: bool,
+    /// Send only shard K of N of the recipients (0 <= K < N), so N hosts can share a campaign,
+    /// each with its own ledger; every recipient falls in exactly one shard.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let campaign = Arc::new(Campaign::load(&args.campaign)?);
     if args.dry_run {
-        return dry_run(&campaign, args.resend_unknown);
+        return dry_run(&campaign, args.resend_unknown, args.shard);
     }
     let settings = setup::settings(&campaign)?;
     let mut options = setup::options(&campaign);
@@ -96,18 +100,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             Default::default()
         };
-        let mut rows = setup::Validated::start(campaign.clone(), final_addresses)?;
-        let prepared = pipeline::prepare(
+        let mut rows = setup::Validated::start(campaign.clone(), final_addresses, args.shard)?;
+        let prepared = pipeline::prepare_shard(
             &ledger_path,
             campaign.name(),
+            args.shard,
             &mut rows,
             &host,
             security.as_str(),
         );
         let stats = rows.finish();
         let prepared = prepared?;
+        let shard_note = args.shard.map_or_else(String::new, |s| {
+            format!(
+                " in shard {s} ({} more in the other shards)",
+                stats.other_shards
+            )
+        });
         eprintln!(
-            "{}: {} valid contacts ({} new in the ledger){}",
+            "{}: {} valid contacts{shard_note} ({} new in the ledger){}",
             campaign.name(),
             stats.valid,
             prepared.imported.inserted,
@@ -345,7 +356,11 @@ fn code(problems: u64) -> ExitCode {
     }
 }
 
-fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode> {
+fn dry_run(
+    campaign: &Campaign,
+    resend_unknown: bool,
+    shard: Option<Shard>,
+) -> anyhow::Result<ExitCode> {
     let path = &campaign.config().store.path;
     // Existing ledger states, read-only: a dry run writes nothing. The ledger applies the same
     // "is it due?" rule as the dispatcher; a contact it does not know yet is due.
@@ -361,6 +376,14 @@ fn dry_run(campaign: &Campaign, resend_unknown: bool) -> anyhow::Result<ExitCode
         let mailroom::campaign::ContactEntry::Valid(contact) = entry? else {
             continue;
         };
+        if shard.is_some_and(|s| {
+            !s.contains(mailroom::campaign::recipient_bucket(
+                campaign.name(),
+                &contact.email,
+            ))
+        }) {
+            continue;
+        }
         let is_due = known.get(&contact.email).copied().unwrap_or(true);
         if !is_due {
             done += 1;
