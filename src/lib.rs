@@ -26,6 +26,7 @@ pub mod clock;
 pub mod display;
 pub mod doctor;
 pub mod model;
+pub mod oauth;
 pub mod pipeline;
 pub mod report;
 pub mod sandbox;

@@ -77,6 +77,8 @@ pub struct SandboxConfig {
     pub tls: bool,
     /// User and password; AUTH is offered only after TLS and then required before MAIL.
     pub auth: Option<(String, String)>,
+    /// An OAuth2 access token accepted by AUTH XOAUTH2 for the `auth` user.
+    pub xoauth2_token: Option<String>,
     /// Accepted messages, one file each, written atomically.
     pub maildir: PathBuf,
     /// Where scripted DSNs and ARF reports go; defaults to `bounces` next to `maildir`.
@@ -102,6 +104,7 @@ impl SandboxConfig {
             tls_listen: None,
             tls: true,
             auth: None,
+            xoauth2_token: None,
             maildir: maildir.into(),
             bounce_maildir: None,
             script: Script::accept_all(),
@@ -133,6 +136,13 @@ impl SandboxConfig {
     /// Requires AUTH (offered after TLS) with this user and password.
     pub fn auth(mut self, user: &str, password: &str) -> Self {
         self.auth = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Also accepts AUTH XOAUTH2 with this bearer token for the [`SandboxConfig::auth`] user; a
+    /// wrong token is refused the way Gmail does (a 334 with a base64 JSON error, then 535).
+    pub fn xoauth2_token(mut self, token: &str) -> Self {
+        self.xoauth2_token = Some(token.to_owned());
         self
     }
 
@@ -209,6 +219,7 @@ pub async fn start(config: SandboxConfig) -> Result<Sandbox, Error> {
         config.script.clone(),
     );
     policy.max_message_size = config.max_message_size;
+    policy.xoauth2_token = config.xoauth2_token.clone();
     let policy = Arc::new(policy);
     let context = Arc::new(Context {
         policy: policy.clone(),

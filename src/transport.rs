@@ -14,6 +14,7 @@
 //! This module must not touch the ledger or decide what a reply means for a recipient: it
 //! returns replies with the step they answered; `classify` holds the table that interprets them.
 
+mod auth;
 pub mod classify;
 
 use std::fmt;
@@ -26,7 +27,6 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use base64::Engine as _;
 use lettre::Address;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -50,6 +50,11 @@ impl Secret {
     pub fn new(value: String) -> Secret {
         Secret(value)
     }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -66,6 +71,8 @@ pub struct Settings {
     pub security: Security,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// XOAUTH2 instead of a password: the run's token source (shared by every connection).
+    pub oauth: Option<Arc<crate::oauth::Tokens>>,
     /// PEM roots trusted in addition to the system's.
     pub ca_file: Option<PathBuf>,
     pub hello_name: Option<String>,
@@ -304,7 +311,7 @@ pub struct Transport {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     /// The EHLO argument: a domain, or an address literal.
     hello: String,
-    credentials: Option<(String, Secret)>,
+    credentials: Option<auth::Credentials>,
     /// The port that worked last; tried first by the next connect.
     working_port: AtomicU16,
 }
@@ -356,10 +363,17 @@ impl Transport {
                 return Err(Error::PlaintextAuth);
             }
         }
-        let credentials = match (&settings.username, &settings.password) {
-            (Some(user), Some(pass)) => Some((user.clone(), pass.clone())),
-            (Some(_), None) => return Err(Error::MissingPassword),
-            (None, _) => None,
+        let credentials = match (&settings.username, &settings.password, &settings.oauth) {
+            (Some(user), _, Some(tokens)) => Some(auth::Credentials::OAuth {
+                user: user.clone(),
+                tokens: tokens.clone(),
+            }),
+            (Some(user), Some(password), None) => Some(auth::Credentials::Password {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            (Some(_), None, None) => return Err(Error::MissingPassword),
+            (None, _, _) => None,
         };
         let tls = if settings.security == Security::None && settings.fallback_ports.is_empty() {
             None
@@ -561,7 +575,7 @@ impl Transport {
             // RFC 3207 §4.2: everything learnt before TLS is forgotten; ask again.
             ext = self.ehlo(&mut conn).await?;
         }
-        if let Some((user, password)) = &self.credentials {
+        if let Some(credentials) = &self.credentials {
             if !conn.get_ref().is_encrypted() {
                 // Belt and braces: `Transport::new` already refuses AUTH with security none.
                 return Err(PortFailure::Stop(ConnectFailure::Tls(Reply::local(
@@ -569,7 +583,7 @@ impl Transport {
                     "refusing to send credentials over an unencrypted connection".into(),
                 ))));
             }
-            authenticate(&mut conn, &ext, user, password).await?;
+            auth::authenticate(&mut conn, &ext, credentials).await?;
         }
         Ok(Session {
             conn: Some(conn),
@@ -605,58 +619,6 @@ fn hello_argument(name: &str) -> String {
         Ok(IpAddr::V4(ip)) => format!("[{ip}]"),
         Ok(IpAddr::V6(ip)) => format!("[IPv6:{ip}]"),
         Err(_) => name.to_owned(),
-    }
-}
-
-/// AUTH PLAIN (RFC 4616) when offered, else LOGIN; anything but 235 at the end is a refusal.
-async fn authenticate(
-    conn: &mut Conn<Stream>,
-    ext: &Extensions,
-    user: &str,
-    password: &Secret,
-) -> Result<(), PortFailure> {
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    let refused = |reply| PortFailure::Stop(ConnectFailure::Auth(reply));
-    let lost = |e: smtp::Error| refused(Reply::lost(Step::Auth, &e));
-    let reply = if ext.offers_auth("PLAIN") {
-        let token = b64(format!("\0{user}\0{}", password.0).as_bytes());
-        let first = conn
-            .command(&format!("AUTH PLAIN {token}"))
-            .await
-            .map_err(lost)?;
-        if first.code == 334 {
-            // A server that does not take the initial response asks for it (RFC 4954 §4).
-            conn.command(&token).await.map_err(lost)?
-        } else {
-            first
-        }
-    } else if ext.offers_auth("LOGIN") {
-        let mut reply = conn.command("AUTH LOGIN").await.map_err(lost)?;
-        for answer in [user.as_bytes(), password.0.as_bytes()] {
-            if reply.code != 334 {
-                break;
-            }
-            reply = conn.command(&b64(answer)).await.map_err(lost)?;
-        }
-        reply
-    } else {
-        let offered = if ext.auth.is_empty() {
-            "none".to_owned()
-        } else {
-            ext.auth.join(" ")
-        };
-        return Err(refused(Reply::local(
-            Step::Auth,
-            format!(
-                "the relay offers no AUTH mechanism mailroom speaks (offered: {offered}; \
-                 mailroom uses PLAIN or LOGIN)"
-            ),
-        )));
-    };
-    if reply.code == 235 {
-        Ok(())
-    } else {
-        Err(refused(Reply::from_smtp(Step::Auth, &reply)))
     }
 }
 
@@ -988,6 +950,7 @@ mod tests {
             security: Security::Tls,
             username: None,
             password: None,
+            oauth: None,
             ca_file: Some(ca),
             hello_name: None,
             fallback_ports: vec![],

@@ -75,6 +75,7 @@ fn settings(rig: &Rig, port: u16, security: Security) -> Settings {
         security,
         username: Some(rig.user.clone()),
         password: Some(Secret::new(rig.password.clone())),
+        oauth: None,
         ca_file: Some(rig.ca.clone()),
         hello_name: Some("client.mailroom.test".into()),
         fallback_ports: vec![],

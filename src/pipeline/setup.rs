@@ -470,6 +470,7 @@ pub fn settings(campaign: &Campaign) -> Result<Settings, Error> {
         security: smtp.security,
         username: smtp.username.clone(),
         password,
+        oauth: None,
         ca_file: smtp.ca_file.clone(),
         hello_name: smtp.hello_name.clone(),
         fallback_ports: smtp.fallback_ports.clone(),

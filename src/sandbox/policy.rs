@@ -19,6 +19,9 @@ pub struct Policy {
     pub tls_available: bool,
     /// User and password; AUTH is offered (after TLS) and required before MAIL when set.
     pub auth: Option<(String, String)>,
+    /// The OAuth2 access token AUTH XOAUTH2 accepts for the `auth` user (offered next to PLAIN
+    /// and LOGIN when set).
+    pub xoauth2_token: Option<String>,
     /// Advertised with SIZE; larger messages get 552 5.3.4.
     pub max_message_size: usize,
     /// RCPTs per message before 452 4.5.3.
@@ -48,6 +51,7 @@ impl Policy {
             hostname: hostname.to_owned(),
             tls_available,
             auth,
+            xoauth2_token: None,
             max_message_size: 10 * 1024 * 1024,
             max_recipients: 100,
             script,

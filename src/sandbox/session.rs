@@ -30,7 +30,13 @@ enum Mode {
     Command,
     AuthPlain,
     AuthLoginUser,
-    AuthLoginPassword { user: String },
+    AuthLoginPassword {
+        user: String,
+    },
+    /// `AUTH XOAUTH2` without an initial response: the next line is it.
+    AuthXoauth2,
+    /// A refused token got the 334 error challenge; the client's next line (empty) gets 535.
+    AuthXoauth2Refused,
     Data(DataState),
 }
 
@@ -220,6 +226,15 @@ impl Session {
                     None => self.error(501, "5.5.2", "cannot decode the AUTH response"),
                 }
             }
+            Mode::AuthXoauth2 => {
+                self.policy.record("<redacted>");
+                self.xoauth2_response(text)
+            }
+            Mode::AuthXoauth2Refused => {
+                self.policy
+                    .record(String::from_utf8_lossy(text).into_owned());
+                self.error(535, "5.7.8", "username and token not accepted")
+            }
             Mode::Command | Mode::Data(_) => self.command(text),
         }
     }
@@ -369,7 +384,11 @@ impl Session {
             lines.push("STARTTLS".to_owned());
         }
         if self.policy.auth.is_some() && self.tls {
-            lines.push("AUTH PLAIN LOGIN".to_owned());
+            if self.policy.xoauth2_token.is_some() {
+                lines.push("AUTH PLAIN LOGIN XOAUTH2".to_owned());
+            } else {
+                lines.push("AUTH PLAIN LOGIN".to_owned());
+            }
         }
         let mut reply = String::new();
         for (i, line) in lines.iter().enumerate() {
@@ -440,6 +459,17 @@ impl Session {
                 }
                 None => self.error(501, "5.5.2", "cannot decode the AUTH response"),
             },
+            ("XOAUTH2", _) if self.policy.xoauth2_token.is_none() => {
+                self.error(504, "5.5.4", "unrecognized authentication mechanism")
+            }
+            ("XOAUTH2", None) => {
+                self.mode = Mode::AuthXoauth2;
+                Response {
+                    reply: "334 \r\n".to_owned(),
+                    ..Response::none()
+                }
+            }
+            ("XOAUTH2", Some(initial)) => self.xoauth2_response(initial.as_bytes()),
             ("", _) => self.error(501, "5.5.4", "AUTH needs a mechanism"),
             _ => self.error(504, "5.5.4", "unrecognized authentication mechanism"),
         }
@@ -468,6 +498,47 @@ impl Session {
             return self.error(535, "5.7.8", "authentication credentials invalid");
         }
         self.check_credentials(&user, &password)
+    }
+
+    /// Checks `user=U^Aauth=Bearer T^A^A` against the `auth` user and the configured token.
+    fn xoauth2_response(&mut self, response: &[u8]) -> Response {
+        let Some(decoded) = BASE64.decode(response).ok() else {
+            return self.error(501, "5.5.2", "cannot decode the AUTH response");
+        };
+        let text = String::from_utf8_lossy(&decoded);
+        let mut user = None;
+        let mut token = None;
+        for field in text.split('\x01') {
+            if let Some(u) = field.strip_prefix("user=") {
+                user = Some(u);
+            } else if let Some(t) = field.strip_prefix("auth=Bearer ") {
+                token = Some(t);
+            }
+        }
+        let delay = self.delay(Stage::Auth);
+        let ok = !self.policy.script.session.auth_fails
+            && self
+                .policy
+                .auth
+                .as_ref()
+                .is_some_and(|(u, _)| Some(u.as_str()) == user)
+            && self
+                .policy
+                .xoauth2_token
+                .as_deref()
+                .is_some_and(|t| Some(t) == token);
+        if ok {
+            self.authenticated = true;
+            return Response::reply(235, "2.7.0", "authentication successful").delayed(delay);
+        }
+        self.mode = Mode::AuthXoauth2Refused;
+        let challenge = BASE64
+            .encode(r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#);
+        Response {
+            reply: format!("334 {challenge}\r\n"),
+            ..Response::none()
+        }
+        .delayed(delay)
     }
 
     fn check_credentials(&mut self, user: &str, password: &str) -> Response {
@@ -945,6 +1016,64 @@ mod tests {
         assert!(!transcript.contains(&BASE64.encode("secret")));
         assert!(!transcript.contains(&BASE64.encode("user")));
         assert!(transcript.contains("AUTH LOGIN\n<redacted>\n<redacted>"));
+    }
+
+    #[test]
+    fn xoauth2_accepts_the_token_and_refuses_others_like_gmail() {
+        let mut policy = Policy::new(
+            "sandbox.test",
+            true,
+            Some(("user".to_owned(), "secret".to_owned())),
+            Script::accept_all(),
+        );
+        policy.xoauth2_token = Some("tok-1".into());
+        let p = Arc::new(policy);
+        let response = |user: &str, token: &str| {
+            BASE64.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
+        };
+        let mut s = Session::new(p.clone(), true);
+        s.greeting();
+        assert!(
+            feed(&mut s, "EHLO c")
+                .reply
+                .contains("AUTH PLAIN LOGIN XOAUTH2")
+        );
+        let refused = feed(
+            &mut s,
+            &format!("AUTH XOAUTH2 {}", response("user", "tok-2")),
+        );
+        let challenge = refused.reply.strip_prefix("334 ").unwrap().trim_end();
+        let json = BASE64.decode(challenge).unwrap();
+        assert!(
+            String::from_utf8(json)
+                .unwrap()
+                .contains("\"status\":\"400\"")
+        );
+        assert_eq!(code(&mut s, ""), 535);
+        assert_eq!(code(&mut s, "MAIL FROM:<a@b.test>"), 530);
+        // Right token, wrong user: refused too.
+        assert_eq!(
+            code(
+                &mut s,
+                &format!("AUTH XOAUTH2 {}", response("other", "tok-1"))
+            ),
+            334
+        );
+        assert_eq!(code(&mut s, ""), 535);
+        // Without the initial response the server asks for it.
+        assert_eq!(code(&mut s, "AUTH XOAUTH2"), 334);
+        assert_eq!(code(&mut s, &response("user", "tok-1")), 235);
+        assert_eq!(code(&mut s, "MAIL FROM:<a@b.test>"), 250);
+        assert!(!p.transcript().join("\n").contains("tok-"));
+    }
+
+    #[test]
+    fn xoauth2_is_not_offered_without_a_token() {
+        let p = policy("", true);
+        let mut s = Session::new(p, true);
+        s.greeting();
+        assert!(!feed(&mut s, "EHLO c").reply.contains("XOAUTH2"));
+        assert_eq!(code(&mut s, "AUTH XOAUTH2 eA=="), 504);
     }
 
     #[test]

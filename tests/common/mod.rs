@@ -13,6 +13,7 @@
 
 pub mod fixture;
 pub mod ledger;
+pub mod oauth;
 pub mod refusal;
 pub mod relay;
 pub mod sandbox;
@@ -103,6 +104,7 @@ pub fn settings(host: &str, port: u16, security: Security) -> Settings {
         security,
         username: None,
         password: None,
+        oauth: None,
         ca_file: None,
         hello_name: Some("client.test".into()),
         fallback_ports: vec![],

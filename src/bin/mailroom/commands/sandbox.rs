@@ -39,6 +39,10 @@ struct Options {
     /// Name of the environment variable holding the AUTH password.
     #[arg(long, value_name = "VAR", requires = "user")]
     password_env: Option<String>,
+    /// Name of the environment variable holding an OAuth2 access token that AUTH XOAUTH2
+    /// accepts for --user (a wrong one is refused as Gmail refuses it).
+    #[arg(long, value_name = "VAR", requires = "user")]
+    xoauth2_token_env: Option<String>,
     /// Where to write the generated CA certificate [default: `sandbox-ca.pem` next to --maildir].
     #[arg(long, value_name = "FILE")]
     ca_out: Option<PathBuf>,
@@ -81,6 +85,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
         config = config.auth(user, &password);
     }
+    if let Some(var) = &args.xoauth2_token_env {
+        let token = std::env::var(var).map_err(|_| {
+            anyhow::anyhow!(
+                "the environment variable {var} (--xoauth2-token-env) is not set\n\nExport it first, e.g. `export {var}=...`."
+            )
+        })?;
+        config = config.xoauth2_token(&token);
+    }
     let ca_path = args.ca_out.clone().unwrap_or_else(|| {
         args.maildir
             .parent()
@@ -109,7 +121,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         match (&args.user, &args.password_env) {
-            (Some(user), Some(var)) => println!("  AUTH PLAIN/LOGIN after TLS: user {user}, password from ${var}"),
+            (Some(user), Some(var)) => {
+                println!("  AUTH PLAIN/LOGIN after TLS: user {user}, password from ${var}");
+                if let Some(token_var) = &args.xoauth2_token_env {
+                    println!("  AUTH XOAUTH2 after TLS: user {user}, token from ${token_var}");
+                }
+            }
             _ => println!("  no AUTH required"),
         }
         println!("  accepted messages: {}", sandbox.maildir().display());
