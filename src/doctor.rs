@@ -36,18 +36,31 @@ pub enum Error {
     NoPorts,
 }
 
-/// Credentials for the optional AUTH test. Debug never shows the password.
+/// Credentials for the optional AUTH test. Debug never shows the password or a token.
 #[derive(Clone)]
 pub struct Credentials {
     pub username: String,
-    pub password: String,
+    pub login: Login,
+}
+
+/// How the AUTH test logs in.
+#[derive(Clone)]
+pub enum Login {
+    /// PLAIN, else LOGIN.
+    Password(String),
+    /// XOAUTH2 with a token from this source (fetched when the test runs).
+    XOAuth2(std::sync::Arc<crate::oauth::Tokens>),
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let login = match &self.login {
+            Login::Password(_) => "password <redacted>".to_owned(),
+            Login::XOAuth2(tokens) => format!("xoauth2 from {}", tokens.source().describe()),
+        };
         f.debug_struct("Credentials")
             .field("username", &self.username)
-            .field("password", &"<redacted>")
+            .field("login", &login)
             .finish()
     }
 }

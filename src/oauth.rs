@@ -165,6 +165,7 @@ struct State {
 /// The token source shared by every connection of a run (one fetch at a time).
 pub struct Tokens {
     source: Source,
+    purpose: Purpose,
     tls: Arc<ClientConfig>,
     state: Mutex<State>,
 }
@@ -182,12 +183,19 @@ impl Tokens {
     pub fn new(source: Source, tls: Arc<ClientConfig>) -> Tokens {
         Tokens {
             source,
+            purpose: Purpose::Smtp,
             tls,
             state: Mutex::new(State {
                 cached: None,
                 refresh_token: None,
             }),
         }
+    }
+
+    /// Marks these tokens as IMAP's: a token command sees `MAILROOM_OAUTH_PURPOSE=imap`.
+    pub fn for_purpose(mut self, purpose: Purpose) -> Tokens {
+        self.purpose = purpose;
+        self
     }
 
     pub fn source(&self) -> &Source {
@@ -206,7 +214,7 @@ impl Tokens {
             return Ok(cached.token.clone());
         }
         let fetched = match &self.source {
-            Source::Command(argv) => run_command(argv).await?,
+            Source::Command(argv) => run_command(argv, self.purpose).await?,
             Source::Refresh(grant) => {
                 let refresh = state.refresh_token.as_ref().unwrap_or(&grant.refresh_token);
                 let fetched = refresh_grant(grant, refresh, &self.tls).await?;
@@ -233,7 +241,7 @@ struct Fetched {
     refresh_token: Option<Secret>,
 }
 
-async fn run_command(argv: &[String]) -> Result<Fetched, Error> {
+async fn run_command(argv: &[String], purpose: Purpose) -> Result<Fetched, Error> {
     let program = crate::display::one_line(argv.first().map_or("", String::as_str));
     let Some((first, rest)) = argv.split_first() else {
         return Err(Error::Spawn {
@@ -243,6 +251,14 @@ async fn run_command(argv: &[String]) -> Result<Fetched, Error> {
     };
     let mut child = tokio::process::Command::new(first)
         .args(rest)
+        // One command can serve both: the account or scope may differ for the bounce mailbox.
+        .env(
+            "MAILROOM_OAUTH_PURPOSE",
+            match purpose {
+                Purpose::Smtp => "smtp",
+                Purpose::Imap => "imap",
+            },
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         // Its diagnostics may quote secrets and would tear a dashboard: never shown.

@@ -29,6 +29,7 @@
 mod decide;
 mod dispatch;
 pub mod pace;
+pub mod secrets;
 pub mod setup;
 mod worker;
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use mailroom::bounce;
 use mailroom::model::FeedbackKind;
 
+mod common;
+
 fn corpus_dir() -> PathBuf {
     fixture_set("corpus")
 }
@@ -796,6 +798,12 @@ fn free_port() -> u16 {
 /// for user `bounces` / password `s3cret`. `None` (with a loud message) when Dovecot is not
 /// installed or we cannot run it as root; under CI=true that is a failure.
 fn start_dovecot(messages: &[(String, Vec<u8>)]) -> Option<Dovecot> {
+    start_dovecot_with(messages, None)
+}
+
+/// [`start_dovecot`], and with `userinfo` also AUTHENTICATE XOAUTH2: Dovecot's oauth2 passdb
+/// asks that URL (with the token as a Bearer header) whom a token belongs to.
+fn start_dovecot_with(messages: &[(String, Vec<u8>)], userinfo: Option<&str>) -> Option<Dovecot> {
     use std::os::unix::fs::{PermissionsExt, chown};
     let binary = Path::new("/usr/sbin/dovecot");
     let uid = std::process::Command::new("id").arg("-u").output().ok()?;
@@ -850,13 +858,32 @@ fn start_dovecot(messages: &[(String, Vec<u8>)]) -> Option<Dovecot> {
     }
     let (starttls_port, imaps_port) = (free_port(), free_port());
     let p = d.display();
+    let (mechanisms, oauth_passdb) = match userinfo {
+        None => ("plain", String::new()),
+        Some(url) => {
+            std::fs::write(
+                d.join("oauth2.conf"),
+                format!(
+                    "introspection_mode = auth\nintrospection_url = {url}\n\
+                     force_introspection = yes\nusername_attribute = email\n"
+                ),
+            )
+            .unwrap();
+            (
+                "plain xoauth2",
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {p}/oauth2.conf\n}}\n"
+                ),
+            )
+        }
+    };
     let conf = format!(
         "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\n\
          protocols = imap\nlisten = 127.0.0.1\nssl = required\n\
          ssl_cert = <{p}/cert.pem\nssl_key = <{p}/key.pem\n\
-         disable_plaintext_auth = yes\nauth_mechanisms = plain\n\
+         disable_plaintext_auth = yes\nauth_mechanisms = {mechanisms}\n\
          default_internal_user = dovecot\ndefault_login_user = dovenull\n\
-         first_valid_uid = 1\nmail_location = maildir:~/Maildir\n\
+         first_valid_uid = 1\nmail_location = maildir:~/Maildir\n{oauth_passdb}\
          passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
          userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={p}/home/%u\n}}\n\
          service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {starttls_port}\n  }}\n\
@@ -973,6 +1000,87 @@ fn imap_import_from_dovecot_over_starttls_and_implicit_tls_leaves_mail_unread() 
         .count();
     assert_eq!(seen, 0, "no message may be flagged \\Seen");
     assert_eq!(std::fs::read_dir(maildir.join("new")).unwrap().count(), 7);
+}
+
+/// `bounces import --imap-auth xoauth2` against a real Dovecot whose oauth2 passdb validates
+/// the token at a loopback userinfo endpoint; the token comes from the campaign's `[smtp]`
+/// refresh-token settings via a loopback token endpoint. A wrong token is refused by Dovecot.
+#[test]
+fn imap_import_with_xoauth2_from_dovecot() {
+    use common::oauth::{Issuer, TokenEndpoint};
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let issue = |access_token: &str| Issuer {
+        client_id: "imap-client".into(),
+        client_secret: "imap-secret".into(),
+        refresh_token: "1//imap-refresh".into(),
+        access_token: access_token.into(),
+        expires_in: 3600,
+        user: "bounces".into(),
+        rotate: false,
+    };
+    let endpoint = runtime.block_on(TokenEndpoint::start(issue("ya29.imap-token")));
+    let userinfo = endpoint.url.replace("/token", "/userinfo");
+    let fixtures = import_fixtures();
+    let Some(server) = start_dovecot_with(&fixtures, Some(&userinfo)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (campaign, db) = campaign_with_ledger(dir.path());
+    let toml = campaign.join("campaign.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replacen(
+        "password_env = \"MAILROOM_SMTP_PASSWORD\"",
+        &format!(
+            "auth = \"xoauth2\"\nprovider = \"google\"\ntoken_url = \"{}\"\n\
+             client_id_env = \"T_CLIENT\"\nclient_secret_env = \"T_SECRET\"\n\
+             refresh_token_env = \"T_REFRESH\"",
+            endpoint.url
+        ),
+        1,
+    );
+    std::fs::write(&toml, text).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let import = |refresh: &str| {
+        mailroom()
+            .env_remove("MAILROOM_IMAP_PASSWORD")
+            .env("T_CLIENT", "imap-client")
+            .env("T_SECRET", "imap-secret")
+            .env("T_REFRESH", refresh)
+            .args(["bounces", "import"])
+            .arg(&campaign)
+            .arg("--imap")
+            .arg(format!(
+                "imaps://bounces@127.0.0.1:{}/INBOX",
+                server.imaps_port
+            ))
+            .args(["--imap-auth", "xoauth2", "--imap-ca"])
+            .arg(&ca)
+            .output()
+            .unwrap()
+    };
+    let out = import("1//imap-refresh");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("recorded            5"), "{text}");
+    assert_eq!(
+        states(&mailroom_test_conn(&db))["alice@example.org"],
+        "bounced_hard"
+    );
+    assert_eq!(endpoint.requests(), 1);
+    assert!(!text.contains("ya29.imap-token") && !stderr.contains("ya29.imap-token"));
+
+    // The endpoint now hands out a token Dovecot's userinfo check does not know.
+    let wrong = runtime.block_on(TokenEndpoint::start(issue("ya29.unknown")));
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace(&endpoint.url, &wrong.url);
+    std::fs::write(&toml, text).unwrap();
+    let out = import("1//imap-refresh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("AUTHENTICATE refused"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mailroom::doctor::{self, Connect, Credentials, Options, Report, Security};
+use mailroom::doctor::{self, Connect, Credentials, Login, Options, Report, Security};
 use mailroom::sandbox::{self, SandboxConfig};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -35,7 +35,7 @@ fn options(port: u16) -> Options {
 fn creds(user: &str, password: &str) -> Option<Credentials> {
     Some(Credentials {
         username: user.into(),
-        password: password.into(),
+        login: Login::Password(password.into()),
     })
 }
 
@@ -113,6 +113,69 @@ async fn sandbox_starttls_with_ca_file_verifies_and_auth_is_accepted() {
         "{auth:?}"
     );
     assert!(!report.usable());
+    sb.shutdown().await;
+}
+
+/// `doctor --auth` with XOAUTH2: a token command's token is accepted; another token is refused
+/// with the decoded JSON error shown; a failing command is reported, not sent.
+#[tokio::test]
+async fn auth_test_tries_xoauth2_with_the_configured_token_source() {
+    provider();
+    let dir = tempfile::tempdir().unwrap();
+    let config = SandboxConfig::new(dir.path().join("mail"))
+        .auth("ann", "s3cret-pw")
+        .xoauth2_token("tok-good");
+    let sb = sandbox::start(config).await.unwrap();
+    let ca = dir.path().join("ca.pem");
+    sb.write_ca(&ca).unwrap();
+    let mut o = options(sb.addr().port());
+    o.ca_file = Some(ca);
+    let roots = mailroom::tls::client_config(None).unwrap().config;
+    let with_command = |argv: &[&str]| {
+        let source =
+            mailroom::oauth::Source::Command(argv.iter().map(|a| (*a).to_owned()).collect());
+        Some(Credentials {
+            username: "ann".into(),
+            login: Login::XOAuth2(Arc::new(mailroom::oauth::Tokens::new(
+                source,
+                roots.clone(),
+            ))),
+        })
+    };
+
+    o.credentials = with_command(&["echo", "tok-good"]);
+    let report = doctor::run(&o).await.unwrap();
+    let auth = report.ports[0].auth_result.as_ref().unwrap();
+    assert!(auth.attempted && auth.success, "{auth:?}");
+    assert_eq!(auth.mechanism.as_deref(), Some("XOAUTH2"));
+    assert!(report.usable());
+
+    o.credentials = with_command(&["echo", "tok-bad"]);
+    let report = doctor::run(&o).await.unwrap();
+    let auth = report.ports[0].auth_result.as_ref().unwrap();
+    assert!(auth.attempted && !auth.success, "{auth:?}");
+    let reply = auth.reply.as_deref().unwrap();
+    assert!(reply.starts_with("535"), "{reply}");
+    assert!(reply.contains("status 400"), "{reply}");
+    assert!(!report.usable());
+
+    o.credentials = with_command(&["false"]);
+    let report = doctor::run(&o).await.unwrap();
+    let auth = report.ports[0].auth_result.as_ref().unwrap();
+    assert!(!auth.attempted, "{auth:?}");
+    assert!(
+        auth.skipped
+            .as_deref()
+            .unwrap()
+            .contains("token command false failed"),
+        "{auth:?}"
+    );
+    let transcript = sb.transcript();
+    assert!(mail_commands(&transcript).is_empty(), "{transcript:?}");
+    assert!(
+        !transcript.iter().any(|l| l.contains("tok-")),
+        "{transcript:?}"
+    );
     sb.shutdown().await;
 }
 

@@ -24,6 +24,7 @@ fn issuer(expires_in: u64, rotate: bool) -> Issuer {
         refresh_token: "1//refresh-token".into(),
         access_token: TOKEN.into(),
         expires_in,
+        user: USER.into(),
         rotate,
     }
 }
@@ -209,4 +210,142 @@ async fn a_relay_without_xoauth2_is_named_not_guessed_around() {
         0,
         "no token is fetched for a relay that cannot take it"
     );
+}
+
+/// `[smtp]` for XOAUTH2 against `relay` with the refresh grant served by `endpoint`.
+fn oauth_smtp(relay: &Relay, endpoint: &TokenEndpoint) -> String {
+    format!(
+        "host = \"localhost\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"\n\
+         username = \"{USER}\"\nauth = \"xoauth2\"\nprovider = \"google\"\ntoken_url = \"{}\"\n\
+         client_id_env = \"TEST_OAUTH_CLIENT_ID\"\nclient_secret_env = \"TEST_OAUTH_CLIENT_SECRET\"\n\
+         refresh_token_env = \"TEST_OAUTH_REFRESH\"\nmessages_per_connection = 2\n",
+        relay.port(),
+        relay.ca.display(),
+        endpoint.url
+    )
+}
+
+async fn mailroom(args: &[&std::ffi::OsStr], refresh_token: &str) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(args)
+        .env("TEST_OAUTH_CLIENT_ID", "client-1.apps.example")
+        .env("TEST_OAUTH_CLIENT_SECRET", "client-secret-1")
+        .env("TEST_OAUTH_REFRESH", refresh_token)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_with_auth_xoauth2_delivers_and_no_secret_reaches_output_or_ledger() {
+    let relay = xoauth2_relay().await;
+    let endpoint = TokenEndpoint::start(issuer(3600, false)).await;
+    let emails: Vec<String> = (0..5).map(|i| format!("r{i}@example.test")).collect();
+    let root = common::write_campaign(
+        relay.dir.path(),
+        "oauth-cli",
+        "news@example.com",
+        &oauth_smtp(&relay, &endpoint),
+        &emails,
+    );
+    let (code, out) = mailroom(
+        &["send".as_ref(), root.as_os_str(), "--yes".as_ref()],
+        "1//refresh-token",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(relay.seen().messages_accepted, 5, "{out}");
+    assert_eq!(endpoint.requests(), 1);
+    let mut ledger_bytes = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("mailroom.db")
+        {
+            ledger_bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let ledger = String::from_utf8_lossy(&ledger_bytes);
+    for secret in [TOKEN, "1//refresh-token", "client-secret-1"] {
+        assert!(!out.contains(secret), "{secret} printed:\n{out}");
+        assert!(!ledger.contains(secret), "{secret} in the ledger");
+    }
+
+    // A revoked refresh token: exit like a wrong password, the endpoint's words, nothing sent.
+    let relay = xoauth2_relay().await;
+    let root = common::write_campaign(
+        relay.dir.path(),
+        "oauth-revoked",
+        "news@example.com",
+        &oauth_smtp(&relay, &endpoint),
+        &emails,
+    );
+    let (code, out) = mailroom(
+        &["send".as_ref(), root.as_os_str(), "--yes".as_ref()],
+        "1//revoked",
+    )
+    .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("authentication failed"), "{out}");
+    assert!(out.contains("invalid_grant"), "{out}");
+    assert!(!out.contains("1//revoked"), "{out}");
+    assert_eq!(relay.seen().messages_accepted, 0);
+}
+
+#[test]
+fn oauth_settings_that_do_not_make_one_method_are_refused_at_their_line() {
+    let cases: [(&str, &str); 6] = [
+        (
+            "username = \"u\"\nauth = \"xoauth2\"\n",
+            "needs a token source",
+        ),
+        (
+            "auth = \"xoauth2\"\ntoken_command = [\"echo\", \"t\"]\n",
+            "needs username",
+        ),
+        (
+            "username = \"u\"\nauth = \"xoauth2\"\ntoken_command = [\"echo\"]\nprovider = \"google\"\n",
+            "belongs to the refresh-token flow",
+        ),
+        (
+            "username = \"u\"\ntoken_command = [\"echo\"]\n",
+            "auth is not \"xoauth2\"",
+        ),
+        (
+            "username = \"u\"\nauth = \"xoauth2\"\nprovider = \"google\"\nclient_id_env = \"A\"\n\
+             refresh_token_env = \"B\"\ntoken_url = \"http://oauth.example.com/token\"\n",
+            "plain http is allowed only to a loopback address",
+        ),
+        (
+            "username = \"u\"\nauth = \"xoauth2\"\ntoken_command = [\"echo\"]\npassword_env = \"P\"\n",
+            "does not use a password",
+        ),
+    ];
+    for (smtp, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let table = format!("host = \"smtp.example.com\"\nsecurity = \"starttls\"\n{smtp}");
+        let root = common::write_campaign(dir.path(), "c", "news@example.com", &table, &[]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("check")
+            .arg(&root)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{smtp}");
+        assert!(text.contains(expected), "{smtp}\n{text}");
+        assert!(
+            text.contains("campaign.toml:"),
+            "names the file and line: {text}"
+        );
+    }
 }

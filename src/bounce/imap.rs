@@ -129,6 +129,30 @@ pub enum Error {
     UidValidityChanged { host: String, mailbox: String },
     #[error("the IMAP user name or password contains a line break")]
     BadCredentials,
+    #[error(
+        "IMAP server {host} does not offer AUTHENTICATE XOAUTH2\n\nUse a password (drop --imap-auth xoauth2), or a server that takes OAuth2 tokens."
+    )]
+    NoXoauth2 { host: String },
+    #[error("no OAuth2 access token for IMAP: {0}")]
+    Token(#[from] crate::oauth::Error),
+}
+
+/// How a session logs in. Neither variant's `Debug` shows a secret.
+#[derive(Clone)]
+pub enum Login {
+    /// LOGIN with this password.
+    Password(String),
+    /// AUTHENTICATE XOAUTH2 with tokens from this source.
+    XOAuth2(std::sync::Arc<crate::oauth::Tokens>),
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Login::Password(_) => f.write_str("Password(<redacted>)"),
+            Login::XOAuth2(tokens) => f.debug_tuple("XOAuth2").field(tokens).finish(),
+        }
+    }
 }
 
 /// `imaps://` is [`Security::Tls`], `imap://` [`Security::StartTls`] (required unless the host
@@ -478,7 +502,7 @@ fn fetch_item(text: &[u8], name: &[u8]) -> Option<u64> {
 
 impl Session {
     /// Connects, upgrades to TLS as the URL says, logs in and EXAMINEs the mailbox.
-    async fn open(url: &ImapUrl, password: &str, extra_ca: Option<&[u8]>) -> Result<Self, Error> {
+    async fn open(url: &ImapUrl, login: &Login, extra_ca: Option<&[u8]>) -> Result<Self, Error> {
         let host = url.host.as_str();
         let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((host, url.port)))
             .await
@@ -550,12 +574,17 @@ impl Session {
                 });
             }
         }
-        s.command(
-            "LOGIN",
-            &format!("{} {}", quote(&url.user)?, quote(password)?),
-            |_| {},
-        )
-        .await?;
+        match login {
+            Login::Password(password) => {
+                s.command(
+                    "LOGIN",
+                    &format!("{} {}", quote(&url.user)?, quote(password)?),
+                    |_| {},
+                )
+                .await?;
+            }
+            Login::XOAuth2(tokens) => s.xoauth2(&url.user, tokens).await?,
+        }
         // EXAMINE is SELECT read-only (RFC 3501 §6.3.2): the server keeps new mail "recent" and
         // unflagged, so the mailbox looks untouched to its other readers.
         let mut uidvalidity = None;
@@ -567,6 +596,68 @@ impl Session {
         .await?;
         s.uidvalidity = uidvalidity;
         Ok(s)
+    }
+
+    /// AUTHENTICATE XOAUTH2 (with the initial response when the server has SASL-IR). A refused
+    /// token gets a `+` continuation with a base64 JSON error, which the client answers with
+    /// an empty line; the tagged NO that follows is the refusal.
+    async fn xoauth2(&mut self, user: &str, tokens: &crate::oauth::Tokens) -> Result<(), Error> {
+        const NAME: &str = "AUTHENTICATE";
+        if user.contains(['\r', '\n', '\x01']) {
+            return Err(Error::BadCredentials);
+        }
+        let (mut xoauth2, mut sasl_ir) = (false, false);
+        self.command("CAPABILITY", "", |text| {
+            xoauth2 |= contains_ci(text, b"AUTH=XOAUTH2");
+            sasl_ir |= contains_ci(text, b"SASL-IR");
+        })
+        .await?;
+        if !xoauth2 {
+            return Err(Error::NoXoauth2 {
+                host: self.host.clone(),
+            });
+        }
+        let token = tokens.token().await?;
+        let response = crate::oauth::xoauth2_response(user, &token);
+        let tag = if sasl_ir {
+            self.send(NAME, &format!("XOAUTH2 {response}")).await?
+        } else {
+            self.send(NAME, "XOAUTH2").await?
+        };
+        let mut sent = sasl_ir;
+        let mut detail = None;
+        loop {
+            match self.next_reply(&tag, NAME, false).await {
+                Ok(Reply::Done) => return Ok(()),
+                Ok(Reply::Untagged(r)) if r.text.starts_with(b"+") => {
+                    if sent {
+                        let challenge = String::from_utf8_lossy(&r.text[1..]).into_owned();
+                        detail = crate::oauth::describe_challenge(&challenge);
+                        self.write(b"\r\n").await?;
+                    } else {
+                        sent = true;
+                        self.write(format!("{response}\r\n").as_bytes()).await?;
+                    }
+                }
+                Ok(_) => {}
+                Err(Error::Refused {
+                    host,
+                    command,
+                    reply,
+                }) => {
+                    let reply = match &detail {
+                        Some(detail) => format!("{reply} ({detail})"),
+                        None => reply,
+                    };
+                    return Err(Error::Refused {
+                        host,
+                        command,
+                        reply,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
@@ -757,7 +848,7 @@ pub struct Mailbox {
     url: ImapUrl,
     /// Kept for the new connection that replaces one dropped mid-literal; never logged (this
     /// type's `Debug` leaves it out).
-    password: String,
+    login: Login,
     extra_ca: Option<Vec<u8>>,
     /// `None` after a connection was dropped mid-literal, until the next one is needed.
     session: Option<Session>,
@@ -791,13 +882,13 @@ impl Mailbox {
     /// Connection, TLS, authentication or protocol failures, or a server over a cap.
     pub async fn open(
         url: &ImapUrl,
-        password: &str,
+        login: &Login,
         extra_ca: Option<&[u8]>,
     ) -> Result<Mailbox, Error> {
-        let session = Session::open(url, password, extra_ca).await?;
+        let session = Session::open(url, login, extra_ca).await?;
         Ok(Mailbox {
             url: url.clone(),
-            password: password.to_owned(),
+            login: login.clone(),
             extra_ca: extra_ca.map(<[u8]>::to_vec),
             cursor: 1,
             uidvalidity: session.uidvalidity,
@@ -821,8 +912,7 @@ impl Mailbox {
         let session = match self.session.take() {
             Some(s) => s,
             None => {
-                let mut s =
-                    Session::open(&self.url, &self.password, self.extra_ca.as_deref()).await?;
+                let mut s = Session::open(&self.url, &self.login, self.extra_ca.as_deref()).await?;
                 if s.uidvalidity != self.uidvalidity {
                     return Err(Error::UidValidityChanged {
                         host: self.url.host.clone(),

@@ -14,6 +14,9 @@ use serde::de::{self, Deserializer};
 use super::Error;
 use super::address;
 
+mod auth;
+pub use auth::{AuthMethod, OAuthProvider};
+
 /// The whole validated `campaign.toml`. Every path is absolute.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +114,34 @@ pub struct SmtpConfig {
     /// The wait for the reply after the final "." (RFC 5321 §4.5.3.2.6 says 10 minutes).
     #[serde(default = "default_data_timeout", deserialize_with = "de_seconds")]
     pub data_timeout: Duration,
+    /// Password (PLAIN/LOGIN) or OAuth2 (XOAUTH2); the OAuth2 keys below are checked in
+    /// `config::auth`.
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// Program and arguments (no shell) printing an access token or `{"access_token", ...}`.
+    #[serde(default)]
+    pub token_command: Option<Vec<String>>,
+    #[serde(default)]
+    pub provider: Option<OAuthProvider>,
+    /// Microsoft tenant (directory id or domain); `common` when unset.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub client_id_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub refresh_token_env: Option<String>,
+    #[serde(default)]
+    pub refresh_token_file: Option<PathBuf>,
+    /// Overrides the provider's token endpoint (plain http only to loopback, for tests).
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Overrides the scope asked for with the refresh grant.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 impl Default for SmtpConfig {
@@ -130,6 +161,17 @@ impl Default for SmtpConfig {
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
             data_timeout: default_data_timeout(),
+            auth: AuthMethod::default(),
+            token_command: None,
+            provider: None,
+            tenant: None,
+            client_id_env: None,
+            client_secret_env: None,
+            client_secret_file: None,
+            refresh_token_env: None,
+            refresh_token_file: None,
+            token_url: None,
+            scope: None,
         }
     }
 }
@@ -688,19 +730,8 @@ impl Config {
                 "Make every backoff step shorter than max_age, e.g. backoff = [\"30m\", \"1h\", \"4h\"].",
             ));
         }
-        if let Some(var) = &self.smtp.password_env {
-            let ok = !var.is_empty() && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !ok {
-                return Err(invalid(
-                    "smtp",
-                    "password_env",
-                    // Not echoed: a password pasted here by mistake must not reach the screen.
-                    "the value of password_env is not an environment variable name (letters, \
-                     digits and _ only; the value is not shown in case it is a password)"
-                        .into(),
-                    "password_env holds the NAME of a variable, e.g. password_env = \"MAILROOM_SMTP_PASSWORD\"; export the password in that variable.",
-                ));
-            }
+        if let Err((key, message, fix)) = auth::validate(&self.smtp) {
+            return Err(invalid("smtp", key, message, &fix));
         }
         // A pace slower than one message a day, or faster than a billion a second, is a typo
         // (and would overflow the pacer's interval arithmetic).
@@ -763,9 +794,15 @@ impl Config {
             *p = abs(p);
         }
         self.contacts.path = abs(&self.contacts.path);
-        for p in [&mut self.smtp.password_file, &mut self.smtp.ca_file]
-            .into_iter()
-            .flatten()
+        let smtp = &mut self.smtp;
+        for p in [
+            &mut smtp.password_file,
+            &mut smtp.ca_file,
+            &mut smtp.client_secret_file,
+            &mut smtp.refresh_token_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             *p = abs(p);
         }

@@ -17,7 +17,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::tls::Configs;
-use super::{AuthResult, Connect, Options, PortReport, Security, TlsReport, cert};
+use super::{AuthResult, Connect, Login, Options, PortReport, Security, TlsReport, cert};
 use crate::smtp::{Conn, Error as StepError, Extensions, parse_ehlo};
 
 /// How long a port expected to speak TLS first may take to show it speaks plaintext instead: a
@@ -515,6 +515,14 @@ impl Probe<'_> {
             return;
         };
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let password = match &creds.login {
+            Login::Password(password) => password,
+            Login::XOAuth2(tokens) => {
+                self.try_xoauth2(r, conn, ext, &creds.username, tokens)
+                    .await;
+                return;
+            }
+        };
         let mechanism = if ext.auth.iter().any(|m| m == "PLAIN") {
             "PLAIN"
         } else if ext.auth.iter().any(|m| m == "LOGIN") {
@@ -524,7 +532,7 @@ impl Probe<'_> {
                 "the server offers no AUTH on this port".to_owned()
             } else {
                 format!(
-                    "the server offers only {} (mailroom speaks PLAIN and LOGIN)",
+                    "the server offers only {} (mailroom speaks PLAIN and LOGIN with a password)",
                     ext.auth.join(" ")
                 )
             };
@@ -533,12 +541,11 @@ impl Probe<'_> {
         };
         let outcome: Result<_, StepError> = async {
             if mechanism == "PLAIN" {
-                let mut token =
-                    Vec::with_capacity(creds.username.len() * 2 + creds.password.len() + 2);
+                let mut token = Vec::with_capacity(creds.username.len() * 2 + password.len() + 2);
                 token.push(0);
                 token.extend_from_slice(creds.username.as_bytes());
                 token.push(0);
-                token.extend_from_slice(creds.password.as_bytes());
+                token.extend_from_slice(password.as_bytes());
                 return conn.command(&format!("AUTH PLAIN {}", b64(&token))).await;
             }
             let reply = conn.command("AUTH LOGIN").await?;
@@ -549,26 +556,80 @@ impl Probe<'_> {
             if reply.code != 334 {
                 return Ok(reply);
             }
-            conn.command(&b64(creds.password.as_bytes())).await
+            conn.command(&b64(password.as_bytes())).await
         }
         .await;
-        r.auth_result = Some(match outcome {
-            Ok(reply) => AuthResult {
-                attempted: true,
-                success: reply.code == 235,
-                mechanism: Some(mechanism.to_owned()),
-                reply: Some(reply.text()),
-                skipped: None,
-            },
-            Err(e) => AuthResult {
-                attempted: true,
-                success: false,
-                mechanism: Some(mechanism.to_owned()),
-                reply: Some(format!("no reply: {e}")),
-                skipped: None,
-            },
-        });
+        record_auth(r, mechanism, outcome);
     }
+
+    /// AUTH XOAUTH2: a refused token gets a 334 with a JSON error, answered with an empty
+    /// line; the 535 after it is the result (with the decoded error added).
+    async fn try_xoauth2<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        r: &mut PortReport,
+        conn: &mut Conn<S>,
+        ext: &Extensions,
+        user: &str,
+        tokens: &crate::oauth::Tokens,
+    ) {
+        if !ext.auth.iter().any(|m| m == "XOAUTH2") {
+            let offered = if ext.auth.is_empty() {
+                "no AUTH".to_owned()
+            } else {
+                ext.auth.join(" ")
+            };
+            self.skip_auth(
+                r,
+                &format!("the server offers {offered} on this port, not XOAUTH2"),
+            );
+            return;
+        }
+        let token = match tokens.token().await {
+            Ok(token) => token,
+            Err(e) => {
+                self.skip_auth(r, &format!("no OAuth2 access token: {e}"));
+                return;
+            }
+        };
+        let response = crate::oauth::xoauth2_response(user, &token);
+        let outcome: Result<_, StepError> = async {
+            let first = conn.command(&format!("AUTH XOAUTH2 {response}")).await?;
+            if first.code != 334 {
+                return Ok(first);
+            }
+            let detail = crate::oauth::describe_challenge(&first.message());
+            let mut last = conn.command("").await?;
+            if let Some(detail) = detail {
+                last.lines.push(detail);
+            }
+            Ok(last)
+        }
+        .await;
+        record_auth(r, "XOAUTH2", outcome);
+    }
+}
+
+fn record_auth(
+    r: &mut PortReport,
+    mechanism: &str,
+    outcome: Result<crate::smtp::Reply, StepError>,
+) {
+    r.auth_result = Some(match outcome {
+        Ok(reply) => AuthResult {
+            attempted: true,
+            success: reply.code == 235,
+            mechanism: Some(mechanism.to_owned()),
+            reply: Some(reply.text()),
+            skipped: None,
+        },
+        Err(e) => AuthResult {
+            attempted: true,
+            success: false,
+            mechanism: Some(mechanism.to_owned()),
+            reply: Some(format!("no reply: {e}")),
+            skipped: None,
+        },
+    });
 }
 
 fn apply_extensions(r: &mut PortReport, ext: &Extensions) {

@@ -130,7 +130,7 @@ pub fn recommend(
                 .iter()
                 .any(|p| p.auth_result.as_ref().is_some_and(|a| a.attempted))
         {
-            "The server rejected the credentials: check username and password.".to_owned()
+            "The server rejected the credentials: check the username and the password (or, with auth = \"xoauth2\", the token and its scope).".to_owned()
         } else {
             "No port offers TLS with a certificate that verifies; mailroom will not send passwords or mail that way.".to_owned()
         };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::campaign::{self, Campaign, Contact, ContactEntry};
 use crate::model::Shard;
 use crate::store::{DueRow, NewRecipient};
-use crate::transport::{Secret, Settings};
+use crate::transport::Settings;
 
 use super::{Options, Outgoing, RateOptions, Render, RetryOptions};
 
@@ -24,19 +24,33 @@ pub enum Error {
     )]
     NoHost { config: PathBuf },
     #[error(
-        "{config}: [smtp] password_env names the environment variable {var}, which is not set\n\n\
+        "{config}: [smtp] {key} names the environment variable {var}, which is not set\n\n\
          Export it before running mailroom (e.g. `read -rs {var}; export {var}`)."
     )]
-    PasswordEnv { config: PathBuf, var: String },
-    #[error("cannot read the password file {path}")]
-    PasswordFile {
+    SecretEnv {
+        config: PathBuf,
+        key: &'static str,
+        var: String,
+    },
+    #[error("cannot read the {what} file {path}")]
+    SecretFile {
+        what: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("{config}: [smtp] token_url: {why}")]
+    TokenUrl { config: PathBuf, why: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
+    #[error(
+        "{config}: --imap-auth xoauth2 uses the OAuth2 settings of [smtp], which has no auth = \"xoauth2\"\n\n\
+         Configure [smtp] auth = \"xoauth2\" with token_command or the refresh-token keys (see docs/oauth.md)."
+    )]
+    NoOAuth { config: PathBuf },
     #[error(
         "{config}: [smtp] username is set but neither password_env nor password_file is\n\n\
-         Add password_env = \"SMTP_PASSWORD\" under [smtp] and export that variable."
+         Add password_env = \"MAILROOM_SMTP_PASSWORD\" under [smtp] and export that variable (or use auth = \"xoauth2\")."
     )]
     NoPassword { config: PathBuf },
     #[error(transparent)]
@@ -440,37 +454,15 @@ pub fn settings(campaign: &Campaign) -> Result<Settings, Error> {
     if smtp.host.trim().is_empty() {
         return Err(Error::NoHost { config });
     }
-    let password = match (&smtp.password_env, &smtp.password_file) {
-        (Some(var), _) => match std::env::var(var) {
-            Ok(value) if !value.is_empty() => Some(Secret::new(value)),
-            _ => {
-                return Err(Error::PasswordEnv {
-                    config,
-                    var: var.clone(),
-                });
-            }
-        },
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::PasswordFile {
-                path: path.clone(),
-                source,
-            })?;
-            Some(Secret::new(
-                text.lines().next().unwrap_or_default().to_owned(),
-            ))
-        }
-        (None, None) => None,
-    };
-    if smtp.username.is_some() && password.is_none() {
-        return Err(Error::NoPassword { config });
-    }
+    let password = super::secrets::password(smtp, &config)?;
+    let oauth = super::secrets::tokens(smtp, &config, crate::oauth::Purpose::Smtp)?;
     Ok(Settings {
         host: smtp.host.clone(),
         port: smtp.port,
         security: smtp.security,
         username: smtp.username.clone(),
         password,
-        oauth: None,
+        oauth,
         ca_file: smtp.ca_file.clone(),
         hello_name: smtp.hello_name.clone(),
         fallback_ports: smtp.fallback_ports.clone(),
@@ -479,6 +471,21 @@ pub fn settings(campaign: &Campaign) -> Result<Settings, Error> {
         data_timeout: smtp.data_timeout,
         messages_per_connection: smtp.messages_per_connection,
     })
+}
+
+/// The token source of `bounces import --imap-auth xoauth2`: the `[smtp]` OAuth2 settings,
+/// asking for IMAP's scope (a token command sees `MAILROOM_OAUTH_PURPOSE=imap`).
+///
+/// # Errors
+/// When `[smtp]` is not set up for XOAUTH2, or a secret it names cannot be read.
+pub fn imap_tokens(campaign: &Campaign) -> Result<Arc<crate::oauth::Tokens>, Error> {
+    let config = campaign.config_path().to_owned();
+    super::secrets::tokens(
+        &campaign.config().smtp,
+        &config,
+        crate::oauth::Purpose::Imap,
+    )?
+    .ok_or(Error::NoOAuth { config })
 }
 
 /// Pipeline options from `[smtp] connections`, `[rate]` and `[retry]`.

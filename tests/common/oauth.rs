@@ -1,6 +1,8 @@
 //! A token endpoint on loopback for the OAuth2 refresh flow: plain HTTP/1.1 on 127.0.0.1:0 (the
 //! only place mailroom accepts a token URL without TLS), answering `grant_type=refresh_token`
 //! as Google and Microsoft do: a JSON access token, or `{"error": "invalid_grant"}` with 400.
+//! `GET /userinfo` with `Authorization: Bearer TOKEN` answers who the token belongs to, as a
+//! provider's userinfo endpoint does: what Dovecot's oauth2 passdb asks to validate a token.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +21,8 @@ pub struct Issuer {
     /// The access token it hands out.
     pub access_token: String,
     pub expires_in: u64,
+    /// Whom the access token belongs to (the `email` the userinfo endpoint answers).
+    pub user: String,
     /// Hand out a new refresh token with every answer and accept only the newest (Microsoft's
     /// rotation).
     pub rotate: bool,
@@ -44,12 +48,16 @@ impl TokenEndpoint {
                 let (issuer, current, r, f) =
                     (issuer.clone(), current.clone(), r.clone(), f.clone());
                 tokio::spawn(async move {
-                    let Some(form) = read_form(&mut stream).await else {
+                    let Some(request) = read_request(&mut stream).await else {
                         return;
                     };
-                    let n = r.fetch_add(1, Ordering::SeqCst) + 1;
-                    f.lock().unwrap().push(form.clone());
-                    let (status, body) = answer(&issuer, &current, &form, n);
+                    let (status, body) = if request.method == "GET" {
+                        userinfo(&issuer, request.bearer.as_deref())
+                    } else {
+                        let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+                        f.lock().unwrap().push(request.form.clone());
+                        answer(&issuer, &current, &request.form, n)
+                    };
                     let reply = format!(
                         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
@@ -116,7 +124,24 @@ fn answer(
     )
 }
 
-async fn read_form(stream: &mut tokio::net::TcpStream) -> Option<HashMap<String, String>> {
+fn userinfo(issuer: &Issuer, bearer: Option<&str>) -> (&'static str, String) {
+    if bearer == Some(issuer.access_token.as_str()) {
+        (
+            "200 OK",
+            format!(r#"{{"email":"{}","active":"true"}}"#, issuer.user),
+        )
+    } else {
+        ("401 Unauthorized", r#"{"error":"invalid_token"}"#.into())
+    }
+}
+
+struct Request {
+    method: String,
+    bearer: Option<String>,
+    form: HashMap<String, String>,
+}
+
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -141,12 +166,22 @@ async fn read_form(stream: &mut tokio::net::TcpStream) -> Option<HashMap<String,
             continue;
         }
         let body = String::from_utf8_lossy(&buf[at + 4..at + 4 + length]).into_owned();
-        return Some(
-            body.split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .map(|(k, v)| (decode(k), decode(v)))
-                .collect(),
-        );
+        let method = text.split(' ').next().unwrap_or_default().to_owned();
+        let bearer = text[..at].lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("authorization")
+                .then(|| v.trim().strip_prefix("Bearer ").map(str::to_owned))?
+        });
+        let form = body
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (decode(k), decode(v)))
+            .collect();
+        return Some(Request {
+            method,
+            bearer,
+            form,
+        });
     }
 }
 

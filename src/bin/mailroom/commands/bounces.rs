@@ -51,6 +51,16 @@ struct ImportArgs {
     /// to a loopback server). The password comes from $MAILROOM_IMAP_PASSWORD.
     #[arg(long, value_name = "URL")]
     imap: Option<String>,
+    /// How to log in to IMAP: `password` (LOGIN), or `xoauth2` (AUTHENTICATE XOAUTH2 with a
+    /// token from the campaign's [smtp] OAuth2 settings, asked for the IMAP scope).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "METHOD",
+        default_value = "password",
+        requires = "imap"
+    )]
+    imap_auth: ImapAuth,
     /// Name of the environment variable holding the IMAP password.
     #[arg(long, value_name = "NAME", default_value = "MAILROOM_IMAP_PASSWORD")]
     password_env: String,
@@ -60,6 +70,12 @@ struct ImportArgs {
     /// Use this ledger instead of the campaign's `[store] path`.
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ImapAuth {
+    Password,
+    Xoauth2,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -285,12 +301,21 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
             }
         }
     } else if let Some(url) = &args.imap {
-        let password = std::env::var(&args.password_env).map_err(|_| {
-            anyhow::anyhow!(
-                "the IMAP password is not set\n\nPut it in the environment variable {} (never on the command line).",
-                args.password_env
-            )
-        })?;
+        let login = match args.imap_auth {
+            ImapAuth::Password => {
+                let password = std::env::var(&args.password_env).map_err(|_| {
+                    anyhow::anyhow!(
+                        "the IMAP password is not set\n\nPut it in the environment variable {} (never on the command line).",
+                        args.password_env
+                    )
+                })?;
+                bounce::imap::Login::Password(password)
+            }
+            ImapAuth::Xoauth2 => {
+                let campaign = mailroom::campaign::Campaign::load(&args.campaign)?;
+                bounce::imap::Login::XOAuth2(mailroom::pipeline::setup::imap_tokens(&campaign)?)
+            }
+        };
         let url = bounce::imap::ImapUrl::parse(url)?;
         let ca = match &args.imap_ca {
             Some(p) => Some(
@@ -304,7 +329,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
         // One message at a time: each is recorded (outside the runtime) before the next is
         // fetched, so memory holds one message, not the mailbox.
         let mut mailbox =
-            runtime.block_on(bounce::imap::Mailbox::open(&url, &password, ca.as_deref()))?;
+            runtime.block_on(bounce::imap::Mailbox::open(&url, &login, ca.as_deref()))?;
         while let Some(item) = runtime.block_on(mailbox.next())? {
             match item {
                 bounce::imap::Item::Message(m) => {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mailroom::campaign::Campaign;
-use mailroom::doctor::{self, Credentials, DEFAULT_IMPLICIT_PORTS, DEFAULT_PORTS, Options};
+use mailroom::doctor::{self, Credentials, DEFAULT_IMPLICIT_PORTS, DEFAULT_PORTS, Login, Options};
+use mailroom::pipeline::secrets;
 
 /// Arguments of `mailroom doctor`.
 #[derive(Debug, clap::Args)]
@@ -93,7 +94,10 @@ fn options(args: &Args) -> anyhow::Result<Options> {
                 "--auth needs the password in the environment variable {PASSWORD_ENV}\n\nExport it first (never pass a password as an argument)."
             );
         };
-        Some(Credentials { username, password })
+        Some(Credentials {
+            username,
+            login: Login::Password(password),
+        })
     } else {
         None
     };
@@ -139,21 +143,21 @@ fn campaign_options(args: &Args, path: &Path, timeout: Duration) -> anyhow::Resu
                 campaign.config_path().display()
             );
         };
-        let password = if let Some(var) = &smtp.password_env {
-            std::env::var(var).ok().filter(|p| !p.is_empty()).with_context(|| {
-                format!("--auth: the environment variable {var} (password_env) is not set\n\nExport it first.")
-            })?
-        } else if let Some(file) = &smtp.password_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("--auth: cannot read password_file {}", file.display()))?;
-            text.trim_end_matches(['\r', '\n']).to_owned()
+        let config = campaign.config_path();
+        let login = if let Some(tokens) =
+            secrets::tokens(smtp, config, mailroom::oauth::Purpose::Smtp).context("--auth")?
+        {
+            Login::XOAuth2(tokens)
         } else {
-            bail!(
-                "--auth: {} sets neither password_env nor password_file\n\nAdd password_env = \"MAILROOM_SMTP_PASSWORD\" to [smtp] and export that variable.",
-                campaign.config_path().display()
-            );
+            match secrets::password(smtp, config).context("--auth")? {
+                Some(password) => Login::Password(password.expose().to_owned()),
+                None => bail!(
+                    "--auth: {} sets neither password_env nor password_file\n\nAdd password_env = \"MAILROOM_SMTP_PASSWORD\" to [smtp] and export that variable.",
+                    config.display()
+                ),
+            }
         };
-        Some(Credentials { username, password })
+        Some(Credentials { username, login })
     } else {
         None
     };
