@@ -376,7 +376,10 @@ pub struct Totals {
     pub recipients: u64,
     pub pending: u64,
     pub sending: u64,
+    /// Accepted by the relay and nothing heard since (falls as success DSNs arrive).
     pub accepted: u64,
+    /// Delivery confirmed by the receiving side (a success DSN).
+    pub delivered: u64,
     pub deferred: u64,
     pub bounced_hard: u64,
     pub bounced_soft: u64,
@@ -413,6 +416,7 @@ impl Totals {
             DeliveryState::Pending => &mut self.pending,
             DeliveryState::Sending => &mut self.sending,
             DeliveryState::Accepted => &mut self.accepted,
+            DeliveryState::Delivered => &mut self.delivered,
             DeliveryState::Deferred => &mut self.deferred,
             DeliveryState::BouncedHard => &mut self.bounced_hard,
             DeliveryState::BouncedSoft => &mut self.bounced_soft,
@@ -429,6 +433,7 @@ impl Totals {
             DeliveryState::Pending => self.pending,
             DeliveryState::Sending => self.sending,
             DeliveryState::Accepted => self.accepted,
+            DeliveryState::Delivered => self.delivered,
             DeliveryState::Deferred => self.deferred,
             DeliveryState::BouncedHard => self.bounced_hard,
             DeliveryState::BouncedSoft => self.bounced_soft,
@@ -453,9 +458,37 @@ impl Totals {
     /// Relay-accepted recipients that bounced or complained later.
     pub fn bounced_later(&self) -> u64 {
         // A later DSN moves an accepted recipient to bounced_*/complained and keeps
-        // relay_accepted = 1; those are the relay-accepted ones not in `accepted`.
-        self.relay_accepted.saturating_sub(self.accepted)
+        // relay_accepted = 1; those are the relay-accepted ones neither still `accepted` nor
+        // `delivered` (a success DSN sets relay_accepted too, even after `unknown`).
+        self.relay_accepted
+            .saturating_sub(self.accepted)
+            .saturating_sub(self.delivered)
     }
+
+    /// The funnel of what the relay accepted: confirmed delivered, bounced or complained later,
+    /// and no news yet.
+    pub fn funnel(&self) -> Funnel {
+        Funnel {
+            relay_accepted: self.relay_accepted,
+            delivered: self.delivered,
+            bounced_later: self.bounced_later(),
+            no_news: self.accepted,
+        }
+    }
+}
+
+/// What became of the messages the relay accepted: `delivered + bounced_later + no_news ==
+/// relay_accepted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Funnel {
+    pub relay_accepted: u64,
+    /// Confirmed by a success DSN.
+    pub delivered: u64,
+    /// A DSN or complaint came back after the relay's 250.
+    pub bounced_later: u64,
+    /// Still only accepted: no DSN either way (most relays send success DSNs only on request,
+    /// and many receivers never send one).
+    pub no_news: u64,
 }
 
 /// Rates as fractions (0..=1); `None` when the denominator is zero.

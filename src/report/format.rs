@@ -23,6 +23,7 @@ pub(super) fn state_label(state: DeliveryState) -> &'static str {
         DeliveryState::Pending => "pending (not tried yet)",
         DeliveryState::Sending => "sending now",
         DeliveryState::Accepted => "accepted by the relay",
+        DeliveryState::Delivered => "delivered (confirmed by DSN)",
         DeliveryState::Deferred => "deferred (will retry)",
         DeliveryState::BouncedHard => "bounced hard",
         DeliveryState::BouncedSoft => "bounced soft",
