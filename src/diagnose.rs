@@ -340,6 +340,7 @@ fn same_provider(seen: Provider, rule: Provider) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn check(
@@ -361,7 +362,14 @@ mod tests {
     #[test]
     fn every_row_is_recognised_from_its_text() {
         let g = Some(Provider::Google);
-        let table: &[(Option<Provider>, Option<u16>, Option<&str>, &str, &str)] = &[
+        type Row<'a> = (
+            Option<Provider>,
+            Option<u16>,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+        );
+        let table: &[Row<'_>] = &[
             (
                 Some(Provider::Microsoft),
                 Some(550),

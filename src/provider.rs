@@ -386,6 +386,7 @@ pub fn thresholds(provider: Provider) -> Thresholds {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

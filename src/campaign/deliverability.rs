@@ -156,6 +156,7 @@ pub(super) fn check_guard(g: &GuardSection) -> Result<(), (&'static str, String,
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn words(list: &[&str]) -> Vec<String> {

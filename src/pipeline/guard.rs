@@ -325,16 +325,15 @@ impl Guard {
             return None;
         }
         let trip = |provider, (complained, accepted): (u64, u64)| {
-            (accepted >= self.min_sample && above(complained, accepted, self.complaint_bp)).then(
-                || Trip {
+            (accepted >= self.min_sample && above(complained, accepted, self.complaint_bp))
+                .then_some(Trip {
                     limit: Limit::Complaint,
                     provider,
                     count: complained,
                     of: accepted,
                     max_bp: self.complaint_bp,
                     window: None,
-                },
-            )
+                })
         };
         if let Some(t) = trip(None, overall) {
             return Some(t);
@@ -349,6 +348,7 @@ impl Guard {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn guard() -> Guard {
@@ -373,7 +373,8 @@ mod tests {
     #[test]
     fn the_trip_table() {
         // (pattern, samples fed, tripped at sample index, limit)
-        let cases: &[(&[Sample], usize, Option<(usize, Limit)>)] = &[
+        type Case<'a> = (&'a [Sample], usize, Option<(usize, Limit)>);
+        let cases: &[Case<'_>] = &[
             // 20% unknown users: trips as soon as the minimum sample is reached.
             (&[A, A, A, A, H], 1000, Some((199, Limit::HardBounce))),
             // A clean list never trips.

@@ -145,6 +145,7 @@ fn record(r: Resolved) -> ProviderRecord {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -119,6 +119,7 @@ pub fn rcpt_param(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

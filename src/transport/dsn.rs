@@ -84,6 +84,7 @@ pub fn rcpt_parameters(request: &Request<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
