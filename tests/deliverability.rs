@@ -505,3 +505,46 @@ async fn a_provider_whose_recipients_bounce_trips_its_own_guard() {
     assert_eq!(summary.transactions, 996);
     assert_eq!(states(&l).get("pending"), Some(&1004));
 }
+
+/// `mailroom send` end to end: the breaker's pause exits 1 and says which guard tripped, the
+/// figures and what to do; `[guard] enabled = false` in campaign.toml sends everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_pauses_with_the_guards_message_and_campaign_toml_can_turn_it_off() {
+    let relay = Relay::plain(BY_LOCAL_PART).await;
+    let emails: Vec<String> = one_in_five_unknown(300)
+        .into_iter()
+        .map(|local| format!("{local}@example.test"))
+        .collect();
+    let root = common::write_campaign(
+        relay.dir.path(),
+        "guarded",
+        "news@sender.test",
+        &relay.smtp_table("connections = 1"),
+        &emails,
+    );
+    let out = tokio::task::spawn_blocking({
+        let root = root.clone();
+        move || common::spawn_send(&root).wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("Paused: the hard-bounce guard tripped: 20.00% (40 of 200)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mailroom suppress import"), "{stdout}");
+    assert!(stdout.contains("100 recipients are untouched"), "{stdout}");
+
+    let toml = root.join("campaign.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{text}\n[guard]\nenabled = false\n")).unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || common::spawn_send(&root).wait_with_output().unwrap())
+            .await
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("guard tripped"), "{stdout}");
+    assert_eq!(relay.seen().stored.len(), 240, "every reader accepted once");
+}
