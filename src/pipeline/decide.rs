@@ -153,12 +153,13 @@ pub fn guard_sample(charge: &Charge) -> Option<Sample> {
 }
 
 /// The diagnosis (`crate::diagnose`) of a reply that was not an acceptance, for the attempt's
-/// record; `provider` is the recipient's.
-pub fn diagnosis(reply: &Reply, provider: Provider) -> Option<&'static str> {
+/// record; `provider` gives the recipient's (asked only for a refusal or deferral).
+pub fn diagnosis(reply: &Reply, provider: impl FnOnce() -> Provider) -> Option<&'static str> {
     let code = reply.code?;
     if (200..300).contains(&code) {
         return None;
     }
+    let provider = provider();
     diagnose::diagnose(&diagnose::Evidence {
         provider: Some(provider).filter(|p| *p != Provider::Unknown),
         code: Some(code),
@@ -278,25 +279,27 @@ mod tests {
             "4.7.0 Try again later, closing connection.",
         );
         assert_eq!(
-            diagnosis(&gmail_rate, Provider::Google),
+            diagnosis(&gmail_rate, || Provider::Google),
             Some("gmail-4.7.0")
         );
-        assert_eq!(diagnosis(&gmail_rate, Provider::Unknown), None);
+        assert_eq!(diagnosis(&gmail_rate, || Provider::Unknown), None);
         let outlook = reply(
             Step::Message,
             550,
             "5.7.515 Access denied, sending domain example.com doesn't meet the required authentication level.",
         );
         assert_eq!(
-            diagnosis(&outlook, Provider::Microsoft),
+            diagnosis(&outlook, || Provider::Microsoft),
             Some("microsoft-5.7.515")
         );
         assert_eq!(
-            diagnosis(&reply(Step::Message, 250, "2.0.0 ok"), Provider::Google),
+            diagnosis(&reply(Step::Message, 250, "2.0.0 ok"), || -> Provider {
+                unreachable!("no provider is asked for an acceptance")
+            }),
             None
         );
         assert_eq!(
-            diagnosis(&lost(Step::Message, true), Provider::Google),
+            diagnosis(&lost(Step::Message, true), || Provider::Google),
             None
         );
     }

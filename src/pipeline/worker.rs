@@ -279,7 +279,7 @@ async fn carry_out(
     d: Decision,
 ) -> Next {
     let backoff = d.slow_down.then(|| shared.pacer.throttle());
-    let diagnosis = decide::diagnosis(reply, shared.providers.of(&job.row.domain));
+    let diagnosis = decide::diagnosis(reply, || shared.providers.of(&job.row.domain));
     let attempt = |outcome: AttemptOutcome| {
         let mut a = attempt(reply, port, outcome);
         if let Some(note) = d.note {
