@@ -44,6 +44,11 @@ pub struct ProviderRow {
 }
 
 impl ProviderRow {
+    /// The provider rows of these domain rows (see [`providers`]).
+    pub fn sum_of(domains: &[DomainRow]) -> Vec<ProviderRow> {
+        providers(domains)
+    }
+
     fn new(provider: Provider) -> ProviderRow {
         let thresholds = Thresholds::for_provider(provider);
         ProviderRow {

@@ -747,6 +747,53 @@ mod tests {
     }
 
     #[test]
+    fn providers_close_the_tab_cycle_and_diagnoses_lead_the_reasons() {
+        use crate::provider::Provider;
+        let mut app = app();
+        let Status::Ready(snapshot) = &mut app.status else {
+            panic!("no snapshot");
+        };
+        let report = snapshot.report.as_mut().unwrap();
+        report.providers = crate::report::ProviderRow::sum_of(&report.domains);
+        report.diagnoses = vec![DiagnosisRow {
+            key: "gmail-4.7.0".into(),
+            provider: Some(Provider::Google),
+            title: "Gmail: try again later".into(),
+            meaning: String::new(),
+            fix: String::new(),
+            source: String::new(),
+            count: 2,
+            example: None,
+        }];
+        // Shift-Tab from the domains wraps past the campaigns to the providers.
+        app.handle_key(key(KeyCode::BackTab));
+        app.handle_key(key(KeyCode::BackTab));
+        assert_eq!(app.pane, Pane::Providers);
+        assert_eq!(app.handle_key(key(KeyCode::Enter)), Some(Action::Reload));
+        assert_eq!(app.request().1, Some(Focus::Provider(Provider::Unknown)));
+        app.handle_key(key(KeyCode::Esc));
+        app.handle_key(key(KeyCode::Tab));
+        assert_eq!(app.pane, Pane::Campaigns, "and Tab wraps back");
+        // The reasons pane: the diagnosis first, then the status codes.
+        app.pane = Pane::Reasons;
+        app.handle_key(key(KeyCode::Enter));
+        assert_eq!(
+            app.request().1,
+            Some(Focus::Diagnosis("gmail-4.7.0".into()))
+        );
+        app.handle_key(key(KeyCode::Esc));
+        app.handle_key(key(KeyCode::Down));
+        app.handle_key(key(KeyCode::Enter));
+        assert_eq!(
+            app.request().1,
+            Some(Focus::Reason {
+                source: Source::Attempt,
+                status: "5.1.1".into()
+            })
+        );
+    }
+
+    #[test]
     fn help_opens_with_question_mark_and_any_key_closes_it() {
         let mut app = app();
         app.handle_key(key(KeyCode::Char('?')));
