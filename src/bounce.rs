@@ -20,6 +20,7 @@
 //! not know about SMTP sending or campaigns' templates.
 
 mod classify;
+pub mod envelope;
 pub mod imap;
 pub mod import;
 mod keywords;
@@ -104,6 +105,9 @@ pub struct Original {
     pub to: Option<String>,
     /// The first address of `From:`.
     pub from: Option<String>,
+    /// The DSN's `Original-Envelope-Id`: the `ENVID` mailroom sent on MAIL (the recipient's
+    /// token), when it has that shape (RFC 3461 §4.4).
+    pub envelope_id: Option<String>,
 }
 
 /// What one piece of feedback says about one recipient.
@@ -126,6 +130,9 @@ pub struct Report {
     pub feedback_type: Option<String>,
     /// The returned original's identifying headers.
     pub original: Original,
+    /// The DSN's `Original-Recipient`: the `ORCPT` address mailroom sent on RCPT (RFC 3461
+    /// §4.2), decoded; `None` without one (and for every other kind of report).
+    pub original_recipient: Option<String>,
 }
 
 /// Parses one raw message (RFC 5322 bytes, CRLF or LF) into the reports it carries.
@@ -137,6 +144,7 @@ pub fn parse(raw: &[u8]) -> Vec<Report> {
         return Vec::new();
     };
     let mut original = flat.original();
+    original.envelope_id = flat.envelope_id.as_deref().and_then(envelope::envelope_id);
     let mut reports = if let Some(feedback) = &flat.feedback {
         complaints(&flat, feedback)
     } else if let Some((reports, from_json)) = ses::parse(&flat.human_text()) {
@@ -211,6 +219,7 @@ fn complaints(flat: &mime::Flat, feedback: &[(String, String)]) -> Vec<Report> {
             reason: Reason::Feedback,
             feedback_type: feedback_type.clone(),
             original: Original::default(),
+            original_recipient: None,
         })
         .collect()
 }
@@ -336,6 +345,7 @@ fn dsn_reports(flat: &mime::Flat) -> Vec<Report> {
             reason,
             feedback_type: None,
             original: Original::default(),
+            original_recipient: field("Original-Recipient").and_then(envelope::original_recipient),
         });
     }
     reports
@@ -475,6 +485,7 @@ fn provider_complaint(flat: &mime::Flat) -> Option<Report> {
         // The notice carries no Feedback-Type; do not invent one.
         feedback_type: None,
         original: Original::default(),
+        original_recipient: None,
     })
 }
 
@@ -498,6 +509,7 @@ fn unsubscribe_request(flat: &mime::Flat) -> Option<Report> {
         reason: Reason::Feedback,
         feedback_type: Some("opt-out".to_owned()),
         original: Original::default(),
+        original_recipient: None,
     })
 }
 
@@ -517,6 +529,7 @@ fn auto_reply(flat: &mime::Flat) -> Option<Report> {
         reason: Reason::Vacation,
         feedback_type: None,
         original: Original::default(),
+        original_recipient: None,
     })
 }
 
@@ -643,6 +656,7 @@ fn text_reports(flat: &mime::Flat) -> Vec<Report> {
                 reason,
                 feedback_type: None,
                 original: Original::default(),
+                original_recipient: None,
             }
         })
         .collect()

@@ -8,6 +8,7 @@
 mod address;
 pub mod config;
 mod contacts;
+mod deliverability;
 mod encoding;
 mod message;
 pub mod template;
@@ -21,8 +22,8 @@ use lettre::message::Mailbox;
 use lettre::message::header::HeaderName;
 
 pub use config::{
-    BouncesSection, CampaignSection, Config, ContactsSection, RateConfig, RetryConfig, Security,
-    SmtpConfig, StoreSection, UnsubscribeSection,
+    BouncesSection, CampaignSection, Config, ContactsSection, GuardSection, ProvidersSection,
+    RateConfig, RetryConfig, Security, SmtpConfig, StoreSection, UnsubscribeSection,
 };
 pub use contacts::{Contact, ContactEntry, Contacts, column_list};
 pub use template::{BUILTIN_VARIABLES, MissingVariable};

@@ -13,6 +13,8 @@
 //!        │
 //!        ▼  relay (Postfix, a provider, or our `sandbox`)
 //!  bounce: parse DSNs / ARF / auto-replies from a mailbox, match them to sends, suppress
+//!  provider: who hosts a domain's mail (tables; MX lookups behind a trait, cached in the ledger)
+//!  diagnose: what providers' replies and DSN texts mean, with the fix (a table)
 //!  report + tui: read-only views of the ledger; the same queries feed both
 //!  doctor: probes a server's ports, TLS and AUTH before a campaign
 //! ```
@@ -23,11 +25,13 @@
 pub mod bounce;
 pub mod campaign;
 pub mod clock;
+pub mod diagnose;
 pub mod display;
 pub mod doctor;
 pub mod model;
 pub mod oauth;
 pub mod pipeline;
+pub mod provider;
 pub mod report;
 pub mod sandbox;
 pub mod shutdown;

@@ -114,6 +114,54 @@ impl fmt::Display for Security {
     }
 }
 
+/// When a relay that speaks the DSN extension should send a delivery status notification
+/// (RFC 3461 §4.1 `NOTIFY`): on failure, on delay, on success, or (all false) never.
+/// `[bounces] notify` in campaign.toml; the default asks for failures and delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DsnNotify {
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+impl DsnNotify {
+    /// `NOTIFY=FAILURE,DELAY`: what a sender needs to learn about problems.
+    pub const DEFAULT: DsnNotify = DsnNotify {
+        success: false,
+        failure: true,
+        delay: true,
+    };
+    /// `NOTIFY=NEVER`.
+    pub const NEVER: DsnNotify = DsnNotify {
+        success: false,
+        failure: false,
+        delay: false,
+    };
+
+    /// The `NOTIFY=` value: `NEVER`, or the conditions joined by commas in RFC order.
+    pub fn keyword(self) -> String {
+        let parts: Vec<&str> = [
+            (self.success, "SUCCESS"),
+            (self.failure, "FAILURE"),
+            (self.delay, "DELAY"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if parts.is_empty() {
+            "NEVER".to_owned()
+        } else {
+            parts.join(",")
+        }
+    }
+}
+
+impl Default for DsnNotify {
+    fn default() -> Self {
+        DsnNotify::DEFAULT
+    }
+}
+
 /// What one attempt (a row of `attempts`) ended with: the recipient's new state when it was
 /// charged, or why the claim was given back uncharged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,6 +261,8 @@ impl RunOutcome {
 ///
 /// `Accepted` means accepted *by the relay* (a 250 after DATA), never "delivered": the relay may
 /// still bounce the message later, which moves it to `BouncedHard`/`BouncedSoft`/`Complained`.
+/// `Delivered` is only ever set by a success DSN (RFC 3464 `Action: delivered`) that the
+/// receiving side sent back: the one case where mailroom knows the message arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DeliveryState {
     /// Imported, never tried.
@@ -221,6 +271,8 @@ pub enum DeliveryState {
     Sending,
     /// The relay answered 250 after DATA.
     Accepted,
+    /// A success DSN came back: the receiving system confirmed delivery to the mailbox.
+    Delivered,
     /// A 4xx reply; to be retried at `retry_at`.
     Deferred,
     /// A permanent failure about the address (5.1.1 and friends), at send time or by a later DSN.
@@ -239,10 +291,11 @@ pub enum DeliveryState {
 
 impl DeliveryState {
     /// Every state, in report order.
-    pub const ALL: [DeliveryState; 10] = [
+    pub const ALL: [DeliveryState; 11] = [
         DeliveryState::Pending,
         DeliveryState::Sending,
         DeliveryState::Accepted,
+        DeliveryState::Delivered,
         DeliveryState::Deferred,
         DeliveryState::BouncedHard,
         DeliveryState::BouncedSoft,
@@ -258,6 +311,7 @@ impl DeliveryState {
             DeliveryState::Pending => "pending",
             DeliveryState::Sending => "sending",
             DeliveryState::Accepted => "accepted",
+            DeliveryState::Delivered => "delivered",
             DeliveryState::Deferred => "deferred",
             DeliveryState::BouncedHard => "bounced_hard",
             DeliveryState::BouncedSoft => "bounced_soft",
@@ -514,7 +568,8 @@ mod tests {
         for state in DeliveryState::ALL {
             assert_eq!(state.as_str().parse::<DeliveryState>(), Ok(state));
         }
-        assert!("delivered".parse::<DeliveryState>().is_err());
+        // `delivered` became a state with success DSNs (issue 14); a name from nowhere is not.
+        assert!("relay_accepted".parse::<DeliveryState>().is_err());
     }
 
     #[test]
@@ -531,6 +586,18 @@ mod tests {
                 DeliveryState::Deferred
             ]
         );
+    }
+
+    #[test]
+    fn dsn_notify_keywords() {
+        assert_eq!(DsnNotify::DEFAULT.keyword(), "FAILURE,DELAY");
+        assert_eq!(DsnNotify::NEVER.keyword(), "NEVER");
+        let all = DsnNotify {
+            success: true,
+            failure: true,
+            delay: true,
+        };
+        assert_eq!(all.keyword(), "SUCCESS,FAILURE,DELAY");
     }
 
     #[test]

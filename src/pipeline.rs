@@ -22,13 +22,17 @@
 //!
 //! Files: this one holds the types and the wiring of a run; `dispatch` reads and claims,
 //! `worker` connects and sends, `decide` is the pure table of what an outcome means, `pace` the
-//! rate limits and back-off, `setup` the glue from a campaign. This module must not parse
+//! rate limits and back-off, `guard` the circuit breaker (`[guard]`: pause before a list burns
+//! the domain), `providers` who hosts each recipient domain (and its background MX lookups),
+//! `setup` the glue from a campaign. This module must not parse
 //! campaigns or SMTP replies itself: rendering comes through [`Render`], reply meaning from
 //! `transport::classify`, and every ledger access goes through `store`.
 
 mod decide;
 mod dispatch;
+pub mod guard;
 pub mod pace;
+pub mod providers;
 pub mod secrets;
 pub mod setup;
 mod worker;
@@ -46,7 +50,11 @@ use crate::shutdown::Shutdown;
 use crate::store::{self, DueRow, Writer};
 use crate::transport::{ConnectFailure, Reply, Transport, Verdict};
 
+pub use guard::{GuardOptions, Trip};
 pub use pace::{Limits, Pacer, RateOptions, RetryOptions};
+pub use providers::Lookup;
+
+use crate::model::DsnNotify;
 
 /// One message ready to go, built from a ledger row.
 #[derive(Debug, Clone)]
@@ -99,6 +107,12 @@ pub struct Options {
     /// First run-wide back-off after a "slow down" reply, and its cap.
     pub throttle_backoff: Duration,
     pub throttle_max: Duration,
+    /// What to ask relays that speak DSN to report (`[bounces] notify`).
+    pub notify: DsnNotify,
+    /// The circuit breaker (`[guard]`).
+    pub guard: GuardOptions,
+    /// Background MX lookups of the campaign's domains (`[providers] lookup`): none by default.
+    pub providers: Option<Lookup>,
 }
 
 impl Default for Options {
@@ -112,6 +126,9 @@ impl Default for Options {
             wait: false,
             throttle_backoff: Duration::from_secs(30),
             throttle_max: Duration::from_secs(600),
+            notify: DsnNotify::DEFAULT,
+            guard: GuardOptions::default(),
+            providers: None,
         }
     }
 }
@@ -202,6 +219,8 @@ pub enum Stop {
     Journal(String),
     /// A worker task failed (a bug: the message says where).
     Internal(String),
+    /// The circuit breaker tripped (`[guard]`): a rate went past its limit.
+    Guard(Trip),
 }
 
 impl Stop {
@@ -242,6 +261,7 @@ impl fmt::Display for Stop {
                 r.describe()
             ),
             Stop::Ledger(why) | Stop::Journal(why) | Stop::Internal(why) => f.write_str(why),
+            Stop::Guard(trip) => trip.fmt(f),
         }
     }
 }
@@ -517,6 +537,11 @@ struct Shared {
     retry: RetryOptions,
     counters: Arc<Counters>,
     events: Option<EventSink>,
+    notify: DsnNotify,
+    /// The circuit breaker. A `std` mutex: held for one sample's arithmetic, never across an
+    /// `.await`.
+    guard: std::sync::Mutex<guard::Guard>,
+    providers: Arc<providers::ProviderMap>,
     /// Triggered by Ctrl-C or by a worker that aborts/pauses the run.
     halt: Shutdown,
     end: std::sync::Mutex<Option<End>>,
@@ -555,6 +580,19 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Feeds one charged attempt to the circuit breaker; pauses the run when it trips.
+    fn guard_sample(&self, domain: &str, sample: guard::Sample) {
+        let provider = self.providers.of(domain);
+        let trip = self
+            .guard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe(provider, sample);
+        if let Some(trip) = trip {
+            self.stop(End::Paused(Stop::Guard(trip)));
+        }
     }
 
     fn event(&self, email: &str, outcome: &'static str, detail: String) {
@@ -621,7 +659,26 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             return Err(e);
         }
     };
+    let cache = match reader.cached_providers() {
+        Ok(cache) => cache,
+        Err(e) => {
+            let _ = writer.finish_run(run_id, RunOutcome::Aborted).await;
+            let _ = writer.sync().await;
+            return Err(Error::Store(e));
+        }
+    };
+    let provider_map = Arc::new(providers::ProviderMap::from_cache(cache));
     let reads = Reads(Arc::new(std::sync::Mutex::new(reader)));
+    // Never awaited by sending: aborted when the run ends, whatever it resolved is queued.
+    let resolving = options.providers.clone().map(|lookup| {
+        providers::spawn(
+            lookup,
+            ledger_path.clone(),
+            campaign_id,
+            provider_map.clone(),
+            writer.clone(),
+        )
+    });
 
     let halt = Shutdown::new();
     {
@@ -643,6 +700,9 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         retry: options.retry.clone(),
         counters: counters.clone(),
         events,
+        notify: options.notify,
+        guard: std::sync::Mutex::new(guard::Guard::new(&options.guard)),
+        providers: provider_map,
         halt,
         end: std::sync::Mutex::new(None),
         accepted_any: AtomicBool::new(false),
@@ -655,6 +715,10 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     });
 
     let driven = dispatch::run(&shared, &reads, campaign_id, &options).await;
+    if let Some(task) = resolving {
+        task.abort();
+        let _ = task.await;
+    }
     if let Err(e) = &driven {
         shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
     }

@@ -11,18 +11,23 @@
 //!
 //! Wording: a 250 after DATA is "accepted by the relay", never "delivered".
 
+mod deliverability;
 mod format;
 mod html;
+mod trend;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use deliverability::{DiagnosisRow, Levels, ProviderRow};
 pub use format::{dense_series, write_csv, write_json, write_markdown, write_text};
-pub use html::write_html;
+pub use html::{write_html, write_html_with_trends};
+pub use trend::{CampaignTrend, ProviderTrend, TrendFormat, Trends, write_trends};
 
 use crate::model::{CampaignId, DeliveryState};
+use crate::provider::Provider;
 use crate::store;
 pub use crate::store::{EntryKind, HistoryEntry, RecipientRef, RecipientRow};
 
@@ -259,11 +264,16 @@ impl Ledger {
 
         let recent = self.reader.recent(id, RECENT_LIMIT)?;
         let rates = Rates::of(&totals);
+        let providers = deliverability::providers(&domains);
+        let diagnoses = deliverability::diagnoses(self.reader.diagnoses(id)?);
         Ok(CampaignReport {
             campaign: summary.clone(),
             totals,
             rates,
+            funnel: totals.funnel(),
             domains,
+            providers,
+            diagnoses,
             reasons,
             series,
             recent,
@@ -285,6 +295,22 @@ impl Ledger {
                 self.reader
                     .reason_history(campaign, *source == Source::Feedback, status, limit)?
             }
+            Focus::Provider(provider) => {
+                let mut domains: Vec<(u64, String)> = Vec::new();
+                self.reader.for_each_count(Some(campaign), |row| {
+                    if deliverability::provider_of(row.domain, row.provider) != *provider {
+                        return;
+                    }
+                    match domains.last_mut() {
+                        Some((n, d)) if d == row.domain => *n += row.n,
+                        _ => domains.push((row.n, row.domain.to_owned())),
+                    }
+                })?;
+                domains.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+                let domains: Vec<String> = domains.into_iter().map(|(_, d)| d).collect();
+                self.reader.domains_history(campaign, &domains, limit)?
+            }
+            Focus::Diagnosis(key) => self.reader.diagnosis_history(campaign, key, limit)?,
         };
         let truncated = entries.len() > DRILL_LIMIT;
         entries.truncate(DRILL_LIMIT);
@@ -323,7 +349,10 @@ fn add_domain_row(domains: &mut Vec<DomainRow>, row: store::CountRef<'_>) {
             last.totals.add(row.state, row.relay_accepted, row.n);
         }
         _ => {
-            let mut new = DomainRow::new(row.domain.to_owned());
+            let mut new = DomainRow::new(
+                row.domain.to_owned(),
+                deliverability::provider_of(row.domain, row.provider),
+            );
             new.totals.add(row.state, row.relay_accepted, row.n);
             domains.push(new);
         }
@@ -347,6 +376,12 @@ pub struct CampaignSummary {
     /// Recipients in a final state (not pending, sending or deferred).
     pub finished: u64,
     pub relay_accepted: u64,
+    /// Recipients tried (not pending, sending or suppressed): the bounce rate's denominator.
+    pub attempted: u64,
+    /// Delivery confirmed by a success DSN.
+    pub delivered: u64,
+    pub bounced_hard: u64,
+    pub complained: u64,
 }
 
 impl CampaignSummary {
@@ -361,7 +396,21 @@ impl CampaignSummary {
             recipients: totals.recipients,
             finished: totals.finished(),
             relay_accepted: totals.relay_accepted,
+            attempted: totals.attempted(),
+            delivered: totals.delivered,
+            bounced_hard: totals.bounced_hard,
+            complained: totals.complained,
         }
+    }
+
+    /// Hard bounces / attempted, as in [`Rates`].
+    pub fn hard_bounce_rate(&self) -> Option<f64> {
+        ratio(self.bounced_hard, self.attempted)
+    }
+
+    /// Complaints / recipients accepted by the relay.
+    pub fn complaint_rate(&self) -> Option<f64> {
+        ratio(self.complained, self.relay_accepted)
     }
 
     /// Share of recipients in a final state, 0..=1.
@@ -376,7 +425,10 @@ pub struct Totals {
     pub recipients: u64,
     pub pending: u64,
     pub sending: u64,
+    /// Accepted by the relay and nothing heard since (falls as success DSNs arrive).
     pub accepted: u64,
+    /// Delivery confirmed by the receiving side (a success DSN).
+    pub delivered: u64,
     pub deferred: u64,
     pub bounced_hard: u64,
     pub bounced_soft: u64,
@@ -413,6 +465,7 @@ impl Totals {
             DeliveryState::Pending => &mut self.pending,
             DeliveryState::Sending => &mut self.sending,
             DeliveryState::Accepted => &mut self.accepted,
+            DeliveryState::Delivered => &mut self.delivered,
             DeliveryState::Deferred => &mut self.deferred,
             DeliveryState::BouncedHard => &mut self.bounced_hard,
             DeliveryState::BouncedSoft => &mut self.bounced_soft,
@@ -429,6 +482,7 @@ impl Totals {
             DeliveryState::Pending => self.pending,
             DeliveryState::Sending => self.sending,
             DeliveryState::Accepted => self.accepted,
+            DeliveryState::Delivered => self.delivered,
             DeliveryState::Deferred => self.deferred,
             DeliveryState::BouncedHard => self.bounced_hard,
             DeliveryState::BouncedSoft => self.bounced_soft,
@@ -453,9 +507,37 @@ impl Totals {
     /// Relay-accepted recipients that bounced or complained later.
     pub fn bounced_later(&self) -> u64 {
         // A later DSN moves an accepted recipient to bounced_*/complained and keeps
-        // relay_accepted = 1; those are the relay-accepted ones not in `accepted`.
-        self.relay_accepted.saturating_sub(self.accepted)
+        // relay_accepted = 1; those are the relay-accepted ones neither still `accepted` nor
+        // `delivered` (a success DSN sets relay_accepted too, even after `unknown`).
+        self.relay_accepted
+            .saturating_sub(self.accepted)
+            .saturating_sub(self.delivered)
     }
+
+    /// The funnel of what the relay accepted: confirmed delivered, bounced or complained later,
+    /// and no news yet.
+    pub fn funnel(&self) -> Funnel {
+        Funnel {
+            relay_accepted: self.relay_accepted,
+            delivered: self.delivered,
+            bounced_later: self.bounced_later(),
+            no_news: self.accepted,
+        }
+    }
+}
+
+/// What became of the messages the relay accepted: `delivered + bounced_later + no_news ==
+/// relay_accepted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Funnel {
+    pub relay_accepted: u64,
+    /// Confirmed by a success DSN.
+    pub delivered: u64,
+    /// A DSN or complaint came back after the relay's 250.
+    pub bounced_later: u64,
+    /// Still only accepted: no DSN either way (most relays send success DSNs only on request,
+    /// and many receivers never send one).
+    pub no_news: u64,
 }
 
 /// Rates as fractions (0..=1); `None` when the denominator is zero.
@@ -485,7 +567,7 @@ fn ratio(part: u64, whole: u64) -> Option<f64> {
 }
 
 /// Warning thresholds for the bounce and complaint gauges (fractions).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Thresholds {
     pub bounce_warn: f64,
     pub bounce_alarm: f64,
@@ -507,7 +589,8 @@ impl Default for Thresholds {
 }
 
 /// How worrying a rate is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
     Warn,
@@ -515,6 +598,17 @@ pub enum Level {
 }
 
 impl Thresholds {
+    /// The levels a mailbox provider publishes (`provider::thresholds`).
+    pub fn for_provider(provider: Provider) -> Thresholds {
+        let t = crate::provider::thresholds(provider);
+        Thresholds {
+            bounce_warn: t.bounce_warn,
+            bounce_alarm: t.bounce_alarm,
+            complaint_warn: t.complaint_warn,
+            complaint_alarm: t.complaint_alarm,
+        }
+    }
+
     /// The level of a hard-bounce rate.
     pub fn bounce(&self, rate: Option<f64>) -> Level {
         level(rate, self.bounce_warn, self.bounce_alarm)
@@ -538,6 +632,9 @@ fn level(rate: Option<f64>, warn: f64, alarm: f64) -> Level {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DomainRow {
     pub domain: String,
+    /// Who hosts the domain's mail (`unknown` until its MX is resolved, unless it is a
+    /// well-known consumer domain).
+    pub provider: Provider,
     #[serde(flatten)]
     pub totals: Totals,
     /// relay_accepted / attempted within the domain.
@@ -545,9 +642,10 @@ pub struct DomainRow {
 }
 
 impl DomainRow {
-    fn new(domain: String) -> DomainRow {
+    fn new(domain: String, provider: Provider) -> DomainRow {
         DomainRow {
             domain,
+            provider,
             totals: Totals::default(),
             acceptance: None,
         }
@@ -616,7 +714,14 @@ pub struct MinutePoint {
 pub enum Focus {
     Recipient(String),
     Domain(String),
-    Reason { source: Source, status: String },
+    Reason {
+        source: Source,
+        status: String,
+    },
+    /// Every domain a mailbox provider hosts in the campaign.
+    Provider(Provider),
+    /// Every reply and report with one diagnosis (its `crate::diagnose` key).
+    Diagnosis(String),
 }
 
 impl Focus {
@@ -633,6 +738,11 @@ impl Focus {
                 };
                 format!("reason {status} ({})", source.as_str())
             }
+            Focus::Provider(p) => format!("provider {}", p.label()),
+            Focus::Diagnosis(key) => match crate::diagnose::by_key(key) {
+                Some(d) => format!("diagnosis: {}", d.title),
+                None => format!("diagnosis {key}"),
+            },
         }
     }
 }
@@ -655,8 +765,14 @@ pub struct CampaignReport {
     pub campaign: CampaignSummary,
     pub totals: Totals,
     pub rates: Rates,
+    /// What became of the messages the relay accepted.
+    pub funnel: Funnel,
     /// Largest first.
     pub domains: Vec<DomainRow>,
+    /// The domains added up per mailbox provider, largest first.
+    pub providers: Vec<ProviderRow>,
+    /// What the providers' replies and reports mean, most frequent first.
+    pub diagnoses: Vec<DiagnosisRow>,
     /// Most frequent first.
     pub reasons: Vec<ReasonRow>,
     /// Oldest minute first; minutes without attempts are absent.

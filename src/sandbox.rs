@@ -14,6 +14,7 @@
 //! It listens on loopback only unless `allow_remote` is set: a server that accepts any mail and
 //! any sender is not something to expose by accident.
 
+pub mod dsn;
 pub mod maildir;
 mod policy;
 pub mod report;
@@ -529,11 +530,20 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if let Some(accepted) = response.accepted.take() {
             let (id, rcpts) = (accepted.id.clone(), accepted.rcpts.clone());
+            let (envid, ret, rcpt_dsn) = (
+                accepted.envid.clone(),
+                accepted.ret.clone(),
+                accepted.rcpt_dsn.clone(),
+            );
             match deliver(accepted, context, peer).await {
-                Ok(file) => context
-                    .policy
-                    .observer
-                    .stored(seen::Stored { id, rcpts, file }),
+                Ok(file) => context.policy.observer.stored(seen::Stored {
+                    id,
+                    rcpts,
+                    file,
+                    envid,
+                    ret,
+                    rcpt_dsn,
+                }),
                 Err(err) => {
                     tracing::warn!(%err, "sandbox: could not write the Maildir");
                     context.policy.observer.not_stored();
@@ -662,13 +672,18 @@ async fn deliver(
                 unique: &unique,
                 source_ip: &ip,
             };
+            let envelope = report::Envelope {
+                envid: feedback.envid.as_deref(),
+                orcpt: feedback.orcpt.as_deref(),
+            };
             let bytes = match &feedback.kind {
                 session::FeedbackReport::Dsn { status, diagnostic } => {
-                    report::dsn(&original, status, diagnostic)
+                    report::failed(&original, status, diagnostic, envelope)
                 }
                 session::FeedbackReport::Arf { feedback_type } => {
                     report::arf(&original, feedback_type)
                 }
+                session::FeedbackReport::Delivered => report::delivered(&original, envelope),
             };
             let report = maildir::deliver(&bounce_maildir, &bytes)?;
             tracing::info!(rcpt = %feedback.rcpt, file = %report.display(), "sandbox: scripted report written");

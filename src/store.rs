@@ -12,7 +12,8 @@
 //! mailroom is refused rather than misread. `PRAGMA application_id` marks the file as ours.
 //!
 //! Submodules: `ledger` (the SQL for import, claims, outcomes, crash recovery), `read` (every
-//! query behind reports, the dashboard and the dispatcher), `writer` (the one thread that owns
+//! query behind reports, the dashboard and the dispatcher), `providers` (the MX/provider cache),
+//! `feedback` (bounce import and suppressions), `state` (the recipient state machine), `writer` (the one thread that owns
 //! the write connection during a send and batches commits), `journal` (the in-flight file that
 //! tells recovery which claimed rows had started their transaction) and `lock` (one send per
 //! ledger). This module must not know about SMTP, templates or terminals: callers store what
@@ -22,6 +23,7 @@ mod feedback;
 pub mod journal;
 pub mod ledger;
 pub mod lock;
+mod providers;
 mod read;
 pub mod state;
 pub mod writer;
@@ -32,9 +34,10 @@ pub use ledger::{
     Release,
 };
 pub use lock::RunLock;
+pub use providers::ProviderRecord;
 pub use read::{
-    CampaignRecord, CountRef, EntryKind, HistoryEntry, MinuteCount, Reader, ReasonRecord,
-    RecipientRef, RecipientRow,
+    CampaignRecord, ComplaintCount, CountRef, DiagnosisRecord, EntryKind, HistoryEntry,
+    MinuteCount, Reader, ReasonRecord, RecipientRef, RecipientRow,
 };
 pub use writer::{Writer, WriterThread};
 
@@ -69,8 +72,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("store/migrations/0007_identity.sql"),
     ),
     (
-        "0011_shards",
-        include_str!("store/migrations/0011_shards.sql"),
+        "0008_shards",
+        include_str!("store/migrations/0008_shards.sql"),
+    ),
+    (
+        "0009_deliverability",
+        include_str!("store/migrations/0009_deliverability.sql"),
     ),
 ];
 

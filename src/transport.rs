@@ -16,6 +16,7 @@
 
 mod auth;
 pub mod classify;
+pub mod dsn;
 
 use std::fmt;
 use std::io;
@@ -708,8 +709,15 @@ impl Session {
     /// Runs one transaction: MAIL, RCPT, DATA (in one write when the server offers PIPELINING,
     /// RFC 2920), the message, each reply under its own deadline. After a rejected MAIL or RCPT
     /// the session sends RSET and stays usable; after any timeout, broken connection or
-    /// malformed reply it is dropped (its state is unknown).
-    pub async fn send(&mut self, from: &Address, to: &Address, message: &[u8]) -> TxOutcome {
+    /// malformed reply it is dropped (its state is unknown). With `dsn`, and only when the
+    /// relay's EHLO lists DSN, MAIL and RCPT carry the RFC 3461 parameters (see [`dsn`]).
+    pub async fn send(
+        &mut self,
+        from: &Address,
+        to: &Address,
+        message: &[u8],
+        dsn: Option<&dsn::Request<'_>>,
+    ) -> TxOutcome {
         if self.conn.is_none() {
             return TxOutcome::Lost(Reply::local(Step::Mail, "session already closed".into()));
         }
@@ -719,8 +727,12 @@ impl Session {
         } else {
             ""
         };
-        let mail = format!("MAIL FROM:<{from}>{body}\r\n");
-        let rcpt = format!("RCPT TO:<{to}>\r\n");
+        let dsn = dsn.filter(|_| self.ext.dsn);
+        let (mail_dsn, rcpt_dsn) = dsn.map_or_else(Default::default, |d| {
+            (dsn::mail_parameters(d), dsn::rcpt_parameters(d))
+        });
+        let mail = format!("MAIL FROM:<{from}>{body}{mail_dsn}\r\n");
+        let rcpt = format!("RCPT TO:<{to}>{rcpt_dsn}\r\n");
         let data = "DATA\r\n";
         let envelope = if self.ext.pipelining {
             self.pipelined_envelope(&[&mail, &rcpt, data]).await

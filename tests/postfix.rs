@@ -416,3 +416,127 @@ async fn kill_9_in_a_2000_recipient_send_then_rerun_leaves_no_duplicates() {
         );
     }
 }
+
+/// Success DSNs from a real MTA: `[bounces] notify = ["success", "failure"]` makes mailroom ask
+/// Postfix (which offers DSN) for `NOTIFY=SUCCESS,FAILURE` with `ENVID` and `ORCPT`; Postfix
+/// delivers to the Maildirs and sends an RFC 3464 "delivered" report to the VERP return path;
+/// `bounces import` reads them and exactly those recipients become `delivered`. The DSN domain's
+/// failure report still makes its recipient a hard bounce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_success_dsns_mark_exactly_the_delivered_recipients() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let need = |name: &str| var(name).unwrap_or_else(|| panic!("{name} is not set"));
+    let bounce_maildir = PathBuf::from(need("MAILROOM_TEST_POSTFIX_BOUNCE_MAILDIR"));
+    let dir = tempfile::tempdir().unwrap();
+    // A campaign name of its own: its tokens (and so its DSNs) belong to no other run.
+    let name = marker("successdsn").replace('-', "");
+    let ok: Vec<String> = (1..=5)
+        .map(|i| format!("user{:04}@{}", 4800 + i, rig.ok))
+        .collect();
+    let failing = format!("someone@{}", need("MAILROOM_TEST_DOMAIN_DSN"));
+    let mut emails = ok.clone();
+    emails.push(failing.clone());
+    emails.push(rig.unknown.clone());
+    let smtp = format!(
+        "host = \"{}\"\nport = {}\nsecurity = \"starttls\"\nusername = \"{}\"\n\
+         password_env = \"MAILROOM_TEST_POSTFIX_PASSWORD\"\nca_file = \"{}\"",
+        rig.host,
+        rig.submission,
+        rig.user,
+        rig.ca.display()
+    );
+    let root = common::write_campaign(dir.path(), &name, &rig.user, &smtp, &emails);
+    let toml = root.join("campaign.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str(&format!(
+        "\n[bounces]\nreturn_path = \"{}\"\nnotify = [\"success\", \"failure\"]\n",
+        need("MAILROOM_TEST_BOUNCE_RETURN_PATH")
+    ));
+    std::fs::write(&toml, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("send")
+        .arg(&root)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = root.join("mailroom.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let token_of = |email: &str| -> String {
+        conn.query_row(
+            "SELECT token FROM recipients WHERE email = ?1",
+            [email],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let expected: Vec<String> = ok.iter().chain([&failing]).map(|e| token_of(e)).collect();
+    // Reports arrive asynchronously, after local delivery: poll the shared bounce Maildir for
+    // one per token (there is no event to wait on in another process's folder).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let files = mailroom::bounce::mailbox::maildir(&bounce_maildir)
+            .map(|it| {
+                it.filter_map(Result::ok)
+                    .map(|m| String::from_utf8_lossy(&m.raw).into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let arrived = expected
+            .iter()
+            .filter(|t| files.iter().any(|f| f.contains(&format!("bounces+{t}@"))))
+            .count();
+        if arrived == expected.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{arrived} of {} reports within 60 s",
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["bounces", "import"])
+        .arg(&root)
+        .arg("--maildir")
+        .arg(&bounce_maildir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = states(&db);
+    assert_eq!(st.get("delivered"), Some(&5), "{st:?}");
+    assert_eq!(st.get("bounced_hard"), Some(&2), "{st:?}");
+    assert_eq!(st.get("accepted"), None, "{st:?}");
+    for email in &ok {
+        assert_eq!(recipient(&db, email).0, "delivered", "{email}");
+    }
+    // The reports were matched by what mailroom put in the envelope.
+    let envids: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'delivered' AND action = 'delivered'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(envids, 5);
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["report", "--format", "json"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["totals"]["delivered"], 5);
+    assert_eq!(json["totals"]["accepted"], 0);
+    assert_eq!(json["totals"]["relay_accepted"], 6);
+}

@@ -3,22 +3,34 @@
 //! the recipient's state and fills the suppression list. The writes go through the store's
 //! typed feedback functions (`store::FeedbackTx`); this module speaks no SQL.
 //!
-//! Matching, most to least certain: the VERP token in the address the bounce was delivered to
-//! (`[bounces] return_path` with `{token}`); the `X-Mailroom-Token` or `Message-ID` of the
-//! returned original; the failed address itself within the campaign. A message that matches
-//! nothing is left alone and counted, never guessed.
+//! Matching, most to least certain: the DSN's `Original-Envelope-Id` (the `ENVID` mailroom sent:
+//! the recipient's token) and `Original-Recipient` (the `ORCPT` address mailroom sent), both
+//! chosen by mailroom itself (RFC 3461); the VERP token in the address the bounce was delivered
+//! to (`[bounces] return_path` with `{token}`); the `X-Mailroom-Token` or `Message-ID` of the
+//! returned original; the failed address itself within the campaign, but only for a message that
+//! carries none of mailroom's identifiers (one that does, naming no send of this campaign, is
+//! another campaign's or another ledger's). A message that matches nothing is left alone and
+//! counted, never guessed.
 //!
 //! What a report does (the state moves are the store's state machine, `store::state`):
 //! - hard bounce → `bounced_hard` + suppression `hard_bounce`;
 //! - complaint → `complained` + suppression `complaint`;
 //! - soft failure → `bounced_soft` (the relay accepted it, but it was not delivered), unless the
 //!   recipient is already `bounced_hard`, `complained` or `suppressed`;
-//! - `delayed`, auto-replies and success DSNs → an event only; the state is unchanged.
+//! - success DSN (`Action: delivered`) → `delivered`, for a recipient still `accepted` (or
+//!   `unknown`): the receiving side confirmed it; a later failure or complaint still counts;
+//! - `relayed`/`expanded` DSNs (event kind `relayed`: handed on to a system that sends no further
+//!   notice), `delayed` ("delayed at the relay, still trying") and auto-replies → an event only.
+//!
+//! Each negative event is diagnosed (`crate::diagnose`) with the recipient's provider, so the
+//! report can say what the provider meant.
 
 use std::collections::BTreeMap;
 
 use super::{Action, Report, parse};
+use crate::diagnose;
 use crate::model::FeedbackKind;
+use crate::provider::{self, Provider};
 use crate::store::{self, Evidence, FeedbackTarget, FeedbackTx, Ledger, NewEvent, state};
 
 /// One message read from a mailbox.
@@ -167,13 +179,46 @@ fn record(
     digest: &str,
     summary: &mut Summary,
 ) -> Result<(), store::Error> {
-    let by_message = message_match(tx, matcher, &message.raw, &reports[0])?;
+    let by_envid = match &reports[0].original.envelope_id {
+        Some(envid) => tx.find(matcher.campaign_id, Evidence::Token(envid))?,
+        None => None,
+    };
+    let by_message = match &by_envid {
+        Some(_) => None,
+        None => message_match(tx, matcher, &message.raw, &reports[0])?,
+    };
+    // A report that carries an identifier mailroom chose (ENVID, a VERP token, the token
+    // header) none of which names a send of this campaign belongs to another campaign or
+    // another ledger sharing the mailbox: matching it by address would be a guess, and a wrong
+    // one (the same person is on many lists).
+    let elsewhere = by_envid.is_none()
+        && by_message.is_none()
+        && carries_mailroom_id(matcher, &message.raw, &reports[0]);
     let now = crate::store::ledger::now_ms();
     for report in reports {
-        let target = match &by_message {
-            Some(r) if reports.len() == 1 || r.email.eq_ignore_ascii_case(&report.recipient) => {
-                Some(r.clone())
-            }
+        if elsewhere {
+            summary.unmatched += 1;
+            continue;
+        }
+        // One message answers one transaction of one recipient (mailroom sends one RCPT per
+        // message), so a message-level match names the recipient of a single report, or of the
+        // report whose address it is.
+        let fits = |r: &FeedbackTarget| {
+            reports.len() == 1
+                || r.email.eq_ignore_ascii_case(&report.recipient)
+                || report
+                    .original_recipient
+                    .as_deref()
+                    .is_some_and(|o| r.email.eq_ignore_ascii_case(o))
+        };
+        let by_orcpt = match &report.original_recipient {
+            Some(orcpt) => tx.find(matcher.campaign_id, Evidence::Address(orcpt))?,
+            None => None,
+        };
+        let target = match (&by_envid, by_orcpt, &by_message) {
+            (Some(r), _, _) if fits(r) => Some(r.clone()),
+            (_, Some(r), _) => Some(r),
+            (_, None, Some(r)) if fits(r) => Some(r.clone()),
             _ => tx.find(matcher.campaign_id, Evidence::Address(&report.recipient))?,
         };
         let Some(mut target) = target else {
@@ -188,7 +233,9 @@ fn record(
             kind,
             report.status.as_deref().unwrap_or("")
         );
+        let diagnosis = diagnosis_of(report, kind, &target.email);
         let recorded = tx.record_event(&NewEvent {
+            diagnosis,
             recipient_id: target.id,
             at: now,
             kind,
@@ -231,8 +278,15 @@ fn record(
     Ok(())
 }
 
-/// The `events.kind` of a report: a FeedbackKind name, or `delayed` for a delay notice.
+/// The `events.kind` of a report: a FeedbackKind name, `delayed` for a delay notice, or
+/// `relayed` for a success notice that only says the message was passed on (`relayed`,
+/// `expanded`: RFC 3464 §2.3.3), which confirms no delivery.
 fn event_kind(report: &Report) -> &'static str {
+    if report.kind == FeedbackKind::Delivered
+        && matches!(report.action, Some(Action::Relayed | Action::Expanded))
+    {
+        return "relayed";
+    }
     if report.action == Some(Action::Delayed)
         && matches!(report.kind, FeedbackKind::Soft | FeedbackKind::Hard)
         && report.status.as_deref().is_none_or(|s| s.starts_with('4'))
@@ -243,15 +297,43 @@ fn event_kind(report: &Report) -> &'static str {
     }
 }
 
-/// The state-changing feedback an event kind is, if any (delays, auto-replies and success
+/// The state-changing feedback an event kind is, if any (delays, auto-replies and relay
 /// notices are recorded as events only).
 fn state_feedback(kind: &str) -> Option<state::Feedback> {
     match kind {
         "hard" => Some(state::Feedback::Hard),
         "soft" => Some(state::Feedback::Soft),
         "complaint" => Some(state::Feedback::Complaint),
+        "delivered" => Some(state::Feedback::Delivered),
         _ => None,
     }
+}
+
+/// The diagnosis of a negative report (see `crate::diagnose`): the recipient's provider comes
+/// from its domain, else from the remote MTA that wrote the text.
+fn diagnosis_of(report: &Report, kind: &str, email: &str) -> Option<&'static str> {
+    match kind {
+        "complaint" => return Some(diagnose::COMPLAINT.key),
+        "hard" | "soft" | "delayed" => {}
+        _ => return None,
+    }
+    let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+    let provider = provider::of_domain(domain).or_else(|| {
+        let mx = report.remote_mta.as_deref()?;
+        Some(provider::of_mx(domain, mx)).filter(|p| {
+            !matches!(
+                p,
+                Provider::Other | Provider::Unknown | Provider::SelfHosted
+            )
+        })
+    });
+    diagnose::diagnose(&diagnose::Evidence {
+        provider,
+        code: report.reply_code,
+        status: report.status.as_deref(),
+        text: &report.diagnostic,
+    })
+    .map(|d| d.key)
 }
 
 /// Message-level evidence: the VERP token in the delivery headers, then the returned
@@ -281,6 +363,15 @@ fn message_match(
         return Ok(Some(r));
     }
     Ok(None)
+}
+
+/// Whether the message names a send by an identifier only mailroom puts there.
+fn carries_mailroom_id(matcher: &Matcher, raw: &[u8], first: &Report) -> bool {
+    first.original.envelope_id.is_some()
+        || first.original.token.is_some()
+        || envelope_addresses(raw)
+            .iter()
+            .any(|a| matcher.token_in(a).is_some())
 }
 
 /// Addresses the bounce was delivered to, from the headers delivery agents add, then To.

@@ -26,6 +26,8 @@ pub(crate) struct Flat {
     pub delivery_status: Option<Vec<Vec<Field>>>,
     /// The per-message `Reporting-MTA` of a delivery-status part (`dns; host`).
     pub reporting_mta: Option<String>,
+    /// The per-message `Original-Envelope-Id` of a delivery-status part, as written (xtext).
+    pub envelope_id: Option<String>,
     /// Fields of a `message/feedback-report` part.
     pub feedback: Option<Vec<Field>>,
     /// Header fields of the returned original message, when the bounce includes them.
@@ -197,6 +199,16 @@ impl Flat {
                 .find(|(k, _)| k.eq_ignore_ascii_case("Reporting-MTA"))
                 .map(|(_, v)| v.trim().to_owned());
         }
+        if self.envelope_id.is_none() {
+            // Kept only when short enough to be one (RFC 3461 §4.4): decoded by the caller.
+            self.envelope_id = all
+                .iter()
+                .flatten()
+                .find(|(k, _)| k.eq_ignore_ascii_case("Original-Envelope-Id"))
+                .map(|(_, v)| v.trim())
+                .filter(|v| v.len() <= super::envelope::MAX_ENVID)
+                .map(str::to_owned);
+        }
         let groups: Vec<Vec<Field>> = all
             .into_iter()
             .filter(|g| {
@@ -249,6 +261,7 @@ impl Flat {
                 .original_header("X-Mailroom-Campaign")
                 .map(|v| text::cap(v.to_owned(), MAX_FIELD)),
             to: self.original_to().into_iter().next(),
+            envelope_id: None,
             from: self.original_header("From").and_then(text::first_address),
         }
     }

@@ -98,6 +98,7 @@ fn bounces(bounce: &Value) -> Vec<Report> {
                 reason,
                 feedback_type: None,
                 original: Original::default(),
+                original_recipient: None,
             })
         })
         .collect()
@@ -131,6 +132,7 @@ fn complaints(complaint: &Value) -> Vec<Report> {
             reason: Reason::Feedback,
             feedback_type: feedback_type.clone(),
             original: Original::default(),
+            original_recipient: None,
         })
         .collect()
 }
@@ -158,6 +160,7 @@ fn deliveries(delivery: &Value) -> Vec<Report> {
             reason: Reason::Delivered,
             feedback_type: None,
             original: Original::default(),
+            original_recipient: None,
         })
         .collect()
 }

@@ -13,6 +13,8 @@ use serde::de::{self, Deserializer};
 
 use super::Error;
 use super::address;
+pub use super::deliverability::{GuardSection, ProvidersSection};
+use crate::model::DsnNotify;
 
 mod auth;
 pub use auth::{AuthMethod, OAuthProvider};
@@ -36,6 +38,12 @@ pub struct Config {
     pub bounces: BouncesSection,
     #[serde(default)]
     pub store: StoreSection,
+    /// The circuit breaker.
+    #[serde(default)]
+    pub guard: GuardSection,
+    /// MX lookups of recipient domains.
+    #[serde(default)]
+    pub providers: ProvidersSection,
 }
 
 /// `[campaign]`: who sends what.
@@ -244,14 +252,30 @@ pub struct UnsubscribeSection {
     pub mailto: Option<String>,
 }
 
-/// `[bounces]`: where bounces go.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[bounces]`: where bounces go, and which DSNs to ask for.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BouncesSection {
     /// VERP envelope sender such as `bounces+{token}@example.com`.
     #[serde(default)]
     pub return_path: Option<String>,
+    /// When relays that speak DSN should report (RFC 3461 NOTIFY): failures and delays unless
+    /// told otherwise.
+    #[serde(
+        default = "super::deliverability::default_notify",
+        deserialize_with = "super::deliverability::de_notify"
+    )]
+    pub notify: DsnNotify,
+}
+
+impl Default for BouncesSection {
+    fn default() -> Self {
+        BouncesSection {
+            return_path: None,
+            notify: DsnNotify::DEFAULT,
+        }
+    }
 }
 
 /// `[store]`: the ledger file.
@@ -780,6 +804,9 @@ impl Config {
                 "max_attempts must be at least 1".into(),
                 "Set max_attempts = 1 or more.",
             ));
+        }
+        if let Err((key, message, fix)) = super::deliverability::check_guard(&self.guard) {
+            return Err(invalid("guard", key, message, fix));
         }
         Ok(())
     }

@@ -8,7 +8,10 @@
 //! `Reply::verdict`); this module decides what to do about it.
 
 use super::Stop;
+use super::guard::Sample;
+use crate::diagnose;
 use crate::model::{AttemptOutcome, DeliveryState};
+use crate::provider::Provider;
 use crate::transport::{Reply, Step, TxOutcome, Verdict};
 
 /// Times one message is retried in the same run after a "slow down" or a stale connection
@@ -137,6 +140,35 @@ pub fn decide(outcome: &TxOutcome, cx: Context) -> Decision {
     }
 }
 
+/// What a charge counts as for the circuit breaker: charged outcomes only (a claim given back
+/// uncharged, or an `unknown` outcome, says nothing about the list).
+pub fn guard_sample(charge: &Charge) -> Option<Sample> {
+    match charge {
+        Charge::Record(DeliveryState::Accepted) => Some(Sample::Accepted),
+        Charge::Record(DeliveryState::BouncedHard) => Some(Sample::Hard),
+        Charge::Record(DeliveryState::BouncedSoft) => Some(Sample::Soft),
+        Charge::Temporary => Some(Sample::Deferred),
+        Charge::Record(_) | Charge::GiveBack(_) => None,
+    }
+}
+
+/// The diagnosis (`crate::diagnose`) of a reply that was not an acceptance, for the attempt's
+/// record; `provider` gives the recipient's (asked only for a refusal or deferral).
+pub fn diagnosis(reply: &Reply, provider: impl FnOnce() -> Provider) -> Option<&'static str> {
+    let code = reply.code?;
+    if (200..300).contains(&code) {
+        return None;
+    }
+    let provider = provider();
+    diagnose::diagnose(&diagnose::Evidence {
+        provider: Some(provider).filter(|p| *p != Provider::Unknown),
+        code: Some(code),
+        status: reply.enhanced.as_deref(),
+        text: &reply.text,
+    })
+    .map(|d| d.key)
+}
+
 fn replied(reply: &Reply, cx: Context) -> Decision {
     let give_back = |outcome| Decision::new(Charge::GiveBack(Some(outcome)));
     match reply.verdict().unwrap_or(Verdict::Deferred) {
@@ -220,6 +252,57 @@ mod tests {
         accepted_any: false,
         throttles_in_a_row: 0,
     };
+
+    #[test]
+    fn charges_and_what_the_breaker_counts() {
+        use DeliveryState as S;
+        let table = [
+            (Charge::Record(S::Accepted), Some(Sample::Accepted)),
+            (Charge::Record(S::BouncedHard), Some(Sample::Hard)),
+            (Charge::Record(S::BouncedSoft), Some(Sample::Soft)),
+            (Charge::Temporary, Some(Sample::Deferred)),
+            (Charge::Record(S::Unknown), None),
+            (Charge::Record(S::Failed), None),
+            (Charge::GiveBack(Some(AttemptOutcome::Throttled)), None),
+            (Charge::GiveBack(None), None),
+        ];
+        for (charge, sample) in table {
+            assert_eq!(guard_sample(&charge), sample, "{charge:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_diagnosed_with_the_recipients_provider_and_acceptances_never() {
+        let gmail_rate = reply(
+            Step::Rcpt,
+            421,
+            "4.7.0 Try again later, closing connection.",
+        );
+        assert_eq!(
+            diagnosis(&gmail_rate, || Provider::Google),
+            Some("gmail-4.7.0")
+        );
+        assert_eq!(diagnosis(&gmail_rate, || Provider::Unknown), None);
+        let outlook = reply(
+            Step::Message,
+            550,
+            "5.7.515 Access denied, sending domain example.com doesn't meet the required authentication level.",
+        );
+        assert_eq!(
+            diagnosis(&outlook, || Provider::Microsoft),
+            Some("microsoft-5.7.515")
+        );
+        assert_eq!(
+            diagnosis(&reply(Step::Message, 250, "2.0.0 ok"), || -> Provider {
+                unreachable!("no provider is asked for an acceptance")
+            }),
+            None
+        );
+        assert_eq!(
+            diagnosis(&lost(Step::Message, true), || Provider::Google),
+            None
+        );
+    }
 
     /// (outcome, context) → (charge, next, run kind, slow down)
     #[test]

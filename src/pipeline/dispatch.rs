@@ -2,10 +2,13 @@
 //! stops the run before anyone is claimed), starts the workers, then reads due rows page by page
 //! in id order, claims them in blocks within the `--limit` budget and the daily cap, and hands
 //! them to the workers through a bounded queue. With `wait` it keeps making passes, sleeping
-//! until the next retry is due, until nothing is deferred any more.
+//! until the next retry is due, until nothing is deferred any more. It also feeds the circuit
+//! breaker the campaign's complaint figures (from imported ARF reports), before the first
+//! connection and every [`COMPLAINT_CHECK`] after.
 //!
 //! It must not send anything or decide what a reply means: workers do both.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -28,6 +31,9 @@ const CLAIM_BLOCK: usize = 128;
 const CLAIM_AHEAD: Duration = Duration::from_millis(50);
 /// The longest single sleep of `--wait` before looking at the ledger again.
 const WAIT_SLICE: Duration = Duration::from_secs(3600);
+/// How often the campaign's complaint rate is read again during a run (complaints arrive by
+/// `bounces import`, from another process).
+const COMPLAINT_CHECK: Duration = Duration::from_secs(30);
 
 /// Dispatches the run to its end; the workers are started and joined here.
 ///
@@ -64,6 +70,11 @@ async fn drive(
     let resend = options.resend_unknown;
     let count_due = || reads.with(move |r| r.count_due(campaign, now_ms(), resend));
     let due_now = count_due().await?;
+    // Complaints already past the limit: pause before anyone is claimed.
+    if due_now > 0 && options.guard.enabled {
+        check_complaints(shared, reads, campaign).await?;
+    }
+    let mut complaints_checked = tokio::time::Instant::now();
     shared.counters.planned.store(
         options.limit.map_or(due_now, |l| l.min(due_now)),
         Ordering::Relaxed,
@@ -122,6 +133,10 @@ async fn drive(
     'passes: loop {
         let mut after = 0i64;
         loop {
+            if options.guard.enabled && complaints_checked.elapsed() >= COMPLAINT_CHECK {
+                complaints_checked = tokio::time::Instant::now();
+                check_complaints(shared, reads, campaign).await?;
+            }
             if shared.halt.is_triggered() {
                 break 'passes;
             }
@@ -199,6 +214,36 @@ async fn drive(
             () = tokio::time::sleep(wait) => {}
             () = shared.halt.wait() => break 'passes,
         }
+    }
+    Ok(())
+}
+
+/// Reads the campaign's complaints and recipients accepted, per provider and overall, and
+/// pauses the run when the complaint guard trips.
+async fn check_complaints(
+    shared: &Shared,
+    reads: &Reads,
+    campaign: CampaignId,
+) -> Result<(), Error> {
+    let counts = reads.with(move |r| r.complaint_counts(campaign)).await?;
+    let mut overall = (0, 0);
+    let mut per_provider = HashMap::new();
+    for c in counts {
+        overall.0 += c.complained;
+        overall.1 += c.relay_accepted;
+        let slot: &mut (u64, u64) = per_provider
+            .entry(shared.providers.of(&c.domain))
+            .or_default();
+        slot.0 += c.complained;
+        slot.1 += c.relay_accepted;
+    }
+    let trip = shared
+        .guard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .complaints(overall, &per_provider);
+    if let Some(trip) = trip {
+        shared.stop(End::Paused(Stop::Guard(trip)));
     }
     Ok(())
 }

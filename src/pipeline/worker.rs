@@ -17,7 +17,7 @@ use super::{End, Render, Shared, Stop, pace};
 use crate::clock::now_ms;
 use crate::model::{AttemptOutcome, DeliveryState, RecipientId};
 use crate::store::{AttemptRecord, Claim, ClaimResult, DueRow, Outcome, Release};
-use crate::transport::{ConnectFailure, Reply, Session, Verdict};
+use crate::transport::{ConnectFailure, Reply, Session, Verdict, dsn};
 
 /// Consecutive failed reconnects after which the run pauses.
 const MAX_RECONNECT_FAILURES: u64 = 5;
@@ -101,6 +101,7 @@ async fn unrenderable(shared: &Shared, row: &DueRow, reason: String) {
         enhanced: None,
         reply: Some(reason),
         outcome: AttemptOutcome::Failed,
+        diagnosis: None,
     };
     record(shared, row, DeliveryState::Failed, None, attempt, None).await;
 }
@@ -171,7 +172,16 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
         }
         let port = Some(live.port());
         shared.counters.transactions.fetch_add(1, Ordering::Relaxed);
-        let outcome = live.send(&job.from, &job.to, &job.bytes).await;
+        // ENVID and ORCPT are the ledger's own token and address: a DSN that echoes them names
+        // this recipient for certain (used only when the relay offers DSN).
+        let request = dsn::Request {
+            envid: &job.row.token,
+            orcpt: &job.row.email,
+            notify: shared.notify,
+        };
+        let outcome = live
+            .send(&job.from, &job.to, &job.bytes, Some(&request))
+            .await;
         let reply = outcome.reply().clone();
         let throttled = reply.verdict() == Some(Verdict::Throttle);
         let throttles_in_a_row = if throttled {
@@ -269,11 +279,13 @@ async fn carry_out(
     d: Decision,
 ) -> Next {
     let backoff = d.slow_down.then(|| shared.pacer.throttle());
+    let diagnosis = decide::diagnosis(reply, || shared.providers.of(&job.row.domain));
     let attempt = |outcome: AttemptOutcome| {
         let mut a = attempt(reply, port, outcome);
         if let Some(note) = d.note {
             a.reply = Some(format!("{note}{}", reply.text));
         }
+        a.diagnosis = diagnosis;
         a
     };
     match &d.charge {
@@ -333,6 +345,9 @@ async fn carry_out(
             }
         }
     }
+    if let Some(sample) = decide::guard_sample(&d.charge) {
+        shared.guard_sample(&job.row.domain, sample);
+    }
     match d.run {
         ForRun::Continue => {}
         ForRun::Succeeded => {
@@ -354,6 +369,7 @@ fn attempt(reply: &Reply, port: Option<u16>, outcome: AttemptOutcome) -> Attempt
         enhanced: reply.enhanced.clone(),
         reply: Some(reply.text.clone()),
         outcome,
+        diagnosis: None,
     }
 }
 

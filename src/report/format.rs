@@ -16,6 +16,8 @@ use crate::model::DeliveryState;
 pub(super) const TOP_DOMAINS: usize = 25;
 /// How many reasons the text and Markdown reports list; JSON has them all.
 pub(super) const TOP_REASONS: usize = 25;
+/// How many providers the text and Markdown reports list; JSON has them all.
+pub(super) const TOP_PROVIDERS: usize = 15;
 
 /// The label of each state as the user reads it: "accepted" always says by whom.
 pub(super) fn state_label(state: DeliveryState) -> &'static str {
@@ -23,6 +25,7 @@ pub(super) fn state_label(state: DeliveryState) -> &'static str {
         DeliveryState::Pending => "pending (not tried yet)",
         DeliveryState::Sending => "sending now",
         DeliveryState::Accepted => "accepted by the relay",
+        DeliveryState::Delivered => "delivery confirmed (DSN)",
         DeliveryState::Deferred => "deferred (will retry)",
         DeliveryState::BouncedHard => "bounced hard",
         DeliveryState::BouncedSoft => "bounced soft",
@@ -79,6 +82,16 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
         "of which bounced/complained later",
         t.bounced_later()
     )?;
+    writeln!(
+        out,
+        "  {:<32}{:>10}",
+        "of which delivery confirmed (DSN)", report.funnel.delivered
+    )?;
+    writeln!(
+        out,
+        "  {:<32}{:>10}",
+        "of which no news yet", report.funnel.no_news
+    )?;
     writeln!(out)?;
     let th = Thresholds::default();
     writeln!(
@@ -131,6 +144,11 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
     writeln!(out, "  (accepted = ever accepted by the relay)")?;
 
     writeln!(out)?;
+    write_providers_text(report, out)?;
+    writeln!(out)?;
+    write_diagnoses_text(report, out)?;
+
+    writeln!(out)?;
     writeln!(
         out,
         "{}",
@@ -156,6 +174,64 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
 
     writeln!(out)?;
     write_series_text(&report.series, out)?;
+    Ok(())
+}
+
+fn write_providers_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{}",
+        heading_count("Providers", report.providers.len(), TOP_PROVIDERS)
+    )?;
+    writeln!(
+        out,
+        "  {:<16}{:>8}{:>11}{:>10}{:>10}{:>9}{:>9}",
+        "provider", "domains", "recipients", "accepted", "confirmed", "hard", "compl."
+    )?;
+    for p in report.providers.iter().take(TOP_PROVIDERS) {
+        writeln!(
+            out,
+            "  {:<16}{:>8}{:>11}{:>10}{:>10}{:>9}{:>9}{}{}",
+            p.label,
+            p.domains,
+            p.totals.recipients,
+            p.totals.relay_accepted,
+            p.totals.delivered,
+            format_rate(p.rates.hard_bounce),
+            format_rate(p.rates.complaint),
+            level_mark(p.levels.bounce).replace(' ', " bounce "),
+            level_mark(p.levels.complaint).replace(' ', " complaints "),
+        )?;
+    }
+    writeln!(
+        out,
+        "  (hard = / attempted, compl. = / accepted; WARN and ALARM at each provider's own \
+         thresholds; `unknown` = not resolved yet)"
+    )
+}
+
+fn write_diagnoses_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "What the providers are telling you ({})",
+        report.diagnoses.len()
+    )?;
+    if report.diagnoses.is_empty() {
+        return writeln!(
+            out,
+            "  nothing: no reply or report matched a known provider message"
+        );
+    }
+    for d in &report.diagnoses {
+        writeln!(out, "  {} ({}x)", one_line(&d.title), d.count)?;
+        if !d.meaning.is_empty() {
+            writeln!(out, "    means: {}", d.meaning)?;
+            writeln!(out, "    fix:   {}", d.fix)?;
+        }
+        if let Some(example) = &d.example {
+            writeln!(out, "    e.g.:  {}", truncate(&one_line(example), 100))?;
+        }
+    }
     Ok(())
 }
 
@@ -254,7 +330,10 @@ struct Json<'a> {
     /// Recipients the relay accepted and that bounced or complained later.
     bounced_later: u64,
     rates: &'a super::Rates,
+    funnel: &'a super::Funnel,
     domains: &'a [DomainRow],
+    providers: &'a [super::ProviderRow],
+    diagnoses: &'a [super::DiagnosisRow],
     reasons: &'a [super::ReasonRow],
     series: &'a [MinutePoint],
     recent: &'a [super::HistoryEntry],
@@ -271,7 +350,10 @@ pub fn write_json(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
         totals: &report.totals,
         bounced_later: report.totals.bounced_later(),
         rates: &report.rates,
+        funnel: &report.funnel,
         domains: &report.domains,
+        providers: &report.providers,
+        diagnoses: &report.diagnoses,
         reasons: &report.reasons,
         series: &report.series,
         recent: &report.recent,
@@ -393,7 +475,7 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
     writeln!(
         out,
         "\"Accepted\" means accepted by the relay (a 250 reply after DATA), not delivered to \
-         an inbox."
+         an inbox; \"delivery confirmed\" means the receiving system said so in a success DSN."
     )?;
     writeln!(out)?;
     writeln!(out, "## Summary")?;
@@ -436,6 +518,14 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
         format_rate((t.recipients > 0).then(|| t.relay_accepted as f64 / t.recipients as f64))
     )?;
     writeln!(out)?;
+    let f = &report.funnel;
+    writeln!(
+        out,
+        "Of the {} accepted by the relay: delivery confirmed for {}, {} bounced or complained \
+         later, {} no news yet.",
+        f.relay_accepted, f.delivered, f.bounced_later, f.no_news
+    )?;
+    writeln!(out)?;
     writeln!(
         out,
         "## {}",
@@ -460,6 +550,29 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
             d.totals.complained,
             format_rate(d.acceptance)
         )?;
+    }
+    writeln!(out)?;
+    write_providers_markdown(report, out)?;
+    writeln!(out)?;
+    writeln!(out, "## What the providers are telling you")?;
+    writeln!(out)?;
+    if report.diagnoses.is_empty() {
+        writeln!(out, "No reply or report matched a known provider message.")?;
+    }
+    for d in &report.diagnoses {
+        writeln!(out, "- **{}** ({} times)", md(&d.title), d.count)?;
+        if !d.meaning.is_empty() {
+            writeln!(out, "  - Means: {}", md(&d.meaning))?;
+            writeln!(out, "  - Fix: {}", md(&d.fix))?;
+            writeln!(out, "  - Source: {}", md(&d.source))?;
+        }
+        if let Some(example) = &d.example {
+            writeln!(
+                out,
+                "  - Example: {}",
+                md(&truncate(&one_line(example), 160))
+            )?;
+        }
     }
     writeln!(out)?;
     writeln!(
@@ -496,6 +609,36 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
     } else {
         write!(out, "    ")?;
         write_series_text(&report.series, out)?;
+    }
+    Ok(())
+}
+
+fn write_providers_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "## {}",
+        heading_count("Providers", report.providers.len(), TOP_PROVIDERS)
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| Provider | Domains | Recipients | Accepted by relay | Delivery confirmed | Hard bounces | Complaints |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
+    for p in report.providers.iter().take(TOP_PROVIDERS) {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {}{} | {}{} |",
+            p.label,
+            p.domains,
+            p.totals.recipients,
+            p.totals.relay_accepted,
+            p.totals.delivered,
+            format_rate(p.rates.hard_bounce),
+            level_mark(p.levels.bounce),
+            format_rate(p.rates.complaint),
+            level_mark(p.levels.complaint),
+        )?;
     }
     Ok(())
 }

@@ -4,8 +4,10 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use super::format::{TOP_DOMAINS, TOP_REASONS, dense_series, one_line, state_label, truncate};
-use super::{CampaignReport, Level, Thresholds, format_rate, format_time};
+use super::format::{
+    TOP_DOMAINS, TOP_PROVIDERS, TOP_REASONS, dense_series, one_line, state_label, truncate,
+};
+use super::{CampaignReport, Level, Thresholds, Trends, format_rate, format_time};
 use crate::model::DeliveryState;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;\
@@ -20,10 +22,31 @@ td:first-child,th:first-child{text-align:left}.ok{color:#1a7f37}.warn{color:#b35
 /// # Errors
 /// When writing fails.
 pub fn write_html(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
-    out.write_all(render(report, &Thresholds::default()).as_bytes())
+    out.write_all(render(report, &Thresholds::default(), None).as_bytes())
 }
 
-fn render(report: &CampaignReport, th: &Thresholds) -> String {
+/// [`write_html`] with the trend of every campaign in the ledger (`Ledger::trends`): a chart of
+/// hard-bounce and complaint rates per provider across campaigns.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_html_with_trends(
+    report: &CampaignReport,
+    trends: &Trends,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    out.write_all(render(report, &Thresholds::default(), Some(trends)).as_bytes())
+}
+
+fn level_class(level: Level) -> &'static str {
+    match level {
+        Level::Ok => "ok",
+        Level::Warn => "warn",
+        Level::Alarm => "alarm",
+    }
+}
+
+fn render(report: &CampaignReport, th: &Thresholds, trends: Option<&Trends>) -> String {
     let t = &report.totals;
     let c = &report.campaign;
     let mut h = String::new();
@@ -48,16 +71,13 @@ fn render(report: &CampaignReport, th: &Thresholds) -> String {
     let _ = writeln!(
         h,
         "<p class=\"note\">“Accepted” means accepted by the relay (a 250 reply after DATA), \
-         not delivered to an inbox.</p>"
+         not delivered to an inbox; “delivery confirmed” means the receiving system said so in \
+         a success DSN.</p>"
     );
 
     let _ = writeln!(h, "<h2>Rates</h2><div class=\"rates\">");
     let rate = |h: &mut String, label: &str, value: Option<f64>, level: Level, note: &str| {
-        let class = match level {
-            Level::Ok => "ok",
-            Level::Warn => "warn",
-            Level::Alarm => "alarm",
-        };
+        let class = level_class(level);
         let _ = writeln!(
             h,
             "<div><div class=\"rate {class}\">{}</div>{label}<div class=\"note\">{note}</div></div>",
@@ -158,6 +178,70 @@ fn render(report: &CampaignReport, th: &Thresholds) -> String {
         );
     }
 
+    let _ = writeln!(
+        h,
+        "<h2>Providers</h2><table><tr><th>Provider</th><th>Domains</th><th>Recipients</th>\
+         <th>Accepted by relay</th><th>Delivery confirmed</th><th>Hard bounces</th><th>Complaints</th></tr>"
+    );
+    for p in report.providers.iter().take(TOP_PROVIDERS) {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"{}\">{}</td><td class=\"{}\">{}</td></tr>",
+            esc(p.label),
+            p.domains,
+            p.totals.recipients,
+            p.totals.relay_accepted,
+            p.totals.delivered,
+            level_class(p.levels.bounce),
+            format_rate(p.rates.hard_bounce),
+            level_class(p.levels.complaint),
+            format_rate(p.rates.complaint)
+        );
+    }
+    let _ = writeln!(
+        h,
+        "</table><p class=\"note\">Colours at each provider's own thresholds (Gmail: \
+         complaints 0.1% / 0.3%).</p>"
+    );
+
+    let _ = writeln!(h, "<h2>What the providers are telling you</h2>");
+    if report.diagnoses.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p>No reply or report matched a known provider message.</p>"
+        );
+    }
+    for d in &report.diagnoses {
+        let _ = writeln!(
+            h,
+            "<h3>{} <span class=\"note\">({} times)</span></h3><p>{}</p><p><b>Fix:</b> {}</p>\
+             <p class=\"note\">{}</p>",
+            esc(&d.title),
+            d.count,
+            esc(&d.meaning),
+            esc(&d.fix),
+            esc(&format!(
+                "Source: {}. Example: {}",
+                d.source,
+                truncate(&one_line(d.example.as_deref().unwrap_or("")), 200)
+            ))
+        );
+    }
+    if let Some(trends) = trends {
+        let _ = writeln!(h, "<h2>Across campaigns</h2>");
+        h.push_str(&super::trend::trend_svg(
+            trends,
+            "hard-bounce rate by provider across campaigns",
+            |r| r.hard_bounce,
+        ));
+        h.push_str(&super::trend::trend_svg(
+            trends,
+            "complaint rate by provider across campaigns",
+            |r| r.complaint,
+        ));
+    }
+
     let _ = writeln!(h, "<h2>Reasons</h2>");
     if report.reasons.is_empty() {
         let _ = writeln!(
@@ -193,12 +277,14 @@ fn render(report: &CampaignReport, th: &Thresholds) -> String {
     h
 }
 
-/// Horizontal bars: recipients → attempted → accepted by the relay → bounced/complained later.
+/// Horizontal bars: recipients → accepted by the relay → delivered (confirmed) / bounced or
+/// complained later, and where the rest stands.
 fn funnel_svg(report: &CampaignReport) -> String {
     let t = &report.totals;
-    let rows: [(&str, u64, &str); 6] = [
+    let rows: [(&str, u64, &str); 7] = [
         ("recipients", t.recipients, "#607d8b"),
         ("accepted by the relay", t.relay_accepted, "#2e7d32"),
+        ("delivery confirmed (DSN)", t.delivered, "#1b5e20"),
         ("bounced or complained later", t.bounced_later(), "#c62828"),
         ("pending", t.pending + t.sending, "#9e9e9e"),
         ("deferred", t.deferred, "#f9a825"),
@@ -206,7 +292,7 @@ fn funnel_svg(report: &CampaignReport) -> String {
     ];
     let max = t.recipients.max(1) as f64;
     let mut s = String::from(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"156\" \
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"182\" \
          role=\"img\" aria-label=\"funnel\">",
     );
     for (i, (label, n, colour)) in rows.iter().enumerate() {
@@ -277,9 +363,9 @@ fn series_svg(report: &CampaignReport) -> String {
     s
 }
 
-/// Escapes text for HTML element content and attribute values.
-/// Escapes text for HTML, with control and direction-changing characters shown, not applied.
-fn esc(text: &str) -> String {
+/// Escapes text for HTML element content and attribute values, with control and
+/// direction-changing characters shown, not applied.
+pub(super) fn esc(text: &str) -> String {
     let text = crate::display::text(text);
     let mut s = String::with_capacity(text.len());
     for ch in text.chars() {

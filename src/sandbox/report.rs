@@ -109,19 +109,83 @@ fn common_headers(
     );
 }
 
+/// The RFC 3461 parameters the client sent, which a DSN echoes (`Original-Envelope-Id`, and the
+/// `ORCPT` as `Original-Recipient`); both as the client wrote them (xtext).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub envid: Option<&'a str>,
+    pub orcpt: Option<&'a str>,
+}
+
 /// An RFC 3464 non-delivery report (`Action: failed`) for `o.rcpt_to`.
 pub fn dsn(o: &Original<'_>, status: &str, diagnostic: &str) -> Vec<u8> {
+    failed(o, status, diagnostic, Envelope::default())
+}
+
+/// [`dsn`], echoing the client's DSN parameters.
+pub fn failed(o: &Original<'_>, status: &str, diagnostic: &str, envelope: Envelope<'_>) -> Vec<u8> {
+    let original_id = header_value(o.message, "Message-ID").unwrap_or_default();
+    delivery_status(
+        o,
+        envelope,
+        "Undelivered Mail Returned to Sender",
+        &format!(
+            "Your message {original_id} could not be delivered to <{rcpt}>.\r\n\
+             The remote server said: {diagnostic}",
+            rcpt = o.rcpt_to
+        ),
+        &format!(
+            "Action: failed\r\nStatus: {status}\r\nRemote-MTA: dns; mx.{domain}\r\n\
+             Diagnostic-Code: {diagnostic}\r\n",
+            domain = o.rcpt_to.rsplit('@').next().unwrap_or("invalid"),
+        ),
+        "Undelivered Message Headers",
+    )
+}
+
+/// An RFC 3464 success report (`Action: delivered`, `Status: 2.0.0`) for `o.rcpt_to`, as an
+/// MTA sends it after delivering to the mailbox when the client asked with `NOTIFY=SUCCESS`.
+pub fn delivered(o: &Original<'_>, envelope: Envelope<'_>) -> Vec<u8> {
+    let original_id = header_value(o.message, "Message-ID").unwrap_or_default();
+    delivery_status(
+        o,
+        envelope,
+        "Successful Mail Delivery Report",
+        &format!(
+            "Your message {original_id} was successfully delivered to <{rcpt}>.",
+            rcpt = o.rcpt_to
+        ),
+        "Action: delivered\r\nStatus: 2.0.0\r\nDiagnostic-Code: smtp; 250 2.0.0 delivered to mailbox\r\n",
+        "Message Headers",
+    )
+}
+
+fn delivery_status(
+    o: &Original<'_>,
+    envelope: Envelope<'_>,
+    subject: &str,
+    human: &str,
+    fields: &str,
+    returned: &str,
+) -> Vec<u8> {
     let boundary = format!("=_dsn_{}", o.unique);
     let mut out = String::new();
     common_headers(
         &mut out,
         o,
         &format!("Mail Delivery System <MAILER-DAEMON@{}>", o.reporting_host),
-        "Undelivered Mail Returned to Sender",
+        subject,
         &boundary,
         "delivery-status",
     );
-    let original_id = header_value(o.message, "Message-ID").unwrap_or_default();
+    let envid = envelope
+        .envid
+        .map(|id| format!("Original-Envelope-Id: {id}\r\n"))
+        .unwrap_or_default();
+    let orcpt = match envelope.orcpt {
+        Some(orcpt) => orcpt.replacen(';', "; ", 1),
+        None => format!("rfc822; {}", o.rcpt_to),
+    };
     let _ = write!(
         out,
         "--{boundary}\r\n\
@@ -130,32 +194,28 @@ pub fn dsn(o: &Original<'_>, status: &str, diagnostic: &str) -> Vec<u8> {
          \r\n\
          This is the mail system at host {host}.\r\n\
          \r\n\
-         Your message {original_id} could not be delivered to <{rcpt}>.\r\n\
-         The remote server said: {diagnostic}\r\n\
+         {human}\r\n\
          \r\n\
          --{boundary}\r\n\
          Content-Type: message/delivery-status\r\n\
          Content-Description: Delivery report\r\n\
          \r\n\
          Reporting-MTA: dns; {host}\r\n\
+         {envid}\
          Arrival-Date: {date}\r\n\
          \r\n\
          Final-Recipient: rfc822; {rcpt}\r\n\
-         Original-Recipient: rfc822; {rcpt}\r\n\
-         Action: failed\r\n\
-         Status: {status}\r\n\
-         Remote-MTA: dns; mx.{domain}\r\n\
-         Diagnostic-Code: {diagnostic}\r\n\
+         Original-Recipient: {orcpt}\r\n\
+         {fields}\
          Last-Attempt-Date: {date}\r\n\
          \r\n\
          --{boundary}\r\n\
          Content-Type: text/rfc822-headers\r\n\
-         Content-Description: Undelivered Message Headers\r\n\
+         Content-Description: {returned}\r\n\
          \r\n",
         host = o.reporting_host,
         rcpt = o.rcpt_to,
         date = o.arrival_date,
-        domain = o.rcpt_to.rsplit('@').next().unwrap_or("invalid"),
     );
     finish(out, o.message, &boundary)
 }
@@ -260,6 +320,31 @@ mod tests {
             4,
             "root + text + delivery-status + headers"
         );
+    }
+
+    #[test]
+    fn reports_echo_the_envelope_id_and_original_recipient() {
+        let envelope = Envelope {
+            envid: Some("abc123"),
+            orcpt: Some("rfc822;a+2Bx@example.org"),
+        };
+        let text = String::from_utf8(delivered(&original(), envelope)).unwrap();
+        assert!(text.contains("Original-Envelope-Id: abc123\r\n"), "{text}");
+        assert!(text.contains("Original-Recipient: rfc822; a+2Bx@example.org\r\n"));
+        assert!(text.contains("Action: delivered\r\nStatus: 2.0.0\r\n"));
+        let reports = crate::bounce::parse(text.as_bytes());
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].kind, crate::model::FeedbackKind::Delivered);
+        assert_eq!(reports[0].original.envelope_id.as_deref(), Some("abc123"));
+        assert_eq!(
+            reports[0].original_recipient.as_deref(),
+            Some("a+x@example.org")
+        );
+        let failure =
+            String::from_utf8(failed(&original(), "5.1.1", "smtp; 550 5.1.1 no", envelope))
+                .unwrap();
+        assert!(failure.contains("Action: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(failure.contains("Original-Envelope-Id: abc123\r\n"));
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct Accepted {
     pub data: Vec<u8>,
     /// Reports to write to the bounce Maildir after accepting.
     pub feedback: Vec<Feedback>,
+    /// RFC 3461 `RET` and `ENVID` of MAIL (`[session] dsn`), as sent.
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+    /// RFC 3461 `NOTIFY` and `ORCPT` of each recipient, in RCPT order.
+    pub rcpt_dsn: Vec<super::dsn::RcptParams>,
 }
 
 impl Accepted {
@@ -62,15 +67,21 @@ pub struct Feedback {
     pub rcpt: String,
     /// Which report to write.
     pub kind: FeedbackReport,
+    /// The client's `ENVID` and this recipient's `ORCPT`, echoed by DSNs.
+    pub envid: Option<String>,
+    pub orcpt: Option<String>,
 }
 
-/// The two kinds of report the script can ask for.
+/// The kinds of report the sandbox writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedbackReport {
     /// RFC 3464 delivery status notification, `Action: failed`.
     Dsn { status: String, diagnostic: String },
     /// RFC 5965 feedback report.
     Arf { feedback_type: String },
+    /// RFC 3464 success notification (`Action: delivered`), for a recipient whose RCPT asked
+    /// `NOTIFY=SUCCESS` (with `[session] dsn`).
+    Delivered,
 }
 
 /// The result of one input line.

@@ -9,6 +9,7 @@
 //! [session]
 //! starttls = false                 # do not offer STARTTLS
 //! pipelining = false               # do not advertise PIPELINING (RFC 2920)
+//! dsn = true                       # advertise DSN (RFC 3461); report successes when asked
 //! auth = "fail"                    # every AUTH gets 535 5.7.8
 //! tls_handshake = "abort"          # close the connection in the middle of the TLS handshake
 //! greeting = "421 4.3.2 closing"   # replaces the 220 greeting (421 closes the connection)
@@ -229,6 +230,9 @@ pub struct SessionFaults {
     pub starttls: bool,
     /// Advertise PIPELINING (false: a client must wait for each reply before the next command).
     pub pipelining: bool,
+    /// Advertise DSN (RFC 3461): accept and record RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT,
+    /// and write a success report for a recipient that asked `NOTIFY=SUCCESS`.
+    pub dsn: bool,
     /// Every AUTH attempt fails with 535 5.7.8.
     pub auth_fails: bool,
     /// Abort every TLS handshake (after STARTTLS or on the implicit-TLS listener).
@@ -268,6 +272,7 @@ impl Default for SessionFaults {
         SessionFaults {
             starttls: true,
             pipelining: true,
+            dsn: false,
             auth_fails: false,
             abort_tls_handshake: false,
             greeting: None,
@@ -305,6 +310,7 @@ struct RawScript {
 struct RawSession {
     starttls: Option<bool>,
     pipelining: Option<bool>,
+    dsn: Option<bool>,
     auth: Option<String>,
     tls_handshake: Option<String>,
     greeting: Option<String>,
@@ -481,6 +487,7 @@ fn parse_session(raw: RawSession) -> Result<SessionFaults, Error> {
         inject_sessions: raw.inject_sessions,
         freeze_after_messages: raw.freeze_after_messages,
         pipelining: raw.pipelining.unwrap_or(true),
+        dsn: raw.dsn.unwrap_or(false),
         flood,
         disconnect_at,
         starttls: raw.starttls.unwrap_or(true),

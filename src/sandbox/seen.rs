@@ -25,6 +25,11 @@ pub struct Stored {
     pub rcpts: Vec<String>,
     /// The Maildir file (in `new/`).
     pub file: PathBuf,
+    /// RFC 3461 `ENVID` and `RET` of its MAIL, as sent (`[session] dsn`).
+    pub envid: Option<String>,
+    pub ret: Option<String>,
+    /// RFC 3461 `NOTIFY` and `ORCPT` of each recipient, in RCPT order.
+    pub rcpt_dsn: Vec<super::dsn::RcptParams>,
 }
 
 /// A snapshot of what the sandbox saw, across every session since it started.
@@ -193,6 +198,9 @@ mod tests {
                 id: id.to_owned(),
                 rcpts: rcpts.into_iter().map(str::to_owned).collect(),
                 file: PathBuf::new(),
+                envid: None,
+                ret: None,
+                rcpt_dsn: Vec::new(),
             });
         }
         let seen = o.seen();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use super::dsn;
 pub use super::policy::Policy;
 pub use super::response::{Accepted, After, Feedback, FeedbackReport, Response};
 use super::script::{Action, Rule, Stage};
@@ -58,6 +59,10 @@ struct Transaction {
     rules: Vec<Option<Rule>>,
     /// MAIL carried SMTPUTF8: non-ASCII addresses are allowed.
     smtputf8: bool,
+    /// RFC 3461 parameters of MAIL (with `[session] dsn`).
+    dsn: dsn::MailParams,
+    /// RFC 3461 parameters of each accepted RCPT, in the same order.
+    rcpt_dsn: Vec<dsn::RcptParams>,
 }
 
 /// One SMTP session (one TCP connection, possibly upgraded to TLS).
@@ -380,6 +385,9 @@ impl Session {
             "SMTPUTF8".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
         ]);
+        if self.policy.script.session.dsn {
+            lines.push("DSN".to_owned());
+        }
         if self.starttls_offered() {
             lines.push("STARTTLS".to_owned());
         }
@@ -581,11 +589,20 @@ impl Session {
             Err(e) => return self.error(501, "5.5.4", e),
         };
         let mut smtputf8 = false;
+        let mut mail_dsn = dsn::MailParams::default();
         for param in params.split_whitespace() {
             let (key, value) = match param.split_once('=') {
                 Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
                 None => (param.to_ascii_uppercase(), None),
             };
+            if self.policy.script.session.dsn
+                && let Some(taken) = dsn::mail_param(&mut mail_dsn, &key, value)
+            {
+                if let Err(why) = taken {
+                    return self.error(501, "5.5.4", why);
+                }
+                continue;
+            }
             match (key.as_str(), value) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
                     Ok(size) if size > self.policy.max_message_size as u64 => {
@@ -630,6 +647,8 @@ impl Session {
             rcpts: Vec::new(),
             rules: Vec::new(),
             smtputf8,
+            dsn: mail_dsn,
+            rcpt_dsn: Vec::new(),
         });
         Response::reply(250, "2.1.0", "Ok").delayed(delay)
     }
@@ -646,8 +665,19 @@ impl Session {
             Ok(parsed) => parsed,
             Err(e) => return self.error(501, "5.5.4", e),
         };
-        if !params.trim().is_empty() {
-            return self.error(555, "5.5.4", "unsupported RCPT parameter");
+        let mut rcpt_dsn = dsn::RcptParams::default();
+        for param in params.split_whitespace() {
+            let (key, value) = match param.split_once('=') {
+                Some((k, v)) => (k.to_ascii_uppercase(), Some(v)),
+                None => (param.to_ascii_uppercase(), None),
+            };
+            match dsn::rcpt_param(&mut rcpt_dsn, &key, value) {
+                Some(Ok(())) if self.policy.script.session.dsn => {}
+                Some(Err(why)) if self.policy.script.session.dsn => {
+                    return self.error(501, "5.5.4", why);
+                }
+                _ => return self.error(555, "5.5.4", "unsupported RCPT parameter"),
+            }
         }
         if let Err(e) = check_address(&path, tx.smtputf8) {
             return self.error(e.0, e.1, e.2);
@@ -684,6 +714,7 @@ impl Session {
         if let Some(tx) = &mut self.tx {
             tx.rcpts.push(path);
             tx.rules.push(rule);
+            tx.rcpt_dsn.push(rcpt_dsn);
         }
         Response::reply(250, "2.1.5", "Ok").delayed(delay)
     }
@@ -810,20 +841,25 @@ impl Session {
             .rcpts
             .iter()
             .zip(&tx.rules)
-            .filter_map(|(rcpt, rule)| {
-                let kind = match &rule.as_ref()?.action {
-                    Action::Bounce { status, diagnostic } => FeedbackReport::Dsn {
+            .zip(&tx.rcpt_dsn)
+            .filter_map(|((rcpt, rule), params)| {
+                let kind = match rule.as_ref().map(|r| &r.action) {
+                    Some(Action::Bounce { status, diagnostic }) => FeedbackReport::Dsn {
                         status: status.clone(),
                         diagnostic: diagnostic.clone(),
                     },
-                    Action::Complain { feedback_type } => FeedbackReport::Arf {
+                    Some(Action::Complain { feedback_type }) => FeedbackReport::Arf {
                         feedback_type: feedback_type.clone(),
                     },
+                    // Delivered to the Maildir: a DSN-speaking MTA reports success when asked.
+                    _ if params.wants_success() => FeedbackReport::Delivered,
                     _ => return None,
                 };
                 Some(Feedback {
                     rcpt: rcpt.clone(),
                     kind,
+                    envid: tx.dsn.envid.clone(),
+                    orcpt: params.orcpt.clone(),
                 })
             })
             .collect();
@@ -856,6 +892,9 @@ impl Session {
             rcpts: tx.rcpts,
             data: data.buf,
             feedback,
+            ret: tx.dsn.ret,
+            envid: tx.dsn.envid,
+            rcpt_dsn: tx.rcpt_dsn,
         });
         response
     }

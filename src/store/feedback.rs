@@ -49,6 +49,8 @@ pub struct NewEvent<'a> {
     pub source: &'a str,
     /// Unique per message, recipient, kind and status: a second import of it records nothing.
     pub fingerprint: &'a str,
+    /// The key of the diagnosis-table row the report matched (`crate::diagnose`), if any.
+    pub diagnosis: Option<&'a str>,
 }
 
 /// One suppression list entry.
@@ -200,8 +202,8 @@ impl FeedbackTx<'_> {
         self.tx
             .execute(
                 "INSERT INTO events (recipient_id, at, kind, action, status, reason, diagnostic,
-                                     remote_mta, source, fingerprint)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                     remote_mta, source, fingerprint, diagnosis)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (fingerprint) DO NOTHING",
                 params![
                     e.recipient_id,
@@ -213,7 +215,8 @@ impl FeedbackTx<'_> {
                     e.diagnostic,
                     e.remote_mta,
                     e.source,
-                    e.fingerprint
+                    e.fingerprint,
+                    e.diagnosis
                 ],
             )
             .map(|n| n == 1)
@@ -222,6 +225,10 @@ impl FeedbackTx<'_> {
 
     /// Moves `target` as the state machine says for `feedback`; returns the new state, or
     /// `None` when the state stays (e.g. a soft bounce after a hard one).
+    ///
+    /// A confirmed delivery also sets `relay_accepted`: a recipient whose outcome was `unknown`
+    /// (no reply after the final ".") was, the success DSN shows, accepted by the relay after
+    /// all, so "ever accepted by the relay" keeps counting every delivered recipient.
     ///
     /// # Errors
     /// When the ledger cannot be written.
@@ -237,11 +244,14 @@ impl FeedbackTx<'_> {
         let Some(next) = state::next(current, Event::Feedback(feedback)) else {
             return Ok(None);
         };
+        let confirmed = next == DeliveryState::Delivered;
         let changed = self
             .tx
             .execute(
-                "UPDATE recipients SET state = ?3 WHERE id = ?1 AND state = ?2",
-                params![target.id, current.as_str(), next.as_str()],
+                "UPDATE recipients SET state = ?3,
+                    relay_accepted = CASE WHEN ?4 THEN 1 ELSE relay_accepted END
+                 WHERE id = ?1 AND state = ?2",
+                params![target.id, current.as_str(), next.as_str(), confirmed],
             )
             .map_err(self.fail())?;
         if changed == 0 {

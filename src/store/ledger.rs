@@ -87,6 +87,8 @@ pub struct AttemptRecord {
     pub enhanced: Option<String>,
     pub reply: Option<String>,
     pub outcome: AttemptOutcome,
+    /// The key of the diagnosis-table row the reply matched (`crate::diagnose`), if any.
+    pub diagnosis: Option<&'static str>,
 }
 
 /// The end of a claimed transaction that the recipient is charged for.
@@ -571,8 +573,9 @@ fn insert_attempt(
     a: &AttemptRecord,
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome,
+                               diagnosis)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     stmt.execute(params![
         recipient_id,
@@ -583,7 +586,8 @@ fn insert_attempt(
         a.code,
         a.enhanced,
         a.reply,
-        a.outcome.as_str()
+        a.outcome.as_str(),
+        a.diagnosis
     ])?;
     Ok(())
 }
@@ -803,6 +807,7 @@ mod tests {
                     enhanced: None,
                     reply: Some("ok".into()),
                     outcome: AttemptOutcome::Accepted,
+                    diagnosis: None,
                 },
                 message_id: None,
             },
@@ -847,6 +852,7 @@ mod tests {
                         enhanced: Some("4.3.0".into()),
                         reply: Some("try later".into()),
                         outcome: AttemptOutcome::charged(state).unwrap(),
+                        diagnosis: None,
                     },
                     message_id: None,
                 },
@@ -955,6 +961,7 @@ mod tests {
                     enhanced: None,
                     reply: Some("later".into()),
                     outcome: AttemptOutcome::Deferred,
+                    diagnosis: None,
                 },
                 message_id: None,
             },

@@ -22,6 +22,10 @@ use crate::model::{CampaignId, DeliveryState};
 /// newest attempts (an index walk that stops at the limit).
 const SMALL_DOMAIN: u64 = 5_000;
 
+/// A provider drill-down reads the history of at most this many of its domains (the largest
+/// first, as the caller orders them).
+const DRILL_DOMAINS: usize = 50;
+
 /// A ledger open for reading.
 pub struct Reader {
     conn: Connection,
@@ -50,6 +54,26 @@ pub struct CountRef<'a> {
     pub state: &'a str,
     pub relay_accepted: bool,
     pub n: u64,
+    /// The domain's cached provider name (`domain_providers`), if it was resolved.
+    pub provider: Option<&'a str>,
+}
+
+/// One row of the diagnosis counters (`report_diagnoses`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnosisRecord {
+    /// The `crate::diagnose` key.
+    pub diagnosis: String,
+    pub n: u64,
+    /// The latest reply or diagnostic text seen with it.
+    pub example: Option<String>,
+}
+
+/// One recipient domain's complaint figures (for the circuit breaker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComplaintCount {
+    pub domain: String,
+    pub complained: u64,
+    pub relay_accepted: u64,
 }
 
 /// One row of the reasons counters (`report_reasons`).
@@ -210,15 +234,18 @@ impl Reader {
         mut each: impl FnMut(CountRef<'_>),
     ) -> Result<(), Error> {
         let fail = self.fail();
+        // The provider cache is joined by its primary key: one lookup per counter row.
         let mut stmt = match campaign {
             None => self.conn.prepare_cached(
-                "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
-                 WHERE n > 0 ORDER BY campaign_id, domain, state, relay_accepted",
+                "SELECT c.campaign_id, c.domain, c.state, c.relay_accepted, c.n, p.provider \
+                 FROM report_counts c LEFT JOIN domain_providers p ON p.domain = c.domain \
+                 WHERE c.n > 0 ORDER BY c.campaign_id, c.domain, c.state, c.relay_accepted",
             ),
             // Its primary-key range only.
             Some(_) => self.conn.prepare_cached(
-                "SELECT campaign_id, domain, state, relay_accepted, n FROM report_counts \
-                 WHERE campaign_id = ?1 AND n > 0 ORDER BY campaign_id, domain",
+                "SELECT c.campaign_id, c.domain, c.state, c.relay_accepted, c.n, p.provider \
+                 FROM report_counts c LEFT JOIN domain_providers p ON p.domain = c.domain \
+                 WHERE c.campaign_id = ?1 AND c.n > 0 ORDER BY c.campaign_id, c.domain",
             ),
         }
         .map_err(&fail)?;
@@ -236,6 +263,7 @@ impl Reader {
                     state: text(2)?,
                     relay_accepted: row.get::<_, i64>(3)? != 0,
                     n: count(row.get(4)?),
+                    provider: row.get_ref(5)?.as_str_or_null()?,
                 })
             })()
             .map_err(&fail)?;
@@ -285,6 +313,108 @@ impl Reader {
             })
             .map_err(&fail)?;
         rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// The diagnosis counters of a campaign (any order).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn diagnoses(&self, campaign: CampaignId) -> Result<Vec<DiagnosisRecord>, Error> {
+        let fail = self.fail();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT diagnosis, n, example FROM report_diagnoses \
+                 WHERE campaign_id = ?1 AND n > 0",
+            )
+            .map_err(&fail)?;
+        let rows = stmt
+            .query_map([campaign], |row| {
+                Ok(DiagnosisRecord {
+                    diagnosis: row.get(0)?,
+                    n: count(row.get(1)?),
+                    example: row.get(2)?,
+                })
+            })
+            .map_err(&fail)?;
+        rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// Per recipient domain of a campaign: complaints and recipients the relay accepted (the
+    /// domains with neither are left out).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn complaint_counts(&self, campaign: CampaignId) -> Result<Vec<ComplaintCount>, Error> {
+        let fail = self.fail();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT domain, \
+                   COALESCE(sum(CASE WHEN state = 'complained' THEN n END), 0), \
+                   COALESCE(sum(CASE WHEN relay_accepted THEN n END), 0) \
+                 FROM report_counts WHERE campaign_id = ?1 AND n > 0 \
+                 GROUP BY domain HAVING sum(CASE WHEN relay_accepted THEN n END) > 0",
+            )
+            .map_err(&fail)?;
+        let rows = stmt
+            .query_map([campaign], |row| {
+                Ok(ComplaintCount {
+                    domain: row.get(0)?,
+                    complained: count(row.get(1)?),
+                    relay_accepted: count(row.get(2)?),
+                })
+            })
+            .map_err(&fail)?;
+        rows.collect::<Result<_, _>>().map_err(&fail)
+    }
+
+    /// Attempts and feedback events with one diagnosis, newest first, at most `limit` of each.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn diagnosis_history(
+        &self,
+        campaign: CampaignId,
+        diagnosis: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, Error> {
+        self.history(
+            Some(
+                "FROM attempts a CROSS JOIN recipients r ON r.id = a.recipient_id \
+                 WHERE a.diagnosis = ?2 AND r.campaign_id = ?1 ORDER BY a.id DESC LIMIT ?3",
+            ),
+            Some(
+                "FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
+                 WHERE e.diagnosis = ?2 AND r.campaign_id = ?1 ORDER BY e.id DESC LIMIT ?3",
+            ),
+            &[&campaign, &diagnosis, &limit_param(limit)],
+        )
+    }
+
+    /// Attempts and feedback of every recipient domain in `domains`, newest first, at most
+    /// `limit` of each (a provider's drill-down: its domains are known to the caller).
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn domains_history(
+        &self,
+        campaign: CampaignId,
+        domains: &[String],
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, Error> {
+        let mut entries = Vec::new();
+        // Small provider groups: each domain's own history, merged. The limit bounds each
+        // domain's share, and the whole.
+        for domain in domains.iter().take(DRILL_DOMAINS) {
+            entries.extend(self.domain_history(campaign, domain, limit)?);
+        }
+        entries.sort_by(|a, b| {
+            b.at.cmp(&a.at)
+                .then_with(|| b.is_feedback().cmp(&a.is_feedback()))
+        });
+        entries.truncate(2 * limit);
+        Ok(entries)
     }
 
     /// Attempts per minute and outcome of a campaign, oldest minute first.
@@ -413,7 +543,7 @@ impl Reader {
                 Some(
                     "FROM events e CROSS JOIN recipients r ON r.id = e.recipient_id \
                      WHERE COALESCE(e.status, '') = ?2 AND r.campaign_id = ?1 \
-                       AND e.kind NOT IN ('delivered', 'auto_reply') \
+                       AND e.kind NOT IN ('delivered', 'relayed', 'auto_reply') \
                      ORDER BY e.id DESC LIMIT ?3",
                 ),
                 &params,

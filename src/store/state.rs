@@ -21,9 +21,12 @@ pub enum Event {
     Feedback(Feedback),
 }
 
-/// Feedback that may change a state (delays, auto-replies and relay notices never do).
+/// Feedback that may change a state (delays, auto-replies and `relayed`/`expanded` notices
+/// never do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feedback {
+    /// A success DSN (`Action: delivered`): the receiving side confirms delivery.
+    Delivered,
     /// A permanent failure about the address.
     Hard,
     /// A failure not about the address, after the relay had accepted the message.
@@ -59,8 +62,14 @@ pub fn next(current: DeliveryState, event: Event) -> Option<DeliveryState> {
         Event::GiveBack(from) => (current == S::Sending
             && matches!(from, S::Pending | S::Deferred | S::Unknown))
         .then_some(from),
+        // Only a message the relay took (or may have taken: `unknown`) can be confirmed; a
+        // confirmation never undoes a bounce or a complaint that is already known.
+        Event::Feedback(Feedback::Delivered) => {
+            matches!(current, S::Accepted | S::Unknown).then_some(S::Delivered)
+        }
         Event::Feedback(feedback) => {
             let (to, keep): (S, &[S]) = match feedback {
+                Feedback::Delivered => return None,
                 // A complaint outranks everything: the person asked not to be mailed.
                 Feedback::Complaint => (S::Complained, &[S::Complained]),
                 Feedback::Hard => (S::BouncedHard, &[S::BouncedHard, S::Complained]),
@@ -155,6 +164,46 @@ mod tests {
                 Some(S::Complained),
             ),
             (S::Complained, Event::Feedback(Feedback::Complaint), None),
+            // Success DSNs confirm what the relay accepted (or may have: unknown), nothing else;
+            // a later failure DSN or complaint still moves a delivered recipient.
+            (
+                S::Accepted,
+                Event::Feedback(Feedback::Delivered),
+                Some(S::Delivered),
+            ),
+            (
+                S::Unknown,
+                Event::Feedback(Feedback::Delivered),
+                Some(S::Delivered),
+            ),
+            (S::Delivered, Event::Feedback(Feedback::Delivered), None),
+            (S::BouncedHard, Event::Feedback(Feedback::Delivered), None),
+            (S::BouncedSoft, Event::Feedback(Feedback::Delivered), None),
+            (S::Complained, Event::Feedback(Feedback::Delivered), None),
+            (S::Suppressed, Event::Feedback(Feedback::Delivered), None),
+            (S::Pending, Event::Feedback(Feedback::Delivered), None),
+            (S::Deferred, Event::Feedback(Feedback::Delivered), None),
+            (S::Sending, Event::Feedback(Feedback::Delivered), None),
+            (
+                S::Delivered,
+                Event::Feedback(Feedback::Hard),
+                Some(S::BouncedHard),
+            ),
+            (
+                S::Delivered,
+                Event::Feedback(Feedback::Soft),
+                Some(S::BouncedSoft),
+            ),
+            (
+                S::Delivered,
+                Event::Feedback(Feedback::Complaint),
+                Some(S::Complained),
+            ),
+            // Nothing claims, suppresses or charges a delivered recipient.
+            (S::Delivered, Event::Claim, None),
+            (S::Delivered, Event::Suppress, None),
+            (S::Sending, Event::Outcome(S::Delivered), None),
+            (S::Sending, Event::GiveBack(S::Delivered), None),
         ];
         for (current, event, want) in cases {
             assert_eq!(next(*current, *event), *want, "{current} + {event:?}");
@@ -169,6 +218,7 @@ mod tests {
             Event::Feedback(Feedback::Hard),
             Event::Feedback(Feedback::Soft),
             Event::Feedback(Feedback::Complaint),
+            Event::Feedback(Feedback::Delivered),
         ]
         .into_iter()
         .chain(S::ALL.map(Event::Outcome))

@@ -43,6 +43,8 @@ enum Op {
     RunPort(RunId, u16),
     /// Closes a run with its outcome.
     FinishRun(RunId, RunOutcome),
+    /// Resolved providers for the cache (background MX lookups during the run).
+    Providers(Vec<super::ProviderRecord>),
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
@@ -202,6 +204,18 @@ impl Writer {
             .map_err(|_| self.gone())
     }
 
+    /// Queues resolved providers for the ledger's cache (committed with the next batch).
+    ///
+    /// # Errors
+    /// When the writer thread has stopped or failed.
+    pub async fn record_providers(&self, records: Vec<super::ProviderRecord>) -> Result<(), Error> {
+        self.check()?;
+        self.tx
+            .send(Op::Providers(records))
+            .await
+            .map_err(|_| self.gone())
+    }
+
     /// Waits until everything queued before it is committed, and reports any earlier failure.
     ///
     /// # Errors
@@ -294,7 +308,11 @@ fn run(
                         None => Ok(()),
                     });
                 }
-                Op::Record(_) | Op::Release(_) | Op::RunPort(..) | Op::FinishRun(..) => {}
+                Op::Record(_)
+                | Op::Release(_)
+                | Op::RunPort(..)
+                | Op::FinishRun(..)
+                | Op::Providers(_) => {}
             }
         }
     }
@@ -351,6 +369,7 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::Release(release) => ledger::release(&tx, release)?,
             Op::RunPort(run, port) => ledger::set_run_port(&tx, *run, *port)?,
             Op::FinishRun(run, outcome) => ledger::finish_run(&tx, *run, *outcome)?,
+            Op::Providers(records) => super::providers::upsert(&tx, records)?,
             Op::Sync(_) => {}
         }
     }
@@ -367,7 +386,11 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::Sync(ack) => {
                 let _ = ack.send(Ok(()));
             }
-            Op::Record(_) | Op::Release(_) | Op::RunPort(..) | Op::FinishRun(..) => {}
+            Op::Record(_)
+            | Op::Release(_)
+            | Op::RunPort(..)
+            | Op::FinishRun(..)
+            | Op::Providers(_) => {}
         }
     }
     Ok(())
@@ -449,6 +472,7 @@ mod tests {
                             enhanced: Some("2.0.0".into()),
                             reply: Some("ok".into()),
                             outcome: crate::model::AttemptOutcome::Accepted,
+                            diagnosis: None,
                         },
                         message_id: None,
                     })

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::report::{
-    CampaignReport, CampaignSummary, DomainRow, DrillDown, Focus, HistoryEntry, ReasonRow,
-    Thresholds,
+    CampaignReport, CampaignSummary, DiagnosisRow, DomainRow, DrillDown, Focus, HistoryEntry,
+    ProviderRow, ReasonRow, Thresholds,
 };
 
 /// What the event loop must do after a key.
@@ -51,10 +51,18 @@ pub enum Pane {
     Domains,
     Reasons,
     Events,
+    /// The provider table (beside the domains on wide terminals).
+    Providers,
 }
 
 impl Pane {
-    const ORDER: [Pane; 4] = [Pane::Campaigns, Pane::Domains, Pane::Reasons, Pane::Events];
+    const ORDER: [Pane; 5] = [
+        Pane::Campaigns,
+        Pane::Domains,
+        Pane::Reasons,
+        Pane::Events,
+        Pane::Providers,
+    ];
 
     fn index(self) -> usize {
         Pane::ORDER.iter().position(|p| *p == self).unwrap_or(0)
@@ -67,6 +75,7 @@ impl Pane {
             Pane::Domains => "Domains",
             Pane::Reasons => "Reasons",
             Pane::Events => "Recent",
+            Pane::Providers => "Providers",
         }
     }
 }
@@ -146,7 +155,7 @@ pub struct App {
     pub campaign: Option<String>,
     pub pane: Pane,
     /// Selected row per pane (index into the filtered, sorted rows), by `Pane::index`.
-    pub selected: [usize; 4],
+    pub selected: [usize; 5],
     pub sort: DomainColumn,
     /// Largest first when true.
     pub descending: bool,
@@ -167,7 +176,7 @@ impl App {
             status: Status::Loading,
             campaign,
             pane: Pane::Domains,
-            selected: [0; 4],
+            selected: [0; 5],
             sort: DomainColumn::Recipients,
             descending: true,
             filter: String::new(),
@@ -262,6 +271,33 @@ impl App {
         rows
     }
 
+    /// Provider rows after the filter (by name), largest first.
+    pub fn providers(&self) -> Vec<&ProviderRow> {
+        self.report().map_or_else(Vec::new, |r| {
+            r.providers
+                .iter()
+                .filter(|p| self.matches(&format!("{} {}", p.label, p.provider)))
+                .collect()
+        })
+    }
+
+    /// Diagnoses after the filter: the reasons pane lists them first.
+    pub fn diagnoses(&self) -> Vec<&DiagnosisRow> {
+        self.report().map_or_else(Vec::new, |r| {
+            r.diagnoses
+                .iter()
+                .filter(|d| {
+                    self.matches(&format!(
+                        "{} {} {}",
+                        d.title,
+                        d.key,
+                        d.example.as_deref().unwrap_or("")
+                    ))
+                })
+                .collect()
+        })
+    }
+
     /// Reason rows after the filter.
     pub fn reasons(&self) -> Vec<&ReasonRow> {
         self.report().map_or_else(Vec::new, |r| {
@@ -305,8 +341,9 @@ impl App {
         match pane {
             Pane::Campaigns => self.campaigns().len(),
             Pane::Domains => self.domains().len(),
-            Pane::Reasons => self.reasons().len(),
+            Pane::Reasons => self.diagnoses().len() + self.reasons().len(),
             Pane::Events => self.events().len(),
+            Pane::Providers => self.providers().len(),
         }
     }
 
@@ -346,7 +383,7 @@ impl App {
             let name = self.campaigns().get(next).map(|c| c.name.clone());
             if name != self.campaign {
                 self.campaign = name;
-                self.selected = [next, 0, 0, 0];
+                self.selected = [next, 0, 0, 0, 0];
                 return Some(Action::Reload);
             }
             return None;
@@ -363,13 +400,23 @@ impl App {
                 .get(self.selection(Pane::Domains))
                 .map(|d| Focus::Domain(d.domain.clone())),
             Pane::Reasons => {
-                self.reasons()
-                    .get(self.selection(Pane::Reasons))
-                    .map(|r| Focus::Reason {
-                        source: r.source,
-                        status: r.status.clone(),
-                    })
+                let at = self.selection(Pane::Reasons);
+                let diagnoses = self.diagnoses();
+                match diagnoses.get(at) {
+                    Some(d) => Some(Focus::Diagnosis(d.key.clone())),
+                    None => self
+                        .reasons()
+                        .get(at - diagnoses.len())
+                        .map(|r| Focus::Reason {
+                            source: r.source,
+                            status: r.status.clone(),
+                        }),
+                }
             }
+            Pane::Providers => self
+                .providers()
+                .get(self.selection(Pane::Providers))
+                .map(|p| Focus::Provider(p.provider)),
             Pane::Events => self
                 .events()
                 .get(self.selection(Pane::Events))
@@ -418,7 +465,8 @@ impl App {
                 None
             }
             KeyCode::BackTab => {
-                self.pane = Pane::ORDER[(self.pane.index() + Pane::ORDER.len() - 1) % 4];
+                let n = Pane::ORDER.len();
+                self.pane = Pane::ORDER[(self.pane.index() + n - 1) % n];
                 None
             }
             KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
@@ -492,6 +540,7 @@ mod tests {
     fn domain(name: &str, recipients: u64, hard: u64) -> DomainRow {
         DomainRow {
             domain: name.to_owned(),
+            provider: crate::provider::Provider::Unknown,
             totals: Totals {
                 recipients,
                 accepted: recipients - hard,
@@ -514,6 +563,10 @@ mod tests {
             recipients: 0,
             finished: 0,
             relay_accepted: 0,
+            attempted: 0,
+            delivered: 0,
+            bounced_hard: 0,
+            complained: 0,
         }
     }
 
@@ -522,6 +575,9 @@ mod tests {
             campaign: summary("news"),
             totals: Totals::default(),
             rates: Rates::default(),
+            funnel: crate::report::Funnel::default(),
+            providers: vec![],
+            diagnoses: vec![],
             domains: vec![
                 domain("big.example", 100, 1),
                 domain("bad.example", 10, 5),
@@ -687,6 +743,53 @@ mod tests {
         assert_eq!(
             app.request().1,
             Some(Focus::Recipient("x@bad.example".into()))
+        );
+    }
+
+    #[test]
+    fn providers_close_the_tab_cycle_and_diagnoses_lead_the_reasons() {
+        use crate::provider::Provider;
+        let mut app = app();
+        let Status::Ready(snapshot) = &mut app.status else {
+            panic!("no snapshot");
+        };
+        let report = snapshot.report.as_mut().unwrap();
+        report.providers = crate::report::ProviderRow::sum_of(&report.domains);
+        report.diagnoses = vec![DiagnosisRow {
+            key: "gmail-4.7.0".into(),
+            provider: Some(Provider::Google),
+            title: "Gmail: try again later".into(),
+            meaning: String::new(),
+            fix: String::new(),
+            source: String::new(),
+            count: 2,
+            example: None,
+        }];
+        // Shift-Tab from the domains wraps past the campaigns to the providers.
+        app.handle_key(key(KeyCode::BackTab));
+        app.handle_key(key(KeyCode::BackTab));
+        assert_eq!(app.pane, Pane::Providers);
+        assert_eq!(app.handle_key(key(KeyCode::Enter)), Some(Action::Reload));
+        assert_eq!(app.request().1, Some(Focus::Provider(Provider::Unknown)));
+        app.handle_key(key(KeyCode::Esc));
+        app.handle_key(key(KeyCode::Tab));
+        assert_eq!(app.pane, Pane::Campaigns, "and Tab wraps back");
+        // The reasons pane: the diagnosis first, then the status codes.
+        app.pane = Pane::Reasons;
+        app.handle_key(key(KeyCode::Enter));
+        assert_eq!(
+            app.request().1,
+            Some(Focus::Diagnosis("gmail-4.7.0".into()))
+        );
+        app.handle_key(key(KeyCode::Esc));
+        app.handle_key(key(KeyCode::Down));
+        app.handle_key(key(KeyCode::Enter));
+        assert_eq!(
+            app.request().1,
+            Some(Focus::Reason {
+                source: Source::Attempt,
+                status: "5.1.1".into()
+            })
         );
     }
 

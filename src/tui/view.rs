@@ -1,5 +1,8 @@
 //! Rendering: a pure function of `App` (its snapshot and UI state) into a frame. No I/O, no
-//! clock: times shown come from the snapshot.
+//! clock: times shown come from the snapshot. The provider table, the diagnoses of the reasons
+//! pane and the campaigns' trend are drawn by `view/deliverability.rs`.
+
+mod deliverability;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -14,7 +17,7 @@ use crate::report::{
     self, CampaignReport, EntryKind, HistoryEntry, Level, format_rate, format_time,
 };
 
-const HIGHLIGHT: Style = Style::new().add_modifier(Modifier::REVERSED);
+pub(super) const HIGHLIGHT: Style = Style::new().add_modifier(Modifier::REVERSED);
 
 /// Draws the whole dashboard.
 pub fn render(app: &App, frame: &mut Frame) {
@@ -133,8 +136,8 @@ fn render_campaign(app: &App, report: &CampaignReport, frame: &mut Frame, area: 
     .areas(area);
 
     let [campaigns, funnel, gauges] = Layout::horizontal([
-        Constraint::Percentage(if wide { 25 } else { 30 }),
-        Constraint::Percentage(35),
+        Constraint::Percentage(if wide { 40 } else { 30 }),
+        Constraint::Percentage(if wide { 30 } else { 35 }),
         Constraint::Min(0),
     ])
     .areas(top);
@@ -150,11 +153,16 @@ fn render_campaign(app: &App, report: &CampaignReport, frame: &mut Frame, area: 
         return;
     }
     if wide {
-        let [tables, events] =
-            Layout::vertical([Constraint::Percentage(60), Constraint::Min(0)]).areas(bottom);
-        let [domains, reasons] =
+        // Domains with the providers beside them; reasons (diagnoses first) beside the recent
+        // events.
+        let [tables, lower] =
+            Layout::vertical([Constraint::Percentage(50), Constraint::Min(0)]).areas(bottom);
+        let [domains, providers] =
             Layout::horizontal([Constraint::Percentage(55), Constraint::Min(0)]).areas(tables);
+        let [reasons, events] =
+            Layout::horizontal([Constraint::Percentage(55), Constraint::Min(0)]).areas(lower);
         render_domains(app, frame, domains);
+        deliverability::render_providers(app, frame, providers);
         render_reasons(app, frame, reasons);
         render_events(app, frame, events);
     } else {
@@ -162,12 +170,13 @@ fn render_campaign(app: &App, report: &CampaignReport, frame: &mut Frame, area: 
         match app.pane {
             Pane::Reasons => render_reasons(app, frame, bottom),
             Pane::Events => render_events(app, frame, bottom),
+            Pane::Providers => deliverability::render_providers(app, frame, bottom),
             Pane::Campaigns | Pane::Domains => render_domains(app, frame, bottom),
         }
     }
 }
 
-fn pane_block(app: &App, pane: Pane, extra: String) -> Block<'static> {
+pub(super) fn pane_block(app: &App, pane: Pane, extra: String) -> Block<'static> {
     let focused = app.pane == pane && app.drill.is_none();
     let title = format!(" {}{extra} ", pane.title());
     let block = Block::bordered().title(title);
@@ -186,6 +195,8 @@ fn render_campaigns(app: &App, frame: &mut Frame, area: Rect) {
     };
     // The start time needs 11 columns; narrow panes show it in the funnel's title instead.
     let with_started = area.width >= 38;
+    // Wide panes show each campaign's rates: the trend across campaigns, newest on top.
+    let with_rates = area.width >= 60;
     let rows = snapshot.campaigns.iter().map(|c| {
         let mut cells = vec![Cell::from(c.name.clone())];
         if with_started {
@@ -193,9 +204,25 @@ fn render_campaigns(app: &App, frame: &mut Frame, area: Rect) {
         }
         cells.push(Cell::from(format!("{}", c.recipients)));
         cells.push(Cell::from(format!("{:>3.0}%", c.progress() * 100.0)));
+        if with_rates {
+            cells.extend(deliverability::campaign_rate_cells(app, c));
+        }
         Row::new(cells)
     });
-    let (header, widths) = if with_started {
+    let (header, widths) = if with_rates {
+        (
+            vec!["Name", "Started", "Rcpts", "Done", "Deliv", "Hard", "Compl"],
+            vec![
+                Constraint::Min(6),
+                Constraint::Length(11),
+                Constraint::Length(8),
+                Constraint::Length(4),
+                Constraint::Length(6),
+                Constraint::Length(6),
+                Constraint::Length(6),
+            ],
+        )
+    } else if with_started {
         (
             vec!["Name", "Started", "Rcpts", "Done"],
             vec![
@@ -217,7 +244,11 @@ fn render_campaigns(app: &App, frame: &mut Frame, area: Rect) {
     };
     let table = Table::new(rows, widths)
         .header(Row::new(header).bold())
-        .block(pane_block(app, Pane::Campaigns, String::new()))
+        .block(pane_block(
+            app,
+            Pane::Campaigns,
+            deliverability::bounce_trend(&snapshot.campaigns, area.width),
+        ))
         .row_highlight_style(HIGHLIGHT);
     let mut state = TableState::default().with_selected(Some(app.selection(Pane::Campaigns)));
     frame.render_stateful_widget(table, area, &mut state);
@@ -258,17 +289,33 @@ fn render_funnel(report: &CampaignReport, frame: &mut Frame, area: Rect) {
         Line::from(spans)
     };
     let rejected = t.bounced_hard + t.bounced_soft + t.failed + t.complained;
+    let f = t.funnel();
+    // What the relay accepted splits into confirmed, bounced later and no news yet.
     let lines = vec![
         row("Recipients", t.recipients, Style::new().bold()),
-        row("├ relay accepted", t.relay_accepted, Style::new().green()),
-        row("│ └ bounced later", t.bounced_later(), Style::new().red()),
-        row("├ pending/sending", t.pending + t.sending, Style::new()),
-        row("├ deferred", t.deferred, Style::new().yellow()),
-        row("├ unknown", t.unknown, Style::new().magenta()),
+        row("├ relay accepted", f.relay_accepted, Style::new().green()),
+        row(
+            "│├ confirmed (DSN)",
+            f.delivered,
+            Style::new().green().bold(),
+        ),
+        row("│├ bounced later", f.bounced_later, Style::new().red()),
+        row("│└ no news yet", f.no_news, Style::new()),
+        row(
+            "├ pending/deferred",
+            t.pending + t.sending + t.deferred,
+            Style::new().yellow(),
+        ),
         Line::from(if inner >= 36 {
-            format!("└ bounced/failed {rejected}, suppressed {}", t.suppressed)
+            format!(
+                "└ unknown {} · bounced/failed {rejected} · supp {}",
+                t.unknown, t.suppressed
+            )
         } else {
-            format!("└ bnc/fail {rejected} · supp {}", t.suppressed)
+            format!(
+                "└ unk {} · bnc {rejected} · sup {}",
+                t.unknown, t.suppressed
+            )
         })
         .dark_gray(),
     ];
@@ -289,7 +336,7 @@ fn truncate(text: &str, width: usize) -> String {
     }
 }
 
-fn level_colour(level: Level) -> Color {
+pub(super) fn level_colour(level: Level) -> Color {
     match level {
         Level::Ok => Color::Green,
         Level::Warn => Color::Yellow,
@@ -428,6 +475,10 @@ fn render_domains(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 fn render_reasons(app: &App, frame: &mut Frame, area: Rect) {
+    let area = deliverability::render_diagnoses(app, frame, area);
+    if area.height == 0 {
+        return;
+    }
     let reasons = app.reasons();
     let count = reasons.len();
     let rows: Vec<Row> = reasons
@@ -455,8 +506,11 @@ fn render_reasons(app: &App, frame: &mut Frame, area: Rect) {
     .header(Row::new(["Code", "Seen in", "Outcome", "Count", "Example reply"]).bold())
     .block(pane_block(app, Pane::Reasons, format!(" ({count})")))
     .row_highlight_style(HIGHLIGHT);
+    let diagnosed = app.diagnoses().len();
     let mut state = TableState::default().with_selected(
-        (app.pane == Pane::Reasons && count > 0).then(|| app.selection(Pane::Reasons)),
+        (app.pane == Pane::Reasons && count > 0)
+            .then(|| app.selection(Pane::Reasons))
+            .and_then(|at| at.checked_sub(diagnosed)),
     );
     if count == 0 {
         frame.render_widget(
@@ -529,6 +583,9 @@ fn render_drill(
     match data {
         None => lines.push(Line::from("Loading…")),
         Some(d) => {
+            if let report::Focus::Diagnosis(key) = &d.focus {
+                lines.extend(deliverability::diagnosis_lines(key));
+            }
             if let Some(r) = &d.recipient {
                 lines.push(Line::from(vec![
                     "state ".dark_gray(),
@@ -588,16 +645,18 @@ fn render_help(frame: &mut Frame, area: Rect) {
         "Tab / Shift-Tab   next / previous pane",
         "↑↓ or j k         move (in Campaigns: switch campaign)",
         "PgUp PgDn g G     page, first, last",
-        "Enter             drill into domain, reason or recipient",
+        "Enter             drill into domain, provider, diagnosis,",
+        "                  reason or recipient",
         "Esc               back / clear filter",
         "/                 filter lists (type an address + Enter",
         "                  to open that recipient)",
         "s ← → h l         domain sort column, r reverse",
         "?                 this help        q / Ctrl-C  quit",
         "",
-        "Accepted = accepted by the relay (250 after DATA),",
-        "not delivered. Bounce and complaint gauges turn",
-        "yellow/red at the warn/alarm thresholds.",
+        "Accepted = accepted by the relay (250 after DATA);",
+        "confirmed = a success DSN came back. Gauges and",
+        "provider rates turn yellow/red at the warn/alarm",
+        "thresholds (each provider's own).",
     ];
     let width = 60.min(area.width);
     let height = (lines.len() as u16 + 2).min(area.height);

@@ -110,12 +110,28 @@ impl LedgerBuilder {
         reply: &str,
         outcome: &str,
     ) {
+        self.attempt_diagnosed(index, at, step, code, enhanced, reply, outcome, None);
+    }
+
+    /// [`Self::attempt`] whose reply the sender diagnosed (`mailroom::diagnose` key).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attempt_diagnosed(
+        &mut self,
+        index: usize,
+        at: i64,
+        step: &str,
+        code: Option<i64>,
+        enhanced: Option<&str>,
+        reply: &str,
+        outcome: &str,
+        diagnosis: Option<&str>,
+    ) {
         let id = self.recipients[index].id;
         self.conn
             .execute(
                 "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, \
-                 reply, outcome) VALUES (?1, NULL, ?2, 587, ?3, ?4, ?5, ?6, ?7)",
-                params![id, at, step, code, enhanced, reply, outcome],
+                 reply, outcome, diagnosis) VALUES (?1, NULL, ?2, 587, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![id, at, step, code, enhanced, reply, outcome, diagnosis],
             )
             .unwrap();
         let accepted = outcome == "accepted";
@@ -150,20 +166,49 @@ impl LedgerBuilder {
         status: Option<&str>,
         diagnostic: &str,
     ) {
+        self.event_diagnosed(index, at, kind, status, diagnostic, None);
+    }
+
+    /// [`Self::event`] with the import's diagnosis; a `delivered` event (a success DSN) moves
+    /// the recipient to `delivered`.
+    pub fn event_diagnosed(
+        &mut self,
+        index: usize,
+        at: i64,
+        kind: &str,
+        status: Option<&str>,
+        diagnostic: &str,
+        diagnosis: Option<&str>,
+    ) {
         let id = self.recipients[index].id;
         let n = self.recipients[index].events.len();
+        let action = if kind == "delivered" {
+            "delivered"
+        } else {
+            "failed"
+        };
         self.conn
             .execute(
                 "INSERT INTO events (recipient_id, at, kind, action, status, reason, diagnostic, \
-                 remote_mta, source, fingerprint) \
-                 VALUES (?1, ?2, ?3, 'failed', ?4, NULL, ?5, 'mx.test', 'maildir', ?6)",
-                params![id, at, kind, status, diagnostic, format!("fp{id}-{n}")],
+                 remote_mta, source, fingerprint, diagnosis) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, 'mx.test', 'maildir', ?7, ?8)",
+                params![
+                    id,
+                    at,
+                    kind,
+                    action,
+                    status,
+                    diagnostic,
+                    format!("fp{id}-{n}"),
+                    diagnosis
+                ],
             )
             .unwrap();
         let state = match kind {
             "hard" => Some("bounced_hard"),
             "soft" => Some("bounced_soft"),
             "complaint" => Some("complained"),
+            "delivered" => Some("delivered"),
             _ => None,
         };
         if let Some(state) = state {
@@ -178,6 +223,17 @@ impl LedgerBuilder {
         self.recipients[index]
             .events
             .push((kind.to_owned(), status.map(str::to_owned)));
+    }
+
+    /// Caches a domain's provider as a resolved MX lookup would.
+    pub fn provider(&mut self, domain: &str, mx: &str, provider: &str) {
+        self.conn
+            .execute(
+                "INSERT INTO domain_providers (domain, mx, provider, checked_at, expires_at) \
+                 VALUES (?1, ?2, ?3, 0, 9000000000000)",
+                params![domain, mx, provider],
+            )
+            .unwrap();
     }
 
     /// Sets a state directly (suppressed, sending, unknown after a crash).
@@ -258,6 +314,135 @@ pub fn mixed_ledger(path: &Path) -> LedgerBuilder {
             33 => b.set_state(r, "sending"),
             _ => {} // pending
         }
+    }
+    b
+}
+
+/// A ledger of six monthly campaigns to real consumer domains (Gmail, Outlook.com, Yahoo) and a
+/// company domain whose MX is Microsoft 365, for the provider, diagnosis and trend views. The
+/// latest, "june", has success DSNs, complaints and diagnosed replies; at Outlook.com the
+/// hard-bounce rate rises campaign after campaign (1% in January to 5% in May). Times start at
+/// 2026-01-05 09:00:00 UTC.
+pub fn provider_ledger(path: &Path) -> LedgerBuilder {
+    const T0: i64 = 1_767_603_600_000;
+    const MONTH: i64 = 30 * 86_400_000;
+    let mut b = LedgerBuilder::new(path);
+    b.provider(
+        "corp.example",
+        "corp-example.mail.protection.outlook.com",
+        "microsoft365",
+    );
+    let accepted = |b: &mut LedgerBuilder, r: usize, at: i64| {
+        b.attempt(
+            r,
+            at,
+            "message",
+            Some(250),
+            Some("2.0.0"),
+            "250 2.0.0 Ok: queued",
+            "accepted",
+        );
+    };
+    let unknown_user = "550 5.1.1 The email account that you tried to reach does not exist";
+    for (month, name) in ["january", "february", "march", "april", "may"]
+        .iter()
+        .enumerate()
+    {
+        let start = T0 + month as i64 * MONTH;
+        let c = b.campaign(name, start);
+        b.run(c, start, Some(start + 600_000));
+        for i in 0..100 {
+            let r = b.recipient(c, &format!("reader{i:03}@outlook.com"));
+            if i < month + 1 {
+                b.attempt_diagnosed(
+                    r,
+                    start + i as i64,
+                    "rcpt",
+                    Some(550),
+                    Some("5.1.1"),
+                    unknown_user,
+                    "bounced_hard",
+                    Some("user-unknown"),
+                );
+            } else {
+                accepted(&mut b, r, start + i as i64);
+            }
+        }
+        for i in 0..50 {
+            let r = b.recipient(c, &format!("reader{i:03}@gmail.com"));
+            accepted(&mut b, r, start + 200 + i as i64);
+        }
+    }
+    let start = T0 + 5 * MONTH;
+    let june = b.campaign("june", start);
+    b.run(june, start, Some(start + 600_000));
+    for i in 0..40 {
+        let r = b.recipient(june, &format!("fan{i:02}@gmail.com"));
+        let at = start + i as i64 * 1000;
+        match i {
+            0..=29 => {
+                accepted(&mut b, r, at);
+                b.event_diagnosed(r, at + 60_000, "delivered", Some("2.0.0"), "250 2.0.0 delivered to mailbox", None);
+            }
+            30 => {
+                accepted(&mut b, r, at);
+                b.event_diagnosed(r, at + 3_600_000, "complaint", None, "abuse report", Some("complaint"));
+            }
+            31..=32 => b.attempt_diagnosed(
+                r,
+                at,
+                "rcpt",
+                Some(421),
+                Some("4.7.28"),
+                "421-4.7.28 Gmail has detected an unusual rate of unsolicited mail originating from your IP address. gsmtp",
+                "deferred",
+                Some("gmail-4.7.28"),
+            ),
+            _ => accepted(&mut b, r, at),
+        }
+    }
+    for i in 0..20 {
+        let r = b.recipient(june, &format!("pal{i:02}@outlook.com"));
+        let at = start + 50_000 + i as i64 * 1000;
+        match i {
+            0..=3 => b.attempt_diagnosed(
+                r,
+                at,
+                "message",
+                Some(550),
+                Some("5.7.515"),
+                "550 5.7.515 Access denied, sending domain news.example does not meet the required authentication level.",
+                "bounced_soft",
+                Some("microsoft-5.7.515"),
+            ),
+            4..=5 => b.attempt_diagnosed(r, at, "rcpt", Some(550), Some("5.1.1"), unknown_user, "bounced_hard", Some("user-unknown")),
+            _ => accepted(&mut b, r, at),
+        }
+    }
+    for i in 0..15 {
+        let r = b.recipient(june, &format!("friend{i:02}@yahoo.com"));
+        let at = start + 80_000 + i as i64 * 1000;
+        if i < 3 {
+            b.attempt_diagnosed(
+                r,
+                at,
+                "rcpt",
+                Some(421),
+                Some("4.7.0"),
+                "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected volume or user complaints",
+                "deferred",
+                Some("yahoo-tss04"),
+            );
+        } else {
+            accepted(&mut b, r, at);
+        }
+    }
+    for i in 0..10 {
+        let r = b.recipient(june, &format!("staff{i}@corp.example"));
+        accepted(&mut b, r, start + 100_000 + i as i64 * 1000);
+    }
+    for i in 0..5 {
+        b.recipient(june, &format!("someone{i}@tiny.example"));
     }
     b
 }

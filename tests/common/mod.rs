@@ -8,7 +8,8 @@
 //!
 //! Submodules: `fixture` (a campaign folder to break one way), `relay` (a sandbox with its CA and a ledger in one temporary folder),
 //! `refusal` (the table of runs a relay refuses), `sandbox` (a raw SMTP client for protocol
-//! tests of the sandbox), `ledger` (a ledger builder for report tests).
+//! tests of the sandbox), `ledger` (a ledger builder for report tests), `screen` (the dashboard
+//! in a TestBackend).
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fixture;
@@ -17,6 +18,7 @@ pub mod oauth;
 pub mod refusal;
 pub mod relay;
 pub mod sandbox;
+pub mod screen;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -100,6 +100,8 @@ struct JsonReport<'a> {
     message_id: Option<&'a str>,
     token: Option<&'a str>,
     campaign: Option<&'a str>,
+    envelope_id: Option<&'a str>,
+    original_recipient: Option<&'a str>,
 }
 
 fn json_line<'a>(file: &Path, r: &'a Report) -> JsonReport<'a> {
@@ -117,6 +119,8 @@ fn json_line<'a>(file: &Path, r: &'a Report) -> JsonReport<'a> {
         message_id: r.original.message_id.as_deref(),
         token: r.original.token.as_deref(),
         campaign: r.original.campaign.as_deref(),
+        envelope_id: r.original.envelope_id.as_deref(),
+        original_recipient: r.original_recipient.as_deref(),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `mailroom report CAMPAIGN [--format text|json|csv|md|html] [--db PATH]`: prints a campaign's
-//! numbers from the ledger, through the same queries as the dashboard (`mailroom::report`).
+//! `mailroom report CAMPAIGN [--format text|json|csv|md|html] [--db PATH] [--all]`: prints a
+//! campaign's numbers from the ledger, through the same queries as the dashboard
+//! (`mailroom::report`); with `--all`, every campaign of the ledger side by side.
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,8 @@ use mailroom::report::{self, Ledger};
 pub enum Format {
     /// Human-readable summary.
     Text,
-    /// One JSON object: campaign, totals, rates, domains, reasons, series, recent.
+    /// One JSON object: campaign, totals, rates, funnel, domains, providers, diagnoses,
+    /// reasons, series, recent (docs/report.md lists every key).
     Json,
     /// One row per recipient: email, state, code, enhanced code, reply, attempts, last attempt.
     Csv,
@@ -39,6 +41,10 @@ pub struct Args {
     /// Campaign name inside the ledger (needed with --db when it holds several).
     #[arg(long = "campaign", value_name = "NAME")]
     pub name: Option<String>,
+    /// Every campaign of the ledger, oldest first: date, size, accepted, delivered, bounce and
+    /// complaint rates, overall and by mailbox provider.
+    #[arg(long, conflicts_with = "name")]
+    pub all: bool,
 }
 
 /// Where to read and which campaign, from the arguments.
@@ -92,9 +98,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let summary = ledger.find_campaign(target.name.as_deref())?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
+    if args.all {
+        let trends = ledger.trends()?;
+        let format = match args.format {
+            Format::Text => report::TrendFormat::Text,
+            Format::Json => report::TrendFormat::Json,
+            Format::Csv => report::TrendFormat::Csv,
+            Format::Md => report::TrendFormat::Markdown,
+            Format::Html => report::TrendFormat::Html,
+        };
+        let written = report::write_trends(&trends, format, &mut out)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| out.flush().map_err(anyhow::Error::from));
+        return match written {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(e.context("writing the report")),
+        };
+    }
+    let summary = ledger.find_campaign(target.name.as_deref())?;
     let written = match args.format {
         Format::Csv => {
             report::write_csv(&ledger, summary.id, &mut out).map_err(anyhow::Error::from)
@@ -105,7 +129,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Format::Text => report::write_text(&data, &mut out),
                 Format::Json => report::write_json(&data, &mut out),
                 Format::Md => report::write_markdown(&data, &mut out),
-                _ => report::write_html(&data, &mut out),
+                _ => {
+                    // The trend across campaigns, when there is one to show.
+                    let trends = ledger.trends()?;
+                    if trends.campaigns.len() > 1 {
+                        report::write_html_with_trends(&data, &trends, &mut out)
+                    } else {
+                        report::write_html(&data, &mut out)
+                    }
+                }
             }
             .map_err(anyhow::Error::from)
         }

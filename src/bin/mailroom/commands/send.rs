@@ -64,6 +64,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let settings = setup::settings(&campaign)?;
     let mut options = setup::options(&campaign);
+    options.notify = campaign.config().bounces.notify;
+    options.guard = (&campaign.config().guard).into();
+    // TODO(#14): with `[providers] lookup` on, set `options.providers` to a `pipeline::Lookup`
+    // over the `[dns] resolver` once the authentication work's resolver lands.
     options.limit = args.limit;
     options.resend_unknown = args.resend_unknown;
     options.wait = args.wait;

@@ -1,0 +1,164 @@
+//! The providers a run knows about its recipient domains, and their background resolution.
+//!
+//! [`ProviderMap`] answers "whose mail is this domain?" for the circuit breaker and the
+//! diagnoses: a consumer domain from `provider::of_domain`, any other from the ledger's cache
+//! (read once when the run starts), `unknown` otherwise. With a [`Lookup`] in the run's options,
+//! [`spawn`] resolves the campaign's uncached domains in the background, at most `concurrency`
+//! lookups at a time, adds each answer to the map and queues it for the ledger (through the
+//! writer thread, in batches): sending never waits for it.
+//!
+//! It must not decide anything about sending; the resolver itself is the caller's (a
+//! `provider::resolve::MxLookup`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::model::CampaignId;
+use crate::provider::resolve::{self, MxLookup, Resolved};
+use crate::provider::{self, Provider};
+use crate::store::{ProviderRecord, Reader, Writer};
+
+/// Cache rows queued for the ledger at once.
+const BATCH: usize = 256;
+
+/// Background MX resolution for a run: the DNS client and how many lookups may be in flight.
+#[derive(Clone)]
+pub struct Lookup {
+    pub resolver: Arc<dyn MxLookup>,
+    pub concurrency: usize,
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookup")
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Domain → provider for one run.
+#[derive(Debug, Default)]
+pub struct ProviderMap {
+    /// Resolved domains. A `std` lock: it is held only to read or insert one entry, never
+    /// across an `.await`.
+    cached: RwLock<HashMap<String, Provider>>,
+}
+
+impl ProviderMap {
+    /// The map with the ledger's cache (names this build does not know are left out).
+    pub fn from_cache(cache: HashMap<String, String>) -> ProviderMap {
+        let cached = cache
+            .into_iter()
+            .filter_map(|(domain, name)| Some((domain, name.parse().ok()?)))
+            .collect();
+        ProviderMap {
+            cached: RwLock::new(cached),
+        }
+    }
+
+    /// The provider of `domain`.
+    pub fn of(&self, domain: &str) -> Provider {
+        provider::of_domain(domain)
+            .or_else(|| {
+                self.cached
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(domain)
+                    .copied()
+            })
+            .unwrap_or(Provider::Unknown)
+    }
+
+    fn insert(&self, domain: String, provider: Provider) {
+        self.cached
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(domain, provider);
+    }
+}
+
+/// Starts resolving `campaign`'s uncached domains in the background. The task ends when every
+/// domain is resolved; the caller aborts it when the run ends first (answers already queued are
+/// committed with the run's last batch).
+pub fn spawn(
+    lookup: Lookup,
+    reader_path: std::path::PathBuf,
+    campaign: CampaignId,
+    map: Arc<ProviderMap>,
+    writer: Writer,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let now = crate::clock::now_ms();
+        let domains = tokio::task::spawn_blocking(move || {
+            Reader::open(&reader_path).and_then(|r| r.domains_to_resolve(campaign, now))
+        })
+        .await;
+        let domains = match domains {
+            Ok(Ok(domains)) => domains,
+            Ok(Err(e)) => {
+                tracing::warn!("provider lookups skipped: {e}");
+                return;
+            }
+            Err(_) => return,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Resolved>();
+        let resolving = resolve::resolve_all(
+            lookup.resolver,
+            domains,
+            lookup.concurrency,
+            crate::clock::now_ms,
+            move |r| {
+                let _ = tx.send(r);
+            },
+        );
+        let storing = async {
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(r) = rx.recv().await {
+                map.insert(r.domain.clone(), r.provider);
+                batch.push(record(r));
+                if batch.len() == BATCH
+                    && writer
+                        .record_providers(std::mem::take(&mut batch))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = writer.record_providers(batch).await;
+            }
+        };
+        tokio::join!(resolving, storing);
+    })
+}
+
+fn record(r: Resolved) -> ProviderRecord {
+    ProviderRecord {
+        domain: r.domain,
+        mx: r.mx,
+        provider: r.provider.as_str().to_owned(),
+        checked_at: r.checked_at,
+        expires_at: r.expires_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn consumer_domains_then_the_cache_then_unknown() {
+        let mut cache = HashMap::new();
+        cache.insert("corp.example".to_owned(), "microsoft365".to_owned());
+        cache.insert("odd.example".to_owned(), "from_a_newer_build".to_owned());
+        let map = ProviderMap::from_cache(cache);
+        assert_eq!(map.of("gmail.com"), Provider::Google);
+        assert_eq!(map.of("corp.example"), Provider::Microsoft365);
+        assert_eq!(map.of("odd.example"), Provider::Unknown);
+        assert_eq!(map.of("new.example"), Provider::Unknown);
+        map.insert("new.example".into(), Provider::Proofpoint);
+        assert_eq!(map.of("new.example"), Provider::Proofpoint);
+    }
+}

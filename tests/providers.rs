@@ -1,0 +1,328 @@
+//! Mailbox providers, diagnoses and trends in the reports and the dashboard, over a real SQLite
+//! ledger of six monthly campaigns to Gmail, Outlook.com, Yahoo and a Microsoft 365 company
+//! (`common::ledger::provider_ledger`): the provider table with each provider's thresholds and
+//! its drill-down, "What the providers are telling you", the funnel of confirmed deliveries,
+//! `report --all` with the Outlook.com bounce rate rising, and dashboard snapshots at 80x24 and
+//! 160x48.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use assert_cmd::Command;
+use common::ledger::provider_ledger;
+use common::screen::{app_on, draw};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use mailroom::provider::Provider;
+use mailroom::report::{self, Focus, Level};
+
+/// 2026-06-05 12:00 UTC: the dashboard's clock in the snapshots.
+const TAKEN_AT: i64 = 1_780_660_800_000;
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+#[test]
+fn the_provider_table_adds_up_domains_with_each_providers_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = provider_ledger(&dir.path().join("l.db"));
+    let r = report::load(&b.path, Some("june")).unwrap();
+    let order: Vec<(Provider, u64)> = r
+        .providers
+        .iter()
+        .map(|p| (p.provider, p.totals.recipients))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (Provider::Google, 40),
+            (Provider::Microsoft, 20),
+            (Provider::Yahoo, 15),
+            (Provider::Microsoft365, 10),
+            (Provider::Unknown, 5),
+        ],
+        "consumer domains by name, corp.example by its cached MX, the rest unknown"
+    );
+    let google = &r.providers[0];
+    assert_eq!(google.totals.delivered, 30);
+    assert_eq!(google.totals.deferred, 2);
+    // One complaint of 38 accepted: far above Gmail's 0.3%.
+    assert_eq!(google.levels.complaint, Level::Alarm);
+    assert_eq!(
+        (
+            google.thresholds.complaint_warn,
+            google.thresholds.complaint_alarm
+        ),
+        (0.001, 0.003)
+    );
+    let outlook = &r.providers[1];
+    assert_eq!(
+        (outlook.totals.bounced_hard, outlook.totals.bounced_soft),
+        (2, 4)
+    );
+    assert_eq!(outlook.levels.bounce, Level::Alarm, "2 of 20: 10%");
+    assert_eq!(
+        r.domains
+            .iter()
+            .find(|d| d.domain == "corp.example")
+            .map(|d| d.provider),
+        Some(Provider::Microsoft365)
+    );
+    // Every recipient is in exactly one provider row.
+    let sum: u64 = r.providers.iter().map(|p| p.totals.recipients).sum();
+    assert_eq!(sum, r.totals.recipients);
+
+    // The funnel of what the relay accepted.
+    let f = r.funnel;
+    assert_eq!(
+        (f.relay_accepted, f.delivered, f.bounced_later, f.no_news),
+        (74, 30, 1, 43)
+    );
+    assert_eq!(f.delivered + f.bounced_later + f.no_news, f.relay_accepted);
+}
+
+#[test]
+fn the_report_says_what_the_providers_are_telling_you() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = provider_ledger(&dir.path().join("l.db"));
+    let r = report::load(&b.path, Some("june")).unwrap();
+    let seen: Vec<(&str, u64)> = r
+        .diagnoses
+        .iter()
+        .map(|d| (d.key.as_str(), d.count))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("microsoft-5.7.515", 4),
+            ("yahoo-tss04", 3),
+            ("gmail-4.7.28", 2),
+            ("user-unknown", 2),
+            ("complaint", 1),
+        ]
+    );
+    let outlook = &r.diagnoses[0];
+    assert_eq!(outlook.provider, Some(Provider::Microsoft));
+    assert!(outlook.fix.contains("DKIM"), "{}", outlook.fix);
+    assert!(outlook.example.as_deref().unwrap().contains("5.7.515"));
+
+    let mut text = Vec::new();
+    report::write_text(&r, &mut text).unwrap();
+    insta::assert_snapshot!("report_text_providers", String::from_utf8(text).unwrap());
+    let mut md = Vec::new();
+    report::write_markdown(&r, &mut md).unwrap();
+    let md = String::from_utf8(md).unwrap();
+    assert!(md.contains("## What the providers are telling you"), "{md}");
+    assert!(
+        md.contains("- **Yahoo: deferred for volume or complaints** (3 times)"),
+        "{md}"
+    );
+    assert!(md.contains("| Google | 1 | 40 | 38 | 30 |"), "{md}");
+    let mut html = Vec::new();
+    report::write_html(&r, &mut html).unwrap();
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.contains("<h2>Providers</h2>"));
+    assert!(html.contains("<h3>Outlook.com: authentication requirements not met"));
+
+    let mut json = Vec::new();
+    report::write_json(&r, &mut json).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["providers"][0]["provider"], "google");
+    assert_eq!(json["providers"][0]["delivered"], 30);
+    assert_eq!(json["providers"][0]["levels"]["complaint"], "alarm");
+    assert_eq!(json["providers"][0]["thresholds"]["complaint_alarm"], 0.003);
+    assert_eq!(json["diagnoses"][0]["key"], "microsoft-5.7.515");
+    assert_eq!(json["diagnoses"][0]["count"], 4);
+    assert!(json["diagnoses"][0]["fix"].is_string());
+    assert_eq!(json["funnel"]["delivered"], 30);
+    assert_eq!(json["funnel"]["no_news"], 43);
+    assert_eq!(json["totals"]["delivered"], 30);
+    assert_eq!(json["domains"][0]["provider"], "google");
+}
+
+#[test]
+fn drill_downs_by_provider_and_by_diagnosis() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = provider_ledger(&dir.path().join("l.db"));
+    let ledger = report::Ledger::open(&b.path).unwrap();
+    let june = ledger.find_campaign(Some("june")).unwrap();
+    let microsoft = ledger
+        .drill_down(june.id, &Focus::Provider(Provider::Microsoft365))
+        .unwrap();
+    assert_eq!(microsoft.entries.len(), 10);
+    assert!(
+        microsoft
+            .entries
+            .iter()
+            .all(|e| e.email.ends_with("@corp.example"))
+    );
+    let tss04 = ledger
+        .drill_down(june.id, &Focus::Diagnosis("yahoo-tss04".into()))
+        .unwrap();
+    assert_eq!(tss04.entries.len(), 3);
+    assert!(tss04.entries.iter().all(|e| e.text.contains("[TSS04]")));
+    let complaint = ledger
+        .drill_down(june.id, &Focus::Diagnosis("complaint".into()))
+        .unwrap();
+    assert_eq!(complaint.entries.len(), 1);
+    assert!(complaint.entries[0].is_feedback());
+}
+
+#[test]
+fn dashboard_shows_the_provider_table_at_80x24_and_160x48() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = provider_ledger(&dir.path().join("l.db"));
+    let mut app = app_on(&b.path, "june", None, TAKEN_AT);
+    let wide = draw(&app, 160, 48);
+    assert!(wide.contains("Providers (5)"), "{wide}");
+    assert!(
+        wide.contains("What the providers are telling you"),
+        "{wide}"
+    );
+    insta::assert_snapshot!("dashboard_providers_160x48", wide);
+    // Small terminals show one table: Shift-Tab from the domains reaches the providers.
+    app.handle_key(key(KeyCode::BackTab));
+    app.handle_key(key(KeyCode::BackTab));
+    assert_eq!(app.pane, mailroom::tui::app::Pane::Providers);
+    let small = draw(&app, 80, 24);
+    assert!(small.contains("Outlook.com"), "{small}");
+    insta::assert_snapshot!("dashboard_providers_80x24", small);
+    // Enter drills into the selected provider.
+    app.handle_key(key(KeyCode::Down));
+    assert_eq!(
+        app.handle_key(key(KeyCode::Enter)),
+        Some(mailroom::tui::Action::Reload)
+    );
+    assert_eq!(app.request().1, Some(Focus::Provider(Provider::Microsoft)));
+}
+
+#[test]
+fn dashboard_reasons_pane_leads_with_the_diagnoses_and_drills_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = provider_ledger(&dir.path().join("l.db"));
+    let mut app = app_on(&b.path, "june", None, TAKEN_AT);
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(key(KeyCode::Down));
+    insta::assert_snapshot!("dashboard_diagnoses_80x24", draw(&app, 80, 24));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        app.request().1,
+        Some(Focus::Diagnosis("yahoo-tss04".into()))
+    );
+    let drilled = app_on(
+        &b.path,
+        "june",
+        Some(Focus::Diagnosis("yahoo-tss04".into())),
+        TAKEN_AT,
+    );
+    let screen = draw(&drilled, 160, 48);
+    assert!(
+        screen.contains("Slow down, mail only engaged subscribers"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("dashboard_diagnosis_drill_160x48", screen);
+}
+
+#[test]
+fn report_all_shows_the_outlook_bounce_rate_rising_over_five_campaigns() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = provider_ledger(&dir.path().join("l.db"));
+    let trends = report::Ledger::open(&b.path).unwrap().trends().unwrap();
+    let names: Vec<&str> = trends.campaigns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["january", "february", "march", "april", "may", "june"],
+        "oldest first"
+    );
+    let outlook: Vec<Option<f64>> = trends.campaigns[..5]
+        .iter()
+        .map(|c| c.provider(Provider::Microsoft).unwrap().rates.hard_bounce)
+        .collect();
+    assert_eq!(
+        outlook,
+        [Some(0.01), Some(0.02), Some(0.03), Some(0.04), Some(0.05)]
+    );
+    let out = Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["report", "--all", "--db"])
+        .arg(&b.path)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("Outlook.com")
+            && l.contains("2.00%")
+            && l.contains("5.00%")
+            && l.ends_with("rising")),
+        "{text}"
+    );
+    insta::assert_snapshot!("report_all_text", text);
+
+    let json = Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["report", "--all", "--format", "json", "--db"])
+        .arg(&b.path)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["campaigns"].as_array().unwrap().len(), 6);
+    assert_eq!(json["campaigns"][4]["name"], "may");
+    assert_eq!(json["campaigns"][4]["totals"]["bounced_hard"], 5);
+    assert_eq!(
+        json["campaigns"][4]["providers"][0]["provider"],
+        "microsoft"
+    );
+    assert_eq!(
+        json["campaigns"][4]["providers"][0]["rates"]["hard_bounce"],
+        0.05
+    );
+
+    for (format, marker) in [("html", "<svg"), ("md", "| Outlook.com |"), ("csv", "may,")] {
+        let out = Command::cargo_bin("mailroom")
+            .unwrap()
+            .args(["report", "--all", "--format", format, "--db"])
+            .arg(&b.path)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains(marker), "{format}: {out}");
+    }
+    // The campaign's own HTML report carries the trend chart too.
+    let html = Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["report", "--campaign", "june", "--format", "html", "--db"])
+        .arg(&b.path)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.contains("<h2>Across campaigns</h2>"));
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "funnel, series and two trend charts"
+    );
+}
+
+#[test]
+fn report_all_conflicts_with_a_campaign_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = provider_ledger(&dir.path().join("l.db"));
+    Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["report", "--all", "--campaign", "june", "--db"])
+        .arg(&b.path)
+        .assert()
+        .code(2);
+}
