@@ -24,6 +24,7 @@ pub mod bounce;
 pub mod campaign;
 pub mod clock;
 pub mod display;
+pub mod dkim;
 pub mod doctor;
 pub mod model;
 pub mod pipeline;
