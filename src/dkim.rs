@@ -496,6 +496,27 @@ impl Signer {
         Ok(out)
     }
 
+    /// Each signature's DKIM-Signature header line for `message`, separately (the key check
+    /// verifies each against its own published record).
+    ///
+    /// # Errors
+    /// As [`Signer::headers_for`].
+    pub fn each_header(&self, message: &[u8]) -> Result<Vec<(&Public, Vec<u8>)>, Error> {
+        self.signers
+            .iter()
+            .map(|(signer, public)| {
+                let signature = signer.sign(message).map_err(|e| Error::Sign {
+                    domain: public.domain.clone(),
+                    selector: public.selector.clone(),
+                    reason: e.to_string(),
+                })?;
+                let mut out = Vec::with_capacity(600);
+                signature.write_header(&mut out);
+                Ok((public, out))
+            })
+            .collect()
+    }
+
     /// `message` with its DKIM-Signature headers in front.
     ///
     /// # Errors

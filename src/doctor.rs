@@ -9,6 +9,7 @@
 //! whose certificate did not verify, and never print or store the password.
 
 pub mod cert;
+pub mod dns;
 mod probe;
 pub mod tls;
 pub mod verdict;

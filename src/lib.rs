@@ -25,6 +25,7 @@ pub mod campaign;
 pub mod clock;
 pub mod display;
 pub mod dkim;
+pub mod dns;
 pub mod doctor;
 pub mod model;
 pub mod pipeline;
