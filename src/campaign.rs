@@ -592,6 +592,31 @@ impl Campaign {
         self.templates.body_mentions(variable)
     }
 
+    /// Whether the body shows an unsubscribe link: a body template (or a partial) uses
+    /// `{{unsubscribe_url}}`, or its text holds a literal link mentioning "unsubscribe"
+    /// (Gmail asks for one in the body besides the List-Unsubscribe header).
+    pub fn has_visible_unsubscribe_link(&self) -> bool {
+        if self.body_mentions("unsubscribe_url") {
+            return true;
+        }
+        let c = &self.config.campaign;
+        let mut files: Vec<PathBuf> = [&c.text, &c.html, &c.markdown]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if let Ok(dir) = std::fs::read_dir(self.root.join("partials")) {
+            files.extend(dir.filter_map(Result::ok).map(|e| e.path()));
+        }
+        files.iter().any(|f| {
+            template::read(f).is_ok_and(|text| {
+                let lower = text.to_ascii_lowercase();
+                lower.contains("unsubscribe")
+                    && (lower.contains("http") || lower.contains("mailto:"))
+            })
+        })
+    }
+
     /// Names of every compiled template and partial.
     pub fn template_names(&self) -> Vec<String> {
         self.templates.names()

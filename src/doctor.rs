@@ -10,6 +10,7 @@
 
 pub mod cert;
 pub mod dns;
+pub mod inspect;
 mod probe;
 pub mod tls;
 pub mod verdict;
