@@ -99,10 +99,11 @@ pub enum Error {
     },
     /// A `[dkim]` key cannot be used (`path` is the key file), or signing failed. The message
     /// is the key error's own, which already names the file and the fix.
-    #[error("{source}")]
+    #[error("{error}")]
     Dkim {
         path: PathBuf,
-        source: crate::dkim::Error,
+        /// Not `#[source]`: its message is this error's whole message, printed once.
+        error: crate::dkim::Error,
     },
 }
 
@@ -280,9 +281,9 @@ impl Campaign {
         if let Some(dkim) = &campaign.config.dkim {
             let mut specs = Vec::new();
             for (domain, selector, file) in dkim.signatures() {
-                let key = crate::dkim::Key::load(file).map_err(|source| Error::Dkim {
+                let key = crate::dkim::Key::load(file).map_err(|error| Error::Dkim {
                     path: file.to_owned(),
-                    source,
+                    error,
                 })?;
                 specs.push(crate::dkim::SignatureSpec {
                     domain: domain.to_owned(),

@@ -562,12 +562,20 @@ pub fn generate(algorithm: Algorithm) -> Result<Generated, Error> {
     let der: Vec<u8> = match algorithm {
         Algorithm::Ed25519 => {
             let rng = ring::rand::SystemRandom::new();
-            ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|_| Error::Generate {
+            let v2 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| {
+                Error::Generate {
                     reason: "the system random source failed".into(),
-                })?
-                .as_ref()
-                .to_vec()
+                }
+            })?;
+            // ring writes PKCS#8 v2 (RFC 5958, with the public key), which OpenSSL 3.0 cannot
+            // read; write v1 as `openssl genpkey` does: the same 32-byte seed, which ring's
+            // fixed v2 layout holds at bytes 16..48 (after the algorithm and two headers).
+            let seed = v2.as_ref().get(16..48).ok_or_else(|| Error::Generate {
+                reason: "unexpected PKCS#8 layout from ring".into(),
+            })?;
+            let mut v1 = ED25519_PKCS8_V1_PREFIX.to_vec();
+            v1.extend_from_slice(seed);
+            v1
         }
         Algorithm::Rsa2048 => {
             use rsa::pkcs8::EncodePrivateKey as _;
@@ -590,6 +598,11 @@ pub fn generate(algorithm: Algorithm) -> Result<Generated, Error> {
     })?;
     Ok(Generated { pem, key })
 }
+
+/// PKCS#8 v1 of an Ed25519 key up to its 32-byte seed (RFC 8410 §7).
+const ED25519_PKCS8_V1_PREFIX: &[u8] = &[
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
 
 fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);

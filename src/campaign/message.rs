@@ -106,13 +106,12 @@ impl Campaign {
         let mut rendered = self.render_unsigned_at(contact, date)?;
         if let Some(signer) = self.signer() {
             // Signing belongs after the last byte is written: any later change breaks it.
-            rendered.bytes =
-                signer
-                    .sign(std::mem::take(&mut rendered.bytes))
-                    .map_err(|source| Error::Dkim {
-                        path: self.config_path().to_owned(),
-                        source,
-                    })?;
+            rendered.bytes = signer
+                .sign(std::mem::take(&mut rendered.bytes))
+                .map_err(|error| Error::Dkim {
+                    path: self.config_path().to_owned(),
+                    error,
+                })?;
         }
         Ok(rendered)
     }

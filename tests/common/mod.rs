@@ -11,6 +11,7 @@
 //! tests of the sandbox), `ledger` (a ledger builder for report tests).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod auth;
 pub mod fixture;
 pub mod ledger;
 pub mod refusal;
