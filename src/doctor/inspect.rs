@@ -71,7 +71,7 @@ impl Report {
 }
 
 /// Unfolded header fields named `name` (case-insensitive), top to bottom.
-fn fields<'a>(headers: &'a str, name: &str) -> Vec<String> {
+fn fields(headers: &str, name: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Option<String> = None;
     for line in headers.split('\n') {
