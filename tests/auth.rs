@@ -779,3 +779,47 @@ fn dkim_keygen_writes_a_private_key_only_its_owner_reads_and_the_record_openssl_
         assert_eq!(code2, 2, "an existing key must not be overwritten: {err2}");
     }
 }
+
+// --- doctor --inspect on mailbox downloads (no network) --------------------------------------
+
+fn inspect_fixture(name: &str) -> (i32, String) {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/inspect/{name}.eml"));
+    let (out, err, code) = mailroom(&["doctor", "--inspect", file.to_str().unwrap()]);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn inspect_of_a_gmail_download_that_passes_everything() {
+    let (code, text) = inspect_fixture("gmail-pass");
+    assert_eq!(code, 0, "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn inspect_shows_an_unsigned_copy_with_dmarc_fail_and_a_plain_hop() {
+    let (code, text) = inspect_fixture("relay-unsigned");
+    assert_eq!(code, 1, "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn send_warns_and_goes_on_when_the_resolver_does_not_answer() {
+    let c = AuthCampaign::new(
+        "deaf-resolver",
+        "pass.test",
+        "pass.test",
+        Signing::Rsa,
+        Bodies::TextAndHtml,
+        // Nothing answers DNS on port 1: the check gives up within its bound and sends.
+        "127.0.0.1:1",
+        "host = \"127.0.0.1\"\nport = 1\nsecurity = \"none\"",
+        CONTACTS,
+    );
+    let (out, err, _) = mailroom(&["send", c.path().to_str().unwrap(), "--yes"]);
+    assert!(
+        err.contains("warning: DKIM: could not check the published key") && err.contains("127.0.0.1:1"),
+        "{out}\n{err}"
+    );
+    assert!(!err.contains("refusing to send"), "{err}");
+}

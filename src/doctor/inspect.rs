@@ -169,7 +169,11 @@ pub fn parse_received(value: &str) -> Hop {
         || lower.contains("version=tls")
         || lower.contains("tls1_")
         || lower.contains("(tls");
+    let from = after("from");
     let tls = match with.as_deref().map(str::to_ascii_uppercase) {
+        // No `from`: a server handing the message to itself (Gmail's topmost "by 2002:… with
+        // SMTP id"), not a hop over a network.
+        _ if from.is_none() && !tls_words => None,
         Some(w) if w.starts_with("ESMTPS") || w.starts_with("UTF8SMTPS") || w == "SMTPS" => {
             Some(true)
         }
@@ -179,7 +183,7 @@ pub fn parse_received(value: &str) -> Hop {
         _ => None,
     };
     Hop {
-        from: after("from"),
+        from,
         by: after("by"),
         with,
         tls,
@@ -444,8 +448,9 @@ From: Bakery <news@bakery.example>\r\n\r\nbody\r\n";
             [("dkim", "pass"), ("spf", "pass"), ("dmarc", "pass")]
         );
         assert_eq!(r.hops[1].tls, Some(true));
-        // Google's internal hop "with SMTP id" from no host: plain SMTP inside Google.
-        assert_eq!(r.exit_code, 1, "{}", r.to_text());
+        // Google's own hand-off "by … with SMTP id" has no `from`: not a network hop.
+        assert_eq!(r.hops[0].tls, None);
+        assert_eq!(r.exit_code, 0, "{}", r.to_text());
     }
 
     #[test]
