@@ -4,7 +4,11 @@
 #     AUTH, a plain port-25-style inbound listener (STARTTLS optional, no AUTH), and test domains
 #     with fixed behaviours (deliver to Maildirs, 550 5.1.1, 451, 452, accept-then-DSN, VERP bounces);
 #   - a standalone Dovecot used only as Postfix's SASL backend (passwd-file, one generated user);
-#   - Postfix's smtp-sink on its own port for benchmarks.
+#   - Postfix's smtp-sink on its own port for benchmarks;
+#   - dnsmasq (Debian's dnsmasq-base: the binary alone, no service taking port 53 or editing
+#     resolv.conf) on a loopback port, serving the DNS fixture zones of tests/fixtures/dns/ with
+#     the DKIM key records of tests/fixtures/dkim/ filled in at start time;
+#   - python3-dkim (with python3-nacl for Ed25519) as the independent DKIM verifier.
 # A throwaway CA and server certificate are made at run time. Outbound mail is impossible:
 # every non-test destination fails locally (default_transport = error) and DNS is off.
 #
@@ -27,6 +31,9 @@ _mailroom_ci_setup() (
   local smtps_port="${MAILROOM_CI_SMTPS_PORT:-465}"
   local smtp_port="${MAILROOM_CI_SMTP_PORT:-25}"
   local sink_port="${MAILROOM_CI_SINK_PORT:-2626}"
+  local dns_port="${MAILROOM_CI_DNS_PORT:-5353}"
+  local repo
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   local user_name="sender@mailroom.test"
   local d_ok=ok.mailroom.test d_451=defer451.mailroom.test d_452=defer452.mailroom.test
   local d_dsn=dsn.mailroom.test d_bounces=bounces.mailroom.test
@@ -35,7 +42,7 @@ _mailroom_ci_setup() (
   say() { printf 'ci-servers: %s\n' "$*" >&2; }
   die() {
     printf 'ci-servers: FAILED: %s\n' "$*" >&2
-    for log in /var/log/mail.log "$dir/dovecot/dovecot.log" "$dir/smtp-sink.log"; do
+    for log in /var/log/mail.log "$dir/dovecot/dovecot.log" "$dir/smtp-sink.log" "$dir/dns/dnsmasq.log"; do
       [[ -f $log ]] && { printf -- '--- last lines of %s\n' "$log" >&2; tail -n 30 "$log" >&2; }
     done
     exit 1
@@ -43,7 +50,7 @@ _mailroom_ci_setup() (
   trap 'die "command failed at line $LINENO: $BASH_COMMAND"' ERR
 
   local p
-  for p in "$submission_port" "$smtps_port" "$smtp_port" "$sink_port"; do
+  for p in "$submission_port" "$smtps_port" "$smtp_port" "$sink_port" "$dns_port"; do
     [[ $p =~ ^[0-9]+$ ]] && ((p >= 1 && p <= 65535)) || die "port '$p' is not a number in 1-65535"
   done
   [[ $(id -u) == 0 ]] || die "must run as root (Postfix binds ports and switches users)"
@@ -60,6 +67,12 @@ _mailroom_ci_setup() (
   command -v swaks >/dev/null || missing+=(swaks)
   perl -MNet::SSLeay -e 1 2>/dev/null || missing+=(libnet-ssleay-perl)
   command -v openssl >/dev/null || missing+=(openssl)
+  # The DNS fixture server: dnsmasq-base is the binary without the service (the `dnsmasq`
+  # package would start one on port 53 and take over the machine's resolver).
+  command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+  # The independent DKIM verifier, through Debian's own python3 (another python3 may come first
+  # on PATH without these modules).
+  /usr/bin/python3 -c 'import dkim, nacl, dns.resolver' 2>/dev/null || missing+=(python3-dkim python3-nacl python3-dnspython)
   if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -87,6 +100,12 @@ _mailroom_ci_setup() (
     kill "$(cat "$dir/smtp-sink.pid")" 2>/dev/null || true
   fi
   rm -f "$dir/smtp-sink.pid"
+  local dnsmasq_pid=
+  if ours "$dir/dns/dnsmasq.pid" dnsmasq; then
+    dnsmasq_pid=$(cat "$dir/dns/dnsmasq.pid")
+    kill "$dnsmasq_pid" 2>/dev/null || dnsmasq_pid=
+  fi
+  rm -f "$dir/dns/dnsmasq.pid"
   local i
   for ((i = 0; i < 100; i++)); do
     postfix status >/dev/null 2>&1 || break
@@ -97,9 +116,13 @@ _mailroom_ci_setup() (
     [[ -n $dovecot_pid ]] && kill -0 "$dovecot_pid" 2>/dev/null || break
     sleep 0.1
   done
+  for ((i = 0; i < 100; i++)); do
+    [[ -n $dnsmasq_pid ]] && kill -0 "$dnsmasq_pid" 2>/dev/null || break
+    sleep 0.1
+  done
 
   # --- state layout -------------------------------------------------------------------------------
-  mkdir -p "$dir"/{tls,postfix,dovecot/run,dovecot/state,bin,mail}
+  mkdir -p "$dir"/{tls,postfix,dovecot/run,dovecot/state,bin,mail,dns}
   chmod 755 "$dir" "$dir/bin" "$dir/postfix"
 
   # The user that owns delivered mail: the invoking developer under sudo (so they can read it),
@@ -341,6 +364,39 @@ EOF
   setsid smtp-sink -u nobody -c "$host:$sink_port" 1024 </dev/null >"$dir/smtp-sink.log" 2>&1 &
   echo $! >"$dir/smtp-sink.pid"
 
+  # --- DNS: the fixture zones on a loopback port ------------------------------------------------
+  # A key's record as dnsmasq TXT strings: "v=DKIM1; k=...; p=..." in 255-byte pieces. RSA's p=
+  # is the SubjectPublicKeyInfo; Ed25519's the raw 32-byte key (the last 32 bytes of its SPKI).
+  dkim_txt() {
+    local key=$1 k p
+    if openssl pkey -in "$key" -noout -text 2>/dev/null | head -n 1 | grep -qi ed25519; then
+      k=ed25519
+      p=$(openssl pkey -in "$key" -pubout -outform DER | tail -c 32 | base64 -w 0)
+    else
+      k=rsa
+      p=$(openssl pkey -in "$key" -pubout -outform DER | base64 -w 0)
+    fi
+    printf 'v=DKIM1; k=%s; p=%s' "$k" "$p" | fold -w 255 | sed 's/.*/"&"/' | paste -sd, -
+  }
+  cp "$repo/tests/fixtures/dns/zones.conf" "$dir/dns/zones.conf.new"
+  local key name
+  for key in "$repo"/tests/fixtures/dkim/*.pem; do
+    name=$(basename "$key" .pem)
+    grep -q "@$name@" "$dir/dns/zones.conf.new" || continue
+    sed -i "s|@$name@|$(dkim_txt "$key")|g" "$dir/dns/zones.conf.new"
+  done
+  if grep -q '@[a-z0-9-]*@' "$dir/dns/zones.conf.new"; then
+    die "a DNS fixture names a key that tests/fixtures/dkim/ lacks"
+  fi
+  mv -f "$dir/dns/zones.conf.new" "$dir/dns/zones.conf"
+  printf '%s\n' "# Generated by scripts/ci-servers.sh: the DNS fixture zones, loopback only, no upstream." \
+    "port=$dns_port" "listen-address=$host" bind-interfaces no-resolv no-hosts no-poll \
+    "pid-file=$dir/dns/dnsmasq.pid" "log-facility=$dir/dns/dnsmasq.log" \
+    "conf-file=$dir/dns/zones.conf" >"$dir/dns/dnsmasq.conf"
+  dnsmasq --test --conf-file="$dir/dns/dnsmasq.conf" >/dev/null 2>&1 ||
+    die "dnsmasq rejects $dir/dns/dnsmasq.conf: $(dnsmasq --test --conf-file="$dir/dns/dnsmasq.conf" 2>&1)"
+  dnsmasq --conf-file="$dir/dns/dnsmasq.conf" </dev/null >/dev/null 2>&1 || die "dnsmasq did not start"
+
   # --- wait until every listener answers (bounded) ----------------------------------------------
   local port deadline=$((SECONDS + 30))
   for port in "$submission_port" "$smtps_port" "$smtp_port" "$sink_port"; do
@@ -348,6 +404,14 @@ EOF
       ((SECONDS < deadline)) || die "nothing accepts connections on $host:$port after 30 s"
       sleep 0.1
     done
+  done
+  local dns_probe='import sys, dns.resolver
+r = dns.resolver.Resolver(configure=False)
+r.nameservers, r.port, r.lifetime = [sys.argv[1]], int(sys.argv[2]), 1
+assert any(b"spf1" in b"".join(a.strings) for a in r.resolve("pass.test", "TXT"))'
+  until /usr/bin/python3 -c "$dns_probe" "$host" "$dns_port" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "the DNS fixture server on $host:$dns_port does not answer for pass.test"
+    sleep 0.1
   done
   until [[ -S /var/spool/postfix/private/auth ]]; do
     ((SECONDS < deadline)) || die "dovecot's auth socket /var/spool/postfix/private/auth never appeared"
@@ -389,8 +453,9 @@ export MAILROOM_TEST_DOMAIN_DEFER452=$d_452
 export MAILROOM_TEST_DOMAIN_DSN=$d_dsn
 export MAILROOM_TEST_DOMAIN_BOUNCES=$d_bounces
 export MAILROOM_TEST_BOUNCE_RETURN_PATH='bounces+{token}@$d_bounces'
+export MAILROOM_TEST_DNS=$host:$dns_port
 EOF
-  say "ready in $((SECONDS - started)) s: submission $host:$submission_port, smtps $host:$smtps_port, smtp $host:$smtp_port, smtp-sink $host:$sink_port; env in $dir/env.sh"
+  say "ready in $((SECONDS - started)) s: submission $host:$submission_port, smtps $host:$smtps_port, smtp $host:$smtp_port, smtp-sink $host:$sink_port, dns $host:$dns_port; env in $dir/env.sh"
 )
 
 # A plain statement, not an `if` condition: bash ignores `set -e` inside functions called from a

@@ -22,8 +22,9 @@ use lettre::message::Mailbox;
 use lettre::message::header::HeaderName;
 
 pub use config::{
-    BouncesSection, CampaignSection, Config, ContactsSection, GuardSection, ProvidersSection,
-    RateConfig, RetryConfig, Security, SmtpConfig, StoreSection, UnsubscribeSection,
+    BouncesSection, CampaignSection, Config, ContactsSection, DkimSection, DnsSection,
+    GuardSection, ProvidersSection, RateConfig, RetryConfig, Security, SmtpConfig, StoreSection,
+    UnsubscribeSection,
 };
 pub use contacts::{Contact, ContactEntry, Contacts, column_list};
 pub use template::{BUILTIN_VARIABLES, MissingVariable};
@@ -98,6 +99,14 @@ pub enum Error {
         line: u64,
         reason: String,
     },
+    /// A `[dkim]` key cannot be used (`path` is the key file), or signing failed. The message
+    /// is the key error's own, which already names the file and the fix.
+    #[error("{error}")]
+    Dkim {
+        path: PathBuf,
+        /// Not `#[source]`: its message is this error's whole message, printed once.
+        error: crate::dkim::Error,
+    },
 }
 
 fn loc(line: Option<u64>, column: Option<u64>) -> String {
@@ -122,14 +131,15 @@ impl Error {
             | Error::Csv { path, .. }
             | Error::TemplateSyntax { path, .. }
             | Error::MissingPartial { path, .. }
-            | Error::Row { path, .. } => path,
+            | Error::Row { path, .. }
+            | Error::Dkim { path, .. } => path,
         }
     }
 
     /// The 1-based line in [`Error::file`], where known.
     pub fn line(&self) -> Option<u64> {
         match self {
-            Error::Read { .. } | Error::NoConfig { .. } => None,
+            Error::Read { .. } | Error::NoConfig { .. } | Error::Dkim { .. } => None,
             Error::Toml { line, .. }
             | Error::Config { line, .. }
             | Error::Csv { line, .. }
@@ -200,6 +210,39 @@ pub fn recipient_bucket(campaign_name: &str, email: &str) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
+/// The List-Id used when `[campaign] list_id` is not set: the From address turned into a
+/// dot-atom under its own domain (`news@bakery.example` → `<news.bakery.example>`), so every
+/// campaign from one sender address is one list (RFC 2919 §2 wants the id stable).
+fn default_list_id(from_addr: &str) -> String {
+    let (local, domain) = from_addr.rsplit_once('@').unwrap_or(("list", from_addr));
+    let label: String = local
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let label = label.trim_matches('-');
+    let label = if label.is_empty() { "list" } else { label };
+    format!("<{label}.{}>", domain.to_ascii_lowercase())
+}
+
+/// The campaign name as one Feedback-ID field (letters, digits, `-_.`).
+fn feedback_field(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// Normalises an address the way contacts are normalised (lower-cased, IDN domain as
 /// punycode); `Err` holds the reason it is invalid.
 pub fn normalize_address(raw: &str) -> Result<String, String> {
@@ -221,6 +264,8 @@ pub struct Campaign {
     campaign_hash: String,
     /// A body template can fail for one row and not another (see `bodies_vary_by_row`).
     bodies_vary: bool,
+    /// `[dkim]`'s keys, loaded; `None` without `[dkim]` or for [`Campaign::load_without_keys`].
+    signer: Option<crate::dkim::Signer>,
 }
 
 impl std::fmt::Debug for Campaign {
@@ -245,9 +290,33 @@ fn mailbox(name: Option<String>, addr: &str, path: &Path, key: &str) -> Result<M
 
 impl Campaign {
     /// Loads `path` (a folder holding campaign.toml, or the toml itself): parses and validates
-    /// the config, checks that every named file exists, reads the CSV header and compiles every
-    /// template in strict mode. Does not read contact rows.
+    /// the config, checks that every named file exists, reads the CSV header, compiles every
+    /// template in strict mode and loads the `[dkim]` keys (refusing one others can read).
+    /// Does not read contact rows.
     pub fn load(path: &Path) -> Result<Campaign, Error> {
+        let mut campaign = Campaign::load_without_keys(path)?;
+        if let Some(dkim) = &campaign.config.dkim {
+            let mut specs = Vec::new();
+            for (domain, selector, file) in dkim.signatures() {
+                let key = crate::dkim::Key::load(file).map_err(|error| Error::Dkim {
+                    path: file.to_owned(),
+                    error,
+                })?;
+                specs.push(crate::dkim::SignatureSpec {
+                    domain: domain.to_owned(),
+                    selector: selector.to_owned(),
+                    key,
+                });
+            }
+            campaign.signer = Some(crate::dkim::Signer::new(specs, &dkim.signed_headers()));
+        }
+        Ok(campaign)
+    }
+
+    /// [`Campaign::load`] without reading the `[dkim]` keys: for commands that never build a
+    /// message (reports, bounce imports), so a key kept elsewhere does not stop them. Messages
+    /// rendered from such a campaign are not signed.
+    pub fn load_without_keys(path: &Path) -> Result<Campaign, Error> {
         let config_path = if path.is_dir() {
             let p = path.join("campaign.toml");
             if !p.exists() {
@@ -415,7 +484,21 @@ impl Campaign {
             .collect();
 
         let campaign_hash = recipient_token(&c.name, "").chars().take(8).collect();
-        let fixed = Fixed::new(&from, reply_to.as_ref(), &c.name);
+        let list_id = c
+            .list_id
+            .clone()
+            .unwrap_or_else(|| default_list_id(&from_addr));
+        let feedback_id = c
+            .feedback_id
+            .as_ref()
+            .map(|f| f.replace("{campaign}", &feedback_field(&c.name)));
+        let fixed = Fixed::new(
+            &from,
+            reply_to.as_ref(),
+            &c.name,
+            &list_id,
+            feedback_id.as_deref(),
+        );
         Ok(Campaign {
             fixed,
             names: Names {
@@ -434,7 +517,28 @@ impl Campaign {
             campaign_hash,
             bodies_vary,
             config,
+            signer: None,
         })
+    }
+
+    /// The DKIM signer of `[dkim]`, when the keys were loaded.
+    pub fn signer(&self) -> Option<&crate::dkim::Signer> {
+        self.signer.as_ref()
+    }
+
+    /// The From address's domain (lower-cased, punycode).
+    pub fn from_domain(&self) -> &str {
+        &self.from_domain
+    }
+
+    /// The envelope sender's domain: `[bounces] return_path`'s, or the From domain.
+    pub fn envelope_domain(&self) -> String {
+        self.config
+            .bounces
+            .return_path
+            .as_deref()
+            .and_then(|rp| rp.rsplit_once('@'))
+            .map_or_else(|| self.from_domain.clone(), |(_, d)| d.to_ascii_lowercase())
     }
 
     /// The campaign's stable name (`[campaign] name`).
@@ -506,6 +610,31 @@ impl Campaign {
         self.templates.body_mentions(variable)
     }
 
+    /// Whether the body shows an unsubscribe link: a body template (or a partial) uses
+    /// `{{unsubscribe_url}}`, or its text holds a literal link mentioning "unsubscribe"
+    /// (Gmail asks for one in the body besides the List-Unsubscribe header).
+    pub fn has_visible_unsubscribe_link(&self) -> bool {
+        if self.body_mentions("unsubscribe_url") {
+            return true;
+        }
+        let c = &self.config.campaign;
+        let mut files: Vec<PathBuf> = [&c.text, &c.html, &c.markdown]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if let Ok(dir) = std::fs::read_dir(self.root.join("partials")) {
+            files.extend(dir.filter_map(Result::ok).map(|e| e.path()));
+        }
+        files.iter().any(|f| {
+            template::read(f).is_ok_and(|text| {
+                let lower = text.to_ascii_lowercase();
+                lower.contains("unsubscribe")
+                    && (lower.contains("http") || lower.contains("mailto:"))
+            })
+        })
+    }
+
     /// Names of every compiled template and partial.
     pub fn template_names(&self) -> Vec<String> {
         self.templates.names()
@@ -531,6 +660,16 @@ mod tests {
             recipient_token("ab", "c@x.example"),
             recipient_token("a", "bc@x.example")
         );
+    }
+
+    #[test]
+    fn default_list_id_is_a_dot_atom_under_the_from_domain() {
+        assert_eq!(
+            default_list_id("news@Bakery.example"),
+            "<news.bakery.example>"
+        );
+        assert_eq!(default_list_id("a.b+c@x.example"), "<a-b-c.x.example>");
+        assert_eq!(feedback_field("2026 spring/news"), "2026-spring-news");
     }
 
     #[test]

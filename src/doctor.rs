@@ -9,6 +9,8 @@
 //! whose certificate did not verify, and never print or store the password.
 
 pub mod cert;
+pub mod dns;
+pub mod inspect;
 mod probe;
 pub mod tls;
 pub mod verdict;

@@ -27,6 +27,8 @@ pub mod campaign;
 pub mod clock;
 pub mod diagnose;
 pub mod display;
+pub mod dkim;
+pub mod dns;
 pub mod doctor;
 pub mod model;
 pub mod oauth;

@@ -669,7 +669,8 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     };
     let provider_map = Arc::new(providers::ProviderMap::from_cache(cache));
     let reads = Reads(Arc::new(std::sync::Mutex::new(reader)));
-    // Never awaited by sending: aborted when the run ends, whatever it resolved is queued.
+    // Never awaited by sending: given `FINISH_GRACE` when the run ends, then aborted; whatever
+    // it resolved is queued.
     let resolving = options.providers.clone().map(|lookup| {
         providers::spawn(
             lookup,
@@ -715,9 +716,17 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     });
 
     let driven = dispatch::run(&shared, &reads, campaign_id, &options).await;
-    if let Some(task) = resolving {
-        task.abort();
-        let _ = task.await;
+    if let Some(mut task) = resolving {
+        // A short run ends before its lookups do: let them finish for a moment (they are
+        // answers the next report needs), but never hold an interrupted run.
+        let finished = !shutdown.is_triggered()
+            && tokio::time::timeout(providers::FINISH_GRACE, &mut task)
+                .await
+                .is_ok();
+        if !finished {
+            task.abort();
+            let _ = task.await;
+        }
     }
     if let Err(e) = &driven {
         shared.stop(End::Aborted(Stop::Ledger(e.to_string())));

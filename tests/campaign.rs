@@ -915,6 +915,7 @@ fn hostile_values_never_change_the_header_structure() {
         "x-campaign-ref",
         "list-unsubscribe",
         "list-unsubscribe-post",
+        "list-id",
         "x-mailroom-campaign",
         "x-mailroom-token",
         "mime-version",

@@ -326,3 +326,88 @@ fn report_all_conflicts_with_a_campaign_name() {
         .assert()
         .code(2);
 }
+
+/// `send` resolves recipient domains through the `[dns] resolver` (the loopback dnsmasq with
+/// the fixture zones) in the background, caches each answer in the ledger with its MX, and the
+/// report groups by provider: a Google Workspace domain counts as Google beside gmail.com, an
+/// Exchange Online tenant as Microsoft 365, a domain that does not exist as unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_resolves_recipient_domains_to_providers_through_the_configured_resolver() {
+    let Some(dns) = common::auth::dns() else {
+        return;
+    };
+    let relay = common::relay::Relay::plain("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let emails: Vec<String> = [
+        "ann@workspace.test",
+        "bob@workspace.test",
+        "cyd@gmail.com",
+        "dee@tenant.test",
+        "eve@elsewhere.test",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let root = common::write_campaign(
+        dir.path(),
+        "providers",
+        "news@sender.test",
+        &relay.smtp_table(""),
+        &emails,
+    );
+    let toml = root.join("campaign.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str(&format!("\n[dns]\nresolver = \"{dns}\"\n"));
+    std::fs::write(&toml, text).unwrap();
+    let root2 = root.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("send")
+            .arg(&root2)
+            .arg("--yes")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(relay.seen().stored.len(), 5);
+
+    let json = Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["report", "--format", "json"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let domains = |p: &str| {
+        json["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["provider"] == p)
+            .map(|row| row["domains"].as_u64().unwrap())
+    };
+    assert_eq!(domains("google"), Some(2), "{}", json["providers"]);
+    assert_eq!(domains("microsoft365"), Some(1), "{}", json["providers"]);
+    assert_eq!(domains("unknown"), Some(1), "{}", json["providers"]);
+
+    // The cache keeps what the resolver said, for the next run and the next report.
+    let conn = rusqlite::Connection::open(root.join("mailroom.db")).unwrap();
+    let mx: String = conn
+        .query_row(
+            "SELECT mx FROM domain_providers WHERE domain = 'tenant.test'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        mx.contains("tenant-test.mail.protection.outlook.com"),
+        "{mx}"
+    );
+}

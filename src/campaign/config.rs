@@ -18,6 +18,8 @@ use crate::model::DsnNotify;
 
 mod auth;
 pub use auth::{AuthMethod, OAuthProvider};
+mod signing;
+pub use signing::{DkimSection, DnsSection, SecondSignature, parse_resolver};
 
 /// The whole validated `campaign.toml`. Every path is absolute.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +46,11 @@ pub struct Config {
     /// MX lookups of recipient domains.
     #[serde(default)]
     pub providers: ProvidersSection,
+    /// `[dkim]`: sign every message; absent means the relay must sign.
+    #[serde(default)]
+    pub dkim: Option<DkimSection>,
+    #[serde(default)]
+    pub dns: DnsSection,
 }
 
 /// `[campaign]`: who sends what.
@@ -68,6 +75,13 @@ pub struct CampaignSection {
     /// Extra headers; values are Handlebars templates rendered without HTML escaping.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// RFC 2919 List-Id (`"news.example.com"` or `"Name <news.example.com>"`); default derived
+    /// from the From address, the same for every campaign of that sender.
+    #[serde(default)]
+    pub list_id: Option<String>,
+    /// Gmail's Feedback-ID (`"{campaign}:newsletter:sender"`); none by default.
+    #[serde(default)]
+    pub feedback_id: Option<String>,
 }
 
 /// `[contacts]`: where the recipients are and which columns matter.
@@ -503,6 +517,7 @@ fn section_of_required(key: &str) -> Option<&'static str> {
         "name" | "from" | "subject" => Some("[campaign]"),
         "path" => Some("[contacts]"),
         "url" => Some("[unsubscribe]"),
+        "domain" | "selector" | "private_key_file" => Some("[dkim]"),
         _ => None,
     }
 }
@@ -797,6 +812,14 @@ impl Config {
                 "Set burst = 1 for smooth pacing.",
             ));
         }
+        if let Err(e) = signing::validate(
+            self.dkim.as_ref(),
+            &self.dns,
+            c.list_id.as_deref(),
+            c.feedback_id.as_deref(),
+        ) {
+            return Err(invalid(e.section, e.key, e.message, e.fix));
+        }
         if self.retry.max_attempts == 0 {
             return Err(invalid(
                 "retry",
@@ -821,6 +844,9 @@ impl Config {
             *p = abs(p);
         }
         self.contacts.path = abs(&self.contacts.path);
+        if let Some(d) = &mut self.dkim {
+            d.resolve(root);
+        }
         let smtp = &mut self.smtp;
         for p in [
             &mut smtp.password_file,
@@ -868,6 +894,9 @@ const RESERVED_HEADERS: &[&str] = &[
     "return-path",
     "list-unsubscribe",
     "list-unsubscribe-post",
+    "list-id",
+    "feedback-id",
+    "dkim-signature",
     "x-mailroom-campaign",
     "x-mailroom-token",
 ];

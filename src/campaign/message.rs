@@ -100,8 +100,29 @@ impl Campaign {
         ))
     }
 
-    /// Builds the message for `contact` with `date` as its Date header.
+    /// Builds the message for `contact` with `date` as its Date header, signed with `[dkim]`'s
+    /// keys: the signatures cover exactly these bytes, which are what is sent.
     pub fn render_at(&self, contact: &Contact, date: SystemTime) -> Result<Rendered, Error> {
+        let mut rendered = self.render_unsigned_at(contact, date)?;
+        if let Some(signer) = self.signer() {
+            // Signing belongs after the last byte is written: any later change breaks it.
+            rendered.bytes = signer
+                .sign(std::mem::take(&mut rendered.bytes))
+                .map_err(|error| Error::Dkim {
+                    path: self.config_path().to_owned(),
+                    error,
+                })?;
+        }
+        Ok(rendered)
+    }
+
+    /// [`Campaign::render_at`] without the DKIM signatures (for `check`, which measures and
+    /// validates every row and signs one).
+    pub fn render_unsigned_at(
+        &self,
+        contact: &Contact,
+        date: SystemTime,
+    ) -> Result<Rendered, Error> {
         self.build(contact, date, true)
             .map(|built| built.expect("a built message when bodies are rendered"))
     }
@@ -268,6 +289,7 @@ impl Campaign {
             put_value(&mut out, &mut headers, "List-Unsubscribe", &[&v]);
             out.extend_from_slice(fixed.unsubscribe_post.as_bytes());
         }
+        out.extend_from_slice(fixed.list.as_bytes());
         out.extend_from_slice(fixed.campaign.as_bytes());
         put_value(&mut out, &mut headers, "X-Mailroom-Token", &[&token]);
         out.extend_from_slice(fixed.mime_version.as_bytes());
@@ -340,6 +362,8 @@ pub(crate) struct Fixed {
     /// Empty without `reply_to`.
     reply_to: String,
     unsubscribe_post: String,
+    /// List-Id (RFC 2919) and, when configured, Feedback-ID.
+    list: String,
     campaign: String,
     mime_version: String,
     text_type: String,
@@ -347,11 +371,29 @@ pub(crate) struct Fixed {
 }
 
 impl Fixed {
-    pub(crate) fn new(from: &Mailbox, reply_to: Option<&Mailbox>, campaign: &str) -> Fixed {
+    pub(crate) fn new(
+        from: &Mailbox,
+        reply_to: Option<&Mailbox>,
+        campaign: &str,
+        list_id: &str,
+        feedback_id: Option<&str>,
+    ) -> Fixed {
         fn line(h: impl header::Header) -> String {
             let mut headers = Headers::new();
             headers.set(h);
             headers.to_string()
+        }
+        let raw = |name: &'static str, value: &str| {
+            let mut headers = Headers::new();
+            headers.insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                value.to_owned(),
+            ));
+            headers.to_string()
+        };
+        let mut list = raw("List-Id", list_id);
+        if let Some(f) = feedback_id {
+            list.push_str(&raw("Feedback-ID", f));
         }
         Fixed {
             from: line(header::From::from(Mailboxes::from(from.clone()))),
@@ -359,6 +401,7 @@ impl Fixed {
                 line(header::ReplyTo::from(Mailboxes::from(r.clone())))
             }),
             unsubscribe_post: "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n".into(),
+            list,
             campaign: {
                 let mut headers = Headers::new();
                 headers.insert_raw(HeaderValue::new(

@@ -21,6 +21,9 @@ use crate::store::{ProviderRecord, Reader, Writer};
 /// Cache rows queued for the ledger at once.
 const BATCH: usize = 256;
 
+/// How long a run that has sent everything waits for lookups still in flight before it exits.
+pub const FINISH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Background MX resolution for a run: the DNS client and how many lookups may be in flight.
 #[derive(Clone)]
 pub struct Lookup {
@@ -33,6 +36,67 @@ impl std::fmt::Debug for Lookup {
         f.debug_struct("Lookup")
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
+    }
+}
+
+impl Lookup {
+    /// Lookups through mailroom's DNS client: the resolver `[dns] resolver` names (`chosen`),
+    /// or the system's.
+    pub fn dns(resolver: crate::dns::Resolver, chosen: bool) -> Lookup {
+        Lookup {
+            resolver: Arc::new(DnsMx { resolver, chosen }),
+            concurrency: resolve::DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+/// [`MxLookup`] over [`crate::dns::Resolver`]: an empty answer is "no MX", a failed lookup is
+/// a failure (the domain stays `unknown` until it is tried again).
+struct DnsMx {
+    resolver: crate::dns::Resolver,
+    /// Whether the user named this resolver; only such a resolver may serve special-use names.
+    chosen: bool,
+}
+
+/// Names that have no MX on the public DNS (RFC 2606, RFC 6761, RFC 6762): the system's
+/// resolver is never asked about them. A resolver the user chose may serve `.test` or
+/// `.example` zones of their own, so only `.invalid` and `.localhost` are never asked there.
+fn special_use(domain: &str, chosen: bool) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    let tld = d.rsplit('.').next().unwrap_or("");
+    if matches!(tld, "invalid" | "localhost") {
+        return true;
+    }
+    !chosen
+        && (matches!(tld, "test" | "example" | "local" | "onion" | "internal")
+            || ["example.com", "example.net", "example.org"]
+                .iter()
+                .any(|e| d == *e || d.ends_with(&format!(".{e}"))))
+}
+
+impl MxLookup for DnsMx {
+    fn mx<'a>(&'a self, domain: &'a str) -> resolve::LookupFuture<'a> {
+        Box::pin(async move {
+            if special_use(domain, self.chosen) {
+                return Err(resolve::LookupError::Failed(
+                    "a special-use name (RFC 6761): not looked up".into(),
+                ));
+            }
+            match self.resolver.mx_with_ttl(domain).await {
+                // A null MX (RFC 7505, exchange ".") says the domain takes no mail.
+                Ok((records, _)) if records.iter().all(|m| m.exchange.is_empty()) => {
+                    Err(resolve::LookupError::NoRecords { ttl: None })
+                }
+                Ok((records, ttl)) => Ok(resolve::MxAnswer {
+                    exchanges: records
+                        .into_iter()
+                        .map(|m| (m.preference, m.exchange))
+                        .collect(),
+                    ttl: ttl.unwrap_or(resolve::MIN_TTL),
+                }),
+                Err(e) => Err(resolve::LookupError::Failed(e.to_string())),
+            }
+        })
     }
 }
 
@@ -147,6 +211,24 @@ fn record(r: Resolved) -> ProviderRecord {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn special_use_names_are_asked_only_of_a_chosen_resolver() {
+        for (domain, system, chosen) in [
+            ("acme.com", false, false),
+            ("shop.example.com", true, false),
+            ("example.org", true, false),
+            ("notexample.com", false, false),
+            ("pass.test", true, false),
+            ("corp.example", true, false),
+            ("printer.local", true, false),
+            ("x.invalid", true, true),
+            ("LOCALHOST", true, true),
+        ] {
+            assert_eq!(special_use(domain, false), system, "{domain} (system)");
+            assert_eq!(special_use(domain, true), chosen, "{domain} (chosen)");
+        }
+    }
 
     #[test]
     fn consumer_domains_then_the_cache_then_unknown() {

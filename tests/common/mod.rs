@@ -12,6 +12,7 @@
 //! in a TestBackend).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod auth;
 pub mod fixture;
 pub mod ledger;
 pub mod oauth;

@@ -5,6 +5,7 @@ pub mod bounces;
 pub mod check;
 pub mod dashboard;
 pub mod demo;
+pub mod dkim;
 pub mod doctor;
 pub mod init;
 pub mod preview;

@@ -45,8 +45,10 @@ enum Command {
     Bounces(commands::bounces::Args),
     /// Manage the suppression list shared by all campaigns.
     Suppress(commands::suppress::Args),
-    /// Probe an SMTP server's ports, TLS and AUTH, and say which to use.
+    /// Probe an SMTP server's ports, TLS and AUTH (or, with --dns, check SPF, DKIM and DMARC).
     Doctor(commands::doctor::Args),
+    /// DKIM keys: make a key pair and print the TXT record to publish.
+    Dkim(commands::dkim::Args),
     /// Upgrade a ledger written by an older mailroom (reading commands never change one).
     Upgrade(commands::upgrade::Args),
 }
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Bounces(args) => commands::bounces::run(args),
         Command::Suppress(args) => commands::suppress::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
+        Command::Dkim(args) => commands::dkim::run(args),
         Command::Upgrade(args) => commands::upgrade::run(args),
     };
     match result {

@@ -258,7 +258,7 @@ pub(crate) struct Target {
 /// Reads the campaign's name, ledger path and return path (the campaign must load cleanly:
 /// the same checks as `mailroom check`).
 pub(crate) fn target(path: &Path) -> anyhow::Result<Target> {
-    let campaign = mailroom::campaign::Campaign::load(path)?;
+    let campaign = mailroom::campaign::Campaign::load_without_keys(path)?;
     let config = campaign.config();
     Ok(Target {
         name: campaign.name().to_owned(),

@@ -72,6 +72,10 @@ struct Report {
     message_size: Option<Size>,
     /// False when rendering was skipped because a template needs a column the header lacks.
     rendered: bool,
+    /// The `[dkim]` signatures ("d=example.com s=mail2026 (RSA 2048-bit)"); empty without it.
+    dkim: Vec<String>,
+    /// Bytes the DKIM-Signature headers add to each message (included in `message_size`).
+    dkim_signature_bytes: Option<usize>,
     notes: Vec<String>,
 }
 
@@ -98,7 +102,9 @@ fn render_worker(
         };
         let Ok(batch) = batch else { return out };
         for contact in batch {
-            match campaign.render_at(&contact, now) {
+            // Unsigned: signing every row would cost a millisecond each with RSA; one message
+            // is signed in `dkim` below, and its signature size is added to the range.
+            match campaign.render_unsigned_at(&contact, now) {
                 Ok(r) => {
                     out.valid += 1;
                     let n = r.bytes.len();
@@ -156,7 +162,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     report.rendered = report.missing_variables.is_empty();
     notes(&campaign, &mut report);
 
+    dkim(&campaign, &mut report);
     let fatal = scan(&campaign, &mut report, args.json)?;
+    if let (Some(size), Some(extra)) = (report.message_size.as_mut(), report.dkim_signature_bytes) {
+        size.min += extra;
+        size.max += extra;
+    }
     report.invalid.sort_by_key(|i| i.line);
     report.duplicates.sort_by_key(|d| d.line);
     if let Some(e) = &fatal {
@@ -296,6 +307,40 @@ fn scan(
     Ok(fatal)
 }
 
+/// `[dkim]`, checked offline (no DNS: `doctor --dns` looks the keys up): each signing domain
+/// must be aligned with From (equal, or one a parent of the other), and one message is signed.
+fn dkim(campaign: &Campaign, report: &mut Report) {
+    let Some(signer) = campaign.signer() else {
+        return;
+    };
+    let config = campaign.config_path().display().to_string();
+    for p in signer.signatures() {
+        report
+            .dkim
+            .push(format!("d={} s={} ({})", p.domain, p.selector, p.kind));
+        if !mailroom::dkim::is_aligned(&p.domain, campaign.from_domain()) {
+            report.errors.push(Problem {
+                file: config.clone(),
+                line: None,
+                message: format!(
+                    "[dkim] domain {} is not aligned with the From domain {}: DMARC fails for every message (sign with domain = \"{}\", a parent or a subdomain of it)",
+                    p.domain,
+                    campaign.from_domain(),
+                    campaign.from_domain()
+                ),
+            });
+        }
+    }
+    match signer.headers_for(b"From: a@b.example\r\n\r\nx\r\n") {
+        Ok(h) => report.dkim_signature_bytes = Some(h.len()),
+        Err(e) => report.errors.push(Problem {
+            file: config,
+            line: None,
+            message: e.to_string(),
+        }),
+    }
+}
+
 fn notes(campaign: &Campaign, report: &mut Report) {
     let cfg = campaign.config();
     if cfg.smtp.host.is_empty() {
@@ -310,9 +355,14 @@ fn notes(campaign: &Campaign, report: &mut Report) {
             "the environment variable {var} (smtp.password_env) is not set: export it before `mailroom send` (check does not need it)"
         ));
     }
-    if cfg.unsubscribe.is_some() && !campaign.body_mentions("unsubscribe_url") {
+    if !campaign.has_visible_unsubscribe_link() {
         report.notes.push(
-            "no body template shows {{unsubscribe_url}}: Gmail and Yahoo expect a visible unsubscribe link in the message as well as the header".into(),
+            "warning: the body has no visible unsubscribe link (no {{unsubscribe_url}}, no unsubscribe URL): Gmail and Yahoo ask for one in the message as well as the List-Unsubscribe header".into(),
+        );
+    }
+    if cfg.dkim.is_none() {
+        report.notes.push(
+            "no [dkim]: messages are not signed by mailroom, so the relay must sign them (confirm with `mailroom doctor --inspect` on a received copy)".into(),
         );
     }
     if cfg.unsubscribe.is_none() {
@@ -367,6 +417,9 @@ fn print_text(r: &Report) {
     }
     if let Some(s) = &r.message_size {
         println!("\nmessage size {}..{} bytes", s.min, s.max);
+    }
+    for d in &r.dkim {
+        println!("dkim       signing with {d}");
     }
     for n in &r.notes {
         println!("note: {n}");

@@ -1,6 +1,11 @@
 //! `mailroom doctor [CAMPAIGN | HOST]`: probes the relay's ports and prints which port and security
 //! to use. CAMPAIGN (an existing path) supplies host, port, credentials and ca_file; otherwise the
 //! argument is a host name. Exit 0 when a port is usable securely, 1 when none is, 2 on errors.
+//!
+//! `mailroom doctor CAMPAIGN --dns` runs the DNS preflight instead (no port probing): exit 0
+//! every checkable rule met, 1 a rule not met, 2 a lookup got no answer. `mailroom doctor
+//! --inspect FILE.eml` reads a received copy (no campaign, no network), with the same exits
+//! 0 and 1.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mailroom::campaign::Campaign;
+use mailroom::campaign::config::parse_resolver;
 use mailroom::doctor::{self, Credentials, DEFAULT_IMPLICIT_PORTS, DEFAULT_PORTS, Login, Options};
 use mailroom::pipeline::secrets;
 
@@ -15,7 +21,19 @@ use mailroom::pipeline::secrets;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A campaign folder (or its campaign.toml), or a host name / IP address to probe.
-    pub target: String,
+    #[arg(required_unless_present = "inspect")]
+    pub target: Option<String>,
+    /// Run the DNS preflight for CAMPAIGN instead of probing ports: SPF, DKIM, DMARC, MX and
+    /// the Gmail / Yahoo / Microsoft bulk-sender rules.
+    #[arg(long, conflicts_with_all = ["ports", "auth", "user", "ca_file"])]
+    pub dns: bool,
+    /// The DNS resolver to ask (IP or IP:PORT) instead of [dns] resolver or the system's.
+    #[arg(long, value_name = "HOST:PORT", requires = "dns")]
+    pub resolver: Option<String>,
+    /// Report the authentication results and TLS hops of a message as a mailbox received it
+    /// (e.g. Gmail's "Show original" download). Needs no campaign and no network.
+    #[arg(long, value_name = "FILE.eml", conflicts_with_all = ["target", "dns", "ports", "auth", "user", "ca_file"])]
+    pub inspect: Option<PathBuf>,
     /// Ports to probe, comma-separated [default: the campaign's port and fallbacks, then 587,465,2525,25].
     #[arg(long, value_delimiter = ',')]
     pub ports: Vec<u16>,
@@ -41,6 +59,12 @@ pub struct Args {
 const PASSWORD_ENV: &str = "MAILROOM_SMTP_PASSWORD";
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.inspect {
+        return inspect(file, args.json);
+    }
+    if args.dns {
+        return dns(&args);
+    }
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
         bail!(
             "--timeout {} is not a number of seconds between 0 and 3600\n\nPass e.g. --timeout 10.",
@@ -69,17 +93,87 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The largest received copy read: a message with attachments; only its header is used.
+const MAX_INSPECT: u64 = 64 << 20;
+
+fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_INSPECT).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let report = doctor::inspect::inspect(&bytes);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::from(report.exit_code))
+}
+
+fn dns(args: &Args) -> anyhow::Result<ExitCode> {
+    let target = args.target.as_deref().unwrap_or_default();
+    let path = Path::new(target);
+    if !path.exists() {
+        bail!(
+            "--dns needs a campaign folder, and {target:?} is not one\n\nPass the folder holding campaign.toml (the preflight checks its From, envelope and DKIM domains)."
+        );
+    }
+    let campaign = Campaign::load(path)?;
+    let address = resolver_address(&campaign, args.resolver.as_deref())?;
+    let options = doctor::dns::Options {
+        from_domain: campaign.from_domain().to_owned(),
+        envelope_domain: campaign.envelope_domain(),
+        relay_host: campaign.config().smtp.host.clone(),
+        one_click_unsubscribe: campaign.config().unsubscribe.is_some(),
+        visible_unsubscribe_link: campaign.has_visible_unsubscribe_link(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // hickory's resolver binds to the runtime it is built in.
+    let resolver = {
+        let _in_runtime = runtime.enter();
+        mailroom::dns::Resolver::open(address, mailroom::dns::DEFAULT_TIMEOUT)?
+    };
+    let report = runtime.block_on(doctor::dns::run(&resolver, &options, campaign.signer()));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::from(report.exit_code))
+}
+
+/// Where `--resolver` or `[dns] resolver` point, checked (shared by `send` and `doctor --dns`).
+pub fn resolver_address(
+    campaign: &Campaign,
+    flag: Option<&str>,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    match flag.or(campaign.config().dns.resolver.as_deref()) {
+        None => Ok(None),
+        Some(r) => match parse_resolver(r) {
+            Some(addr) => Ok(Some(addr)),
+            None => bail!(
+                "--resolver {r:?} is not an IP address with an optional port\n\nPass e.g. --resolver 127.0.0.1:5353 (an address: the resolver cannot look itself up)."
+            ),
+        },
+    }
+}
+
 fn options(args: &Args) -> anyhow::Result<Options> {
     let timeout = Duration::from_secs_f64(args.timeout);
-    let path = Path::new(&args.target);
+    let target = args.target.as_deref().unwrap_or_default();
+    let path = Path::new(target);
     if path.exists() {
         return campaign_options(args, path, timeout);
     }
-    let host = args.target.trim();
+    let host = target.trim();
     if host.is_empty() || host.contains(['/', ' ']) {
         bail!(
             "{:?} is neither an existing campaign folder nor a host name\n\nPass a campaign folder (holding campaign.toml) or a host such as smtp.example.com.",
-            args.target
+            target
         );
     }
     let credentials = if args.auth {

@@ -61,7 +61,7 @@ pub fn resolve(
 ) -> anyhow::Result<Target> {
     let loaded = match campaign {
         Some(path) => Some(
-            mailroom::campaign::Campaign::load(path)
+            mailroom::campaign::Campaign::load_without_keys(path)
                 .with_context(|| format!("loading campaign {}", path.display()))?,
         ),
         None => None,

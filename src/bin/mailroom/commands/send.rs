@@ -55,6 +55,10 @@ pub struct Args {
     /// each with its own ledger; every recipient falls in exactly one shard.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
+    /// Do not look up the published DKIM keys before sending (by default a key that does not
+    /// match the configured one stops the send).
+    #[arg(long)]
+    pub no_dkim_check: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -66,8 +70,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut options = setup::options(&campaign);
     options.notify = campaign.config().bounces.notify;
     options.guard = (&campaign.config().guard).into();
-    // TODO(#14): with `[providers] lookup` on, set `options.providers` to a `pipeline::Lookup`
-    // over the `[dns] resolver` once the authentication work's resolver lands.
+    if campaign.config().providers.lookup {
+        // Background MX lookups through the same resolver as the DKIM check; a resolver that
+        // cannot be set up leaves providers unknown, it never stops a send.
+        let address = super::doctor::resolver_address(&campaign, None)?;
+        match mailroom::dns::Resolver::open(address, mailroom::dns::DEFAULT_TIMEOUT) {
+            Ok(r) => {
+                options.providers = Some(pipeline::providers::Lookup::dns(r, address.is_some()));
+            }
+            Err(e) => {
+                eprintln!("warning: mailbox providers will stay unknown: cannot set up DNS ({e})")
+            }
+        }
+    }
     options.limit = args.limit;
     options.resend_unknown = args.resend_unknown;
     options.wait = args.wait;
@@ -91,6 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        dkim_check(&campaign, args.no_dkim_check).await?;
         let host = settings.host.clone();
         let port = settings.port;
         let security = settings.security;
@@ -228,6 +244,78 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let took = started.elapsed();
         report(&summary?, &ledger_path, took)
     })
+}
+
+/// The whole DKIM key check before `send` may take this long; then it warns and sends.
+const DKIM_CHECK_TIME: Duration = Duration::from_secs(6);
+
+/// Before the first connection: the DKIM domains must be aligned with From, and each
+/// published key must verify a message signed with the configured one. A record that is
+/// missing or a lookup that fails warns (the key may not be published yet for a test domain);
+/// a key that does not match stops the send (exit 2, nothing sent).
+async fn dkim_check(campaign: &Campaign, skip: bool) -> anyhow::Result<()> {
+    use mailroom::doctor::dns::dkim::{Published, check_keys};
+    let Some(signer) = campaign.signer() else {
+        return Ok(());
+    };
+    for public in signer.signatures() {
+        if !mailroom::dkim::is_aligned(&public.domain, campaign.from_domain()) {
+            bail!(
+                "{}: [dkim] domain {} is not aligned with the From domain {}: DMARC would fail for every message; refusing to send\n\nSign with domain = \"{}\" (or a parent or subdomain of it), or change [campaign] from.",
+                campaign.config_path().display(),
+                public.domain,
+                campaign.from_domain(),
+                campaign.from_domain()
+            );
+        }
+    }
+    if skip {
+        eprintln!(
+            "DKIM: --no-dkim-check: the published keys were not looked up; messages are signed with the configured keys as they are"
+        );
+        return Ok(());
+    }
+    let address = super::doctor::resolver_address(campaign, None)?;
+    let resolver = mailroom::dns::Resolver::open(address, Duration::from_secs(4))?;
+    let Ok(checks) = tokio::time::timeout(DKIM_CHECK_TIME, check_keys(&resolver, signer)).await
+    else {
+        eprintln!(
+            "warning: DKIM: the key lookups did not finish within {} s (resolver {}); sending without checking the published keys",
+            DKIM_CHECK_TIME.as_secs(),
+            resolver.label()
+        );
+        return Ok(());
+    };
+    for c in checks {
+        match c.published {
+            Published::Matches { kind, .. } => {
+                eprintln!("DKIM: {} ({kind}) matches the configured key", c.name);
+            }
+            Published::Missing => eprintln!(
+                "warning: DKIM: no key record at {}: receivers cannot verify the signature until it is published:\n  {}",
+                c.name, c.expected_record
+            ),
+            Published::LookupFailed { error } => eprintln!(
+                "warning: DKIM: could not check the published key ({error}); sending anyway"
+            ),
+            Published::Mismatch { record, reason, .. } => bail!(
+                "DKIM: the key published at {} does not verify a message signed with the configured key ({reason}); refusing to send, nothing was sent\n\npublished: {record}\nPublish the record of the configured key instead:\n  {}\nor point [dkim] at the key that record belongs to. --no-dkim-check sends anyway.",
+                c.name,
+                c.expected_record
+            ),
+            Published::Invalid { record, reason } => bail!(
+                "DKIM: the record at {} is not a usable key record ({reason}); refusing to send, nothing was sent\n\npublished: {record}\nPublish:\n  {}",
+                c.name,
+                c.expected_record
+            ),
+            Published::Revoked { .. } => bail!(
+                "DKIM: the key at {} is revoked (empty p=); refusing to send, nothing was sent\n\nPublish:\n  {}",
+                c.name,
+                c.expected_record
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn skipped(invalid: u64, duplicate: u64) -> String {
