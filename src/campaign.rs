@@ -6,9 +6,11 @@
 //! Errors name the file, the line (and column where known) and, after a blank line, the fix.
 
 mod address;
+mod charset;
 pub mod config;
 mod contacts;
 mod encoding;
+mod html_text;
 mod message;
 pub mod template;
 
@@ -280,6 +282,7 @@ impl Campaign {
             config.contacts.delimiter,
             &config.contacts.email_column,
             config.contacts.name_column.as_deref(),
+            config.contacts.charset(),
         )?;
 
         let (from_name, from_addr) =

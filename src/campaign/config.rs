@@ -57,6 +57,9 @@ pub struct CampaignSection {
     /// Extra headers; values are Handlebars templates rendered without HTML escaping.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// With only an `html` body, also send a text/plain alternative generated from it.
+    #[serde(default = "default_true")]
+    pub generate_text: bool,
 }
 
 /// `[contacts]`: where the recipients are and which columns matter.
@@ -72,6 +75,19 @@ pub struct ContactsSection {
     pub name_column: Option<String>,
     #[serde(default = "default_delimiter", deserialize_with = "de_delimiter")]
     pub delimiter: u8,
+    /// The file's character set as a WHATWG label (`"windows-1252"`, `"utf-16"`, ...); `None`
+    /// means UTF-8 (a UTF-16 byte order mark is honoured either way). See `charset`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+impl ContactsSection {
+    /// The encoding `encoding` names; `None` for UTF-8. Validated at load, so never an error.
+    pub(crate) fn charset(&self) -> Option<&'static encoding_rs::Encoding> {
+        self.encoding
+            .as_deref()
+            .and_then(|l| super::charset::resolve(l).ok().flatten())
+    }
 }
 
 pub use crate::model::Security;
@@ -224,6 +240,9 @@ pub struct StoreSection {
 
 const DEFAULT_PER_SECOND: f64 = 10.0;
 
+fn default_true() -> bool {
+    true
+}
 fn default_email_column() -> String {
     "email".to_owned()
 }
@@ -554,6 +573,16 @@ impl Config {
                 "email_column",
                 "email_column is empty".into(),
                 "Name the CSV column holding addresses, e.g. email_column = \"email\".",
+            ));
+        }
+        if let Some(label) = &self.contacts.encoding
+            && let Err(reason) = super::charset::resolve(label)
+        {
+            return Err(invalid(
+                "contacts",
+                "encoding",
+                reason,
+                "Use a label such as \"windows-1252\" (Excel on Windows), \"iso-8859-15\", \"utf-16\" or \"shift_jis\" (the WHATWG Encoding Standard lists them), or remove the key for UTF-8.",
             ));
         }
         if let Some(u) = &self.unsubscribe {

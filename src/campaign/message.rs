@@ -218,6 +218,14 @@ impl Campaign {
                     Some(h) => Some(self.render_html(h, &ctx, contact)?),
                     None => None,
                 };
+                // An HTML-only campaign still gets a text part (spam filters and text-only
+                // readers expect one), unless the user opted out.
+                let text = match (text, &html) {
+                    (None, Some(h)) if self.config().campaign.generate_text => {
+                        Some(super::html_text::to_text(h))
+                    }
+                    (text, _) => text,
+                };
                 (text, html)
             }
             Body::Markdown(m) => {
