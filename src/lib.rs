@@ -29,6 +29,7 @@ pub mod model;
 pub mod pipeline;
 pub mod report;
 pub mod sandbox;
+pub mod schedule;
 pub mod shutdown;
 pub mod smtp;
 pub mod store;

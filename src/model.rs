@@ -151,6 +151,8 @@ pub enum RunOutcome {
     Cancelled,
     /// Left open by a process that died; closed by the next send's recovery.
     Crashed,
+    /// The send window was closed (`[schedule]`).
+    Window,
 }
 
 impl RunOutcome {
@@ -167,6 +169,7 @@ impl RunOutcome {
             RunOutcome::NothingDue => "nothing_due",
             RunOutcome::Cancelled => "cancelled",
             RunOutcome::Crashed => "crashed",
+            RunOutcome::Window => "window",
         }
     }
 }

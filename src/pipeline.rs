@@ -26,6 +26,7 @@
 //! campaigns or SMTP replies itself: rendering comes through [`Render`], reply meaning from
 //! `transport::classify`, and every ledger access goes through `store`.
 
+pub mod copies;
 mod decide;
 mod dispatch;
 pub mod pace;
@@ -98,6 +99,19 @@ pub struct Options {
     /// First run-wide back-off after a "slow down" reply, and its cap.
     pub throttle_backoff: Duration,
     pub throttle_max: Duration,
+    /// `[smtp] max_message_size`: a larger message fails without being sent, as one larger
+    /// than the SIZE the relay advertises does.
+    pub max_message_size: Option<u64>,
+    /// `[schedule]`: claims happen only while the window is open (see `schedule`).
+    pub window: Option<crate::schedule::Window>,
+    /// `[contacts] timezone_column`: a recipient's own zone for the window (the stored fields'
+    /// column of that name; empty or absent: the window's zone).
+    pub timezone_column: Option<String>,
+    /// The From domain: the daily cap and the warm-up count this domain's accepted messages
+    /// (recorded on the run).
+    pub from_domain: Option<String>,
+    /// The time the window and the warm-up go by (tests inject a [`crate::clock::ManualClock`]).
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Default for Options {
@@ -111,6 +125,11 @@ impl Default for Options {
             wait: false,
             throttle_backoff: Duration::from_secs(30),
             throttle_max: Duration::from_secs(600),
+            max_message_size: None,
+            window: None,
+            timezone_column: None,
+            from_domain: None,
+            clock: Arc::new(crate::clock::SystemClock),
         }
     }
 }
@@ -259,8 +278,12 @@ pub enum End {
     Paused(Stop),
     /// `--limit` reached.
     Limit,
-    /// `[rate] daily_cap` reached.
+    /// `[rate] daily_cap` (or today's warm-up allowance) reached for this From domain.
     DailyCap,
+    /// The send window is closed (`[schedule]`): at the start of the run, or it closed while
+    /// the run claimed. Nothing was charged for it; `opens_at` (unix ms) is when it opens
+    /// again (`None`: never, no weekday is allowed).
+    Window { opens_at: Option<i64> },
     /// Nothing else is due, but this many recipients were given back after repeated "slow
     /// down" replies and are still pending: not finished, run again later (or use `wait`).
     Throttled(u64),
@@ -276,6 +299,7 @@ impl End {
             End::Paused(_) => RunOutcome::Paused,
             End::Limit => RunOutcome::Limit,
             End::DailyCap => RunOutcome::DailyCap,
+            End::Window { .. } => RunOutcome::Window,
             End::Throttled(_) => RunOutcome::Throttled,
         }
     }
@@ -421,6 +445,9 @@ impl Prepared {
             ..
         } = self;
         let path = ledger.path().to_owned();
+        if let Some(domain) = &send.options.from_domain {
+            ledger.set_run_from_domain(run_id, domain)?;
+        }
         let (writer, thread) = Writer::spawn(ledger)?;
         let summary = run(Run {
             ledger: path,
@@ -492,6 +519,8 @@ struct Shared {
     limits: Limits,
     pacer: Pacer,
     retry: RetryOptions,
+    /// See [`Options::max_message_size`].
+    max_message_size: Option<u64>,
     counters: Arc<Counters>,
     events: Option<EventSink>,
     /// Triggered by Ctrl-C or by a worker that aborts/pauses the run.
@@ -618,6 +647,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         limits: Limits::new(&options.rate),
         pacer: Pacer::new(options.throttle_backoff, options.throttle_max),
         retry: options.retry.clone(),
+        max_message_size: options.max_message_size,
         counters: counters.clone(),
         events,
         halt,

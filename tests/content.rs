@@ -300,3 +300,281 @@ fn first_message(dir: &Path) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// `n` bytes that no encoding step could leave unchanged by accident (every byte value).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// The base fixture with `files/brochure.pdf` for everyone and a per-row `files` column.
+fn with_attachments(csv: &str, extra_campaign: &str, extra_contacts: &str) -> Fixture {
+    let f = Fixture::base();
+    f.write("files/brochure.pdf", noise(200_000, 1));
+    f.write("files/Prospekt für Zoë.pdf", noise(3_000, 2));
+    f.write("files/menu.txt", "Rye\nSpelt\n");
+    f.edit_toml(
+        "html = \"body.html.hbs\"\n",
+        &format!(
+            "html = \"body.html.hbs\"\nattachments = [\"files/brochure.pdf\"]\n{extra_campaign}"
+        ),
+    );
+    f.edit_toml(
+        "path = \"contacts.csv\"\n",
+        &format!("path = \"contacts.csv\"\nattachment_column = \"files\"\n{extra_contacts}"),
+    );
+    f.csv(csv);
+    f
+}
+
+#[test]
+fn attachments_for_everyone_and_per_row_are_byte_identical_with_their_names() {
+    let f = with_attachments(
+        "email,name,first_name,ref,files\n\
+         ann@example.com,Ann,Ann,a,files/Prospekt für Zoë.pdf; files/menu.txt\n\
+         bob@example.com,Bob,Bob,b,\n",
+        "",
+        "",
+    );
+    let out = mailroom(&["check", "--json"], f.path());
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["attachments"][0]["file"], "files/brochure.pdf", "{v:#}");
+    assert_eq!(v["attachments"][0]["bytes"], 200_000);
+    assert!(v["attachments"][0]["encoded_bytes"].as_u64().unwrap() > 270_000);
+
+    let campaign = Campaign::load(f.path()).unwrap();
+    let contacts: Vec<_> = campaign
+        .contacts()
+        .unwrap()
+        .map(|e| match e.unwrap() {
+            ContactEntry::Valid(c) => c,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let ann = campaign.render(&contacts[0]).unwrap().bytes;
+    assert!(
+        ann.split(|b| *b == b'\n').all(|l| l.len() <= 78),
+        "every line short"
+    );
+    let m = MessageParser::default().parse(&ann).unwrap();
+    let ct = m.content_type().unwrap();
+    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("mixed")));
+    // The text and HTML alternatives stay one part of the mixed message.
+    assert!(m.body_text(0).unwrap().contains("Ann"));
+    assert!(m.body_html(0).is_some());
+    let attached: Vec<(String, String, Vec<u8>)> = m
+        .attachments()
+        .map(|a| {
+            let ct = a.content_type().unwrap();
+            (
+                a.attachment_name().unwrap().to_owned(),
+                format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")),
+                a.contents().to_vec(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attached,
+        vec![
+            (
+                "brochure.pdf".into(),
+                "application/pdf".into(),
+                noise(200_000, 1)
+            ),
+            (
+                "Prospekt für Zoë.pdf".into(),
+                "application/pdf".into(),
+                noise(3_000, 2)
+            ),
+            (
+                "menu.txt".into(),
+                "text/plain".into(),
+                b"Rye\nSpelt\n".to_vec()
+            ),
+        ]
+    );
+    let bob = campaign.render(&contacts[1]).unwrap().bytes;
+    let m = MessageParser::default().parse(&bob).unwrap();
+    assert_eq!(m.attachments().count(), 1);
+}
+
+#[test]
+fn a_row_attachment_outside_the_folder_or_missing_is_refused_at_its_line() {
+    let f = with_attachments(
+        "email,name,first_name,ref,files\n\
+         ann@example.com,Ann,Ann,a,files/menu.txt\n\
+         bob@example.com,Bob,Bob,b,../../etc/passwd\n\
+         cy@example.com,Cy,Cy,c,/etc/passwd\n\
+         di@example.com,Di,Di,d,files/nothing.pdf\n",
+        "",
+        "",
+    );
+    let out = mailroom(&["check", "--json"], f.path());
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let invalid: Vec<(u64, String)> = v["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["line"].as_u64().unwrap(),
+                i["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(invalid.len(), 3, "{v:#}");
+    assert_eq!(invalid[0].0, 3);
+    assert!(
+        invalid[0]
+            .1
+            .contains("attachment `../../etc/passwd` (column `files`): `..` is not allowed"),
+        "{}",
+        invalid[0].1
+    );
+    assert!(
+        invalid[1].1.contains("absolute path is not allowed"),
+        "{}",
+        invalid[1].1
+    );
+    assert!(invalid[2].1.contains("does not exist"), "{}", invalid[2].1);
+    insta::assert_snapshot!(f.redact(&mailroom(&["check"], f.path()).stdout));
+}
+
+#[test]
+fn a_campaign_attachment_outside_the_folder_is_refused_at_its_toml_line() {
+    for (written, needle) in [
+        ("../secret.pdf", "`..` is not allowed"),
+        ("/etc/hostname", "absolute path"),
+        ("files/none.pdf", "does not exist"),
+    ] {
+        let f = with_attachments(
+            "email,name,first_name,ref,files\na@example.com,A,A,a,\n",
+            "",
+            "",
+        );
+        f.edit_toml("files/brochure.pdf", written);
+        let out = mailroom(&["check"], f.path());
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(out.stderr.contains("campaign.toml:8:"), "{}", out.stderr);
+        assert!(out.stderr.contains(needle), "{}", out.stderr);
+    }
+    #[cfg(unix)]
+    {
+        let f = with_attachments(
+            "email,name,first_name,ref,files\na@example.com,A,A,a,\n",
+            "",
+            "",
+        );
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.pdf"), b"secret").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.pdf"),
+            f.path().join("files/link.pdf"),
+        )
+        .unwrap();
+        f.edit_toml("files/brochure.pdf", "files/link.pdf");
+        let out = mailroom(&["check"], f.path());
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("outside the campaign folder"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn check_reports_every_message_over_max_message_size() {
+    let f = with_attachments(
+        "email,name,first_name,ref,files\n\
+         ann@example.com,Ann,Ann,a,files/Prospekt für Zoë.pdf\n\
+         bob@example.com,Bob,Bob,b,\n",
+        "",
+        "",
+    );
+    let size = |v: &Value| v["message_size"]["max"].as_u64().unwrap();
+    let (_, v) = {
+        let out = mailroom(&["check", "--json"], f.path());
+        (
+            out.code,
+            serde_json::from_str::<Value>(&out.stdout).unwrap(),
+        )
+    };
+    // Between the two messages' sizes: only Ann's is over.
+    let limit = size(&v) - 100;
+    f.append_toml(&format!("[smtp]\nmax_message_size = {limit}"));
+    let out = mailroom(&["check", "--json"], f.path());
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["max_message_size"], limit);
+    assert_eq!(v["oversize_count"], 1, "{v:#}");
+    assert_eq!(v["oversize"][0]["line"], 2);
+    let text = mailroom(&["check"], f.path()).stdout;
+    assert!(
+        text.contains("messages over [smtp] max_message_size"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_relays_size_fails_unsent_and_the_others_carry_their_files() {
+    let relay = common::relay::Relay::plain("").await;
+    // The sandbox advertises SIZE 10485760: Bob's 8 MB file is 10.8 MB once encoded.
+    let f = with_attachments(
+        "email,name,first_name,ref,files\n\
+         ann@example.com,Ann,Ann,a,files/Prospekt für Zoë.pdf\n\
+         bob@example.com,Bob,Bob,b,files/big.bin\n\
+         cy@example.com,Cy,Cy,c,\n",
+        "",
+        "",
+    );
+    f.write("files/big.bin", noise(8_000_000, 3));
+    f.append_toml(&format!("[smtp]\n{}", relay.smtp_table("")));
+    let dir = f.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || mailroom(&["send", "--yes"], &dir))
+        .await
+        .unwrap();
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let ledger = f.path().join("mailroom.db");
+    assert_eq!(
+        common::states(&ledger),
+        common::state_map(&[("accepted", 2), ("failed", 1)])
+    );
+    let bob = common::attempts(&ledger, "bob@example.com");
+    assert_eq!(bob, vec![("size".into(), None, None, "failed".into())]);
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    let reply: String = conn
+        .query_row(
+            "SELECT last_reply FROM recipients WHERE email = 'bob@example.com'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        reply.contains("more than the SIZE the relay advertises (10485760 bytes)"),
+        "{reply}"
+    );
+    // Never offered to the relay: no MAIL for it, so no 552 either.
+    assert_eq!(relay.rcpts_for("bob@example.com"), 0);
+    for (who, files) in [
+        ("ann@example.com", vec![noise(200_000, 1), noise(3_000, 2)]),
+        ("cy@example.com", vec![noise(200_000, 1)]),
+    ] {
+        let stored = relay.body_of(who);
+        let m = MessageParser::default().parse(stored.as_bytes()).unwrap();
+        let got: Vec<Vec<u8>> = m.attachments().map(|a| a.contents().to_vec()).collect();
+        assert!(
+            got == files,
+            "{who}: attachments differ after base64 decoding"
+        );
+    }
+}

@@ -14,6 +14,9 @@ use serde::de::{self, Deserializer};
 use super::Error;
 use super::address;
 
+mod ops;
+pub use ops::{ScheduleSection, SeedsSection, TestSection};
+
 /// The whole validated `campaign.toml`. Every path is absolute.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +36,12 @@ pub struct Config {
     pub bounces: BouncesSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub test: TestSection,
+    #[serde(default)]
+    pub seeds: SeedsSection,
+    #[serde(default)]
+    pub schedule: Option<ScheduleSection>,
 }
 
 /// `[campaign]`: who sends what.
@@ -60,6 +69,9 @@ pub struct CampaignSection {
     /// With only an `html` body, also send a text/plain alternative generated from it.
     #[serde(default = "default_true")]
     pub generate_text: bool,
+    /// Files attached to every message, relative to the campaign folder (and confined to it).
+    #[serde(default)]
+    pub attachments: Vec<String>,
 }
 
 /// `[contacts]`: where the recipients are and which columns matter.
@@ -79,6 +91,14 @@ pub struct ContactsSection {
     /// means UTF-8 (a UTF-16 byte order mark is honoured either way). See `charset`.
     #[serde(default)]
     pub encoding: Option<String>,
+    /// A column naming files to attach to that row's message (`;`-separated, relative to the
+    /// campaign folder and confined to it).
+    #[serde(default)]
+    pub attachment_column: Option<String>,
+    /// A column holding each contact's own IANA time zone for `[schedule]` (empty: the
+    /// schedule's zone).
+    #[serde(default)]
+    pub timezone_column: Option<String>,
 }
 
 impl ContactsSection {
@@ -127,6 +147,10 @@ pub struct SmtpConfig {
     /// The wait for the reply after the final "." (RFC 5321 §4.5.3.2.6 says 10 minutes).
     #[serde(default = "default_data_timeout", deserialize_with = "de_seconds")]
     pub data_timeout: Duration,
+    /// The largest message (bytes) the relay is known to take: `check` compares every message
+    /// with it, `send` fails a larger one without sending it (as it does past the relay's SIZE).
+    #[serde(default)]
+    pub max_message_size: Option<u64>,
 }
 
 impl Default for SmtpConfig {
@@ -146,6 +170,7 @@ impl Default for SmtpConfig {
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
             data_timeout: default_data_timeout(),
+            max_message_size: None,
         }
     }
 }
@@ -168,6 +193,10 @@ pub struct RateConfig {
     pub per_domain: BTreeMap<String, f64>,
     #[serde(default)]
     pub daily_cap: Option<u64>,
+    /// Warm-up: the most messages on day 1, 2, ... of this From domain in this ledger; the last
+    /// value holds after the list (see `crate::schedule::allowance`).
+    #[serde(default)]
+    pub warmup: Vec<u64>,
 }
 
 impl Default for RateConfig {
@@ -179,6 +208,7 @@ impl Default for RateConfig {
             burst: default_burst(),
             per_domain: BTreeMap::new(),
             daily_cap: None,
+            warmup: Vec::new(),
         }
     }
 }
@@ -575,6 +605,50 @@ impl Config {
                 "Name the CSV column holding addresses, e.g. email_column = \"email\".",
             ));
         }
+        if let Some(sc) = &self.schedule
+            && let Err((key, reason)) = sc.window()
+        {
+            return Err(invalid(
+                "schedule",
+                key,
+                reason,
+                "See [schedule] in docs/campaign-toml.md, e.g. timezone = \"Europe/Berlin\", days = [\"mon\", \"tue\"], hours = \"09:00-17:30\".",
+            ));
+        }
+        if self.contacts.timezone_column.is_some() && self.schedule.is_none() {
+            return Err(invalid(
+                "contacts",
+                "timezone_column",
+                "timezone_column needs a [schedule]: a zone only matters for a send window".into(),
+                "Add [schedule] with timezone, days and hours, or remove timezone_column.",
+            ));
+        }
+        if self.rate.warmup.contains(&0) {
+            return Err(invalid(
+                "rate",
+                "warmup",
+                "a warm-up day of 0 messages would stop the campaign for that day".into(),
+                "Use growing positive numbers, e.g. warmup = [50, 100, 250, 500, 1000].",
+            ));
+        }
+        if address::control_char_problem(&self.test.subject_prefix).is_some() {
+            return Err(invalid(
+                "test",
+                "subject_prefix",
+                "subject_prefix contains a line break or another control character".into(),
+                "Use plain text such as subject_prefix = \"[TEST] \".",
+            ));
+        }
+        for a in &self.seeds.addresses {
+            if let Err(reason) = address::normalize(a) {
+                return Err(invalid(
+                    "seeds",
+                    "addresses",
+                    format!("{a:?} is not a valid address: {reason}"),
+                    "List plain addresses of mailboxes you can read, e.g. addresses = [\"seed@gmail.com\"].",
+                ));
+            }
+        }
         if let Some(label) = &self.contacts.encoding
             && let Err(reason) = super::charset::resolve(label)
         {
@@ -792,9 +866,13 @@ impl Config {
             *p = abs(p);
         }
         self.contacts.path = abs(&self.contacts.path);
-        for p in [&mut self.smtp.password_file, &mut self.smtp.ca_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.smtp.password_file,
+            &mut self.smtp.ca_file,
+            &mut self.seeds.file,
+        ]
+        .into_iter()
+        .flatten()
         {
             *p = abs(p);
         }

@@ -65,6 +65,15 @@ pub(crate) struct Header {
     pub(crate) name: Option<usize>,
 }
 
+/// The columns `[contacts]` names, as `read_header` checks them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Named<'a> {
+    pub(crate) email: &'a str,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) attachment: Option<&'a str>,
+    pub(crate) timezone: Option<&'a str>,
+}
+
 /// Iterator over every row of the contacts file; see [`ContactEntry`].
 ///
 /// After a fatal error (an I/O error mid-file) it yields that `Err` once and then ends.
@@ -92,10 +101,10 @@ fn reader_builder(delimiter: u8) -> csv::ReaderBuilder {
 pub(crate) fn read_header(
     path: &Path,
     delimiter: u8,
-    email_column: &str,
-    name_column: Option<&str>,
+    named: Named<'_>,
     encoding: Option<&'static Encoding>,
 ) -> Result<Header, Error> {
+    let (email_column, name_column) = (named.email, named.name);
     charset::verify(path, encoding)?;
     let mut reader = reader_builder(delimiter).from_reader(charset::open(path, encoding)?);
     let mut rec = csv::ByteRecord::new();
@@ -178,6 +187,22 @@ pub(crate) fn read_header(
         })?),
         None => columns.iter().position(|c| c == "name"),
     };
+    for (column, key) in [
+        (named.attachment, "attachment_column"),
+        (named.timezone, "timezone_column"),
+    ] {
+        if let Some(a) = column
+            && !columns.iter().any(|c| c == a)
+        {
+            return Err(fatal(
+                format!(
+                    "the header has no column `{a}`, which {key} names (columns: {})",
+                    column_list(&columns)
+                ),
+                &format!("Fix {key} in [contacts] of campaign.toml, or remove it."),
+            ));
+        }
+    }
     Ok(Header {
         encoding,
         crlf: first_line_ends_with_crlf(path, encoding)?,
@@ -401,10 +426,17 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    const EMAIL: Named<'static> = Named {
+        email: "email",
+        name: None,
+        attachment: None,
+        timezone: None,
+    };
+
     fn verdicts(csv: &[u8]) -> Vec<ContactEntry> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(csv).unwrap();
-        let h = read_header(f.path(), b',', "email", None, None).unwrap();
+        let h = read_header(f.path(), b',', EMAIL, None).unwrap();
         Contacts::open(f.path(), b',', &h)
             .unwrap()
             .map(|r| r.unwrap())
@@ -451,10 +483,10 @@ mod tests {
     fn header_problems_are_fatal() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"mail,name\n").unwrap();
-        let e = read_header(f.path(), b',', "email", None, None).unwrap_err();
+        let e = read_header(f.path(), b',', EMAIL, None).unwrap_err();
         assert!(e.to_string().contains("no column `email`"), "{e}");
         let empty = tempfile::NamedTempFile::new().unwrap();
-        let e = read_header(empty.path(), b',', "email", None, None).unwrap_err();
+        let e = read_header(empty.path(), b',', EMAIL, None).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
     }
 
@@ -464,13 +496,13 @@ mod tests {
         names.insert(0, "email".into());
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "{}", names.join(",")).unwrap();
-        let header = read_header(f.path(), b',', "email", None, None).unwrap();
+        let header = read_header(f.path(), b',', EMAIL, None).unwrap();
         assert_eq!(header.columns.len(), 100_001);
         // A duplicate at the very end is still found (every column is compared, once).
         names.push("c7".into());
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "{}", names.join(",")).unwrap();
-        let e = read_header(f.path(), b',', "email", None, None).unwrap_err();
+        let e = read_header(f.path(), b',', EMAIL, None).unwrap_err();
         assert!(e.to_string().contains("names the column `c7` twice"), "{e}");
         assert!(column_list(&names).ends_with("and 99972 more"));
     }

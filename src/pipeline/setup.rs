@@ -469,12 +469,17 @@ pub fn options(campaign: &Campaign) -> Options {
             burst: rate.burst,
             per_domain: rate.per_domain.clone(),
             daily_cap: rate.daily_cap,
+            warmup: rate.warmup.clone(),
         },
         retry: RetryOptions {
             backoff: retry.backoff.clone(),
             max_attempts: retry.max_attempts,
             max_age: retry.max_age,
         },
+        max_message_size: config.smtp.max_message_size,
+        window: campaign.window(),
+        timezone_column: config.contacts.timezone_column.clone(),
+        from_domain: Some(campaign.from_domain().to_owned()),
         ..Options::default()
     }
 }
