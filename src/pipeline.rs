@@ -62,6 +62,13 @@ pub trait Render: Send + Sync + 'static {
     /// # Errors
     /// A description of why the row cannot be rendered (names the CSV line where possible).
     fn render(&self, row: &DueRow) -> Result<Outgoing, String>;
+
+    /// `row`'s message as a copy for `to`, who is not a recipient (a seed), with its own id (see
+    /// `Campaign::render_copy`). `None`: this renderer makes no copies, and seeds are skipped.
+    fn render_copy(&self, row: &DueRow, to: &str, id: &str) -> Option<Result<Outgoing, String>> {
+        let _ = (row, to, id);
+        None
+    }
 }
 
 /// Errors that stop a run before or outside SMTP.
@@ -112,6 +119,9 @@ pub struct Options {
     pub from_domain: Option<String>,
     /// The time the window and the warm-up go by (tests inject a [`crate::clock::ManualClock`]).
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// `[seeds]`: they get a copy of the first claimed recipient's message when the run claims
+    /// it and when the run finishes (see `copies`).
+    pub seeds: Vec<String>,
 }
 
 impl Default for Options {
@@ -130,6 +140,7 @@ impl Default for Options {
             timezone_column: None,
             from_domain: None,
             clock: Arc::new(crate::clock::SystemClock),
+            seeds: Vec::new(),
         }
     }
 }
@@ -512,6 +523,13 @@ impl Reads {
 /// What the dispatcher and the workers share.
 struct Shared {
     writer: Writer,
+    campaign_id: CampaignId,
+    /// See [`Options::seeds`].
+    seeds: Vec<String>,
+    /// The run's first claimed row: the seeds get its message.
+    first_claimed: std::sync::Mutex<Option<DueRow>>,
+    /// The seed copies sent when the first row was claimed, awaited before the end ones.
+    seed_start: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     journal: store::journal::Journal,
     run_id: RunId,
     transport: Arc<Transport>,
@@ -640,6 +658,10 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     }
     let shared = Arc::new(Shared {
         writer: writer.clone(),
+        campaign_id,
+        seeds: options.seeds.clone(),
+        first_claimed: std::sync::Mutex::new(None),
+        seed_start: std::sync::Mutex::new(None),
         journal,
         run_id,
         transport,
@@ -673,6 +695,26 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             left => End::Throttled(left),
         },
     };
+    // The seeds: the start copies (sent meanwhile), then the end ones, when a recipient was
+    // claimed and the run was neither interrupted nor aborted.
+    let started = shared
+        .seed_start
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(task) = started {
+        let _ = task.await;
+    }
+    let first = shared
+        .first_claimed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(row) = first
+        && !matches!(end, End::Interrupted | End::Aborted(_))
+    {
+        copies::seed(shared.clone(), row, "end").await;
+    }
     let outcome = end.outcome();
     let closed = async {
         writer.finish_run(run_id, outcome).await?;

@@ -545,3 +545,68 @@ async fn attachments_reach_the_maildir_byte_identical_after_base64_decoding() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_reaches_the_maildir_through_starttls_and_auth_and_no_recipient_is_touched() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("testsend");
+    let root = dir.path().join("campaign");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("body.txt.hbs"), "Hello {{name}}, {{campaign}}.\n").unwrap();
+    std::fs::write(
+        root.join("contacts.csv"),
+        format!(
+            "email,name\nuser4330@{ok},Reader Zero\nuser4331@{ok},Reader One\n",
+            ok = rig.ok
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("campaign.toml"),
+        format!(
+            "[campaign]\nname = \"{mark}\"\nfrom = \"Sender <{user}>\"\nsubject = \"News for {{{{name}}}}\"\n\
+             text = \"body.txt.hbs\"\n\n[contacts]\npath = \"contacts.csv\"\n\n\
+             [smtp]\nhost = \"{host}\"\nport = {port}\nsecurity = \"starttls\"\nusername = \"{user}\"\n\
+             password_env = \"MAILROOM_TEST_POSTFIX_PASSWORD\"\nca_file = \"{ca}\"\n\
+             hello_name = \"client.mailroom.test\"\n",
+            user = rig.user,
+            host = rig.host,
+            port = rig.submission,
+            ca = rig.ca.display(),
+        ),
+    )
+    .unwrap();
+    let tester = format!("user4339@{}", rig.ok);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["send", "--line", "3", "--test", &tester])
+        .arg(&root)
+        .env("MAILROOM_TEST_POSTFIX_PASSWORD", &rig.password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_delivery(&rig.maildirs, &mark, 1).await;
+    let files = delivered_files(&rig.maildirs, &mark);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].0, tester);
+    let bytes = std::fs::read(&files[0].1).unwrap();
+    let m = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+    assert_eq!(m.subject(), Some("[TEST] News for Reader One"));
+    // The ledger has the test send and no recipient at all (nothing was imported).
+    let conn = rusqlite::Connection::open(root.join("mailroom.db")).unwrap();
+    let (tests, recipients): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM test_sends WHERE outcome = 'accepted'),
+                    (SELECT count(*) FROM recipients)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((tests, recipients), (1, 0));
+}

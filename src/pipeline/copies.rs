@@ -5,11 +5,16 @@
 //! with `store::TestSend`. They never touch a recipient, a claim, the rate limiters, the daily
 //! cap or the suppression list.
 //!
-//! It must not render (callers hand over finished [`Outgoing`] messages) or write the ledger.
+//! It must not render (callers, or the run's [`super::Render`], hand over finished [`Outgoing`]
+//! messages) or write the ledger other than through the run's writer.
 
+use std::sync::Arc;
+
+use crate::clock::now_ms;
+use crate::store::{DueRow, TestKind, TestSend};
 use crate::transport::{Reply, Step, Transport, TxOutcome};
 
-use super::{Outgoing, Stop};
+use super::{Outgoing, Shared, Stop};
 
 /// One copy to send.
 #[derive(Debug, Clone)]
@@ -123,6 +128,72 @@ pub async fn send_copies(
         s.quit().await;
     }
     Ok(results)
+}
+
+/// Sends the run's seeds a copy of `row`'s message (`phase`: "start" or "end") and queues each
+/// result for the ledger as a seed test send. Best effort: a seed that cannot be reached is
+/// recorded as failed; the run goes on either way.
+pub(super) async fn seed(shared: Arc<Shared>, row: DueRow, phase: &'static str) {
+    if shared.seeds.is_empty() {
+        return;
+    }
+    let mut messages = Vec::with_capacity(shared.seeds.len());
+    let mut failed = Vec::new();
+    for (i, to) in shared.seeds.iter().enumerate() {
+        let id = format!("seed{}{phase}{i}", shared.run_id.0);
+        match shared.render.render_copy(&row, to, &id) {
+            None => return,
+            Some(Ok(outgoing)) => messages.push(CopyMessage { outgoing }),
+            Some(Err(reason)) => failed.push((to.clone(), reason)),
+        }
+    }
+    let results = match send_copies(&shared.transport, &messages).await {
+        Ok(results) => results,
+        Err(stop) => {
+            failed.extend(
+                messages
+                    .iter()
+                    .map(|m| (m.outgoing.envelope_to.clone(), stop.to_string())),
+            );
+            Vec::new()
+        }
+    };
+    let record = |address: String,
+                  message_id: String,
+                  port: Option<u16>,
+                  reply: Option<&Reply>,
+                  text: String,
+                  outcome: &str| TestSend {
+        campaign: shared.campaign_id,
+        run: Some(shared.run_id),
+        kind: TestKind::Seed,
+        at: now_ms(),
+        address,
+        source_line: Some(row.line),
+        source_email: Some(row.email.clone()),
+        message_id,
+        port,
+        step: reply.map_or("connect", |r| r.step.as_str()).to_owned(),
+        code: reply.and_then(|r| r.code),
+        enhanced: reply.and_then(|r| r.enhanced.clone()),
+        reply: Some(format!("{phase} of run: {text}")),
+        outcome: outcome.to_owned(),
+    };
+    for r in results {
+        let t = record(
+            r.to,
+            r.message_id,
+            r.port,
+            Some(&r.reply),
+            r.reply.text.clone(),
+            r.outcome,
+        );
+        let _ = shared.writer.record_test_send(t).await;
+    }
+    for (to, reason) in failed {
+        let t = record(to, String::new(), None, None, reason, "failed");
+        let _ = shared.writer.record_test_send(t).await;
+    }
 }
 
 #[cfg(test)]

@@ -239,6 +239,23 @@ async fn drive(
     Ok(())
 }
 
+/// Notes the run's first claimed row and starts the seeds' start copies of its message.
+fn first_claim(shared: &Arc<Shared>, row: &DueRow) {
+    let mut first = shared
+        .first_claimed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if first.is_some() {
+        return;
+    }
+    *first = Some(row.clone());
+    let task = tokio::spawn(super::copies::seed(shared.clone(), row.clone(), "start"));
+    *shared
+        .seed_start
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+}
+
 /// Whether the campaign's send window is open now (`[schedule]`, by the run's clock). When it
 /// is closed: with `wait`, sleeps (by that clock) until it opens and says yes; otherwise ends
 /// the run with [`End::Window`] and says no. Always yes without a window.
@@ -333,7 +350,7 @@ fn claim_block(options: &Options) -> usize {
 /// reserved beforehand). Rows on the suppression list are counted; rows changed meanwhile by
 /// another process are skipped. False when the run must stop (the ledger cannot be written).
 async fn claim_and_queue(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     rows: Vec<DueRow>,
     mut permits: mpsc::PermitIterator<'_, DueRow>,
 ) -> bool {
@@ -356,6 +373,9 @@ async fn claim_and_queue(
     for (row, result) in rows.into_iter().zip(results) {
         match result {
             ClaimResult::Claimed => {
+                if !shared.seeds.is_empty() {
+                    first_claim(shared, &row);
+                }
                 if let Some(permit) = permits.next() {
                     shared.outstanding.fetch_add(1, Ordering::AcqRel);
                     permit.send(row);

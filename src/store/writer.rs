@@ -43,6 +43,8 @@ enum Op {
     RunPort(RunId, u16),
     /// Closes a run with its outcome.
     FinishRun(RunId, RunOutcome),
+    /// A seed copy sent during the run (see `store::test_sends`).
+    TestSend(Box<super::TestSend>),
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
@@ -164,6 +166,18 @@ impl Writer {
         self.check()?;
         self.tx
             .send(Op::Record(Box::new(outcome)))
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    /// Queues the record of a seed copy (fire-and-forget, like an outcome).
+    ///
+    /// # Errors
+    /// When the writer thread has stopped or failed.
+    pub async fn record_test_send(&self, t: super::TestSend) -> Result<(), Error> {
+        self.check()?;
+        self.tx
+            .send(Op::TestSend(Box::new(t)))
             .await
             .map_err(|_| self.gone())
     }
@@ -294,7 +308,11 @@ fn run(
                         None => Ok(()),
                     });
                 }
-                Op::Record(_) | Op::Release(_) | Op::RunPort(..) | Op::FinishRun(..) => {}
+                Op::Record(_)
+                | Op::Release(_)
+                | Op::RunPort(..)
+                | Op::FinishRun(..)
+                | Op::TestSend(_) => {}
             }
         }
     }
@@ -351,6 +369,7 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::Release(release) => ledger::release(&tx, release)?,
             Op::RunPort(run, port) => ledger::set_run_port(&tx, *run, *port)?,
             Op::FinishRun(run, outcome) => ledger::finish_run(&tx, *run, *outcome)?,
+            Op::TestSend(t) => super::test_sends::insert(&tx, t)?,
             Op::Sync(_) => {}
         }
     }
@@ -367,7 +386,11 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::Sync(ack) => {
                 let _ = ack.send(Ok(()));
             }
-            Op::Record(_) | Op::Release(_) | Op::RunPort(..) | Op::FinishRun(..) => {}
+            Op::Record(_)
+            | Op::Release(_)
+            | Op::RunPort(..)
+            | Op::FinishRun(..)
+            | Op::TestSend(_) => {}
         }
     }
     Ok(())
