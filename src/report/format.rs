@@ -56,11 +56,7 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
         None => writeln!(out, "Not sent yet: every recipient is pending.")?,
     }
     if let Some(a) = &report.allowance {
-        let mut line = a.to_string();
-        if let Some(first) = line.get_mut(..1) {
-            first.make_ascii_uppercase();
-        }
-        writeln!(out, "{}", one_line(&line))?;
+        writeln!(out, "{}", one_line(&capitalized(&a.to_string())))?;
     }
     writeln!(out)?;
     writeln!(out, "{:<34}{:>10}", "Recipients", t.recipients)?;
@@ -275,6 +271,12 @@ fn percent_of(part: u64, whole: u64) -> String {
 
 pub(super) use crate::display::one_line;
 
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+}
+
 pub(super) fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         text.to_owned()
@@ -442,6 +444,10 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
             format_time(c.last_run_at.unwrap_or(at))
         )?,
         None => writeln!(out, "Not sent yet: every recipient is pending.")?,
+    }
+    if let Some(a) = &report.allowance {
+        writeln!(out)?;
+        writeln!(out, "{}", md(&capitalized(&a.to_string())))?;
     }
     writeln!(out)?;
     writeln!(
