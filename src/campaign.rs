@@ -6,30 +6,36 @@
 //! Errors name the file, the line (and column where known) and, after a blank line, the fix.
 
 mod address;
+mod attach;
+mod charset;
 pub mod config;
 mod contacts;
 mod deliverability;
 mod encoding;
+mod html_text;
 mod message;
 pub mod template;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use lettre::message::Mailbox;
 use lettre::message::header::HeaderName;
 
+pub use attach::{AttachmentFile, MAX_ATTACHMENT};
 pub use config::{
     BouncesSection, CampaignSection, Config, ContactsSection, DkimSection, DnsSection,
-    GuardSection, ProvidersSection, RateConfig, RetryConfig, Security, SmtpConfig, StoreSection,
-    UnsubscribeSection,
+    GuardSection, ProvidersSection, RateConfig, RetryConfig, ScheduleSection, Security,
+    SeedsSection, SmtpConfig, StoreSection, TestSection, UnsubscribeSection,
 };
 pub use contacts::{Contact, ContactEntry, Contacts, column_list};
 pub use template::{BUILTIN_VARIABLES, MissingVariable};
 
 use contacts::Header;
+pub use message::Copy;
 use message::{Body, Fixed, Names, UnsubscribeNames};
 use template::{Source, Templates};
 
@@ -266,6 +272,12 @@ pub struct Campaign {
     bodies_vary: bool,
     /// `[dkim]`'s keys, loaded; `None` without `[dkim]` or for [`Campaign::load_without_keys`].
     signer: Option<crate::dkim::Signer>,
+    /// `[campaign] attachments`, each with its encoded MIME part (built once, shared).
+    attachments: Vec<(AttachmentFile, Arc<[u8]>)>,
+    /// Encoded parts of `[contacts] attachment_column` files, shared while they fit.
+    row_parts: attach::RowParts,
+    /// `[seeds]`: addresses and file together, normalised, each once.
+    seeds: Vec<String>,
 }
 
 impl std::fmt::Debug for Campaign {
@@ -286,6 +298,47 @@ fn mailbox(name: Option<String>, addr: &str, path: &Path, key: &str) -> Result<M
         fix: "Use a plain address such as news@example.com.".into(),
     })?;
     Ok(Mailbox::new(name, a))
+}
+
+/// `[seeds] addresses` and the addresses of `[seeds] file` (one a line, `#` comments), each
+/// checked: a bad one is an error at its line.
+fn read_seeds(config: &Config, config_path: &Path, text: &str) -> Result<Vec<String>, Error> {
+    let mut seeds: Vec<String> = Vec::new();
+    let mut add = |a: String| {
+        if !seeds.contains(&a) {
+            seeds.push(a);
+        }
+    };
+    for a in &config.seeds.addresses {
+        // Validated with the config; normalising again cannot fail.
+        add(address::normalize(a).unwrap_or_else(|_| a.clone()));
+    }
+    if let Some(file) = &config.seeds.file {
+        if let Some(problem) = template::file_problem(file) {
+            return Err(Error::Config {
+                path: config_path.to_owned(),
+                line: config::key_line(text, "seeds", "file"),
+                key: "seeds.file".into(),
+                message: format!("{} {problem}", file.display()),
+                fix: "Name a text file with one address a line, relative to the folder of campaign.toml.".into(),
+            });
+        }
+        let list = template::read(file)?;
+        for (i, line) in list.lines().enumerate() {
+            let a = line.split('#').next().unwrap_or("").trim();
+            if a.is_empty() {
+                continue;
+            }
+            let a = address::normalize(a).map_err(|reason| Error::Csv {
+                path: file.clone(),
+                line: Some(i as u64 + 1),
+                message: format!("{a:?} is not a valid seed address: {reason}"),
+                fix: "Put one address per line (a # starts a comment).".into(),
+            })?;
+            add(a);
+        }
+    }
+    Ok(seeds)
 }
 
 impl Campaign {
@@ -363,9 +416,33 @@ impl Campaign {
         let header = contacts::read_header(
             &config.contacts.path,
             config.contacts.delimiter,
-            &config.contacts.email_column,
-            config.contacts.name_column.as_deref(),
+            contacts::Named {
+                email: &config.contacts.email_column,
+                name: config.contacts.name_column.as_deref(),
+                attachment: config.contacts.attachment_column.as_deref(),
+                timezone: config.contacts.timezone_column.as_deref(),
+            },
+            config.contacts.charset(),
         )?;
+        let seeds = read_seeds(&config, &config_path, &text)?;
+        let mut attachments = Vec::with_capacity(c.attachments.len());
+        for written in &c.attachments {
+            let attachment_error = |reason: String| {
+                Error::Config {
+                path: config_path.clone(),
+                line: config::key_line(&text, "campaign", "attachments"),
+                key: "campaign.attachments".into(),
+                message: format!("attachment `{written}`: {reason}"),
+                fix: "Name files inside the campaign folder, relative to it, e.g. attachments = [\"files/brochure.pdf\"].".into(),
+            }
+            };
+            let file = attach::confine(&root, written).map_err(attachment_error)?;
+            // Encoded once here; every message shares the bytes.
+            let part: Arc<[u8]> = attach::encode_part(&file)
+                .map_err(|e| attachment_error(format!("cannot be read: {e}")))?
+                .into();
+            attachments.push((file, part));
+        }
 
         let (from_name, from_addr) =
             address::parse_mailbox(&c.from).map_err(|reason| Error::Config {
@@ -516,6 +593,9 @@ impl Campaign {
             from_domain,
             campaign_hash,
             bodies_vary,
+            attachments,
+            row_parts: attach::RowParts::default(),
+            seeds,
             config,
             signer: None,
         })
@@ -638,6 +718,25 @@ impl Campaign {
     /// Names of every compiled template and partial.
     pub fn template_names(&self) -> Vec<String> {
         self.templates.names()
+    }
+
+    /// The `[schedule]` send window, if any (validated at load).
+    pub fn window(&self) -> Option<crate::schedule::Window> {
+        self.config.schedule.as_ref().and_then(|s| s.window().ok())
+    }
+
+    /// The `[seeds]` addresses (from `addresses` and `file`), normalised, each once.
+    pub fn seeds(&self) -> &[String] {
+        &self.seeds
+    }
+
+    /// `[campaign] attachments` with the size of each encoded MIME part (what each adds to
+    /// every message).
+    pub fn attachments(&self) -> Vec<(AttachmentFile, usize)> {
+        self.attachments
+            .iter()
+            .map(|(f, part)| (f.clone(), part.len()))
+            .collect()
     }
 }
 

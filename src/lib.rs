@@ -36,6 +36,7 @@ pub mod pipeline;
 pub mod provider;
 pub mod report;
 pub mod sandbox;
+pub mod schedule;
 pub mod shutdown;
 pub mod smtp;
 pub mod store;

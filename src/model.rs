@@ -237,6 +237,8 @@ pub enum RunOutcome {
     Cancelled,
     /// Left open by a process that died; closed by the next send's recovery.
     Crashed,
+    /// The send window was closed (`[schedule]`).
+    Window,
 }
 
 impl RunOutcome {
@@ -253,6 +255,7 @@ impl RunOutcome {
             RunOutcome::NothingDue => "nothing_due",
             RunOutcome::Cancelled => "cancelled",
             RunOutcome::Crashed => "crashed",
+            RunOutcome::Window => "window",
         }
     }
 }

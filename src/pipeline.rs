@@ -28,6 +28,7 @@
 //! campaigns or SMTP replies itself: rendering comes through [`Render`], reply meaning from
 //! `transport::classify`, and every ledger access goes through `store`.
 
+pub mod copies;
 mod decide;
 mod dispatch;
 pub mod guard;
@@ -70,6 +71,13 @@ pub trait Render: Send + Sync + 'static {
     /// # Errors
     /// A description of why the row cannot be rendered (names the CSV line where possible).
     fn render(&self, row: &DueRow) -> Result<Outgoing, String>;
+
+    /// `row`'s message as a copy for `to`, who is not a recipient (a seed), with its own id (see
+    /// `Campaign::render_copy`). `None`: this renderer makes no copies, and seeds are skipped.
+    fn render_copy(&self, row: &DueRow, to: &str, id: &str) -> Option<Result<Outgoing, String>> {
+        let _ = (row, to, id);
+        None
+    }
 }
 
 /// Errors that stop a run before or outside SMTP.
@@ -113,6 +121,22 @@ pub struct Options {
     pub guard: GuardOptions,
     /// Background MX lookups of the campaign's domains (`[providers] lookup`): none by default.
     pub providers: Option<Lookup>,
+    /// `[smtp] max_message_size`: a larger message fails without being sent, as one larger
+    /// than the SIZE the relay advertises does.
+    pub max_message_size: Option<u64>,
+    /// `[schedule]`: claims happen only while the window is open (see `schedule`).
+    pub window: Option<crate::schedule::Window>,
+    /// `[contacts] timezone_column`: a recipient's own zone for the window (the stored fields'
+    /// column of that name; empty or absent: the window's zone).
+    pub timezone_column: Option<String>,
+    /// The From domain: the daily cap and the warm-up count this domain's accepted messages
+    /// (recorded on the run).
+    pub from_domain: Option<String>,
+    /// The time the window and the warm-up go by (tests inject a [`crate::clock::ManualClock`]).
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// `[seeds]`: they get a copy of the first claimed recipient's message when the run claims
+    /// it and when the run finishes (see `copies`).
+    pub seeds: Vec<String>,
 }
 
 impl Default for Options {
@@ -129,6 +153,12 @@ impl Default for Options {
             notify: DsnNotify::DEFAULT,
             guard: GuardOptions::default(),
             providers: None,
+            max_message_size: None,
+            window: None,
+            timezone_column: None,
+            from_domain: None,
+            clock: Arc::new(crate::clock::SystemClock),
+            seeds: Vec::new(),
         }
     }
 }
@@ -280,8 +310,12 @@ pub enum End {
     Paused(Stop),
     /// `--limit` reached.
     Limit,
-    /// `[rate] daily_cap` reached.
+    /// `[rate] daily_cap` (or today's warm-up allowance) reached for this From domain.
     DailyCap,
+    /// The send window is closed (`[schedule]`): at the start of the run, or it closed while
+    /// the run claimed. Nothing was charged for it; `opens_at` (unix ms) is when it opens
+    /// again (`None`: never, no weekday is allowed).
+    Window { opens_at: Option<i64> },
     /// Nothing else is due, but this many recipients were given back after repeated "slow
     /// down" replies and are still pending: not finished, run again later (or use `wait`).
     Throttled(u64),
@@ -297,6 +331,7 @@ impl End {
             End::Paused(_) => RunOutcome::Paused,
             End::Limit => RunOutcome::Limit,
             End::DailyCap => RunOutcome::DailyCap,
+            End::Window { .. } => RunOutcome::Window,
             End::Throttled(_) => RunOutcome::Throttled,
         }
     }
@@ -464,6 +499,9 @@ impl Prepared {
             ..
         } = self;
         let path = ledger.path().to_owned();
+        if let Some(domain) = &send.options.from_domain {
+            ledger.set_run_from_domain(run_id, domain)?;
+        }
         let (writer, thread) = Writer::spawn(ledger)?;
         let summary = run(Run {
             ledger: path,
@@ -528,6 +566,13 @@ impl Reads {
 /// What the dispatcher and the workers share.
 struct Shared {
     writer: Writer,
+    campaign_id: CampaignId,
+    /// See [`Options::seeds`].
+    seeds: Vec<String>,
+    /// The run's first claimed row: the seeds get its message.
+    first_claimed: std::sync::Mutex<Option<DueRow>>,
+    /// The seed copies sent when the first row was claimed, awaited before the end ones.
+    seed_start: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     journal: store::journal::Journal,
     run_id: RunId,
     transport: Arc<Transport>,
@@ -535,6 +580,8 @@ struct Shared {
     limits: Limits,
     pacer: Pacer,
     retry: RetryOptions,
+    /// See [`Options::max_message_size`].
+    max_message_size: Option<u64>,
     counters: Arc<Counters>,
     events: Option<EventSink>,
     notify: DsnNotify,
@@ -692,6 +739,10 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     }
     let shared = Arc::new(Shared {
         writer: writer.clone(),
+        campaign_id,
+        seeds: options.seeds.clone(),
+        first_claimed: std::sync::Mutex::new(None),
+        seed_start: std::sync::Mutex::new(None),
         journal,
         run_id,
         transport,
@@ -699,6 +750,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         limits: Limits::new(&options.rate),
         pacer: Pacer::new(options.throttle_backoff, options.throttle_max),
         retry: options.retry.clone(),
+        max_message_size: options.max_message_size,
         counters: counters.clone(),
         events,
         notify: options.notify,
@@ -739,6 +791,26 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             left => End::Throttled(left),
         },
     };
+    // The seeds: the start copies (sent meanwhile), then the end ones, when a recipient was
+    // claimed and the run was neither interrupted nor aborted.
+    let started = shared
+        .seed_start
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(task) = started {
+        let _ = task.await;
+    }
+    let first = shared
+        .first_claimed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(row) = first
+        && !matches!(end, End::Interrupted | End::Aborted(_))
+    {
+        copies::seed(shared.clone(), row, "end").await;
+    }
     let outcome = end.outcome();
     let closed = async {
         writer.finish_run(run_id, outcome).await?;

@@ -277,7 +277,37 @@ impl Ledger {
             reasons,
             series,
             recent,
+            test_sends: self.reader.test_sends(id, RECENT_LIMIT)?,
+            test_send_count: self.reader.test_send_count(id)?,
+            allowance: None,
         })
+    }
+
+    /// Today's allowance of `from_domain` under `warmup` and `daily_cap` at `now` (see
+    /// `schedule::today`); `None` without either.
+    ///
+    /// # Errors
+    /// When a query fails.
+    pub fn allowance(
+        &self,
+        from_domain: &str,
+        warmup: &[u64],
+        daily_cap: Option<u64>,
+        now: i64,
+    ) -> Result<Option<crate::schedule::Allowance>, Error> {
+        if warmup.is_empty() && daily_cap.is_none() {
+            return Ok(None);
+        }
+        let sending = self
+            .reader
+            .domain_sending(from_domain, now - crate::schedule::DAY_MS)?;
+        Ok(crate::schedule::today(
+            from_domain,
+            warmup,
+            daily_cap,
+            sending,
+            now,
+        ))
     }
 
     /// Every attempt (full reply) and later feedback for what `focus` names, newest first,
@@ -779,6 +809,13 @@ pub struct CampaignReport {
     pub series: Vec<MinutePoint>,
     /// Newest first.
     pub recent: Vec<HistoryEntry>,
+    /// Test sends and seed copies, newest first, at most `RECENT_LIMIT`: listed apart, they
+    /// count in none of the numbers above.
+    pub test_sends: Vec<store::TestSendRow>,
+    pub test_send_count: u64,
+    /// Today's allowance of the campaign's From domain, when the caller knows `[rate]` (see
+    /// [`Ledger::allowance`]).
+    pub allowance: Option<crate::schedule::Allowance>,
 }
 
 /// Loads the report of one campaign (by name, or the only one) from a ledger file.

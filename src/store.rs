@@ -26,6 +26,7 @@ pub mod lock;
 mod providers;
 mod read;
 pub mod state;
+mod test_sends;
 pub mod writer;
 
 pub use feedback::{Evidence, FeedbackTarget, FeedbackTx, NewEvent, Suppression};
@@ -39,6 +40,7 @@ pub use read::{
     CampaignRecord, ComplaintCount, CountRef, DiagnosisRecord, EntryKind, HistoryEntry,
     MinuteCount, Reader, ReasonRecord, RecipientRef, RecipientRow,
 };
+pub use test_sends::{TestKind, TestSend, TestSendRow};
 pub use writer::{Writer, WriterThread};
 
 use std::path::{Path, PathBuf};
@@ -78,6 +80,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0009_deliverability",
         include_str!("store/migrations/0009_deliverability.sql"),
+    ),
+    (
+        "0010_test_sends",
+        include_str!("store/migrations/0010_test_sends.sql"),
+    ),
+    (
+        "0011_from_domain",
+        include_str!("store/migrations/0011_from_domain.sql"),
     ),
 ];
 
@@ -351,12 +361,28 @@ impl Ledger {
         ledger::start_run(&self.conn, campaign, host, security).map_err(sqlite(&self.path))
     }
 
+    /// Records the From domain a run sends from (see `migrations/0011_from_domain.sql`).
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub fn set_run_from_domain(&self, run: RunId, domain: &str) -> Result<(), Error> {
+        ledger::set_run_from_domain(&self.conn, run, domain).map_err(sqlite(&self.path))
+    }
+
     /// Closes a run with its outcome (for a run whose writer failed).
     ///
     /// # Errors
     /// When the ledger cannot be written.
     pub fn finish_run(&self, run: RunId, outcome: RunOutcome) -> Result<(), Error> {
         ledger::finish_run(&self.conn, run, outcome).map_err(sqlite(&self.path))
+    }
+
+    /// Records one test send or seed copy (never touches a recipient: see `test_sends`).
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub fn record_test_send(&self, t: &TestSend) -> Result<(), Error> {
+        test_sends::insert(&self.conn, t).map_err(sqlite(&self.path))
     }
 
     /// The schema version (number of migrations applied).

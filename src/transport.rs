@@ -643,8 +643,15 @@ pub fn envelope_address(address: &str) -> Result<Address, Error> {
 
 /// Appends `body` to `out` with SMTP transparency (RFC 5321 §4.5.2: a line that starts with "."
 /// gets another one) and the end-of-data line.
+#[cfg(test)]
 fn dot_stuff(body: &[u8], out: &mut Vec<u8>) {
-    let mut rest = body;
+    stuff_lines(body, out);
+    end_of_data(body, out);
+}
+
+/// The dot-stuffing of [`dot_stuff`] for `lines`, which must start at the start of a line.
+fn stuff_lines(lines: &[u8], out: &mut Vec<u8>) {
+    let mut rest = lines;
     if rest.first() == Some(&b'.') {
         out.push(b'.');
     }
@@ -655,12 +662,36 @@ fn dot_stuff(body: &[u8], out: &mut Vec<u8>) {
         rest = &rest[at + 3..];
     }
     out.extend_from_slice(rest);
-    // The last line's own CRLF ends it; a body without one needs it before the ".".
+}
+
+/// The end-of-data line after `body`: the last line's own CRLF ends it; a body without one
+/// needs it before the ".".
+fn end_of_data(body: &[u8], out: &mut Vec<u8>) {
     if body.ends_with(b"\r\n") {
         out.extend_from_slice(b".\r\n");
     } else {
         out.extend_from_slice(b"\r\n.\r\n");
     }
+}
+
+/// Bytes of a message written per write while sending its body: a large message (attachments)
+/// costs this much here rather than a second, dot-stuffed copy of all of it.
+const BODY_SLICE: usize = 256 * 1024;
+
+/// Where the slice of `rest` to send next ends: after the last CRLF within [`BODY_SLICE`] (so
+/// every slice starts at a line start and dot-stuffing needs no state), or after the first CRLF
+/// past it, or at the end.
+fn slice_end(rest: &[u8]) -> usize {
+    if rest.len() <= BODY_SLICE {
+        return rest.len();
+    }
+    if let Some(at) = rest[..BODY_SLICE].windows(2).rposition(|w| w == b"\r\n") {
+        return at + 2;
+    }
+    rest[BODY_SLICE..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map_or(rest.len(), |at| BODY_SLICE + at + 2)
 }
 
 /// Whether a positive reply is the right one for `step` (RFC 5321 §4.3.2): MAIL and RSET 250,
@@ -844,11 +875,27 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return TxOutcome::Lost(Reply::local(Step::Message, "session closed".into()));
         };
-        // One write for the body and its terminator: one packet train and one wake-up of the
-        // server per message.
-        self.wire.clear();
-        dot_stuff(message, &mut self.wire);
-        let result = match conn.send_within(&self.wire, self.data_timeout).await {
+        // One write for the body and its terminator (one packet train and one wake-up of the
+        // server per message), or a few for a large one: slices of BODY_SLICE, all within one
+        // `data_timeout`.
+        let deadline = tokio::time::Instant::now() + self.data_timeout;
+        let mut rest = message;
+        let mut sent = Ok(());
+        while sent.is_ok() {
+            let (slice, after) = rest.split_at(slice_end(rest));
+            self.wire.clear();
+            stuff_lines(slice, &mut self.wire);
+            if after.is_empty() {
+                end_of_data(message, &mut self.wire);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            sent = conn.send_within(&self.wire, left).await;
+            rest = after;
+            if rest.is_empty() {
+                break;
+            }
+        }
+        let result = match sent {
             Ok(()) => conn.read_reply_within(self.data_timeout).await,
             Err(e) => Err(e),
         };
@@ -905,6 +952,36 @@ mod tests {
         let mut out = Vec::new();
         dot_stuff(body.as_bytes(), &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_body_sent_in_slices_is_stuffed_as_one() {
+        // Lines of every length around the slice size, some starting with a dot.
+        let mut body = Vec::new();
+        let mut i = 0usize;
+        while body.len() < 3 * BODY_SLICE {
+            if i.is_multiple_of(7) {
+                body.push(b'.');
+            }
+            body.extend(std::iter::repeat_n(b'x', (i * 7919) % 1000));
+            body.extend_from_slice(b"\r\n");
+            i += 1;
+        }
+        body.extend_from_slice(b".no final CRLF");
+        let mut whole = Vec::new();
+        dot_stuff(&body, &mut whole);
+        let mut sliced = Vec::new();
+        let mut rest = body.as_slice();
+        while !rest.is_empty() {
+            let (slice, after) = rest.split_at(slice_end(rest));
+            assert!(
+                slice.len() <= BODY_SLICE || !slice[..BODY_SLICE].windows(2).any(|w| w == b"\r\n")
+            );
+            stuff_lines(slice, &mut sliced);
+            rest = after;
+        }
+        end_of_data(&body, &mut sliced);
+        assert!(whole == sliced);
     }
 
     #[test]

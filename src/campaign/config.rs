@@ -4,7 +4,6 @@
 //! It must not read the contacts or compile templates (that is `contacts` and `template`).
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +19,12 @@ mod auth;
 pub use auth::{AuthMethod, OAuthProvider};
 mod signing;
 pub use signing::{DkimSection, DnsSection, SecondSignature, parse_resolver};
+
+mod locate;
+mod ops;
+pub(crate) use locate::key_line;
+use locate::toml_error;
+pub use ops::{ScheduleSection, SeedsSection, TestSection};
 
 /// The whole validated `campaign.toml`. Every path is absolute.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +56,12 @@ pub struct Config {
     pub dkim: Option<DkimSection>,
     #[serde(default)]
     pub dns: DnsSection,
+    #[serde(default)]
+    pub test: TestSection,
+    #[serde(default)]
+    pub seeds: SeedsSection,
+    #[serde(default)]
+    pub schedule: Option<ScheduleSection>,
 }
 
 /// `[campaign]`: who sends what.
@@ -82,6 +93,12 @@ pub struct CampaignSection {
     /// Gmail's Feedback-ID (`"{campaign}:newsletter:sender"`); none by default.
     #[serde(default)]
     pub feedback_id: Option<String>,
+    /// With only an `html` body, also send a text/plain alternative generated from it.
+    #[serde(default = "default_true")]
+    pub generate_text: bool,
+    /// Files attached to every message, relative to the campaign folder (and confined to it).
+    #[serde(default)]
+    pub attachments: Vec<String>,
 }
 
 /// `[contacts]`: where the recipients are and which columns matter.
@@ -97,6 +114,27 @@ pub struct ContactsSection {
     pub name_column: Option<String>,
     #[serde(default = "default_delimiter", deserialize_with = "de_delimiter")]
     pub delimiter: u8,
+    /// The file's character set as a WHATWG label (`"windows-1252"`, `"utf-16"`, ...); `None`
+    /// means UTF-8 (a UTF-16 byte order mark is honoured either way). See `charset`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// A column naming files to attach to that row's message (`;`-separated, relative to the
+    /// campaign folder and confined to it).
+    #[serde(default)]
+    pub attachment_column: Option<String>,
+    /// A column holding each contact's own IANA time zone for `[schedule]` (empty: the
+    /// schedule's zone).
+    #[serde(default)]
+    pub timezone_column: Option<String>,
+}
+
+impl ContactsSection {
+    /// The encoding `encoding` names; `None` for UTF-8. Validated at load, so never an error.
+    pub(crate) fn charset(&self) -> Option<&'static encoding_rs::Encoding> {
+        self.encoding
+            .as_deref()
+            .and_then(|l| super::charset::resolve(l).ok().flatten())
+    }
 }
 
 pub use crate::model::Security;
@@ -164,6 +202,10 @@ pub struct SmtpConfig {
     /// Overrides the scope asked for with the refresh grant.
     #[serde(default)]
     pub scope: Option<String>,
+    /// The largest message (bytes) the relay is known to take: `check` compares every message
+    /// with it, `send` fails a larger one without sending it (as it does past the relay's SIZE).
+    #[serde(default)]
+    pub max_message_size: Option<u64>,
 }
 
 impl Default for SmtpConfig {
@@ -194,6 +236,7 @@ impl Default for SmtpConfig {
             refresh_token_file: None,
             token_url: None,
             scope: None,
+            max_message_size: None,
         }
     }
 }
@@ -216,6 +259,10 @@ pub struct RateConfig {
     pub per_domain: BTreeMap<String, f64>,
     #[serde(default)]
     pub daily_cap: Option<u64>,
+    /// Warm-up: the most messages on day 1, 2, ... of this From domain in this ledger; the last
+    /// value holds after the list (see `crate::schedule::allowance`).
+    #[serde(default)]
+    pub warmup: Vec<u64>,
 }
 
 impl Default for RateConfig {
@@ -227,6 +274,7 @@ impl Default for RateConfig {
             burst: default_burst(),
             per_domain: BTreeMap::new(),
             daily_cap: None,
+            warmup: Vec::new(),
         }
     }
 }
@@ -304,6 +352,9 @@ pub struct StoreSection {
 
 const DEFAULT_PER_SECOND: f64 = 10.0;
 
+fn default_true() -> bool {
+    true
+}
 fn default_email_column() -> String {
     "email".to_owned()
 }
@@ -466,83 +517,6 @@ fn short_number(v: f64) -> String {
     }
 }
 
-/// Converts a byte offset in `text` to a 1-based (line, column) pair; the column counts chars.
-pub(crate) fn line_col(text: &str, offset: usize) -> (u64, u64) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.bytes().filter(|&b| b == b'\n').count() as u64 + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) as u64 + 1;
-    (line, col)
-}
-
-/// The `[table]` header in force at `offset`, for messages like "unknown key in [smtp]".
-fn section_at(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    // An error inside a table's own header (`[smpt]`, an unknown table) is about a key of the
-    // table above it: the top level for `[smpt]`, `[rate]` for `[rate.per_domian]`.
-    let line = line_at(text, offset).trim();
-    if let Some(name) = line
-        .strip_prefix('[')
-        .map(|l| l.trim_start_matches('[').trim_end_matches(']').trim())
-    {
-        return name
-            .rsplit_once('.')
-            .map(|(parent, _)| format!("[{}]", parent.trim()));
-    }
-    let before = text.get(..offset)?;
-    before.lines().rev().find_map(|l| {
-        let t = l.trim();
-        (t.starts_with('[') && t.ends_with(']')).then(|| t.to_owned())
-    })
-}
-
-/// The whole line of `text` that holds byte `offset`.
-fn line_at(text: &str, offset: usize) -> &str {
-    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    &text[start..end]
-}
-
-/// The key assigned on the line holding `offset` (`port = "587"` → `port`), if any.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let (key, _) = line_at(text, offset.min(text.len())).split_once('=')?;
-    let key = key.trim().trim_matches('"');
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
-}
-
-/// The table a required key belongs to (serde's "missing field" error points at the top).
-fn section_of_required(key: &str) -> Option<&'static str> {
-    match key {
-        "name" | "from" | "subject" => Some("[campaign]"),
-        "path" => Some("[contacts]"),
-        "url" => Some("[unsubscribe]"),
-        "domain" | "selector" | "private_key_file" => Some("[dkim]"),
-        _ => None,
-    }
-}
-
-/// The 1-based line where `key` is assigned inside `[section]` (dotted sections included).
-/// Used to point validation errors, which serde cannot locate, at the offending line.
-pub(crate) fn key_line(text: &str, section: &str, key: &str) -> Option<u64> {
-    let mut current = String::new();
-    for (i, l) in text.lines().enumerate() {
-        let t = l.trim();
-        if t.starts_with('[') {
-            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
-            continue;
-        }
-        let Some((k, _)) = t.split_once('=') else {
-            continue;
-        };
-        let k = k.trim().trim_matches('"');
-        if current == section && k == key {
-            return Some(i as u64 + 1);
-        }
-    }
-    None
-}
-
 impl Config {
     /// Parses and validates `text`, read from `path`; relative paths resolve against `root`.
     pub(crate) fn parse(text: &str, path: &Path, root: &Path) -> Result<Config, Error> {
@@ -635,6 +609,60 @@ impl Config {
                 "email_column",
                 "email_column is empty".into(),
                 "Name the CSV column holding addresses, e.g. email_column = \"email\".",
+            ));
+        }
+        if let Some(sc) = &self.schedule
+            && let Err((key, reason)) = sc.window()
+        {
+            return Err(invalid(
+                "schedule",
+                key,
+                reason,
+                "See [schedule] in docs/campaign-toml.md, e.g. timezone = \"Europe/Berlin\", days = [\"mon\", \"tue\"], hours = \"09:00-17:30\".",
+            ));
+        }
+        if self.contacts.timezone_column.is_some() && self.schedule.is_none() {
+            return Err(invalid(
+                "contacts",
+                "timezone_column",
+                "timezone_column needs a [schedule]: a zone only matters for a send window".into(),
+                "Add [schedule] with timezone, days and hours, or remove timezone_column.",
+            ));
+        }
+        if self.rate.warmup.contains(&0) {
+            return Err(invalid(
+                "rate",
+                "warmup",
+                "a warm-up day of 0 messages would stop the campaign for that day".into(),
+                "Use growing positive numbers, e.g. warmup = [50, 100, 250, 500, 1000].",
+            ));
+        }
+        if address::control_char_problem(&self.test.subject_prefix).is_some() {
+            return Err(invalid(
+                "test",
+                "subject_prefix",
+                "subject_prefix contains a line break or another control character".into(),
+                "Use plain text such as subject_prefix = \"[TEST] \".",
+            ));
+        }
+        for a in &self.seeds.addresses {
+            if let Err(reason) = address::normalize(a) {
+                return Err(invalid(
+                    "seeds",
+                    "addresses",
+                    format!("{a:?} is not a valid address: {reason}"),
+                    "List plain addresses of mailboxes you can read, e.g. addresses = [\"seed@gmail.com\"].",
+                ));
+            }
+        }
+        if let Some(label) = &self.contacts.encoding
+            && let Err(reason) = super::charset::resolve(label)
+        {
+            return Err(invalid(
+                "contacts",
+                "encoding",
+                reason,
+                "Use a label such as \"windows-1252\" (Excel on Windows), \"iso-8859-15\", \"utf-16\" or \"shift_jis\" (the WHATWG Encoding Standard lists them), or remove the key for UTF-8.",
             ));
         }
         if let Some(u) = &self.unsubscribe {
@@ -853,6 +881,7 @@ impl Config {
             &mut smtp.ca_file,
             &mut smtp.client_secret_file,
             &mut smtp.refresh_token_file,
+            &mut self.seeds.file,
         ]
         .into_iter()
         .flatten()
@@ -901,56 +930,10 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-mailroom-token",
 ];
 
-fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error {
-    let span: Option<Range<usize>> = e.span();
-    let (line, column) = span.as_ref().map_or((None, None), |s| {
-        let (l, c) = line_col(text, s.start);
-        (Some(l), Some(c))
-    });
-    let mut message = e.message().trim().to_owned();
-    let missing = message
-        .strip_prefix("missing field `")
-        .and_then(|m| m.split('`').next())
-        .and_then(section_of_required);
-    let section = missing
-        .map(str::to_owned)
-        .or_else(|| span.as_ref().and_then(|s| section_at(text, s.start)))
-        .unwrap_or_else(|| "the top level".to_owned());
-    // A value of the wrong type: say which key, not only where.
-    if (message.starts_with("invalid type") || message.starts_with("invalid value"))
-        && let Some(key) = span.as_ref().and_then(|s| key_at(text, s.start))
-    {
-        message = format!("`{key}`: {message}");
-    }
-    let fix = if message.starts_with("unknown field `password`") {
-        return Error::Config {
-            path: path.to_owned(),
-            line,
-            key: "smtp.password".into(),
-            message: "a password in campaign.toml is not allowed".into(),
-            fix: "Passwords must come from the environment or a file: set password_env = \"MAILROOM_SMTP_PASSWORD\" and export that variable, or password_file = \"/path/to/secret\".".into(),
-        };
-    } else if message.starts_with("unknown field") {
-        format!(
-            "Remove or rename this key in {section}; every valid key is listed in docs/campaign-toml.md."
-        )
-    } else if message.starts_with("missing field") {
-        format!("Add the missing key to {section} (see docs/campaign-toml.md).")
-    } else {
-        "Fix the TOML syntax at that position (see docs/campaign-toml.md).".to_owned()
-    };
-    Error::Toml {
-        path: path.to_owned(),
-        line,
-        column,
-        message: format!("{message} (in {section})"),
-        fix,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::locate::line_col;
     use super::*;
 
     const MINIMAL: &str = r#"

@@ -1,15 +1,19 @@
 //! Streams the contacts CSV through one reused `ByteRecord` and turns each row into a verdict:
 //! valid, invalid (line + reason) or duplicate (line + first line). Memory stays flat: the only
 //! state that grows is the duplicate index, 16 bytes per distinct address. A broken header is
-//! fatal; a broken row is data. This module must not render or send anything.
+//! fatal; a broken row is data. The file's bytes become UTF-8 through `charset` (which also
+//! refuses a file that is not in the encoding it is read as, before any row is used). This
+//! module must not render or send anything.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::hash::Hasher;
+use std::io::Read;
 use std::path::Path;
 
+use encoding_rs::Encoding;
+
 use super::Error;
-use super::address;
+use super::{address, charset};
 
 /// One CSV row's verdict, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +55,8 @@ impl Contact {
 /// The parsed header: column names and which index holds the address and the name.
 #[derive(Debug, Clone)]
 pub(crate) struct Header {
+    /// The file's encoding (`None`: UTF-8); see `charset`.
+    pub(crate) encoding: Option<&'static Encoding>,
     /// The file ends lines with CRLF. csv-core counts a line at each LF, and a record that
     /// ends at CR leaves its LF to the next record, so start positions lag one line behind.
     pub(crate) crlf: bool,
@@ -59,11 +65,20 @@ pub(crate) struct Header {
     pub(crate) name: Option<usize>,
 }
 
+/// The columns `[contacts]` names, as `read_header` checks them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Named<'a> {
+    pub(crate) email: &'a str,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) attachment: Option<&'a str>,
+    pub(crate) timezone: Option<&'a str>,
+}
+
 /// Iterator over every row of the contacts file; see [`ContactEntry`].
 ///
 /// After a fatal error (an I/O error mid-file) it yields that `Err` once and then ends.
 pub struct Contacts<'a> {
-    reader: csv::Reader<File>,
+    reader: csv::Reader<Box<dyn Read + Send>>,
     record: csv::ByteRecord,
     header: &'a Header,
     path: &'a Path,
@@ -81,21 +96,17 @@ fn reader_builder(delimiter: u8) -> csv::ReaderBuilder {
     b
 }
 
-fn open(path: &Path) -> Result<File, Error> {
-    File::open(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Reads and validates the header row (line 1).
+/// Reads and validates the header row (line 1). The whole file is checked against its encoding
+/// first (`charset::verify`): a file that is not what it is read as is refused here.
 pub(crate) fn read_header(
     path: &Path,
     delimiter: u8,
-    email_column: &str,
-    name_column: Option<&str>,
+    named: Named<'_>,
+    encoding: Option<&'static Encoding>,
 ) -> Result<Header, Error> {
-    let mut reader = reader_builder(delimiter).from_reader(open(path)?);
+    let (email_column, name_column) = (named.email, named.name);
+    charset::verify(path, encoding)?;
+    let mut reader = reader_builder(delimiter).from_reader(charset::open(path, encoding)?);
     let mut rec = csv::ByteRecord::new();
     let fatal = |message: String, fix: &str| Error::Csv {
         path: path.to_owned(),
@@ -161,9 +172,7 @@ pub(crate) fn read_header(
                     "the header has no column `{email_column}` (columns: {})",
                     column_list(&columns)
                 ),
-                &format!(
-                    "Rename the address column to `{email_column}`, or set email_column in [contacts] of campaign.toml to its name."
-                ),
+                &no_email_column_fix(&columns, email_column, delimiter),
             )
         })?;
     let name = match name_column {
@@ -178,18 +187,69 @@ pub(crate) fn read_header(
         })?),
         None => columns.iter().position(|c| c == "name"),
     };
+    for (column, key) in [
+        (named.attachment, "attachment_column"),
+        (named.timezone, "timezone_column"),
+    ] {
+        if let Some(a) = column
+            && !columns.iter().any(|c| c == a)
+        {
+            return Err(fatal(
+                format!(
+                    "the header has no column `{a}`, which {key} names (columns: {})",
+                    column_list(&columns)
+                ),
+                &format!("Fix {key} in [contacts] of campaign.toml, or remove it."),
+            ));
+        }
+    }
     Ok(Header {
-        crlf: first_line_ends_with_crlf(path)?,
+        encoding,
+        crlf: first_line_ends_with_crlf(path, encoding)?,
         columns,
         email,
         name,
     })
 }
 
-fn first_line_ends_with_crlf(path: &Path) -> Result<bool, Error> {
-    use std::io::Read as _;
+/// The fix for a header without the address column: the likely delimiter when the header is
+/// one column holding another separator, the likely column when one is named like an address
+/// (Mailchimp's `Email Address`), else the general advice.
+fn no_email_column_fix(columns: &[String], email_column: &str, delimiter: u8) -> String {
+    if let [only] = columns
+        && let Some(sep) = [';', ',', '\t', '|']
+            .into_iter()
+            .filter(|c| u32::from(*c) != u32::from(delimiter))
+            .find(|c| only.contains(*c))
+    {
+        let shown = if sep == '\t' {
+            "\\t".to_owned()
+        } else {
+            sep.to_string()
+        };
+        return format!(
+            "The header is one column, `{only}`: the file is probably separated by `{shown}`. Set delimiter = \"{shown}\" in [contacts] of campaign.toml."
+        );
+    }
+    if let Some(c) = columns.iter().find(|c| {
+        let l = c.to_lowercase();
+        l.contains("email") || l.contains("e-mail") || l.contains("mail address")
+    }) {
+        return format!(
+            "Set email_column = \"{c}\" in [contacts] of campaign.toml (column names may contain spaces), or rename the column to `{email_column}`."
+        );
+    }
+    format!(
+        "Rename the address column to `{email_column}`, or set email_column in [contacts] of campaign.toml to its name."
+    )
+}
+
+fn first_line_ends_with_crlf(
+    path: &Path,
+    encoding: Option<&'static Encoding>,
+) -> Result<bool, Error> {
     let mut head = Vec::with_capacity(8192);
-    open(path)?
+    charset::open(path, encoding)?
         .take(64 * 1024)
         .read_to_end(&mut head)
         .map_err(|source| Error::Read {
@@ -204,6 +264,9 @@ fn first_line_ends_with_crlf(path: &Path) -> Result<bool, Error> {
 
 fn csv_error(path: &Path, e: &csv::Error) -> Error {
     match e.kind() {
+        csv::ErrorKind::Io(io) if charset::malformed(path, io).is_some() => {
+            charset::malformed(path, io).unwrap_or_else(|| unreachable!())
+        }
         csv::ErrorKind::Io(io) => Error::Read {
             path: path.to_owned(),
             source: std::io::Error::new(io.kind(), io.to_string()),
@@ -219,7 +282,8 @@ fn csv_error(path: &Path, e: &csv::Error) -> Error {
 
 impl<'a> Contacts<'a> {
     pub(crate) fn open(path: &'a Path, delimiter: u8, header: &'a Header) -> Result<Self, Error> {
-        let mut reader = reader_builder(delimiter).from_reader(open(path)?);
+        let mut reader =
+            reader_builder(delimiter).from_reader(charset::open(path, header.encoding)?);
         let mut record = csv::ByteRecord::new();
         // Skip the header, which `read_header` already validated.
         reader
@@ -240,7 +304,7 @@ impl<'a> Contacts<'a> {
         &self.header.columns
     }
 
-    fn verdict(&mut self, line: u64) -> ContactEntry {
+    fn verdict(&mut self, line: u64) -> Result<ContactEntry, Error> {
         let rec = &self.record;
         let raw_email = rec
             .get(self.header.email)
@@ -252,11 +316,11 @@ impl<'a> Contacts<'a> {
             reason,
         };
         if rec.len() != self.header.columns.len() {
-            return invalid(format!(
+            return Ok(invalid(format!(
                 "line {line}: the row has {} fields but the header has {}",
                 rec.len(),
                 self.header.columns.len()
-            ));
+            )));
         }
         let mut fields = BTreeMap::new();
         for (i, (col, bytes)) in self.header.columns.iter().zip(rec.iter()).enumerate() {
@@ -265,28 +329,32 @@ impl<'a> Contacts<'a> {
                     fields.insert(col.clone(), s.to_owned());
                 }
                 Err(e) => {
-                    let file_byte = rec.position().map(csv::Position::byte).unwrap_or_default()
-                        + u64::from(self.header.crlf);
-                    return invalid(format!(
-                        "line {line}: column `{col}` (field {}) is not valid UTF-8 at byte {} of the field (the row starts at byte {file_byte} of the file)",
-                        i + 1,
-                        e.valid_up_to() + 1
-                    ));
+                    // `charset::verify` checked the whole file at load: it changed since.
+                    return Err(Error::Csv {
+                        path: self.path.to_owned(),
+                        line: Some(line),
+                        message: format!(
+                            "column `{col}` (field {}) is not valid UTF-8 at byte {} of the field: the file changed after it was checked",
+                            i + 1,
+                            e.valid_up_to() + 1
+                        ),
+                        fix: "Run the command again on the finished file.".into(),
+                    });
                 }
             }
         }
         let email = match address::normalize(&raw_email) {
             Ok(e) => e,
-            Err(reason) => return invalid(format!("line {line}: invalid address: {reason}")),
+            Err(reason) => return Ok(invalid(format!("line {line}: invalid address: {reason}"))),
         };
         let name = match self.header.name {
             Some(i) => {
                 let col = &self.header.columns[i];
                 let n = fields.get(col).map_or("", |s| s.trim());
                 if let Some(what) = address::control_char_problem(n) {
-                    return invalid(format!(
+                    return Ok(invalid(format!(
                         "line {line}: the display name would contain {what} (from column `{col}`)"
-                    ));
+                    )));
                 }
                 (!n.is_empty()).then(|| n.to_owned())
             }
@@ -299,19 +367,19 @@ impl<'a> Contacts<'a> {
         }
         let key = h.finish();
         if let Some(&first_line) = self.seen.get(&key) {
-            return ContactEntry::Duplicate {
+            return Ok(ContactEntry::Duplicate {
                 line,
                 first_line,
                 email,
-            };
+            });
         }
         self.seen.insert(key, line);
-        ContactEntry::Valid(Contact {
+        Ok(ContactEntry::Valid(Contact {
             line,
             email,
             name,
             fields,
-        })
+        }))
     }
 }
 
@@ -326,7 +394,9 @@ impl Iterator for Contacts<'_> {
             Ok(true) => {
                 let line = self.record.position().map_or(0, csv::Position::line)
                     + u64::from(self.header.crlf);
-                Some(Ok(self.verdict(line)))
+                let verdict = self.verdict(line);
+                self.done = verdict.is_err();
+                Some(verdict)
             }
             Ok(false) => {
                 self.done = true;
@@ -356,10 +426,17 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    const EMAIL: Named<'static> = Named {
+        email: "email",
+        name: None,
+        attachment: None,
+        timezone: None,
+    };
+
     fn verdicts(csv: &[u8]) -> Vec<ContactEntry> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(csv).unwrap();
-        let h = read_header(f.path(), b',', "email", None).unwrap();
+        let h = read_header(f.path(), b',', EMAIL, None).unwrap();
         Contacts::open(f.path(), b',', &h)
             .unwrap()
             .map(|r| r.unwrap())
@@ -383,17 +460,15 @@ mod tests {
     }
 
     #[test]
-    fn ragged_non_utf8_and_duplicates_are_row_verdicts() {
+    fn ragged_rows_and_duplicates_are_row_verdicts() {
         let v = verdicts(
-            b"email,name\na@example.com,A\nb@example.com\nc@example.com,\xff\xfe\nA@EXAMPLE.com,again\n",
+            b"email,name\na@example.com,A\nb@example.com\nc@example.com,C\nA@EXAMPLE.com,again\n",
         );
         assert!(matches!(&v[0], ContactEntry::Valid(c) if c.line == 2));
         assert!(
             matches!(&v[1], ContactEntry::Invalid { line: 3, reason, .. } if reason.contains("1 fields but the header has 2"))
         );
-        assert!(
-            matches!(&v[2], ContactEntry::Invalid { line: 4, reason, .. } if reason.contains("not valid UTF-8 at byte 1"))
-        );
+        assert!(matches!(&v[2], ContactEntry::Valid(c) if c.line == 4));
         assert_eq!(
             v[3],
             ContactEntry::Duplicate {
@@ -408,10 +483,10 @@ mod tests {
     fn header_problems_are_fatal() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"mail,name\n").unwrap();
-        let e = read_header(f.path(), b',', "email", None).unwrap_err();
+        let e = read_header(f.path(), b',', EMAIL, None).unwrap_err();
         assert!(e.to_string().contains("no column `email`"), "{e}");
         let empty = tempfile::NamedTempFile::new().unwrap();
-        let e = read_header(empty.path(), b',', "email", None).unwrap_err();
+        let e = read_header(empty.path(), b',', EMAIL, None).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
     }
 
@@ -421,13 +496,13 @@ mod tests {
         names.insert(0, "email".into());
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "{}", names.join(",")).unwrap();
-        let header = read_header(f.path(), b',', "email", None).unwrap();
+        let header = read_header(f.path(), b',', EMAIL, None).unwrap();
         assert_eq!(header.columns.len(), 100_001);
         // A duplicate at the very end is still found (every column is compared, once).
         names.push("c7".into());
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "{}", names.join(",")).unwrap();
-        let e = read_header(f.path(), b',', "email", None).unwrap_err();
+        let e = read_header(f.path(), b',', EMAIL, None).unwrap_err();
         assert!(e.to_string().contains("names the column `c7` twice"), "{e}");
         assert!(column_list(&names).ends_with("and 99972 more"));
     }

@@ -100,10 +100,62 @@ impl Campaign {
         ))
     }
 
+    /// The files `[contacts] attachment_column` names for this row, each checked (see
+    /// `attach::confine`); a bad one rejects the row at its line.
+    fn row_attachments(&self, contact: &Contact) -> Result<Vec<super::AttachmentFile>, Error> {
+        let Some(column) = &self.config().contacts.attachment_column else {
+            return Ok(Vec::new());
+        };
+        let value = contact.fields.get(column).map_or("", String::as_str);
+        value
+            .split(';')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(|written| {
+                super::attach::confine(&self.root, written).map_err(|reason| {
+                    self.row_error(
+                        contact,
+                        format!(
+                            "line {}: attachment `{written}` (column `{column}`): {reason}",
+                            contact.line
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Builds the message for `contact` with `date` as its Date header, signed with `[dkim]`'s
     /// keys: the signatures cover exactly these bytes, which are what is sent.
     pub fn render_at(&self, contact: &Contact, date: SystemTime) -> Result<Rendered, Error> {
-        let mut rendered = self.render_unsigned_at(contact, date)?;
+        let rendered = self.render_unsigned_at(contact, date)?;
+        self.sign(rendered)
+    }
+
+    /// A copy of `contact`'s message for someone who is not a recipient (a test send or a seed,
+    /// see `store::test_sends`): the same bodies, headers and attachments, but addressed to
+    /// `copy.to`, with `copy.subject_prefix` before the subject, and its own Message-ID and
+    /// token (`copy.id`: in `{{token}}`, the unsubscribe URL and the VERP return path), so that
+    /// an unsubscribe click, a reply or a bounce of the copy can never be taken for the
+    /// recipient's.
+    ///
+    /// # Errors
+    /// As `render_at`, and when `copy.to` is not a valid address.
+    pub fn render_copy(
+        &self,
+        contact: &Contact,
+        copy: &Copy<'_>,
+        date: SystemTime,
+    ) -> Result<Rendered, Error> {
+        let rendered = self
+            .build(contact, date, true, Some(copy))?
+            .expect("a built message when bodies are rendered");
+        // Signed like the real message: a test send shows what the recipients will get.
+        self.sign(rendered)
+    }
+
+    /// Adds the DKIM signatures of `[dkim]` (none without it).
+    fn sign(&self, mut rendered: Rendered) -> Result<Rendered, Error> {
         if let Some(signer) = self.signer() {
             // Signing belongs after the last byte is written: any later change breaks it.
             rendered.bytes = signer
@@ -123,7 +175,7 @@ impl Campaign {
         contact: &Contact,
         date: SystemTime,
     ) -> Result<Rendered, Error> {
-        self.build(contact, date, true)
+        self.build(contact, date, true, None)
             .map(|built| built.expect("a built message when bodies are rendered"))
     }
 
@@ -137,7 +189,7 @@ impl Campaign {
     /// As `render_at`.
     pub fn check_row(&self, contact: &Contact, render_bodies: bool) -> Result<(), Error> {
         let bodies = render_bodies || self.bodies_vary_by_row();
-        self.build(contact, SystemTime::UNIX_EPOCH, bodies)
+        self.build(contact, SystemTime::UNIX_EPOCH, bodies, None)
             .map(drop)
     }
 
@@ -156,9 +208,12 @@ impl Campaign {
         contact: &Contact,
         date: SystemTime,
         bodies: bool,
+        copy: Option<&Copy<'_>>,
     ) -> Result<Option<Rendered>, Error> {
         let name = self.name();
         let token = recipient_token(name, &contact.email);
+        // What identifies the message outside: the recipient's token, or the copy's own id.
+        let own_token = copy.map_or(token.as_str(), |c| c.id);
         let mut vars = Map::with_capacity(contact.fields.len() + 5);
         // A column named like a built-in variable is shadowed by it: not copied at all.
         for (k, v) in &contact.fields {
@@ -172,7 +227,9 @@ impl Campaign {
             Json::String(contact.name.clone().unwrap_or_default()),
         );
         vars.insert("campaign".into(), Json::String(name.to_owned()));
-        vars.insert("token".into(), Json::String(token.clone()));
+        // A copy carries its own token in links too: its unsubscribe link must not be the
+        // recipient's (one click in a test mailbox would unsubscribe them).
+        vars.insert("token".into(), Json::String(own_token.to_owned()));
         // Known before rendering so that templates can test `{{#if unsubscribe_url}}`.
         vars.insert("unsubscribe_url".into(), Json::String(String::new()));
         let mut ctx = Context::from(Json::Object(vars));
@@ -211,21 +268,44 @@ impl Campaign {
             list_unsubscribe = Some(header);
         }
 
-        let subject = self.render_plain(&self.names.subject, &ctx, contact)?;
+        let mut subject = self.render_plain(&self.names.subject, &ctx, contact)?;
         self.header_safe(contact, &"subject", &self.names.subject, &subject)?;
+        if let Some(c) = copy {
+            subject.insert_str(0, c.subject_prefix);
+        }
 
-        let to_addr: Address = contact.email.parse().map_err(|e| {
-            self.row_error(
-                contact,
-                format!("line {}: invalid address: {e}", contact.line),
-            )
-        })?;
-        let message_id = self.message_id(&token);
+        let to_addr: Address = copy
+            .map_or(contact.email.as_str(), |c| c.to)
+            .parse()
+            .map_err(|e| {
+                self.row_error(
+                    contact,
+                    format!("line {}: invalid address: {e}", contact.line),
+                )
+            })?;
+        let message_id = self.message_id(own_token);
         let mut customs = Vec::with_capacity(self.names.headers.len());
         for (header, template) in &self.names.headers {
             let value = self.render_plain(template, &ctx, contact)?;
             self.header_safe(contact, &format_args!("header {header}"), template, &value)?;
             customs.push(encode_header(header.clone(), value));
+        }
+
+        // Per-row files are checked for every row, bodies or not: a path that is missing or
+        // leaves the campaign folder rejects the row at its line. So is a contact's own zone.
+        let row_files = self.row_attachments(contact)?;
+        if let Some(column) = &self.config().contacts.timezone_column
+            && let Some(zone) = contact.fields.get(column).map(|z| z.trim())
+            && !zone.is_empty()
+            && let Err(reason) = crate::schedule::zone(zone)
+        {
+            return Err(self.row_error(
+                contact,
+                format!(
+                    "line {}: column `{column}`: {reason}; fix it or leave it empty for the [schedule] zone",
+                    contact.line
+                ),
+            ));
         }
 
         let (text, html) = match &self.names.body {
@@ -238,6 +318,14 @@ impl Campaign {
                 let html = match html {
                     Some(h) => Some(self.render_html(h, &ctx, contact)?),
                     None => None,
+                };
+                // An HTML-only campaign still gets a text part (spam filters and text-only
+                // readers expect one), unless the user opted out.
+                let text = match (text, &html) {
+                    (None, Some(h)) if self.config().campaign.generate_text => {
+                        Some(super::html_text::to_text(h))
+                    }
+                    (text, _) => text,
                 };
                 (text, html)
             }
@@ -258,13 +346,36 @@ impl Campaign {
         }
 
         let fixed = &self.fixed;
+        // The encoded attachments are shared; each message copies them once, into a buffer
+        // sized for them (growing it would hold two copies for a moment).
+        let mut parts: Vec<std::sync::Arc<[u8]>> = Vec::new();
+        if bodies {
+            parts.extend(self.attachments.iter().map(|(_, part)| part.clone()));
+            for file in &row_files {
+                parts.push(self.row_parts.get(file).map_err(|e| {
+                    self.row_error(
+                        contact,
+                        format!(
+                            "line {}: attachment `{}` cannot be read: {e}",
+                            contact.line, file.written
+                        ),
+                    )
+                })?);
+            }
+        }
+        let attached: usize = parts.iter().map(|p| p.len() + 64).sum();
         let size =
             1024 + text.as_ref().map_or(0, String::len) + html.as_ref().map_or(0, String::len);
-        let mut out = Vec::with_capacity(size + size / 4);
+        let mut out = Vec::with_capacity(size + size / 4 + attached);
         // The order is the one lettre's builder produced, so messages stay byte-identical.
         let mut headers = Headers::with_capacity(4);
         out.extend_from_slice(fixed.from.as_bytes());
-        put_to(&mut out, &mut headers, contact.name.as_deref(), to_addr);
+        let to_name = if copy.is_some() {
+            None
+        } else {
+            contact.name.as_deref()
+        };
+        put_to(&mut out, &mut headers, to_name, to_addr);
         if verbatim("Subject", &[&subject]) {
             put_line(&mut out, "Subject", &subject);
         } else {
@@ -291,13 +402,25 @@ impl Campaign {
         }
         out.extend_from_slice(fixed.list.as_bytes());
         out.extend_from_slice(fixed.campaign.as_bytes());
-        put_value(&mut out, &mut headers, "X-Mailroom-Token", &[&token]);
+        put_value(&mut out, &mut headers, "X-Mailroom-Token", &[own_token]);
         out.extend_from_slice(fixed.mime_version.as_bytes());
         let header_end = out.len();
+        let mixed = format!("=_mailroom_{own_token}_mixed");
+        if !parts.is_empty() {
+            put_value(
+                &mut out,
+                &mut headers,
+                "Content-Type",
+                &["multipart/mixed; boundary=\"", &mixed, "\""],
+            );
+            out.extend_from_slice(b"\r\n--");
+            out.extend_from_slice(mixed.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         match (text, html) {
             _ if !bodies => {}
             (Some(t), Some(h)) => {
-                let boundary = format!("=_mailroom_{token}");
+                let boundary = format!("=_mailroom_{own_token}");
                 put_value(
                     &mut out,
                     &mut headers,
@@ -322,6 +445,18 @@ impl Campaign {
         // Only the header section needs the check: every body encoding lettre chooses keeps
         // lines within 76 octets (7bit only when no line reaches 76; QP and base64 wrap at 76).
         debug_assert!(longest_line(&out[header_end..]).is_none_or(|l| l <= 76));
+        // Attachment parts keep their lines within 78 octets (`attach::encode_part`).
+        for part in &parts {
+            out.extend_from_slice(b"--");
+            out.extend_from_slice(mixed.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(part);
+        }
+        if !parts.is_empty() {
+            out.extend_from_slice(b"--");
+            out.extend_from_slice(mixed.as_bytes());
+            out.extend_from_slice(b"--\r\n");
+        }
         // No line can be longer than the whole header section, usually under 998 octets.
         let longest = if header_end > MAX_LINE {
             longest_line(&out[..header_end])
@@ -342,17 +477,30 @@ impl Campaign {
             return Ok(None);
         }
         let envelope_from = match &self.config().bounces.return_path {
-            Some(rp) => rp.replace("{token}", &token),
+            Some(rp) => rp.replace("{token}", own_token),
             None => self.from.email.to_string(),
         };
         Ok(Some(Rendered {
             envelope_from,
-            envelope_to: contact.email.clone(),
+            envelope_to: copy.map_or_else(|| contact.email.clone(), |c| c.to.to_owned()),
             message_id,
             token,
             bytes: out,
         }))
     }
+}
+
+/// Who a copy of a recipient's message goes to, and how it differs (see
+/// [`Campaign::render_copy`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Copy<'a> {
+    /// The normalised address the copy is for.
+    pub to: &'a str,
+    /// Put before the subject, e.g. `"[TEST] "`; empty for none.
+    pub subject_prefix: &'a str,
+    /// The copy's own token (letters, digits, `-`): its Message-ID, X-Mailroom-Token and VERP
+    /// return path use it instead of the recipient's.
+    pub id: &'a str,
 }
 
 /// Header lines that are the same in every message of a campaign, formatted by lettre once.

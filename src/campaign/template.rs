@@ -443,12 +443,24 @@ struct Uses {
     partials: Vec<(String, Option<u64>)>,
 }
 
+/// The column a path starts from: `first_name` of `first_name.x`, and `First Name` of the
+/// segment literal `[First Name]` (Handlebars' way to name a column with spaces or dots, as
+/// in exports from Mailchimp or Excel). `None` for `this`, `../`, `@index` and the like.
 fn root_of(path: &str) -> Option<String> {
-    let first = path.split(['.', '/']).next().unwrap_or("");
-    if first.is_empty() || first == "this" || first.starts_with('@') || path.starts_with("..") {
+    if path.starts_with("..") || path.starts_with('@') {
         return None;
     }
-    Some(first.to_owned())
+    let first = match path.strip_prefix('[') {
+        Some(literal) => literal.split_once(']').map_or(literal, |(name, _)| name),
+        None => {
+            let first = path.split(['.', '/']).next().unwrap_or("");
+            if first == "this" {
+                return None;
+            }
+            first
+        }
+    };
+    (!first.is_empty()).then(|| first.to_owned())
 }
 
 fn path_raw(p: &handlebars::Path) -> &str {
@@ -685,6 +697,55 @@ mod tests {
             )
             .unwrap();
         assert!(t.body_mentions("unsubscribe_url"));
+    }
+
+    #[test]
+    fn segment_literals_name_columns_with_spaces_everywhere() {
+        let t = templates(&[(
+            "b",
+            "Hi {{[First Name]}} {{default [Nick Name] \"there\"}}\n{{#if [Last Name]}}{{upper [Last Name]}}{{/if}} {{[Email Address]}}",
+        )]);
+        let ctx = Context::from(json!({
+            "First Name": "Zoë", "Nick Name": "", "Last Name": "Lee", "Email Address": "z@x.example"
+        }));
+        assert_eq!(
+            t.plain.render_with_context("b", &ctx).unwrap(),
+            "Hi Zoë there\nLEE z@x.example"
+        );
+        let known: HashSet<&str> = ["First Name", "Last Name", "Nick Name", "Email Address"]
+            .into_iter()
+            .collect();
+        assert!(
+            t.missing_variables(&known).is_empty(),
+            "{:?}",
+            t.missing_variables(&known)
+        );
+        let known: HashSet<&str> = ["First Name"].into_iter().collect();
+        let missing: Vec<String> = t
+            .missing_variables(&known)
+            .into_iter()
+            .map(|m| m.variable)
+            .collect();
+        // `default` and `if` arguments may be missing; a bare use and `upper`'s may not.
+        assert_eq!(
+            missing,
+            vec!["Last Name".to_owned(), "Email Address".to_owned()]
+        );
+        assert_eq!(root_of("[a.b].c"), Some("a.b".into()));
+        assert_eq!(root_of("this.[x]"), None);
+        // A strict-mode error names the column as the template wrote it.
+        let e = t
+            .plain
+            .render_with_context(
+                "b",
+                &Context::from(json!({"First Name": "Z", "Last Name": "L"})),
+            )
+            .unwrap_err();
+        assert!(
+            render_error(&e, "b", 4).contains("Email Address"),
+            "{}",
+            render_error(&e, "b", 4)
+        );
     }
 
     #[test]

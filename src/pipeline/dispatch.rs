@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, mpsc};
 use super::{End, Error, Options, Reads, Shared, Stop, pace, worker};
 use crate::clock::now_ms;
 use crate::model::{CampaignId, DeliveryState};
+use crate::schedule::{self, Status};
 use crate::store::{Claim, ClaimResult, DueRow};
 
 /// Rows read from the ledger per page.
@@ -79,6 +80,11 @@ async fn drive(
         options.limit.map_or(due_now, |l| l.min(due_now)),
         Ordering::Relaxed,
     );
+    // The send window first: outside it nothing is claimed, charged or even connected.
+    let per_row_zones = options.window.is_some() && options.timezone_column.is_some();
+    if due_now > 0 && !per_row_zones && !wait_for_window(shared, options).await {
+        return Ok(());
+    }
     // One session up front: a wrong password or a missing STARTTLS stops the run here, before
     // any recipient is claimed.
     let mut first_session = None;
@@ -121,17 +127,13 @@ async fn drive(
     }
 
     let mut budget = options.limit;
-    let mut daily_left = match options.rate.daily_cap {
-        Some(cap) => {
-            let since = now_ms() - 24 * 3600 * 1000;
-            let sent = reads.with(move |r| r.accepted_since(since)).await?;
-            Some(cap.saturating_sub(sent))
-        }
-        None => None,
-    };
+    let mut daily_left = daily_left(reads, options).await?;
 
     'passes: loop {
         let mut after = 0i64;
+        // Rows left for later because their own window is closed, and when the first opens.
+        let mut outside = 0u64;
+        let mut opens_at: Option<i64> = None;
         loop {
             if options.guard.enabled && complaints_checked.elapsed() >= COMPLAINT_CHECK {
                 complaints_checked = tokio::time::Instant::now();
@@ -143,9 +145,25 @@ async fn drive(
             let page = reads
                 .with(move |r| r.due_rows(campaign, after, now_ms(), resend, PAGE))
                 .await?;
-            if page.is_empty() {
+            let Some(last) = page.last() else {
                 break;
-            }
+            };
+            after = last.id.0;
+            let page: Vec<DueRow> = if per_row_zones {
+                let now = options.clock.now_ms();
+                page.into_iter()
+                    .filter(|row| match row_status(options, now, row) {
+                        Status::Open { .. } => true,
+                        Status::Closed { opens_at: at } => {
+                            outside += 1;
+                            opens_at = earliest(opens_at, at);
+                            false
+                        }
+                    })
+                    .collect()
+            } else {
+                page
+            };
             let mut rows = page.into_iter().peekable();
             while rows.peek().is_some() {
                 if budget == Some(0) {
@@ -156,6 +174,10 @@ async fn drive(
                     shared.set_end(End::DailyCap);
                     break 'passes;
                 }
+                // The window can close while the run claims: stop claiming at its end.
+                if !per_row_zones && !wait_for_window(shared, options).await {
+                    break 'passes;
+                }
                 let room = [budget, daily_left]
                     .into_iter()
                     .flatten()
@@ -164,9 +186,6 @@ async fn drive(
                     .by_ref()
                     .take(usize::try_from(room).unwrap_or(block))
                     .collect();
-                if let Some(last) = chunk.last() {
-                    after = last.id.0;
-                }
                 let n = chunk.len();
                 // Room in the queue first: a claimed row never waits for the dispatcher.
                 let permits = tokio::select! {
@@ -189,6 +208,23 @@ async fn drive(
         tokio::select! {
             () = shared.wait_idle() => {}
             () = shared.halt.wait() => break 'passes,
+        }
+        if outside > 0 {
+            // Recipients whose own window is closed: not finished.
+            match opens_at {
+                Some(at) if options.wait => {
+                    tracing::info!("{outside} recipients wait for their send window");
+                    tokio::select! {
+                        () = options.clock.sleep_until(at) => {}
+                        () = shared.halt.wait() => break 'passes,
+                    }
+                    continue;
+                }
+                _ => {
+                    shared.set_end(End::Window { opens_at });
+                    break;
+                }
+            }
         }
         if !options.wait {
             break;
@@ -248,6 +284,104 @@ async fn check_complaints(
     Ok(())
 }
 
+/// Notes the run's first claimed row and starts the seeds' start copies of its message.
+fn first_claim(shared: &Arc<Shared>, row: &DueRow) {
+    let mut first = shared
+        .first_claimed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if first.is_some() {
+        return;
+    }
+    *first = Some(row.clone());
+    let task = tokio::spawn(super::copies::seed(shared.clone(), row.clone(), "start"));
+    *shared
+        .seed_start
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+}
+
+/// Whether the campaign's send window is open now (`[schedule]`, by the run's clock). When it
+/// is closed: with `wait`, sleeps (by that clock) until it opens and says yes; otherwise ends
+/// the run with [`End::Window`] and says no. Always yes without a window.
+async fn wait_for_window(shared: &Shared, options: &Options) -> bool {
+    let Some(window) = &options.window else {
+        return true;
+    };
+    loop {
+        match window.status(options.clock.now_ms(), None) {
+            Status::Open { .. } => return true,
+            Status::Closed { opens_at: Some(at) } if options.wait => {
+                tracing::info!("waiting for the send window");
+                tokio::select! {
+                    () = options.clock.sleep_until(at) => {}
+                    () = shared.halt.wait() => return false,
+                }
+            }
+            Status::Closed { opens_at } => {
+                shared.set_end(End::Window { opens_at });
+                return false;
+            }
+        }
+    }
+}
+
+/// The window of one recipient: the campaign's window in the recipient's own zone (the
+/// `timezone_column` field of its stored fields), or in the campaign's zone when it has none.
+fn row_status(options: &Options, now: i64, row: &DueRow) -> Status {
+    let Some(window) = &options.window else {
+        return Status::Open {
+            closes_at: i64::MAX,
+        };
+    };
+    let zone = options.timezone_column.as_deref().and_then(|column| {
+        let fields: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&row.fields).ok()?;
+        let name = fields.get(column)?.trim();
+        // Checked at import: a zone that does not resolve cannot be here; the campaign's
+        // zone is the safe reading if it ever is.
+        (!name.is_empty())
+            .then(|| schedule::zone(name).ok())
+            .flatten()
+    });
+    window.status(now, zone.as_ref())
+}
+
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What this run may still send today under `[rate] daily_cap` and `warmup`, for its From
+/// domain (see `schedule::allowance`): `None` without either.
+async fn daily_left(reads: &Reads, options: &Options) -> Result<Option<u64>, Error> {
+    let rate = &options.rate;
+    if rate.daily_cap.is_none() && rate.warmup.is_empty() {
+        return Ok(None);
+    }
+    let now = options.clock.now_ms();
+    let since = now - schedule::DAY_MS;
+    let domain = options.from_domain.clone();
+    let sending = match domain.clone() {
+        Some(domain) => {
+            reads
+                .with(move |r| r.domain_sending(&domain, since))
+                .await?
+        }
+        None => (None, reads.with(move |r| r.accepted_since(since)).await?),
+    };
+    let today = schedule::today(
+        domain.as_deref().unwrap_or(""),
+        &rate.warmup,
+        rate.daily_cap,
+        sending,
+        now,
+    );
+    Ok(today.map(|a| a.left))
+}
+
 /// Rows claimed per commit for this run's rate (see [`CLAIM_BLOCK`]): at least one per
 /// connection, so that every worker has a row after each claim.
 fn claim_block(options: &Options) -> usize {
@@ -261,7 +395,7 @@ fn claim_block(options: &Options) -> usize {
 /// reserved beforehand). Rows on the suppression list are counted; rows changed meanwhile by
 /// another process are skipped. False when the run must stop (the ledger cannot be written).
 async fn claim_and_queue(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     rows: Vec<DueRow>,
     mut permits: mpsc::PermitIterator<'_, DueRow>,
 ) -> bool {
@@ -284,6 +418,9 @@ async fn claim_and_queue(
     for (row, result) in rows.into_iter().zip(results) {
         match result {
             ClaimResult::Claimed => {
+                if !shared.seeds.is_empty() {
+                    first_claim(shared, &row);
+                }
                 if let Some(permit) = permits.next() {
                     shared.outstanding.fetch_add(1, Ordering::AcqRel);
                     permit.send(row);

@@ -22,8 +22,11 @@ pub struct RateOptions {
     pub burst: u32,
     /// Messages per minute, by recipient domain.
     pub per_domain: BTreeMap<String, f64>,
-    /// Most messages accepted by the relay in any 24 hours.
+    /// Most messages accepted by the relay in any 24 hours, from this From domain.
     pub daily_cap: Option<u64>,
+    /// `[rate] warmup`: the most messages of warm-up day 1, 2, ... (see
+    /// `schedule::allowance`); empty for none.
+    pub warmup: Vec<u64>,
 }
 
 impl Default for RateOptions {
@@ -36,6 +39,7 @@ impl Default for RateOptions {
             burst: 1,
             per_domain: BTreeMap::new(),
             daily_cap: None,
+            warmup: Vec::new(),
         }
     }
 }

@@ -425,20 +425,49 @@ pub struct CampaignRender(pub Arc<Campaign>);
 
 impl Render for CampaignRender {
     fn render(&self, row: &DueRow) -> Result<Outgoing, String> {
-        let fields: BTreeMap<String, String> = serde_json::from_str(&row.fields)
-            .map_err(|e| format!("the ledger's stored fields are not valid JSON: {e}"))?;
-        let contact = Contact {
-            line: row.line,
-            email: row.email.clone(),
-            name: row.name.clone(),
-            fields,
-        };
+        let contact = Self::contact(row)?;
         let rendered = self.0.render(&contact).map_err(|e| e.to_string())?;
         Ok(Outgoing {
             envelope_from: rendered.envelope_from,
             envelope_to: rendered.envelope_to,
             message_id: rendered.message_id,
             bytes: rendered.bytes,
+        })
+    }
+
+    /// Seeds get the message as it is (no subject prefix), addressed to them.
+    fn render_copy(&self, row: &DueRow, to: &str, id: &str) -> Option<Result<Outgoing, String>> {
+        let copy = campaign::Copy {
+            to,
+            subject_prefix: "",
+            id,
+        };
+        Some(
+            Self::contact(row)
+                .and_then(|contact| {
+                    self.0
+                        .render_copy(&contact, &copy, std::time::SystemTime::now())
+                        .map_err(|e| e.to_string())
+                })
+                .map(|r| Outgoing {
+                    envelope_from: r.envelope_from,
+                    envelope_to: r.envelope_to,
+                    message_id: r.message_id,
+                    bytes: r.bytes,
+                }),
+        )
+    }
+}
+
+impl CampaignRender {
+    fn contact(row: &DueRow) -> Result<Contact, String> {
+        let fields: BTreeMap<String, String> = serde_json::from_str(&row.fields)
+            .map_err(|e| format!("the ledger's stored fields are not valid JSON: {e}"))?;
+        Ok(Contact {
+            line: row.line,
+            email: row.email.clone(),
+            name: row.name.clone(),
+            fields,
         })
     }
 }
@@ -502,12 +531,18 @@ pub fn options(campaign: &Campaign) -> Options {
             burst: rate.burst,
             per_domain: rate.per_domain.clone(),
             daily_cap: rate.daily_cap,
+            warmup: rate.warmup.clone(),
         },
         retry: RetryOptions {
             backoff: retry.backoff.clone(),
             max_attempts: retry.max_attempts,
             max_age: retry.max_age,
         },
+        max_message_size: config.smtp.max_message_size,
+        window: campaign.window(),
+        timezone_column: config.contacts.timezone_column.clone(),
+        from_domain: Some(campaign.from_domain().to_owned()),
+        seeds: campaign.seeds().to_vec(),
         ..Options::default()
     }
 }

@@ -154,6 +154,11 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
             // Halted while waiting for the connection or the claim: give it back untouched.
             return unsent(shared, job, claimed).await;
         }
+        if let Some(why) = too_large(shared, live, job) {
+            // Before MAIL: the relay would refuse it (552) after reading all of it, or cut the
+            // connection; no relay is charged with it, and the recipient fails with the reason.
+            return record(shared, &job.row, DeliveryState::Failed, None, why, None).await;
+        }
         // Outcomes are queued without waiting for their commit: a ledger that stopped taking
         // them shows here, before another message goes out that could not be recorded.
         if let Err(e) = shared.writer.check() {
@@ -213,6 +218,32 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
             }
         }
     }
+}
+
+/// The failed attempt for a message larger than the relay's EHLO SIZE or `[smtp]
+/// max_message_size`, if it is.
+fn too_large(shared: &Shared, session: &Session, job: &Job) -> Option<AttemptRecord> {
+    let size = job.bytes.len() as u64;
+    let advertised = session.extensions().size.flatten();
+    let (limit, source) = match (advertised, shared.max_message_size) {
+        (Some(a), Some(m)) if m < a => (m, "[smtp] max_message_size"),
+        (Some(a), _) => (a, "the SIZE the relay advertises"),
+        (None, Some(m)) => (m, "[smtp] max_message_size"),
+        (None, None) => return None,
+    };
+    (size > limit).then(|| AttemptRecord {
+        at: now_ms(),
+        port: Some(session.port()),
+        step: "size",
+        code: None,
+        enhanced: None,
+        reply: Some(format!(
+            "not sent: the message is {size} bytes, more than {source} ({limit} bytes); make \
+             the attachments smaller"
+        )),
+        outcome: AttemptOutcome::Failed,
+        diagnosis: None,
+    })
 }
 
 /// A reconnect failed: abort or pause the run when that is what it means (false), or back off

@@ -58,6 +58,9 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
         )?,
         None => writeln!(out, "Not sent yet: every recipient is pending.")?,
     }
+    if let Some(a) = &report.allowance {
+        writeln!(out, "{}", one_line(&capitalized(&a.to_string())))?;
+    }
     writeln!(out)?;
     writeln!(out, "{:<34}{:>10}", "Recipients", t.recipients)?;
     for state in DeliveryState::ALL {
@@ -174,6 +177,38 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
 
     writeln!(out)?;
     write_series_text(&report.series, out)?;
+    write_test_sends_text(report, out)?;
+    Ok(())
+}
+
+/// The test sends and seed copies, apart from everything above (they count in no total).
+fn write_test_sends_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
+    if report.test_sends.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{} (copies for test addresses and seeds: in no number above)",
+        heading_count(
+            "Test sends",
+            usize::try_from(report.test_send_count).unwrap_or(usize::MAX),
+            report.test_sends.len()
+        )
+    )?;
+    for t in &report.test_sends {
+        writeln!(
+            out,
+            "  {} UTC  {:<5} {:<32} {:<9} from line {}  {}",
+            format_time(t.at),
+            t.kind,
+            truncate(&one_line(&t.address), 32),
+            one_line(&t.outcome),
+            t.source_line
+                .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+            truncate(&one_line(t.reply.as_deref().unwrap_or("")), 50)
+        )?;
+    }
     Ok(())
 }
 
@@ -312,6 +347,12 @@ fn percent_of(part: u64, whole: u64) -> String {
 
 pub(super) use crate::display::one_line;
 
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+}
+
 pub(super) fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         text.to_owned()
@@ -337,6 +378,18 @@ struct Json<'a> {
     reasons: &'a [super::ReasonRow],
     series: &'a [MinutePoint],
     recent: &'a [super::HistoryEntry],
+    /// Test sends and seed copies, newest first (in no other number).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    test_sends: &'a [crate::store::TestSendRow],
+    #[serde(skip_serializing_if = "is_zero")]
+    test_send_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowance: Option<&'a crate::schedule::Allowance>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Writes the report as one JSON object (see the module docs of `report` for the keys).
@@ -357,6 +410,9 @@ pub fn write_json(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
         reasons: &report.reasons,
         series: &report.series,
         recent: &report.recent,
+        test_sends: &report.test_sends,
+        test_send_count: report.test_send_count,
+        allowance: report.allowance.as_ref(),
     };
     serde_json::to_writer_pretty(&mut *out, &json).map_err(io::Error::other)?;
     writeln!(out)
@@ -470,6 +526,10 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
             format_time(c.last_run_at.unwrap_or(at))
         )?,
         None => writeln!(out, "Not sent yet: every recipient is pending.")?,
+    }
+    if let Some(a) = &report.allowance {
+        writeln!(out)?;
+        writeln!(out, "{}", md(&capitalized(&a.to_string())))?;
     }
     writeln!(out)?;
     writeln!(
@@ -609,6 +669,31 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
     } else {
         write!(out, "    ")?;
         write_series_text(&report.series, out)?;
+    }
+    if !report.test_sends.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "## Test sends")?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{} copies for test addresses and seeds, in no number above.",
+            report.test_send_count
+        )?;
+        writeln!(out)?;
+        writeln!(out, "| time (UTC) | kind | address | outcome | from line |")?;
+        writeln!(out, "|---|---|---|---|---:|")?;
+        for t in &report.test_sends {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                format_time(t.at),
+                t.kind,
+                md(&t.address),
+                md(&t.outcome),
+                t.source_line
+                    .map_or_else(|| "-".to_owned(), |l| l.to_string())
+            )?;
+        }
     }
     Ok(())
 }

@@ -510,6 +510,39 @@ pub fn accepted_since(conn: &Connection, since: i64) -> rusqlite::Result<u64> {
     .map(|n| n as u64)
 }
 
+/// Records the From domain of a run.
+pub fn set_run_from_domain(conn: &Connection, run_id: RunId, domain: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE runs SET from_domain = ?2 WHERE id = ?1",
+        params![run_id, domain],
+    )?;
+    Ok(())
+}
+
+/// What the daily cap and the warm-up of one From domain need: when the domain's first message
+/// was accepted (runs of that domain only), and how many were accepted since `since` (its runs,
+/// and runs from before domains were recorded, taken as every domain's).
+pub fn domain_sending(
+    conn: &Connection,
+    domain: &str,
+    since: i64,
+) -> rusqlite::Result<(Option<i64>, u64)> {
+    let first: Option<i64> = conn.query_row(
+        "SELECT min(a.at) FROM attempts a JOIN runs r ON r.id = a.run_id
+         WHERE a.outcome = 'accepted' AND r.from_domain = ?1",
+        params![domain],
+        |r| r.get(0),
+    )?;
+    let recent: i64 = conn.query_row(
+        "SELECT count(*) FROM attempts a JOIN runs r ON r.id = a.run_id
+         WHERE a.outcome = 'accepted' AND a.at >= ?2
+           AND (r.from_domain = ?1 OR r.from_domain IS NULL)",
+        params![domain, since],
+        |r| r.get(0),
+    )?;
+    Ok((first, u64::try_from(recent).unwrap_or(0)))
+}
+
 /// Applies a claim (inside the writer's transaction).
 pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
     // Hot path (one claim per message): cached statements, no re-parsing.

@@ -799,6 +799,35 @@ impl Reader {
         rows.collect::<Result<_, _>>().map_err(&fail)
     }
 
+    /// For the daily cap and warm-up of From domain `domain`: the time of its first accepted
+    /// message, and how many were accepted since `since` (see [`ledger::domain_sending`]).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn domain_sending(&self, domain: &str, since: i64) -> Result<(Option<i64>, u64), Error> {
+        ledger::domain_sending(&self.conn, domain, since).map_err(self.fail())
+    }
+
+    /// The newest `limit` test sends and seed copies of a campaign, newest first.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn test_sends(
+        &self,
+        campaign: CampaignId,
+        limit: usize,
+    ) -> Result<Vec<super::TestSendRow>, Error> {
+        super::test_sends::list(&self.conn, campaign, limit).map_err(self.fail())
+    }
+
+    /// How many test sends and seed copies a campaign has.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn test_send_count(&self, campaign: CampaignId) -> Result<u64, Error> {
+        super::test_sends::count(&self.conn, campaign).map_err(self.fail())
+    }
+
     /// The addresses of a campaign that are final (never sent again).
     ///
     /// # Errors

@@ -45,6 +45,8 @@ enum Op {
     FinishRun(RunId, RunOutcome),
     /// Resolved providers for the cache (background MX lookups during the run).
     Providers(Vec<super::ProviderRecord>),
+    /// A seed copy sent during the run (see `store::test_sends`).
+    TestSend(Box<super::TestSend>),
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
@@ -166,6 +168,18 @@ impl Writer {
         self.check()?;
         self.tx
             .send(Op::Record(Box::new(outcome)))
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    /// Queues the record of a seed copy (fire-and-forget, like an outcome).
+    ///
+    /// # Errors
+    /// When the writer thread has stopped or failed.
+    pub async fn record_test_send(&self, t: super::TestSend) -> Result<(), Error> {
+        self.check()?;
+        self.tx
+            .send(Op::TestSend(Box::new(t)))
             .await
             .map_err(|_| self.gone())
     }
@@ -312,7 +326,8 @@ fn run(
                 | Op::Release(_)
                 | Op::RunPort(..)
                 | Op::FinishRun(..)
-                | Op::Providers(_) => {}
+                | Op::Providers(_)
+                | Op::TestSend(_) => {}
             }
         }
     }
@@ -370,6 +385,7 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::RunPort(run, port) => ledger::set_run_port(&tx, *run, *port)?,
             Op::FinishRun(run, outcome) => ledger::finish_run(&tx, *run, *outcome)?,
             Op::Providers(records) => super::providers::upsert(&tx, records)?,
+            Op::TestSend(t) => super::test_sends::insert(&tx, t)?,
             Op::Sync(_) => {}
         }
     }
@@ -390,7 +406,8 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             | Op::Release(_)
             | Op::RunPort(..)
             | Op::FinishRun(..)
-            | Op::Providers(_) => {}
+            | Op::Providers(_)
+            | Op::TestSend(_) => {}
         }
     }
     Ok(())

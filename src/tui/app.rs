@@ -603,6 +603,9 @@ mod tests {
                 text: "550 5.1.1 no such user".into(),
                 outcome: "bounced_hard".into(),
             }],
+            test_sends: Vec::new(),
+            test_send_count: 0,
+            allowance: None,
         };
         let mut app = App::new("l.db".into(), None, Thresholds::default());
         app.apply(Status::Ready(Box::new(Snapshot {

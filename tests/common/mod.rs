@@ -207,6 +207,37 @@ pub async fn try_run_once(
     }
 }
 
+/// One run through the library's entry point, `Prepared::send` (which also records the run's
+/// From domain from `options`): imports `people`, sends, waits for the ledger writer.
+pub async fn send_prepared(
+    path: &Path,
+    campaign: &str,
+    people: Vec<NewRecipient>,
+    settings: Settings,
+    options: Options,
+    render: Arc<dyn Render>,
+) -> Summary {
+    let prepared = prepare_for(
+        path,
+        campaign,
+        people,
+        &settings.host,
+        settings.security.as_str(),
+    );
+    let transport = mailroom::transport::Transport::new(settings).await.unwrap();
+    prepared
+        .send(pipeline::Outbound {
+            transport,
+            render,
+            options,
+            shutdown: Shutdown::new(),
+            counters: Arc::new(pipeline::Counters::default()),
+            events: None,
+        })
+        .await
+        .unwrap()
+}
+
 /// [`try_run_once`] that must succeed; returns the run's summary and what the import reported.
 pub async fn run_once(
     path: &Path,

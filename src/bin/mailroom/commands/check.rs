@@ -55,6 +55,34 @@ struct Size {
     max: usize,
 }
 
+#[derive(Debug, Serialize)]
+struct Attachment {
+    file: String,
+    bytes: u64,
+    /// What it adds to every message (base64 and its part headers).
+    encoded_bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Oversize {
+    line: u64,
+    email: String,
+    bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct WindowReport {
+    timezone: String,
+    days: Vec<String>,
+    hours: String,
+    not_before: Option<String>,
+    /// Whether the window is open now.
+    open: bool,
+    /// When it closes (open) or opens next (closed), RFC 3339 UTC; null when it never opens.
+    closes_at: Option<String>,
+    opens_at: Option<String>,
+}
+
 #[derive(Debug, Default, Serialize)]
 struct Report {
     campaign: Option<String>,
@@ -70,6 +98,19 @@ struct Report {
     missing_variables: Vec<mailroom::campaign::MissingVariable>,
     columns: Vec<String>,
     message_size: Option<Size>,
+    /// `[campaign] attachments`, in every message.
+    attachments: Vec<Attachment>,
+    /// `[smtp] max_message_size`, when set.
+    max_message_size: Option<u64>,
+    /// Messages larger than `max_message_size` (`send` would fail them without sending).
+    oversize: Vec<Oversize>,
+    oversize_count: u64,
+    /// `[schedule]`, and where the window stands now.
+    window: Option<WindowReport>,
+    /// Today's allowance of the From domain (`[rate] daily_cap` and `warmup`).
+    allowance: Option<mailroom::schedule::Allowance>,
+    /// Seed addresses (`[seeds]`).
+    seeds: Vec<String>,
     /// False when rendering was skipped because a template needs a column the header lacks.
     rendered: bool,
     /// The `[dkim]` signatures ("d=example.com s=mail2026 (RSA 2048-bit)"); empty without it.
@@ -86,6 +127,7 @@ struct Rendered {
     min: Option<usize>,
     max: usize,
     invalid: Vec<Invalid>,
+    oversize: Vec<Oversize>,
 }
 
 fn render_worker(
@@ -94,6 +136,7 @@ fn render_worker(
     now: SystemTime,
 ) -> Rendered {
     let mut out = Rendered::default();
+    let limit = campaign.config().smtp.max_message_size;
     loop {
         // The lock is held only to take one batch, never while rendering.
         let batch = match rx.lock() {
@@ -108,6 +151,13 @@ fn render_worker(
                 Ok(r) => {
                     out.valid += 1;
                     let n = r.bytes.len();
+                    if limit.is_some_and(|l| n as u64 > l) {
+                        out.oversize.push(Oversize {
+                            line: contact.line,
+                            email: contact.email.clone(),
+                            bytes: n,
+                        });
+                    }
                     out.min = Some(out.min.map_or(n, |m| m.min(n)));
                     out.max = out.max.max(n);
                 }
@@ -160,6 +210,56 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     report.rendered = report.missing_variables.is_empty();
+    report.max_message_size = campaign.config().smtp.max_message_size;
+    report.seeds = campaign.seeds().to_vec();
+    let now = mailroom::clock::now_ms();
+    if let (Some(w), Some(sc)) = (campaign.window(), &campaign.config().schedule) {
+        let rfc = |ms: i64| {
+            jiff::Timestamp::from_millisecond(ms)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        };
+        let (open, closes_at, opens_at) = match w.status(now, None) {
+            mailroom::schedule::Status::Open { closes_at } => (true, Some(rfc(closes_at)), None),
+            mailroom::schedule::Status::Closed { opens_at } => (false, None, opens_at.map(rfc)),
+        };
+        report.window = Some(WindowReport {
+            timezone: sc.timezone.clone(),
+            days: sc.days.clone(),
+            hours: sc.hours.clone(),
+            not_before: sc.not_before.clone(),
+            open,
+            closes_at,
+            opens_at,
+        });
+    }
+    let rate = &campaign.config().rate;
+    let ledger = &campaign.config().store.path;
+    let sending = if ledger.exists() {
+        mailroom::store::Reader::open(ledger)
+            .and_then(|r| {
+                r.domain_sending(campaign.from_domain(), now - mailroom::schedule::DAY_MS)
+            })
+            .unwrap_or((None, 0))
+    } else {
+        (None, 0)
+    };
+    report.allowance = mailroom::schedule::today(
+        campaign.from_domain(),
+        &rate.warmup,
+        rate.daily_cap,
+        sending,
+        now,
+    );
+    report.attachments = campaign
+        .attachments()
+        .into_iter()
+        .map(|(f, encoded_bytes)| Attachment {
+            file: f.written,
+            bytes: f.bytes,
+            encoded_bytes,
+        })
+        .collect();
     notes(&campaign, &mut report);
 
     dkim(&campaign, &mut report);
@@ -169,6 +269,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         size.max += extra;
     }
     report.invalid.sort_by_key(|i| i.line);
+    report.oversize.sort_by_key(|o| o.line);
     report.duplicates.sort_by_key(|d| d.line);
     if let Some(e) = &fatal {
         report.errors.push(Problem {
@@ -196,8 +297,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Err(anyhow::Error::new(e).context("reading the contacts stopped"));
     }
-    let problems =
-        report.invalid_count > 0 || report.duplicate_count > 0 || !report.errors.is_empty();
+    let problems = report.invalid_count > 0
+        || report.duplicate_count > 0
+        || report.oversize_count > 0
+        || !report.errors.is_empty();
     Ok(if problems {
         ExitCode::from(1)
     } else {
@@ -296,6 +399,12 @@ fn scan(
         for i in r.invalid {
             if keep(report.invalid.len()) {
                 report.invalid.push(i);
+            }
+        }
+        report.oversize_count += r.oversize.len() as u64;
+        for o in r.oversize {
+            if keep(report.oversize.len()) {
+                report.oversize.push(o);
             }
         }
         if let Some(min) = r.min {
@@ -415,8 +524,54 @@ fn print_text(r: &Report) {
     if !r.rendered {
         println!("\nmessages not rendered: fix the template variables above first");
     }
+    for a in &r.attachments {
+        println!(
+            "attachment {} ({} bytes; {} in every message)",
+            one_line(&a.file),
+            a.bytes,
+            a.encoded_bytes
+        );
+    }
     if let Some(s) = &r.message_size {
-        println!("\nmessage size {}..{} bytes", s.min, s.max);
+        let limit = r
+            .max_message_size
+            .map_or_else(String::new, |m| format!(" ([smtp] max_message_size {m})"));
+        println!("\nmessage size {}..{} bytes{limit}", s.min, s.max);
+    }
+    if !r.oversize.is_empty() {
+        println!("\nmessages over [smtp] max_message_size (`send` fails them without sending):");
+        for o in r.oversize.iter().take(TEXT_LIMIT) {
+            println!(
+                "  line {}: {} bytes [{}]",
+                o.line,
+                o.bytes,
+                one_line(&o.email)
+            );
+        }
+        more(r.oversize_count, TEXT_LIMIT);
+    }
+    if let Some(w) = &r.window {
+        let state = match (w.open, &w.closes_at, &w.opens_at) {
+            (true, Some(c), _) => format!("open now, until {c}"),
+            (false, _, Some(o)) => format!("closed now, opens {o}"),
+            _ => "closed: it never opens (no weekday allowed)".into(),
+        };
+        println!(
+            "send window {} {} ({}): {state}",
+            w.hours,
+            if w.days.is_empty() {
+                "every day".to_owned()
+            } else {
+                w.days.join(", ")
+            },
+            w.timezone
+        );
+    }
+    if let Some(a) = &r.allowance {
+        println!("{a}");
+    }
+    if !r.seeds.is_empty() {
+        println!("seeds      {}", one_line(&r.seeds.join(", ")));
     }
     for d in &r.dkim {
         println!("dkim       signing with {d}");
@@ -424,7 +579,10 @@ fn print_text(r: &Report) {
     for n in &r.notes {
         println!("note: {n}");
     }
-    let clean = r.invalid_count == 0 && r.duplicate_count == 0 && r.errors.is_empty();
+    let clean = r.invalid_count == 0
+        && r.duplicate_count == 0
+        && r.oversize_count == 0
+        && r.errors.is_empty();
     println!(
         "\n{}",
         if clean {

@@ -51,6 +51,8 @@ pub struct Args {
 pub struct Target {
     pub db: PathBuf,
     pub name: Option<String>,
+    /// The loaded campaign, when CAMPAIGN was given (for today's allowance).
+    pub campaign: Option<mailroom::campaign::Campaign>,
 }
 
 /// Resolves CAMPAIGN / --db / --campaign into a ledger path and a campaign name.
@@ -74,7 +76,11 @@ pub fn resolve(
     let name = name
         .map(str::to_owned)
         .or_else(|| loaded.as_ref().map(|c| c.name().to_owned()));
-    Ok(Target { db, name })
+    Ok(Target {
+        db,
+        name,
+        campaign: loaded,
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -124,7 +130,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             report::write_csv(&ledger, summary.id, &mut out).map_err(anyhow::Error::from)
         }
         format => {
-            let data = ledger.campaign_report(&summary)?;
+            let mut data = ledger.campaign_report(&summary)?;
+            if let Some(c) = target
+                .campaign
+                .as_ref()
+                .filter(|c| c.name() == summary.name)
+            {
+                let rate = &c.config().rate;
+                data.allowance = ledger.allowance(
+                    c.from_domain(),
+                    &rate.warmup,
+                    rate.daily_cap,
+                    mailroom::clock::now_ms(),
+                )?;
+            }
             match format {
                 Format::Text => report::write_text(&data, &mut out),
                 Format::Json => report::write_json(&data, &mut out),

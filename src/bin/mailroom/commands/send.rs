@@ -26,6 +26,8 @@ use mailroom::shutdown::Shutdown;
 use mailroom::store::{self, ledger};
 use mailroom::transport::Transport;
 
+mod test_send;
+
 /// Arguments of `mailroom send`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -59,10 +61,29 @@ pub struct Args {
     /// match the configured one stops the send).
     #[arg(long)]
     pub no_dkim_check: bool,
+    /// Send the message of one contact row to these addresses only (a test send, recorded apart
+    /// from the campaign; no recipient is touched, no confirmation is asked).
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        conflicts_with_all = ["limit", "dry_run", "resend_unknown", "wait", "dashboard"]
+    )]
+    pub test: Vec<String>,
+    /// With --test: the contact row whose message is sent (the CSV line where its record
+    /// starts; default: the first valid row).
+    #[arg(long, value_name = "N", requires = "test", conflicts_with = "to")]
+    pub line: Option<u64>,
+    /// With --test: the contact whose message is sent, by address.
+    #[arg(long, value_name = "EMAIL", requires = "test")]
+    pub to: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let campaign = Arc::new(Campaign::load(&args.campaign)?);
+    if !args.test.is_empty() {
+        return test_send::run(&campaign, &args);
+    }
     if args.dry_run {
         return dry_run(&campaign, args.resend_unknown, args.shard);
     }
@@ -182,8 +203,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 prepared.recovered.returned
             );
         }
+        let now = mailroom::clock::now_ms();
+        let rate = &campaign.config().rate;
+        let allowance = store::Reader::open(&ledger_path)?
+            .domain_sending(campaign.from_domain(), now - mailroom::schedule::DAY_MS)
+            .map(|sending| {
+                mailroom::schedule::today(
+                    campaign.from_domain(),
+                    &rate.warmup,
+                    rate.daily_cap,
+                    sending,
+                    now,
+                )
+            })?;
+        if let Some(a) = &allowance {
+            eprintln!("{}", capitalized(&a.to_string()));
+        }
         let due = prepared.due(args.resend_unknown)?;
         let planned = args.limit.map_or(due, |l| l.min(due));
+        // Outside the send window nothing is sent or charged (with --wait the run waits).
+        if let Some(window) = campaign.window()
+            && planned > 0
+            && !args.wait
+            && campaign.config().contacts.timezone_column.is_none()
+            && let mailroom::schedule::Status::Closed { opens_at } = window.status(now, None)
+        {
+            prepared.close(RunOutcome::Window)?;
+            println!("{}", window_closed(opens_at, window.zone_name()));
+            return Ok(ExitCode::SUCCESS);
+        }
         if planned == 0 {
             let (deferred, next) =
                 store::Reader::open(&ledger_path)?.deferred_summary(prepared.campaign_id)?;
@@ -242,7 +290,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         progress.finish().await;
         let took = started.elapsed();
-        report(&summary?, &ledger_path, took)
+        let zone = campaign
+            .window()
+            .map_or_else(|| "UTC".to_owned(), |w| w.zone_name().to_owned());
+        report(&summary?, &ledger_path, took, &zone)
     })
 }
 
@@ -349,6 +400,7 @@ fn report(
     summary: &Summary,
     ledger: &std::path::Path,
     took: std::time::Duration,
+    zone: &str,
 ) -> anyhow::Result<ExitCode> {
     let transactions = summary.transactions;
     let secs = took.as_secs_f64();
@@ -426,7 +478,17 @@ fn report(
             Ok(code(problems))
         }
         End::DailyCap => {
-            println!("Stopped at [rate] daily_cap; {pending} recipients are still pending.");
+            println!(
+                "Stopped at today's allowance ([rate] daily_cap / warmup); {pending} recipients \
+                 are still pending."
+            );
+            Ok(code(problems))
+        }
+        End::Window { opens_at } => {
+            println!(
+                "{} {pending} recipients are still pending.",
+                window_closed(*opens_at, zone)
+            );
             Ok(code(problems))
         }
         End::Throttled(left) => {
@@ -438,6 +500,31 @@ fn report(
         }
         End::Finished => Ok(code(problems)),
     }
+}
+
+/// "The send window is closed; it opens at ..." for the user, in the window's zone and UTC.
+fn window_closed(opens_at: Option<i64>, zone: &str) -> String {
+    let Some(at) = opens_at else {
+        return "The send window is closed and never opens ([schedule] allows no day): nothing \
+                was sent."
+            .into();
+    };
+    let local = jiff::Timestamp::from_millisecond(at)
+        .ok()
+        .zip(mailroom::schedule::zone(zone).ok())
+        .map(|(t, z)| t.to_zoned(z).strftime("%Y-%m-%d %H:%M %Z").to_string())
+        .unwrap_or_default();
+    format!(
+        "The send window is closed: it opens at {local} ({} UTC); nothing more was sent or \
+         charged. Run `mailroom send` again then, or use --wait.",
+        when(at).trim_end_matches(" UTC")
+    )
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
 fn code(problems: u64) -> ExitCode {
