@@ -40,6 +40,10 @@ id!(
     RunId
 );
 id!(
+    /// A relay's row id in the ledger (`[[relay]]`: one per relay name).
+    RelayId
+);
+id!(
     /// A recipient's row id in the ledger (one per campaign and address).
     RecipientId
 );

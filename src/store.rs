@@ -13,7 +13,7 @@
 //!
 //! Submodules: `ledger` (the SQL for import, claims, outcomes, crash recovery), `read` (every
 //! query behind reports, the dashboard and the dispatcher), `providers` (the MX/provider cache),
-//! `feedback` (bounce import and suppressions), `state` (the recipient state machine), `writer` (the one thread that owns
+//! `feedback` (bounce import and suppressions), `relays` (the relays of `[[relay]]` runs: names, cool-offs, per-relay figures), `state` (the recipient state machine), `writer` (the one thread that owns
 //! the write connection during a send and batches commits), `journal` (the in-flight file that
 //! tells recovery which claimed rows had started their transaction) and `lock` (one send per
 //! ledger). This module must not know about SMTP, templates or terminals: callers store what
@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod lock;
 mod providers;
 mod read;
+mod relays;
 pub mod state;
 mod test_sends;
 pub mod writer;
@@ -40,6 +41,7 @@ pub use read::{
     CampaignRecord, ComplaintCount, CountRef, DiagnosisRecord, EntryKind, HistoryEntry,
     MinuteCount, Reader, ReasonRecord, RecipientRef, RecipientRow,
 };
+pub use relays::{Cooloff, RelayFigures};
 pub use test_sends::{TestKind, TestSend, TestSendRow};
 pub use writer::{Writer, WriterThread};
 
@@ -48,7 +50,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::model::{CampaignId, RecipientId, RunId, RunOutcome, Shard};
+use crate::model::{CampaignId, RecipientId, RelayId, RunId, RunOutcome, Shard};
 
 /// The schema, in order. Never edit a file that has landed; append a new one.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -88,6 +90,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0011_from_domain",
         include_str!("store/migrations/0011_from_domain.sql"),
+    ),
+    (
+        "0012_relays",
+        include_str!("store/migrations/0012_relays.sql"),
     ),
 ];
 
@@ -197,7 +203,7 @@ macro_rules! sql_id {
         }
     )*};
 }
-sql_id!(CampaignId, RunId, RecipientId);
+sql_id!(CampaignId, RunId, RecipientId, RelayId);
 
 /// Maps SQLite errors of the ledger at `path` into [`Error::Sqlite`].
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {

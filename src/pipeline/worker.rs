@@ -102,6 +102,7 @@ async fn unrenderable(shared: &Shared, row: &DueRow, reason: String) {
         reply: Some(reason),
         outcome: AttemptOutcome::Failed,
         diagnosis: None,
+        relay: None,
     };
     record(shared, row, DeliveryState::Failed, None, attempt, None).await;
 }
@@ -243,6 +244,7 @@ fn too_large(shared: &Shared, session: &Session, job: &Job) -> Option<AttemptRec
         )),
         outcome: AttemptOutcome::Failed,
         diagnosis: None,
+        relay: None,
     })
 }
 
@@ -401,6 +403,7 @@ fn attempt(reply: &Reply, port: Option<u16>, outcome: AttemptOutcome) -> Attempt
         reply: Some(reply.text.clone()),
         outcome,
         diagnosis: None,
+        relay: None,
     }
 }
 

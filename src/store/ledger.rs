@@ -6,7 +6,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::state::{self, Event};
-use crate::model::{AttemptOutcome, CampaignId, DeliveryState, RecipientId, RunId, RunOutcome};
+use crate::model::{
+    AttemptOutcome, CampaignId, DeliveryState, RecipientId, RelayId, RunId, RunOutcome,
+};
 
 pub use crate::clock::now_ms;
 
@@ -89,6 +91,8 @@ pub struct AttemptRecord {
     pub outcome: AttemptOutcome,
     /// The key of the diagnosis-table row the reply matched (`crate::diagnose`), if any.
     pub diagnosis: Option<&'static str>,
+    /// The `[[relay]]` the attempt went through (`None` for a single `[smtp]` relay).
+    pub relay: Option<RelayId>,
 }
 
 /// The end of a claimed transaction that the recipient is charged for.
@@ -607,8 +611,8 @@ fn insert_attempt(
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO attempts (recipient_id, run_id, at, port, step, code, enhanced, reply, outcome,
-                               diagnosis)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                               diagnosis, relay_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     stmt.execute(params![
         recipient_id,
@@ -620,7 +624,8 @@ fn insert_attempt(
         a.enhanced,
         a.reply,
         a.outcome.as_str(),
-        a.diagnosis
+        a.diagnosis,
+        a.relay
     ])?;
     Ok(())
 }
@@ -841,6 +846,7 @@ mod tests {
                     reply: Some("ok".into()),
                     outcome: AttemptOutcome::Accepted,
                     diagnosis: None,
+                    relay: None,
                 },
                 message_id: None,
             },
@@ -886,6 +892,7 @@ mod tests {
                         reply: Some("try later".into()),
                         outcome: AttemptOutcome::charged(state).unwrap(),
                         diagnosis: None,
+                        relay: None,
                     },
                     message_id: None,
                 },
@@ -995,6 +1002,7 @@ mod tests {
                     reply: Some("later".into()),
                     outcome: AttemptOutcome::Deferred,
                     diagnosis: None,
+                    relay: None,
                 },
                 message_id: None,
             },

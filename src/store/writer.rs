@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ledger::{self, Claim, ClaimResult, Outcome, Release};
 use super::{Error, Ledger};
-use crate::model::{RunId, RunOutcome};
+use crate::model::{RelayId, RunId, RunOutcome};
 
 /// Most operations committed in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -47,12 +47,16 @@ enum Op {
     Providers(Vec<super::ProviderRecord>),
     /// A seed copy sent during the run (see `store::test_sends`).
     TestSend(Box<super::TestSend>),
+    /// The ids of a run's `[[relay]]` names, created as needed; answered after the commit.
+    Relays(Vec<String>, oneshot::Sender<Result<Vec<RelayId>, String>>),
+    /// A relay taken out of the run for its cool-off.
+    Cooloff(Box<super::Cooloff>),
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
 impl Op {
     fn wants_ack(&self) -> bool {
-        matches!(self, Op::ClaimMany(..) | Op::Sync(_))
+        matches!(self, Op::ClaimMany(..) | Op::Relays(..) | Op::Sync(_))
     }
 }
 
@@ -230,6 +234,35 @@ impl Writer {
             .map_err(|_| self.gone())
     }
 
+    /// The ledger ids of a run's relays, by name (rows created as needed); returns once they
+    /// are committed.
+    ///
+    /// # Errors
+    /// When the ledger cannot be written.
+    pub async fn relays(&self, names: Vec<String>) -> Result<Vec<RelayId>, Error> {
+        let (ack, wait) = oneshot::channel();
+        self.tx
+            .send(Op::Relays(names, ack))
+            .await
+            .map_err(|_| self.gone())?;
+        self.thread.unpark();
+        wait.await
+            .map_err(|_| self.gone())?
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Queues a relay's cool-off (committed with the next batch).
+    ///
+    /// # Errors
+    /// When the writer thread has stopped or failed.
+    pub async fn record_cooloff(&self, cooloff: super::Cooloff) -> Result<(), Error> {
+        self.check()?;
+        self.tx
+            .send(Op::Cooloff(Box::new(cooloff)))
+            .await
+            .map_err(|_| self.gone())
+    }
+
     /// Waits until everything queued before it is committed, and reports any earlier failure.
     ///
     /// # Errors
@@ -316,6 +349,9 @@ fn run(
                 Op::ClaimMany(_, ack) => {
                     let _ = ack.send(Err(failure.clone().unwrap_or_default()));
                 }
+                Op::Relays(_, ack) => {
+                    let _ = ack.send(Err(failure.clone().unwrap_or_default()));
+                }
                 Op::Sync(ack) => {
                     let _ = ack.send(match &failure {
                         Some(f) => Err(f.clone()),
@@ -327,7 +363,8 @@ fn run(
                 | Op::RunPort(..)
                 | Op::FinishRun(..)
                 | Op::Providers(_)
-                | Op::TestSend(_) => {}
+                | Op::TestSend(_)
+                | Op::Cooloff(_) => {}
             }
         }
     }
@@ -372,6 +409,7 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     // without waiting, when another connection committed in between (WAL snapshot upgrade).
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut claim_results = Vec::new();
+    let mut relay_ids = Vec::new();
     for op in batch.iter_mut() {
         match op {
             Op::ClaimMany(claims, _) => claim_results.push(
@@ -386,14 +424,22 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::FinishRun(run, outcome) => ledger::finish_run(&tx, *run, *outcome)?,
             Op::Providers(records) => super::providers::upsert(&tx, records)?,
             Op::TestSend(t) => super::test_sends::insert(&tx, t)?,
+            Op::Relays(names, _) => relay_ids.push(super::relays::ensure(&tx, names)?),
+            Op::Cooloff(c) => super::relays::insert_cooloff(&tx, c)?,
             Op::Sync(_) => {}
         }
     }
     tx.commit()?;
     // Committed: answer every ack now and drop the ops so the failure loop sees nothing.
     let mut results = claim_results.into_iter();
+    let mut relay_ids = relay_ids.into_iter();
     for op in batch.drain(..) {
         match op {
+            Op::Relays(_, ack) => {
+                if let Some(ids) = relay_ids.next() {
+                    let _ = ack.send(Ok(ids));
+                }
+            }
             Op::ClaimMany(_, ack) => {
                 if let Some(result) = results.next() {
                     let _ = ack.send(Ok(result));
@@ -407,7 +453,8 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             | Op::RunPort(..)
             | Op::FinishRun(..)
             | Op::Providers(_)
-            | Op::TestSend(_) => {}
+            | Op::TestSend(_)
+            | Op::Cooloff(_) => {}
         }
     }
     Ok(())
@@ -490,6 +537,7 @@ mod tests {
                             reply: Some("ok".into()),
                             outcome: crate::model::AttemptOutcome::Accepted,
                             diagnosis: None,
+                            relay: None,
                         },
                         message_id: None,
                     })

@@ -1,0 +1,144 @@
+//! The relays of runs that send through several `[[relay]]` entries: their rows (one per name,
+//! shared by every campaign of the ledger), the cool-offs a run gave them, and the per-relay
+//! figures behind `report` and the dashboard. Attempts carry their relay in `attempts.relay_id`
+//! (written by `ledger::insert_attempt`); single-`[smtp]` runs leave it NULL.
+//!
+//! It must not decide when a relay cools off (that is `pipeline::relays`).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Error, Reader};
+use crate::model::{CampaignId, RelayId, RunId};
+
+/// One time a run took a relay out until `until` (unix ms); nobody was charged for it.
+#[derive(Debug, Clone)]
+pub struct Cooloff {
+    pub relay: RelayId,
+    pub run_id: RunId,
+    pub at: i64,
+    pub until: i64,
+    /// What the relay did (refused the connection, TLS, AUTH, "service unavailable").
+    pub reason: String,
+}
+
+/// What one relay did for a campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RelayFigures {
+    pub name: String,
+    /// Attempts through this relay, charged or given back.
+    pub attempts: u64,
+    pub accepted: u64,
+    pub deferred: u64,
+    /// Hard and soft bounces at send time.
+    pub bounced: u64,
+    /// Attempts given back uncharged because of the relay ("slow down", out of step, refusals).
+    pub failures: u64,
+    /// Times a run took the relay out for its cool-off.
+    pub cooloffs: u64,
+    /// Why it was taken out last, if it ever was.
+    pub last_cooloff: Option<String>,
+}
+
+/// The ids of `names`, creating the rows that do not exist yet (in order).
+pub(super) fn ensure(conn: &Connection, names: &[String]) -> rusqlite::Result<Vec<RelayId>> {
+    let mut insert = conn.prepare_cached("INSERT OR IGNORE INTO relays (name) VALUES (?1)")?;
+    let mut select = conn.prepare_cached("SELECT id FROM relays WHERE name = ?1")?;
+    names
+        .iter()
+        .map(|name| {
+            insert.execute([name])?;
+            select.query_row([name], |r| r.get(0))
+        })
+        .collect()
+}
+
+pub(super) fn insert_cooloff(conn: &Connection, c: &Cooloff) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO relay_cooloffs (relay_id, run_id, at, until, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![c.relay, c.run_id, c.at, c.until, c.reason])?;
+    Ok(())
+}
+
+impl Reader {
+    /// Per-relay figures of a campaign (its attempts and its runs' cool-offs), by relay name.
+    /// Empty when the campaign never sent through `[[relay]]`.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn relay_figures(&self, campaign: CampaignId) -> Result<Vec<RelayFigures>, Error> {
+        let conn = self.connection();
+        let fail = super::sqlite(self.path());
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT l.name, \
+                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+                     WHERE a.relay_id = l.id AND r.campaign_id = ?1), \
+                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+                     WHERE a.relay_id = l.id AND r.campaign_id = ?1 AND a.outcome = 'accepted'), \
+                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+                     WHERE a.relay_id = l.id AND r.campaign_id = ?1 AND a.outcome = 'deferred'), \
+                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+                     WHERE a.relay_id = l.id AND r.campaign_id = ?1 \
+                       AND a.outcome IN ('bounced_hard', 'bounced_soft')), \
+                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
+                     WHERE a.relay_id = l.id AND r.campaign_id = ?1 \
+                       AND a.outcome IN ('throttled', 'out_of_step', 'aborted')), \
+                   (SELECT count(*) FROM relay_cooloffs c JOIN runs u ON u.id = c.run_id \
+                     WHERE c.relay_id = l.id AND u.campaign_id = ?1), \
+                   (SELECT c.reason FROM relay_cooloffs c JOIN runs u ON u.id = c.run_id \
+                     WHERE c.relay_id = l.id AND u.campaign_id = ?1 ORDER BY c.at DESC, c.id DESC \
+                     LIMIT 1) \
+                 FROM relays l ORDER BY l.name",
+            )
+            .map_err(&fail)?;
+        let rows = stmt
+            .query_map([campaign], |row| {
+                let n = |i| row.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+                Ok(RelayFigures {
+                    name: row.get(0)?,
+                    attempts: n(1)?,
+                    accepted: n(2)?,
+                    deferred: n(3)?,
+                    bounced: n(4)?,
+                    failures: n(5)?,
+                    cooloffs: n(6)?,
+                    last_cooloff: row.get(7)?,
+                })
+            })
+            .map_err(&fail)?;
+        let all: Vec<RelayFigures> = rows.collect::<Result<_, _>>().map_err(&fail)?;
+        // Relays of other campaigns of the ledger are not this campaign's.
+        Ok(all
+            .into_iter()
+            .filter(|f| f.attempts > 0 || f.cooloffs > 0)
+            .collect())
+    }
+
+    /// Messages a relay took on since `since` (unix ms), in any campaign: the transactions it
+    /// answered, whatever the answer (`[[relay]] daily_cap`).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn relay_sent_since(&self, name: &str, since: i64) -> Result<u64, Error> {
+        let conn = self.connection();
+        let fail = super::sqlite(self.path());
+        let id: Option<RelayId> = conn
+            .prepare_cached("SELECT id FROM relays WHERE name = ?1")
+            .map_err(&fail)?
+            .query_row([name], |r| r.get(0))
+            .optional()
+            .map_err(&fail)?;
+        let Some(id) = id else { return Ok(0) };
+        let n: i64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM attempts WHERE relay_id = ?1 AND at >= ?2 \
+                 AND outcome IN ('accepted', 'deferred', 'bounced_hard', 'bounced_soft', \
+                                 'failed', 'unknown')",
+            )
+            .map_err(&fail)?
+            .query_row(params![id, since], |r| r.get(0))
+            .map_err(&fail)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
