@@ -116,7 +116,7 @@ async fn run(path: &Path, n: usize, port: u16, lookup: Option<Lookup>) -> (f64, 
     let started = std::time::Instant::now();
     let summary = prepared
         .send(Outbound {
-            transport: Transport::new(settings).await.unwrap(),
+            relays: Transport::new(settings).await.unwrap().into(),
             render: Arc::new(Plain),
             options,
             shutdown: Shutdown::new(),

@@ -24,6 +24,7 @@
 //! `worker` connects and sends, `decide` is the pure table of what an outcome means, `pace` the
 //! rate limits and back-off, `guard` the circuit breaker (`[guard]`: pause before a list burns
 //! the domain), `providers` who hosts each recipient domain (and its background MX lookups),
+//! `relays` which relay each message goes through (`[[relay]]`: weights, cool-offs, failover),
 //! `setup` the glue from a campaign. This module must not parse
 //! campaigns or SMTP replies itself: rendering comes through [`Render`], reply meaning from
 //! `transport::classify`, and every ledger access goes through `store`.
@@ -34,6 +35,7 @@ mod dispatch;
 pub mod guard;
 pub mod pace;
 pub mod providers;
+pub mod relays;
 pub mod secrets;
 pub mod setup;
 mod worker;
@@ -49,11 +51,12 @@ use tokio::sync::Notify;
 use crate::model::{CampaignId, DeliveryState, RunId, RunOutcome};
 use crate::shutdown::Shutdown;
 use crate::store::{self, DueRow, Writer};
-use crate::transport::{ConnectFailure, Reply, Transport, Verdict};
+use crate::transport::{ConnectFailure, Reply, Verdict};
 
 pub use guard::{GuardOptions, Trip};
 pub use pace::{Limits, Pacer, RateOptions, RetryOptions};
 pub use providers::Lookup;
+pub use relays::{RelayReport, RelaySpec, Relays};
 
 use crate::model::DsnNotify;
 
@@ -251,6 +254,9 @@ pub enum Stop {
     Internal(String),
     /// The circuit breaker tripped (`[guard]`): a rate went past its limit.
     Guard(Trip),
+    /// Every `[[relay]]` is cooling off (or capped for the day): each relay's name and why it
+    /// was left out last.
+    Relays(Vec<(String, String)>),
 }
 
 impl Stop {
@@ -292,6 +298,14 @@ impl fmt::Display for Stop {
             ),
             Stop::Ledger(why) | Stop::Journal(why) | Stop::Internal(why) => f.write_str(why),
             Stop::Guard(trip) => trip.fmt(f),
+            Stop::Relays(relays) => {
+                f.write_str("every relay is cooling off: ")?;
+                let parts: Vec<String> = relays
+                    .iter()
+                    .map(|(name, why)| format!("{name}: {why}"))
+                    .collect();
+                f.write_str(&parts.join("; "))
+            }
         }
     }
 }
@@ -359,6 +373,8 @@ pub struct Summary {
     pub states: Vec<(DeliveryState, u64)>,
     pub deferred_total: u64,
     pub next_retry_at: Option<i64>,
+    /// What each `[[relay]]` did in this run (empty with one `[smtp]` relay).
+    pub relays: Vec<RelayReport>,
 }
 
 impl Summary {
@@ -458,7 +474,8 @@ where
 
 /// What a run sends with, besides the prepared ledger.
 pub struct Outbound {
-    pub transport: Arc<Transport>,
+    /// The relay of `[smtp]` (`Arc<Transport>` converts), or the `[[relay]]`s.
+    pub relays: Relays,
     pub render: Arc<dyn Render>,
     pub options: Options,
     pub shutdown: Shutdown,
@@ -508,7 +525,7 @@ impl Prepared {
             writer,
             campaign_id,
             run_id,
-            transport: send.transport,
+            relays: send.relays,
             render: send.render,
             options: send.options,
             shutdown: send.shutdown,
@@ -532,7 +549,7 @@ pub struct Run {
     pub writer: Writer,
     pub campaign_id: CampaignId,
     pub run_id: RunId,
-    pub transport: Arc<Transport>,
+    pub relays: Relays,
     pub render: Arc<dyn Render>,
     pub options: Options,
     pub shutdown: Shutdown,
@@ -575,7 +592,8 @@ struct Shared {
     seed_start: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     journal: store::journal::Journal,
     run_id: RunId,
-    transport: Arc<Transport>,
+    /// The relays and their cool-offs.
+    relays: relays::Pool,
     render: Arc<dyn Render>,
     limits: Limits,
     pacer: Pacer,
@@ -680,7 +698,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         writer,
         campaign_id,
         run_id,
-        transport,
+        relays,
         render,
         options,
         shutdown,
@@ -714,6 +732,14 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             return Err(Error::Store(e));
         }
     };
+    let pool = match relay_pool(relays, &writer, &reader, options.clock.now_ms()).await {
+        Ok(pool) => pool,
+        Err(e) => {
+            let _ = writer.finish_run(run_id, RunOutcome::Aborted).await;
+            let _ = writer.sync().await;
+            return Err(e);
+        }
+    };
     let provider_map = Arc::new(providers::ProviderMap::from_cache(cache));
     let reads = Reads(Arc::new(std::sync::Mutex::new(reader)));
     // Never awaited by sending: given `FINISH_GRACE` when the run ends, then aborted; whatever
@@ -745,7 +771,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         seed_start: std::sync::Mutex::new(None),
         journal,
         run_id,
-        transport,
+        relays: pool,
         render,
         limits: Limits::new(&options.rate),
         pacer: Pacer::new(options.throttle_backoff, options.throttle_max),
@@ -858,5 +884,30 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         states,
         deferred_total,
         next_retry_at,
+        relays: shared.relays.reports(),
     })
+}
+
+/// The run's relay pool: with `[[relay]]`s, their ledger ids (rows created as needed) and what
+/// each took in the last 24 hours (for its daily cap).
+async fn relay_pool(
+    relays: Relays,
+    writer: &Writer,
+    reader: &store::Reader,
+    now: i64,
+) -> Result<relays::Pool, Error> {
+    if !relays.is_several() {
+        return Ok(relays::Pool::new(relays, &[], &[]));
+    }
+    let ids = writer.relays(relays.names()).await?;
+    let since = now - crate::schedule::DAY_MS;
+    let mut sent = Vec::new();
+    for (name, cap) in relays.names().iter().zip(relays.daily_caps()) {
+        // Reads only for a capped relay: they scan its attempts of the day.
+        sent.push(match cap {
+            Some(_) => reader.relay_sent_since(name, since)?,
+            None => 0,
+        });
+    }
+    Ok(relays::Pool::new(relays, &ids, &sent))
 }

@@ -363,6 +363,15 @@ async fn accept_loop(
                         });
                     }
                 }
+                // `[session] die_after_messages`: a dead relay takes no connection.
+                Ok((stream, _))
+                    if context
+                        .policy
+                        .observer
+                        .has_died(context.policy.script.session.die_after_messages) =>
+                {
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
                     connections.spawn(handle(stream, peer, implicit_tls, context.clone()));
                 }

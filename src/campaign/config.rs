@@ -22,6 +22,7 @@ pub use signing::{DkimSection, DnsSection, SecondSignature, parse_resolver};
 
 mod locate;
 mod ops;
+mod relays;
 pub(crate) use locate::key_line;
 use locate::toml_error;
 pub use ops::{ScheduleSection, SeedsSection, TestSection};
@@ -35,6 +36,9 @@ pub struct Config {
     pub contacts: ContactsSection,
     #[serde(default)]
     pub smtp: SmtpConfig,
+    /// `[[relay]]`: several relays instead of `[smtp]` (never both; see `config::relays`).
+    #[serde(default)]
+    pub relay: Vec<SmtpConfig>,
     #[serde(default)]
     pub rate: RateConfig,
     #[serde(default)]
@@ -139,7 +143,10 @@ impl ContactsSection {
 
 pub use crate::model::Security;
 
-/// `[smtp]`: the relay. `host` is empty when not configured (only `send` needs it).
+/// `[smtp]`: the relay. `host` is empty when not configured (only `send` needs it). The same
+/// table is one `[[relay]]` entry, which also takes the relay-only keys at the end (`name`,
+/// `weight`, ...): one type keeps every `[smtp]` key valid in a relay with its line numbers, and
+/// `config::relays` refuses the relay-only keys in `[smtp]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -206,6 +213,23 @@ pub struct SmtpConfig {
     /// with it, `send` fails a larger one without sending it (as it does past the relay's SIZE).
     #[serde(default)]
     pub max_message_size: Option<u64>,
+    /// `[[relay]]` only: the relay's name in the ledger and reports (required, unique).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `[[relay]]` only: its share of the messages (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// `[[relay]]` only: its own pace, on top of `[rate]`.
+    #[serde(default, deserialize_with = "de_opt_number")]
+    pub per_second: Option<f64>,
+    #[serde(default, deserialize_with = "de_opt_number")]
+    pub per_minute: Option<f64>,
+    /// `[[relay]]` only: most messages handed to it in any 24 hours.
+    #[serde(default)]
+    pub daily_cap: Option<u64>,
+    /// `[[relay]]` only: how long it is left out after it failed (default 5 minutes).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub cooloff: Option<Duration>,
 }
 
 impl Default for SmtpConfig {
@@ -237,6 +261,12 @@ impl Default for SmtpConfig {
             token_url: None,
             scope: None,
             max_message_size: None,
+            name: None,
+            weight: None,
+            per_second: None,
+            per_minute: None,
+            daily_cap: None,
+            cooloff: None,
         }
     }
 }
@@ -460,6 +490,10 @@ fn de_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 fn de_duration_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -703,70 +737,10 @@ impl Config {
                 ));
             }
         }
-        if self.smtp.connections == 0 {
-            return Err(invalid(
-                "smtp",
-                "connections",
-                "connections must be at least 1".into(),
-                "Set connections = 1 or more.",
-            ));
+        if let Err((key, message, fix)) = relays::check_smtp(&self.smtp) {
+            return Err(invalid("smtp", key, message, &fix));
         }
-        if self.smtp.messages_per_connection == 0 {
-            return Err(invalid(
-                "smtp",
-                "messages_per_connection",
-                "messages_per_connection must be at least 1".into(),
-                "Set messages_per_connection = 1 or more.",
-            ));
-        }
-        if let Some(name) = &self.smtp.hello_name
-            && let Err(reason) = crate::smtp::check_hello_name(name)
-        {
-            return Err(invalid(
-                "smtp",
-                "hello_name",
-                reason,
-                "Use the relay-facing host name of this machine, e.g. hello_name = \"mail.example.com\", or remove the key.",
-            ));
-        }
-        if self.smtp.security == Security::None {
-            // The same rules `send` enforces, checked without resolving the host.
-            if !self.smtp.host.is_empty() && !crate::smtp::is_loopback_host(&self.smtp.host) {
-                return Err(invalid(
-                    "smtp",
-                    "security",
-                    format!(
-                        "security = \"none\" sends in plaintext, which is only allowed to this \
-                         machine, and {} is not localhost or a loopback address",
-                        self.smtp.host
-                    ),
-                    "Use security = \"starttls\" (port 587) or \"tls\" (port 465).",
-                ));
-            }
-            if self.smtp.username.is_some() {
-                return Err(invalid(
-                    "smtp",
-                    "username",
-                    "refusing to authenticate without TLS (security = \"none\" with a username)"
-                        .into(),
-                    "Remove username, or use security = \"starttls\" or \"tls\".",
-                ));
-            }
-        }
-        for (key, value) in [
-            ("connect_timeout", self.smtp.connect_timeout),
-            ("command_timeout", self.smtp.command_timeout),
-            ("data_timeout", self.smtp.data_timeout),
-        ] {
-            if value > MAX_TIMEOUT {
-                return Err(invalid(
-                    "smtp",
-                    key,
-                    format!("{key} = {} s is longer than an hour", value.as_secs()),
-                    "Use a timeout in seconds of at most 3600, e.g. 60.",
-                ));
-            }
-        }
+        relays::validate(self, text, path)?;
         if self.retry.max_age > MAX_RETRY_AGE {
             return Err(invalid(
                 "retry",
@@ -796,9 +770,6 @@ impl Config {
                 ),
                 "Make every backoff step shorter than max_age, e.g. backoff = [\"30m\", \"1h\", \"4h\"].",
             ));
-        }
-        if let Err((key, message, fix)) = auth::validate(&self.smtp) {
-            return Err(invalid("smtp", key, message, &fix));
         }
         // A pace slower than one message a day, or faster than a billion a second, is a typo
         // (and would overflow the pacer's interval arithmetic).
@@ -902,8 +873,6 @@ impl Config {
     }
 }
 
-/// The longest `[smtp]` timeout accepted: past an hour, a stalled relay looks like a hung run.
-const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The longest `[retry] max_age` accepted (every retry is capped by it).
 const MAX_RETRY_AGE: Duration = Duration::from_secs(30 * 86_400);
 

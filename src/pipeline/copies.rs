@@ -148,7 +148,7 @@ pub(super) async fn seed(shared: Arc<Shared>, row: DueRow, phase: &'static str) 
             Some(Err(reason)) => failed.push((to.clone(), reason)),
         }
     }
-    let results = match send_copies(&shared.transport, &messages).await {
+    let results = match send_copies(shared.relays.first_transport(), &messages).await {
         Ok(results) => results,
         Err(stop) => {
             failed.extend(

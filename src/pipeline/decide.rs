@@ -68,6 +68,9 @@ pub struct Decision {
     pub slow_down: bool,
     /// Said before the reply text in the recorded attempt.
     pub note: Option<&'static str>,
+    /// The relay, not the recipient, failed (with several relays: it counts towards the
+    /// relay's cool-off, and the message goes to another relay).
+    pub relay_fault: bool,
 }
 
 impl Decision {
@@ -78,6 +81,7 @@ impl Decision {
             run: ForRun::Continue,
             slow_down: false,
             note: None,
+            relay_fault: false,
         }
     }
 
@@ -101,6 +105,9 @@ pub struct Context {
     pub accepted_any: bool,
     /// "Slow down" replies in a row across the run, this one included when it is one.
     pub throttles_in_a_row: u32,
+    /// Several relays (`[[relay]]`): a relay that asks to slow down or refuses the sender for
+    /// now is a relay fault (it cools off after a few), not a reason to slow or pause the run.
+    pub failover: bool,
 }
 
 /// Decides what a transaction's outcome means.
@@ -171,7 +178,19 @@ pub fn diagnosis(reply: &Reply, provider: impl FnOnce() -> Provider) -> Option<&
 
 fn replied(reply: &Reply, cx: Context) -> Decision {
     let give_back = |outcome| Decision::new(Charge::GiveBack(Some(outcome)));
-    match reply.verdict().unwrap_or(Verdict::Deferred) {
+    let verdict = reply.verdict().unwrap_or(Verdict::Deferred);
+    let relay_fault =
+        verdict == Verdict::Throttle || (verdict == Verdict::Deferred && reply.step == Step::Mail);
+    if cx.failover && relay_fault {
+        // Another relay may take it: uncharged, retried there; the pool cools this relay off
+        // after a few in a row, and the run pauses only when every relay is cooling off.
+        return Decision {
+            relay_fault: true,
+            ..give_back(AttemptOutcome::Throttled)
+        }
+        .retry_or(cx.retries, |d| d.next = Next::LeaveForLater);
+    }
+    match verdict {
         Verdict::Accepted => Decision {
             run: ForRun::Succeeded,
             ..Decision::new(Charge::Record(DeliveryState::Accepted))
@@ -246,11 +265,13 @@ mod tests {
         retries: 0,
         accepted_any: false,
         throttles_in_a_row: 0,
+        failover: false,
     };
     const LAST_TRY: Context = Context {
         retries: RETRIES_IN_RUN - 1,
         accepted_any: false,
         throttles_in_a_row: 0,
+        failover: false,
     };
 
     #[test]
@@ -611,5 +632,45 @@ mod tests {
                 _ => assert!(matches!(d.charge, Charge::GiveBack(_)), "{r:?}: {d:?}"),
             }
         }
+    }
+
+    #[test]
+    fn with_several_relays_slow_down_is_the_relays_fault_and_never_pauses_the_run() {
+        let busy = reply(Step::Rcpt, 421, "4.7.0 too many messages, slow down");
+        let mail_451 = reply(Step::Mail, 451, "4.3.0 local problem");
+        let rcpt_451 = reply(Step::Rcpt, 451, "4.3.0 try again later");
+        let several = Context {
+            failover: true,
+            throttles_in_a_row: THROTTLES_IN_A_ROW + 3,
+            ..FIRST
+        };
+        for r in [&busy, &mail_451] {
+            let d = decide(&TxOutcome::Replied(r.clone()), several);
+            assert_eq!(d.charge, Charge::GiveBack(Some(AttemptOutcome::Throttled)));
+            assert_eq!((d.next, d.run.clone()), (Next::Retry, ForRun::Continue));
+            assert!(d.relay_fault && !d.slow_down, "{r:?}");
+            let last = decide(
+                &TxOutcome::Replied(r.clone()),
+                Context {
+                    retries: RETRIES_IN_RUN - 1,
+                    ..several
+                },
+            );
+            assert_eq!(last.next, Next::LeaveForLater);
+        }
+        // The recipient's own deferral is still the recipient's.
+        let d = decide(&TxOutcome::Replied(rcpt_451), several);
+        assert_eq!(d.charge, Charge::Temporary);
+        assert!(!d.relay_fault);
+        // One relay: the run-wide rules as before.
+        let one = decide(
+            &TxOutcome::Replied(busy),
+            Context {
+                throttles_in_a_row: THROTTLES_IN_A_ROW,
+                ..FIRST
+            },
+        );
+        assert!(matches!(one.run, ForRun::Pause(Stop::Busy(_))));
+        assert!(!one.relay_fault);
     }
 }

@@ -89,28 +89,7 @@ async fn drive(
     // any recipient is claimed.
     let mut first_session = None;
     if due_now > 0 && !shared.halt.is_triggered() {
-        match shared.transport.connect().await {
-            Ok(session) => {
-                let port = session.port();
-                shared.port.store(port, Ordering::Relaxed);
-                shared
-                    .writer
-                    .set_run_port(shared.run_id, port)
-                    .await
-                    .map_err(Error::Store)?;
-                first_session = Some(session);
-            }
-            Err(failure) => {
-                // A relay that is busy right now ("421 try later") pauses the run; one that
-                // refuses us, our TLS or our credentials, or cannot be reached, aborts it.
-                let stop = Stop::connect(failure);
-                shared.stop(if matches!(stop, Stop::Busy(_)) {
-                    End::Paused(stop)
-                } else {
-                    End::Aborted(stop)
-                });
-            }
-        }
+        first_session = first_session_of(shared).await?;
     }
 
     // Claimed rows wait here for a worker. Room for two blocks: one being sent while the next
@@ -252,6 +231,64 @@ async fn drive(
         }
     }
     Ok(())
+}
+
+/// The run's first session, and the index of its relay. With one relay, a failure ends the run
+/// (a relay busy right now pauses it; one that refuses us, our TLS or our credentials, or
+/// cannot be reached, aborts it). With several, each relay that fails cools off and the next is
+/// tried, in configuration order (no message is sent here, so the weighted choice is left
+/// alone); the run pauses only when none of them connects.
+async fn first_session_of(
+    shared: &Shared,
+) -> Result<Option<(usize, crate::transport::Session)>, Error> {
+    let pool = &shared.relays;
+    for i in 0..pool.len() {
+        match pool.transport(i).connect().await {
+            Ok(session) => {
+                let port = session.port();
+                shared.port.store(port, Ordering::Relaxed);
+                shared
+                    .writer
+                    .set_run_port(shared.run_id, port)
+                    .await
+                    .map_err(Error::Store)?;
+                return Ok(Some((i, session)));
+            }
+            Err(failure) if pool.is_failover() => {
+                let why = failure.to_string();
+                tracing::warn!("relay {}: {why}", pool.name(i));
+                if let Some(cooled) = pool.cool_off(i, &why)
+                    && let Some(relay) = cooled.id
+                {
+                    let at = now_ms();
+                    let ms = i64::try_from(cooled.cooloff.as_millis()).unwrap_or(i64::MAX);
+                    shared
+                        .writer
+                        .record_cooloff(crate::store::Cooloff {
+                            relay,
+                            run_id: shared.run_id,
+                            at,
+                            until: at.saturating_add(ms),
+                            reason: why,
+                        })
+                        .await
+                        .map_err(Error::Store)?;
+                }
+            }
+            Err(failure) => {
+                let stop = Stop::connect(failure);
+                shared.stop(if matches!(stop, Stop::Busy(_)) {
+                    End::Paused(stop)
+                } else {
+                    End::Aborted(stop)
+                });
+                return Ok(None);
+            }
+        }
+    }
+    // Several relays, and every one failed: nothing was claimed; pause.
+    shared.stop(End::Paused(Stop::Relays(pool.failures())));
+    Ok(None)
 }
 
 /// Reads the campaign's complaints and recipients accepted, per provider and overall, and

@@ -473,13 +473,20 @@ impl CampaignRender {
 }
 
 /// Transport settings from `[smtp]`, with the password read from the environment variable named
-/// by `password_env` or from `password_file` (first line, trailing newline removed).
+/// by `password_env` or from `password_file` (first line, trailing newline removed). With
+/// `[[relay]]` tables instead, the first relay's (test sends and seed copies go through it).
 ///
 /// # Errors
 /// When no host is set, or the password is configured but cannot be read.
 pub fn settings(campaign: &Campaign) -> Result<Settings, Error> {
-    let smtp = &campaign.config().smtp;
-    let config = campaign.config_path().to_owned();
+    let config = campaign.config();
+    let smtp = config.relay.first().unwrap_or(&config.smtp);
+    settings_of(smtp, campaign.config_path())
+}
+
+/// One relay table's transport settings (`[smtp]` or a `[[relay]]`), secrets read.
+fn settings_of(smtp: &campaign::SmtpConfig, config: &std::path::Path) -> Result<Settings, Error> {
+    let config = config.to_owned();
     if smtp.host.trim().is_empty() {
         return Err(Error::NoHost { config });
     }
@@ -499,6 +506,84 @@ pub fn settings(campaign: &Campaign) -> Result<Settings, Error> {
         command_timeout: smtp.command_timeout,
         data_timeout: smtp.data_timeout,
         messages_per_connection: smtp.messages_per_connection,
+    })
+}
+
+/// One `[[relay]]` ready to be connected: its transport settings (secrets read) and the keys
+/// that make it one relay among several.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub name: String,
+    pub weight: u32,
+    pub rate: RateOptions,
+    pub daily_cap: Option<u64>,
+    pub cooloff: std::time::Duration,
+    pub settings: Settings,
+}
+
+impl RelaySettings {
+    /// The relay with its transport (the host resolved, the CA file loaded).
+    ///
+    /// # Errors
+    /// See [`crate::transport::Transport::new`].
+    pub async fn into_spec(self) -> Result<super::RelaySpec, crate::transport::Error> {
+        Ok(super::RelaySpec {
+            transport: crate::transport::Transport::new(self.settings).await?,
+            name: self.name,
+            weight: self.weight,
+            rate: self.rate,
+            daily_cap: self.daily_cap,
+            cooloff: self.cooloff,
+        })
+    }
+}
+
+/// The `[[relay]]` tables of the campaign (empty with `[smtp]`), secrets read.
+///
+/// # Errors
+/// When a relay's password is configured but cannot be read.
+pub fn relays(campaign: &Campaign) -> Result<Vec<RelaySettings>, Error> {
+    campaign
+        .config()
+        .relay
+        .iter()
+        .map(|r| {
+            Ok(RelaySettings {
+                name: r.name.clone().unwrap_or_default().trim().to_owned(),
+                weight: r.weight.unwrap_or(1).max(1),
+                rate: RateOptions {
+                    per_second: r.per_second,
+                    per_minute: r.per_minute,
+                    per_hour: None,
+                    burst: 1,
+                    per_domain: BTreeMap::new(),
+                    daily_cap: None,
+                    warmup: Vec::new(),
+                },
+                daily_cap: r.daily_cap,
+                cooloff: r.cooloff.unwrap_or(super::relays::DEFAULT_COOLOFF),
+                settings: settings_of(r, campaign.config_path())?,
+            })
+        })
+        .collect()
+}
+
+/// The relays of a `send`: the `[[relay]]`s when there are any, else `[smtp]`'s `transport`.
+///
+/// # Errors
+/// See [`RelaySettings::into_spec`].
+pub async fn route(
+    relays: Vec<RelaySettings>,
+    transport: std::sync::Arc<crate::transport::Transport>,
+) -> Result<super::Relays, crate::transport::Error> {
+    let mut specs = Vec::with_capacity(relays.len());
+    for relay in relays {
+        specs.push(relay.into_spec().await?);
+    }
+    let mut specs = specs.into_iter();
+    Ok(match specs.next() {
+        Some(first) => super::Relays::several(first, specs.collect()),
+        None => transport.into(),
     })
 }
 
@@ -522,8 +607,18 @@ pub fn options(campaign: &Campaign) -> Options {
     let config = campaign.config();
     let rate = &config.rate;
     let retry = &config.retry;
+    // Several relays: every relay's connections work for the run (a worker holds a session to
+    // each relay it uses), and the smallest message size limit holds for all of them.
+    let (connections, max_message_size) = if config.relay.is_empty() {
+        (config.smtp.connections, config.smtp.max_message_size)
+    } else {
+        (
+            config.relay.iter().map(|r| r.connections).sum(),
+            config.relay.iter().filter_map(|r| r.max_message_size).min(),
+        )
+    };
     Options {
-        connections: config.smtp.connections.max(1),
+        connections: connections.max(1),
         rate: RateOptions {
             per_second: rate.per_second,
             per_minute: rate.per_minute,
@@ -538,7 +633,7 @@ pub fn options(campaign: &Campaign) -> Options {
             max_attempts: retry.max_attempts,
             max_age: retry.max_age,
         },
-        max_message_size: config.smtp.max_message_size,
+        max_message_size,
         window: campaign.window(),
         timezone_column: config.contacts.timezone_column.clone(),
         from_domain: Some(campaign.from_domain().to_owned()),

@@ -3,6 +3,10 @@
 //! it, and carries out what `decide` says about the outcome (record or give back; retry, leave,
 //! pause, abort). Every row it takes ends charged or given back, never dropped.
 //!
+//! With several relays (`[[relay]]`) it keeps one session per relay, asks the pool which relay
+//! each message goes through, and gives a message that a relay failed back uncharged, to go
+//! through another; the relay cools off (see `relays`).
+//!
 //! It must not read the ledger or interpret replies: `decide` does the latter, and what it
 //! learns goes to the ledger writer.
 
@@ -13,10 +17,11 @@ use lettre::Address;
 use tokio::sync::{Mutex, mpsc};
 
 use super::decide::{self, Charge, Context, Decision, ForRun, Next};
+use super::relays::{CooledOff, Pick};
 use super::{End, Render, Shared, Stop, pace};
 use crate::clock::now_ms;
-use crate::model::{AttemptOutcome, DeliveryState, RecipientId};
-use crate::store::{AttemptRecord, Claim, ClaimResult, DueRow, Outcome, Release};
+use crate::model::{AttemptOutcome, DeliveryState, RecipientId, RelayId};
+use crate::store::{AttemptRecord, Claim, ClaimResult, Cooloff, DueRow, Outcome, Release};
 use crate::transport::{ConnectFailure, Reply, Session, Verdict, dsn};
 
 /// Consecutive failed reconnects after which the run pauses.
@@ -31,12 +36,20 @@ struct Job {
     bytes: Vec<u8>,
 }
 
-/// Takes rows until the queue closes; `session` is the dispatcher's first session, if any.
+/// Takes rows until the queue closes; `first` is the dispatcher's first session (and the
+/// index of its relay), if any.
 pub(super) async fn run(
     shared: Arc<Shared>,
     rx: Arc<Mutex<mpsc::Receiver<DueRow>>>,
-    mut session: Option<Session>,
+    first: Option<(usize, Session)>,
 ) {
+    // One session per relay (one with `[smtp]`).
+    let mut sessions: Vec<Option<Session>> = (0..shared.relays.len()).map(|_| None).collect();
+    if let Some((i, session)) = first
+        && let Some(slot) = sessions.get_mut(i)
+    {
+        *slot = Some(session);
+    }
     loop {
         let row = { rx.lock().await.recv().await };
         let Some(row) = row else { break };
@@ -45,7 +58,7 @@ pub(super) async fn run(
             give_back(&shared, row.id, None).await;
         } else {
             match build_job(shared.render.as_ref(), row) {
-                Ok(job) => process(&shared, &mut session, &job).await,
+                Ok(job) => process(&shared, &mut sessions, &job).await,
                 // Only this row's message cannot be built (the import checks every row, so this
                 // is rare): charge it alone, with the reason, and let the run go on.
                 Err(failed) => {
@@ -56,7 +69,7 @@ pub(super) async fn run(
         }
         shared.finish_job();
     }
-    if let Some(session) = session {
+    for session in sessions.into_iter().flatten() {
         session.quit().await;
     }
 }
@@ -107,9 +120,10 @@ async fn unrenderable(shared: &Shared, row: &DueRow, reason: String) {
     record(shared, row, DeliveryState::Failed, None, attempt, None).await;
 }
 
-/// Sends one claimed job, retrying on a fresh connection or after a back-off where that is
-/// safe. Whatever happens, the claim ends charged (an outcome) or given back (uncharged).
-async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
+/// Sends one claimed job, retrying on a fresh connection (or another relay) or after a
+/// back-off where that is safe. Whatever happens, the claim ends charged (an outcome) or given
+/// back (uncharged).
+async fn process(shared: &Shared, sessions: &mut [Option<Session>], job: &Job) {
     // The dispatcher claimed the row; a retry gives the claim back first and claims again.
     let mut claimed = true;
     let mut retries = 0;
@@ -125,16 +139,36 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
                 shared.pacer.wait().await;
             } => {}
         }
+        let Some(relay) = pick(shared) else {
+            return unsent(shared, job, claimed).await;
+        };
+        tokio::select! {
+            biased;
+            () = shared.halt.wait() => {
+                shared.relays.refund(relay);
+                return unsent(shared, job, claimed).await;
+            }
+            () = shared.relays.until_ready(relay) => {}
+        }
+        let session = &mut sessions[relay];
         if !session.as_ref().is_some_and(Session::is_usable) {
             if let Some(old) = session.take() {
                 old.quit().await;
             }
-            match shared.transport.connect().await {
+            match shared.relays.transport(relay).connect().await {
                 Ok(s) => {
                     shared.reconnect_failures.store(0, Ordering::Relaxed);
                     *session = Some(s);
                 }
                 Err(failure) => {
+                    shared.relays.refund(relay);
+                    if shared.relays.is_failover() {
+                        // Not this recipient's problem: the relay cools off, the message goes
+                        // to another one.
+                        let cooled = shared.relays.cool_off(relay, &failure.to_string());
+                        record_cooloff(shared, cooled, &failure.to_string()).await;
+                        continue;
+                    }
                     if !reconnect_failed(shared, failure) {
                         return unsent(shared, job, claimed).await;
                     }
@@ -143,32 +177,42 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
             }
         }
         let Some(live) = session.as_mut() else {
+            shared.relays.refund(relay);
             continue;
         };
         if !claimed {
             match claim_again(shared, job).await {
                 Some(true) => claimed = true,
-                Some(false) | None => return,
+                Some(false) | None => {
+                    shared.relays.refund(relay);
+                    return;
+                }
             }
         }
         if shared.halt.is_triggered() {
             // Halted while waiting for the connection or the claim: give it back untouched.
+            shared.relays.refund(relay);
             return unsent(shared, job, claimed).await;
         }
-        if let Some(why) = too_large(shared, live, job) {
+        let relay_id = shared.relays.id(relay);
+        if let Some(mut why) = too_large(shared, live, job) {
             // Before MAIL: the relay would refuse it (552) after reading all of it, or cut the
             // connection; no relay is charged with it, and the recipient fails with the reason.
+            shared.relays.refund(relay);
+            why.relay = relay_id;
             return record(shared, &job.row, DeliveryState::Failed, None, why, None).await;
         }
         // Outcomes are queued without waiting for their commit: a ledger that stopped taking
         // them shows here, before another message goes out that could not be recorded.
         if let Err(e) = shared.writer.check() {
+            shared.relays.refund(relay);
             shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
             return;
         }
         // The last word before the first byte of the transaction: from here on, a crash makes
         // this row `unknown` rather than giving it back.
         if let Err(e) = shared.journal.started(shared.run_id, job.row.id) {
+            shared.relays.refund(relay);
             shared.stop(End::Aborted(Stop::Journal(format!(
                 "cannot write the in-flight journal {}: {e}; make sure the ledger's folder is \
                  writable and not full, then run `mailroom send` again",
@@ -178,6 +222,7 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
         }
         let port = Some(live.port());
         shared.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        shared.relays.transaction(relay);
         // ENVID and ORCPT are the ledger's own token and address: a DSN that echoes them names
         // this recipient for certain (used only when the relay offers DSN).
         let request = dsn::Request {
@@ -189,8 +234,12 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
             .send(&job.from, &job.to, &job.bytes, Some(&request))
             .await;
         let reply = outcome.reply().clone();
+        let failover = shared.relays.is_failover();
         let throttled = reply.verdict() == Some(Verdict::Throttle);
-        let throttles_in_a_row = if throttled {
+        // With several relays "slow down" is one relay's business (see `relays`).
+        let throttles_in_a_row = if failover {
+            0
+        } else if throttled {
             shared.throttles_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
         } else {
             if reply.code.is_some() {
@@ -204,9 +253,23 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
                 retries,
                 accepted_any: shared.accepted_any.load(Ordering::Relaxed),
                 throttles_in_a_row,
+                failover,
             },
         );
-        match carry_out(shared, job, port, &reply, decision).await {
+        if decision.relay_fault {
+            let cooled = shared.relays.fault(relay, &reply.describe());
+            record_cooloff(shared, cooled, &reply.describe()).await;
+        } else if reply.code.is_some() {
+            shared.relays.answered(relay);
+        }
+        if decision.charge == Charge::Record(DeliveryState::Accepted) {
+            shared.relays.accepted(relay);
+        }
+        let sent = Sent {
+            port,
+            relay: relay_id,
+        };
+        match carry_out(shared, job, sent, &reply, decision).await {
             Next::Done => return,
             Next::LeaveForLater => {
                 shared.left.fetch_add(1, Ordering::Relaxed);
@@ -219,6 +282,52 @@ async fn process(shared: &Shared, session: &mut Option<Session>, job: &Job) {
             }
         }
     }
+}
+
+/// The relay for the next transaction, or `None` when the run stops: every relay is cooling
+/// off (a pause) or has reached its daily cap.
+fn pick(shared: &Shared) -> Option<usize> {
+    match shared.relays.pick() {
+        Pick::Relay(i) => Some(i),
+        Pick::AllCooling => {
+            shared.stop(End::Paused(Stop::Relays(shared.relays.failures())));
+            None
+        }
+        Pick::AllCapped => {
+            shared.stop(End::DailyCap);
+            None
+        }
+    }
+}
+
+/// Records a relay's cool-off (when this worker started it) and says so in the log.
+async fn record_cooloff(shared: &Shared, cooled: Option<CooledOff>, why: &str) {
+    let Some(cooled) = cooled else { return };
+    tracing::warn!(
+        "relay {} is left out for {} s: {why}",
+        cooled.name,
+        cooled.cooloff.as_secs()
+    );
+    let Some(relay) = cooled.id else { return };
+    let at = now_ms();
+    let until = at.saturating_add(i64::try_from(cooled.cooloff.as_millis()).unwrap_or(i64::MAX));
+    let c = Cooloff {
+        relay,
+        run_id: shared.run_id,
+        at,
+        until,
+        reason: why.to_owned(),
+    };
+    if let Err(e) = shared.writer.record_cooloff(c).await {
+        shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
+    }
+}
+
+/// Where a transaction went: the port and the `[[relay]]`, for its attempt record.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    port: Option<u16>,
+    relay: Option<RelayId>,
 }
 
 /// The failed attempt for a message larger than the relay's EHLO SIZE or `[smtp]
@@ -304,17 +413,12 @@ async fn claim_again(shared: &Shared, job: &Job) -> Option<bool> {
 }
 
 /// Applies a decision: the ledger write, the counters and events, the run-wide effect.
-async fn carry_out(
-    shared: &Shared,
-    job: &Job,
-    port: Option<u16>,
-    reply: &Reply,
-    d: Decision,
-) -> Next {
+async fn carry_out(shared: &Shared, job: &Job, sent: Sent, reply: &Reply, d: Decision) -> Next {
     let backoff = d.slow_down.then(|| shared.pacer.throttle());
     let diagnosis = decide::diagnosis(reply, || shared.providers.of(&job.row.domain));
     let attempt = |outcome: AttemptOutcome| {
-        let mut a = attempt(reply, port, outcome);
+        let mut a = attempt(reply, sent.port, outcome);
+        a.relay = sent.relay;
         if let Some(note) = d.note {
             a.reply = Some(format!("{note}{}", reply.text));
         }

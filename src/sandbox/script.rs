@@ -22,6 +22,8 @@
 //! flood = "line"                   # "line": one line without an end; "lines": endless lines
 //! freeze_after_messages = 60       # after 60 messages (all sessions), no reply after the "."
 //!                                  # of any later one until `Sandbox::thaw`
+//! die_after_messages = 20          # after 20 messages (all sessions) the relay is dead: every
+//!                                  # later MAIL and every new connection is closed, unanswered
 //!
 //! [[rule]]                         # first matching rule wins; no match = accept
 //! recipient = "*@example.org"      # exact address, `*@domain`, or a glob with * and ?
@@ -256,6 +258,10 @@ pub struct SessionFaults {
     /// no reply after their final "." until the sandbox is thawed: a relay that freezes with
     /// transactions in flight.
     pub freeze_after_messages: Option<u64>,
+    /// Once this many messages were stored (counted across every session), the relay is dead:
+    /// each session is closed without a reply at its next MAIL, and every new connection is
+    /// closed at once (a relay that went down between two transactions).
+    pub die_after_messages: Option<u64>,
 }
 
 /// The shape of an endless reply (`[session] flood`).
@@ -283,6 +289,7 @@ impl Default for SessionFaults {
             inject_sessions: None,
             flood: None,
             freeze_after_messages: None,
+            die_after_messages: None,
         }
     }
 }
@@ -325,6 +332,7 @@ struct RawSession {
     flood_at: Option<Stage>,
     flood: Option<String>,
     freeze_after_messages: Option<u64>,
+    die_after_messages: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -486,6 +494,7 @@ fn parse_session(raw: RawSession) -> Result<SessionFaults, Error> {
         inject: raw.inject,
         inject_sessions: raw.inject_sessions,
         freeze_after_messages: raw.freeze_after_messages,
+        die_after_messages: raw.die_after_messages,
         pipelining: raw.pipelining.unwrap_or(true),
         dsn: raw.dsn.unwrap_or(false),
         flood,

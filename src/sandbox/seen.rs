@@ -147,6 +147,11 @@ impl Observer {
         self.update(|s| s.reserved = s.reserved.saturating_sub(1));
     }
 
+    /// Whether `[session] die_after_messages` (`after`) messages were stored: the relay is dead.
+    pub fn has_died(&self, after: Option<u64>) -> bool {
+        after.is_some_and(|n| self.lock().seen.messages_accepted >= n)
+    }
+
     /// Ends a freeze for messages that end from now on (frozen ones stay unanswered).
     pub fn thaw(&self) {
         self.update(|s| s.thawed = true);

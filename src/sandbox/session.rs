@@ -577,6 +577,13 @@ impl Session {
         if self.tx.is_some() {
             return self.error(503, "5.5.1", "nested MAIL command");
         }
+        if self
+            .policy
+            .observer
+            .has_died(self.policy.script.session.die_after_messages)
+        {
+            return Response::none().then(After::Close);
+        }
         if let Some(limit) = self.policy.script.session.disconnect_after_messages
             && self.messages >= limit
         {

@@ -188,7 +188,7 @@ pub async fn try_run_once(
         writer,
         campaign_id: prepared.campaign_id,
         run_id,
-        transport,
+        relays: transport.into(),
         render,
         options,
         shutdown,
@@ -227,7 +227,7 @@ pub async fn send_prepared(
     let transport = mailroom::transport::Transport::new(settings).await.unwrap();
     prepared
         .send(pipeline::Outbound {
-            transport,
+            relays: transport.into(),
             render,
             options,
             shutdown: Shutdown::new(),

@@ -131,3 +131,45 @@ pub(super) fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error 
         fix,
     }
 }
+
+/// The 1-based line of the `[name]` table header (or the first `[name.sub]` one), if any.
+pub(super) fn table_line(text: &str, name: &str) -> Option<u64> {
+    text.lines().enumerate().find_map(|(i, l)| {
+        let t = header(l);
+        let inner = t.strip_prefix('[')?.strip_suffix(']')?.trim();
+        (!inner.starts_with('[')
+            && (inner == name || inner.split('.').next().map(str::trim) == Some(name)))
+        .then_some(i as u64 + 1)
+    })
+}
+
+/// The 1-based line of the `index`-th (from 0) `[[relay]]` header.
+pub(super) fn relay_line(text: &str, index: usize) -> Option<u64> {
+    relay_headers(text).nth(index)
+}
+
+/// The 1-based line where `key` is assigned in the `index`-th `[[relay]]` table.
+pub(super) fn relay_key_line(text: &str, index: usize, key: &str) -> Option<u64> {
+    let start = usize::try_from(relay_line(text, index)?).ok()?;
+    text.lines()
+        .enumerate()
+        .skip(start)
+        .take_while(|(_, l)| !l.trim().starts_with('['))
+        .find_map(|(i, l)| {
+            let (k, _) = l.trim().split_once('=')?;
+            (k.trim().trim_matches('"') == key).then_some(i as u64 + 1)
+        })
+}
+
+fn relay_headers(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.lines().enumerate().filter_map(|(i, l)| {
+        let t = header(l);
+        let inner = t.strip_prefix("[[")?.strip_suffix("]]")?;
+        (inner.trim() == "relay").then_some(i as u64 + 1)
+    })
+}
+
+/// A line without its comment, trimmed: a table header as written (`[smtp]  # the relay`).
+fn header(line: &str) -> &str {
+    line.split('#').next().unwrap_or(line).trim()
+}

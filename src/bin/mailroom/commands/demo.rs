@@ -389,7 +389,7 @@ fn send(campaign_dir: &Path) -> anyhow::Result<Sent> {
                 .then(|| tokio::spawn(show_progress(counters.clone())));
             let summary = prepared
                 .send(Outbound {
-                    transport,
+                    relays: transport.into(),
                     render: render.clone(),
                     options: options.clone(),
                     shutdown: shutdown.clone(),

@@ -88,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return dry_run(&campaign, args.resend_unknown, args.shard);
     }
     let settings = setup::settings(&campaign)?;
+    let relays = setup::relays(&campaign)?;
     let mut options = setup::options(&campaign);
     options.notify = campaign.config().bounces.notify;
     options.guard = (&campaign.config().guard).into();
@@ -133,6 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let security = settings.security;
         let user = settings.username.clone();
         let transport = Transport::new(settings).await?;
+        let relays = setup::route(relays, transport).await?;
         let ledger_path = campaign.config().store.path.clone();
 
         // Rows already final in the ledger are never rendered again: skip validating them.
@@ -276,7 +278,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let started = std::time::Instant::now();
         let run = prepared.send(Outbound {
-            transport,
+            relays,
             render: Arc::new(setup::CampaignRender(campaign.clone())),
             options,
             shutdown: shutdown.clone(),
@@ -379,6 +381,23 @@ fn skipped(invalid: u64, duplicate: u64) -> String {
     }
 }
 
+/// One line per `[[relay]]`: what it took, and whether it failed (a dead relay is named).
+fn print_relays(relays: &[pipeline::RelayReport]) {
+    for r in relays {
+        let failed = match (&r.last_failure, r.is_dead()) {
+            (Some(why), true) => format!("; DEAD: never took a message ({why})"),
+            (Some(why), false) => format!("; left out {} times, last: {why}", r.cooloffs),
+            (None, _) => String::new(),
+        };
+        println!(
+            "Relay {}: {} transactions, {} accepted{failed}.",
+            mailroom::display::one_line(&r.name),
+            r.transactions,
+            r.accepted
+        );
+    }
+}
+
 fn when(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(
         || ms.to_string(),
@@ -424,9 +443,12 @@ fn report(
             summary.throttled
         );
     }
-    if let Some(port) = summary.port {
+    if let Some(port) = summary.port
+        && summary.relays.is_empty()
+    {
         println!("Relay port used: {port}.");
     }
+    print_relays(&summary.relays);
     let campaign_line: Vec<String> = summary
         .states
         .iter()
