@@ -14,6 +14,7 @@
 mod deliverability;
 mod format;
 mod html;
+mod relays;
 mod trend;
 
 use std::collections::BTreeMap;
@@ -280,7 +281,14 @@ impl Ledger {
             test_sends: self.reader.test_sends(id, RECENT_LIMIT)?,
             test_send_count: self.reader.test_send_count(id)?,
             allowance: None,
+            relays: self.relays(id)?,
         })
+    }
+
+    /// The campaign's per-relay figures when it used more than one relay, else none.
+    fn relays(&self, id: CampaignId) -> Result<Vec<store::RelayFigures>, Error> {
+        let relays = self.reader.relay_figures(id)?;
+        Ok(if relays.len() > 1 { relays } else { Vec::new() })
     }
 
     /// Today's allowance of `from_domain` under `warmup` and `daily_cap` at `now` (see
@@ -816,6 +824,9 @@ pub struct CampaignReport {
     /// Today's allowance of the campaign's From domain, when the caller knows `[rate]` (see
     /// [`Ledger::allowance`]).
     pub allowance: Option<crate::schedule::Allowance>,
+    /// What each relay did, when the campaign went through more than one `[[relay]]` (empty
+    /// otherwise), by name.
+    pub relays: Vec<store::RelayFigures>,
 }
 
 /// Loads the report of one campaign (by name, or the only one) from a ledger file.

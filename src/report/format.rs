@@ -177,6 +177,7 @@ pub fn write_text(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
 
     writeln!(out)?;
     write_series_text(&report.series, out)?;
+    super::relays::write_text(&report.relays, out)?;
     write_test_sends_text(report, out)?;
     Ok(())
 }
@@ -385,6 +386,9 @@ struct Json<'a> {
     test_send_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     allowance: Option<&'a crate::schedule::Allowance>,
+    /// Per-relay figures, when the campaign used more than one `[[relay]]`.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    relays: &'a [crate::store::RelayFigures],
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -413,6 +417,7 @@ pub fn write_json(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()
         test_sends: &report.test_sends,
         test_send_count: report.test_send_count,
         allowance: report.allowance.as_ref(),
+        relays: &report.relays,
     };
     serde_json::to_writer_pretty(&mut *out, &json).map_err(io::Error::other)?;
     writeln!(out)
@@ -670,6 +675,7 @@ pub fn write_markdown(report: &CampaignReport, out: &mut dyn Write) -> io::Resul
         write!(out, "    ")?;
         write_series_text(&report.series, out)?;
     }
+    super::relays::write_markdown(&report.relays, out, md)?;
     if !report.test_sends.is_empty() {
         writeln!(out)?;
         writeln!(out, "## Test sends")?;

@@ -270,6 +270,7 @@ fn render(report: &CampaignReport, th: &Thresholds, trends: Option<&Trends>) -> 
         }
         let _ = writeln!(h, "</table>");
     }
+    super::relays::write_html(&report.relays, &mut h, esc);
     if !report.test_sends.is_empty() {
         let _ = writeln!(
             h,

@@ -606,6 +606,7 @@ mod tests {
             test_sends: Vec::new(),
             test_send_count: 0,
             allowance: None,
+            relays: vec![],
         };
         let mut app = App::new("l.db".into(), None, Thresholds::default());
         app.apply(Status::Ready(Box::new(Snapshot {

@@ -238,6 +238,29 @@ pub async fn send_prepared(
         .unwrap()
 }
 
+/// One run through `Prepared::send` over `relays` (several `[[relay]]`s, or one): imports
+/// `people`, sends, waits for the ledger writer.
+pub async fn send_relays(
+    path: &Path,
+    campaign: &str,
+    people: Vec<NewRecipient>,
+    relays: pipeline::Relays,
+    options: Options,
+) -> Summary {
+    let prepared = prepare_for(path, campaign, people, "relays", "none");
+    prepared
+        .send(pipeline::Outbound {
+            relays,
+            render: plain(),
+            options,
+            shutdown: Shutdown::new(),
+            counters: Arc::new(pipeline::Counters::default()),
+            events: None,
+        })
+        .await
+        .unwrap()
+}
+
 /// [`try_run_once`] that must succeed; returns the run's summary and what the import reported.
 pub async fn run_once(
     path: &Path,

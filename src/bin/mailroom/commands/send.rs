@@ -386,7 +386,7 @@ fn print_relays(relays: &[pipeline::RelayReport]) {
     for r in relays {
         let failed = match (&r.last_failure, r.is_dead()) {
             (Some(why), true) => format!("; DEAD: never took a message ({why})"),
-            (Some(why), false) => format!("; left out {} times, last: {why}", r.cooloffs),
+            (Some(why), false) => format!("; cool-offs: {}, the last: {why}", r.cooloffs),
             (None, _) => String::new(),
         };
         println!(
