@@ -529,3 +529,47 @@ fn relay_config_errors_name_the_line() {
         assert_eq!(at, expected_at, "case {i}: {stderr}");
     }
 }
+
+/// `doctor CAMPAIGN` probes every relay: one report each, by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_probes_every_relay_of_a_campaign() {
+    let live = Relay::plain("").await;
+    let dead_port = closed_port();
+    let root = campaign(
+        live.dir.path(),
+        &[
+            R {
+                name: "live",
+                port: live.port(),
+                extra: "",
+            },
+            R {
+                name: "dead",
+                port: dead_port,
+                extra: "",
+            },
+        ],
+        &emails(1),
+    );
+    let out = mailroom(vec![
+        "doctor".into(),
+        root.display().to_string(),
+        "--timeout".into(),
+        "5".into(),
+        "--json".into(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Plaintext only: no relay is usable securely.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = json.as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|r| r["relay"].as_str().unwrap()).collect();
+    assert_eq!(names, ["live", "dead"]);
+    // Each relay is probed on its own configured port first (then the usual ones).
+    let first_port = |i: usize| list[i]["report"]["ports"][0].clone();
+    assert_eq!(first_port(0)["port"], live.port());
+    assert_eq!(first_port(0)["connect"], "open");
+    assert_eq!(first_port(1)["port"], dead_port);
+    assert_eq!(first_port(1)["connect"], "refused");
+}

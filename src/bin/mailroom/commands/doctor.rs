@@ -1,6 +1,7 @@
 //! `mailroom doctor [CAMPAIGN | HOST]`: probes the relay's ports and prints which port and security
 //! to use. CAMPAIGN (an existing path) supplies host, port, credentials and ca_file; otherwise the
-//! argument is a host name. Exit 0 when a port is usable securely, 1 when none is, 2 on errors.
+//! argument is a host name. A campaign with `[[relay]]` tables has every relay probed, one report
+//! each. Exit 0 when a port is usable securely (of every relay), 1 when not, 2 on errors.
 //!
 //! `mailroom doctor CAMPAIGN --dns` runs the DNS preflight instead (no port probing): exit 0
 //! every checkable rule met, 1 a rule not met, 2 a lookup got no answer. `mailroom doctor
@@ -74,19 +75,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.ports.contains(&0) {
         bail!("--ports: 0 is not a port\n\nPass ports between 1 and 65535, e.g. --ports 587,465.");
     }
-    let options = options(&args)?;
+    let targets = options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(doctor::run(&options))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_text());
+    let mut usable = true;
+    let mut reports = Vec::new();
+    for (relay, options) in targets {
+        let report = runtime.block_on(doctor::run(&options))?;
+        usable &= report.usable();
+        reports.push((relay, report));
     }
-    Ok(if report.usable() {
+    match reports.as_slice() {
+        [(None, report)] if args.json => println!("{}", serde_json::to_string_pretty(report)?),
+        [(None, report)] => print!("{}", report.to_text()),
+        several if args.json => {
+            let list: Vec<serde_json::Value> = several
+                .iter()
+                .map(|(relay, report)| serde_json::json!({ "relay": relay, "report": report }))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        several => {
+            for (relay, report) in several {
+                let name = relay.as_deref().map(mailroom::display::one_line);
+                println!("== relay {} ==", name.unwrap_or_default());
+                print!("{}", report.to_text());
+                println!();
+            }
+        }
+    }
+    Ok(if usable {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -124,7 +145,10 @@ fn dns(args: &Args) -> anyhow::Result<ExitCode> {
     let options = doctor::dns::Options {
         from_domain: campaign.from_domain().to_owned(),
         envelope_domain: campaign.envelope_domain(),
-        relay_host: campaign.config().smtp.host.clone(),
+        relay_host: (campaign.config().relay.first())
+            .unwrap_or(&campaign.config().smtp)
+            .host
+            .clone(),
         one_click_unsubscribe: campaign.config().unsubscribe.is_some(),
         visible_unsubscribe_link: campaign.has_visible_unsubscribe_link(),
     };
@@ -162,12 +186,28 @@ pub fn resolver_address(
     }
 }
 
-fn options(args: &Args) -> anyhow::Result<Options> {
+/// What to probe: one target, or (a campaign with `[[relay]]` tables) each relay by name.
+fn options(args: &Args) -> anyhow::Result<Vec<(Option<String>, Options)>> {
     let timeout = Duration::from_secs_f64(args.timeout);
     let target = args.target.as_deref().unwrap_or_default();
     let path = Path::new(target);
     if path.exists() {
-        return campaign_options(args, path, timeout);
+        let campaign = Campaign::load(path)?;
+        let config = campaign.config();
+        if config.relay.is_empty() {
+            return Ok(vec![(
+                None,
+                campaign_options(args, &campaign, &config.smtp, timeout)?,
+            )]);
+        }
+        return config
+            .relay
+            .iter()
+            .map(|relay| {
+                let options = campaign_options(args, &campaign, relay, timeout);
+                options.map(|o| (relay.name.clone(), o))
+            })
+            .collect();
     }
     let host = target.trim();
     if host.is_empty() || host.contains(['/', ' ']) {
@@ -195,26 +235,33 @@ fn options(args: &Args) -> anyhow::Result<Options> {
     } else {
         None
     };
-    Ok(Options {
-        host: host.to_owned(),
-        ports: if args.ports.is_empty() {
-            DEFAULT_PORTS.to_vec()
-        } else {
-            dedup(args.ports.clone())
+    Ok(vec![(
+        None,
+        Options {
+            host: host.to_owned(),
+            ports: if args.ports.is_empty() {
+                DEFAULT_PORTS.to_vec()
+            } else {
+                dedup(args.ports.clone())
+            },
+            ca_file: args.ca_file.clone(),
+            timeout,
+            hello_name: None,
+            credentials,
+            configured_port: None,
+            configured_security: None,
+            implicit_ports: DEFAULT_IMPLICIT_PORTS.to_vec(),
         },
-        ca_file: args.ca_file.clone(),
-        timeout,
-        hello_name: None,
-        credentials,
-        configured_port: None,
-        configured_security: None,
-        implicit_ports: DEFAULT_IMPLICIT_PORTS.to_vec(),
-    })
+    )])
 }
 
-fn campaign_options(args: &Args, path: &Path, timeout: Duration) -> anyhow::Result<Options> {
-    let campaign = Campaign::load(path)?;
-    let smtp = &campaign.config().smtp;
+/// The probe of one relay table of a campaign (`[smtp]` or a `[[relay]]`).
+fn campaign_options(
+    args: &Args,
+    campaign: &Campaign,
+    smtp: &mailroom::campaign::config::SmtpConfig,
+    timeout: Duration,
+) -> anyhow::Result<Options> {
     if smtp.host.trim().is_empty() {
         bail!(
             "{}: [smtp] host is not set\n\nAdd host = \"smtp.example.com\" to the [smtp] section, or run `mailroom doctor HOST`.",
