@@ -732,7 +732,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             return Err(Error::Store(e));
         }
     };
-    let pool = match relay_pool(relays, &writer, &reader, options.clock.now_ms()).await {
+    let pool = match relay_pool(relays, &writer, &reader, options.clock.as_ref()).await {
         Ok(pool) => pool,
         Err(e) => {
             let _ = writer.finish_run(run_id, RunOutcome::Aborted).await;
@@ -894,13 +894,14 @@ async fn relay_pool(
     relays: Relays,
     writer: &Writer,
     reader: &store::Reader,
-    now: i64,
+    clock: &dyn crate::clock::Clock,
 ) -> Result<relays::Pool, Error> {
     if !relays.is_several() {
+        // Not even the clock is read: a one-relay run is exactly what it always was.
         return Ok(relays::Pool::new(relays, &[], &[]));
     }
     let ids = writer.relays(relays.names()).await?;
-    let since = now - crate::schedule::DAY_MS;
+    let since = clock.now_ms() - crate::schedule::DAY_MS;
     let mut sent = Vec::new();
     for (name, cap) in relays.names().iter().zip(relays.daily_caps()) {
         // Reads only for a capped relay: they scan its attempts of the day.

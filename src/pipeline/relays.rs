@@ -400,3 +400,97 @@ impl Pool {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    async fn spec(name: &str, weight: u32, daily_cap: Option<u64>) -> RelaySpec {
+        let settings = crate::transport::Settings {
+            host: "127.0.0.1".into(),
+            port: 2525,
+            security: crate::transport::Security::None,
+            username: None,
+            password: None,
+            oauth: None,
+            ca_file: None,
+            hello_name: None,
+            fallback_ports: Vec::new(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            data_timeout: Duration::from_secs(1),
+            messages_per_connection: 10,
+        };
+        RelaySpec {
+            name: name.into(),
+            weight,
+            rate: no_rate(),
+            daily_cap,
+            cooloff: Duration::from_secs(60),
+            transport: Transport::new(settings).await.unwrap(),
+        }
+    }
+
+    fn picks(pool: &Pool, n: usize) -> String {
+        (0..n)
+            .map(|_| match pool.pick() {
+                Pick::Relay(i) => pool.name(i).to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn smooth_round_robin_follows_the_weights_and_skips_relays_cooling_off() {
+        let relays = Relays::several(spec("a", 3, None).await, vec![spec("b", 1, None).await]);
+        let pool = Pool::new(relays, &[RelayId(1), RelayId(2)], &[0, 0]);
+        assert_eq!(picks(&pool, 8), "a a b a a a b a");
+        // Two faults are not enough; the third in a row cools `a` off.
+        assert!(pool.fault(0, "421").is_none());
+        pool.answered(0);
+        assert!(pool.fault(0, "421").is_none());
+        assert!(pool.fault(0, "421").is_none());
+        let cooled = pool.fault(0, "421 again").unwrap();
+        assert_eq!((cooled.name.as_str(), cooled.id), ("a", Some(RelayId(1))));
+        // Already cooling: a second report of the same failure starts nothing.
+        assert!(pool.cool_off(0, "refused").is_none());
+        assert_eq!(picks(&pool, 3), "b b b");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(picks(&pool, 8).matches('a').count() >= 5);
+        assert!(pool.cool_off(0, "refused").is_some());
+        assert!(pool.cool_off(1, "refused").is_some());
+        assert_eq!(pool.pick(), Pick::AllCooling);
+        let failures = pool.failures();
+        assert_eq!(failures[0], ("a".into(), "refused".into()));
+        let reports = pool.reports();
+        assert_eq!(reports[0].cooloffs, 2);
+        assert!(reports[0].is_dead(), "no transaction went through it");
+    }
+
+    #[tokio::test]
+    async fn daily_caps_are_taken_when_picked_and_refunded_when_nothing_was_sent() {
+        let relays = Relays::several(
+            spec("a", 1, Some(3)).await,
+            vec![spec("b", 1, Some(1)).await],
+        );
+        // `a` already took 2 of its 3 today.
+        let pool = Pool::new(relays, &[RelayId(1), RelayId(2)], &[2, 0]);
+        assert_eq!(picks(&pool, 2), "a b");
+        assert_eq!(pool.pick(), Pick::AllCapped);
+        pool.refund(1);
+        assert_eq!(picks(&pool, 2), "b AllCapped");
+    }
+
+    #[tokio::test]
+    async fn one_smtp_relay_is_always_picked_and_reports_nothing() {
+        let one: Relays = spec("smtp", 1, None).await.transport.into();
+        assert!(!one.is_several());
+        let pool = Pool::new(one, &[], &[]);
+        assert_eq!(picks(&pool, 3), "127.0.0.1 127.0.0.1 127.0.0.1");
+        assert!(!pool.is_failover());
+        assert_eq!(pool.id(0), None);
+        assert!(pool.reports().is_empty());
+    }
+}
