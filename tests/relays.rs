@@ -573,3 +573,42 @@ async fn doctor_probes_every_relay_of_a_campaign() {
     assert_eq!(first_port(1)["port"], dead_port);
     assert_eq!(first_port(1)["connect"], "refused");
 }
+
+/// `check` takes `[[relay]]` tables alone: no "[smtp] host is not set" note.
+#[test]
+fn check_accepts_relays_without_an_smtp_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = campaign(
+        dir.path(),
+        &[
+            R {
+                name: "a",
+                port: 2525,
+                extra: "password_env = \"MAILROOM_TEST_UNSET_RELAY_PASSWORD\"\nmax_message_size = 100",
+            },
+            R {
+                name: "b",
+                port: 2526,
+                extra: "weight = 2",
+            },
+        ],
+        &emails(2),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("check")
+        .arg(&root)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("host is not set"), "{all}");
+    assert!(
+        all.contains("MAILROOM_TEST_UNSET_RELAY_PASSWORD (relay.password_env) is not set"),
+        "{all}"
+    );
+    // Relay `a`'s size limit is the campaign's: every message is larger than 100 bytes.
+    assert_eq!(out.status.code(), Some(1), "{all}");
+}

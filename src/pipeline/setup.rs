@@ -607,16 +607,10 @@ pub fn options(campaign: &Campaign) -> Options {
     let config = campaign.config();
     let rate = &config.rate;
     let retry = &config.retry;
-    // Several relays: every relay's connections work for the run (a worker holds a session to
-    // each relay it uses), and the smallest message size limit holds for all of them.
-    let (connections, max_message_size) = if config.relay.is_empty() {
-        (config.smtp.connections, config.smtp.max_message_size)
-    } else {
-        (
-            config.relay.iter().map(|r| r.connections).sum(),
-            config.relay.iter().filter_map(|r| r.max_message_size).min(),
-        )
-    };
+    // With several relays every relay's connections work for the run (a worker holds a session
+    // to each relay it uses), and the smallest message size limit holds for all of them.
+    let connections: usize = config.relay_tables().iter().map(|r| r.connections).sum();
+    let max_message_size = config.max_message_size();
     Options {
         connections: connections.max(1),
         rate: RateOptions {

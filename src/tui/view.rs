@@ -3,6 +3,7 @@
 //! pane and the campaigns' trend are drawn by `view/deliverability.rs`.
 
 mod deliverability;
+mod relays;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -162,6 +163,7 @@ fn render_campaign(app: &App, report: &CampaignReport, frame: &mut Frame, area: 
         let [reasons, events] =
             Layout::horizontal([Constraint::Percentage(55), Constraint::Min(0)]).areas(lower);
         render_domains(app, frame, domains);
+        let providers = relays::render_relays(report, frame, providers);
         deliverability::render_providers(app, frame, providers);
         render_reasons(app, frame, reasons);
         render_events(app, frame, events);
@@ -170,7 +172,10 @@ fn render_campaign(app: &App, report: &CampaignReport, frame: &mut Frame, area: 
         match app.pane {
             Pane::Reasons => render_reasons(app, frame, bottom),
             Pane::Events => render_events(app, frame, bottom),
-            Pane::Providers => deliverability::render_providers(app, frame, bottom),
+            Pane::Providers => {
+                let rest = relays::render_relays(report, frame, bottom);
+                deliverability::render_providers(app, frame, rest);
+            }
             Pane::Campaigns | Pane::Domains => render_domains(app, frame, bottom),
         }
     }

@@ -223,3 +223,23 @@ pub(super) fn validate(config: &Config, text: &str, path: &Path) -> Result<(), E
     }
     Ok(())
 }
+
+impl Config {
+    /// The relay tables a send uses: every `[[relay]]`, or `[smtp]` alone.
+    pub fn relay_tables(&self) -> Vec<&SmtpConfig> {
+        if self.relay.is_empty() {
+            vec![&self.smtp]
+        } else {
+            self.relay.iter().collect()
+        }
+    }
+
+    /// The largest message every relay takes (`max_message_size`; the smallest of the
+    /// relays'), if any says.
+    pub fn max_message_size(&self) -> Option<u64> {
+        self.relay_tables()
+            .into_iter()
+            .filter_map(|r| r.max_message_size)
+            .min()
+    }
+}

@@ -136,7 +136,7 @@ fn render_worker(
     now: SystemTime,
 ) -> Rendered {
     let mut out = Rendered::default();
-    let limit = campaign.config().smtp.max_message_size;
+    let limit = campaign.config().max_message_size();
     loop {
         // The lock is held only to take one batch, never while rendering.
         let batch = match rx.lock() {
@@ -210,7 +210,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     report.rendered = report.missing_variables.is_empty();
-    report.max_message_size = campaign.config().smtp.max_message_size;
+    report.max_message_size = campaign.config().max_message_size();
     report.seeds = campaign.seeds().to_vec();
     let now = mailroom::clock::now_ms();
     if let (Some(w), Some(sc)) = (campaign.window(), &campaign.config().schedule) {
@@ -452,17 +452,24 @@ fn dkim(campaign: &Campaign, report: &mut Report) {
 
 fn notes(campaign: &Campaign, report: &mut Report) {
     let cfg = campaign.config();
-    if cfg.smtp.host.is_empty() {
+    if cfg.relay.is_empty() && cfg.smtp.host.is_empty() {
         report
             .notes
             .push("[smtp] host is not set: `mailroom send` needs it (check does not)".into());
     }
-    if let Some(var) = &cfg.smtp.password_env
-        && std::env::var_os(var).is_none()
-    {
-        report.notes.push(format!(
-            "the environment variable {var} (smtp.password_env) is not set: export it before `mailroom send` (check does not need it)"
-        ));
+    let table = if cfg.relay.is_empty() {
+        "smtp"
+    } else {
+        "relay"
+    };
+    for smtp in cfg.relay_tables() {
+        if let Some(var) = &smtp.password_env
+            && std::env::var_os(var).is_none()
+        {
+            report.notes.push(format!(
+                "the environment variable {var} ({table}.password_env) is not set: export it before `mailroom send` (check does not need it)"
+            ));
+        }
     }
     if !campaign.has_visible_unsubscribe_link() {
         report.notes.push(
