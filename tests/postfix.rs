@@ -735,3 +735,79 @@ async fn a_test_send_reaches_the_maildir_through_starttls_and_auth_and_no_recipi
         .unwrap();
     assert_eq!((tests, recipients), (1, 0));
 }
+
+/// Several relays (issue 16): a sandbox that dies after ten messages and the real Postfix
+/// (STARTTLS + AUTH) as two `[[relay]]`s. Everyone arrives exactly once, across the sandbox and
+/// the Maildirs; Postfix carries the rest; the ledger says who went where; nobody is charged
+/// more than the one attempt that went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dying_sandbox_and_postfix_as_two_relays_deliver_everyone_exactly_once() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let Some(rig) = rig() else { return };
+    let sandbox = common::relay::Relay::plain("[session]\ndie_after_messages = 10\n").await;
+    let path = sandbox.ledger();
+    let mark = marker("relays");
+    let people: Vec<NewRecipient> = (1..=40)
+        .map(|i| contact(i, format!("user{:04}@{}", 4200 + i, rig.ok), &mark))
+        .collect();
+    let spec = |name: &str, settings: Settings| {
+        let name = name.to_owned();
+        async move {
+            mailroom::pipeline::RelaySpec {
+                name,
+                weight: 1,
+                rate: RateOptions {
+                    per_second: None,
+                    ..RateOptions::default()
+                },
+                daily_cap: None,
+                cooloff: Duration::from_secs(300),
+                transport: mailroom::transport::Transport::new(settings).await.unwrap(),
+            }
+        }
+    };
+    let relays = mailroom::pipeline::Relays::several(
+        spec("sandbox", sandbox.plain_settings()).await,
+        vec![
+            spec(
+                "postfix",
+                settings(&rig, rig.submission, Security::StartTls),
+            )
+            .await,
+        ],
+    );
+    let render = Arc::new(PlainRender {
+        from: "sender@mailroom.test".into(),
+    });
+    let summary = common::send_relays(&path, &mark, people, relays, options(), render).await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(states(&path).get("accepted"), Some(&40));
+    let in_sandbox = sandbox.accepted_per_address();
+    assert!(in_sandbox.len() >= 10, "{in_sandbox:?}");
+    assert!(in_sandbox.values().all(|n| *n == 1));
+    let counts = wait_for_delivery(&rig.maildirs, &mark, 40 - in_sandbox.len()).await;
+    assert_eq!(counts.len(), 40 - in_sandbox.len(), "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    assert!(counts.keys().all(|a| !in_sandbox.contains_key(a)));
+    let reports: BTreeMap<&str, (u64, u64)> = summary
+        .relays
+        .iter()
+        .map(|r| (r.name.as_str(), (r.accepted, r.cooloffs)))
+        .collect();
+    assert_eq!(reports["sandbox"], (in_sandbox.len() as u64, 1));
+    assert_eq!(reports["postfix"], (counts.len() as u64, 0));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let charged: i64 = conn
+        .query_row("SELECT max(attempts) FROM recipients", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(charged, 1);
+    let through_postfix: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM attempts a JOIN relays l ON l.id = a.relay_id \
+             WHERE l.name = 'postfix' AND a.outcome = 'accepted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(through_postfix as usize, counts.len());
+}

@@ -386,6 +386,7 @@ async fn when_every_relay_is_dead_the_run_pauses_with_a_typed_stop_and_charges_n
         people(&numbered("reader", 8)),
         relays,
         options(2),
+        common::plain(),
     )
     .await;
     let End::Paused(Stop::Relays(why)) = &summary.end else {
@@ -445,7 +446,15 @@ async fn a_relay_answering_service_unavailable_cools_off_and_the_other_takes_eve
         vec![spec("good", good.port()).await],
     );
     let list = numbered("reader", 30);
-    let summary = send_relays(&ledger, "busy", people(&list), relays, options(1)).await;
+    let summary = send_relays(
+        &ledger,
+        "busy",
+        people(&list),
+        relays,
+        options(1),
+        common::plain(),
+    )
+    .await;
     assert_eq!(summary.end, End::Finished);
     assert_eq!(states(&ledger), common::state_map(&[("accepted", 30)]));
     assert!(charged(&ledger).values().all(|n| *n == 1));

@@ -246,12 +246,13 @@ pub async fn send_relays(
     people: Vec<NewRecipient>,
     relays: pipeline::Relays,
     options: Options,
+    render: Arc<dyn Render>,
 ) -> Summary {
     let prepared = prepare_for(path, campaign, people, "relays", "none");
     prepared
         .send(pipeline::Outbound {
             relays,
-            render: plain(),
+            render,
             options,
             shutdown: Shutdown::new(),
             counters: Arc::new(pipeline::Counters::default()),
