@@ -23,6 +23,10 @@ struct R<'a> {
     extra: &'a str,
 }
 
+fn r<'a>(name: &'a str, port: u16, extra: &'a str) -> R<'a> {
+    R { name, port, extra }
+}
+
 /// A campaign folder sending `emails` through `relays` (plaintext to loopback, no pace).
 fn campaign(dir: &Path, relays: &[R<'_>], emails: &[String]) -> PathBuf {
     let root = dir.join("relays-campaign");
@@ -149,6 +153,16 @@ fn each_exactly_once(relays: &[&Relay], expected: &[String]) {
     assert_eq!(all, want);
 }
 
+/// `mailroom send` exits 0 with every address of `list` stored exactly once across `relays`;
+/// returns what it printed.
+async fn send_delivers_everyone(root: &Path, relays: &[&Relay], list: &[String]) -> String {
+    let out = send(root).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    each_exactly_once(relays, list);
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_weighted_3_to_1_split_the_messages_and_the_ledger_says_who_went_where() {
     let a = Relay::plain("").await;
@@ -157,23 +171,12 @@ async fn two_relays_weighted_3_to_1_split_the_messages_and_the_ledger_says_who_w
     let root = campaign(
         a.dir.path(),
         &[
-            R {
-                name: "heavy",
-                port: a.port(),
-                extra: "weight = 3\nconnections = 1",
-            },
-            R {
-                name: "light",
-                port: b.port(),
-                extra: "connections = 1",
-            },
+            r("heavy", a.port(), "weight = 3\nconnections = 1"),
+            r("light", b.port(), "connections = 1"),
         ],
         &list,
     );
-    let out = send(&root).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    each_exactly_once(&[&a, &b], &list);
+    let stdout = send_delivers_everyone(&root, &[&a, &b], &list).await;
     // Smooth weighted round-robin: every 4 picks are heavy, heavy, light, heavy.
     assert_eq!((a.seen().stored.len(), b.seen().stored.len()), (30, 10));
     assert!(
@@ -248,23 +251,12 @@ async fn a_relay_that_dies_mid_run_leaves_the_rest_to_the_survivor_and_nobody_is
     let root = campaign(
         dying.dir.path(),
         &[
-            R {
-                name: "dying",
-                port: dying.port(),
-                extra: "connections = 2",
-            },
-            R {
-                name: "survivor",
-                port: survivor.port(),
-                extra: "connections = 2",
-            },
+            r("dying", dying.port(), "connections = 2"),
+            r("survivor", survivor.port(), "connections = 2"),
         ],
         &list,
     );
-    let out = send(&root).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    each_exactly_once(&[&dying, &survivor], &list);
+    let stdout = send_delivers_everyone(&root, &[&dying, &survivor], &list).await;
     let died_after = dying.seen().stored.len();
     // Sessions already past MAIL when the tenth message was stored finish theirs (four workers).
     assert!((10..=13).contains(&died_after), "{died_after}");
@@ -302,23 +294,12 @@ async fn a_relay_dead_from_the_start_is_reported_and_the_run_still_exits_0() {
         live.dir.path(),
         &[
             // First and heaviest: the run's first connection and most picks go to it.
-            R {
-                name: "dead",
-                port: closed_port(),
-                extra: "weight = 5",
-            },
-            R {
-                name: "live",
-                port: live.port(),
-                extra: "",
-            },
+            r("dead", closed_port(), "weight = 5"),
+            r("live", live.port(), ""),
         ],
         &list,
     );
-    let out = send(&root).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    each_exactly_once(&[&live], &list);
+    let stdout = send_delivers_everyone(&root, &[&live], &list).await;
     assert!(
         stdout.contains("Relay dead: 0 transactions, 0 accepted; DEAD: never took a message"),
         "{stdout}"
@@ -546,18 +527,7 @@ async fn doctor_probes_every_relay_of_a_campaign() {
     let dead_port = closed_port();
     let root = campaign(
         live.dir.path(),
-        &[
-            R {
-                name: "live",
-                port: live.port(),
-                extra: "",
-            },
-            R {
-                name: "dead",
-                port: dead_port,
-                extra: "",
-            },
-        ],
+        &[r("live", live.port(), ""), r("dead", dead_port, "")],
         &emails(1),
     );
     let out = mailroom(vec![
@@ -590,16 +560,12 @@ fn check_accepts_relays_without_an_smtp_table() {
     let root = campaign(
         dir.path(),
         &[
-            R {
-                name: "a",
-                port: 2525,
-                extra: "password_env = \"MAILROOM_TEST_UNSET_RELAY_PASSWORD\"\nmax_message_size = 100",
-            },
-            R {
-                name: "b",
-                port: 2526,
-                extra: "weight = 2",
-            },
+            r(
+                "a",
+                2525,
+                "password_env = \"MAILROOM_TEST_UNSET_RELAY_PASSWORD\"\nmax_message_size = 100",
+            ),
+            r("b", 2526, "weight = 2"),
         ],
         &emails(2),
     );
