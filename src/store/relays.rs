@@ -69,50 +69,64 @@ impl Reader {
     pub fn relay_figures(&self, campaign: CampaignId) -> Result<Vec<RelayFigures>, Error> {
         let conn = self.connection();
         let fail = super::sqlite(self.path());
+        // One pass over the campaign's relay attempts (the partial index holds only those:
+        // a single-`[smtp]` campaign reads nothing), then the cool-offs of its runs.
         let mut stmt = conn
             .prepare_cached(
-                "SELECT l.name, \
-                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
-                     WHERE a.relay_id = l.id AND r.campaign_id = ?1), \
-                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
-                     WHERE a.relay_id = l.id AND r.campaign_id = ?1 AND a.outcome = 'accepted'), \
-                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
-                     WHERE a.relay_id = l.id AND r.campaign_id = ?1 AND a.outcome = 'deferred'), \
-                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
-                     WHERE a.relay_id = l.id AND r.campaign_id = ?1 \
-                       AND a.outcome IN ('bounced_hard', 'bounced_soft')), \
-                   (SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id \
-                     WHERE a.relay_id = l.id AND r.campaign_id = ?1 \
-                       AND a.outcome IN ('throttled', 'out_of_step', 'aborted')), \
-                   (SELECT count(*) FROM relay_cooloffs c JOIN runs u ON u.id = c.run_id \
-                     WHERE c.relay_id = l.id AND u.campaign_id = ?1), \
-                   (SELECT c.reason FROM relay_cooloffs c JOIN runs u ON u.id = c.run_id \
-                     WHERE c.relay_id = l.id AND u.campaign_id = ?1 ORDER BY c.at DESC, c.id DESC \
-                     LIMIT 1) \
-                 FROM relays l ORDER BY l.name",
+                "SELECT l.name, count(a.id), \
+                   coalesce(sum(a.outcome = 'accepted'), 0), \
+                   coalesce(sum(a.outcome = 'deferred'), 0), \
+                   coalesce(sum(a.outcome IN ('bounced_hard', 'bounced_soft')), 0), \
+                   coalesce(sum(a.outcome IN ('throttled', 'out_of_step', 'aborted')), 0) \
+                 FROM relays l \
+                 JOIN attempts a ON a.relay_id = l.id \
+                 JOIN recipients r ON r.id = a.recipient_id AND r.campaign_id = ?1 \
+                 GROUP BY l.id",
             )
             .map_err(&fail)?;
-        let rows = stmt
+        let mut figures: std::collections::BTreeMap<String, RelayFigures> = stmt
             .query_map([campaign], |row| {
                 let n = |i| row.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
-                Ok(RelayFigures {
-                    name: row.get(0)?,
-                    attempts: n(1)?,
-                    accepted: n(2)?,
-                    deferred: n(3)?,
-                    bounced: n(4)?,
-                    failures: n(5)?,
-                    cooloffs: n(6)?,
-                    last_cooloff: row.get(7)?,
-                })
+                let name: String = row.get(0)?;
+                Ok((
+                    name.clone(),
+                    RelayFigures {
+                        name,
+                        attempts: n(1)?,
+                        accepted: n(2)?,
+                        deferred: n(3)?,
+                        bounced: n(4)?,
+                        failures: n(5)?,
+                        ..RelayFigures::default()
+                    },
+                ))
+            })
+            .map_err(&fail)?
+            .collect::<Result<_, _>>()
+            .map_err(&fail)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT l.name, c.reason FROM relay_cooloffs c \
+                 JOIN relays l ON l.id = c.relay_id \
+                 JOIN runs u ON u.id = c.run_id AND u.campaign_id = ?1 \
+                 ORDER BY c.at, c.id",
+            )
+            .map_err(&fail)?;
+        let cooloffs = stmt
+            .query_map([campaign], |row| {
+                Ok((row.get::<_, String>(0)?, row.get(1)?))
             })
             .map_err(&fail)?;
-        let all: Vec<RelayFigures> = rows.collect::<Result<_, _>>().map_err(&fail)?;
-        // Relays of other campaigns of the ledger are not this campaign's.
-        Ok(all
-            .into_iter()
-            .filter(|f| f.attempts > 0 || f.cooloffs > 0)
-            .collect())
+        for cooloff in cooloffs {
+            let (name, reason): (String, String) = cooloff.map_err(&fail)?;
+            let f = figures.entry(name.clone()).or_insert_with(|| RelayFigures {
+                name,
+                ..RelayFigures::default()
+            });
+            f.cooloffs += 1;
+            f.last_cooloff = Some(reason);
+        }
+        Ok(figures.into_values().collect())
     }
 
     /// Messages a relay took on since `since` (unix ms), in any campaign: the transactions it
