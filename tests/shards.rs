@@ -203,6 +203,30 @@ async fn three_shard_ledgers_report_as_one_campaign_and_feedback_goes_to_the_sen
     let (_, out, _) = mailroom(&args);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["totals"]["bounced_hard"], 9);
+
+    // The dashboard over the three ledgers shows the same campaign as one, and a drill-down
+    // into example.org collects its rows from every shard.
+    let paths: Vec<PathBuf> = hosts.iter().map(|h| h.join("mailroom.db")).collect();
+    let focus = mailroom::report::Focus::Domain("example.org".into());
+    let status = mailroom::tui::fetch_merged(&paths, Some("news"), Some(&focus));
+    let mailroom::tui::Status::Ready(snapshot) = status else {
+        panic!("{status:?}");
+    };
+    let report = snapshot.report.as_ref().unwrap();
+    assert_eq!(report.totals.recipients, 54);
+    assert_eq!(report.totals.bounced_hard, 9);
+    assert_eq!(snapshot.campaigns.len(), 1);
+    assert_eq!(snapshot.campaigns[0].recipients, 54);
+    let drill = snapshot.drill.as_ref().unwrap();
+    let mut gone: Vec<&str> = drill
+        .entries
+        .iter()
+        .filter(|e| e.outcome == "accepted")
+        .map(|e| e.email.as_str())
+        .collect();
+    gone.sort_unstable();
+    gone.dedup();
+    assert_eq!(gone.len(), 9, "{gone:?}");
 }
 
 /// Ledgers cut differently (shard 0 of 2 and shard 0 of 3) overlap: the merged report counts

@@ -320,3 +320,94 @@ fn finish(r: &mut CampaignReport) {
     c.bounced_hard = t.bounced_hard;
     c.complained = t.complained;
 }
+
+/// The campaign list, the selected campaign's report and its drill-down.
+pub type Overview = (
+    Vec<super::CampaignSummary>,
+    Option<CampaignReport>,
+    Option<super::DrillDown>,
+);
+
+/// What the dashboard shows over several ledgers: every campaign named in any of them (their
+/// counts summed; the selected one's taken from [`load`], so shared recipients count once), the
+/// selected campaign's merged report, and the drill-down's rows from every ledger, newest
+/// first.
+///
+/// # Errors
+/// As [`load`].
+pub fn overview(
+    paths: &[PathBuf],
+    campaign: Option<&str>,
+    focus: Option<&super::Focus>,
+) -> Result<Overview, Error> {
+    let ledgers: Vec<Ledger> = paths
+        .iter()
+        .map(|p| Ledger::open(p))
+        .collect::<Result<_, _>>()?;
+    let mut campaigns: Vec<super::CampaignSummary> = Vec::new();
+    for ledger in &ledgers {
+        let (list, _) = ledger.overview(None)?;
+        for s in list {
+            match campaigns.iter_mut().find(|c| c.name == s.name) {
+                Some(c) => {
+                    c.created_at = c.created_at.min(s.created_at);
+                    c.started_at = match (c.started_at, s.started_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    c.last_run_at = c.last_run_at.max(s.last_run_at);
+                    c.open_runs += s.open_runs;
+                    c.recipients += s.recipients;
+                    c.finished += s.finished;
+                    c.relay_accepted += s.relay_accepted;
+                    c.attempted += s.attempted;
+                    c.delivered += s.delivered;
+                    c.bounced_hard += s.bounced_hard;
+                    c.complained += s.complained;
+                }
+                None => campaigns.push(s),
+            }
+        }
+    }
+    let Some(selected) = campaign
+        .and_then(|name| campaigns.iter().find(|c| c.name == name))
+        .or(campaigns.first())
+        .map(|c| c.name.clone())
+    else {
+        return Ok((campaigns, None, None));
+    };
+    let merged = load(paths, Some(&selected))?;
+    if let Some(c) = campaigns.iter_mut().find(|c| c.name == selected) {
+        let id = c.id;
+        *c = merged.report.campaign.clone();
+        // The first ledger's id keeps the selection stable between refreshes.
+        c.id = id;
+    }
+    let drill = match focus {
+        Some(focus) => {
+            let mut all: Option<super::DrillDown> = None;
+            for ledger in &ledgers {
+                let summary = ledger.find_campaign(Some(&selected))?;
+                let d = ledger.drill_down(summary.id, focus)?;
+                match &mut all {
+                    None => all = Some(d),
+                    Some(a) => {
+                        a.entries.extend(d.entries);
+                        a.truncated |= d.truncated;
+                        if a.recipient.is_none() {
+                            a.recipient = d.recipient;
+                        }
+                    }
+                }
+            }
+            all.map(|mut d| {
+                d.entries.sort_by_key(|e| std::cmp::Reverse(e.at));
+                d.truncated |= d.entries.len() > super::DRILL_LIMIT;
+                d.entries.truncate(super::DRILL_LIMIT);
+                d
+            })
+        }
+        None => None,
+    };
+    Ok((campaigns, Some(merged.report), drill))
+}
