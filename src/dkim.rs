@@ -634,6 +634,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A key path that is not a regular file (a folder here) is named as such before anything
+    /// tries to read it; a read that fails for a file (permissions for a non-root user, an I/O
+    /// error) is `Unreadable` with its cause, which root cannot provoke in a test.
+    #[test]
+    fn a_key_path_that_is_not_a_file_is_named_as_such() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::create_dir(&key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o700)).unwrap();
+        match Key::load(&key) {
+            Err(e @ Error::Format { .. }) => {
+                assert!(e.to_string().contains("not a regular file"), "{e}");
+                assert!(e.to_string().contains("key.pem"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn aligned_means_equal_or_parent() {
         assert!(is_aligned("example.com", "EXAMPLE.com."));

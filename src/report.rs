@@ -14,6 +14,7 @@
 mod deliverability;
 mod format;
 mod html;
+pub mod merge;
 mod relays;
 mod trend;
 
@@ -23,7 +24,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use deliverability::{DiagnosisRow, Levels, ProviderRow};
-pub use format::{dense_series, write_csv, write_json, write_markdown, write_text};
+pub use format::{
+    dense_series, write_csv, write_csv_rows, write_json, write_json_merged, write_markdown,
+    write_merged_heading, write_text,
+};
 pub use html::{write_html, write_html_with_trends};
 pub use trend::{CampaignTrend, ProviderTrend, TrendFormat, Trends, write_trends};
 
@@ -488,6 +492,16 @@ impl Totals {
         // state counters keep summing to the recipient count.
         let state = state.parse().unwrap_or(DeliveryState::Unknown);
         *self.slot(state) += n;
+    }
+
+    /// Takes one recipient in `state` away (a second copy of a person, see `merge`).
+    fn remove(&mut self, state: DeliveryState, relay_accepted: bool) {
+        self.recipients = self.recipients.saturating_sub(1);
+        if relay_accepted {
+            self.relay_accepted = self.relay_accepted.saturating_sub(1);
+        }
+        let slot = self.slot(state);
+        *slot = slot.saturating_sub(1);
     }
 
     fn absorb(&mut self, other: &Totals) {

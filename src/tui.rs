@@ -53,8 +53,27 @@ pub async fn run_with(
     thresholds: Thresholds,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_many(vec![db_path], campaign, thresholds, shutdown).await
+}
+
+/// `run_with` over the ledgers of a campaign sent in shards (`report::merge`): the numbers of
+/// all of them, shared recipients counted once.
+///
+/// # Errors
+/// When the terminal cannot be set up or read.
+pub async fn run_many(
+    mut ledgers: Vec<PathBuf>,
+    campaign: Option<String>,
+    thresholds: Thresholds,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    if ledgers.is_empty() {
+        return Ok(());
+    }
+    let first = ledgers.remove(0);
     let mut terminal = ratatui::try_init()?;
-    let app = App::new(db_path, campaign, thresholds);
+    let mut app = App::new(first, campaign, thresholds);
+    app.more_ledgers = ledgers;
     let result = event_loop(&mut terminal, app, shutdown).await;
     ratatui::restore();
     result
@@ -123,6 +142,16 @@ async fn event_loop(
 fn spawn_fetch(app: &App, ledger: Option<Ledger>) -> JoinHandle<Fetched> {
     let path = app.ledger.clone();
     let (campaign, focus) = app.request();
+    if !app.more_ledgers.is_empty() {
+        let mut paths = vec![path];
+        paths.extend(app.more_ledgers.iter().cloned());
+        return tokio::task::spawn_blocking(move || {
+            (
+                None,
+                fetch_merged(&paths, campaign.as_deref(), focus.as_ref()),
+            )
+        });
+    }
     // SQLite blocks: never on a runtime worker. The connection moves in and back out so that
     // its prepared-statement cache survives between refreshes.
     tokio::task::spawn_blocking(move || fetch(&path, ledger, campaign.as_deref(), focus.as_ref()))
@@ -149,6 +178,23 @@ pub fn fetch(
     match snapshot(&ledger, campaign, focus) {
         Ok(snapshot) => (Some(ledger), Status::Ready(Box::new(snapshot))),
         Err(e) => (None, Status::Failed(error_text(&e))),
+    }
+}
+
+/// One snapshot over several ledgers (opened afresh each time: they may be written by sends
+/// on other hosts and copied here).
+pub fn fetch_merged(paths: &[PathBuf], campaign: Option<&str>, focus: Option<&Focus>) -> Status {
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        return Status::Failed(format!("ledger {} does not exist", missing.display()));
+    }
+    match report::merge::overview(paths, campaign, focus) {
+        Ok((campaigns, report, drill)) => Status::Ready(Box::new(Snapshot {
+            taken_at: chrono::Utc::now().timestamp_millis(),
+            campaigns,
+            report,
+            drill,
+        })),
+        Err(e) => Status::Failed(error_text(&e)),
     }
 }
 

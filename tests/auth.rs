@@ -402,6 +402,33 @@ fn an_unreachable_resolver_is_could_not_check_naming_the_resolver() {
     );
 }
 
+/// The fixture server holds `test` and `com` only and answers REFUSED for anything else: a
+/// refusal is "could not check" naming the resolver (exit 2), never a missing record.
+#[test]
+fn a_refusing_resolver_is_could_not_check_not_a_missing_record() {
+    let Some(dns) = dns() else { return };
+    let c = AuthCampaign::new(
+        "refused",
+        "bakery.org",
+        "bakery.org",
+        Signing::Rsa,
+        Bodies::TextAndHtml,
+        &dns,
+        "host = \"smtp.relay.example\"",
+        CONTACTS,
+    );
+    let (out, err, code) = mailroom(&["doctor", c.path().to_str().unwrap(), "--dns"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        out.contains("refused by the resolver") && out.contains(&format!("resolver {dns}")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("FAIL "),
+        "a refused lookup is not a failed rule:\n{out}"
+    );
+}
+
 #[test]
 fn resolver_flag_overrides_the_campaign_setting() {
     let Some(dns) = dns() else { return };
@@ -563,10 +590,46 @@ fn the_private_key_never_reaches_any_output() {
         seen.push_str(&out);
         seen.push_str(&err);
     }
+    // A send that gets as far as the ledger (the key matches; the relay port is closed), with
+    // every log line on: neither the output nor the ledger's files hold the key.
+    let ok = AuthCampaign::new(
+        "secret-ledger",
+        "pass.test",
+        "pass.test",
+        Signing::Rsa,
+        Bodies::TextAndHtml,
+        &dns,
+        "host = \"127.0.0.1\"\nport = 1\nsecurity = \"none\"",
+        CONTACTS,
+    );
+    let (out, err, _) = mailroom(&["send", ok.path().to_str().unwrap(), "--yes", "-vv"]);
+    seen.push_str(&out);
+    seen.push_str(&err);
+    let mut ledger_bytes = Vec::new();
+    for entry in std::fs::read_dir(ok.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("mailroom.db") {
+            ledger_bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(
+        !ledger_bytes.is_empty(),
+        "the send created no ledger: {err}"
+    );
+    let ledger_text = String::from_utf8_lossy(&ledger_bytes);
+    assert!(
+        ledger_text.contains("ann@example.com"),
+        "the scan reads the ledger"
+    );
     for line in secret {
         assert!(
             !seen.contains(line),
             "a line of the private key was printed"
+        );
+        assert!(
+            !ledger_text.contains(line),
+            "a line of the private key is in the ledger"
         );
     }
 }

@@ -107,6 +107,11 @@ exports! {
         "健二, December at the bakery", "Hello 健二,", Some("Dear 健二 山田:");
         "Ana 😀, December at the bakery", "Hello Ana 😀,", None;
     ];
+    a_google_contacts_export_with_its_wide_header_and_crlf: "google-contacts" => [
+        "Zoë, December at the bakery", "Hello Zoë,", Some("Dear Zoë BRONTË:");
+        "Łukasz, December at the bakery", "Hello Łukasz,", Some("Dear Łukasz WIŚNIEWSKI:");
+        "Friends, December at the bakery", "Hello there,", None;
+    ];
     an_outlook_export_in_iso_8859_1_with_a_multiline_field: "outlook" => [
         "Zoë, December at the bakery", "Hello Zoë,", Some("Dear Zoë BRONTË:");
         "François, December at the bakery", "Hello François,", Some("Dear François GÉRARD:");

@@ -647,3 +647,36 @@ async fn check_reports_todays_allowance_and_each_bad_zone_at_its_line() {
         "{text}"
     );
 }
+
+/// A test send is signed like the real message: the copy the relay stored verifies with
+/// python3-dkim against the loopback DNS fixture (the same key the campaign publishes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_is_dkim_signed_like_the_real_message() {
+    use common::auth::{AuthCampaign, Bodies, Signing, dns, python_verify};
+    let Some(dns) = dns() else { return };
+    let relay = Relay::tls("", |c| c).await;
+    let smtp = format!(
+        "host = \"localhost\"\nport = {}\nsecurity = \"starttls\"\nusername = \"{USER}\"\n\
+         password_env = \"RELAY_PASSWORD\"\nca_file = \"{}\"",
+        relay.port(),
+        relay.ca.display()
+    );
+    let c = AuthCampaign::new(
+        "signed-test",
+        "pass.test",
+        "pass.test",
+        Signing::Dual,
+        Bodies::TextAndHtml,
+        &dns,
+        &smtp,
+        &["ann@example.com", "bob@example.com"],
+    );
+    let out = mailroom(&["send", "--test", "qa@example.net"], c.path()).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let copy = relay.body_of("qa@example.net");
+    assert_eq!(copy.matches("DKIM-Signature:").count(), 2, "{copy}");
+    let (ok, text) = python_verify(&dns, copy.as_bytes());
+    assert!(ok, "python3-dkim: {text}");
+    let m = MessageParser::default().parse(copy.as_bytes()).unwrap();
+    assert!(m.subject().unwrap().starts_with("[TEST] "), "{copy}");
+}

@@ -336,6 +336,67 @@ async fn send_resolves_recipient_domains_to_providers_through_the_configured_res
     let Some(dns) = common::auth::dns() else {
         return;
     };
+    let (json, root) = send_and_report(&dns, true).await;
+    assert_eq!(domains(&json, "google"), Some(2), "{}", json["providers"]);
+    assert_eq!(
+        domains(&json, "microsoft365"),
+        Some(1),
+        "{}",
+        json["providers"]
+    );
+    assert_eq!(domains(&json, "unknown"), Some(1), "{}", json["providers"]);
+
+    // The cache keeps what the resolver said, for the next run and the next report.
+    let conn = rusqlite::Connection::open(root.path().join("providers/mailroom.db")).unwrap();
+    let mx: String = conn
+        .query_row(
+            "SELECT mx FROM domain_providers WHERE domain = 'tenant.test'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        mx.contains("tenant-test.mail.protection.outlook.com"),
+        "{mx}"
+    );
+}
+
+/// `[providers] lookup = false`: nothing is looked up or cached; only the consumer domain is
+/// named, the company domains stay unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lookups_off_only_consumer_domains_get_a_provider() {
+    let Some(dns) = common::auth::dns() else {
+        return;
+    };
+    let (json, root) = send_and_report(&dns, false).await;
+    assert_eq!(domains(&json, "google"), Some(1), "{}", json["providers"]);
+    assert_eq!(
+        domains(&json, "microsoft365"),
+        None,
+        "{}",
+        json["providers"]
+    );
+    assert_eq!(domains(&json, "unknown"), Some(3), "{}", json["providers"]);
+    let conn = rusqlite::Connection::open(root.path().join("providers/mailroom.db")).unwrap();
+    let cached: i64 = conn
+        .query_row("SELECT count(*) FROM domain_providers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(cached, 0);
+}
+
+fn domains(json: &serde_json::Value, provider: &str) -> Option<u64> {
+    json["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["provider"] == provider)
+        .map(|row| row["domains"].as_u64().unwrap())
+}
+
+/// Sends five recipients (Google Workspace, gmail.com, Exchange Online, a domain that does not
+/// exist) through the sandbox with `[dns] resolver` set and lookups on or off, and returns the
+/// JSON report and the folder (the campaign is `providers/` inside it).
+async fn send_and_report(dns: &str, lookup: bool) -> (serde_json::Value, tempfile::TempDir) {
     let relay = common::relay::Relay::plain("").await;
     let dir = tempfile::tempdir().unwrap();
     let emails: Vec<String> = [
@@ -356,7 +417,9 @@ async fn send_resolves_recipient_domains_to_providers_through_the_configured_res
     );
     let toml = root.join("campaign.toml");
     let mut text = std::fs::read_to_string(&toml).unwrap();
-    text.push_str(&format!("\n[dns]\nresolver = \"{dns}\"\n"));
+    text.push_str(&format!(
+        "\n[dns]\nresolver = \"{dns}\"\n\n[providers]\nlookup = {lookup}\n"
+    ));
     std::fs::write(&toml, text).unwrap();
     let root2 = root.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -377,37 +440,11 @@ async fn send_resolves_recipient_domains_to_providers_through_the_configured_res
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(relay.seen().stored.len(), 5);
-
     let json = Command::cargo_bin("mailroom")
         .unwrap()
         .args(["report", "--format", "json"])
         .arg(&root)
         .output()
         .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    let domains = |p: &str| {
-        json["providers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["provider"] == p)
-            .map(|row| row["domains"].as_u64().unwrap())
-    };
-    assert_eq!(domains("google"), Some(2), "{}", json["providers"]);
-    assert_eq!(domains("microsoft365"), Some(1), "{}", json["providers"]);
-    assert_eq!(domains("unknown"), Some(1), "{}", json["providers"]);
-
-    // The cache keeps what the resolver said, for the next run and the next report.
-    let conn = rusqlite::Connection::open(root.join("mailroom.db")).unwrap();
-    let mx: String = conn
-        .query_row(
-            "SELECT mx FROM domain_providers WHERE domain = 'tenant.test'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(
-        mx.contains("tenant-test.mail.protection.outlook.com"),
-        "{mx}"
-    );
+    (serde_json::from_slice(&json.stdout).unwrap(), dir)
 }

@@ -171,6 +171,67 @@ pub fn import_one(
     tx.commit().map_err(fail)
 }
 
+/// Records one message in the ledger that sent it, among the ledgers of one campaign's shards
+/// (`bounces import --db A --db B`): each ledger is tried in turn inside a transaction, and the
+/// first whose sends the message matches (or already holds it) keeps it; the others roll back
+/// and never see it. Returns that ledger's index; `None` when no ledger sent it (counted as
+/// unmatched in `summaries[0]`, like a message that is not feedback).
+///
+/// # Errors
+/// When a ledger cannot be written.
+pub fn import_routed(
+    targets: &mut [(Ledger, Matcher)],
+    message: &MailboxMessage,
+    summaries: &mut [Summary],
+) -> Result<Option<usize>, Error> {
+    let fail = |source| Error::Store {
+        source_name: message.source.clone(),
+        source: Box::new(source),
+    };
+    let reports = parse(&message.raw);
+    if reports.is_empty() {
+        summaries[0].read += 1;
+        summaries[0].not_feedback += 1;
+        return Ok(None);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &message.raw);
+    let digest: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    for (i, (ledger, matcher)) in targets.iter_mut().enumerate() {
+        let mut trial = Summary::default();
+        let tx = ledger.feedback().map_err(fail)?;
+        record(&tx, matcher, message, &reports, &digest, &mut trial).map_err(fail)?;
+        if trial.matched + trial.duplicates > 0 {
+            tx.commit().map_err(fail)?;
+            trial.read = 1;
+            trial.reports = reports.len();
+            summaries[i].absorb(trial);
+            return Ok(Some(i));
+        }
+        // Dropping the transaction rolls it back: this ledger did not send the message.
+    }
+    summaries[0].read += 1;
+    summaries[0].reports += reports.len();
+    summaries[0].unmatched += reports.len();
+    Ok(None)
+}
+
+impl Summary {
+    /// Adds another summary's counts to this one.
+    pub fn absorb(&mut self, other: Summary) {
+        self.read += other.read;
+        self.not_feedback += other.not_feedback;
+        self.reports += other.reports;
+        self.matched += other.matched;
+        self.unmatched += other.unmatched;
+        self.duplicates += other.duplicates;
+        self.state_changes += other.state_changes;
+        self.suppressed += other.suppressed;
+        for (kind, n) in other.by_kind {
+            *self.by_kind.entry(kind).or_default() += n;
+        }
+    }
+}
+
 fn record(
     tx: &FeedbackTx<'_>,
     matcher: &Matcher,

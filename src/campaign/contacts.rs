@@ -78,7 +78,8 @@ pub(crate) struct Named<'a> {
 ///
 /// After a fatal error (an I/O error mid-file) it yields that `Err` once and then ends.
 pub struct Contacts<'a> {
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    reader: csv::Reader<Bounded>,
+    budget: Budget,
     record: csv::ByteRecord,
     header: &'a Header,
     path: &'a Path,
@@ -87,6 +88,87 @@ pub struct Contacts<'a> {
     /// report a false duplicate, which is visible in the output and therefore acceptable.
     seen: HashMap<u64, u64>,
     done: bool,
+}
+
+/// The most bytes one contact record (every field of a row together) may take: far beyond any
+/// real contact, and it keeps a hostile or broken file (a quote never closed, a field of
+/// gigabytes without a line end) from being read into memory whole.
+pub const MAX_RECORD: u64 = 1 << 20;
+
+/// What the CSV reader may pull from the file beyond the record itself (its buffer).
+const READ_AHEAD: u64 = 64 * 1024;
+
+/// The file under the CSV reader, cut off when one record reads more than [`MAX_RECORD`]:
+/// `arm` is called before each record, and the budget counts what the reader pulls after it.
+struct Bounded {
+    inner: Box<dyn Read + Send>,
+    left: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The error a [`Bounded`] read ends with (found again in the csv error by its text).
+const TOO_LONG: &str = "a contact record longer than the limit";
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        let left = self.left.load(Ordering::Relaxed);
+        if left == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                TOO_LONG,
+            ));
+        }
+        let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left.store(left - n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A CSV reader over `path` whose every record is bounded; the handle re-arms the budget.
+fn bounded_reader(
+    path: &Path,
+    delimiter: u8,
+    encoding: Option<&'static Encoding>,
+) -> Result<(csv::Reader<Bounded>, Budget), Error> {
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let inner = Bounded {
+        inner: charset::open(path, encoding)?,
+        left: left.clone(),
+    };
+    let budget = Budget(left);
+    budget.arm();
+    Ok((reader_builder(delimiter).from_reader(inner), budget))
+}
+
+/// Re-arms a [`Bounded`] reader before the next record.
+struct Budget(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Budget {
+    fn arm(&self) {
+        self.0.store(
+            MAX_RECORD + READ_AHEAD,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// `csv_error`, naming the record that ran past [`MAX_RECORD`] by the line it starts on.
+fn record_error(path: &Path, e: &csv::Error, start_line: u64) -> Error {
+    if let csv::ErrorKind::Io(io) = e.kind()
+        && io.to_string() == TOO_LONG
+    {
+        return Error::Csv {
+            path: path.to_owned(),
+            line: Some(start_line),
+            message: format!(
+                "the record starting here is longer than {} MiB (a quote that is never closed, or a field that never ends)",
+                MAX_RECORD >> 20
+            ),
+            fix: "Close the quote or end the line there; every contact must fit in 1 MiB.".into(),
+        };
+    }
+    csv_error(path, e)
 }
 
 fn reader_builder(delimiter: u8) -> csv::ReaderBuilder {
@@ -106,7 +188,7 @@ pub(crate) fn read_header(
 ) -> Result<Header, Error> {
     let (email_column, name_column) = (named.email, named.name);
     charset::verify(path, encoding)?;
-    let mut reader = reader_builder(delimiter).from_reader(charset::open(path, encoding)?);
+    let (mut reader, _budget) = bounded_reader(path, delimiter, encoding)?;
     let mut rec = csv::ByteRecord::new();
     let fatal = |message: String, fix: &str| Error::Csv {
         path: path.to_owned(),
@@ -126,7 +208,7 @@ pub(crate) fn read_header(
                 ),
             });
         }
-        Err(e) => return Err(csv_error(path, &e)),
+        Err(e) => return Err(record_error(path, &e, 1)),
     }
     let mut columns = Vec::with_capacity(rec.len());
     // A set beside the list: a header can have many thousand columns, and a linear search per
@@ -282,15 +364,15 @@ fn csv_error(path: &Path, e: &csv::Error) -> Error {
 
 impl<'a> Contacts<'a> {
     pub(crate) fn open(path: &'a Path, delimiter: u8, header: &'a Header) -> Result<Self, Error> {
-        let mut reader =
-            reader_builder(delimiter).from_reader(charset::open(path, header.encoding)?);
+        let (mut reader, budget) = bounded_reader(path, delimiter, header.encoding)?;
         let mut record = csv::ByteRecord::new();
         // Skip the header, which `read_header` already validated.
         reader
             .read_byte_record(&mut record)
-            .map_err(|e| csv_error(path, &e))?;
+            .map_err(|e| record_error(path, &e, 1))?;
         Ok(Contacts {
             reader,
+            budget,
             record,
             header,
             path,
@@ -390,6 +472,8 @@ impl Iterator for Contacts<'_> {
         if self.done {
             return None;
         }
+        self.budget.arm();
+        let start = self.reader.position().line() + u64::from(self.header.crlf);
         match self.reader.read_byte_record(&mut self.record) {
             Ok(true) => {
                 let line = self.record.position().map_or(0, csv::Position::line)
@@ -404,7 +488,7 @@ impl Iterator for Contacts<'_> {
             }
             Err(e) => {
                 self.done = true;
-                Some(Err(csv_error(self.path, &e)))
+                Some(Err(record_error(self.path, &e, start)))
             }
         }
     }
@@ -441,6 +525,45 @@ mod tests {
             .unwrap()
             .map(|r| r.unwrap())
             .collect()
+    }
+
+    /// Rows up to the bound are read; the record past it is an error at the line where it
+    /// starts, and nothing beyond the bound (plus the read-ahead) was pulled into memory.
+    #[test]
+    fn a_record_past_the_bound_is_an_error_at_its_first_line() {
+        for (crlf, tail) in [(false, &b"\n"[..]), (true, &b"\r\n"[..])] {
+            let nl: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+            let mut csv = Vec::new();
+            for part in [&b"email,note"[..], nl, b"a@example.com,short", nl] {
+                csv.extend_from_slice(part);
+            }
+            // Line 3 opens a quote that is never closed: 3 MiB of one field, many lines.
+            csv.extend_from_slice(b"b@example.com,\"");
+            let chunk = [b'x'; 1000];
+            for _ in 0..3 * 1024 {
+                csv.extend_from_slice(&chunk);
+                csv.extend_from_slice(tail);
+            }
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(&csv).unwrap();
+            let h = read_header(f.path(), b',', EMAIL, None).unwrap();
+            let mut rows = Contacts::open(f.path(), b',', &h).unwrap();
+            assert!(matches!(rows.next(), Some(Ok(ContactEntry::Valid(_)))));
+            match rows.next() {
+                Some(Err(Error::Csv { line, message, .. })) => {
+                    assert_eq!(line, Some(3), "crlf {crlf}: {message}");
+                    assert!(message.contains("longer than 1 MiB"), "{message}");
+                }
+                other => panic!("crlf {crlf}: {other:?}"),
+            }
+            assert!(rows.next().is_none());
+        }
+        // A record just under the bound is a contact like any other.
+        let mut csv = b"email,note\na@example.com,".to_vec();
+        csv.extend(std::iter::repeat_n(b'y', (MAX_RECORD - 100) as usize));
+        csv.push(b'\n');
+        let v = verdicts(&csv);
+        assert!(matches!(&v[..], [ContactEntry::Valid(_)]), "{}", v.len());
     }
 
     #[test]

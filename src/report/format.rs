@@ -389,6 +389,12 @@ struct Json<'a> {
     /// Per-relay figures, when the campaign used more than one `[[relay]]`.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     relays: &'a [crate::store::RelayFigures],
+    /// With several ledgers (`report --db A --db B`): each ledger's share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledgers: Option<&'a [super::merge::LedgerPart]>,
+    /// With several ledgers: recipients found in more than one (counted once above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overlap: Option<&'a super::merge::Overlap>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -401,7 +407,61 @@ fn is_zero(n: &u64) -> bool {
 /// # Errors
 /// When writing fails.
 pub fn write_json(report: &CampaignReport, out: &mut dyn Write) -> io::Result<()> {
+    json_with(report, None, out)
+}
+
+/// [`write_json`] of a report over several ledgers, with `ledgers` and `overlap` added.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_json_merged(merged: &super::merge::Merged, out: &mut dyn Write) -> io::Result<()> {
+    json_with(
+        &merged.report,
+        Some((&merged.ledgers, &merged.overlap)),
+        out,
+    )
+}
+
+/// The merged heading of the text and Markdown reports: which ledgers, and who is in several.
+///
+/// # Errors
+/// When writing fails.
+pub fn write_merged_heading(merged: &super::merge::Merged, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "Merged from {}", merged.describe())?;
+    let o = &merged.overlap;
+    if o.recipients > 0 {
+        let list: Vec<String> = o
+            .examples
+            .iter()
+            .map(|e| {
+                let at: Vec<String> = e.ledgers.iter().map(|i| (i + 1).to_string()).collect();
+                format!("{} (ledgers {})", one_line(&e.email), at.join(", "))
+            })
+            .collect();
+        writeln!(
+            out,
+            "warning: {} recipients are in more than one ledger, counted once (their most advanced \
+             state): {}{}",
+            o.recipients,
+            list.join(", "),
+            if o.recipients as usize > o.examples.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        )?;
+    }
+    writeln!(out)
+}
+
+fn json_with(
+    report: &CampaignReport,
+    merged: Option<(&[super::merge::LedgerPart], &super::merge::Overlap)>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let json = Json {
+        ledgers: merged.map(|m| m.0),
+        overlap: merged.map(|m| m.1),
         campaign: &report.campaign.name,
         summary: &report.campaign,
         totals: &report.totals,
@@ -432,22 +492,38 @@ pub fn write_csv(
     campaign: crate::model::CampaignId,
     out: &mut dyn Write,
 ) -> Result<(), super::Error> {
+    write_csv_rows(ledger, campaign, true, out)
+}
+
+/// [`write_csv`], with or without the header line (the ledgers after the first of a merged
+/// export add their rows under the first one's header).
+///
+/// # Errors
+/// When a query or a write fails.
+pub fn write_csv_rows(
+    ledger: &Ledger,
+    campaign: crate::model::CampaignId,
+    header: bool,
+    out: &mut dyn Write,
+) -> Result<(), super::Error> {
     let io_error = |e: io::Error| super::Error::Write {
         path: ledger.path().to_owned(),
         source: e,
     };
     let mut csv = csv::Writer::from_writer(out);
-    csv.write_record([
-        "email",
-        "state",
-        "code",
-        "enhanced_code",
-        "reply",
-        "attempts",
-        "last_attempt_at",
-        "relay_accepted",
-    ])
-    .map_err(|e| io_error(e.into()))?;
+    if header {
+        csv.write_record([
+            "email",
+            "state",
+            "code",
+            "enhanced_code",
+            "reply",
+            "attempts",
+            "last_attempt_at",
+            "relay_accepted",
+        ])
+        .map_err(|e| io_error(e.into()))?;
+    }
     // Reused buffers: the export formats a million numbers and times without allocating.
     let (mut code, mut attempts, mut at) = (String::new(), String::new(), String::new());
     let result = ledger.for_each_recipient(campaign, |r: &RecipientRef<'_>| {

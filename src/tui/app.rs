@@ -149,6 +149,8 @@ pub struct Drill {
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub ledger: PathBuf,
+    /// Further ledgers of the same campaigns (shards), merged with the first (`report::merge`).
+    pub more_ledgers: Vec<PathBuf>,
     pub thresholds: Thresholds,
     pub status: Status,
     /// The campaign shown; `None` until the first snapshot picks the newest one.
@@ -172,6 +174,7 @@ impl App {
     pub fn new(ledger: PathBuf, campaign: Option<String>, thresholds: Thresholds) -> App {
         App {
             ledger,
+            more_ledgers: Vec::new(),
             thresholds,
             status: Status::Loading,
             campaign,

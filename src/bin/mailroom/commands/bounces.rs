@@ -67,9 +67,10 @@ struct ImportArgs {
     /// Extra CA certificate (PEM) to trust for the IMAP server.
     #[arg(long, value_name = "FILE")]
     imap_ca: Option<PathBuf>,
-    /// Use this ledger instead of the campaign's `[store] path`.
+    /// Use this ledger instead of the campaign's `[store] path`. Repeat it for a campaign sent
+    /// in shards: each message is recorded in the ledger that sent it.
     #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
+    db: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -269,22 +270,41 @@ pub(crate) fn target(path: &Path) -> anyhow::Result<Target> {
 
 fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let target = target(&args.campaign)?;
-    let db = args.db.clone().unwrap_or_else(|| target.store.clone());
-    if !db.exists() {
-        anyhow::bail!(
-            "ledger {} does not exist\n\nRun `mailroom send` for this campaign first, or pass --db.",
-            db.display()
-        );
+    let dbs = if args.db.is_empty() {
+        vec![target.store.clone()]
+    } else {
+        args.db.clone()
+    };
+    let mut ledgers = Vec::with_capacity(dbs.len());
+    for db in &dbs {
+        if !db.exists() {
+            anyhow::bail!(
+                "ledger {} does not exist\n\nRun `mailroom send` for this campaign first, or pass --db.",
+                db.display()
+            );
+        }
+        let ledger = mailroom::store::open(db)?;
+        let matcher =
+            match import::Matcher::new(&ledger, &target.name, target.return_path.as_deref()) {
+                Ok(m) => m,
+                Err(e) if dbs.len() > 1 => {
+                    return Err(anyhow::Error::from(e).context(format!("ledger {}", db.display())));
+                }
+                Err(e) => return Err(e.into()),
+            };
+        ledgers.push((ledger, matcher));
     }
-    let mut ledger = mailroom::store::open(&db)?;
-    let matcher = import::Matcher::new(&ledger, &target.name, target.return_path.as_deref())?;
-    let mut summary = import::Summary::default();
+    let mut summaries = vec![import::Summary::default(); ledgers.len()];
+    let mut record = |m: &import::MailboxMessage| -> anyhow::Result<()> {
+        import::import_routed(&mut ledgers, m, &mut summaries)
+            .with_context(|| format!("recording {}", m.source))?;
+        Ok(())
+    };
     let mut read_errors = 0;
     if let Some(dir) = &args.maildir {
         for message in mailbox::maildir(dir)? {
             match message {
-                Ok(m) => import::import_one(&mut ledger, &matcher, &m, &mut summary)
-                    .with_context(|| format!("recording {}", m.source))?,
+                Ok(m) => record(&m)?,
                 Err(e) => {
                     eprintln!("mailroom: {e:#}");
                     read_errors += 1;
@@ -294,8 +314,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(file) = &args.mbox {
         for message in mailbox::mbox(file)? {
             match message {
-                Ok(m) => import::import_one(&mut ledger, &matcher, &m, &mut summary)
-                    .with_context(|| format!("recording {}", m.source))?,
+                Ok(m) => record(&m)?,
                 // An oversize message is skipped and the import goes on; a read error ends the
                 // iterator after this item.
                 Err(e) => {
@@ -337,8 +356,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
         while let Some(item) = runtime.block_on(mailbox.next())? {
             match item {
                 bounce::imap::Item::Message(m) => {
-                    import::import_one(&mut ledger, &matcher, &m, &mut summary)
-                        .with_context(|| format!("recording {}", m.source))?;
+                    record(&m)?;
                 }
                 bounce::imap::Item::Skipped(skipped) => {
                     eprintln!("mailroom: {skipped}");
@@ -348,7 +366,23 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
         runtime.block_on(mailbox.logout());
     }
-    print_summary(&summary, &target.name);
+    if dbs.len() == 1 {
+        print_summary(&summaries[0], &target.name);
+    } else {
+        let mut all = import::Summary::default();
+        for s in &summaries {
+            all.absorb(s.clone());
+        }
+        print_summary(&all, &target.name);
+        for (db, s) in dbs.iter().zip(&summaries) {
+            println!(
+                "  ledger {}: {} recorded, {} already recorded",
+                mailroom::display::one_line(&db.display().to_string()),
+                s.matched,
+                s.duplicates
+            );
+        }
+    }
     Ok(if read_errors > 0 {
         ExitCode::from(1)
     } else {

@@ -17,9 +17,10 @@ pub struct Args {
     /// Campaign folder or its campaign.toml (finds the ledger and the campaign name).
     #[arg(value_name = "CAMPAIGN", required_unless_present = "db")]
     pub campaign: Option<PathBuf>,
-    /// Read this ledger instead of the campaign's configured store.
+    /// Read this ledger instead of the campaign's configured store. Repeat it to watch the
+    /// ledgers of a campaign sent in shards as one (shared recipients counted once).
     #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    pub db: Vec<PathBuf>,
     /// Campaign to show first (default: the campaign given, else the newest in the ledger).
     #[arg(long = "campaign", value_name = "NAME")]
     pub name: Option<String>,
@@ -40,9 +41,11 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let target = resolve(
         args.campaign.as_deref(),
-        args.db.as_deref(),
+        args.db.first().map(PathBuf::as_path),
         args.name.as_deref(),
     )?;
+    let mut ledgers = vec![target.db.clone()];
+    ledgers.extend(args.db.iter().skip(1).cloned());
     for (flag, value) in [
         ("--bounce-warn", args.bounce_warn),
         ("--bounce-alarm", args.bounce_alarm),
@@ -81,8 +84,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let interrupted = AtomicBool::new(false);
     runtime
-        .block_on(mailroom::tui::run_with(
-            target.db,
+        .block_on(mailroom::tui::run_many(
+            ledgers,
             target.name,
             thresholds,
             async {

@@ -35,9 +35,11 @@ pub struct Args {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Read this ledger instead of the campaign's configured store.
+    /// Read this ledger instead of the campaign's configured store. Repeat it to merge the
+    /// ledgers of a campaign sent in shards from several hosts (summed by campaign name; a
+    /// recipient in two ledgers is counted once and flagged).
     #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    pub db: Vec<PathBuf>,
     /// Campaign name inside the ledger (needed with --db when it holds several).
     #[arg(long = "campaign", value_name = "NAME")]
     pub name: Option<String>,
@@ -84,9 +86,12 @@ pub fn resolve(
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.db.len() > 1 {
+        return run_merged(&args);
+    }
     let target = resolve(
         args.campaign.as_deref(),
-        args.db.as_deref(),
+        args.db.first().map(PathBuf::as_path),
         args.name.as_deref(),
     )?;
     let ledger = match Ledger::open(&target.db) {
@@ -168,6 +173,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.context("writing the report")),
     }
+}
+
+/// `report --db A --db B ...`: one campaign over several ledgers.
+fn run_merged(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.all {
+        anyhow::bail!(
+            "--all reads one ledger\n\nRun `mailroom report --all --db PATH` once per ledger."
+        );
+    }
+    // The campaign name: --campaign, else the one in CAMPAIGN's campaign.toml, else the only
+    // campaign of the ledgers.
+    let name = match (&args.name, &args.campaign) {
+        (Some(n), _) => Some(n.clone()),
+        (None, Some(path)) => Some(
+            mailroom::campaign::Campaign::load_without_keys(path)
+                .with_context(|| format!("loading campaign {}", path.display()))?
+                .name()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let written = if args.format == Format::Csv {
+        csv_merged(&args.db, name.as_deref(), &mut out)
+    } else {
+        let merged = report::merge::load(&args.db, name.as_deref())?;
+        match args.format {
+            Format::Json => report::write_json_merged(&merged, &mut out),
+            Format::Html => report::write_html(&merged.report, &mut out),
+            Format::Md => report::write_merged_heading(&merged, &mut out)
+                .and_then(|()| report::write_markdown(&merged.report, &mut out)),
+            _ => report::write_merged_heading(&merged, &mut out)
+                .and_then(|()| report::write_text(&merged.report, &mut out)),
+        }
+        .map_err(anyhow::Error::from)
+    };
+    match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.context("writing the report")),
+    }
+}
+
+/// Every ledger's recipient rows under one header, ledger by ledger (a recipient in two
+/// ledgers appears in each, with the state that ledger holds).
+fn csv_merged(paths: &[PathBuf], name: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut name = name.map(str::to_owned);
+    for (i, path) in paths.iter().enumerate() {
+        let ledger = Ledger::open(path)?;
+        let summary = ledger.find_campaign(name.as_deref())?;
+        name.get_or_insert_with(|| summary.name.clone());
+        report::write_csv_rows(&ledger, summary.id, i == 0, out)?;
+    }
+    Ok(())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
