@@ -36,29 +36,32 @@ smtp = (f'[smtp]\nhost = "{host}"\nport = {port}\nsecurity = "starttls"\n'
         f'connections = {sessions}\nmessages_per_connection = 1000\n')
 toml = re.sub(r'(?ms)^\[smtp\].*?(?=^\[rate\])', smtp + '\n', toml)
 toml = re.sub(r'(?ms)^\[rate\].*?(?=^\[retry\])', '[rate]\nper_second = 1000000\n\n', toml)
-toml += '\n[providers]\nlookup = false\n'
+if re.search(r'(?m)^\[providers\]', toml):
+    toml = re.sub(r'(?m)^\[providers\]\n', '[providers]\nlookup = false\n', toml, count=1)
+else:
+    toml += '\n[providers]\nlookup = false\n'
 open(f"{camp}/campaign.toml", "w").write(toml)
 with open(f"{camp}/contacts.csv", "w") as f:
     f.write("email,name,city\n")
     for i in range(int(n)):
-        f.write(f"user{i:04d}@{ok},Reader {i},City {i % 97}\n")
+        f.write(f"user{i + 1:04d}@{ok},Reader {i},City {i % 97}\n")
 EOF
 size=$("$bin" preview "$camp" --limit 1 2>/dev/null | sed '1d' | wc -c)
 now() { date +%s.%N; }
 
 t0=$(now)
 smtp-source -s "$SESSIONS" -m "$N" -l "$size" -f "$MAILROOM_TEST_POSTFIX_USER" \
-  -t "user4999@$ok" "$host:$MAILROOM_TEST_POSTFIX_SMTP_PORT"
+  -t "user5000@$ok" "$host:$MAILROOM_TEST_POSTFIX_SMTP_PORT"
 t1=$(now)
 source_rate=$(python3 -c "print(round($N / ($t1 - $t0)))")
 
 t0=$(now)
-"$bin" send "$camp" --yes >"$work/send.log" 2>"$work/send.err"
+"$bin" send "$camp" --yes >"$work/send.log" 2>"$work/send.err" || true
 t1=$(now)
 accepted=$(grep -c '^accepted' "$work/send.log" || true)
 if [[ $accepted != "$N" ]]; then
   echo "bench-postfix: Postfix accepted $accepted of $N" >&2
-  tail -5 "$work/send.err" >&2
+  tail -5 "$work/send.err" >&2; tail -5 "$work/send.log" >&2
   exit 1
 fi
 rate=$(python3 -c "print(round($N / ($t1 - $t0)))")
