@@ -742,8 +742,9 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     };
     let provider_map = Arc::new(providers::ProviderMap::from_cache(cache));
     let reads = Reads(Arc::new(std::sync::Mutex::new(reader)));
-    // Never awaited by sending: given `FINISH_GRACE` when the run ends, then aborted; whatever
-    // it resolved is queued.
+    // Never awaited by sending: given `FINISH_GRACE` when the run ends, then aborted; what it
+    // resolved is flushed to the ledger either way.
+    let pending_providers = providers::Pending::default();
     let resolving = options.providers.clone().map(|lookup| {
         providers::spawn(
             lookup,
@@ -751,6 +752,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             campaign_id,
             provider_map.clone(),
             writer.clone(),
+            pending_providers.clone(),
         )
     });
 
@@ -805,6 +807,8 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             task.abort();
             let _ = task.await;
         }
+        // What was resolved since the last batch, aborted or not.
+        pending_providers.flush(&writer).await;
     }
     if let Err(e) = &driven {
         shared.stop(End::Aborted(Stop::Ledger(e.to_string())));

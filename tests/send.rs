@@ -1053,9 +1053,14 @@ async fn kill_9_mid_run_then_rerun_sends_nobody_twice() {
     let unknown = finals.get("unknown").copied().unwrap_or(0);
     assert_eq!(accepted + unknown, 300, "{finals:?}");
     assert_eq!(unknown, recovered, "{finals:?}");
-    // The relay has exactly the accepted messages: the 3 stuck ones were never answered (so
-    // never accepted) and are not resent without --resend-unknown.
-    assert_eq!(per.len() as i64, accepted);
+    // The relay has the accepted messages, plus at most the 3 stuck ones: their data was
+    // complete when the sender died, so the relay may still take them when it thaws (that is
+    // what `unknown` means); they are not resent without --resend-unknown.
+    assert!(
+        (accepted..=accepted + recovered).contains(&(per.len() as i64)),
+        "relay {} vs ledger {finals:?}",
+        per.len()
+    );
     assert_eq!(relay.seen().messages_ended, 300);
     let conn = rusqlite::Connection::open(&ledger_path).unwrap();
     let crashed: i64 = conn

@@ -4,8 +4,9 @@
 //! diagnoses: a consumer domain from `provider::of_domain`, any other from the ledger's cache
 //! (read once when the run starts), `unknown` otherwise. With a [`Lookup`] in the run's options,
 //! [`spawn`] resolves the campaign's uncached domains in the background, at most `concurrency`
-//! lookups at a time, adds each answer to the map and queues it for the ledger (through the
-//! writer thread, in batches): sending never waits for it.
+//! lookups at a time, adds each answer to the map at once and writes them to the ledger through
+//! the writer thread in large batches (every minute and when the run ends): sending never waits
+//! for it, and the writer is not asked for a row per domain while it records the run.
 //!
 //! It must not decide anything about sending; the resolver itself is the caller's (a
 //! `provider::resolve::MxLookup`).
@@ -17,9 +18,6 @@ use crate::model::CampaignId;
 use crate::provider::resolve::{self, MxLookup, Resolved};
 use crate::provider::{self, Provider};
 use crate::store::{ProviderRecord, Reader, Writer};
-
-/// Cache rows queued for the ledger at once.
-const BATCH: usize = 256;
 
 /// How long a run that has sent everything waits for lookups still in flight before it exits.
 pub const FINISH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -141,15 +139,55 @@ impl ProviderMap {
     }
 }
 
+/// How often resolved answers go to the ledger during a run. Each answer is a row the writer
+/// thread must insert beside the run's own claims and outcomes; written all at once (every
+/// minute, and when the run ends) they cost the send almost nothing, and a long run's
+/// dashboard still sees them within a minute.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Answers resolved but not yet in the ledger. The run drains it when it ends
+/// ([`Pending::flush`]), after the resolving task has finished or been aborted, so no answer a
+/// run paid for is lost.
+#[derive(Debug, Default, Clone)]
+pub struct Pending(Arc<std::sync::Mutex<Vec<ProviderRecord>>>);
+
+impl Pending {
+    fn push(&self, record: ProviderRecord) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+    }
+
+    fn take(&self) -> Vec<ProviderRecord> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Writes what is pending through the run's writer (one batch).
+    pub async fn flush(&self, writer: &Writer) {
+        let batch = self.take();
+        if !batch.is_empty() {
+            let _ = writer.record_providers(batch).await;
+        }
+    }
+}
+
 /// Starts resolving `campaign`'s uncached domains in the background. The task ends when every
-/// domain is resolved; the caller aborts it when the run ends first (answers already queued are
-/// committed with the run's last batch).
+/// domain is resolved; the caller aborts it when the run ends first. Answers go to `map` at
+/// once and to the ledger in batches (see [`FLUSH_EVERY`]); the caller flushes `pending` when
+/// the run ends.
 pub fn spawn(
     lookup: Lookup,
     reader_path: std::path::PathBuf,
     campaign: CampaignId,
     map: Arc<ProviderMap>,
     writer: Writer,
+    pending: Pending,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let now = crate::clock::now_ms();
@@ -176,22 +214,16 @@ pub fn spawn(
             },
         );
         let storing = async {
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut flushed = tokio::time::Instant::now();
             while let Some(r) = rx.recv().await {
                 map.insert(r.domain.clone(), r.provider);
-                batch.push(record(r));
-                if batch.len() == BATCH
-                    && writer
-                        .record_providers(std::mem::take(&mut batch))
-                        .await
-                        .is_err()
-                {
-                    return;
+                pending.push(record(r));
+                if flushed.elapsed() >= FLUSH_EVERY {
+                    flushed = tokio::time::Instant::now();
+                    pending.flush(&writer).await;
                 }
             }
-            if !batch.is_empty() {
-                let _ = writer.record_providers(batch).await;
-            }
+            pending.flush(&writer).await;
         };
         tokio::join!(resolving, storing);
     })
