@@ -547,14 +547,17 @@ pub fn domain_sending(
     Ok((first, u64::try_from(recent).unwrap_or(0)))
 }
 
+/// The suppression reason of a recipient's address, if any. A subquery, not a join: SQLite
+/// re-prepared the join form (`suppressions JOIN recipients ON email`) on every execution, one
+/// re-prepare per claim, 8% of the writer thread's time in a send.
+const SUPPRESSION_OF_RECIPIENT: &str = "SELECT reason FROM suppressions
+     WHERE email = (SELECT email FROM recipients WHERE id = ?1)";
+
 /// Applies a claim (inside the writer's transaction).
 pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
     // Hot path (one claim per message): cached statements, no re-parsing.
     let suppressed: Option<String> = conn
-        .prepare_cached(
-            "SELECT s.reason FROM suppressions s JOIN recipients r ON r.email = s.email
-             WHERE r.id = ?1",
-        )?
+        .prepare_cached(SUPPRESSION_OF_RECIPIENT)?
         .query_row(params![c.recipient_id], |r| r.get(0))
         .optional()?;
     let expected_state = c.expected_state.as_str();
@@ -906,6 +909,29 @@ mod tests {
         assert_eq!(at_retry[0].first_attempt_at, Some(1_000));
         assert_eq!(due_rows(&conn, c, 0, 5_000, true, 10).unwrap().len(), 2);
         assert_eq!(deferred_summary(&conn, c).unwrap(), (1, Some(5_000)));
+    }
+
+    /// The claim path's statements are prepared once per connection, not once per claim.
+    #[test]
+    fn claims_never_re_prepare_their_statements() {
+        let (_d, mut conn, c) = ledger();
+        import(&mut conn, c, (0..20).map(ok)).unwrap();
+        let run = start_run(&conn, c, "localhost", "none").unwrap();
+        for row in due_rows(&conn, c, 0, now_ms(), false, 100).unwrap() {
+            let claimed = claim(
+                &conn,
+                &Claim {
+                    recipient_id: row.id,
+                    run_id: run,
+                    expected_state: row.state,
+                    expected_attempts: row.attempts,
+                },
+            )
+            .unwrap();
+            assert_eq!(claimed, ClaimResult::Claimed);
+        }
+        let stmt = conn.prepare_cached(SUPPRESSION_OF_RECIPIENT).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     #[test]
