@@ -856,76 +856,94 @@ fn start_dovecot_with(messages: &[(String, Vec<u8>)], userinfo: Option<&str>) ->
             chown(f.unwrap().path(), Some(65534), Some(65534)).unwrap();
         }
     }
-    let (starttls_port, imaps_port) = (free_port(), free_port());
-    let p = d.display();
-    let (mechanisms, oauth_passdb) = match userinfo {
-        None => ("plain", String::new()),
-        Some(url) => {
-            std::fs::write(
-                d.join("oauth2.conf"),
-                format!(
-                    "introspection_mode = auth\nintrospection_url = {url}\n\
-                     force_introspection = yes\nusername_attribute = email\n"
-                ),
-            )
-            .unwrap();
-            (
-                "plain xoauth2",
-                format!(
-                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {p}/oauth2.conf\n}}\n"
-                ),
-            )
-        }
-    };
-    let conf = format!(
-        "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\n\
-         protocols = imap\nlisten = 127.0.0.1\nssl = required\n\
-         ssl_cert = <{p}/cert.pem\nssl_key = <{p}/key.pem\n\
-         disable_plaintext_auth = yes\nauth_mechanisms = {mechanisms}\n\
-         default_internal_user = dovecot\ndefault_login_user = dovenull\n\
-         first_valid_uid = 1\nmail_location = maildir:~/Maildir\n{oauth_passdb}\
-         passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
-         userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={p}/home/%u\n}}\n\
-         service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {starttls_port}\n  }}\n\
-           inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes\n  }}\n}}\n\
-         service stats {{\n  unix_listener stats-reader {{\n    mode = 0666\n  }}\n  unix_listener stats-writer {{\n    mode = 0666\n  }}\n}}\n"
-    );
-    std::fs::write(d.join("dovecot.conf"), conf).unwrap();
-    let child = std::process::Command::new(binary)
-        .arg("-F")
-        .arg("-c")
-        .arg(d.join("dovecot.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Dovecot {
-        child,
-        ca_pem: ca.pem(),
-        dir,
-        starttls_port,
-        imaps_port,
-    };
-    // Ready when the IMAP greeting arrives (polled with a deadline, not slept on).
-    let deadline = Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", starttls_port)) {
-            use std::io::Read;
-            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+    // A port picked free can be taken by another test before Dovecot binds it; Dovecot's master
+    // then exits at once, saying so on stderr (its log is not open yet). Try fresh ports, and
+    // name the cause if it keeps failing.
+    let mut last_error = String::new();
+    for _attempt in 0..3 {
+        let (starttls_port, imaps_port) = (free_port(), free_port());
+        let p = d.display();
+        let (mechanisms, oauth_passdb) = match userinfo {
+            None => ("plain", String::new()),
+            Some(url) => {
+                std::fs::write(
+                    d.join("oauth2.conf"),
+                    format!(
+                        "introspection_mode = auth\nintrospection_url = {url}\n\
+                         force_introspection = yes\nusername_attribute = email\n"
+                    ),
+                )
                 .unwrap();
-            let mut buf = [0u8; 4];
-            if s.read_exact(&mut buf).is_ok() && &buf == b"* OK" {
-                break;
+                (
+                    "plain xoauth2",
+                    format!(
+                        "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {p}/oauth2.conf\n}}\n"
+                    ),
+                )
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dovecot did not start: {}",
-            std::fs::read_to_string(server.dir.path().join("dovecot.log")).unwrap_or_default()
+        };
+        let conf = format!(
+            "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\n\
+             protocols = imap\nlisten = 127.0.0.1\nssl = required\n\
+             ssl_cert = <{p}/cert.pem\nssl_key = <{p}/key.pem\n\
+             disable_plaintext_auth = yes\nauth_mechanisms = {mechanisms}\n\
+             default_internal_user = dovecot\ndefault_login_user = dovenull\n\
+             first_valid_uid = 1\nmail_location = maildir:~/Maildir\n{oauth_passdb}\
+             passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
+             userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={p}/home/%u\n}}\n\
+             service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {starttls_port}\n  }}\n\
+               inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes\n  }}\n}}\n\
+             service stats {{\n  unix_listener stats-reader {{\n    mode = 0666\n  }}\n  unix_listener stats-writer {{\n    mode = 0666\n  }}\n}}\n"
         );
-        std::thread::yield_now();
+        std::fs::write(d.join("dovecot.conf"), conf).unwrap();
+        let stderr = std::fs::File::create(d.join("stderr.log")).unwrap();
+        let mut child = std::process::Command::new(binary)
+            .arg("-F")
+            .arg("-c")
+            .arg(d.join("dovecot.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        // Ready when the IMAP greeting arrives (polled with a deadline, not slept on).
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let ready = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                last_error = format!(
+                    "dovecot exited ({status}): {}{}",
+                    std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default(),
+                    std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
+                );
+                break false;
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", starttls_port)) {
+                use std::io::Read;
+                s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                    .unwrap();
+                let mut buf = [0u8; 4];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"* OK" {
+                    break true;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dovecot did not start: {}{}",
+                std::fs::read_to_string(d.join("stderr.log")).unwrap_or_default(),
+                std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
+            );
+            std::thread::yield_now();
+        };
+        if ready {
+            return Some(Dovecot {
+                child,
+                ca_pem: ca.pem(),
+                dir,
+                starttls_port,
+                imaps_port,
+            });
+        }
     }
-    Some(server)
+    panic!("dovecot did not start in three tries: {last_error}");
 }
 
 use std::time::Instant;
