@@ -587,3 +587,27 @@ fn check_accepts_relays_without_an_smtp_table() {
     // Relay `a`'s size limit is the campaign's: every message is larger than 100 bytes.
     assert_eq!(out.status.code(), Some(1), "{all}");
 }
+
+/// A secret a `[[relay]]` names but the environment lacks: `send` says which relay's table
+/// names it, not `[smtp]` (there is none), and sends nothing.
+#[test]
+fn a_relay_whose_password_variable_is_unset_is_named_in_the_error() {
+    let f = Fixture::base();
+    f.append_toml(
+        "[[relay]]\nname = \"backup\"\nhost = \"127.0.0.1\"\nport = 1\nsecurity = \"starttls\"\n\
+         username = \"news\"\npassword_env = \"MAILROOM_TEST_UNSET_RELAY_PASSWORD\"\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["send", "--yes"])
+        .arg(f.path())
+        .env_remove("MAILROOM_TEST_UNSET_RELAY_PASSWORD")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("[[relay]] \"backup\" password_env names the environment variable MAILROOM_TEST_UNSET_RELAY_PASSWORD"),
+        "{err}"
+    );
+    assert!(!f.path().join("mailroom.db").exists(), "nothing imported");
+}

@@ -11,7 +11,7 @@ use crate::campaign::config::{AuthMethod, OAuthProvider, SmtpConfig};
 use crate::oauth::{self, Grant, Provider, Purpose, Source, Tokens};
 use crate::transport::Secret;
 
-use super::setup::Error;
+use super::setup::{Error, SMTP_TABLE};
 
 /// A secret from the variable `var` (set and not empty).
 fn from_env(config: &Path, key: &'static str, var: &str) -> Result<Secret, Error> {
@@ -19,6 +19,7 @@ fn from_env(config: &Path, key: &'static str, var: &str) -> Result<Secret, Error
         Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
         _ => Err(Error::SecretEnv {
             config: config.to_owned(),
+            table: SMTP_TABLE.to_owned(),
             key,
             var: var.to_owned(),
         }),
@@ -69,6 +70,7 @@ pub fn password(smtp: &SmtpConfig, config: &Path) -> Result<Option<Secret>, Erro
     if smtp.username.is_some() && password.is_none() {
         return Err(Error::NoPassword {
             config: config.to_owned(),
+            table: SMTP_TABLE.to_owned(),
         });
     }
     Ok(password)
@@ -112,6 +114,7 @@ fn grant(smtp: &SmtpConfig, config: &Path, purpose: Purpose) -> Result<Grant, Er
     };
     let endpoint = oauth::http::Endpoint::parse(&url).map_err(|why| Error::TokenUrl {
         config: config.to_owned(),
+        table: SMTP_TABLE.to_owned(),
         why,
     })?;
     let client_id = match &smtp.client_id_env {
@@ -132,6 +135,7 @@ fn grant(smtp: &SmtpConfig, config: &Path, purpose: Purpose) -> Result<Grant, Er
     )?
     .ok_or_else(|| Error::SecretEnv {
         config: config.to_owned(),
+        table: SMTP_TABLE.to_owned(),
         key: "refresh_token_env",
         var: String::new(),
     })?;

@@ -19,16 +19,17 @@ use super::{Options, Outgoing, RateOptions, Render, RetryOptions};
 #[non_exhaustive]
 pub enum Error {
     #[error(
-        "{config}: [smtp] host is not set\n\nAdd host = \"smtp.example.com\" under [smtp] (and port, \
+        "{config}: {table} host is not set\n\nAdd host = \"smtp.example.com\" under {table} (and port, \
          security, username, password_env)."
     )]
-    NoHost { config: PathBuf },
+    NoHost { config: PathBuf, table: String },
     #[error(
-        "{config}: [smtp] {key} names the environment variable {var}, which is not set\n\n\
+        "{config}: {table} {key} names the environment variable {var}, which is not set\n\n\
          Export it before running mailroom (e.g. `read -rs {var}; export {var}`)."
     )]
     SecretEnv {
         config: PathBuf,
+        table: String,
         key: &'static str,
         var: String,
     },
@@ -39,8 +40,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{config}: [smtp] token_url: {why}")]
-    TokenUrl { config: PathBuf, why: String },
+    #[error("{config}: {table} token_url: {why}")]
+    TokenUrl {
+        config: PathBuf,
+        table: String,
+        why: String,
+    },
     #[error(transparent)]
     Tls(#[from] crate::tls::Error),
     #[error(
@@ -49,12 +54,36 @@ pub enum Error {
     )]
     NoOAuth { config: PathBuf },
     #[error(
-        "{config}: [smtp] username is set but neither password_env nor password_file is\n\n\
-         Add password_env = \"MAILROOM_SMTP_PASSWORD\" under [smtp] and export that variable (or use auth = \"xoauth2\")."
+        "{config}: {table} username is set but neither password_env nor password_file is\n\n\
+         Add password_env = \"MAILROOM_SMTP_PASSWORD\" under {table} and export that variable (or use auth = \"xoauth2\")."
     )]
-    NoPassword { config: PathBuf },
+    NoPassword { config: PathBuf, table: String },
     #[error(transparent)]
     Campaign(#[from] campaign::Error),
+}
+
+/// The table errors name when nothing more precise is known.
+pub(crate) const SMTP_TABLE: &str = "[smtp]";
+
+impl Error {
+    /// The same error, naming `table` (a `[[relay]]`) instead of `[smtp]`.
+    fn in_table(self, table: &str) -> Error {
+        let table = table.to_owned();
+        match self {
+            Error::NoHost { config, .. } => Error::NoHost { config, table },
+            Error::SecretEnv {
+                config, key, var, ..
+            } => Error::SecretEnv {
+                config,
+                table,
+                key,
+                var,
+            },
+            Error::TokenUrl { config, why, .. } => Error::TokenUrl { config, table, why },
+            Error::NoPassword { config, .. } => Error::NoPassword { config, table },
+            other => other,
+        }
+    }
 }
 
 /// What reading the contacts found besides the valid rows.
@@ -480,15 +509,30 @@ impl CampaignRender {
 /// When no host is set, or the password is configured but cannot be read.
 pub fn settings(campaign: &Campaign) -> Result<Settings, Error> {
     let config = campaign.config();
-    let smtp = config.relay.first().unwrap_or(&config.smtp);
-    settings_of(smtp, campaign.config_path())
+    match config.relay.first() {
+        Some(first) => {
+            settings_of(first, campaign.config_path()).map_err(|e| e.in_table(&relay_table(first)))
+        }
+        None => settings_of(&config.smtp, campaign.config_path()),
+    }
+}
+
+/// How errors name a `[[relay]]` table: `[[relay]] "backup"`.
+fn relay_table(relay: &campaign::SmtpConfig) -> String {
+    format!(
+        "[[relay]] {:?}",
+        relay.name.as_deref().unwrap_or_default().trim()
+    )
 }
 
 /// One relay table's transport settings (`[smtp]` or a `[[relay]]`), secrets read.
 fn settings_of(smtp: &campaign::SmtpConfig, config: &std::path::Path) -> Result<Settings, Error> {
     let config = config.to_owned();
     if smtp.host.trim().is_empty() {
-        return Err(Error::NoHost { config });
+        return Err(Error::NoHost {
+            config,
+            table: SMTP_TABLE.to_owned(),
+        });
     }
     let password = super::secrets::password(smtp, &config)?;
     let oauth = super::secrets::tokens(smtp, &config, crate::oauth::Purpose::Smtp)?;
@@ -562,7 +606,8 @@ pub fn relays(campaign: &Campaign) -> Result<Vec<RelaySettings>, Error> {
                 },
                 daily_cap: r.daily_cap,
                 cooloff: r.cooloff.unwrap_or(super::relays::DEFAULT_COOLOFF),
-                settings: settings_of(r, campaign.config_path())?,
+                settings: settings_of(r, campaign.config_path())
+                    .map_err(|e| e.in_table(&relay_table(r)))?,
             })
         })
         .collect()
