@@ -451,6 +451,62 @@ async fn a_relay_answering_service_unavailable_cools_off_and_the_other_takes_eve
     assert!(busy.seen().stored.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_denies_relaying_cools_off_and_the_other_takes_everyone() {
+    let busy = Relay::plain(
+        "[[rule]]\nrecipient = \"*\"\naction = \"reject\"\nreply = \"550 5.7.1 Relaying denied\"\n",
+    )
+    .await;
+    let good = Relay::plain("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("mailroom.db");
+    let spec = |name: &str, port: u16| {
+        let settings = common::settings("127.0.0.1", port, Security::None);
+        let name = name.to_owned();
+        async move {
+            RelaySpec {
+                name,
+                weight: 1,
+                rate: mailroom::pipeline::RateOptions {
+                    per_second: None,
+                    ..Default::default()
+                },
+                daily_cap: None,
+                cooloff: std::time::Duration::from_secs(300),
+                transport: Transport::new(settings).await.unwrap(),
+            }
+        }
+    };
+    let relays = Relays::several(
+        spec("busy", busy.port()).await,
+        vec![spec("good", good.port()).await],
+    );
+    let list = numbered("reader", 30);
+    let summary = send_relays(
+        &ledger,
+        "busy",
+        people(&list),
+        relays,
+        options(1),
+        common::plain(),
+    )
+    .await;
+    assert_eq!(summary.end, End::Finished);
+    assert_eq!(states(&ledger), common::state_map(&[("accepted", 30)]));
+    assert!(charged(&ledger).values().all(|n| *n == 1));
+    let (_, outcomes) = ledger_relays(&ledger);
+    assert_eq!(outcomes.get(&("good".into(), "accepted".into())), Some(&30));
+    // Alone, a relay that denies relaying ends the run; beside another it is that relay's
+    // fault: three denials kept as evidence (uncharged), then the cool-off.
+    assert_eq!(
+        outcomes.get(&("busy".into(), "aborted".into())),
+        Some(&3),
+        "{outcomes:?}"
+    );
+    assert_eq!(cooloffs(&ledger).get("busy"), Some(&1));
+    assert!(busy.seen().stored.is_empty());
+}
+
 /// The config errors of `[[relay]]`, each at its line.
 #[test]
 fn relay_config_errors_name_the_line() {

@@ -190,6 +190,15 @@ fn replied(reply: &Reply, cx: Context) -> Decision {
         }
         .retry_or(cx.retries, |d| d.next = Next::LeaveForLater);
     }
+    if cx.failover && verdict == Verdict::RelayDenied {
+        // This relay will not relay for us (its configuration, not the recipient's address):
+        // with other relays that is this relay's fault, like a failed AUTH, not the run's end.
+        return Decision {
+            relay_fault: true,
+            ..give_back(AttemptOutcome::Aborted)
+        }
+        .retry_or(cx.retries, |d| d.next = Next::LeaveForLater);
+    }
     match verdict {
         Verdict::Accepted => Decision {
             run: ForRun::Succeeded,
@@ -658,6 +667,18 @@ mod tests {
             );
             assert_eq!(last.next, Next::LeaveForLater);
         }
+        // A relay that will not relay for us is that relay's fault too (alone it ends the run).
+        let denied = reply(Step::Rcpt, 550, "5.7.1 Relaying denied");
+        let d = decide(&TxOutcome::Replied(denied.clone()), several);
+        assert_eq!(d.charge, Charge::GiveBack(Some(AttemptOutcome::Aborted)));
+        assert_eq!((d.next, d.run.clone()), (Next::Retry, ForRun::Continue));
+        assert!(d.relay_fault, "{d:?}");
+        let alone = decide(&TxOutcome::Replied(denied), FIRST);
+        assert!(
+            matches!(alone.run, ForRun::Abort(Stop::Refused(_))),
+            "{alone:?}"
+        );
+        assert!(!alone.relay_fault);
         // The recipient's own deferral is still the recipient's.
         let d = decide(&TxOutcome::Replied(rcpt_451), several);
         assert_eq!(d.charge, Charge::Temporary);
