@@ -394,13 +394,13 @@ async fn when_every_relay_is_dead_the_run_pauses_with_a_typed_stop_and_charges_n
     );
 }
 
-/// A relay that answers "service unavailable" to every recipient cools off after three in a
-/// row; the other takes everyone, and nobody is charged for the refusals.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_answering_service_unavailable_cools_off_and_the_other_takes_everyone() {
-    let busy = Relay::plain(
-        "[[rule]]\nrecipient = \"*\"\naction = \"reject\"\nreply = \"421 4.3.2 service not available\"\n",
-    )
+/// One relay refuses every recipient with `reply`, the other is fine: after three refusals in
+/// a row (kept as uncharged attempts with `outcome`) the refusing relay cools off and the other
+/// takes all 30 recipients, each charged once.
+async fn one_relay_refuses_and_the_other_takes_everyone(reply: &str, outcome: &str) {
+    let busy = Relay::plain(&format!(
+        "[[rule]]\nrecipient = \"*\"\naction = \"reject\"\nreply = \"{reply}\"\n"
+    ))
     .await;
     let good = Relay::plain("").await;
     let dir = tempfile::tempdir().unwrap();
@@ -441,9 +441,8 @@ async fn a_relay_answering_service_unavailable_cools_off_and_the_other_takes_eve
     assert!(charged(&ledger).values().all(|n| *n == 1));
     let (_, outcomes) = ledger_relays(&ledger);
     assert_eq!(outcomes.get(&("good".into(), "accepted".into())), Some(&30));
-    // Three refusals in a row, kept as evidence (uncharged), then the cool-off.
     assert_eq!(
-        outcomes.get(&("busy".into(), "throttled".into())),
+        outcomes.get(&("busy".into(), outcome.into())),
         Some(&3),
         "{outcomes:?}"
     );
@@ -451,60 +450,17 @@ async fn a_relay_answering_service_unavailable_cools_off_and_the_other_takes_eve
     assert!(busy.seen().stored.is_empty());
 }
 
+/// "Service unavailable" to every recipient: the relay's fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_answering_service_unavailable_cools_off_and_the_other_takes_everyone() {
+    one_relay_refuses_and_the_other_takes_everyone("421 4.3.2 service not available", "throttled")
+        .await;
+}
+
+/// Alone, a relay that denies relaying ends the run; beside another it is that relay's fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_denies_relaying_cools_off_and_the_other_takes_everyone() {
-    let busy = Relay::plain(
-        "[[rule]]\nrecipient = \"*\"\naction = \"reject\"\nreply = \"550 5.7.1 Relaying denied\"\n",
-    )
-    .await;
-    let good = Relay::plain("").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = dir.path().join("mailroom.db");
-    let spec = |name: &str, port: u16| {
-        let settings = common::settings("127.0.0.1", port, Security::None);
-        let name = name.to_owned();
-        async move {
-            RelaySpec {
-                name,
-                weight: 1,
-                rate: mailroom::pipeline::RateOptions {
-                    per_second: None,
-                    ..Default::default()
-                },
-                daily_cap: None,
-                cooloff: std::time::Duration::from_secs(300),
-                transport: Transport::new(settings).await.unwrap(),
-            }
-        }
-    };
-    let relays = Relays::several(
-        spec("busy", busy.port()).await,
-        vec![spec("good", good.port()).await],
-    );
-    let list = numbered("reader", 30);
-    let summary = send_relays(
-        &ledger,
-        "busy",
-        people(&list),
-        relays,
-        options(1),
-        common::plain(),
-    )
-    .await;
-    assert_eq!(summary.end, End::Finished);
-    assert_eq!(states(&ledger), common::state_map(&[("accepted", 30)]));
-    assert!(charged(&ledger).values().all(|n| *n == 1));
-    let (_, outcomes) = ledger_relays(&ledger);
-    assert_eq!(outcomes.get(&("good".into(), "accepted".into())), Some(&30));
-    // Alone, a relay that denies relaying ends the run; beside another it is that relay's
-    // fault: three denials kept as evidence (uncharged), then the cool-off.
-    assert_eq!(
-        outcomes.get(&("busy".into(), "aborted".into())),
-        Some(&3),
-        "{outcomes:?}"
-    );
-    assert_eq!(cooloffs(&ledger).get("busy"), Some(&1));
-    assert!(busy.seen().stored.is_empty());
+    one_relay_refuses_and_the_other_takes_everyone("550 5.7.1 Relaying denied", "aborted").await;
 }
 
 /// The config errors of `[[relay]]`, each at its line.
