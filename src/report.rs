@@ -220,12 +220,7 @@ impl Ledger {
         for row in &mut domains {
             row.finish();
         }
-        domains.sort_by(|a, b| {
-            b.totals
-                .recipients
-                .cmp(&a.totals.recipients)
-                .then_with(|| a.domain.cmp(&b.domain))
-        });
+        sort_domains(&mut domains);
 
         let mut reasons: Vec<ReasonRow> = self
             .reader
@@ -243,12 +238,7 @@ impl Ledger {
                 example: r.example,
             })
             .collect();
-        reasons.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.status.cmp(&b.status))
-                .then_with(|| a.outcome.cmp(&b.outcome))
-        });
+        sort_reasons(&mut reasons);
 
         let mut series: Vec<MinutePoint> = Vec::new();
         for m in self.reader.minutes(id)? {
@@ -382,6 +372,26 @@ impl Ledger {
             .for_each_recipient(campaign, each)
             .map_err(|e| e.map_err(Error::Store))
     }
+}
+
+/// Largest domain first, then by name: the order of every domain list.
+fn sort_domains(domains: &mut [DomainRow]) {
+    domains.sort_by(|a, b| {
+        b.totals
+            .recipients
+            .cmp(&a.totals.recipients)
+            .then_with(|| a.domain.cmp(&b.domain))
+    });
+}
+
+/// Most frequent reason first, then by status and outcome.
+fn sort_reasons(reasons: &mut [ReasonRow]) {
+    reasons.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.status.cmp(&b.status))
+            .then_with(|| a.outcome.cmp(&b.outcome))
+    });
 }
 
 /// Adds one counter row to the domain rows being built (rows of a domain are consecutive).

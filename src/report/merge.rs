@@ -15,10 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{
-    CampaignReport, DomainRow, Error, Ledger, MinutePoint, RECENT_LIMIT, Rates, ReasonRow,
-    deliverability,
-};
+use super::{CampaignReport, Error, Ledger, MinutePoint, RECENT_LIMIT, Rates, deliverability};
 use crate::model::DeliveryState;
 
 /// Addresses listed in [`Overlap::examples`] at most.
@@ -224,6 +221,18 @@ fn short(path: &Path) -> String {
     crate::display::one_line(&path.display().to_string())
 }
 
+/// The campaign's dates and open runs over two ledgers: the first creation and start, the
+/// latest run, every open run.
+fn absorb_runs(c: &mut super::CampaignSummary, other: &super::CampaignSummary) {
+    c.created_at = c.created_at.min(other.created_at);
+    c.started_at = match (c.started_at, other.started_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    c.last_run_at = c.last_run_at.max(other.last_run_at);
+    c.open_runs += other.open_runs;
+}
+
 /// Adds the reports up view by view (recipient counts still include overlaps).
 fn combine(reports: Vec<CampaignReport>) -> CampaignReport {
     let mut iter = reports.into_iter();
@@ -231,14 +240,8 @@ fn combine(reports: Vec<CampaignReport>) -> CampaignReport {
         unreachable!("load opens at least one ledger");
     };
     for r in iter {
-        let c = &mut out.campaign;
-        c.created_at = c.created_at.min(r.campaign.created_at);
-        c.started_at = match (c.started_at, r.campaign.started_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        c.last_run_at = c.last_run_at.max(r.campaign.last_run_at);
-        c.open_runs += r.campaign.open_runs;
+        // The counts are recomputed from the merged totals in `finish`.
+        absorb_runs(&mut out.campaign, &r.campaign);
         out.totals.absorb(&r.totals);
         for row in r.domains {
             match out.domains.iter_mut().find(|d| d.domain == row.domain) {
@@ -304,18 +307,8 @@ fn finish(r: &mut CampaignReport) {
     for d in &mut r.domains {
         d.finish();
     }
-    r.domains.sort_by(|a: &DomainRow, b: &DomainRow| {
-        b.totals
-            .recipients
-            .cmp(&a.totals.recipients)
-            .then_with(|| a.domain.cmp(&b.domain))
-    });
-    r.reasons.sort_by(|a: &ReasonRow, b: &ReasonRow| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| a.status.cmp(&b.status))
-            .then_with(|| a.outcome.cmp(&b.outcome))
-    });
+    super::sort_domains(&mut r.domains);
+    super::sort_reasons(&mut r.reasons);
     r.diagnoses
         .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
     r.series.sort_by_key(|p: &MinutePoint| p.minute);
@@ -366,13 +359,7 @@ pub fn overview(
         for s in list {
             match campaigns.iter_mut().find(|c| c.name == s.name) {
                 Some(c) => {
-                    c.created_at = c.created_at.min(s.created_at);
-                    c.started_at = match (c.started_at, s.started_at) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    c.last_run_at = c.last_run_at.max(s.last_run_at);
-                    c.open_runs += s.open_runs;
+                    absorb_runs(c, &s);
                     c.recipients += s.recipients;
                     c.finished += s.finished;
                     c.relay_accepted += s.relay_accepted;
