@@ -171,11 +171,21 @@ pub fn load(paths: &[PathBuf], name: Option<&str>) -> Result<Merged, Error> {
         })
         .collect();
     let mut report = combine(reports);
+    let domain_at: HashMap<&str, usize> = report
+        .domains
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.domain.as_str(), i))
+        .collect();
+    let mut domain_drops = Vec::with_capacity(dropped.len());
     for (domain, state, relay_accepted) in &dropped {
         report.totals.remove(*state, *relay_accepted);
-        if let Some(row) = report.domains.iter_mut().find(|d| &d.domain == domain) {
-            row.totals.remove(*state, *relay_accepted);
+        if let Some(&i) = domain_at.get(domain.as_str()) {
+            domain_drops.push((i, *state, *relay_accepted));
         }
+    }
+    for (i, state, relay_accepted) in domain_drops {
+        report.domains[i].totals.remove(state, relay_accepted);
     }
     finish(&mut report);
     let examples = overlap_order
@@ -233,6 +243,27 @@ fn absorb_runs(c: &mut super::CampaignSummary, other: &super::CampaignSummary) {
     c.open_runs += other.open_runs;
 }
 
+/// Adds `rows` into `out`: a row whose key is already there is added to that row (`add`), any
+/// other is appended. Indexed by key, so a campaign of 100,000 domains over several ledgers
+/// stays linear.
+fn merge_rows<T, K: std::hash::Hash + Eq>(
+    out: &mut Vec<T>,
+    rows: Vec<T>,
+    key: impl Fn(&T) -> K,
+    add: impl Fn(&mut T, T),
+) {
+    let mut at: HashMap<K, usize> = out.iter().enumerate().map(|(i, r)| (key(r), i)).collect();
+    for row in rows {
+        match at.entry(key(&row)) {
+            Entry::Occupied(e) => add(&mut out[*e.get()], row),
+            Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(row);
+            }
+        }
+    }
+}
+
 /// Adds the reports up view by view (recipient counts still include overlaps).
 fn combine(reports: Vec<CampaignReport>) -> CampaignReport {
     let mut iter = reports.into_iter();
@@ -243,56 +274,54 @@ fn combine(reports: Vec<CampaignReport>) -> CampaignReport {
         // The counts are recomputed from the merged totals in `finish`.
         absorb_runs(&mut out.campaign, &r.campaign);
         out.totals.absorb(&r.totals);
-        for row in r.domains {
-            match out.domains.iter_mut().find(|d| d.domain == row.domain) {
-                Some(d) => {
-                    d.totals.absorb(&row.totals);
-                    if d.provider == crate::provider::Provider::Unknown {
-                        d.provider = row.provider;
-                    }
+        merge_rows(
+            &mut out.domains,
+            r.domains,
+            |d| d.domain.clone(),
+            |d, row| {
+                d.totals.absorb(&row.totals);
+                if d.provider == crate::provider::Provider::Unknown {
+                    d.provider = row.provider;
                 }
-                None => out.domains.push(row),
-            }
-        }
-        for row in r.reasons {
-            match out.reasons.iter_mut().find(|x| {
-                x.source == row.source && x.status == row.status && x.outcome == row.outcome
-            }) {
-                Some(x) => x.count += row.count,
-                None => out.reasons.push(row),
-            }
-        }
-        for row in r.diagnoses {
-            match out.diagnoses.iter_mut().find(|x| x.key == row.key) {
-                Some(x) => x.count += row.count,
-                None => out.diagnoses.push(row),
-            }
-        }
-        for p in r.series {
-            match out.series.iter_mut().find(|x| x.minute == p.minute) {
-                Some(x) => {
-                    x.attempts += p.attempts;
-                    x.accepted += p.accepted;
+            },
+        );
+        merge_rows(
+            &mut out.reasons,
+            r.reasons,
+            |x| (x.source, x.status.clone(), x.outcome.clone()),
+            |x, row| x.count += row.count,
+        );
+        merge_rows(
+            &mut out.diagnoses,
+            r.diagnoses,
+            |x| x.key.clone(),
+            |x, row| x.count += row.count,
+        );
+        merge_rows(
+            &mut out.series,
+            r.series,
+            |p| p.minute,
+            |x, p| {
+                x.attempts += p.attempts;
+                x.accepted += p.accepted;
+            },
+        );
+        merge_rows(
+            &mut out.relays,
+            r.relays,
+            |x| x.name.clone(),
+            |x, row| {
+                x.attempts += row.attempts;
+                x.accepted += row.accepted;
+                x.deferred += row.deferred;
+                x.bounced += row.bounced;
+                x.failures += row.failures;
+                x.cooloffs += row.cooloffs;
+                if row.last_cooloff.is_some() {
+                    x.last_cooloff = row.last_cooloff;
                 }
-                None => out.series.push(p),
-            }
-        }
-        for row in r.relays {
-            match out.relays.iter_mut().find(|x| x.name == row.name) {
-                Some(x) => {
-                    x.attempts += row.attempts;
-                    x.accepted += row.accepted;
-                    x.deferred += row.deferred;
-                    x.bounced += row.bounced;
-                    x.failures += row.failures;
-                    x.cooloffs += row.cooloffs;
-                    if row.last_cooloff.is_some() {
-                        x.last_cooloff = row.last_cooloff;
-                    }
-                }
-                None => out.relays.push(row),
-            }
-        }
+            },
+        );
         out.recent.extend(r.recent);
         out.test_sends.extend(r.test_sends);
         out.test_send_count += r.test_send_count;
