@@ -164,8 +164,7 @@ pub fn import_one(
         return Ok(());
     }
     summary.reports += reports.len();
-    let digest = ring::digest::digest(&ring::digest::SHA256, &message.raw);
-    let digest: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = message_digest(&message.raw);
     let tx = ledger.feedback().map_err(fail)?;
     record(&tx, matcher, message, &reports, &digest, summary).map_err(fail)?;
     tx.commit().map_err(fail)
@@ -194,8 +193,7 @@ pub fn import_routed(
         summaries[0].not_feedback += 1;
         return Ok(None);
     }
-    let digest = ring::digest::digest(&ring::digest::SHA256, &message.raw);
-    let digest: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = message_digest(&message.raw);
     for (i, (ledger, matcher)) in targets.iter_mut().enumerate() {
         let mut trial = Summary::default();
         let tx = ledger.feedback().map_err(fail)?;
@@ -230,6 +228,13 @@ impl Summary {
             *self.by_kind.entry(kind).or_default() += n;
         }
     }
+}
+
+/// The SHA-256 of a whole message, in hex: with the recipient, kind and status it makes an
+/// event's fingerprint, so importing the same mailbox twice records nothing new.
+fn message_digest(raw: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, raw);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn record(

@@ -105,8 +105,17 @@ struct Bounded {
     left: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The error a [`Bounded`] read ends with (found again in the csv error by its text).
-const TOO_LONG: &str = "a contact record longer than the limit";
+/// The error a [`Bounded`] read ends with, found again in the csv error by its type.
+#[derive(Debug)]
+struct RecordTooLong;
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a contact record longer than the limit")
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
 
 impl Read for Bounded {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -115,7 +124,7 @@ impl Read for Bounded {
         if left == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                TOO_LONG,
+                RecordTooLong,
             ));
         }
         let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -156,7 +165,9 @@ impl Budget {
 /// `csv_error`, naming the record that ran past [`MAX_RECORD`] by the line it starts on.
 fn record_error(path: &Path, e: &csv::Error, start_line: u64) -> Error {
     if let csv::ErrorKind::Io(io) = e.kind()
-        && io.to_string() == TOO_LONG
+        && io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<RecordTooLong>())
     {
         return Error::Csv {
             path: path.to_owned(),

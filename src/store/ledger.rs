@@ -549,7 +549,7 @@ pub fn domain_sending(
 
 /// The suppression reason of a recipient's address, if any. A subquery, not a join: SQLite
 /// re-prepared the join form (`suppressions JOIN recipients ON email`) on every execution, one
-/// re-prepare per claim, 8% of the writer thread's time in a send.
+/// re-prepare per claim, 8% of a 20,000-message send's CPU samples in `perf`.
 const SUPPRESSION_OF_RECIPIENT: &str = "SELECT reason FROM suppressions
      WHERE email = (SELECT email FROM recipients WHERE id = ?1)";
 
