@@ -84,7 +84,6 @@ async fn run(path: &Path, n: usize, port: u16, lookup: Option<Lookup>) -> (f64, 
             name: None,
             line: i as u64 + 2,
             token: format!("t{i:015}"),
-            message_id: format!("t{i:015}@sender.example"),
             fields: "{}".into(),
         })
     });

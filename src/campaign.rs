@@ -207,6 +207,24 @@ pub fn recipient_token(campaign_name: &str, email: &str) -> String {
         .collect()
 }
 
+/// The recipient token in `message_id` (with or without angle brackets) when it is the
+/// Message-ID of a message of `campaign_name` ([`Campaign::message_id`]), whatever From domain it
+/// carried; `None` for any other Message-ID.
+pub fn message_id_token<'a>(campaign_name: &str, message_id: &'a str) -> Option<&'a str> {
+    let local = message_id
+        .trim()
+        .trim_matches(['<', '>'])
+        .rsplit_once('@')?
+        .0;
+    let (token, hash) = local.split_once('.')?;
+    let ours = recipient_token(campaign_name, "");
+    let is_token = token.len() == 16
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (is_token && ours.get(..8) == Some(hash)).then_some(token)
+}
+
 /// A recipient's bucket for sharding (`model::Shard::contains`): bytes of the same digest as
 /// its token, so every host computes the same split from the same contacts file.
 pub fn recipient_bucket(campaign_name: &str, email: &str) -> u64 {
@@ -642,7 +660,8 @@ impl Campaign {
     }
 
     /// The Message-ID (without angle brackets) of the message for the recipient with `token`:
-    /// stable across renders, so the ledger can store it at import and match bounces by it.
+    /// `<token>.<campaign hash>@<From domain>`, stable across renders and derived, never stored:
+    /// [`message_id_token`] reads the token back out of a bounce that quotes it.
     pub fn message_id(&self, token: &str) -> String {
         format!("{token}.{}@{}", self.campaign_hash, self.from_domain)
     }
@@ -759,6 +778,28 @@ mod tests {
             recipient_token("ab", "c@x.example"),
             recipient_token("a", "bc@x.example")
         );
+    }
+
+    #[test]
+    fn a_message_id_gives_its_token_back_only_for_its_campaign() {
+        let token = recipient_token("spring", "ann@example.com");
+        let hash = &recipient_token("spring", "")[..8];
+        let id = format!("{token}.{hash}@news.example");
+        assert_eq!(message_id_token("spring", &id), Some(token.as_str()));
+        // Another From domain (the config changed between runs) still names the same send.
+        let moved = format!("<{token}.{hash}@other.example>");
+        assert_eq!(message_id_token("spring", &moved), Some(token.as_str()));
+        for foreign in [
+            format!("{token}.{hash}"),
+            format!("{token}@news.example"),
+            format!("{token}.zzzzzzzz@news.example"),
+            format!("{}.{hash}@news.example", &token[..15]),
+            format!("{}.{hash}@news.example", token.to_uppercase()),
+            "m-ann@news.example".to_owned(),
+        ] {
+            assert_eq!(message_id_token("spring", &foreign), None, "{foreign}");
+        }
+        assert_eq!(message_id_token("autumn", &id), None);
     }
 
     #[test]

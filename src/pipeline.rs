@@ -521,7 +521,7 @@ impl Prepared {
         }
         let (writer, thread) = Writer::spawn(ledger)?;
         let summary = run(Run {
-            ledger: path,
+            ledger: path.clone(),
             writer,
             campaign_id,
             run_id,
@@ -536,9 +536,20 @@ impl Prepared {
         let joined = tokio::task::spawn_blocking(move || thread.join())
             .await
             .map_err(|e| Error::Task(e.to_string()))?;
-        drop(lock);
         let summary = summary?;
         joined?;
+        // Every claim of the run ended charged or given back and is committed: the in-flight
+        // journal has nothing left to say (recovery would find no `sending` row to ask it
+        // about), so it is emptied rather than left at a line per message. Checked, not assumed:
+        // a row still claimed keeps the journal that tells what became of it.
+        let reader = store::Reader::open(&path)?;
+        if reader.sending_count(campaign_id)? == 0
+            && let Err(e) = store::journal::reset(&path)
+        {
+            tracing::warn!("cannot empty the in-flight journal: {e}");
+        }
+        drop(reader);
+        drop(lock);
         Ok(summary)
     }
 }

@@ -95,6 +95,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0012_relays",
         include_str!("store/migrations/0012_relays.sql"),
     ),
+    ("0013_slim", include_str!("store/migrations/0013_slim.sql")),
 ];
 
 /// The SQLite header's application id of a mailroom ledger ("MLRM"), set by `0007_identity`.
@@ -746,7 +747,6 @@ mod tests {
             name: None,
             line: 2,
             token: "t1".into(),
-            message_id: "m1".into(),
             fields: "{}".into(),
         };
         ledger.import(whole, [Ok::<_, ()>(row)]).unwrap();

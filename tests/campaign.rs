@@ -648,6 +648,12 @@ fn preview_is_wire_safe_mime_with_stable_ids() {
         id.starts_with(&token) && id.ends_with("@example.com"),
         "{id}"
     );
+    // The ledger does not store it: a bounce quoting it is matched by the token read back.
+    assert_eq!(
+        mailroom::campaign::message_id_token("fixture", &format!("<{id}>")),
+        Some(token.as_str())
+    );
+    assert_eq!(mailroom::campaign::message_id_token("other", &id), None);
     let parsed_b = mail_parser::MessageParser::default().parse(&b).unwrap();
     assert_eq!(
         parsed_b.message_id(),

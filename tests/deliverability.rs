@@ -191,7 +191,6 @@ async fn reports_naming_another_campaigns_sends_are_not_matched_by_address() {
             .into_iter()
             .map(|mut r| {
                 r.token = format!("{campaign}{}", r.token);
-                r.message_id = format!("{campaign}{}", r.message_id);
                 r
             })
             .collect();

@@ -417,7 +417,6 @@ async fn warmup_allows_its_day_per_from_domain_and_test_sends_do_not_count() {
         .into_iter()
         .map(|mut p| {
             p.token.push('o');
-            p.message_id.insert(0, 'o');
             p
         })
         .collect();

@@ -113,7 +113,6 @@ fn contact(i: usize, email: String, marker: &str) -> NewRecipient {
     NewRecipient {
         domain: email.split('@').nth(1).unwrap().to_owned(),
         token: format!("{marker}-{i}"),
-        message_id: format!("{marker}-{i}@mailroom.test"),
         email,
         name: None,
         line: i as u64 + 2,

@@ -468,6 +468,29 @@ async fn every_recipient_is_accepted_once_and_a_rerun_sends_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_send_empties_the_in_flight_journal() {
+    let relay = relay(NO_PIPELINING).await;
+    let l = relay.ledger();
+    let journal = mailroom::store::journal::path_for(&l);
+    let locals = numbered("j", 12);
+    let summary = common::send_prepared(
+        &l,
+        "spring",
+        people(&locals),
+        relay.plain_settings(),
+        options(2),
+        plain(),
+    )
+    .await;
+    assert_eq!((summary.end, summary.accepted), (End::Finished, 12));
+    assert_eq!(relay.seen().messages_accepted, 12);
+    // Each transaction was noted in the journal before it started; with every outcome committed
+    // and no row left claimed, the journal is emptied instead of keeping a line per message.
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
+    assert_eq!(states(&l).get("sending"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_after_the_final_dot_is_unknown_and_never_resent_without_opt_in() {
     let relay = relay(NO_PIPELINING).await;
     let l = relay.ledger();

@@ -424,7 +424,8 @@ fn message_match(
         return Ok(Some(r));
     }
     if let Some(id) = &first.original.message_id
-        && let Some(r) = tx.find(campaign, Evidence::MessageId(id))?
+        && let Some(token) = crate::campaign::message_id_token(&matcher.campaign, id)
+        && let Some(r) = tx.find(campaign, Evidence::Token(token))?
     {
         return Ok(Some(r));
     }

@@ -228,7 +228,6 @@ fn check_entry(
             let token = campaign::recipient_token(name, &contact.email);
             Checked::Row(NewRecipient {
                 domain: contact.domain().to_owned(),
-                message_id: campaign.message_id(&token),
                 token,
                 email: contact.email,
                 name: contact.name,

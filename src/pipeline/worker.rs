@@ -32,7 +32,6 @@ struct Job {
     row: DueRow,
     from: Address,
     to: Address,
-    message_id: String,
     bytes: Vec<u8>,
 }
 
@@ -96,7 +95,6 @@ fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, Box<(DueRow, Strin
             row,
             from,
             to,
-            message_id: out.message_id,
             bytes: out.bytes,
         }),
         Err(reason) => Err(Box::new((row, reason))),
@@ -117,7 +115,7 @@ async fn unrenderable(shared: &Shared, row: &DueRow, reason: String) {
         diagnosis: None,
         relay: None,
     };
-    record(shared, row, DeliveryState::Failed, None, attempt, None).await;
+    record(shared, row, DeliveryState::Failed, None, attempt).await;
 }
 
 /// Sends one claimed job, retrying on a fresh connection (or another relay) or after a
@@ -200,7 +198,7 @@ async fn process(shared: &Shared, sessions: &mut [Option<Session>], job: &Job) {
             // connection; no relay is charged with it, and the recipient fails with the reason.
             shared.relays.refund(relay);
             why.relay = relay_id;
-            return record(shared, &job.row, DeliveryState::Failed, None, why, None).await;
+            return record(shared, &job.row, DeliveryState::Failed, None, why).await;
         }
         // Outcomes are queued without waiting for their commit: a ledger that stopped taking
         // them shows here, before another message goes out that could not be recorded.
@@ -428,15 +426,7 @@ async fn carry_out(shared: &Shared, job: &Job, sent: Sent, reply: &Reply, d: Dec
     match &d.charge {
         Charge::Record(state) => {
             let outcome = AttemptOutcome::charged(*state).unwrap_or(AttemptOutcome::Unknown);
-            record(
-                shared,
-                &job.row,
-                *state,
-                None,
-                attempt(outcome),
-                sent_id(job),
-            )
-            .await;
+            record(shared, &job.row, *state, None, attempt(outcome)).await;
         }
         Charge::Temporary => {
             let (state, retry_at) = pace::after_temporary_failure(
@@ -446,15 +436,7 @@ async fn carry_out(shared: &Shared, job: &Job, sent: Sent, reply: &Reply, d: Dec
                 now_ms(),
             );
             let outcome = AttemptOutcome::charged(state).unwrap_or(AttemptOutcome::Deferred);
-            record(
-                shared,
-                &job.row,
-                state,
-                retry_at,
-                attempt(outcome),
-                sent_id(job),
-            )
-            .await;
+            record(shared, &job.row, state, retry_at, attempt(outcome)).await;
         }
         Charge::GiveBack(evidence) => {
             give_back(shared, job.row.id, evidence.map(attempt)).await;
@@ -536,7 +518,6 @@ async fn record(
     state: DeliveryState,
     retry_at: Option<i64>,
     a: AttemptRecord,
-    message_id: Option<String>,
 ) {
     let detail = a.reply.clone().unwrap_or_default();
     let o = Outcome {
@@ -545,7 +526,6 @@ async fn record(
         state,
         retry_at,
         attempt: a,
-        message_id,
     };
     if let Err(e) = shared.writer.record(o).await {
         shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
@@ -553,9 +533,4 @@ async fn record(
     }
     shared.counters.bump(state);
     shared.event(&row.email, state.as_str(), detail);
-}
-
-/// The Message-ID the job's message carries, when the ledger has another one for the row.
-fn sent_id(job: &Job) -> Option<String> {
-    (job.message_id != job.row.message_id).then(|| job.message_id.clone())
 }

@@ -25,10 +25,9 @@ pub struct FeedbackTarget {
 /// How a report names the message it is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Evidence<'a> {
-    /// The recipient token (VERP address, `X-Mailroom-Token` of the returned original).
+    /// The recipient token (VERP address, `X-Mailroom-Token` or Message-ID of the returned
+    /// original).
     Token(&'a str),
-    /// The Message-ID of the returned original (without angle brackets).
-    MessageId(&'a str),
     /// The failed address itself (case-insensitive).
     Address(&'a str),
 }
@@ -173,7 +172,6 @@ impl FeedbackTx<'_> {
     ) -> Result<Option<FeedbackTarget>, Error> {
         let (condition, value) = match evidence {
             Evidence::Token(t) => ("token = ?2", t),
-            Evidence::MessageId(m) => ("message_id = ?2", m),
             Evidence::Address(a) => ("lower(email) = lower(?2)", a),
         };
         self.tx

@@ -20,9 +20,6 @@ pub struct NewRecipient {
     pub name: Option<String>,
     pub line: u64,
     pub token: String,
-    /// The Message-ID (without angle brackets) its message will carry. Stored at import so that
-    /// claiming a row never rewrites the Message-ID index (the hot path of a send).
-    pub message_id: String,
     /// The contact's CSV fields as a JSON object (`{"column": "value"}`).
     pub fields: String,
 }
@@ -49,7 +46,6 @@ pub struct DueRow {
     pub name: Option<String>,
     pub line: u64,
     pub token: String,
-    pub message_id: String,
     pub fields: String,
     pub state: DeliveryState,
     pub attempts: u32,
@@ -103,8 +99,6 @@ pub struct Outcome {
     pub state: DeliveryState,
     pub retry_at: Option<i64>,
     pub attempt: AttemptRecord,
-    /// The Message-ID the message carried, when it is not the one stored at import.
-    pub message_id: Option<String>,
 }
 
 /// A claim given back without charging the recipient (throttling, pause, abort, shutdown before
@@ -176,15 +170,14 @@ where
     {
         let mut insert = tx.prepare(
             "INSERT OR IGNORE INTO recipients
-                (campaign_id, email, domain, name, line, token, message_id, fields, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7, 'pending')",
+                (campaign_id, email, domain, name, line, token, fields, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
         )?;
         let mut refresh = tx.prepare(
-            "UPDATE recipients SET fields = ?3, name = ?4, line = ?5, removed_at = NULL,
-                message_id = ?6
+            "UPDATE recipients SET fields = ?3, name = ?4, line = ?5, removed_at = NULL
              WHERE campaign_id = ?1 AND email = ?2 AND state IN ('pending', 'deferred')
                AND (fields IS NOT ?3 OR name IS NOT ?4 OR line IS NOT ?5
-                    OR removed_at IS NOT NULL OR message_id IS NOT ?6)",
+                    OR removed_at IS NOT NULL)",
         )?;
         let mut seen = tx.prepare("INSERT OR IGNORE INTO temp.import_seen (email) VALUES (?1)")?;
         for row in rows {
@@ -197,21 +190,15 @@ where
                 row.name,
                 line,
                 row.token,
-                row.fields,
-                row.message_id
+                row.fields
             ])?;
             if changed == 1 {
                 count.inserted += 1;
             } else {
                 count.already_known += 1;
-                count.refreshed += refresh.execute(params![
-                    campaign_id,
-                    row.email,
-                    row.fields,
-                    row.name,
-                    line,
-                    row.message_id
-                ])? as u64;
+                count.refreshed +=
+                    refresh.execute(params![campaign_id, row.email, row.fields, row.name, line])?
+                        as u64;
             }
             if known_before {
                 seen.execute(params![row.email])?;
@@ -403,8 +390,7 @@ pub fn due_rows(
     limit: usize,
 ) -> rusqlite::Result<Vec<DueRow>> {
     let mut stmt = conn.prepare_cached(concat!(
-        "SELECT id, email, domain, name, line, token, fields, state, attempts, first_attempt_at,
-                message_id
+        "SELECT id, email, domain, name, line, token, fields, state, attempts, first_attempt_at
          FROM recipients NOT INDEXED
          WHERE campaign_id = :campaign AND id > :after AND removed_at IS NULL AND ",
         due_state!(),
@@ -440,7 +426,6 @@ pub fn due_rows(
                 })?,
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                 first_attempt_at: r.get(9)?,
-                message_id: r.get(10)?,
             })
         },
     )?;
@@ -502,6 +487,16 @@ pub fn state_counts(
         }
     }
     Ok(counts)
+}
+
+/// How many of a campaign's rows are claimed (`sending`): a range of the state index.
+pub fn sending_count(conn: &Connection, campaign_id: CampaignId) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM recipients WHERE campaign_id = ?1 AND state = 'sending'",
+        params![campaign_id],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
 }
 
 /// Messages the relay accepted since `since` (any campaign in this ledger), for the daily cap.
@@ -673,13 +668,6 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
     ])?;
     if changed == 1 {
         insert_attempt(conn, o.recipient_id, o.run_id, &o.attempt)?;
-        if let Some(message_id) = &o.message_id {
-            // Only when it differs: naming the column in an UPDATE rewrites its index entry.
-            conn.prepare_cached(
-                "UPDATE recipients SET message_id = ?2 WHERE id = ?1 AND message_id IS NOT ?2",
-            )?
-            .execute(params![o.recipient_id, message_id])?;
-        }
     }
     Ok(())
 }
@@ -718,7 +706,6 @@ mod tests {
             name: None,
             line: u64::from(i) + 1,
             token: format!("tok{i:013}"),
-            message_id: format!("tok{i:013}@example.test"),
             fields: "{}".into(),
         }
     }
@@ -851,7 +838,6 @@ mod tests {
                     diagnosis: None,
                     relay: None,
                 },
-                message_id: None,
             },
         )
         .unwrap();
@@ -897,7 +883,6 @@ mod tests {
                         diagnosis: None,
                         relay: None,
                     },
-                    message_id: None,
                 },
             )
             .unwrap();
@@ -1030,7 +1015,6 @@ mod tests {
                     diagnosis: None,
                     relay: None,
                 },
-                message_id: None,
             },
         )
         .unwrap();

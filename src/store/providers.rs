@@ -158,7 +158,6 @@ mod tests {
                     name: None,
                     line: i as u64 + 2,
                     token: format!("t{i}"),
-                    message_id: format!("t{i}@x"),
                     fields: "{}".into(),
                 })
             });

@@ -149,7 +149,6 @@ mod tests {
             name: None,
             line: 2,
             token: "tok".into(),
-            message_id: "tok@x.example".into(),
             fields: "{}".into(),
         })];
         ledger.import(c, rows).unwrap();

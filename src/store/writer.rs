@@ -483,7 +483,6 @@ mod tests {
                         name: None,
                         line: i + 2,
                         token: format!("t{i}"),
-                        message_id: format!("t{i}@x.test"),
                         fields: "{}".into(),
                     })
                 }),
@@ -539,7 +538,6 @@ mod tests {
                             diagnosis: None,
                             relay: None,
                         },
-                        message_id: None,
                     })
                     .await
                     .unwrap();

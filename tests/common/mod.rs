@@ -81,7 +81,6 @@ pub fn contacts(locals: &[&str]) -> Vec<NewRecipient> {
                 name: None,
                 line: i as u64 + 2,
                 token: format!("tok{i:04}x{}", local.len()),
-                message_id: format!("tok{i:04}x{}@mailroom.test", local.len()),
                 fields: format!("{{\"n\":\"{i}\"}}"),
             }
         })
