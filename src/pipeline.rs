@@ -32,6 +32,7 @@
 pub mod copies;
 mod decide;
 mod dispatch;
+mod fields;
 pub mod guard;
 pub mod pace;
 pub mod providers;
@@ -541,14 +542,16 @@ impl Prepared {
         // Every claim of the run ended charged or given back and is committed: the in-flight
         // journal has nothing left to say (recovery would find no `sending` row to ask it
         // about), so it is emptied rather than left at a line per message. Checked, not assumed:
-        // a row still claimed keeps the journal that tells what became of it.
-        let reader = store::Reader::open(&path)?;
-        if reader.sending_count(campaign_id)? == 0
+        // a row still claimed keeps the journal that tells what became of it. A writable
+        // connection, the last to close, so the WAL and its index are removed as the writer's
+        // close left them.
+        let ledger = store::Ledger::open(&path)?;
+        if ledger.sending_count(campaign_id)? == 0
             && let Err(e) = store::journal::reset(&path)
         {
             tracing::warn!("cannot empty the in-flight journal: {e}");
         }
-        drop(reader);
+        drop(ledger);
         drop(lock);
         Ok(summary)
     }

@@ -376,6 +376,14 @@ impl Ledger {
         ledger::set_run_from_domain(&self.conn, run, domain).map_err(sqlite(&self.path))
     }
 
+    /// How many of the campaign's recipients are claimed (`sending`) right now.
+    ///
+    /// # Errors
+    /// When the ledger cannot be read.
+    pub fn sending_count(&self, campaign: CampaignId) -> Result<u64, Error> {
+        ledger::sending_count(&self.conn, campaign).map_err(sqlite(&self.path))
+    }
+
     /// Closes a run with its outcome (for a run whose writer failed).
     ///
     /// # Errors

@@ -487,6 +487,12 @@ async fn a_finished_send_empties_the_in_flight_journal() {
     // Each transaction was noted in the journal before it started; with every outcome committed
     // and no row left claimed, the journal is emptied instead of keeping a line per message.
     assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
+    // The ledger is left whole in its one file, as the writer's close leaves it.
+    for leftover in ["-wal", "-shm"] {
+        let mut name = l.clone().into_os_string();
+        name.push(leftover);
+        assert!(!Path::new(&name).exists(), "{leftover} left behind");
+    }
     assert_eq!(states(&l).get("sending"), None);
 }
 
@@ -585,6 +591,17 @@ async fn ctrl_c_lets_in_flight_messages_finish_and_claims_nothing_new() {
     let rest = send(&l, people(&locals), s, options(2), Shutdown::new()).await;
     assert_eq!(rest.end, End::Finished);
     assert_eq!(states(&l).get("accepted"), Some(&20));
+    // Each run counts its own attempts only, not the first run's before it.
+    let conn = rusqlite::Connection::open(&l).unwrap();
+    let counts: Vec<(i64, i64)> = conn
+        .prepare("SELECT claimed, accepted FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let second = i64::try_from(rest.accepted).unwrap();
+    assert_eq!(counts, vec![(accepted, accepted), (second, second)]);
     relay.assert_replies_in_sync(&l);
     let per = relay.accepted_per_address();
     assert_eq!(per.len(), 20);

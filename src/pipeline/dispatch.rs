@@ -372,8 +372,7 @@ fn row_status(options: &Options, now: i64, row: &DueRow) -> Status {
         };
     };
     let zone = options.timezone_column.as_deref().and_then(|column| {
-        let fields: std::collections::BTreeMap<String, String> =
-            serde_json::from_str(&row.fields).ok()?;
+        let fields = super::fields::decode(&row.fields, &row.email, row.name.as_deref()).ok()?;
         let name = fields.get(column)?.trim();
         // Checked at import: a zone that does not resolve cannot be here; the campaign's
         // zone is the safe reading if it ever is.

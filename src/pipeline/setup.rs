@@ -224,7 +224,8 @@ fn check_entry(
                 // Rendered in full once: the bodies render for every row from now on.
                 first_body.set(false);
             }
-            let fields = serde_json::to_string(&contact.fields).unwrap_or_else(|_| "{}".into());
+            let fields =
+                super::fields::encode(&contact.fields, &contact.email, contact.name.as_deref());
             let token = campaign::recipient_token(name, &contact.email);
             Checked::Row(NewRecipient {
                 domain: contact.domain().to_owned(),
@@ -489,8 +490,7 @@ impl Render for CampaignRender {
 
 impl CampaignRender {
     fn contact(row: &DueRow) -> Result<Contact, String> {
-        let fields: BTreeMap<String, String> = serde_json::from_str(&row.fields)
-            .map_err(|e| format!("the ledger's stored fields are not valid JSON: {e}"))?;
+        let fields = super::fields::decode(&row.fields, &row.email, row.name.as_deref())?;
         Ok(Contact {
             line: row.line,
             email: row.email.clone(),

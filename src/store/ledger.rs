@@ -333,7 +333,8 @@ pub fn start_run(
     security: &str,
 ) -> rusqlite::Result<RunId> {
     conn.execute(
-        "INSERT INTO runs (campaign_id, started_at, host, security) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO runs (campaign_id, started_at, host, security, first_attempt)
+         VALUES (?1, ?2, ?3, ?4, (SELECT coalesce(max(id), 0) + 1 FROM attempts))",
         params![campaign_id, now_ms(), host, security],
     )?;
     Ok(RunId(conn.last_insert_rowid()))
@@ -350,13 +351,17 @@ pub fn set_run_port(conn: &Connection, run_id: RunId, port: u16) -> rusqlite::Re
 
 /// Closes a run with its outcome (`finished`, `interrupted`, `aborted`, `paused`, ...).
 /// The run's `claimed` (charged attempts) and `accepted` counts are computed here, once, rather
-/// than updated with every message (one page fewer in every commit of the hot path).
+/// than updated with every message (one page fewer in every commit of the hot path), over the
+/// attempts from the run's `first_attempt` on (a range of rowids: attempts have no run index).
 pub fn finish_run(conn: &Connection, run_id: RunId, outcome: RunOutcome) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE runs SET finished_at = ?2, outcome = ?3,
             claimed = (SELECT count(*) FROM attempts
-                       WHERE run_id = ?1 AND outcome NOT IN ('throttled', 'aborted')),
-            accepted = (SELECT count(*) FROM attempts WHERE run_id = ?1 AND outcome = 'accepted')
+                       WHERE id >= coalesce(runs.first_attempt, 0) AND run_id = ?1
+                         AND outcome NOT IN ('throttled', 'aborted')),
+            accepted = (SELECT count(*) FROM attempts
+                        WHERE id >= coalesce(runs.first_attempt, 0) AND run_id = ?1
+                          AND outcome = 'accepted')
          WHERE id = ?1",
         params![run_id, now_ms(), outcome.as_str()],
     )?;

@@ -760,14 +760,6 @@ impl Reader {
         ledger::state_counts(&self.conn, campaign).map_err(self.fail())
     }
 
-    /// How many of the campaign's recipients are claimed (`sending`) right now.
-    ///
-    /// # Errors
-    /// When the query fails.
-    pub fn sending_count(&self, campaign: CampaignId) -> Result<u64, Error> {
-        ledger::sending_count(&self.conn, campaign).map_err(self.fail())
-    }
-
     /// Messages the relay accepted since `since` (any campaign), for the daily cap.
     ///
     /// # Errors
