@@ -302,10 +302,10 @@ fn fill(path: &Path, recipients: u64, triggers: bool) -> (u64, u64) {
     {
         let mut rcpt = tx
             .prepare(
-                "INSERT INTO recipients (id, campaign_id, email, domain, line, token, fields, \
-                 state, attempts, last_attempt_at, last_code, last_enhanced, last_reply, \
-                 relay_accepted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8, ?9, ?10, ?11, \
-                 ?12, ?13)",
+                "INSERT INTO recipients (id, campaign_id, email, line, token, fields, state, \
+                 attempts, last_attempt_at, last_code, last_enhanced, last_reply, \
+                 relay_accepted) VALUES (?1, ?2, ?3, ?4, ?5, '{}', ?6, ?7, ?8, ?9, ?10, ?11, \
+                 ?12)",
             )
             .unwrap();
         let mut att = tx
@@ -402,7 +402,6 @@ fn fill(path: &Path, recipients: u64, triggers: bool) -> (u64, u64) {
                 id,
                 campaign,
                 email,
-                domain,
                 id + 1,
                 format!("t{id:015}"),
                 later.map_or(state, |l| l.1),

@@ -80,7 +80,6 @@ async fn run(path: &Path, n: usize, port: u16, lookup: Option<Lookup>) -> (f64, 
     let rows = (0..n).map(|i| {
         Ok::<_, String>(NewRecipient {
             email: format!("reader@d{i}.example"),
-            domain: format!("d{i}.example"),
             name: None,
             line: i as u64 + 2,
             token: format!("t{i:015}"),

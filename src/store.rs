@@ -48,7 +48,7 @@ pub use writer::{Writer, WriterThread};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::model::{CampaignId, RecipientId, RelayId, RunId, RunOutcome, Shard};
 
@@ -580,7 +580,24 @@ fn user_version(conn: &Connection, path: &Path) -> Result<i64, Error> {
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
     let version = user_version(conn, path)?;
-    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    if version as usize >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    // A table rebuild (0013) cannot run with foreign keys enforced (dropping the old table would
+    // fail on the attempts that name its rows): they are off while migrating, and checked in
+    // full before each migration commits instead.
+    let keys = |conn: &Connection, on: bool| {
+        conn.pragma_update(None, "foreign_keys", on)
+            .map_err(sqlite(path))
+    };
+    keys(conn, false)?;
+    let migrated = migrate_from(conn, path, version as usize);
+    keys(conn, true)?;
+    migrated
+}
+
+fn migrate_from(conn: &mut Connection, path: &Path, version: usize) -> Result<(), Error> {
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version) {
         let fail = |source| Error::Migrate {
             path: path.to_owned(),
             migration: name,
@@ -590,6 +607,16 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
         // the previous, consistent schema.
         let tx = conn.transaction().map_err(fail)?;
         tx.execute_batch(sql).map_err(fail)?;
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .map_err(fail)?;
+        if let Some(table) = broken {
+            return Err(fail(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                Some(format!("a row of {table} names a row that does not exist")),
+            )));
+        }
         tx.pragma_update(None, "user_version", index as i64 + 1)
             .map_err(fail)?;
         tx.commit().map_err(fail)?;
@@ -751,7 +778,6 @@ mod tests {
         ledger.claim_shard(whole, "whole", None).unwrap();
         let row = NewRecipient {
             email: "a@x.test".into(),
-            domain: "x.test".into(),
             name: None,
             line: 2,
             token: "t1".into(),

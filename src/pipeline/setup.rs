@@ -228,7 +228,6 @@ fn check_entry(
                 super::fields::encode(&contact.fields, &contact.email, contact.name.as_deref());
             let token = campaign::recipient_token(name, &contact.email);
             Checked::Row(NewRecipient {
-                domain: contact.domain().to_owned(),
                 token,
                 email: contact.email,
                 name: contact.name,

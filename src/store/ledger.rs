@@ -15,8 +15,8 @@ pub use crate::clock::now_ms;
 /// One valid contact to import: every field the ledger needs to render and send it later.
 #[derive(Debug, Clone)]
 pub struct NewRecipient {
+    /// Normalised; the ledger computes the recipient's domain from it (after the last `@`).
     pub email: String,
-    pub domain: String,
     pub name: Option<String>,
     pub line: u64,
     pub token: String,
@@ -170,8 +170,8 @@ where
     {
         let mut insert = tx.prepare(
             "INSERT OR IGNORE INTO recipients
-                (campaign_id, email, domain, name, line, token, fields, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
+                (campaign_id, email, name, line, token, fields, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
         )?;
         let mut refresh = tx.prepare(
             "UPDATE recipients SET fields = ?3, name = ?4, line = ?5, removed_at = NULL
@@ -186,7 +186,6 @@ where
             let changed = insert.execute(params![
                 campaign_id,
                 row.email,
-                row.domain,
                 row.name,
                 line,
                 row.token,
@@ -656,7 +655,6 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
             last_enhanced = ?6,
             last_reply = ?7,
             relay_accepted = CASE WHEN ?8 THEN 1 ELSE relay_accepted END,
-            accepted_at = CASE WHEN ?8 THEN ?4 ELSE accepted_at END,
             claimed_from = NULL,
             claimed_run = NULL
          WHERE id = ?1 AND state = 'sending'",
@@ -707,7 +705,6 @@ mod tests {
     fn contact(i: u32) -> NewRecipient {
         NewRecipient {
             email: format!("user{i}@example.test"),
-            domain: "example.test".into(),
             name: None,
             line: u64::from(i) + 1,
             token: format!("tok{i:013}"),
@@ -724,6 +721,43 @@ mod tests {
             r.get(0)
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_domain_is_what_follows_the_last_at_sign_as_the_loader_splits_it() {
+        let (_d, mut conn, c) = ledger();
+        let emails = [
+            "ann@example.test",
+            "\"odd@local\"@xn--bcher-kva.example",
+            "a.b+c@sub.example.co.uk",
+        ];
+        let rows = emails.iter().enumerate().map(|(i, e)| {
+            Ok::<_, ()>(NewRecipient {
+                email: (*e).to_owned(),
+                token: format!("t{i}"),
+                ..contact(0)
+            })
+        });
+        import(&mut conn, c, rows).unwrap();
+        for email in emails {
+            let domain: String = conn
+                .query_row(
+                    "SELECT domain FROM recipients WHERE email = ?1",
+                    [email],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(Some(domain.as_str()), email.rsplit_once('@').map(|p| p.1));
+        }
+        // The per-domain counters are keyed by the same computed domain.
+        let counted: i64 = conn
+            .query_row(
+                "SELECT n FROM report_counts WHERE domain = 'xn--bcher-kva.example'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(counted, 1);
     }
 
     #[test]

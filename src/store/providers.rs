@@ -154,7 +154,6 @@ mod tests {
             .map(|(i, d)| {
                 Ok::<_, ()>(NewRecipient {
                     email: format!("u@{d}"),
-                    domain: (*d).into(),
                     name: None,
                     line: i as u64 + 2,
                     token: format!("t{i}"),

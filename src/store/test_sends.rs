@@ -145,7 +145,6 @@ mod tests {
         let c = ledger.ensure_campaign("spring").unwrap();
         let rows = vec![Ok::<_, ()>(crate::store::NewRecipient {
             email: "ann@x.example".into(),
-            domain: "x.example".into(),
             name: None,
             line: 2,
             token: "tok".into(),

@@ -479,7 +479,6 @@ mod tests {
                 (0..50).map(|i| {
                     Ok::<_, ()>(NewRecipient {
                         email: format!("u{i}@x.test"),
-                        domain: "x.test".into(),
                         name: None,
                         line: i + 2,
                         token: format!("t{i}"),

@@ -64,15 +64,9 @@ impl LedgerBuilder {
         self.next_line += 1;
         self.conn
             .execute(
-                "INSERT INTO recipients (campaign_id, email, domain, line, token, fields) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, '{}')",
-                params![
-                    campaign,
-                    email,
-                    domain,
-                    line,
-                    format!("tok{campaign}x{line}")
-                ],
+                "INSERT INTO recipients (campaign_id, email, line, token, fields) \
+                 VALUES (?1, ?2, ?3, ?4, '{}')",
+                params![campaign, email, line, format!("tok{campaign}x{line}")],
             )
             .unwrap();
         let id = self.conn.last_insert_rowid();
@@ -144,8 +138,7 @@ impl LedgerBuilder {
                 "UPDATE recipients SET state = ?2, attempts = attempts + 1, \
                  first_attempt_at = COALESCE(first_attempt_at, ?3), last_attempt_at = ?3, \
                  last_code = ?4, last_enhanced = ?5, last_reply = ?6, \
-                 relay_accepted = max(relay_accepted, ?7), \
-                 accepted_at = CASE WHEN ?7 THEN ?3 ELSE accepted_at END WHERE id = ?1",
+                 relay_accepted = max(relay_accepted, ?7) WHERE id = ?1",
                 params![id, state, at, code, enhanced, reply, accepted],
             )
             .unwrap();

@@ -76,7 +76,6 @@ pub fn contacts(locals: &[&str]) -> Vec<NewRecipient> {
                 format!("{local}@example.test")
             };
             NewRecipient {
-                domain: email.split('@').nth(1).unwrap().to_owned(),
                 email,
                 name: None,
                 line: i as u64 + 2,
