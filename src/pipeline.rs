@@ -759,6 +759,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     // Never awaited by sending: given `FINISH_GRACE` when the run ends, then aborted; what it
     // resolved is flushed to the ledger either way.
     let pending_providers = providers::Pending::default();
+    let progress = Arc::new(providers::Progress::default());
     let resolving = options.providers.clone().map(|lookup| {
         providers::spawn(
             lookup,
@@ -767,6 +768,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
             provider_map.clone(),
             writer.clone(),
             pending_providers.clone(),
+            progress.clone(),
         )
     });
 
@@ -812,8 +814,10 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     let driven = dispatch::run(&shared, &reads, campaign_id, &options).await;
     if let Some(mut task) = resolving {
         // A short run ends before its lookups do: let them finish for a moment (they are
-        // answers the next report needs), but never hold an interrupted run.
+        // answers the next report needs) when what is left would finish in it; never hold an
+        // interrupted run, nor a large one for lookups the next run can do.
         let finished = !shutdown.is_triggered()
+            && progress.can_finish_within(providers::FINISH_GRACE)
             && tokio::time::timeout(providers::FINISH_GRACE, &mut task)
                 .await
                 .is_ok();

@@ -19,8 +19,49 @@ use crate::provider::resolve::{self, MxLookup, Resolved};
 use crate::provider::{self, Provider};
 use crate::store::{ProviderRecord, Reader, Writer};
 
-/// How long a run that has sent everything waits for lookups still in flight before it exits.
+/// How long a run that has sent everything may wait for its lookups before it exits: only when
+/// what is left would finish in that time at the pace so far (see [`Progress`]).
 pub const FINISH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How far a run's background resolution has got. The run's end asks it whether waiting
+/// [`FINISH_GRACE`] would finish the job: a small campaign's few lookups are worth a moment, but
+/// a large one's remaining thousands are not worth holding the command (and its throughput) for;
+/// they stay uncached and the next run of the campaign resolves them.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Domains to look up, once the list is read.
+    total: std::sync::OnceLock<usize>,
+    done: std::sync::atomic::AtomicUsize,
+    started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Progress {
+    /// Whether the lookups left would be done within `grace` at the pace so far. Yes when the
+    /// list is not read yet or no answer has come (a short run: nothing to judge the pace by).
+    pub fn can_finish_within(&self, grace: std::time::Duration) -> bool {
+        let (Some(total), Some(started)) = (self.total.get(), self.started.get()) else {
+            return true;
+        };
+        let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
+        finishes_within(*total, done, started.elapsed(), grace)
+    }
+}
+
+/// Whether `total - done` more lookups, at the pace of `done` in `elapsed`, take at most
+/// `grace`.
+fn finishes_within(
+    total: usize,
+    done: usize,
+    elapsed: std::time::Duration,
+    grace: std::time::Duration,
+) -> bool {
+    let left = total.saturating_sub(done);
+    if left == 0 || done == 0 {
+        return true;
+    }
+    // left / (done / elapsed) <= grace, without dividing by a zero elapsed time.
+    left as f64 * elapsed.as_secs_f64() <= grace.as_secs_f64() * done as f64
+}
 
 /// Background MX resolution for a run: the DNS client and how many lookups may be in flight.
 #[derive(Clone)]
@@ -188,6 +229,7 @@ pub fn spawn(
     map: Arc<ProviderMap>,
     writer: Writer,
     pending: Pending,
+    progress: Arc<Progress>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let now = crate::clock::now_ms();
@@ -203,6 +245,13 @@ pub fn spawn(
             }
             Err(_) => return,
         };
+        // The same domains `resolve_all` looks up: consumer domains need no lookup.
+        let to_look_up = domains
+            .iter()
+            .filter(|d| provider::of_domain(d).is_none())
+            .count();
+        let _ = progress.total.set(to_look_up);
+        let _ = progress.started.set(std::time::Instant::now());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Resolved>();
         let resolving = resolve::resolve_all(
             lookup.resolver,
@@ -216,6 +265,9 @@ pub fn spawn(
         let storing = async {
             let mut flushed = tokio::time::Instant::now();
             while let Some(r) = rx.recv().await {
+                progress
+                    .done
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 map.insert(r.domain.clone(), r.provider);
                 pending.push(record(r));
                 if flushed.elapsed() >= FLUSH_EVERY {
@@ -260,6 +312,34 @@ mod tests {
             assert_eq!(special_use(domain, false), system, "{domain} (system)");
             assert_eq!(special_use(domain, true), chosen, "{domain} (chosen)");
         }
+    }
+
+    #[test]
+    fn the_end_of_a_run_waits_only_for_lookups_that_would_finish_in_the_grace() {
+        let s = std::time::Duration::from_secs;
+        let ms = std::time::Duration::from_millis;
+        for (total, done, elapsed, waits) in [
+            // Nothing left, or no answer yet to judge the pace by: wait (a short run).
+            (10, 10, s(1), true),
+            (10, 0, ms(5), true),
+            // 40 left at 100 a second: 0.4 s.
+            (140, 100, s(1), true),
+            // Exactly the grace.
+            (300, 100, s(1), true),
+            // 25,000 left at 6,000 a second: about 4 s, more than the grace.
+            (100_000, 75_000, ms(12_500), false),
+            (301, 100, s(1), false),
+        ] {
+            assert_eq!(
+                finishes_within(total, done, elapsed, s(2)),
+                waits,
+                "{total} {done} {elapsed:?}"
+            );
+        }
+        assert!(
+            Progress::default().can_finish_within(s(2)),
+            "list not read yet"
+        );
     }
 
     #[test]

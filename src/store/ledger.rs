@@ -20,7 +20,8 @@ pub struct NewRecipient {
     pub name: Option<String>,
     pub line: u64,
     pub token: String,
-    /// The contact's CSV fields as a JSON object (`{"column": "value"}`).
+    /// The contact's CSV fields as a JSON object (`{"column": "value"}`; the pipeline stores
+    /// the address and name as markers, see `pipeline::fields`). The store never reads inside.
     pub fields: String,
 }
 
