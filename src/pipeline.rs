@@ -376,6 +376,9 @@ pub struct Summary {
     pub next_retry_at: Option<i64>,
     /// What each `[[relay]]` did in this run (empty with one `[smtp]` relay).
     pub relays: Vec<RelayReport>,
+    /// Recipient domains whose mailbox provider lookup had not answered when the run ended
+    /// (the next send of the campaign looks them up; 0 without lookups).
+    pub providers_left: u64,
 }
 
 impl Summary {
@@ -907,6 +910,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         deferred_total,
         next_retry_at,
         relays: shared.relays.reports(),
+        providers_left: progress.left(),
     })
 }
 

@@ -336,7 +336,7 @@ async fn send_resolves_recipient_domains_to_providers_through_the_configured_res
     let Some(dns) = common::auth::dns() else {
         return;
     };
-    let (json, root) = send_and_report(&dns, true).await;
+    let (json, root, _) = send_and_report(&dns, true).await;
     assert_eq!(domains(&json, "google"), Some(2), "{}", json["providers"]);
     assert_eq!(
         domains(&json, "microsoft365"),
@@ -368,7 +368,7 @@ async fn with_lookups_off_only_consumer_domains_get_a_provider() {
     let Some(dns) = common::auth::dns() else {
         return;
     };
-    let (json, root) = send_and_report(&dns, false).await;
+    let (json, root, _) = send_and_report(&dns, false).await;
     assert_eq!(domains(&json, "google"), Some(1), "{}", json["providers"]);
     assert_eq!(
         domains(&json, "microsoft365"),
@@ -384,6 +384,29 @@ async fn with_lookups_off_only_consumer_domains_get_a_provider() {
     assert_eq!(cached, 0);
 }
 
+/// A resolver that never answers: sending does not wait for it, the run ends, and `send` says
+/// how many domains are left for a later send instead of leaving them silently unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_that_never_answers_leaves_its_domains_to_a_later_send_and_says_so() {
+    // A real UDP socket on loopback that reads nothing: every query goes unanswered.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = silent.local_addr().unwrap().to_string();
+    let (json, root, stdout) = send_and_report(&dns, true).await;
+    // workspace.test, tenant.test and elsewhere.test needed a lookup; gmail.com did not.
+    assert!(
+        stdout.contains("Mailbox providers: 3 recipient domains were not looked up"),
+        "{stdout}"
+    );
+    assert_eq!(domains(&json, "google"), Some(1), "{}", json["providers"]);
+    assert_eq!(domains(&json, "unknown"), Some(3), "{}", json["providers"]);
+    let conn = rusqlite::Connection::open(root.path().join("providers/mailroom.db")).unwrap();
+    let cached: i64 = conn
+        .query_row("SELECT count(*) FROM domain_providers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(cached, 0, "nothing was answered, so nothing is cached");
+    drop(silent);
+}
+
 fn domains(json: &serde_json::Value, provider: &str) -> Option<u64> {
     json["providers"]
         .as_array()
@@ -395,8 +418,11 @@ fn domains(json: &serde_json::Value, provider: &str) -> Option<u64> {
 
 /// Sends five recipients (Google Workspace, gmail.com, Exchange Online, a domain that does not
 /// exist) through the sandbox with `[dns] resolver` set and lookups on or off, and returns the
-/// JSON report and the folder (the campaign is `providers/` inside it).
-async fn send_and_report(dns: &str, lookup: bool) -> (serde_json::Value, tempfile::TempDir) {
+/// JSON report, the folder (the campaign is `providers/` inside it) and what `send` printed.
+async fn send_and_report(
+    dns: &str,
+    lookup: bool,
+) -> (serde_json::Value, tempfile::TempDir, String) {
     let relay = common::relay::Relay::plain("").await;
     let dir = tempfile::tempdir().unwrap();
     let emails: Vec<String> = [
@@ -446,5 +472,9 @@ async fn send_and_report(dns: &str, lookup: bool) -> (serde_json::Value, tempfil
         .arg(&root)
         .output()
         .unwrap();
-    (serde_json::from_slice(&json.stdout).unwrap(), dir)
+    (
+        serde_json::from_slice(&json.stdout).unwrap(),
+        dir,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }

@@ -45,6 +45,13 @@ impl Progress {
         let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
         finishes_within(*total, done, started.elapsed(), grace)
     }
+
+    /// Lookups not answered (yet): 0 before the list is read.
+    pub fn left(&self) -> u64 {
+        let total = self.total.get().copied().unwrap_or(0);
+        let done = self.done.load(std::sync::atomic::Ordering::Relaxed);
+        total.saturating_sub(done) as u64
+    }
 }
 
 /// Whether `total - done` more lookups, at the pace of `done` in `elapsed`, take at most

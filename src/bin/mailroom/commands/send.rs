@@ -449,6 +449,14 @@ fn report(
         println!("Relay port used: {port}.");
     }
     print_relays(&summary.relays);
+    if summary.providers_left > 0 {
+        println!(
+            "Mailbox providers: {} recipient domains were not looked up before the run ended; \
+             later sends of this campaign go on looking them up (until then the report \
+             counts them as provider `unknown`).",
+            summary.providers_left
+        );
+    }
     let campaign_line: Vec<String> = summary
         .states
         .iter()
