@@ -8,15 +8,15 @@
 //! outranks a delivery, which outranks an acceptance, and so on), so the totals never claim a
 //! person twice. It must not write any ledger; it reads through [`Ledger`] like the single report.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{CampaignReport, Error, Ledger, MinutePoint, RECENT_LIMIT, Rates, deliverability};
-use crate::model::DeliveryState;
+use crate::model::{DeliveryState, Shard};
 
 /// Addresses listed in [`Overlap::examples`] at most.
 pub const OVERLAP_EXAMPLES: usize = 20;
@@ -85,10 +85,15 @@ fn digest(email: &str) -> u64 {
 /// A ledger that cannot be read or does not hold the campaign (named in the error), or
 /// ledgers holding different single campaigns without `name`.
 pub fn load(paths: &[PathBuf], name: Option<&str>) -> Result<Merged, Error> {
-    let ledgers: Vec<Ledger> = paths
-        .iter()
-        .map(|p| Ledger::open(p))
-        .collect::<Result<_, _>>()?;
+    load_from(&open_all(paths)?, paths, name)
+}
+
+fn open_all(paths: &[PathBuf]) -> Result<Vec<Ledger>, Error> {
+    paths.iter().map(|p| Ledger::open(p)).collect()
+}
+
+/// [`load`] over ledgers already open (`paths` are theirs, in the same order).
+fn load_from(ledgers: &[Ledger], paths: &[PathBuf], name: Option<&str>) -> Result<Merged, Error> {
     let first = ledgers
         .first()
         .ok_or_else(|| Error::NoCampaigns {
@@ -97,12 +102,14 @@ pub fn load(paths: &[PathBuf], name: Option<&str>) -> Result<Merged, Error> {
         .find_campaign(name)?;
     let name = first.name.clone();
     let mut summaries = Vec::with_capacity(ledgers.len());
-    for ledger in &ledgers {
+    for ledger in ledgers {
         summaries.push(ledger.find_campaign(Some(&name))?);
     }
     let mut reports = Vec::with_capacity(ledgers.len());
+    let mut shards = Vec::with_capacity(ledgers.len());
     for (ledger, summary) in ledgers.iter().zip(&summaries) {
         reports.push(ledger.campaign_report(summary)?);
+        shards.push(ledger.reader.campaign_shard(summary.id)?);
     }
 
     // Recipients seen so far across ledgers, by address digest.
@@ -111,7 +118,15 @@ pub fn load(paths: &[PathBuf], name: Option<&str>) -> Result<Merged, Error> {
     let mut dropped: Vec<(String, DeliveryState, bool)> = Vec::new();
     let mut overlap: HashMap<String, Vec<usize>> = HashMap::new();
     let mut overlap_order: Vec<String> = Vec::new();
-    for (index, (ledger, summary)) in ledgers.iter().zip(&summaries).enumerate() {
+    // Distinct shards of one split cannot share a recipient (see `disjoint_shards`): the walk
+    // over every recipient of every ledger that finds shared ones is skipped for them (two
+    // ledgers of 1,000,000 recipients: about 3 s and 170 MiB here).
+    let walk: &[Ledger] = if disjoint_shards(&shards) {
+        &[]
+    } else {
+        ledgers
+    };
+    for (index, (ledger, summary)) in walk.iter().zip(&summaries).enumerate() {
         let walked = ledger.for_each_recipient(summary.id, |r| -> Result<(), Error> {
             let state = r.state.parse().unwrap_or(DeliveryState::Unknown);
             let here = Kept {
@@ -204,6 +219,17 @@ pub fn load(paths: &[PathBuf], name: Option<&str>) -> Result<Merged, Error> {
             examples,
         },
     })
+}
+
+/// Whether the ledgers hold distinct shards of the same split (`K/N` with one `N` and no `K`
+/// twice): a recipient's shard is a function of the campaign and its address, and a shard's
+/// ledger holds only its own recipients, so such ledgers share nobody.
+fn disjoint_shards(shards: &[Option<Shard>]) -> bool {
+    let mut seen = HashSet::new();
+    let count = shards.first().copied().flatten().map(|s| s.count);
+    shards
+        .iter()
+        .all(|s| s.is_some_and(|s| Some(s.count) == count && seen.insert(s.index)))
 }
 
 /// A campaign's report over several ledgers.
@@ -378,28 +404,25 @@ pub fn overview(
     campaign: Option<&str>,
     focus: Option<&super::Focus>,
 ) -> Result<Overview, Error> {
-    let ledgers: Vec<Ledger> = paths
-        .iter()
-        .map(|p| Ledger::open(p))
-        .collect::<Result<_, _>>()?;
+    let ledgers = open_all(paths)?;
     let mut campaigns: Vec<super::CampaignSummary> = Vec::new();
     for ledger in &ledgers {
         let (list, _) = ledger.overview(None)?;
-        for s in list {
-            match campaigns.iter_mut().find(|c| c.name == s.name) {
-                Some(c) => {
-                    absorb_runs(c, &s);
-                    c.recipients += s.recipients;
-                    c.finished += s.finished;
-                    c.relay_accepted += s.relay_accepted;
-                    c.attempted += s.attempted;
-                    c.delivered += s.delivered;
-                    c.bounced_hard += s.bounced_hard;
-                    c.complained += s.complained;
-                }
-                None => campaigns.push(s),
-            }
-        }
+        merge_rows(
+            &mut campaigns,
+            list,
+            |c| c.name.clone(),
+            |c, s| {
+                absorb_runs(c, &s);
+                c.recipients += s.recipients;
+                c.finished += s.finished;
+                c.relay_accepted += s.relay_accepted;
+                c.attempted += s.attempted;
+                c.delivered += s.delivered;
+                c.bounced_hard += s.bounced_hard;
+                c.complained += s.complained;
+            },
+        );
     }
     let Some(selected) = campaign
         .and_then(|name| campaigns.iter().find(|c| c.name == name))
@@ -408,7 +431,7 @@ pub fn overview(
     else {
         return Ok((campaigns, None, None));
     };
-    let merged = load(paths, Some(&selected))?;
+    let merged = load_from(&ledgers, paths, Some(&selected))?;
     if let Some(c) = campaigns.iter_mut().find(|c| c.name == selected) {
         let id = c.id;
         *c = merged.report.campaign.clone();
@@ -442,4 +465,31 @@ pub fn overview(
         None => None,
     };
     Ok((campaigns, Some(merged.report), drill))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn shards(list: &[Option<&str>]) -> Vec<Option<Shard>> {
+        list.iter().map(|s| s.map(|s| s.parse().unwrap())).collect()
+    }
+
+    #[test]
+    fn only_distinct_shards_of_one_split_are_known_to_share_nobody() {
+        for (list, disjoint) in [
+            (vec![Some("0/3"), Some("1/3"), Some("2/3")], true),
+            (vec![Some("2/3"), Some("0/3")], true),
+            // The same shard twice (a contacts file sent from two hosts as shard 0).
+            (vec![Some("0/3"), Some("0/3")], false),
+            // Two different splits cut the list differently.
+            (vec![Some("0/2"), Some("0/3")], false),
+            // A whole-campaign ledger can hold anybody.
+            (vec![Some("0/2"), None], false),
+            (vec![None, None], false),
+        ] {
+            assert_eq!(disjoint_shards(&shards(&list)), disjoint, "{list:?}");
+        }
+    }
 }

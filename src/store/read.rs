@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::ledger::{self, DueRow};
 use super::{Error, sqlite};
-use crate::model::{CampaignId, DeliveryState};
+use crate::model::{CampaignId, DeliveryState, Shard};
 
 /// Under this many recipients a domain drill-down walks the domain's recipients; above it, the
 /// newest attempts (an index walk that stops at the limit).
@@ -713,6 +713,27 @@ impl Reader {
             )
             .optional()
             .map_err(self.fail())
+    }
+
+    /// The shard of the campaign this ledger sends (`send --shard`), `None` for the whole
+    /// campaign. A shard is recorded before the ledger holds any of the campaign's recipients,
+    /// so every recipient in it belongs to that shard.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn campaign_shard(&self, campaign: CampaignId) -> Result<Option<Shard>, Error> {
+        let recorded: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT shard FROM campaigns WHERE id = ?1",
+                params![campaign],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.fail())?
+            .flatten();
+        // A value this build cannot read is treated as no shard: the caller then checks.
+        Ok(recorded.and_then(|s| s.parse().ok()))
     }
 
     /// Up to `limit` due rows with `id > after`, in id order: see [`ledger::due_rows`].
