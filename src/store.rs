@@ -614,7 +614,13 @@ fn migrate_from(conn: &mut Connection, path: &Path, version: usize) -> Result<()
         if let Some(table) = broken {
             return Err(fail(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
-                Some(format!("a row of {table} names a row that does not exist")),
+                Some(format!(
+                    "a row of {table} names a row that does not exist (`sqlite3 {} 'PRAGMA \
+                     foreign_key_check'` lists them); mailroom never writes such rows, so the \
+                     file was changed by something else: upgrade a copy taken before that, or \
+                     remove those rows",
+                    path.display()
+                )),
             )));
         }
         tx.pragma_update(None, "user_version", index as i64 + 1)
@@ -728,6 +734,38 @@ mod tests {
         assert_eq!(user_version(&raw(&path), &path).unwrap(), OLD as i64);
         drop(open(&path).unwrap());
         assert!(Reader::open(&path).is_ok());
+    }
+
+    #[test]
+    fn an_upgrade_that_would_keep_a_dangling_row_is_refused_and_says_how_to_find_it() {
+        const OLD: usize = MIGRATIONS.len() - 1;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = raw(&path);
+            for (index, (_, sql)) in MIGRATIONS.iter().enumerate().take(OLD) {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", index as i64 + 1)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            // An attempt of a recipient that is not there, as another tool with foreign keys
+            // off could leave it.
+            conn.pragma_update(None, "foreign_keys", false).unwrap();
+            conn.execute(
+                "INSERT INTO attempts (recipient_id, at, step, outcome) \
+                 VALUES (99, 0, 'message', 'accepted')",
+                [],
+            )
+            .unwrap();
+        }
+        let err = open(&path).err().unwrap();
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains("0013_slim"), "{text}");
+        assert!(text.contains("PRAGMA foreign_key_check"), "{text}");
+        // Nothing of the refused migration is kept.
+        assert_eq!(user_version(&raw(&path), &path).unwrap(), OLD as i64);
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub fn spawn(
             Reader::open(&reader_path).and_then(|r| r.domains_to_resolve(campaign, now))
         })
         .await;
-        let domains = match domains {
+        let mut domains = match domains {
             Ok(Ok(domains)) => domains,
             Ok(Err(e)) => {
                 tracing::warn!("provider lookups skipped: {e}");
@@ -252,12 +252,10 @@ pub fn spawn(
             }
             Err(_) => return,
         };
-        // The same domains `resolve_all` looks up: consumer domains need no lookup.
-        let to_look_up = domains
-            .iter()
-            .filter(|d| provider::of_domain(d).is_none())
-            .count();
-        let _ = progress.total.set(to_look_up);
+        // Consumer domains need no lookup (`resolve_all` would skip them too): what is left is
+        // the work `progress` measures.
+        domains.retain(|d| provider::of_domain(d).is_none());
+        let _ = progress.total.set(domains.len());
         let _ = progress.started.set(std::time::Instant::now());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Resolved>();
         let resolving = resolve::resolve_all(
