@@ -11,9 +11,9 @@
 //! reports it) and how many domains were resolved and cached before the run ended.
 //!
 //! With `MAILROOM_BENCH_DNS=HOST:PORT` the lookups go instead through mailroom's real DNS client
-//! (`Lookup::dns`, hickory) to that server, as `[dns] resolver` makes `send` do:
-//! `scripts/bench-providers-dns.sh` starts a dnsmasq on loopback with an MX record for each of
-//! the 100,000 domains and runs this bench against it.
+//! (`Lookup::dns`: `dns::BulkMx` on the idle-priority lookup thread) to that server, as
+//! `[dns] resolver` makes `send` do: `scripts/bench-providers-dns.sh` starts an unbound on
+//! loopback with an MX record for each of the 100,000 domains and runs this bench against it.
 //!
 //! Reported at the end: the median over rounds of each round's with/without ratio (the pair of
 //! a round runs back to back, in alternating order).

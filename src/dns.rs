@@ -1,6 +1,8 @@
 //! DNS for every lookup mailroom makes: one [`Resolver`] (mail-auth's hickory resolver, so DKIM,
 //! SPF and DMARC checks and plain TXT/MX/A lookups share one stack), aimed at the system's
-//! resolvers (`/etc/resolv.conf`) or at the one `[dns] resolver` / `--resolver` names.
+//! resolvers (`/etc/resolv.conf`) or at the one `[dns] resolver` / `--resolver` names. The one
+//! exception is the background resolution of recipient domains to providers, thousands of MX
+//! lookups during a send: [`BulkMx`] asks the same servers with a datagram per lookup instead.
 //!
 //! It owns the answer/failure split that the checks depend on: a name or record that does not
 //! exist (NXDOMAIN, or NOERROR with no data) is an *answer* (`Ok` of nothing); a timeout, a
@@ -12,9 +14,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod bulk;
+pub use bulk::BulkMx;
+
 use mail_auth::MessageAuthenticator;
 use mail_auth::hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig, ResolverOpts,
 };
 use mail_auth::hickory_resolver::net::{DnsError, NetError};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
@@ -84,6 +89,8 @@ pub struct Resolver {
     auth: MessageAuthenticator,
     label: String,
     timeout: Duration,
+    /// The servers' UDP addresses, in the order they are asked (for [`BulkMx`]).
+    servers: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -104,7 +111,7 @@ impl Resolver {
     pub fn open(server: Option<SocketAddr>, timeout: Duration) -> Result<Resolver, Error> {
         // One attempt per server within the budget, so a dead resolver costs `timeout`, not
         // hickory's default of 3 × 5 s.
-        let (config, mut opts, label) = match server {
+        let (config, mut opts, label, servers) = match server {
             Some(addr) => {
                 let mut udp = ConnectionConfig::udp();
                 udp.port = addr.port();
@@ -115,6 +122,7 @@ impl Resolver {
                     ResolverConfig::from_parts(None, vec![], vec![ns]),
                     ResolverOpts::default(),
                     addr.to_string(),
+                    vec![addr],
                 )
             }
             None => {
@@ -128,7 +136,19 @@ impl Resolver {
                     .map(|n| n.ip.to_string())
                     .collect();
                 let label = format!("system: {}", servers.join(", "));
-                (config, opts, label)
+                let udp = config
+                    .name_servers()
+                    .iter()
+                    .map(|n| {
+                        let port = n
+                            .connections
+                            .iter()
+                            .find(|c| matches!(c.protocol, ProtocolConfig::Udp))
+                            .map_or(53, |c| c.port);
+                        SocketAddr::new(n.ip, port)
+                    })
+                    .collect();
+                (config, opts, label, udp)
             }
         };
         opts.timeout = timeout;
@@ -144,6 +164,7 @@ impl Resolver {
             auth,
             label,
             timeout,
+            servers,
         })
     }
 

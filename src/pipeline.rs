@@ -763,7 +763,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     // resolved is flushed to the ledger either way.
     let pending_providers = providers::Pending::default();
     let progress = Arc::new(providers::Progress::default());
-    let resolving = options.providers.clone().map(|lookup| {
+    let resolving = options.providers.clone().and_then(|lookup| {
         providers::spawn(
             lookup,
             ledger_path.clone(),
@@ -821,12 +821,9 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         // interrupted run, nor a large one for lookups the next run can do.
         let finished = !shutdown.is_triggered()
             && progress.can_finish_within(providers::FINISH_GRACE)
-            && tokio::time::timeout(providers::FINISH_GRACE, &mut task)
-                .await
-                .is_ok();
+            && task.finish_within(providers::FINISH_GRACE).await;
         if !finished {
-            task.abort();
-            let _ = task.await;
+            task.stop().await;
         }
         // What was resolved since the last batch, aborted or not.
         pending_providers.flush(&writer).await;

@@ -478,3 +478,180 @@ async fn send_and_report(
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+// The lean MX client of the background lookups (`dns::BulkMx`), against the DNS fixture server
+// and against loopback servers that misbehave on purpose.
+
+use mail_auth::hickory_resolver::proto::op::{Message, ResponseCode};
+use mail_auth::hickory_resolver::proto::rr::rdata::MX;
+use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record};
+use mailroom::dns::{BulkMx, Failure, Resolver};
+
+/// The lean client gives exactly what the full resolver gives for the fixture zones: the same
+/// exchanges in the same order with the same TTL, and "nothing" for a name that does not exist.
+#[tokio::test]
+async fn the_lean_mx_client_agrees_with_the_full_resolver() {
+    let Some(dns) = common::auth::dns() else {
+        return;
+    };
+    let full = Resolver::open(
+        Some(dns.parse().unwrap()),
+        std::time::Duration::from_secs(4),
+    )
+    .unwrap();
+    let lean = BulkMx::new(&full);
+    for domain in [
+        "workspace.test",
+        "tenant.test",
+        "pass.test",
+        "gmail.com",
+        "WorkSpace.Test",
+        "nosuchdomain.test",
+    ] {
+        let want = full.mx_with_ttl(domain).await.unwrap();
+        let got = lean.mx_with_ttl(domain).await.unwrap();
+        assert_eq!(got, want, "{domain}");
+    }
+    let (mx, _) = lean.mx_with_ttl("tenant.test").await.unwrap();
+    assert_eq!(mx[0].exchange, "tenant-test.mail.protection.outlook.com");
+    assert!(
+        lean.mx_with_ttl("nosuchdomain.test")
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+}
+
+/// How a fake resolver answers each query.
+#[derive(Clone, Copy)]
+enum Fake {
+    /// Garbage, then the answer under another id, then one about another name, then the right
+    /// answer (its question in upper case, as 0x20-randomising resolvers echo it).
+    NoiseFirst,
+    /// A truncated UDP answer with no records; the full answer over TCP on the same port.
+    Truncated,
+    /// REFUSED.
+    Refuses,
+}
+
+fn answer(query: &Message, name: &Name, host: &str) -> Message {
+    let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+    reply.metadata.recursion_available = true;
+    let mut q = query.queries[0].clone();
+    q.set_name(name.clone());
+    reply.add_query(q);
+    reply.answers.push(Record::from_rdata(
+        name.clone(),
+        600,
+        RData::MX(MX::new(10, Name::from_str_relaxed(host).unwrap())),
+    ));
+    reply
+}
+
+/// A resolver on a loopback port (UDP, and TCP on the same port) that answers as `fake` says.
+async fn fake_resolver(fake: Fake) -> std::net::SocketAddr {
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+            let query = Message::from_vec(&buf[..n]).unwrap();
+            let name = query.queries[0].name().clone();
+            let mut replies = Vec::new();
+            match fake {
+                Fake::NoiseFirst => {
+                    replies.push(b"\x12\x34 not DNS at all".to_vec());
+                    let mut wrong_id = answer(&query, &name, "mx.wrong-id.test.");
+                    wrong_id.metadata.id = query.metadata.id.wrapping_add(1);
+                    replies.push(wrong_id.to_vec().unwrap());
+                    let other = Name::from_str_relaxed("other.test.").unwrap();
+                    replies.push(answer(&query, &other, "mx.other.test.").to_vec().unwrap());
+                    let upper = Name::from_str_relaxed(name.to_ascii().to_uppercase()).unwrap();
+                    replies.push(answer(&query, &upper, "mx.right.test.").to_vec().unwrap());
+                }
+                Fake::Truncated => {
+                    let mut cut = answer(&query, &name, "mx.udp.test.");
+                    cut.answers.clear();
+                    cut.metadata.truncation = true;
+                    replies.push(cut.to_vec().unwrap());
+                }
+                Fake::Refuses => {
+                    let mut no = Message::response(query.metadata.id, query.metadata.op_code);
+                    no.add_query(query.queries[0].clone());
+                    no.metadata.response_code = ResponseCode::Refused;
+                    replies.push(no.to_vec().unwrap());
+                }
+            }
+            for reply in replies {
+                udp.send_to(&reply, from).await.unwrap();
+            }
+        }
+    });
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut stream, _) = tcp.accept().await.unwrap();
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).await.unwrap();
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream.read_exact(&mut buf).await.unwrap();
+            let query = Message::from_vec(&buf).unwrap();
+            let name = query.queries[0].name().clone();
+            let wire = answer(&query, &name, "mx.over-tcp.test.").to_vec().unwrap();
+            let mut framed = u16::try_from(wire.len()).unwrap().to_be_bytes().to_vec();
+            framed.extend_from_slice(&wire);
+            stream.write_all(&framed).await.unwrap();
+        }
+    });
+    addr
+}
+
+fn lean(addr: std::net::SocketAddr, timeout_ms: u64) -> BulkMx {
+    let full = Resolver::open(Some(addr), std::time::Duration::from_millis(timeout_ms)).unwrap();
+    BulkMx::new(&full)
+}
+
+/// Datagrams that are not the answer to this question (garbage, another id, another name) are
+/// dropped and the wait goes on; the real answer is taken, whatever the case of its question.
+#[tokio::test]
+async fn the_lean_mx_client_takes_only_the_answer_to_its_own_question() {
+    let client = lean(fake_resolver(Fake::NoiseFirst).await, 4000);
+    for _ in 0..3 {
+        // Several lookups on the pooled sockets: each gets its own answer.
+        let (mx, ttl) = client.mx_with_ttl("example-company.test").await.unwrap();
+        assert_eq!(mx.len(), 1, "{mx:?}");
+        assert_eq!(mx[0].exchange, "mx.right.test");
+        assert_eq!(ttl, Some(std::time::Duration::from_secs(600)));
+    }
+}
+
+/// An answer too large for a datagram comes back truncated and is asked again over TCP.
+#[tokio::test]
+async fn a_truncated_answer_is_asked_again_over_tcp() {
+    let client = lean(fake_resolver(Fake::Truncated).await, 4000);
+    let (mx, _) = client.mx_with_ttl("big.test").await.unwrap();
+    assert_eq!(mx.len(), 1, "{mx:?}");
+    assert_eq!(mx[0].exchange, "mx.over-tcp.test");
+}
+
+/// REFUSED and silence are failures naming the resolver ("could not ask"), never "no MX".
+#[tokio::test]
+async fn refused_and_silent_resolvers_are_failures_not_empty_answers() {
+    let addr = fake_resolver(Fake::Refuses).await;
+    let e = lean(addr, 4000).mx_with_ttl("any.test").await.unwrap_err();
+    assert_eq!(e.failure, Failure::Refused);
+    assert_eq!(e.resolver, addr.to_string());
+    assert_eq!(e.name, "any.test");
+
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let e = lean(silent.local_addr().unwrap(), 300)
+        .mx_with_ttl("any.test")
+        .await
+        .unwrap_err();
+    assert_eq!(e.failure, Failure::Timeout);
+    assert!(e.to_string().contains("timed out"), "{e}");
+    drop(silent);
+}

@@ -90,16 +90,20 @@ impl Lookup {
     /// or the system's.
     pub fn dns(resolver: crate::dns::Resolver, chosen: bool) -> Lookup {
         Lookup {
-            resolver: Arc::new(DnsMx { resolver, chosen }),
+            resolver: Arc::new(DnsMx {
+                resolver: crate::dns::BulkMx::new(&resolver),
+                chosen,
+            }),
             concurrency: resolve::DEFAULT_CONCURRENCY,
         }
     }
 }
 
-/// [`MxLookup`] over [`crate::dns::Resolver`]: an empty answer is "no MX", a failed lookup is
-/// a failure (the domain stays `unknown` until it is tried again).
+/// [`MxLookup`] over [`crate::dns::BulkMx`] (the same resolvers as every other lookup, at a
+/// fraction of the CPU per lookup): an empty answer is "no MX", a failed lookup is a failure
+/// (the domain stays `unknown` until it is tried again).
 struct DnsMx {
-    resolver: crate::dns::Resolver,
+    resolver: crate::dns::BulkMx,
     /// Whether the user named this resolver; only such a resolver may serve special-use names.
     chosen: bool,
 }
@@ -225,10 +229,33 @@ impl Pending {
     }
 }
 
-/// Starts resolving `campaign`'s uncached domains in the background. The task ends when every
-/// domain is resolved; the caller aborts it when the run ends first. Answers go to `map` at
+/// The background resolution of a run: its own thread, at idle priority, so that it uses the
+/// CPU time the send leaves free and never takes time from the send's own threads (the ledger
+/// writer, the SMTP workers). Each lookup is cheap ([`crate::dns::BulkMx`]), but at 100,000
+/// domains they add up to a share of two cores the send would feel.
+pub struct Background {
+    cancel: Arc<tokio::sync::Notify>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Background {
+    /// Waits up to `grace` for every lookup to finish; true when they did.
+    pub async fn finish_within(&mut self, grace: std::time::Duration) -> bool {
+        tokio::time::timeout(grace, &mut self.done).await.is_ok()
+    }
+
+    /// Stops the lookups still in flight and waits until the thread has let go of the run's
+    /// answers, so that a flush of [`Pending`] afterwards holds every answer it got.
+    pub async fn stop(self) {
+        self.cancel.notify_one();
+        let _ = self.done.await;
+    }
+}
+
+/// Starts resolving `campaign`'s uncached domains in the background (see [`Background`]). The
+/// thread ends when every domain is resolved or the caller stops it. Answers go to `map` at
 /// once and to the ledger in batches (see [`FLUSH_EVERY`]); the caller flushes `pending` when
-/// the run ends.
+/// the run ends. `None` when no thread could be started (the run goes on without lookups).
 pub fn spawn(
     lookup: Lookup,
     reader_path: std::path::PathBuf,
@@ -237,8 +264,11 @@ pub fn spawn(
     writer: Writer,
     pending: Pending,
     progress: Arc<Progress>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Option<Background> {
+    let cancel = Arc::new(tokio::sync::Notify::new());
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let stop = cancel.clone();
+    let work = async move {
         let now = crate::clock::now_ms();
         let domains = tokio::task::spawn_blocking(move || {
             Reader::open(&reader_path).and_then(|r| r.domains_to_resolve(campaign, now))
@@ -283,8 +313,55 @@ pub fn spawn(
             pending.flush(&writer).await;
         };
         tokio::join!(resolving, storing);
-    })
+    };
+    let spawned = std::thread::Builder::new()
+        .name("mx-lookups".into())
+        .spawn(move || {
+            idle_priority();
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(async {
+                    tokio::select! {
+                        () = work => {}
+                        () = stop.notified() => {}
+                    }
+                }),
+                Err(e) => tracing::warn!("provider lookups skipped: no runtime: {e}"),
+            }
+            let _ = finished.send(());
+        });
+    match spawned {
+        Ok(_) => Some(Background { cancel, done }),
+        Err(e) => {
+            tracing::warn!("provider lookups skipped: cannot start their thread: {e}");
+            None
+        }
+    }
 }
+
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only when a core would
+/// otherwise be idle. Elsewhere, or if the call fails, the thread keeps its normal priority
+/// (lookups then compete with the send, as they would on any thread).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler` reads the `sched_param` it is given (a valid local) and
+    // changes only the scheduling class of the calling thread (pid 0); it has no other
+    // memory-safety preconditions.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
+    if rc != 0 {
+        tracing::debug!(
+            "provider lookups keep normal priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn idle_priority() {}
 
 fn record(r: Resolved) -> ProviderRecord {
     ProviderRecord {
