@@ -5,7 +5,7 @@
 //! (read once when the run starts), `unknown` otherwise. With a [`Lookup`] in the run's options,
 //! [`spawn`] resolves the campaign's uncached domains in the background, at most `concurrency`
 //! lookups at a time, adds each answer to the map at once and writes them to the ledger through
-//! the writer thread in large batches (every minute and when the run ends): sending never waits
+//! the writer thread in batches (every 2 s or 2,048 answers, and when the run ends): sending never waits
 //! for it, and the writer is not asked for a row per domain while it records the run.
 //!
 //! It must not decide anything about sending; the resolver itself is the caller's (a
@@ -192,10 +192,14 @@ impl ProviderMap {
 }
 
 /// How often resolved answers go to the ledger during a run. Each answer is a row the writer
-/// thread must insert beside the run's own claims and outcomes; written all at once (every
-/// minute, and when the run ends) they cost the send almost nothing, and a long run's
-/// dashboard still sees them within a minute.
-const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// thread must insert beside the run's own claims and outcomes: one operation per answer cost a
+/// send of 100,000 domains 18% of its throughput, batches cost it almost nothing. Batches go
+/// out during the run (every [`FLUSH_EVERY`] or [`FLUSH_AT`] answers, whichever comes first),
+/// in the writer's gaps between claim blocks, rather than all at the end, where 100,000 rows
+/// in one transaction held the command for most of a second after the last message.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Answers that make a batch without waiting for [`FLUSH_EVERY`].
+const FLUSH_AT: usize = 2048;
 
 /// Answers resolved but not yet in the ledger. The run drains it when it ends
 /// ([`Pending::flush`]), after the resolving task has finished or been aborted, so no answer a
@@ -204,11 +208,14 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 pub struct Pending(Arc<std::sync::Mutex<Vec<ProviderRecord>>>);
 
 impl Pending {
-    fn push(&self, record: ProviderRecord) {
-        self.0
+    /// Adds an answer; returns how many are pending now.
+    fn push(&self, record: ProviderRecord) -> usize {
+        let mut pending = self
+            .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(record);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.push(record);
+        pending.len()
     }
 
     fn take(&self) -> Vec<ProviderRecord> {
@@ -304,8 +311,7 @@ pub fn spawn(
                     .done
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 map.insert(r.domain.clone(), r.provider);
-                pending.push(record(r));
-                if flushed.elapsed() >= FLUSH_EVERY {
+                if pending.push(record(r)) >= FLUSH_AT || flushed.elapsed() >= FLUSH_EVERY {
                     flushed = tokio::time::Instant::now();
                     pending.flush(&writer).await;
                 }

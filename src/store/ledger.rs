@@ -558,13 +558,25 @@ pub fn domain_sending(
 const SUPPRESSION_OF_RECIPIENT: &str = "SELECT reason FROM suppressions
      WHERE email = (SELECT email FROM recipients WHERE id = ?1)";
 
-/// Applies a claim (inside the writer's transaction).
-pub fn claim(conn: &Connection, c: &Claim) -> rusqlite::Result<ClaimResult> {
+/// Whether the suppression list has any address at all. Asked once per writer transaction:
+/// the transaction holds the write lock, so no suppression can appear until it commits, and
+/// with an empty list (most sends) every claim skips its two-lookup suppression query.
+pub fn any_suppressions(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM suppressions)")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Applies a claim (inside the writer's transaction). `suppressions` is
+/// [`any_suppressions`] in the same transaction.
+pub fn claim(conn: &Connection, c: &Claim, suppressions: bool) -> rusqlite::Result<ClaimResult> {
     // Hot path (one claim per message): cached statements, no re-parsing.
-    let suppressed: Option<String> = conn
-        .prepare_cached(SUPPRESSION_OF_RECIPIENT)?
-        .query_row(params![c.recipient_id], |r| r.get(0))
-        .optional()?;
+    let suppressed: Option<String> = if suppressions {
+        conn.prepare_cached(SUPPRESSION_OF_RECIPIENT)?
+            .query_row(params![c.recipient_id], |r| r.get(0))
+            .optional()?
+    } else {
+        None
+    };
     let expected_state = c.expected_state.as_str();
     if let Some(reason) = suppressed {
         if state::next(c.expected_state, Event::Suppress).is_none() {
@@ -842,10 +854,13 @@ mod tests {
             expected_attempts: row.attempts,
         };
         assert_eq!(
-            claim(&conn, &claim_of(&due[0])).unwrap(),
+            claim(&conn, &claim_of(&due[0]), any_suppressions(&conn).unwrap()).unwrap(),
             ClaimResult::Claimed
         );
-        assert_eq!(claim(&conn, &claim_of(&due[0])).unwrap(), ClaimResult::Lost);
+        assert_eq!(
+            claim(&conn, &claim_of(&due[0]), any_suppressions(&conn).unwrap()).unwrap(),
+            ClaimResult::Lost
+        );
         assert_eq!(state_of(&conn, due[0].id), "sending");
         // A claimed row is not due any more.
         let due_now = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
@@ -913,7 +928,10 @@ mod tests {
                 expected_state: row.state,
                 expected_attempts: 0,
             };
-            assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Claimed);
+            assert_eq!(
+                claim(&conn, &cl, any_suppressions(&conn).unwrap()).unwrap(),
+                ClaimResult::Claimed
+            );
             record(
                 &conn,
                 &Outcome {
@@ -960,6 +978,7 @@ mod tests {
                     expected_state: row.state,
                     expected_attempts: row.attempts,
                 },
+                false,
             )
             .unwrap();
             assert_eq!(claimed, ClaimResult::Claimed);
@@ -986,7 +1005,10 @@ mod tests {
             expected_state: row.state,
             expected_attempts: 0,
         };
-        assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Suppressed);
+        assert_eq!(
+            claim(&conn, &cl, any_suppressions(&conn).unwrap()).unwrap(),
+            ClaimResult::Suppressed
+        );
         assert_eq!(state_of(&conn, row.id), "suppressed");
     }
 
@@ -1003,7 +1025,7 @@ mod tests {
                 expected_state: row.state,
                 expected_attempts: 0,
             };
-            claim(&conn, &cl).unwrap();
+            claim(&conn, &cl, any_suppressions(&conn).unwrap()).unwrap();
         }
         // No journal: either claim may have gone out.
         let recovered = recover_interrupted(&mut conn, &Started::Unknown).unwrap();
@@ -1045,7 +1067,7 @@ mod tests {
             expected_state: first.state,
             expected_attempts: 0,
         };
-        claim(&conn, &cl).unwrap();
+        claim(&conn, &cl, any_suppressions(&conn).unwrap()).unwrap();
         record(
             &conn,
             &Outcome {
@@ -1077,7 +1099,10 @@ mod tests {
                 expected_state: row.state,
                 expected_attempts: row.attempts,
             };
-            assert_eq!(claim(&conn, &cl).unwrap(), ClaimResult::Claimed);
+            assert_eq!(
+                claim(&conn, &cl, any_suppressions(&conn).unwrap()).unwrap(),
+                ClaimResult::Claimed
+            );
         }
         // Row 0's transaction started in this run; row 1 was started by an earlier run only.
         let started = Started::These([(run.0, due[0].id.0), (run0.0, due[1].id.0)].into());

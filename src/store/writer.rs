@@ -410,14 +410,20 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut claim_results = Vec::new();
     let mut relay_ids = Vec::new();
+    // Asked at the first claim of the batch; nothing in a batch adds a suppression.
+    let mut suppressions: Option<bool> = None;
     for op in batch.iter_mut() {
         match op {
-            Op::ClaimMany(claims, _) => claim_results.push(
+            Op::ClaimMany(claims, _) => claim_results.push({
+                let any = match suppressions {
+                    Some(any) => any,
+                    None => *suppressions.insert(ledger::any_suppressions(&tx)?),
+                };
                 claims
                     .iter()
-                    .map(|c| ledger::claim(&tx, c))
-                    .collect::<rusqlite::Result<Vec<_>>>()?,
-            ),
+                    .map(|c| ledger::claim(&tx, c, any))
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            }),
             Op::Record(outcome) => ledger::record(&tx, outcome)?,
             Op::Release(release) => ledger::release(&tx, release)?,
             Op::RunPort(run, port) => ledger::set_run_port(&tx, *run, *port)?,
