@@ -11,7 +11,9 @@
 # Usage: scripts/bench-providers-dns.sh
 # Needs: unbound (Debian package `unbound`; the service need not run), an smtp-sink on
 # MAILROOM_TEST_SMTP_SINK_PORT (default 2626, as scripts/ci-servers.sh starts it).
-# Knobs: MAILROOM_BENCH_ROUNDS, MAILROOM_BENCH_DOMAINS, DNS_PORT (default 5354).
+# Knobs: MAILROOM_BENCH_ROUNDS, MAILROOM_BENCH_DOMAINS, DNS_PORT (default 5354), DNS_NICE (the
+# DNS server's nice value, default 0: 19 shows what is left when the server only takes idle CPU,
+# as a resolver on another machine would), PERF (a command to run the bench under, e.g. perf record).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +52,7 @@ for i in range(n):
     host = "aspmx.l.google.com." if i % 2 == 0 else f"d{i}-example.mail.protection.outlook.com."
     print(f'    local-data: "d{i}.example. 3600 IN MX 10 {host}"')
 PY
-unbound -d -c "$work/unbound.conf" </dev/null >"$work/unbound.log" 2>&1 &
+nice -n "${DNS_NICE:-0}" unbound -d -c "$work/unbound.conf" </dev/null >"$work/unbound.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
   python3 -c "import dns.resolver as r; x=r.Resolver(configure=False); x.nameservers=['127.0.0.1']; \
