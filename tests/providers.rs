@@ -655,3 +655,100 @@ async fn refused_and_silent_resolvers_are_failures_not_empty_answers() {
     assert!(e.to_string().contains("timed out"), "{e}");
     drop(silent);
 }
+
+/// Records, from inside a lookup, which thread runs it and in which scheduling class, then
+/// answers "no MX".
+struct WhereAmI {
+    seen: std::sync::Mutex<Vec<(String, u32)>>,
+}
+
+impl mailroom::provider::resolve::MxLookup for WhereAmI {
+    fn mx<'a>(&'a self, _domain: &'a str) -> mailroom::provider::resolve::LookupFuture<'a> {
+        // /proc/thread-self is the calling thread: its name, and field 41 of its stat
+        // (`policy`: 0 normal, 5 SCHED_IDLE).
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy: u32 = after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        self.seen
+            .lock()
+            .unwrap()
+            .push((comm.trim().to_owned(), policy));
+        Box::pin(async { Err(mailroom::provider::resolve::LookupError::NoRecords { ttl: None }) })
+    }
+}
+
+/// The background lookups run on their own thread, `mx-lookups`, in Linux's SCHED_IDLE class:
+/// never on the threads that send or write the ledger, and only on CPU time they leave.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_lookups_run_on_their_own_idle_priority_thread() {
+    use mailroom::pipeline::{self, Lookup, Options, Outbound, RateOptions};
+    use mailroom::store::NewRecipient;
+    use mailroom::transport::{Security, Settings, Transport};
+
+    let relay = common::relay::Relay::plain("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailroom.db");
+    let rows = ["ann@alpha.test", "bob@beta.test", "cyd@gamma.test"]
+        .iter()
+        .enumerate()
+        .map(|(i, email)| {
+            Ok::<_, String>(NewRecipient {
+                email: (*email).to_owned(),
+                name: None,
+                line: i as u64 + 2,
+                token: format!("t{i:015}"),
+                fields: "{}".into(),
+            })
+        });
+    let prepared = pipeline::prepare(&path, "idle", rows, "127.0.0.1", "none").unwrap();
+    let settings = Settings {
+        host: "127.0.0.1".into(),
+        port: relay.port(),
+        security: Security::None,
+        username: None,
+        password: None,
+        oauth: None,
+        ca_file: None,
+        hello_name: Some("test.example".into()),
+        fallback_ports: vec![],
+        connect_timeout: std::time::Duration::from_secs(5),
+        command_timeout: std::time::Duration::from_secs(30),
+        data_timeout: std::time::Duration::from_secs(30),
+        messages_per_connection: 100,
+    };
+    let lookup = std::sync::Arc::new(WhereAmI {
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let options = Options {
+        connections: 1,
+        rate: RateOptions {
+            per_second: Some(1000.0),
+            ..RateOptions::default()
+        },
+        providers: Some(Lookup {
+            resolver: lookup.clone(),
+            concurrency: 2,
+        }),
+        ..Options::default()
+    };
+    let summary = prepared
+        .send(Outbound {
+            relays: Transport::new(settings).await.unwrap().into(),
+            render: common::plain(),
+            options,
+            shutdown: mailroom::shutdown::Shutdown::new(),
+            counters: std::sync::Arc::new(pipeline::Counters::default()),
+            events: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary.accepted, 3, "{:?}", summary.end);
+    let seen = lookup.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "every domain looked up: {seen:?}");
+    for (thread, policy) in &seen {
+        assert_eq!(thread, "mx-lookups");
+        assert_eq!(*policy, 5, "SCHED_IDLE is policy 5 ({thread})");
+    }
+}
