@@ -341,6 +341,64 @@ async fn a_relay_dead_from_the_start_is_reported_and_the_run_still_exits_0() {
     );
 }
 
+/// `send --test` with the first relay dead hands the copy to the next relay, as a run would;
+/// with every relay dead nothing is sent and the first relay's failure is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_goes_through_the_next_relay_when_the_first_is_dead() {
+    let live = Relay::plain("").await;
+    let root = campaign(
+        live.dir.path(),
+        &[r("dead", closed_port(), ""), r("live", live.port(), "")],
+        &emails(3),
+    );
+    let out = mailroom(vec![
+        "send".into(),
+        root.display().to_string(),
+        "--test".into(),
+        "qa@example.net".into(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("test send to qa@example.net: accepted by the relay"),
+        "{stdout}"
+    );
+    assert_eq!(
+        live.accepted_per_address(),
+        BTreeMap::from([("qa@example.net".to_owned(), 1)])
+    );
+
+    let dead_only = campaign(
+        &live.dir.path().join("all-dead"),
+        &[
+            r("dead", closed_port(), ""),
+            r("also-dead", closed_port(), ""),
+        ],
+        &emails(3),
+    );
+    let out = mailroom(vec![
+        "send".into(),
+        dead_only.display().to_string(),
+        "--test".into(),
+        "qa@example.net".into(),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Nothing was sent"), "{stderr}");
+    assert_eq!(
+        live.accepted_per_address().len(),
+        1,
+        "nothing more reached the live relay"
+    );
+}
+
 async fn dead_relay(name: &str) -> RelaySpec {
     let settings = common::settings("127.0.0.1", closed_port(), Security::None);
     RelaySpec {

@@ -1,7 +1,9 @@
 //! Copies of a campaign's message for people who are not its recipients: test sends (`send
-//! --test`) and seeds (`[seeds]`). They go through the same [`Transport`] as the campaign (so
+//! --test`) and seeds (`[seeds]`). They go through the same [`Transport`]s as the campaign (so
 //! plaintext and untrusted certificates are refused the same way, and the relay sees the same
-//! message), one session for the lot, and come back as [`CopyResult`]s for the caller to record
+//! message), one session for the lot; with several `[[relay]]`s, a relay that cannot be reached
+//! or used hands the copies to the next, as a run's messages would go to the others. They come
+//! back as [`CopyResult`]s for the caller to record
 //! with `store::TestSend`. They never touch a recipient, a claim, the rate limiters, the daily
 //! cap or the suppression list.
 //!
@@ -47,16 +49,42 @@ fn outcome(tx: &TxOutcome) -> &'static str {
     }
 }
 
-/// Sends every copy, reconnecting when a session breaks.
+/// A session on the first of `transports` (in order, from `from`) that connects, and the index
+/// of its transport; else the first relay's refusal, each other failure logged.
+async fn connect_any(
+    transports: &[&Transport],
+    from: usize,
+) -> Result<(usize, crate::transport::Session), crate::transport::ConnectFailure> {
+    let mut first_failure = None;
+    for k in 0..transports.len() {
+        let i = (from + k) % transports.len();
+        match transports[i].connect().await {
+            Ok(session) => return Ok((i, session)),
+            Err(e) => {
+                if transports.len() > 1 {
+                    tracing::warn!("copies: relay {} cannot be used: {e}", i + 1);
+                }
+                first_failure.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_failure
+        .unwrap_or(crate::transport::ConnectFailure::Unreachable { tried: Vec::new() }))
+}
+
+/// Sends every copy through the first of `transports` that can be used (the campaign's relay,
+/// or its `[[relay]]`s in order), reconnecting when a session breaks, to the next relay when
+/// one cannot be reached or used.
 ///
 /// # Errors
-/// The [`Stop`] of the first connection when the relay cannot be used at all (TLS refused or
-/// untrusted, credentials refused, unreachable): then nothing was sent.
+/// The [`Stop`] of the first relay's connection when no relay can be used at all (TLS refused
+/// or untrusted, credentials refused, unreachable): then nothing was sent.
 pub async fn send_copies(
-    transport: &Transport,
+    transports: &[&Transport],
     messages: &[CopyMessage],
 ) -> Result<Vec<CopyResult>, Stop> {
-    let mut session = Some(transport.connect().await.map_err(Stop::connect)?);
+    let (mut current, first) = connect_any(transports, 0).await.map_err(Stop::connect)?;
+    let mut session = Some(first);
     let mut results = Vec::with_capacity(messages.len());
     for m in messages {
         let out = &m.outgoing;
@@ -90,8 +118,11 @@ pub async fn send_copies(
             if let Some(old) = session.take() {
                 old.quit().await;
             }
-            match transport.connect().await {
-                Ok(s) => session = Some(s),
+            match connect_any(transports, current).await {
+                Ok((i, s)) => {
+                    current = i;
+                    session = Some(s);
+                }
                 Err(e) => {
                     results.push(failed(e.to_string(), None));
                     continue;
@@ -148,7 +179,8 @@ pub(super) async fn seed(shared: Arc<Shared>, row: DueRow, phase: &'static str) 
             Some(Err(reason)) => failed.push((to.clone(), reason)),
         }
     }
-    let results = match send_copies(shared.relays.first_transport(), &messages).await {
+    let transports = shared.relays.transports();
+    let results = match send_copies(&transports, &messages).await {
         Ok(results) => results,
         Err(stop) => {
             failed.extend(

@@ -246,8 +246,9 @@ impl Pool {
         &self.relays[i].transport
     }
 
-    pub(super) fn first_transport(&self) -> &Transport {
-        self.transport(0)
+    /// Every relay's transport, in the configured order.
+    pub(super) fn transports(&self) -> Vec<&Transport> {
+        self.relays.iter().map(|r| r.transport.as_ref()).collect()
     }
 
     pub(super) fn id(&self, i: usize) -> Option<RelayId> {

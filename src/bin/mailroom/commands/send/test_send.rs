@@ -31,7 +31,13 @@ pub fn run(campaign: &Arc<Campaign>, args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     let contact = select(campaign, args.line, args.to.as_deref())?;
-    let settings = setup::settings(campaign)?;
+    // `[smtp]`, or every `[[relay]]` in order: a relay that cannot be used hands over to the next.
+    let relays = setup::relays(campaign)?;
+    let settings: Vec<_> = if relays.is_empty() {
+        vec![setup::settings(campaign)?]
+    } else {
+        relays.into_iter().map(|r| r.settings).collect()
+    };
     let prefix = campaign.config().test.subject_prefix.clone();
     let stamp = mailroom::clock::now_ms();
     let mut messages = Vec::with_capacity(to.len());
@@ -59,13 +65,17 @@ pub fn run(campaign: &Arc<Campaign>, args: &Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let results = runtime.block_on(async {
-        let transport = Transport::new(settings).await?;
-        anyhow::Ok(copies::send_copies(&transport, &messages).await)
+        let mut transports = Vec::with_capacity(settings.len());
+        for s in settings {
+            transports.push(Transport::new(s).await?);
+        }
+        let transports: Vec<&Transport> = transports.iter().map(AsRef::as_ref).collect();
+        anyhow::Ok(copies::send_copies(&transports, &messages).await)
     })?;
     let results = match results {
         Ok(r) => r,
         Err(stop) => bail!(
-            "test send stopped: {stop}\n\nNothing was sent. Fix the [smtp] settings (or the \
+            "test send stopped: {stop}\n\nNothing was sent. Fix the [smtp] or [[relay]] settings (or the \
              relay) and try again; a test send refuses what a real send refuses."
         ),
     };
