@@ -639,6 +639,21 @@ mod tests {
         Connection::open(path).unwrap()
     }
 
+    /// A ledger as mailroom wrote it before its newest migration: every earlier one applied,
+    /// each with its version; returns the version it is at.
+    fn ledger_before_the_last_migration(path: &Path) -> (Connection, usize) {
+        let old = MIGRATIONS.len() - 1;
+        let mut conn = raw(path);
+        for (index, (_, sql)) in MIGRATIONS.iter().enumerate().take(old) {
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", index as i64 + 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        (conn, old)
+    }
+
     #[test]
     fn open_creates_schema_marks_the_file_and_reopen_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
@@ -710,46 +725,28 @@ mod tests {
 
     #[test]
     fn an_old_ledger_is_upgraded_by_writers_and_never_by_readers() {
-        const OLD: usize = MIGRATIONS.len() - 1;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        {
-            // A ledger as mailroom wrote it before 0007: every earlier migration, no mark.
-            let mut conn = raw(&path);
-            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-            for (index, (_, sql)) in MIGRATIONS.iter().enumerate().take(OLD) {
-                let tx = conn.transaction().unwrap();
-                tx.execute_batch(sql).unwrap();
-                tx.pragma_update(None, "user_version", index as i64 + 1)
-                    .unwrap();
-                tx.commit().unwrap();
-            }
-        }
+        let (conn, old) = ledger_before_the_last_migration(&path);
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        drop(conn);
         let err = Reader::open(&path).err().unwrap();
         assert!(
-            matches!(err, Error::NeedsUpgrade { found, .. } if found == OLD as i64),
+            matches!(err, Error::NeedsUpgrade { found, .. } if found == old as i64),
             "{err:?}"
         );
         assert!(err.to_string().contains("mailroom upgrade"), "{err}");
-        assert_eq!(user_version(&raw(&path), &path).unwrap(), OLD as i64);
+        assert_eq!(user_version(&raw(&path), &path).unwrap(), old as i64);
         drop(open(&path).unwrap());
         assert!(Reader::open(&path).is_ok());
     }
 
     #[test]
     fn an_upgrade_that_would_keep_a_dangling_row_is_refused_and_says_how_to_find_it() {
-        const OLD: usize = MIGRATIONS.len() - 1;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        {
-            let mut conn = raw(&path);
-            for (index, (_, sql)) in MIGRATIONS.iter().enumerate().take(OLD) {
-                let tx = conn.transaction().unwrap();
-                tx.execute_batch(sql).unwrap();
-                tx.pragma_update(None, "user_version", index as i64 + 1)
-                    .unwrap();
-                tx.commit().unwrap();
-            }
+        let old = {
+            let (conn, old) = ledger_before_the_last_migration(&path);
             // An attempt of a recipient that is not there, as another tool with foreign keys
             // off could leave it.
             conn.pragma_update(None, "foreign_keys", false).unwrap();
@@ -759,13 +756,14 @@ mod tests {
                 [],
             )
             .unwrap();
-        }
+            old
+        };
         let err = open(&path).err().unwrap();
         let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
         assert!(text.contains("0013_slim"), "{text}");
         assert!(text.contains("PRAGMA foreign_key_check"), "{text}");
         // Nothing of the refused migration is kept.
-        assert_eq!(user_version(&raw(&path), &path).unwrap(), OLD as i64);
+        assert_eq!(user_version(&raw(&path), &path).unwrap(), old as i64);
     }
 
     #[test]
