@@ -66,6 +66,18 @@ pub struct LookupError {
     pub resolver: String,
 }
 
+impl LookupError {
+    /// A failed lookup of `rtype` at `name` (shown without its final dot), asked of `resolver`.
+    fn new(rtype: &'static str, name: &str, failure: Failure, resolver: &str) -> LookupError {
+        LookupError {
+            rtype,
+            name: name.trim_end_matches('.').to_owned(),
+            failure,
+            resolver: resolver.to_owned(),
+        }
+    }
+}
+
 fn describe(f: &Failure) -> String {
     match f {
         Failure::Timeout => "timed out".into(),
@@ -179,12 +191,7 @@ impl Resolver {
     }
 
     fn fail(&self, rtype: &'static str, name: &str, failure: Failure) -> LookupError {
-        LookupError {
-            rtype,
-            name: name.trim_end_matches('.').to_owned(),
-            failure,
-            resolver: self.label.clone(),
-        }
+        LookupError::new(rtype, name, failure, &self.label)
     }
 
     /// Maps hickory's outcome: no records is an answer (`Ok(None)`), anything else a failure.
