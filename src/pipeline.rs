@@ -759,7 +759,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
     };
     let provider_map = Arc::new(providers::ProviderMap::from_cache(cache));
     let reads = Reads(Arc::new(std::sync::Mutex::new(reader)));
-    // Never awaited by sending: given `FINISH_GRACE` when the run ends, then aborted; what it
+    // Never awaited by sending: given `FINISH_GRACE` when the run ends, then stopped; what it
     // resolved is flushed to the ledger either way.
     let pending_providers = providers::Pending::default();
     let progress = Arc::new(providers::Progress::default());
@@ -825,7 +825,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         if !finished {
             task.stop().await;
         }
-        // What was resolved since the last batch, aborted or not.
+        // What was resolved since the last batch, stopped or not.
         pending_providers.flush(&writer).await;
     }
     if let Err(e) = &driven {

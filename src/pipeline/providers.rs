@@ -4,9 +4,10 @@
 //! diagnoses: a consumer domain from `provider::of_domain`, any other from the ledger's cache
 //! (read once when the run starts), `unknown` otherwise. With a [`Lookup`] in the run's options,
 //! [`spawn`] resolves the campaign's uncached domains in the background, at most `concurrency`
-//! lookups at a time, adds each answer to the map at once and writes them to the ledger through
-//! the writer thread in batches (every 2 s or 2,048 answers, and when the run ends): sending never waits
-//! for it, and the writer is not asked for a row per domain while it records the run.
+//! lookups at a time, on a thread of its own at idle priority, adds each answer to the map at
+//! once and writes them to the ledger through the writer thread in batches (every 2 s or 2,048
+//! answers, and when the run ends): sending never waits for it, and the writer is not asked for
+//! a row per domain while it records the run.
 //!
 //! It must not decide anything about sending; the resolver itself is the caller's (a
 //! `provider::resolve::MxLookup`).
@@ -202,7 +203,7 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 const FLUSH_AT: usize = 2048;
 
 /// Answers resolved but not yet in the ledger. The run drains it when it ends
-/// ([`Pending::flush`]), after the resolving task has finished or been aborted, so no answer a
+/// ([`Pending::flush`]), after the lookup thread has finished or been stopped, so no answer a
 /// run paid for is lost.
 #[derive(Debug, Default, Clone)]
 pub struct Pending(Arc<std::sync::Mutex<Vec<ProviderRecord>>>);

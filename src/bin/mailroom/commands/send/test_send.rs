@@ -75,8 +75,9 @@ pub fn run(campaign: &Arc<Campaign>, args: &Args) -> anyhow::Result<ExitCode> {
     let results = match results {
         Ok(r) => r,
         Err(stop) => bail!(
-            "test send stopped: {stop}\n\nNothing was sent. Fix the [smtp] or [[relay]] settings (or the \
-             relay) and try again; a test send refuses what a real send refuses."
+            "test send stopped: {stop}\n\nNothing was sent. Fix the [smtp] or [[relay]] settings \
+             in {} (or the relay) and try again; a test send refuses what a real send refuses.",
+            campaign.config_path().display()
         ),
     };
     let ledger_path = &campaign.config().store.path;
