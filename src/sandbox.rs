@@ -505,13 +505,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     .await
                 {
                     Ok(Ok(LineRead::Complete)) => {
-                        if !session.in_data()
-                            && line
-                                .get(..5)
-                                .is_some_and(|v| v.eq_ignore_ascii_case(b"MAIL "))
-                            && !reader.buffer().is_empty()
-                        {
+                        let is_mail =
+                            |l: &[u8]| l.get(..5).is_some_and(|v| v.eq_ignore_ascii_case(b"MAIL "));
+                        if !session.in_data() && is_mail(&line) && !reader.buffer().is_empty() {
                             context.policy.observer.pipelined_mail();
+                        }
+                        if session.in_data()
+                            && matches!(line.as_slice(), b".\r\n" | b".\n")
+                            && is_mail(reader.buffer())
+                        {
+                            context.policy.observer.mail_behind_message();
                         }
                         session.feed(&line)
                     }

@@ -226,6 +226,27 @@ impl fmt::Display for ConnectFailure {
     }
 }
 
+/// The envelope of one transaction: MAIL FROM, RCPT TO, and the DSN request, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub from: &'a Address,
+    pub to: &'a Address,
+    pub dsn: Option<&'a dsn::Request<'a>>,
+}
+
+/// What became of a transaction opened behind the previous message (see [`Session::finish`]).
+#[derive(Debug, Clone)]
+pub enum Opened {
+    /// The server said 354: the session waits for this message ([`Session::finish`]).
+    Ready,
+    /// The transaction ended before its message (a refusal, or the session was lost while
+    /// reading its replies); as [`Session::open`] would have returned it.
+    Ended(TxOutcome),
+    /// The session ended with the previous message, before these replies were read: the
+    /// transaction never reached its message and counts for nothing; send it again.
+    NotSent,
+}
+
 /// The result of one transaction (one recipient).
 #[derive(Debug, Clone)]
 pub enum TxOutcome {
@@ -749,31 +770,89 @@ impl Session {
         message: &[u8],
         dsn: Option<&dsn::Request<'_>>,
     ) -> TxOutcome {
+        let envelope = Envelope { from, to, dsn };
+        if let Some(done) = self.open(&envelope, message).await {
+            return done;
+        }
+        self.finish(message, None).await.0
+    }
+
+    /// The first half of [`Session::send`]: MAIL, RCPT and DATA. `None` once the server said
+    /// 354 (call [`Session::finish`] with the same `message` next); otherwise how the
+    /// transaction ended before its message.
+    pub async fn open(&mut self, envelope: &Envelope<'_>, message: &[u8]) -> Option<TxOutcome> {
         if self.conn.is_none() {
-            return TxOutcome::Lost(Reply::local(Step::Mail, "session already closed".into()));
+            return Some(TxOutcome::Lost(Reply::local(
+                Step::Mail,
+                "session already closed".into(),
+            )));
         }
         self.sent += 1;
+        let (mail, rcpt) = self.envelope_commands(envelope, message);
+        let data = "DATA\r\n";
+        if self.ext.pipelining {
+            self.pipelined_envelope(&[&mail, &rcpt, data]).await
+        } else {
+            self.envelope_step_by_step(&[&mail, &rcpt, data]).await
+        }
+    }
+
+    /// Whether [`Session::finish`] may open the next transaction behind this message's final
+    /// ".": the server offers PIPELINING and the session has room for another message.
+    pub fn can_open_next(&self) -> bool {
+        self.conn.is_some() && self.ext.pipelining && self.sent < self.limit
+    }
+
+    /// The second half of [`Session::send`]: the message, its final ".", and the reply to it.
+    ///
+    /// With `next` (only when [`Session::can_open_next`]; ignored otherwise), the next
+    /// transaction's MAIL, RCPT and DATA go out in the same write, right after the "." (RFC 2920
+    /// lets a message's content start a command group), so a stream of messages costs one
+    /// round trip each instead of two. Their replies are read after this message's, and the
+    /// second value says what became of them; `None` when `next` was not written.
+    pub async fn finish(
+        &mut self,
+        message: &[u8],
+        next: Option<(&Envelope<'_>, &[u8])>,
+    ) -> (TxOutcome, Option<Opened>) {
+        let next = next
+            .filter(|_| self.can_open_next())
+            .map(|(envelope, next_message)| {
+                let (mail, rcpt) = self.envelope_commands(envelope, next_message);
+                format!("{mail}{rcpt}DATA\r\n")
+            });
+        let outcome = self.body(message, next.as_deref()).await;
+        let Some(_) = next else {
+            return (outcome, None);
+        };
+        self.sent += 1;
+        if self.conn.is_none() {
+            // The session ended with this message: the next envelope's replies were never
+            // read, and its message never went out.
+            return (outcome, Some(Opened::NotSent));
+        }
+        let opened = match self.envelope_replies().await {
+            None => Opened::Ready,
+            Some(ended) => Opened::Ended(ended),
+        };
+        (outcome, Some(opened))
+    }
+
+    /// MAIL and RCPT for `envelope` (`message` decides whether BODY=8BITMIME is needed).
+    fn envelope_commands(&self, envelope: &Envelope<'_>, message: &[u8]) -> (String, String) {
         let body = if !message.is_ascii() && self.ext.eightbitmime {
             " BODY=8BITMIME"
         } else {
             ""
         };
-        let dsn = dsn.filter(|_| self.ext.dsn);
+        let dsn = envelope.dsn.filter(|_| self.ext.dsn);
         let (mail_dsn, rcpt_dsn) = dsn.map_or_else(Default::default, |d| {
             (dsn::mail_parameters(d), dsn::rcpt_parameters(d))
         });
-        let mail = format!("MAIL FROM:<{from}>{body}{mail_dsn}\r\n");
-        let rcpt = format!("RCPT TO:<{to}>{rcpt_dsn}\r\n");
-        let data = "DATA\r\n";
-        let envelope = if self.ext.pipelining {
-            self.pipelined_envelope(&[&mail, &rcpt, data]).await
-        } else {
-            self.envelope_step_by_step(&[&mail, &rcpt, data]).await
-        };
-        if let Some(done) = envelope {
-            return done;
-        }
-        self.body(message).await
+        (
+            format!("MAIL FROM:<{}>{body}{mail_dsn}\r\n", envelope.from),
+            format!("RCPT TO:<{}>{rcpt_dsn}\r\n", envelope.to),
+        )
     }
 
     /// The three envelope commands one at a time, each waiting for its reply.
@@ -827,6 +906,18 @@ impl Session {
             self.conn = None;
             return Some(TxOutcome::Lost(Reply::lost(Step::Mail, &e)));
         }
+        self.envelope_replies().await
+    }
+
+    /// The replies to a pipelined MAIL, RCPT and DATA, in order; as
+    /// [`Session::pipelined_envelope`].
+    async fn envelope_replies(&mut self) -> Option<TxOutcome> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Some(TxOutcome::Lost(Reply::local(
+                Step::Mail,
+                "session closed".into(),
+            )));
+        };
         let mut first_failure: Option<Reply> = None;
         let mut data_open = false;
         for step in [Step::Mail, Step::Rcpt, Step::Data] {
@@ -870,8 +961,9 @@ impl Session {
         Some(TxOutcome::Replied(refusal))
     }
 
-    /// The message after a 354, and the reply after the final ".".
-    async fn body(&mut self, message: &[u8]) -> TxOutcome {
+    /// The message after a 354, and the reply after the final "."; `next` (commands) is written
+    /// right after the ".", in the same write.
+    async fn body(&mut self, message: &[u8], next: Option<&str>) -> TxOutcome {
         let Some(conn) = self.conn.as_mut() else {
             return TxOutcome::Lost(Reply::local(Step::Message, "session closed".into()));
         };
@@ -887,6 +979,9 @@ impl Session {
             stuff_lines(slice, &mut self.wire);
             if after.is_empty() {
                 end_of_data(message, &mut self.wire);
+                if let Some(next) = next {
+                    self.wire.extend_from_slice(next.as_bytes());
+                }
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             sent = conn.send_within(&self.wire, left).await;
@@ -1055,6 +1150,186 @@ mod tests {
         assert_eq!(session.port(), port);
         assert!(session.extensions().pipelining);
         session.quit().await;
+    }
+
+    /// A plain session to a sandbox running `script`, at most `limit` messages long.
+    async fn sandbox_session(
+        script: &str,
+        limit: usize,
+    ) -> (tempfile::TempDir, crate::sandbox::Sandbox, Session) {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = crate::sandbox::start(
+            crate::sandbox::SandboxConfig::new(dir.path().join("maildir"))
+                .script(crate::sandbox::script::Script::parse(script).unwrap()),
+        )
+        .await
+        .unwrap();
+        let settings = Settings {
+            host: "127.0.0.1".into(),
+            port: sandbox.addr().port(),
+            security: Security::None,
+            username: None,
+            password: None,
+            oauth: None,
+            ca_file: None,
+            hello_name: None,
+            fallback_ports: vec![],
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            data_timeout: Duration::from_secs(5),
+            messages_per_connection: limit,
+        };
+        let session = Transport::new(settings)
+            .await
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        (dir, sandbox, session)
+    }
+
+    fn address(local: &str) -> Address {
+        format!("{local}@example.test").parse().unwrap()
+    }
+
+    fn message(local: &str) -> Vec<u8> {
+        format!("From: news@sender.test\r\nTo: {local}@example.test\r\nSubject: hi\r\n\r\nHello {local}\r\n")
+            .into_bytes()
+    }
+
+    fn code(outcome: &TxOutcome) -> (Step, Option<u16>) {
+        let reply = outcome.reply();
+        (reply.step, reply.code)
+    }
+
+    #[tokio::test]
+    async fn the_next_envelope_goes_out_behind_the_final_dot_and_its_replies_stay_in_step() {
+        let script = "[[rule]]\nrecipient = \"unknown*@*\"\naction = \"reject\"\nreply = \"550 5.1.1 no such user\"\n";
+        let (_dir, sandbox, mut session) = sandbox_session(script, 100).await;
+        let from = address("news");
+        let (a1, u1, a2, a3) = (
+            address("a1"),
+            address("unknown1"),
+            address("a2"),
+            address("a3"),
+        );
+        let (m1, mu, m2, m3) = (
+            message("a1"),
+            message("unknown1"),
+            message("a2"),
+            message("a3"),
+        );
+        let env = |to| Envelope {
+            from: &from,
+            to,
+            dsn: None,
+        };
+
+        assert!(session.open(&env(&a1), &m1).await.is_none());
+        assert!(session.can_open_next());
+        // a1's message with unknown1's envelope behind it: a1 is accepted, unknown1 refused at
+        // RCPT, and the session is reset and in step for the next transaction.
+        let (first, next) = session.finish(&m1, Some((&env(&u1), &mu))).await;
+        assert_eq!(code(&first), (Step::Message, Some(250)));
+        let Some(Opened::Ended(refused)) = next else {
+            panic!("{next:?}");
+        };
+        assert_eq!(code(&refused), (Step::Rcpt, Some(550)));
+        // a2 opened normally, a3 behind it, then a3's message alone.
+        assert!(session.open(&env(&a2), &m2).await.is_none());
+        let (second, next) = session.finish(&m2, Some((&env(&a3), &m3))).await;
+        assert_eq!(code(&second), (Step::Message, Some(250)));
+        assert!(matches!(next, Some(Opened::Ready)), "{next:?}");
+        let (third, next) = session.finish(&m3, None).await;
+        assert_eq!(code(&third), (Step::Message, Some(250)));
+        assert!(next.is_none());
+        session.quit().await;
+
+        let seen = sandbox.seen();
+        assert_eq!(seen.mail_behind_message, 2);
+        assert_eq!(seen.messages_ended, 3);
+        let stored: Vec<_> = seen.stored.iter().flat_map(|s| s.rcpts.clone()).collect();
+        assert_eq!(
+            stored,
+            ["a1@example.test", "a2@example.test", "a3@example.test"]
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_opened_behind_the_last_message_a_session_may_carry() {
+        let (_dir, sandbox, mut session) = sandbox_session("", 1).await;
+        let from = address("news");
+        let (a1, a2) = (address("a1"), address("a2"));
+        let m = message("a1");
+        assert!(
+            session
+                .open(
+                    &Envelope {
+                        from: &from,
+                        to: &a1,
+                        dsn: None
+                    },
+                    &m
+                )
+                .await
+                .is_none()
+        );
+        assert!(!session.can_open_next());
+        let (first, next) = session
+            .finish(
+                &m,
+                Some((
+                    &Envelope {
+                        from: &from,
+                        to: &a2,
+                        dsn: None,
+                    },
+                    &m,
+                )),
+            )
+            .await;
+        assert_eq!(code(&first), (Step::Message, Some(250)));
+        assert!(next.is_none(), "{next:?}");
+        session.quit().await;
+        assert_eq!(sandbox.seen().mail_behind_message, 0);
+    }
+
+    #[tokio::test]
+    async fn a_relay_closing_after_a_message_leaves_the_envelope_behind_it_unsent() {
+        let script = "[[rule]]\nrecipient = \"busy*@*\"\naction = \"reject\"\nreply = \"421 4.7.0 closing\"\nat = \"message\"\n";
+        let (_dir, _sandbox, mut session) = sandbox_session(script, 100).await;
+        let from = address("news");
+        let (b1, a2) = (address("busy1"), address("a2"));
+        let (mb, m2) = (message("busy1"), message("a2"));
+        assert!(
+            session
+                .open(
+                    &Envelope {
+                        from: &from,
+                        to: &b1,
+                        dsn: None
+                    },
+                    &mb
+                )
+                .await
+                .is_none()
+        );
+        let (first, next) = session
+            .finish(
+                &mb,
+                Some((
+                    &Envelope {
+                        from: &from,
+                        to: &a2,
+                        dsn: None,
+                    },
+                    &m2,
+                )),
+            )
+            .await;
+        assert_eq!(code(&first), (Step::Message, Some(421)));
+        assert!(matches!(next, Some(Opened::NotSent)), "{next:?}");
+        assert!(!session.is_usable());
     }
 
     #[test]

@@ -286,14 +286,10 @@ async fn a_relay_that_answers_421_to_everything_pauses_the_run_and_every_transmi
             "at {at}: {attempts:?}"
         );
         if at == "message" {
-            // The whole message went out each time.
-            let data_lines = r
-                .sandbox
-                .transcript()
-                .iter()
-                .filter(|l| l.starts_with("DATA"))
-                .count() as u64;
-            assert_eq!(data_lines, summary.transactions);
+            // The whole message went out each time (counted by its final ".", not by DATA
+            // commands: the next transaction's DATA may ride behind a message, RFC 2920, and
+            // is never given its message when the relay closes).
+            assert_eq!(r.sandbox.seen().messages_ended, summary.transactions);
         }
     }
 }

@@ -128,6 +128,22 @@ impl Limits {
             limiter.until_ready().await;
         }
     }
+
+    /// Takes a cell at once when the shared limiter has one and `domain` has no limiter of its
+    /// own; otherwise takes nothing and says no (the caller then waits with
+    /// [`Limits::until_ready`]). A message to a limited domain always waits the normal way, so
+    /// no cell is ever taken twice for one message.
+    pub fn try_now(&self, domain: &str) -> bool {
+        if self.domains.contains_key(domain) {
+            return false;
+        }
+        self.global.as_ref().is_none_or(|g| g.check().is_ok())
+    }
+
+    /// Whether these limits limit anything at all.
+    pub fn is_empty(&self) -> bool {
+        self.global.is_none() && self.domains.is_empty()
+    }
 }
 
 /// The run-wide slow-down: after a "slow down" reply every worker waits for a back-off, and the
@@ -186,6 +202,12 @@ impl Pacer {
             }
         };
         tokio::time::sleep_until(slot).await;
+    }
+
+    /// Whether [`Pacer::wait`] would return at once, with nothing to take (not throttled).
+    pub fn is_free(&self) -> bool {
+        let s = self.lock();
+        s.next_slot.is_none() && s.spacing.is_zero()
     }
 
     /// A "slow down" reply: everyone pauses for a growing back-off and then goes slower.

@@ -266,12 +266,44 @@ impl Pool {
         }
     }
 
+    /// Whether relay `i` has a limiter of its own (then its messages wait for it).
+    pub(super) fn is_limited(&self, i: usize) -> bool {
+        self.relays[i]
+            .limits
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+    }
+
     /// The next relay for a message: the smooth weighted round-robin over the relays that are
     /// neither cooling off nor capped. Takes one message of the picked relay's daily cap (see
     /// [`Pool::refund`]).
     pub(super) fn pick(&self) -> Pick {
         let now = Instant::now();
         let mut state = self.lock();
+        self.choose(&mut state, now)
+    }
+
+    /// Picks relay `i` for the next message only if [`Pool::pick`] would pick it now; otherwise
+    /// changes nothing (the round-robin and the caps are left as they were).
+    pub(super) fn pick_if(&self, i: usize) -> bool {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut best: Option<(usize, i64)> = None;
+        for (j, s) in state.iter().enumerate() {
+            let cooling = s.cooling_until.is_some_and(|until| until > now);
+            if cooling || s.cap_left == Some(0) {
+                continue;
+            }
+            let current = s.current + self.relays[j].weight;
+            if best.is_none_or(|(_, b)| current > b) {
+                best = Some((j, current));
+            }
+        }
+        best.is_some_and(|(j, _)| j == i)
+            && matches!(self.choose(&mut state, now), Pick::Relay(j) if j == i)
+    }
+
+    fn choose(&self, state: &mut [RelayState], now: Instant) -> Pick {
         let mut cooling = false;
         let mut total = 0;
         let mut best: Option<usize> = None;

@@ -7,6 +7,13 @@
 //! each message goes through, and gives a message that a relay failed back uncharged, to go
 //! through another; the relay cools off (see `relays`).
 //!
+//! When the relay offers PIPELINING and the next claimed row is already queued and may go at
+//! once, a worker renders it while its current message goes out and writes its MAIL, RCPT and
+//! DATA behind that message's final "." (RFC 2920): a stream of messages costs one round trip
+//! each instead of two. The next row is then carried to the worker's next turn with what became
+//! of its opening; if the run stops first, the session waiting in DATA for it is cut (so the
+//! relay discards nothing it could deliver) and the row is given back.
+//!
 //! It must not read the ledger or interpret replies: `decide` does the latter, and what it
 //! learns goes to the ledger writer.
 
@@ -22,7 +29,7 @@ use super::{End, Render, Shared, Stop, pace};
 use crate::clock::now_ms;
 use crate::model::{AttemptOutcome, DeliveryState, RecipientId, RelayId};
 use crate::store::{AttemptRecord, Claim, ClaimResult, Cooloff, DueRow, Outcome, Release};
-use crate::transport::{ConnectFailure, Reply, Session, Verdict, dsn};
+use crate::transport::{ConnectFailure, Envelope, Opened, Reply, Session, TxOutcome, Verdict, dsn};
 
 /// Consecutive failed reconnects after which the run pauses.
 const MAX_RECONNECT_FAILURES: u64 = 5;
@@ -35,13 +42,31 @@ struct Job {
     bytes: Vec<u8>,
 }
 
+/// A row's job, or the row back with why its message cannot be built.
+type Built = Result<Job, Box<(DueRow, String)>>;
+
+/// A row taken from the queue ahead of its turn, while the message before it went out on the
+/// same session (see [`finish`]).
+struct Carried {
+    job: Built,
+    /// The relay whose session opened its transaction, and what became of it; `None` when it
+    /// was not opened (it then goes the normal way).
+    opened: Option<Ahead>,
+}
+
+/// A transaction opened behind the previous message's final ".".
+struct Ahead {
+    relay: usize,
+    port: u16,
+    opened: Opened,
+}
+
+/// The queue the workers share.
+type Queue = Arc<Mutex<mpsc::Receiver<DueRow>>>;
+
 /// Takes rows until the queue closes; `first` is the dispatcher's first session (and the
 /// index of its relay), if any.
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    rx: Arc<Mutex<mpsc::Receiver<DueRow>>>,
-    first: Option<(usize, Session)>,
-) {
+pub(super) async fn run(shared: Arc<Shared>, rx: Queue, first: Option<(usize, Session)>) {
     // One session per relay (one with `[smtp]`).
     let mut sessions: Vec<Option<Session>> = (0..shared.relays.len()).map(|_| None).collect();
     if let Some((i, session)) = first
@@ -49,21 +74,33 @@ pub(super) async fn run(
     {
         *slot = Some(session);
     }
+    let mut carried: Option<Carried> = None;
     loop {
-        let row = { rx.lock().await.recv().await };
-        let Some(row) = row else { break };
-        // Every queued row is claimed: it is sent, charged, or given back, never dropped.
-        if shared.halt.is_triggered() {
-            give_back(&shared, row.id, None).await;
-        } else {
-            match build_job(shared.render.as_ref(), row) {
-                Ok(job) => process(&shared, &mut sessions, &job).await,
-                // Only this row's message cannot be built (the import checks every row, so this
-                // is rare): charge it alone, with the reason, and let the run go on.
-                Err(failed) => {
-                    let (row, reason) = *failed;
-                    unrenderable(&shared, &row, reason).await;
+        let (job, opened) = match carried.take() {
+            Some(c) => (c.job, c.opened),
+            None => {
+                let row = { rx.lock().await.recv().await };
+                let Some(row) = row else { break };
+                // Every queued row is claimed: it is sent, charged, or given back, never
+                // dropped.
+                if shared.halt.is_triggered() {
+                    give_back(&shared, row.id, None).await;
+                    shared.finish_job();
+                    continue;
                 }
+                (build_job(shared.render.as_ref(), row), None)
+            }
+        };
+        match job {
+            Err(failed) if shared.halt.is_triggered() => {
+                give_back(&shared, failed.0.id, None).await;
+            }
+            Ok(job) => carried = process(&shared, &mut sessions, &job, opened, &rx).await,
+            // Only this row's message cannot be built (the import checks every row, so this
+            // is rare): charge it alone, with the reason, and let the run go on.
+            Err(failed) => {
+                let (row, reason) = *failed;
+                unrenderable(&shared, &row, reason).await;
             }
         }
         shared.finish_job();
@@ -74,7 +111,7 @@ pub(super) async fn run(
 }
 
 /// The job for `row`, or the row back with why its message cannot be built.
-fn build_job(render: &dyn Render, row: DueRow) -> Result<Job, Box<(DueRow, String)>> {
+fn build_job(render: &dyn Render, row: DueRow) -> Built {
     let built = render
         .render(&row)
         .map_err(|e| {
@@ -120,166 +157,398 @@ async fn unrenderable(shared: &Shared, row: &DueRow, reason: String) {
 
 /// Sends one claimed job, retrying on a fresh connection (or another relay) or after a
 /// back-off where that is safe. Whatever happens, the claim ends charged (an outcome) or given
-/// back (uncharged).
-async fn process(shared: &Shared, sessions: &mut [Option<Session>], job: &Job) {
+/// back (uncharged). `ahead` is set when the job's transaction was opened behind the previous
+/// message. Returns the next job when it was taken from the queue during this one (see
+/// [`finish`]), opened or not.
+async fn process(
+    shared: &Shared,
+    sessions: &mut [Option<Session>],
+    job: &Job,
+    mut ahead: Option<Ahead>,
+    rx: &Queue,
+) -> Option<Carried> {
     // The dispatcher claimed the row; a retry gives the claim back first and claims again.
     let mut claimed = true;
     let mut retries = 0;
+    let mut carried: Option<Carried> = None;
     loop {
         if shared.halt.is_triggered() {
-            return unsent(shared, job, claimed).await;
-        }
-        tokio::select! {
-            biased;
-            () = shared.halt.wait() => return unsent(shared, job, claimed).await,
-            () = async {
-                shared.limits.until_ready(&job.row.domain).await;
-                shared.pacer.wait().await;
-            } => {}
-        }
-        let Some(relay) = pick(shared) else {
-            return unsent(shared, job, claimed).await;
-        };
-        tokio::select! {
-            biased;
-            () = shared.halt.wait() => {
-                shared.relays.refund(relay);
-                return unsent(shared, job, claimed).await;
+            if let Some(a) = ahead.take() {
+                abandon(shared, sessions, &a);
             }
-            () = shared.relays.until_ready(relay) => {}
+            unsent(shared, job, claimed).await;
+            return carried;
         }
-        let session = &mut sessions[relay];
-        if !session.as_ref().is_some_and(Session::is_usable) {
-            if let Some(old) = session.take() {
-                old.quit().await;
-            }
-            match shared.relays.transport(relay).connect().await {
-                Ok(s) => {
-                    shared.reconnect_failures.store(0, Ordering::Relaxed);
-                    *session = Some(s);
-                }
-                Err(failure) => {
-                    shared.relays.refund(relay);
-                    if shared.relays.is_failover() {
-                        // Not this recipient's problem: the relay cools off, the message goes
-                        // to another one.
-                        let cooled = shared.relays.cool_off(relay, &failure.to_string());
-                        record_cooloff(shared, cooled, &failure.to_string()).await;
-                        continue;
-                    }
-                    if !reconnect_failed(shared, failure) {
-                        return unsent(shared, job, claimed).await;
-                    }
+        let (relay, port, outcome) = match ahead.take() {
+            Some(Ahead {
+                relay,
+                port,
+                opened: Opened::Ended(outcome),
+            }) => (relay, port, outcome),
+            Some(Ahead {
+                relay,
+                port,
+                opened: Opened::Ready,
+            }) => {
+                let Some(live) = sessions[relay].as_mut() else {
+                    // An opened transaction keeps its session; were it gone, send anew.
                     continue;
-                }
-            }
-        }
-        let Some(live) = session.as_mut() else {
-            shared.relays.refund(relay);
-            continue;
-        };
-        if !claimed {
-            match claim_again(shared, job).await {
-                Some(true) => claimed = true,
-                Some(false) | None => {
+                };
+                // Its journal line goes before its message, the first byte that could deliver
+                // it: a crash while it waited behind the previous message gives it back.
+                if !journal_started(shared, job) {
+                    sessions[relay] = None;
                     shared.relays.refund(relay);
-                    return;
+                    unsent(shared, job, claimed).await;
+                    return carried;
+                }
+                let outcome = finish(shared, live, relay, job, rx, &mut carried).await;
+                (relay, port, outcome)
+            }
+            Some(Ahead {
+                opened: Opened::NotSent,
+                ..
+            }) => continue,
+            None => match prepare(shared, sessions, job, &mut claimed).await {
+                Prepared::Go(relay) => {
+                    let Some(live) = sessions[relay].as_mut() else {
+                        shared.relays.refund(relay);
+                        continue;
+                    };
+                    let port = live.port();
+                    let request = dsn_request(shared, job);
+                    let envelope = Envelope {
+                        from: &job.from,
+                        to: &job.to,
+                        dsn: Some(&request),
+                    };
+                    let outcome = match live.open(&envelope, &job.bytes).await {
+                        Some(ended) => ended,
+                        None => finish(shared, live, relay, job, rx, &mut carried).await,
+                    };
+                    (relay, port, outcome)
+                }
+                Prepared::Again => continue,
+                Prepared::Done => return carried,
+            },
+        };
+        match settle(shared, job, relay, port, &outcome, retries).await {
+            Next::Done => return carried,
+            Next::LeaveForLater => {
+                shared.left.fetch_add(1, Ordering::Relaxed);
+                return carried;
+            }
+            Next::Retry => {
+                // Every retry gave the claim back. The job goes again before the one opened
+                // behind it, whose session waits in DATA: that session is dropped (the server
+                // discards a message cut off mid-DATA) and the next job goes anew.
+                claimed = false;
+                retries += 1;
+                if let Some(c) = carried.as_mut()
+                    && let Some(a) = c.opened.take_if(|a| matches!(a.opened, Opened::Ready))
+                {
+                    abandon(shared, sessions, &a);
                 }
             }
         }
-        if shared.halt.is_triggered() {
-            // Halted while waiting for the connection or the claim: give it back untouched.
-            shared.relays.refund(relay);
-            return unsent(shared, job, claimed).await;
+    }
+}
+
+/// What [`prepare`] says about the job's next transaction.
+enum Prepared {
+    /// Go through relay `i`, whose session is connected; the transaction may start.
+    Go(usize),
+    /// Nothing was sent; go round again (a failed connection, a claim to renew).
+    Again,
+    /// The job is settled without a transaction (given back, failed, or the run stopped).
+    Done,
+}
+
+/// Everything before a transaction's first byte: the rate limits, the relay, its session,
+/// the claim, the size check, and the in-flight journal line.
+async fn prepare(
+    shared: &Shared,
+    sessions: &mut [Option<Session>],
+    job: &Job,
+    claimed: &mut bool,
+) -> Prepared {
+    tokio::select! {
+        biased;
+        () = shared.halt.wait() => {
+            unsent(shared, job, *claimed).await;
+            return Prepared::Done;
         }
-        let relay_id = shared.relays.id(relay);
-        if let Some(mut why) = too_large(shared, live, job) {
-            // Before MAIL: the relay would refuse it (552) after reading all of it, or cut the
-            // connection; no relay is charged with it, and the recipient fails with the reason.
+        () = async {
+            shared.limits.until_ready(&job.row.domain).await;
+            shared.pacer.wait().await;
+        } => {}
+    }
+    let Some(relay) = pick(shared) else {
+        unsent(shared, job, *claimed).await;
+        return Prepared::Done;
+    };
+    tokio::select! {
+        biased;
+        () = shared.halt.wait() => {
             shared.relays.refund(relay);
-            why.relay = relay_id;
-            return record(shared, &job.row, DeliveryState::Failed, None, why).await;
+            unsent(shared, job, *claimed).await;
+            return Prepared::Done;
         }
-        // Outcomes are queued without waiting for their commit: a ledger that stopped taking
-        // them shows here, before another message goes out that could not be recorded.
-        if let Err(e) = shared.writer.check() {
-            shared.relays.refund(relay);
-            shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
-            return;
+        () = shared.relays.until_ready(relay) => {}
+    }
+    let session = &mut sessions[relay];
+    if !session.as_ref().is_some_and(Session::is_usable) {
+        if let Some(old) = session.take() {
+            old.quit().await;
         }
-        // The last word before the first byte of the transaction: from here on, a crash makes
-        // this row `unknown` rather than giving it back.
-        if let Err(e) = shared.journal.started(shared.run_id, job.row.id) {
-            shared.relays.refund(relay);
+        match shared.relays.transport(relay).connect().await {
+            Ok(s) => {
+                shared.reconnect_failures.store(0, Ordering::Relaxed);
+                *session = Some(s);
+            }
+            Err(failure) => {
+                shared.relays.refund(relay);
+                if shared.relays.is_failover() {
+                    // Not this recipient's problem: the relay cools off, the message goes to
+                    // another one.
+                    let cooled = shared.relays.cool_off(relay, &failure.to_string());
+                    record_cooloff(shared, cooled, &failure.to_string()).await;
+                    return Prepared::Again;
+                }
+                if !reconnect_failed(shared, failure) {
+                    unsent(shared, job, *claimed).await;
+                    return Prepared::Done;
+                }
+                return Prepared::Again;
+            }
+        }
+    }
+    let Some(live) = session.as_ref() else {
+        shared.relays.refund(relay);
+        return Prepared::Again;
+    };
+    if !*claimed {
+        match claim_again(shared, job).await {
+            Some(true) => *claimed = true,
+            Some(false) | None => {
+                shared.relays.refund(relay);
+                return Prepared::Done;
+            }
+        }
+    }
+    if shared.halt.is_triggered() {
+        // Halted while waiting for the connection or the claim: give it back untouched.
+        shared.relays.refund(relay);
+        unsent(shared, job, *claimed).await;
+        return Prepared::Done;
+    }
+    if let Some(mut why) = too_large(shared, live, job) {
+        // Before MAIL: the relay would refuse it (552) after reading all of it, or cut the
+        // connection; no relay is charged with it, and the recipient fails with the reason.
+        shared.relays.refund(relay);
+        why.relay = shared.relays.id(relay);
+        record(shared, &job.row, DeliveryState::Failed, None, why).await;
+        return Prepared::Done;
+    }
+    // Outcomes are queued without waiting for their commit: a ledger that stopped taking them
+    // shows here, before another message goes out that could not be recorded.
+    if let Err(e) = shared.writer.check() {
+        shared.relays.refund(relay);
+        shared.stop(End::Aborted(Stop::Ledger(e.to_string())));
+        return Prepared::Done;
+    }
+    if !journal_started(shared, job) {
+        shared.relays.refund(relay);
+        unsent(shared, job, *claimed).await;
+        return Prepared::Done;
+    }
+    Prepared::Go(relay)
+}
+
+/// Writes the job's line to the in-flight journal: the last word before the first byte of its
+/// transaction (from here on, a crash makes the row `unknown` rather than giving it back).
+/// False, with the run stopped, when the journal cannot be written.
+fn journal_started(shared: &Shared, job: &Job) -> bool {
+    match shared.journal.started(shared.run_id, job.row.id) {
+        Ok(()) => true,
+        Err(e) => {
             shared.stop(End::Aborted(Stop::Journal(format!(
                 "cannot write the in-flight journal {}: {e}; make sure the ledger's folder is \
                  writable and not full, then run `mailroom send` again",
                 shared.journal.path().display()
             ))));
-            return unsent(shared, job, claimed).await;
-        }
-        let port = Some(live.port());
-        shared.counters.transactions.fetch_add(1, Ordering::Relaxed);
-        shared.relays.transaction(relay);
-        // ENVID and ORCPT are the ledger's own token and address: a DSN that echoes them names
-        // this recipient for certain (used only when the relay offers DSN).
-        let request = dsn::Request {
-            envid: &job.row.token,
-            orcpt: &job.row.email,
-            notify: shared.notify,
-        };
-        let outcome = live
-            .send(&job.from, &job.to, &job.bytes, Some(&request))
-            .await;
-        let reply = outcome.reply().clone();
-        let failover = shared.relays.is_failover();
-        let throttled = reply.verdict() == Some(Verdict::Throttle);
-        // With several relays "slow down" is one relay's business (see `relays`).
-        let throttles_in_a_row = if failover {
-            0
-        } else if throttled {
-            shared.throttles_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            if reply.code.is_some() {
-                shared.throttles_in_a_row.store(0, Ordering::Relaxed);
-            }
-            0
-        };
-        let decision = decide::decide(
-            &outcome,
-            Context {
-                retries,
-                accepted_any: shared.accepted_any.load(Ordering::Relaxed),
-                throttles_in_a_row,
-                failover,
-            },
-        );
-        if decision.relay_fault {
-            let cooled = shared.relays.fault(relay, &reply.describe());
-            record_cooloff(shared, cooled, &reply.describe()).await;
-        } else if reply.code.is_some() {
-            shared.relays.answered(relay);
-        }
-        if decision.charge == Charge::Record(DeliveryState::Accepted) {
-            shared.relays.accepted(relay);
-        }
-        let sent = Sent {
-            port,
-            relay: relay_id,
-        };
-        match carry_out(shared, job, sent, &reply, decision).await {
-            Next::Done => return,
-            Next::LeaveForLater => {
-                shared.left.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Next::Retry => {
-                // Every retry gave the claim back.
-                claimed = false;
-                retries += 1;
-            }
+            false
         }
     }
+}
+
+/// ENVID and ORCPT are the ledger's own token and address: a DSN that echoes them names this
+/// recipient for certain (used only when the relay offers DSN).
+fn dsn_request<'a>(shared: &Shared, job: &'a Job) -> dsn::Request<'a> {
+    dsn::Request {
+        envid: &job.row.token,
+        orcpt: &job.row.email,
+        notify: shared.notify,
+    }
+}
+
+/// Sends the job's message on `live` (which said 354 to it) and returns the reply to it.
+///
+/// When the next claimed row is already in the queue and may go at once (no rate limit or
+/// slow-down makes it wait, the same relay's turn, room on the session), its message is
+/// rendered now and its MAIL, RCPT and DATA go out in the same write as this message's final
+/// "." (RFC 2920): one round trip a message instead of two. It is then `carried` to the worker's
+/// next turn, with what became of its opening.
+async fn finish(
+    shared: &Shared,
+    live: &mut Session,
+    relay: usize,
+    job: &Job,
+    rx: &Queue,
+    carried: &mut Option<Carried>,
+) -> TxOutcome {
+    let next = if carried.is_none() {
+        take_next(shared, live, relay, rx)
+    } else {
+        None
+    };
+    let Some((next, eligible)) = next else {
+        return live.finish(&job.bytes, None).await.0;
+    };
+    let next_job = match next {
+        Ok(next_job) if eligible => next_job,
+        other => {
+            if eligible {
+                shared.relays.refund(relay);
+            }
+            *carried = Some(Carried {
+                job: other,
+                opened: None,
+            });
+            return live.finish(&job.bytes, None).await.0;
+        }
+    };
+    let port = live.port();
+    let request = dsn_request(shared, &next_job);
+    let envelope = Envelope {
+        from: &next_job.from,
+        to: &next_job.to,
+        dsn: Some(&request),
+    };
+    let (outcome, opened) = live
+        .finish(&job.bytes, Some((&envelope, &next_job.bytes)))
+        .await;
+    let opened = match opened {
+        Some(opened @ (Opened::Ready | Opened::Ended(_))) => Some(Ahead {
+            relay,
+            port,
+            opened,
+        }),
+        Some(Opened::NotSent) | None => {
+            shared.relays.refund(relay);
+            None
+        }
+    };
+    *carried = Some(Carried {
+        job: Ok(next_job),
+        opened,
+    });
+    outcome
+}
+
+/// The next queued row, taken only when its transaction could be opened behind the current
+/// message on `live`, rendered, with whether it may be (`false`: it goes the normal way, it
+/// was taken anyway). When it may, relay `relay` has been picked for it and a cell of the
+/// shared rate limit taken.
+fn take_next(shared: &Shared, live: &Session, relay: usize, rx: &Queue) -> Option<(Built, bool)> {
+    if !live.can_open_next()
+        || shared.halt.is_triggered()
+        || shared.writer.check().is_err()
+        || !shared.pacer.is_free()
+        || shared.relays.is_limited(relay)
+    {
+        return None;
+    }
+    // Another worker waiting for the queue holds its lock: the queue is empty then.
+    let row = rx.try_lock().ok()?.try_recv().ok()?;
+    let job = match build_job(shared.render.as_ref(), row) {
+        Ok(job) => job,
+        Err(failed) => return Some((Err(failed), false)),
+    };
+    if too_large(shared, live, &job).is_some() {
+        return Some((Ok(job), false));
+    }
+    if !shared.relays.pick_if(relay) {
+        return Some((Ok(job), false));
+    }
+    if !shared.limits.try_now(&job.row.domain) {
+        shared.relays.refund(relay);
+        return Some((Ok(job), false));
+    }
+    Some((Ok(job), true))
+}
+
+/// Drops the session of a transaction opened ahead that will not get its message: the server
+/// waits in DATA, and only a cut connection ends that without a message.
+/// The relay's daily-cap message goes back too: no message went through it.
+fn abandon(shared: &Shared, sessions: &mut [Option<Session>], a: &Ahead) {
+    if matches!(a.opened, Opened::Ready) {
+        sessions[a.relay] = None;
+        shared.relays.refund(a.relay);
+    }
+}
+
+/// What the reply to a transaction means, carried out: relay bookkeeping, the ledger record
+/// or give-back, the run-wide effect.
+async fn settle(
+    shared: &Shared,
+    job: &Job,
+    relay: usize,
+    port: u16,
+    outcome: &TxOutcome,
+    retries: u32,
+) -> Next {
+    // Counted here, once it has an outcome: a transaction opened behind a message and then
+    // abandoned (the run stopped first) never reached its message and is not one.
+    shared.counters.transactions.fetch_add(1, Ordering::Relaxed);
+    shared.relays.transaction(relay);
+    let reply = outcome.reply().clone();
+    let failover = shared.relays.is_failover();
+    let throttled = reply.verdict() == Some(Verdict::Throttle);
+    // With several relays "slow down" is one relay's business (see `relays`).
+    let throttles_in_a_row = if failover {
+        0
+    } else if throttled {
+        shared.throttles_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        if reply.code.is_some() {
+            shared.throttles_in_a_row.store(0, Ordering::Relaxed);
+        }
+        0
+    };
+    let decision = decide::decide(
+        outcome,
+        Context {
+            retries,
+            accepted_any: shared.accepted_any.load(Ordering::Relaxed),
+            throttles_in_a_row,
+            failover,
+        },
+    );
+    if decision.relay_fault {
+        let cooled = shared.relays.fault(relay, &reply.describe());
+        record_cooloff(shared, cooled, &reply.describe()).await;
+    } else if reply.code.is_some() {
+        shared.relays.answered(relay);
+    }
+    if decision.charge == Charge::Record(DeliveryState::Accepted) {
+        shared.relays.accepted(relay);
+    }
+    let sent = Sent {
+        port: Some(port),
+        relay: shared.relays.id(relay),
+    };
+    carry_out(shared, job, sent, &reply, decision).await
 }
 
 /// The relay for the next transaction, or `None` when the run stops: every relay is cooling

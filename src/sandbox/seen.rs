@@ -44,6 +44,10 @@ pub struct Seen {
     /// MAIL commands that arrived with more input already buffered behind them: the client
     /// pipelined (RFC 2920).
     pub pipelined_mail: u64,
+    /// MAIL commands that arrived right behind a message's final ".", before its reply: the
+    /// client opened its next transaction in the same write (RFC 2920 lets message content
+    /// start a command group).
+    pub mail_behind_message: u64,
     /// The most recent [`STORED_LIMIT`] stored messages, oldest first.
     pub stored: VecDeque<Stored>,
 }
@@ -110,6 +114,11 @@ impl Observer {
     /// A MAIL command arrived with more input buffered behind it.
     pub fn pipelined_mail(&self) {
         self.update(|s| s.seen.pipelined_mail += 1);
+    }
+
+    /// A MAIL command arrived behind a message's final ".", before its reply was sent.
+    pub fn mail_behind_message(&self) {
+        self.update(|s| s.seen.mail_behind_message += 1);
     }
 
     /// A message's final "." arrived.

@@ -5,8 +5,10 @@
 //! that one commit covers many rows instead of one. After a crash, a `sending` row is either a
 //! message whose transaction had started (the relay may have it: `unknown`) or one still queued
 //! behind it (never sent: back to where it was). The journal tells them apart. It is written
-//! with one `write(2)` before the first byte of each transaction, which survives the death of
-//! the process exactly as the WAL's commits do (`synchronous = NORMAL`: both sit in the OS page
+//! with one `write(2)` before the first byte of each transaction, or, for a transaction opened
+//! behind the previous message (RFC 2920), before its message, the first byte that could deliver
+//! it (MAIL, RCPT and DATA alone deliver nothing). A line survives the death of the process
+//! exactly as the WAL's commits do (`synchronous = NORMAL`: both sit in the OS page
 //! cache, neither is fsynced per message).
 //!
 //! The file is only meaningful together with the ledger's `sending` rows: recovery reads it
