@@ -96,6 +96,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("store/migrations/0012_relays.sql"),
     ),
     ("0013_slim", include_str!("store/migrations/0013_slim.sql")),
+    (
+        "0014_settled_counts",
+        include_str!("store/migrations/0014_settled_counts.sql"),
+    ),
 ];
 
 /// The SQLite header's application id of a mailroom ledger ("MLRM"), set by `0007_identity`.
@@ -642,7 +646,11 @@ mod tests {
     /// A ledger as mailroom wrote it before its newest migration: every earlier one applied,
     /// each with its version; returns the version it is at.
     fn ledger_before_the_last_migration(path: &Path) -> (Connection, usize) {
-        let old = MIGRATIONS.len() - 1;
+        ledger_before(path, MIGRATIONS.len() - 1)
+    }
+
+    /// A ledger with the first `old` migrations applied, as that mailroom left it.
+    fn ledger_before(path: &Path, old: usize) -> (Connection, usize) {
         let mut conn = raw(path);
         for (index, (_, sql)) in MIGRATIONS.iter().enumerate().take(old) {
             let tx = conn.transaction().unwrap();
@@ -742,11 +750,64 @@ mod tests {
     }
 
     #[test]
+    fn the_upgrade_to_settled_counters_keeps_every_figure_a_report_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let (conn, old) = ledger_before_the_last_migration(&path);
+            assert_eq!(MIGRATIONS[old].0, "0014_settled_counts");
+            conn.execute_batch(
+                "INSERT INTO campaigns (id, name, created_at) VALUES (1, 'spring', 0);
+                 INSERT INTO recipients (campaign_id, email, line, token, fields, state)
+                 VALUES (1, 'a@x.test', 2, 't1', '{}', 'pending'),
+                        (1, 'b@x.test', 3, 't2', '{}', 'deferred'),
+                        (1, 'c@y.test', 4, 't3', '{}', 'accepted');
+                 UPDATE recipients SET state = 'sending', claimed_from = state
+                 WHERE email IN ('a@x.test', 'b@x.test');",
+            )
+            .unwrap();
+        }
+        drop(open(&path).unwrap());
+        let raw_counts: Vec<(String, String, i64)> = raw(&path)
+            .prepare("SELECT domain, state, n FROM report_counts WHERE n > 0 ORDER BY 1, 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |d: &str, s: &str, n| (d.to_owned(), s.to_owned(), n);
+        assert_eq!(
+            raw_counts,
+            [
+                row("x.test", "deferred", 1),
+                row("x.test", "pending", 1),
+                row("y.test", "accepted", 1)
+            ]
+        );
+        let mut read = Vec::new();
+        Reader::open(&path)
+            .unwrap()
+            .for_each_count(Some(CampaignId(1)), |r| {
+                read.push((r.domain.to_owned(), r.state.to_owned(), r.n as i64));
+            })
+            .unwrap();
+        assert_eq!(
+            read,
+            [row("x.test", "sending", 2), row("y.test", "accepted", 1)]
+        );
+    }
+
+    #[test]
     fn an_upgrade_that_would_keep_a_dangling_row_is_refused_and_says_how_to_find_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
+        let slim = MIGRATIONS
+            .iter()
+            .position(|(name, _)| *name == "0013_slim")
+            .unwrap();
         let old = {
-            let (conn, old) = ledger_before_the_last_migration(&path);
+            // 0013 rebuilds `recipients` with foreign keys off and checks them before commit.
+            let (conn, old) = ledger_before(&path, slim);
             // An attempt of a recipient that is not there, as another tool with foreign keys
             // off could leave it.
             conn.pragma_update(None, "foreign_keys", false).unwrap();

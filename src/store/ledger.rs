@@ -840,6 +840,87 @@ mod tests {
         assert_eq!(rows, 0);
     }
 
+    /// The raw counters, sorted: (domain, state, relay_accepted, n).
+    fn raw_counts(conn: &Connection) -> Vec<(String, String, bool, i64)> {
+        conn.prepare("SELECT domain, state, relay_accepted, n FROM report_counts WHERE n <> 0 ORDER BY 1, 2, 3")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// What a report reads: (state, relay_accepted, n) summed over domains, sorted.
+    fn read_counts(path: &std::path::Path) -> Vec<(String, bool, u64)> {
+        let mut out: std::collections::BTreeMap<(String, bool), u64> = Default::default();
+        crate::store::Reader::open(path)
+            .unwrap()
+            .for_each_count(None, |row| {
+                *out.entry((row.state.to_owned(), row.relay_accepted))
+                    .or_default() += row.n;
+            })
+            .unwrap();
+        out.into_iter().map(|((s, a), n)| (s, a, n)).collect()
+    }
+
+    #[test]
+    fn claims_and_releases_write_no_counter_and_reports_still_count_rows_in_flight() {
+        let (dir, mut conn, c) = ledger();
+        let path = dir.path().join("l.db");
+        import(&mut conn, c, (0..3).map(ok)).unwrap();
+        let run = start_run(&conn, c, "localhost", "none").unwrap();
+        let due = due_rows(&conn, c, 0, now_ms(), false, 10).unwrap();
+        let before = raw_counts(&conn);
+        for row in &due[..2] {
+            let claimed = Claim {
+                recipient_id: row.id,
+                run_id: run,
+                expected_state: row.state,
+                expected_attempts: row.attempts,
+            };
+            assert_eq!(claim(&conn, &claimed, false).unwrap(), ClaimResult::Claimed);
+        }
+        assert_eq!(raw_counts(&conn), before, "a claim moves no counter");
+        let pending = |n| ("pending".to_owned(), false, n);
+        let sending = |n| ("sending".to_owned(), false, n);
+        assert_eq!(read_counts(&path), [pending(1), sending(2)]);
+        let outcome = Outcome {
+            recipient_id: due[0].id,
+            run_id: run,
+            state: DeliveryState::Accepted,
+            retry_at: None,
+            attempt: AttemptRecord {
+                at: now_ms(),
+                port: Some(25),
+                step: "message",
+                code: Some(250),
+                enhanced: Some("2.0.0".into()),
+                reply: Some("ok".into()),
+                outcome: AttemptOutcome::Accepted,
+                diagnosis: None,
+                relay: None,
+            },
+        };
+        record(&conn, &outcome).unwrap();
+        let accepted = ("accepted".to_owned(), true, 1);
+        assert_eq!(
+            read_counts(&path),
+            [accepted.clone(), pending(1), sending(1)]
+        );
+        let given_back = raw_counts(&conn);
+        release(
+            &conn,
+            &Release {
+                recipient_id: due[1].id,
+                run_id: run,
+                attempt: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(raw_counts(&conn), given_back, "a release moves no counter");
+        assert_eq!(read_counts(&path), [accepted, pending(2)]);
+    }
+
     #[test]
     fn a_row_is_claimed_once_and_release_restores_previous_state() {
         let (_d, mut conn, c) = ledger();

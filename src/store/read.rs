@@ -58,6 +58,52 @@ pub struct CountRef<'a> {
     pub provider: Option<&'a str>,
 }
 
+/// Recipients in flight per (campaign, domain): (claimed from, relay accepted, how many).
+type InFlight = std::collections::HashMap<(CampaignId, String), Vec<(String, bool, u64)>>;
+
+/// One domain's recipients in flight, while [`Reader::for_each_count`] reads its counters.
+struct Flight {
+    campaign: CampaignId,
+    domain: String,
+    provider: Option<String>,
+    rows: Vec<(String, bool, u64)>,
+}
+
+impl Flight {
+    /// How many of a counter row's recipients are in fact in flight.
+    fn claimed_from(&self, counted: &CountRef<'_>) -> u64 {
+        self.rows
+            .iter()
+            .filter(|(state, accepted, _)| {
+                state == counted.state && *accepted == counted.relay_accepted
+            })
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
+    /// The domain's `sending` rows (one per value of `relay_accepted`).
+    fn emit(self, each: &mut impl FnMut(CountRef<'_>)) {
+        for accepted in [false, true] {
+            let n: u64 = self
+                .rows
+                .iter()
+                .filter(|(_, a, _)| *a == accepted)
+                .map(|(_, _, n)| n)
+                .sum();
+            if n > 0 {
+                each(CountRef {
+                    campaign: self.campaign,
+                    domain: &self.domain,
+                    state: DeliveryState::Sending.as_str(),
+                    relay_accepted: accepted,
+                    n,
+                    provider: self.provider.as_deref(),
+                });
+            }
+        }
+    }
+}
+
 /// One row of the diagnosis counters (`report_diagnoses`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiagnosisRecord {
@@ -223,17 +269,23 @@ impl Reader {
     }
 
     /// Calls `each` for every non-zero counter row, of one campaign or of all, in primary-key
-    /// order (campaign, domain, state): rows of one domain are consecutive. Rows are borrowed,
-    /// so a scan over many domains allocates nothing per row.
+    /// order (campaign, domain, state), except that a domain's `sending` rows come after its
+    /// other rows: rows of one domain are consecutive. Rows are borrowed, so a scan over many
+    /// domains allocates nothing per row.
+    ///
+    /// The counters hold a row being sent under the state it was claimed from (migration
+    /// 0014, so that claims write no counter); the rows in flight are counted here and moved
+    /// back under `sending`, so every state's figure is what the rows say.
     ///
     /// # Errors
-    /// When the query fails.
+    /// When a query fails.
     pub fn for_each_count(
         &self,
         campaign: Option<CampaignId>,
         mut each: impl FnMut(CountRef<'_>),
     ) -> Result<(), Error> {
         let fail = self.fail();
+        let mut in_flight = self.in_flight(campaign)?;
         // The provider cache is joined by its primary key: one lookup per counter row.
         let mut stmt = match campaign {
             None => self.conn.prepare_cached(
@@ -254,9 +306,11 @@ impl Reader {
             Some(id) => stmt.query([id]),
         }
         .map_err(&fail)?;
+        // The domain whose rows are being read, when some of its recipients are in flight.
+        let mut open: Option<Flight> = None;
         while let Some(row) = rows.next().map_err(&fail)? {
             let text = |i| -> rusqlite::Result<&str> { Ok(row.get_ref(i)?.as_str()?) };
-            let counted = (|| {
+            let mut counted = (|| {
                 Ok::<_, rusqlite::Error>(CountRef {
                     campaign: row.get(0)?,
                     domain: text(1)?,
@@ -267,9 +321,79 @@ impl Reader {
                 })
             })()
             .map_err(&fail)?;
-            each(counted);
+            if open.as_ref().is_some_and(|f| {
+                (f.campaign, f.domain.as_str()) != (counted.campaign, counted.domain)
+            }) && let Some(done) = open.take()
+            {
+                done.emit(&mut each);
+            }
+            if open.is_none()
+                && !in_flight.is_empty()
+                && let Some(rows) = in_flight.remove(&(counted.campaign, counted.domain.to_owned()))
+            {
+                open = Some(Flight {
+                    campaign: counted.campaign,
+                    domain: counted.domain.to_owned(),
+                    provider: counted.provider.map(str::to_owned),
+                    rows,
+                });
+            }
+            if let Some(flight) = &open {
+                counted.n = counted.n.saturating_sub(flight.claimed_from(&counted));
+            }
+            if counted.n > 0 {
+                each(counted);
+            }
+        }
+        if let Some(done) = open {
+            done.emit(&mut each);
+        }
+        // Only a counter table out of step with its rows leaves any: show them all the same.
+        for ((campaign, domain), rows) in in_flight {
+            let flight = Flight {
+                campaign,
+                domain,
+                provider: None,
+                rows,
+            };
+            flight.emit(&mut each);
         }
         Ok(())
+    }
+
+    /// The recipients in flight (`sending`) of one campaign or of all, per campaign and domain:
+    /// (the state each was claimed from, relay accepted, how many). A handful of rows during a
+    /// run, found through the index on (campaign, state).
+    fn in_flight(&self, campaign: Option<CampaignId>) -> Result<InFlight, Error> {
+        let fail = self.fail();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.campaign_id, r.domain, coalesce(r.claimed_from, 'pending'), \
+                   r.relay_accepted, count(*) \
+                 FROM campaigns c CROSS JOIN recipients r \
+                 WHERE (?1 IS NULL OR c.id = ?1) AND r.campaign_id = c.id \
+                   AND r.state = 'sending' \
+                 GROUP BY 1, 2, 3, 4",
+            )
+            .map_err(&fail)?;
+        let mut rows = stmt.query([campaign]).map_err(&fail)?;
+        let mut out = InFlight::new();
+        while let Some(row) = rows.next().map_err(&fail)? {
+            let read = (|| {
+                Ok::<_, rusqlite::Error>((
+                    (row.get::<_, CampaignId>(0)?, row.get::<_, String>(1)?),
+                    (
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)? != 0,
+                        count(row.get(4)?),
+                    ),
+                ))
+            })()
+            .map_err(&fail)?;
+            out.entry(read.0).or_default().push(read.1);
+        }
+        Ok(out)
     }
 
     /// How many recipients a campaign has in one domain.
