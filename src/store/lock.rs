@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 
 use super::Error;
 
+/// How often a lock last held by this same process is tried again, [`OWN_LOCK_PAUSE`] apart.
+const OWN_LOCK_RETRIES: u32 = 10;
+const OWN_LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Held for the duration of a run; the lock is released when this is dropped (or the process
 /// dies).
 #[derive(Debug)]
@@ -49,17 +53,32 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(Error::Busy {
-                    ledger: ledger.to_owned(),
-                    pid: text.trim().parse().unwrap_or(0),
-                });
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = file.rewind();
+                    let _ = file.read_to_string(&mut text);
+                    let pid = text.trim().parse().unwrap_or(0);
+                    // A lock this process has just released can outlive its release for a
+                    // moment: a child another thread is spawning holds a copy of every
+                    // descriptor from its fork until its exec closes them, and an flock belongs
+                    // to the open file, not to one descriptor. Only then is it worth a short
+                    // wait; another process's lock is reported at once.
+                    if pid == std::process::id() && tries < OWN_LOCK_RETRIES {
+                        tries += 1;
+                        std::thread::sleep(OWN_LOCK_PAUSE);
+                        continue;
+                    }
+                    return Err(Error::Busy {
+                        ledger: ledger.to_owned(),
+                        pid,
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(io(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
