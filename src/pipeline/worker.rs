@@ -192,6 +192,7 @@ async fn process(
             }) => {
                 let Some(live) = sessions[relay].as_mut() else {
                     // An opened transaction keeps its session; were it gone, send anew.
+                    shared.relays.refund(relay);
                     continue;
                 };
                 // Its journal line goes before its message, the first byte that could deliver
