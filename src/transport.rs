@@ -1,7 +1,8 @@
 //! SMTP client sessions for the delivery engine: one owned connection per worker, spoken by
 //! mailroom itself over [`crate::smtp::Conn`] (every read bounded, a deadline on every command),
-//! with PIPELINING when offered, RSET after a rejected recipient, QUIT after
-//! `messages_per_connection`.
+//! with PIPELINING when offered (the envelope in one write, and on request the next
+//! transaction's envelope behind a message's final ".", RFC 2920 §3.1), RSET after a rejected
+//! recipient, QUIT after `messages_per_connection`.
 //!
 //! Security rules enforced here, not by callers: `starttls` requires STARTTLS (never falls back
 //! to plaintext), `tls` is implicit TLS, `none` only to a loopback host and never with AUTH;
