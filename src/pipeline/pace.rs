@@ -335,6 +335,36 @@ mod tests {
     }
 
     #[test]
+    fn only_a_message_that_may_go_now_takes_a_cell_at_once() {
+        // One message a minute overall, and one a minute to example.org.
+        let rate = RateOptions {
+            per_minute: Some(1.0),
+            burst: 1,
+            per_domain: [("example.org".to_owned(), 1.0)].into(),
+            ..RateOptions::default()
+        };
+        let limits = Limits::new(&rate);
+        assert!(!limits.is_empty());
+        // A limited domain always waits the normal way, and takes nothing here...
+        assert!(!limits.try_now("example.org"));
+        // ...so the shared cell is still there for another domain, once.
+        assert!(limits.try_now("example.net"));
+        assert!(!limits.try_now("example.net"));
+        // No limit at all: always at once.
+        let unlimited = Limits::new(&RateOptions {
+            per_second: None,
+            ..RateOptions::default()
+        });
+        assert!(unlimited.is_empty());
+        assert!(unlimited.try_now("example.net") && unlimited.try_now("example.net"));
+
+        let pacer = Pacer::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert!(pacer.is_free());
+        pacer.throttle();
+        assert!(!pacer.is_free());
+    }
+
+    #[test]
     fn strictest_rate_wins() {
         let rate = RateOptions {
             per_second: Some(10.0),

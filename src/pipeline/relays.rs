@@ -503,6 +503,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pick_if_takes_only_the_turn_the_round_robin_would_give() {
+        let relays = Relays::several(spec("a", 3, None).await, vec![spec("b", 1, None).await]);
+        let pool = Pool::new(relays, &[RelayId(1), RelayId(2)], &[0, 0]);
+        // The rotation is "a a b a a a b a" (as above). Asking for the wrong relay changes
+        // nothing; asking for the right one takes its turn, as `pick` would.
+        assert!(!pool.pick_if(1));
+        assert!(pool.pick_if(0));
+        assert!(!pool.pick_if(1));
+        assert_eq!(picks(&pool, 1), "a");
+        assert!(pool.pick_if(1));
+        assert_eq!(picks(&pool, 5), "a a a b a");
+        // A capped relay is never taken.
+        let capped = Relays::several(spec("a", 1, Some(0)).await, vec![spec("b", 1, None).await]);
+        let pool = Pool::new(capped, &[RelayId(1), RelayId(2)], &[0, 0]);
+        assert!(!pool.pick_if(0));
+        assert!(pool.pick_if(1));
+    }
+
+    #[tokio::test]
     async fn daily_caps_are_taken_when_picked_and_refunded_when_nothing_was_sent() {
         let relays = Relays::several(
             spec("a", 1, Some(3)).await,
