@@ -266,6 +266,14 @@ impl Pool {
         }
     }
 
+    /// Whether relay `i` is cooling off now.
+    pub(super) fn is_cooling(&self, i: usize) -> bool {
+        let now = Instant::now();
+        self.lock()[i]
+            .cooling_until
+            .is_some_and(|until| until > now)
+    }
+
     /// Whether relay `i` has a limiter of its own (then its messages wait for it).
     pub(super) fn is_limited(&self, i: usize) -> bool {
         self.relays[i]

@@ -172,7 +172,10 @@ async fn process(
     let mut retries = 0;
     let mut carried: Option<Carried> = None;
     loop {
-        if shared.halt.is_triggered() {
+        // A transaction that already ended (refused before its message) is in hand: it is
+        // settled even when the run stops.
+        let ended = matches!(&ahead, Some(a) if matches!(a.opened, Opened::Ended(_)));
+        if shared.halt.is_triggered() && !ended {
             if let Some(a) = ahead.take() {
                 abandon(shared, sessions, &a);
             }
@@ -190,6 +193,24 @@ async fn process(
                 port,
                 opened: Opened::Ready,
             }) => {
+                // What changed since it was opened: a slow-down or the relay's cool-off (from
+                // the message before it) makes it wait like any other, and a ledger that stopped
+                // taking outcomes stops it before its message goes out.
+                if !shared.pacer.is_free()
+                    || shared.relays.is_cooling(relay)
+                    || shared.writer.check().is_err()
+                {
+                    abandon(
+                        shared,
+                        sessions,
+                        &Ahead {
+                            relay,
+                            port,
+                            opened: Opened::Ready,
+                        },
+                    );
+                    continue;
+                }
                 let Some(live) = sessions[relay].as_mut() else {
                     // An opened transaction keeps its session; were it gone, send anew.
                     shared.relays.refund(relay);

@@ -59,7 +59,7 @@ pub struct CountRef<'a> {
 }
 
 /// Recipients in flight per (campaign, domain): (claimed from, relay accepted, how many).
-type InFlight = std::collections::HashMap<(CampaignId, String), Vec<(String, bool, u64)>>;
+type InFlight = std::collections::BTreeMap<(CampaignId, String), Vec<(String, bool, u64)>>;
 
 /// One domain's recipients in flight, while [`Reader::for_each_count`] reads its counters.
 struct Flight {
@@ -271,7 +271,7 @@ impl Reader {
     /// Calls `each` for every non-zero counter row, of one campaign or of all, in primary-key
     /// order (campaign, domain, state), except that a domain's `sending` rows come after its
     /// other rows: rows of one domain are consecutive. Rows are borrowed, so a scan over many
-    /// domains allocates nothing per row.
+    /// domains allocates nothing per row while no recipient is in flight.
     ///
     /// The counters hold a row being sent under the state it was claimed from (migration
     /// 0014, so that claims write no counter); the rows in flight are counted here and moved
@@ -285,6 +285,9 @@ impl Reader {
         mut each: impl FnMut(CountRef<'_>),
     ) -> Result<(), Error> {
         let fail = self.fail();
+        // One snapshot for both queries: a send committing an outcome between them would
+        // otherwise be counted in flight and under its outcome at once.
+        let snapshot = self.conn.unchecked_transaction().map_err(&fail)?;
         let mut in_flight = self.in_flight(campaign)?;
         // The provider cache is joined by its primary key: one lookup per counter row.
         let mut stmt = match campaign {
@@ -358,6 +361,9 @@ impl Reader {
             };
             flight.emit(&mut each);
         }
+        drop(rows);
+        drop(stmt);
+        snapshot.finish().map_err(&fail)?;
         Ok(())
     }
 
