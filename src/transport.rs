@@ -823,9 +823,9 @@ impl Session {
                 format!("{mail}{rcpt}DATA\r\n")
             });
         let outcome = self.body(message, next.as_deref()).await;
-        let Some(_) = next else {
+        if next.is_none() {
             return (outcome, None);
-        };
+        }
         self.sent += 1;
         if self.conn.is_none() {
             // The session ended with this message: the next envelope's replies were never
@@ -1198,6 +1198,15 @@ mod tests {
             .into_bytes()
     }
 
+    /// An envelope without DSN parameters.
+    fn plain<'a>(from: &'a Address, to: &'a Address) -> Envelope<'a> {
+        Envelope {
+            from,
+            to,
+            dsn: None,
+        }
+    }
+
     fn code(outcome: &TxOutcome) -> (Step, Option<u16>) {
         let reply = outcome.reply();
         (reply.step, reply.code)
@@ -1262,33 +1271,9 @@ mod tests {
         let from = address("news");
         let (a1, a2) = (address("a1"), address("a2"));
         let m = message("a1");
-        assert!(
-            session
-                .open(
-                    &Envelope {
-                        from: &from,
-                        to: &a1,
-                        dsn: None
-                    },
-                    &m
-                )
-                .await
-                .is_none()
-        );
+        assert!(session.open(&plain(&from, &a1), &m).await.is_none());
         assert!(!session.can_open_next());
-        let (first, next) = session
-            .finish(
-                &m,
-                Some((
-                    &Envelope {
-                        from: &from,
-                        to: &a2,
-                        dsn: None,
-                    },
-                    &m,
-                )),
-            )
-            .await;
+        let (first, next) = session.finish(&m, Some((&plain(&from, &a2), &m))).await;
         assert_eq!(code(&first), (Step::Message, Some(250)));
         assert!(next.is_none(), "{next:?}");
         session.quit().await;
@@ -1302,32 +1287,8 @@ mod tests {
         let from = address("news");
         let (b1, a2) = (address("busy1"), address("a2"));
         let (mb, m2) = (message("busy1"), message("a2"));
-        assert!(
-            session
-                .open(
-                    &Envelope {
-                        from: &from,
-                        to: &b1,
-                        dsn: None
-                    },
-                    &mb
-                )
-                .await
-                .is_none()
-        );
-        let (first, next) = session
-            .finish(
-                &mb,
-                Some((
-                    &Envelope {
-                        from: &from,
-                        to: &a2,
-                        dsn: None,
-                    },
-                    &m2,
-                )),
-            )
-            .await;
+        assert!(session.open(&plain(&from, &b1), &mb).await.is_none());
+        let (first, next) = session.finish(&mb, Some((&plain(&from, &a2), &m2))).await;
         assert_eq!(code(&first), (Step::Message, Some(421)));
         assert!(matches!(next, Some(Opened::NotSent)), "{next:?}");
         assert!(!session.is_usable());

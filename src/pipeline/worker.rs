@@ -200,15 +200,7 @@ async fn process(
                     || shared.relays.is_cooling(relay)
                     || shared.writer.check().is_err()
                 {
-                    abandon(
-                        shared,
-                        sessions,
-                        &Ahead {
-                            relay,
-                            port,
-                            opened: Opened::Ready,
-                        },
-                    );
+                    cut(shared, sessions, relay);
                     continue;
                 }
                 let Some(live) = sessions[relay].as_mut() else {
@@ -219,14 +211,14 @@ async fn process(
                 // Its journal line goes before its message, the first byte that could deliver
                 // it: a crash while it waited behind the previous message gives it back.
                 if !journal_started(shared, job) {
-                    sessions[relay] = None;
-                    shared.relays.refund(relay);
+                    cut(shared, sessions, relay);
                     unsent(shared, job, claimed).await;
                     return carried;
                 }
                 let outcome = finish(shared, live, relay, job, rx, &mut carried).await;
                 (relay, port, outcome)
             }
+            // Never carried: `finish` gives a job whose opening was not sent no `Ahead`.
             Some(Ahead {
                 opened: Opened::NotSent,
                 ..
@@ -429,26 +421,21 @@ async fn finish(
     rx: &Queue,
     carried: &mut Option<Carried>,
 ) -> TxOutcome {
-    let next = if carried.is_none() {
+    let taken = if carried.is_none() {
         take_next(shared, live, relay, rx)
     } else {
         None
     };
-    let Some((next, eligible)) = next else {
-        return live.finish(&job.bytes, None).await.0;
-    };
-    let next_job = match next {
-        Ok(next_job) if eligible => next_job,
-        other => {
-            if eligible {
-                shared.relays.refund(relay);
-            }
+    let next_job = match taken {
+        None => return live.finish(&job.bytes, None).await.0,
+        Some(Taken::Later(built)) => {
             *carried = Some(Carried {
-                job: other,
+                job: built,
                 opened: None,
             });
             return live.finish(&job.bytes, None).await.0;
         }
+        Some(Taken::Open(next_job)) => next_job,
     };
     let port = live.port();
     let request = dsn_request(shared, &next_job);
@@ -478,11 +465,18 @@ async fn finish(
     outcome
 }
 
+/// A row [`take_next`] took from the queue.
+enum Taken {
+    /// Its transaction may open behind the current message: relay `relay` is picked for it and
+    /// a cell of the shared rate limit taken.
+    Open(Job),
+    /// It goes the normal way, on the worker's next turn.
+    Later(Built),
+}
+
 /// The next queued row, taken only when its transaction could be opened behind the current
-/// message on `live`, rendered, with whether it may be (`false`: it goes the normal way, it
-/// was taken anyway). When it may, relay `relay` has been picked for it and a cell of the
-/// shared rate limit taken.
-fn take_next(shared: &Shared, live: &Session, relay: usize, rx: &Queue) -> Option<(Built, bool)> {
+/// message on `live`, rendered.
+fn take_next(shared: &Shared, live: &Session, relay: usize, rx: &Queue) -> Option<Taken> {
     if !live.can_open_next()
         || shared.halt.is_triggered()
         || shared.writer.check().is_err()
@@ -495,19 +489,16 @@ fn take_next(shared: &Shared, live: &Session, relay: usize, rx: &Queue) -> Optio
     let row = rx.try_lock().ok()?.try_recv().ok()?;
     let job = match build_job(shared.render.as_ref(), row) {
         Ok(job) => job,
-        Err(failed) => return Some((Err(failed), false)),
+        Err(failed) => return Some(Taken::Later(Err(failed))),
     };
-    if too_large(shared, live, &job).is_some() {
-        return Some((Ok(job), false));
-    }
-    if !shared.relays.pick_if(relay) {
-        return Some((Ok(job), false));
+    if too_large(shared, live, &job).is_some() || !shared.relays.pick_if(relay) {
+        return Some(Taken::Later(Ok(job)));
     }
     if !shared.limits.try_now(&job.row.domain) {
         shared.relays.refund(relay);
-        return Some((Ok(job), false));
+        return Some(Taken::Later(Ok(job)));
     }
-    Some((Ok(job), true))
+    Some(Taken::Open(job))
 }
 
 /// Drops the session of a transaction opened ahead that will not get its message: the server
@@ -515,9 +506,15 @@ fn take_next(shared: &Shared, live: &Session, relay: usize, rx: &Queue) -> Optio
 /// The relay's daily-cap message goes back too: no message went through it.
 fn abandon(shared: &Shared, sessions: &mut [Option<Session>], a: &Ahead) {
     if matches!(a.opened, Opened::Ready) {
-        sessions[a.relay] = None;
-        shared.relays.refund(a.relay);
+        cut(shared, sessions, a.relay);
     }
+}
+
+/// Cuts relay `relay`'s session, which waits in DATA for a message that will not go out on it,
+/// and gives the relay's daily-cap message back.
+fn cut(shared: &Shared, sessions: &mut [Option<Session>], relay: usize) {
+    sessions[relay] = None;
+    shared.relays.refund(relay);
 }
 
 /// What the reply to a transaction means, carried out: relay bookkeeping, the ledger record
