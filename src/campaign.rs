@@ -8,6 +8,7 @@
 mod address;
 mod attach;
 mod charset;
+mod compiled;
 pub mod config;
 mod contacts;
 mod deliverability;
@@ -555,6 +556,7 @@ impl Campaign {
             },
         };
         templates.check_partials()?;
+        templates.compile();
         let body_names: Vec<&str> = match &body {
             Body::Markdown(m) => vec![m.as_str()],
             Body::Parts { text, html } => [text, html]

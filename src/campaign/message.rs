@@ -9,16 +9,17 @@
 
 use std::time::SystemTime;
 
-use handlebars::{Context, Handlebars};
+use handlebars::Context;
 use lettre::Address;
 use lettre::message::header::{self, HeaderName, HeaderValue, Headers};
 use lettre::message::{Mailbox, Mailboxes};
 use serde_json::{Map, Value as Json};
 
 use super::address::control_char_problem;
+use super::compiled::Lookup;
 use super::contacts::Contact;
 use super::encoding;
-use super::template::render_error;
+use super::template::{Escape, render_error};
 use super::{BUILTIN_VARIABLES, Campaign, Error, Rendered, recipient_token};
 
 /// Longest rendered unsubscribe URL accepted: it must fit one header line (998 octets).
@@ -33,30 +34,36 @@ impl Campaign {
         }
     }
 
-    fn render_plain(&self, name: &str, ctx: &Context, contact: &Contact) -> Result<String, Error> {
-        self.render_in(&self.templates.plain, name, ctx, contact)
+    fn render_plain(&self, name: &str, scope: &mut Scope<'_>) -> Result<String, Error> {
+        self.render_in(Escape::None, name, scope)
     }
 
-    fn render_html(&self, name: &str, ctx: &Context, contact: &Contact) -> Result<String, Error> {
-        self.render_in(&self.templates.html, name, ctx, contact)
+    fn render_html(&self, name: &str, scope: &mut Scope<'_>) -> Result<String, Error> {
+        self.render_in(Escape::Html, name, scope)
     }
 
-    fn render_uri(&self, name: &str, ctx: &Context, contact: &Contact) -> Result<String, Error> {
-        self.render_in(&self.templates.uri, name, ctx, contact)
+    fn render_uri(&self, name: &str, scope: &mut Scope<'_>) -> Result<String, Error> {
+        self.render_in(Escape::UriComponent, name, scope)
     }
 
-    /// Renders into a buffer sized for a message part: `render_with_context` would allocate
-    /// 8 KiB for every value, a subject as much as a body.
+    /// Renders template `name` directly when it is compiled (see `compiled`), else, or when a
+    /// value is missing, with Handlebars into a buffer sized for a message part
+    /// (`render_with_context` would allocate 8 KiB for every value, a subject as much as a
+    /// body).
     fn render_in(
         &self,
-        registry: &Handlebars<'static>,
+        escape: Escape,
         name: &str,
-        ctx: &Context,
-        contact: &Contact,
+        scope: &mut Scope<'_>,
     ) -> Result<String, Error> {
+        if let Some(out) = self.templates.render_direct(escape, name, scope) {
+            return Ok(out);
+        }
+        let contact = scope.contact;
         let mut out = Vec::with_capacity(512);
-        registry
-            .render_with_context_to_write(name, ctx, &mut out)
+        self.templates
+            .registry(escape)
+            .render_with_context_to_write(name, scope.context(), &mut out)
             .map_err(|e| self.row_error(contact, render_error(&e, name, contact.line)))?;
         // Handlebars writes only `&str` pieces, so this never fails.
         String::from_utf8(out).map_err(|e| {
@@ -214,29 +221,17 @@ impl Campaign {
         let token = recipient_token(name, &contact.email);
         // What identifies the message outside: the recipient's token, or the copy's own id.
         let own_token = copy.map_or(token.as_str(), |c| c.id);
-        let mut vars = Map::with_capacity(contact.fields.len() + 5);
-        // A column named like a built-in variable is shadowed by it: not copied at all.
-        for (k, v) in &contact.fields {
-            if !BUILTIN_VARIABLES.contains(&k.as_str()) {
-                vars.insert(k.clone(), Json::String(v.clone()));
-            }
-        }
-        vars.insert("email".into(), Json::String(contact.email.clone()));
-        vars.insert(
-            "name".into(),
-            Json::String(contact.name.clone().unwrap_or_default()),
-        );
-        vars.insert("campaign".into(), Json::String(name.to_owned()));
-        // A copy carries its own token in links too: its unsubscribe link must not be the
-        // recipient's (one click in a test mailbox would unsubscribe them).
-        vars.insert("token".into(), Json::String(own_token.to_owned()));
-        // Known before rendering so that templates can test `{{#if unsubscribe_url}}`.
-        vars.insert("unsubscribe_url".into(), Json::String(String::new()));
-        let mut ctx = Context::from(Json::Object(vars));
+        let mut scope = Scope {
+            contact,
+            campaign: name,
+            token: own_token,
+            unsubscribe_url: String::new(),
+            context: None,
+        };
 
         let mut list_unsubscribe = None;
         if let Some(names) = &self.names.unsubscribe {
-            let url = self.render_uri(&names.url, &ctx, contact)?;
+            let url = self.render_uri(&names.url, &mut scope)?;
             self.header_safe(contact, &"unsubscribe URL", &names.url, &url)?;
             let url = uri_escape(url.trim());
             if url.len() > MAX_URL {
@@ -254,7 +249,7 @@ impl Campaign {
             header.push_str(&url);
             header.push('>');
             if let Some(mailto) = &names.mailto {
-                let m = self.render_uri(mailto, &ctx, contact)?;
+                let m = self.render_uri(mailto, &mut scope)?;
                 self.header_safe(contact, &"unsubscribe mailto", mailto, &m)?;
                 let m = m.trim();
                 let m = m.strip_prefix("mailto:").unwrap_or(m);
@@ -262,13 +257,11 @@ impl Campaign {
                 header.push_str(&uri_escape(m));
                 header.push('>');
             }
-            if let Json::Object(map) = ctx.data_mut() {
-                map.insert("unsubscribe_url".into(), Json::String(url));
-            }
+            scope.set_unsubscribe_url(url);
             list_unsubscribe = Some(header);
         }
 
-        let mut subject = self.render_plain(&self.names.subject, &ctx, contact)?;
+        let mut subject = self.render_plain(&self.names.subject, &mut scope)?;
         self.header_safe(contact, &"subject", &self.names.subject, &subject)?;
         if let Some(c) = copy {
             subject.insert_str(0, c.subject_prefix);
@@ -286,7 +279,7 @@ impl Campaign {
         let message_id = self.message_id(own_token);
         let mut customs = Vec::with_capacity(self.names.headers.len());
         for (header, template) in &self.names.headers {
-            let value = self.render_plain(template, &ctx, contact)?;
+            let value = self.render_plain(template, &mut scope)?;
             self.header_safe(contact, &format_args!("header {header}"), template, &value)?;
             customs.push(encode_header(header.clone(), value));
         }
@@ -312,11 +305,11 @@ impl Campaign {
             _ if !bodies => (None, None),
             Body::Parts { text, html } => {
                 let text = match text {
-                    Some(t) => Some(self.render_plain(t, &ctx, contact)?),
+                    Some(t) => Some(self.render_plain(t, &mut scope)?),
                     None => None,
                 };
                 let html = match html {
-                    Some(h) => Some(self.render_html(h, &ctx, contact)?),
+                    Some(h) => Some(self.render_html(h, &mut scope)?),
                     None => None,
                 };
                 // An HTML-only campaign still gets a text part (spam filters and text-only
@@ -332,13 +325,13 @@ impl Campaign {
             Body::Markdown(m) => {
                 // Values are inert text in the Markdown source (see `template::markdown_text`):
                 // a contact's name cannot become a link or a remote image.
-                let source_html = self.render_in(&self.templates.markdown, m, &ctx, contact)?;
+                let source_html = self.render_in(Escape::Markdown, m, &mut scope)?;
                 let mut html = String::with_capacity(source_html.len() * 3 / 2);
                 pulldown_cmark::html::push_html(
                     &mut html,
                     pulldown_cmark::Parser::new_ext(&source_html, pulldown_cmark::Options::all()),
                 );
-                (Some(self.render_plain(m, &ctx, contact)?), Some(html))
+                (Some(self.render_plain(m, &mut scope)?), Some(html))
             }
         };
         if bodies && text.is_none() && html.is_none() {
@@ -501,6 +494,62 @@ pub struct Copy<'a> {
     /// The copy's own token (letters, digits, `-`): its Message-ID, X-Mailroom-Token and VERP
     /// return path use it instead of the recipient's.
     pub id: &'a str,
+}
+
+/// The variables one message renders with: the row's columns and the built-ins
+/// ([`BUILTIN_VARIABLES`], which shadow columns of the same name). The Handlebars context is
+/// built only if a template needs Handlebars.
+struct Scope<'a> {
+    contact: &'a Contact,
+    campaign: &'a str,
+    token: &'a str,
+    /// Empty until the unsubscribe URL is rendered (templates can test `{{#if unsubscribe_url}}`).
+    unsubscribe_url: String,
+    context: Option<Context>,
+}
+
+impl Scope<'_> {
+    fn set_unsubscribe_url(&mut self, url: String) {
+        if let Some(Json::Object(map)) = self.context.as_mut().map(Context::data_mut) {
+            map.insert("unsubscribe_url".into(), Json::String(url.clone()));
+        }
+        self.unsubscribe_url = url;
+    }
+
+    /// The same variables as a Handlebars context.
+    fn context(&mut self) -> &Context {
+        if self.context.is_none() {
+            let contact = self.contact;
+            let mut vars = Map::with_capacity(contact.fields.len() + 5);
+            // A column named like a built-in variable is shadowed by it: not copied at all.
+            for (k, v) in &contact.fields {
+                if !BUILTIN_VARIABLES.contains(&k.as_str()) {
+                    vars.insert(k.clone(), Json::String(v.clone()));
+                }
+            }
+            for name in BUILTIN_VARIABLES {
+                let value = self.get(name).unwrap_or_default().to_owned();
+                vars.insert((*name).into(), Json::String(value));
+            }
+            self.context = Some(Context::from(Json::Object(vars)));
+        }
+        self.context.get_or_insert_with(Context::null)
+    }
+}
+
+impl Lookup for Scope<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        match name {
+            "email" => Some(&self.contact.email),
+            "name" => Some(self.contact.name.as_deref().unwrap_or("")),
+            "campaign" => Some(self.campaign),
+            // A copy's own token in links too: its unsubscribe link must not be the
+            // recipient's (one click in a test mailbox would unsubscribe them).
+            "token" => Some(self.token),
+            "unsubscribe_url" => Some(&self.unsubscribe_url),
+            _ => self.contact.fields.get(name).map(String::as_str),
+        }
+    }
 }
 
 /// Header lines that are the same in every message of a campaign, formatted by lettre once.

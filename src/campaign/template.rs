@@ -5,7 +5,8 @@
 //! nor another address) and `markdown` (Markdown body before it becomes HTML: Markdown syntax
 //! and HTML in values are inert text, so a value cannot become a link or an image).
 //! Also owns the static analysis that finds variables a template needs but the CSV header
-//! lacks, and partials that do not exist, before any row is rendered. No message building here.
+//! lacks, and partials that do not exist, before any row is rendered, and hands the templates
+//! `compiled` can render without Handlebars to it. No message building here.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use handlebars::{
 use serde_json::Value as Json;
 
 use super::Error;
+use super::compiled;
 
 /// Variables every row has besides its CSV columns.
 pub const BUILTIN_VARIABLES: &[&str] = &["email", "name", "campaign", "token", "unsubscribe_url"];
@@ -51,6 +53,9 @@ pub(crate) struct Templates {
     /// Whether a template (by name) or a partial (by `partials/NAME.hbs`) can fail for one row
     /// and not another: see [`Templates::varies_by_row`].
     varies: std::collections::HashMap<String, bool>,
+    /// The templates [`compiled`] can render without Handlebars, by name (see
+    /// [`Templates::compile`]).
+    programs: std::collections::HashMap<String, compiled::Program>,
 }
 
 /// Whether a template's source can look up a name taken from a value: the `lookup` helper, or a
@@ -63,9 +68,9 @@ fn source_varies_by_row(text: &str) -> bool {
     text.contains("lookup") || dynamic_partial
 }
 
-/// How a registry escapes the values it substitutes.
-#[derive(Clone, Copy)]
-enum Escape {
+/// How a registry escapes the values it substitutes; names the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Escape {
     None,
     Html,
     UriComponent,
@@ -194,7 +199,57 @@ impl Templates {
             sources: Vec::new(),
             partials: Vec::new(),
             varies: std::collections::HashMap::new(),
+            programs: std::collections::HashMap::new(),
         }
+    }
+
+    /// The registry that escapes values the `escape` way.
+    pub(crate) fn registry(&self, escape: Escape) -> &Handlebars<'static> {
+        match escape {
+            Escape::None => &self.plain,
+            Escape::Html => &self.html,
+            Escape::UriComponent => &self.uri,
+            Escape::Markdown => &self.markdown,
+        }
+    }
+
+    /// Compiles the templates made only of what [`compiled`] renders; call once every template
+    /// and partial is added. The registries hold the same templates and helpers, so one program
+    /// serves all four; only the escaping differs.
+    pub(crate) fn compile(&mut self) {
+        self.programs =
+            compiled::compile_all(&self.plain, self.sources.iter().map(|s| s.name.as_str()));
+    }
+
+    /// Renders template `name` with [`compiled`] into `out`, escaping as the `escape` registry
+    /// does. `None` when Handlebars must render it: the template is not compiled, or a value is
+    /// missing (Handlebars then gives the exact error).
+    pub(crate) fn render_direct(
+        &self,
+        escape: Escape,
+        name: &str,
+        vars: &dyn compiled::Lookup,
+    ) -> Option<String> {
+        let program = self.programs.get(name)?;
+        let mut out = String::with_capacity(512);
+        let rendered = match escape {
+            Escape::None => program.render(vars, &|v, out| out.push_str(v), &mut out),
+            _ => {
+                let registry = self.registry(escape);
+                program.render(
+                    vars,
+                    &|v, out| out.push_str(&registry.get_escape_fn()(v)),
+                    &mut out,
+                )
+            }
+        };
+        rendered.ok().map(|()| out)
+    }
+
+    /// Whether template `name` renders without Handlebars (for tests and benchmarks).
+    #[cfg(test)]
+    pub(crate) fn is_compiled(&self, name: &str) -> bool {
+        self.programs.contains_key(name)
     }
 
     /// Registers every `*.hbs` in `dir` as a partial named by its file stem.
