@@ -410,13 +410,14 @@ async fn with_several_connections_the_breaker_stops_the_run_early_too() {
         "{:?}",
         summary.end
     );
-    // At most the transactions already in flight on the other connections finish after it.
+    // At most what is already in flight finishes after it: on each connection a message and,
+    // with PIPELINING, the envelope opened behind it, whose refusal at RCPT is an outcome too.
     assert!(
-        (200..=204).contains(&summary.transactions),
+        (200..=208).contains(&summary.transactions),
         "{}",
         summary.transactions
     );
-    assert!(states(&l).get("pending").copied().unwrap_or(0) >= 796);
+    assert!(states(&l).get("pending").copied().unwrap_or(0) >= 792);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
