@@ -49,6 +49,12 @@ smtp = (f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
         f'connections = {sessions}\nmessages_per_connection = 100000\n')
 toml = re.sub(r'(?ms)^\[smtp\].*?(?=^\[rate\])', smtp + '\n', toml)
 toml = re.sub(r'(?ms)^\[rate\].*?(?=^\[retry\])', '[rate]\nper_second = 1000000\n\n', toml)
+# No MX lookups for the mailbox-provider report: they would go to the machine's resolver, off
+# loopback (`cargo bench --bench providers` measures them against a resolver on loopback).
+if re.search(r'(?m)^\[providers\]', toml):
+    toml = re.sub(r'(?m)^\[providers\]\n', '[providers]\nlookup = false\n', toml, count=1)
+else:
+    toml += '\n[providers]\nlookup = false\n'
 open(f"{camp}/campaign.toml", "w").write(toml)
 with open(f"{camp}/contacts.csv", "w") as f:
     f.write("email,name,city\n")
