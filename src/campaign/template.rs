@@ -246,10 +246,16 @@ impl Templates {
         rendered.ok().map(|()| out)
     }
 
-    /// Whether template `name` renders without Handlebars (for tests and benchmarks).
+    /// Whether template `name` renders without Handlebars (for tests).
     #[cfg(test)]
     pub(crate) fn is_compiled(&self, name: &str) -> bool {
         self.programs.contains_key(name)
+    }
+
+    /// Leaves every template to Handlebars (for tests comparing the two).
+    #[cfg(test)]
+    pub(crate) fn forget_programs(&mut self) {
+        self.programs.clear();
     }
 
     /// Registers every `*.hbs` in `dir` as a partial named by its file stem.
