@@ -99,6 +99,18 @@ pub enum Error {
         line: Option<u64>,
         partial: String,
     },
+    /// Partials that include each other in a circle: rendering would never end.
+    #[error(
+        "{}{}: template `{template}` includes partials that include each other in a circle ({cycle}): rendering it would never end\n\nRemove one of these `{{{{> ...}}}}` includes so that no partial includes itself, directly or through another.",
+        path.display(), loc(*line, None)
+    )]
+    PartialCycle {
+        template: String,
+        path: PathBuf,
+        line: Option<u64>,
+        /// The partials in order, the first repeated at the end: `a → b → a`.
+        cycle: String,
+    },
     /// One row cannot become a message; `reason` starts with "line N:".
     #[error("{}: {reason}", path.display())]
     Row {
@@ -138,6 +150,7 @@ impl Error {
             | Error::Csv { path, .. }
             | Error::TemplateSyntax { path, .. }
             | Error::MissingPartial { path, .. }
+            | Error::PartialCycle { path, .. }
             | Error::Row { path, .. }
             | Error::Dkim { path, .. } => path,
         }
@@ -151,7 +164,8 @@ impl Error {
             | Error::Config { line, .. }
             | Error::Csv { line, .. }
             | Error::TemplateSyntax { line, .. }
-            | Error::MissingPartial { line, .. } => *line,
+            | Error::MissingPartial { line, .. }
+            | Error::PartialCycle { line, .. } => *line,
             Error::Row { line, .. } => Some(*line),
         }
     }

@@ -189,6 +189,9 @@ broken! {
     missing_partial_names_template_and_partial:
         |f| { f.remove("partials/footer.hbs"); }
         => ["body.txt.hbs:3", "template `body.txt.hbs`", "partial `footer`", "partials/footer.hbs"];
+    partials_in_a_circle_are_refused_before_rendering:
+        |f| { f.write("partials/footer.hbs", "-- {{> signature}}"); f.write("partials/signature.hbs", "{{> footer}}"); }
+        => ["body.txt.hbs:3", "in a circle (footer → signature → footer)", "Remove one of these"];
     an_empty_campaign_name_is_refused:
         |f| { f.edit_toml("name = \"fixture\"", "name = \" \""); }
         => ["campaign.toml:2:", "campaign.name", "2026-spring-newsletter"];

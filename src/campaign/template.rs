@@ -340,8 +340,54 @@ impl Templates {
                     partial: partial.clone(),
                 });
             }
+            // Handlebars refuses only a partial that includes itself directly; a longer circle
+            // would recurse until the stack overflows and the process aborts.
+            let mut clear = HashSet::new();
+            for (partial, line) in &uses.partials {
+                let mut path = vec![partial.clone()];
+                if let Some(cycle) = self.partial_cycle(&mut path, &mut clear) {
+                    return Err(Error::PartialCycle {
+                        template: s.name.clone(),
+                        path: s.file.clone(),
+                        line: *line,
+                        cycle: cycle.join(" → "),
+                    });
+                }
+            }
         }
         Ok(())
+    }
+
+    /// A circle of partials reachable from the last one of `path` (the partials being included,
+    /// outermost first), as the partials in order with the first repeated at the end. `clear`
+    /// holds the partials already searched without finding one, so each is searched once.
+    fn partial_cycle(
+        &self,
+        path: &mut Vec<String>,
+        clear: &mut HashSet<String>,
+    ) -> Option<Vec<String>> {
+        let current = path.last()?.clone();
+        if clear.contains(&current) {
+            return None;
+        }
+        let template = self.plain.get_template(&current)?;
+        let mut uses = Uses::default();
+        walk(template, &mut uses, None);
+        for (next, _) in uses.partials {
+            if let Some(start) = path.iter().position(|p| *p == next) {
+                let mut cycle = path[start..].to_vec();
+                cycle.push(next);
+                return Some(cycle);
+            }
+            path.push(next);
+            let found = self.partial_cycle(path, clear);
+            path.pop();
+            if found.is_some() {
+                return found;
+            }
+        }
+        clear.insert(current);
+        None
     }
 
     /// Variables that templates require (outside `if`/`unless`/`default`) and `known` lacks.
@@ -660,6 +706,46 @@ mod tests {
         ] {
             assert_eq!(source_varies_by_row(text), varies, "{text}");
         }
+    }
+
+    #[test]
+    fn partials_that_include_each_other_are_refused_before_rendering() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("pa", "a {{> pb}}"),
+            ("pb", "b {{#if x}}{{> pa}}{{/if}}"),
+            ("ok", "fine"),
+        ] {
+            std::fs::write(dir.path().join(format!("{name}.hbs")), text).unwrap();
+        }
+        let mut t = Templates::new();
+        t.add_partials(dir.path()).unwrap();
+        let source = Source {
+            name: "body.txt.hbs".into(),
+            file: PathBuf::from("body.txt.hbs"),
+            line: None,
+        };
+        t.add(source, "Hello\n{{> ok}} {{> pa}}").unwrap();
+        let e = t.check_partials().unwrap_err();
+        assert!(
+            matches!(&e, Error::PartialCycle { cycle, line: Some(2), .. } if cycle == "pa → pb → pa"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("Remove one of these `{{> ...}}` includes"),
+            "{e}"
+        );
+
+        let mut t = Templates::new();
+        t.add_partials(dir.path()).unwrap();
+        let source = Source {
+            name: "body.txt.hbs".into(),
+            file: PathBuf::from("body.txt.hbs"),
+            line: None,
+        };
+        t.add(source, "{{> ok}} {{> ok}}").unwrap();
+        assert!(t.check_partials().is_ok());
     }
 
     #[test]
