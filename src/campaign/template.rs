@@ -291,6 +291,7 @@ impl Templates {
                 r.register_partial(&stem, &text)
                     .map_err(|e| syntax_error(&source, &e))?;
             }
+            self.check_nesting(&stem, &source)?;
             self.varies
                 .insert(source.name.clone(), source_varies_by_row(&text));
             self.partials.push(stem);
@@ -313,9 +314,32 @@ impl Templates {
             r.register_template_string(&source.name, text)
                 .map_err(|e| syntax_error(&source, &e))?;
         }
+        self.check_nesting(&source.name, &source)?;
         self.varies
             .insert(source.name.clone(), source_varies_by_row(text));
         self.sources.push(source);
+        Ok(())
+    }
+
+    /// Refuses a template whose blocks nest deeper than [`MAX_NESTING`]: rendering recurses
+    /// once a level, and tens of thousands of levels (a few hundred kilobytes of text)
+    /// overflowed a thread's stack, which aborts the process.
+    fn check_nesting(&self, name: &str, source: &Source) -> Result<(), Error> {
+        let too_deep = self
+            .plain
+            .get_template(name)
+            .is_some_and(|t| nested_deeper_than(t, MAX_NESTING));
+        if too_deep {
+            return Err(Error::TemplateSyntax {
+                template: source.name.clone(),
+                path: source.file.clone(),
+                line: source.line,
+                column: None,
+                message: format!(
+                    "blocks (`{{{{#if}}}}`, `{{{{#each}}}}`, ...) are nested more than {MAX_NESTING} deep"
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -486,6 +510,25 @@ impl Templates {
             .chain(self.partials.iter().map(|p| format!("partials/{p}.hbs")))
             .collect()
     }
+}
+
+/// Deepest nesting of blocks a template may have (an `{{else if}}` counts as one more level).
+pub const MAX_NESTING: usize = 256;
+
+/// Whether `t` has blocks nested more than `limit` deep; never recurses more than `limit` levels.
+fn nested_deeper_than(t: &Template, limit: usize) -> bool {
+    t.elements.iter().any(|element| {
+        let inner: Vec<&Template> = match element {
+            TemplateElement::HelperBlock(h) => {
+                [&h.template, &h.inverse].into_iter().flatten().collect()
+            }
+            TemplateElement::DecoratorBlock(d) | TemplateElement::PartialBlock(d) => {
+                d.template.iter().collect()
+            }
+            _ => Vec::new(),
+        };
+        !inner.is_empty() && (limit == 0 || inner.iter().any(|t| nested_deeper_than(t, limit - 1)))
+    })
 }
 
 /// The largest template or campaign.toml read: far beyond any real one, and a bound on what a
@@ -746,6 +789,23 @@ mod tests {
         };
         t.add(source, "{{> ok}} {{> ok}}").unwrap();
         assert!(t.check_partials().is_ok());
+    }
+
+    #[test]
+    fn blocks_nested_too_deep_are_refused_at_load() {
+        let nested = |n: usize| format!("{}x{}", "{{#if a}}".repeat(n), "{{/if}}".repeat(n));
+        let mut t = Templates::new();
+        let source = |name: &str| Source {
+            name: name.into(),
+            file: PathBuf::from("body.txt.hbs"),
+            line: None,
+        };
+        t.add(source("fine"), &nested(MAX_NESTING)).unwrap();
+        let e = t.add(source("deep"), &nested(MAX_NESTING + 1)).unwrap_err();
+        assert!(e.to_string().contains("nested more than 256 deep"), "{e}");
+        // 20,000 levels used to overflow the stack of the thread that rendered them (the
+        // parser's own stack limit may refuse them first, depending on the build).
+        assert!(t.add(source("deeper"), &nested(20_000)).is_err());
     }
 
     #[test]
