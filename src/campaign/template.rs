@@ -287,6 +287,9 @@ impl Templates {
                 file: file.clone(),
                 line: None,
             };
+            if calls_nested_deeper_than(&text, MAX_NESTING) {
+                return Err(too_deep(&source));
+            }
             for r in self.registries() {
                 r.register_partial(&stem, &text)
                     .map_err(|e| syntax_error(&source, &e))?;
@@ -310,6 +313,11 @@ impl Templates {
 
     /// Compiles `text` under `source.name` into every registry.
     pub(crate) fn add(&mut self, source: Source, text: &str) -> Result<(), Error> {
+        // Handlebars compiles nested subexpressions recursively: 5,000 levels overflowed the
+        // main thread's stack inside it, so these are counted in the text first.
+        if calls_nested_deeper_than(text, MAX_NESTING) {
+            return Err(too_deep(&source));
+        }
         for r in self.registries() {
             r.register_template_string(&source.name, text)
                 .map_err(|e| syntax_error(&source, &e))?;
@@ -325,20 +333,12 @@ impl Templates {
     /// once a level, and tens of thousands of levels (a few hundred kilobytes of text)
     /// overflowed a thread's stack, which aborts the process.
     fn check_nesting(&self, name: &str, source: &Source) -> Result<(), Error> {
-        let too_deep = self
+        let deep = self
             .plain
             .get_template(name)
             .is_some_and(|t| nested_deeper_than(t, MAX_NESTING));
-        if too_deep {
-            return Err(Error::TemplateSyntax {
-                template: source.name.clone(),
-                path: source.file.clone(),
-                line: source.line,
-                column: None,
-                message: format!(
-                    "blocks (`{{{{#if}}}}`, `{{{{#each}}}}`, ...) are nested more than {MAX_NESTING} deep"
-                ),
-            });
+        if deep {
+            return Err(too_deep(source));
         }
         Ok(())
     }
@@ -512,23 +512,97 @@ impl Templates {
     }
 }
 
-/// Deepest nesting of blocks a template may have (an `{{else if}}` counts as one more level).
+/// Deepest nesting of blocks and subexpressions a template may have (an `{{else if}}` and a
+/// `(helper ...)` argument each count as one more level).
 pub const MAX_NESTING: usize = 256;
 
-/// Whether `t` has blocks nested more than `limit` deep; never recurses more than `limit` levels.
+fn too_deep(source: &Source) -> Error {
+    Error::TemplateSyntax {
+        template: source.name.clone(),
+        path: source.file.clone(),
+        line: source.line,
+        column: None,
+        message: format!(
+            "blocks (`{{{{#if}}}}`, ...) or subexpressions (`(helper ...)`) are nested more than {MAX_NESTING} deep"
+        ),
+    }
+}
+
+/// Whether the parentheses inside some `{{...}}` tag of `text` nest more than `limit` deep
+/// (string literals skipped). A look at the text alone, before Handlebars parses it.
+fn calls_nested_deeper_than(text: &str, limit: usize) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(open) = text[i..].find("{{").map(|o| i + o) {
+        let mut depth = 0usize;
+        let mut j = open + 2;
+        let mut quote: Option<u8> = None;
+        while j < bytes.len() {
+            let b = bytes[j];
+            match quote {
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None => match b {
+                    b'"' | b'\'' => quote = Some(b),
+                    b'(' => {
+                        depth += 1;
+                        if depth > limit {
+                            return true;
+                        }
+                    }
+                    b')' => depth = depth.saturating_sub(1),
+                    b'}' if bytes.get(j + 1) == Some(&b'}') => break,
+                    _ => {}
+                },
+            }
+            j += 1;
+        }
+        i = j.max(open + 2);
+    }
+    false
+}
+
+/// Whether `t` nests blocks or subexpressions more than `limit` deep; never recurses more than
+/// `limit` levels.
 fn nested_deeper_than(t: &Template, limit: usize) -> bool {
-    t.elements.iter().any(|element| {
-        let inner: Vec<&Template> = match element {
-            TemplateElement::HelperBlock(h) => {
-                [&h.template, &h.inverse].into_iter().flatten().collect()
-            }
-            TemplateElement::DecoratorBlock(d) | TemplateElement::PartialBlock(d) => {
-                d.template.iter().collect()
-            }
-            _ => Vec::new(),
-        };
-        !inner.is_empty() && (limit == 0 || inner.iter().any(|t| nested_deeper_than(t, limit - 1)))
-    })
+    t.elements.iter().any(|e| element_deeper_than(e, limit))
+}
+
+fn element_deeper_than(element: &TemplateElement, limit: usize) -> bool {
+    let (name, params, hash, inner): (&Parameter, &[Parameter], _, Vec<&Template>) = match element {
+        TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+            (&h.name, &h.params, &h.hash, Vec::new())
+        }
+        TemplateElement::HelperBlock(h) => (
+            &h.name,
+            &h.params,
+            &h.hash,
+            [&h.template, &h.inverse].into_iter().flatten().collect(),
+        ),
+        TemplateElement::DecoratorExpression(d)
+        | TemplateElement::PartialExpression(d)
+        | TemplateElement::DecoratorBlock(d)
+        | TemplateElement::PartialBlock(d) => {
+            (&d.name, &d.params, &d.hash, d.template.iter().collect())
+        }
+        _ => return false,
+    };
+    let subexpressions: Vec<&TemplateElement> = std::iter::once(name)
+        .chain(params)
+        .chain(hash.values())
+        .filter_map(|p| match p {
+            Parameter::Subexpression(s) => Some(s.as_element()),
+            _ => None,
+        })
+        .collect();
+    if inner.is_empty() && subexpressions.is_empty() {
+        return false;
+    }
+    limit == 0
+        || inner.iter().any(|t| nested_deeper_than(t, limit - 1))
+        || subexpressions
+            .iter()
+            .any(|e| element_deeper_than(e, limit - 1))
 }
 
 /// The largest template or campaign.toml read: far beyond any real one, and a bound on what a
@@ -806,6 +880,21 @@ mod tests {
         // 20,000 levels used to overflow the stack of the thread that rendered them (the
         // parser's own stack limit may refuse them first, depending on the build).
         assert!(t.add(source("deeper"), &nested(20_000)).is_err());
+        // The same for arguments computed by helpers: 5,000 levels overflowed too.
+        let calls = |n: usize| format!("{{{{upper {}a{}}}}}", "(lower ".repeat(n), ")".repeat(n));
+        t.add(source("calls"), &calls(MAX_NESTING)).unwrap();
+        let e = t
+            .add(source("deep calls"), &calls(MAX_NESTING + 1))
+            .unwrap_err();
+        assert!(e.to_string().contains("nested more than 256 deep"), "{e}");
+        assert!(t.add(source("deeper calls"), &calls(5_000)).is_err());
+        // Parentheses in text or in a string literal are no calls.
+        let text = format!(
+            "{} {{{{default x \"{}\"}}}}",
+            "(".repeat(300),
+            "(".repeat(300)
+        );
+        t.add(source("parentheses"), &text).unwrap();
     }
 
     #[test]
