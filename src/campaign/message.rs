@@ -516,24 +516,27 @@ impl Scope<'_> {
         self.unsubscribe_url = url;
     }
 
-    /// The same variables as a Handlebars context.
+    /// The same variables as a Handlebars context, built on first use.
     fn context(&mut self) -> &Context {
-        if self.context.is_none() {
-            let contact = self.contact;
-            let mut vars = Map::with_capacity(contact.fields.len() + 5);
-            // A column named like a built-in variable is shadowed by it: not copied at all.
-            for (k, v) in &contact.fields {
-                if !BUILTIN_VARIABLES.contains(&k.as_str()) {
-                    vars.insert(k.clone(), Json::String(v.clone()));
+        let context = match self.context.take() {
+            Some(context) => context,
+            None => {
+                let contact = self.contact;
+                let mut vars = Map::with_capacity(contact.fields.len() + 5);
+                // A column named like a built-in variable is shadowed by it: not copied at all.
+                for (k, v) in &contact.fields {
+                    if !BUILTIN_VARIABLES.contains(&k.as_str()) {
+                        vars.insert(k.clone(), Json::String(v.clone()));
+                    }
                 }
+                for name in BUILTIN_VARIABLES {
+                    let value = self.get(name).unwrap_or_default().to_owned();
+                    vars.insert((*name).into(), Json::String(value));
+                }
+                Context::from(Json::Object(vars))
             }
-            for name in BUILTIN_VARIABLES {
-                let value = self.get(name).unwrap_or_default().to_owned();
-                vars.insert((*name).into(), Json::String(value));
-            }
-            self.context = Some(Context::from(Json::Object(vars)));
-        }
-        self.context.get_or_insert_with(Context::null)
+        };
+        self.context.insert(context)
     }
 }
 

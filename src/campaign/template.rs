@@ -287,8 +287,8 @@ impl Templates {
                 file: file.clone(),
                 line: None,
             };
-            if calls_nested_deeper_than(&text, MAX_NESTING) {
-                return Err(too_deep(&source));
+            if let Some(pos) = calls_nested_deeper_than(&text, MAX_NESTING) {
+                return Err(too_deep(&source, Some(pos)));
             }
             for r in self.registries() {
                 r.register_partial(&stem, &text)
@@ -315,8 +315,8 @@ impl Templates {
     pub(crate) fn add(&mut self, source: Source, text: &str) -> Result<(), Error> {
         // Handlebars compiles nested subexpressions recursively: 5,000 levels overflowed the
         // main thread's stack inside it, so these are counted in the text first.
-        if calls_nested_deeper_than(text, MAX_NESTING) {
-            return Err(too_deep(&source));
+        if let Some(pos) = calls_nested_deeper_than(text, MAX_NESTING) {
+            return Err(too_deep(&source, Some(pos)));
         }
         for r in self.registries() {
             r.register_template_string(&source.name, text)
@@ -333,14 +333,18 @@ impl Templates {
     /// once a level, and tens of thousands of levels (a few hundred kilobytes of text)
     /// overflowed a thread's stack, which aborts the process.
     fn check_nesting(&self, name: &str, source: &Source) -> Result<(), Error> {
-        let deep = self
-            .plain
-            .get_template(name)
-            .is_some_and(|t| nested_deeper_than(t, MAX_NESTING));
-        if deep {
-            return Err(too_deep(source));
+        let Some(t) = self.plain.get_template(name) else {
+            return Ok(());
+        };
+        // Placed at the outermost element that holds the deep part.
+        match t
+            .elements
+            .iter()
+            .position(|e| element_deeper_than(e, MAX_NESTING))
+        {
+            Some(i) => Err(too_deep(source, t.mapping.get(i).map(|m| (m.0, m.1)))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Fails on the first `{{> partial}}` that names no registered partial.
@@ -516,21 +520,29 @@ impl Templates {
 /// `(helper ...)` argument each count as one more level).
 pub const MAX_NESTING: usize = 256;
 
-fn too_deep(source: &Source) -> Error {
+/// The nesting error at `pos` (1-based line and column in the template's text), placed as
+/// [`syntax_error`] places a parse error.
+fn too_deep(source: &Source, pos: Option<(usize, usize)>) -> Error {
+    let (line, column) = match (pos, source.line) {
+        (_, Some(key_line)) => (Some(key_line), None),
+        (Some((l, c)), None) => (Some(l as u64), Some(c as u64)),
+        (None, None) => (None, None),
+    };
     Error::TemplateSyntax {
         template: source.name.clone(),
         path: source.file.clone(),
-        line: source.line,
-        column: None,
+        line,
+        column,
         message: format!(
-            "blocks (`{{{{#if}}}}`, ...) or subexpressions (`(helper ...)`) are nested more than {MAX_NESTING} deep"
+            "blocks (`{{{{#if}}}}`, ...) or subexpressions (`(helper ...)`) are nested more than {MAX_NESTING} deep; nest fewer levels"
         ),
     }
 }
 
-/// Whether the parentheses inside some `{{...}}` tag of `text` nest more than `limit` deep
-/// (string literals skipped). A look at the text alone, before Handlebars parses it.
-fn calls_nested_deeper_than(text: &str, limit: usize) -> bool {
+/// Where (1-based line and column) the parentheses inside a `{{...}}` tag of `text` first nest
+/// more than `limit` deep (string literals skipped). A look at the text alone, before
+/// Handlebars parses it.
+fn calls_nested_deeper_than(text: &str, limit: usize) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut i = 0;
     while let Some(open) = text[i..].find("{{").map(|o| i + o) {
@@ -547,7 +559,9 @@ fn calls_nested_deeper_than(text: &str, limit: usize) -> bool {
                     b'(' => {
                         depth += 1;
                         if depth > limit {
-                            return true;
+                            let before = &text[..j];
+                            let line_start = before.rfind('\n').map_or(0, |n| n + 1);
+                            return Some((before.matches('\n').count() + 1, j - line_start + 1));
                         }
                     }
                     b')' => depth = depth.saturating_sub(1),
@@ -559,7 +573,7 @@ fn calls_nested_deeper_than(text: &str, limit: usize) -> bool {
         }
         i = j.max(open + 2);
     }
-    false
+    None
 }
 
 /// Whether `t` nests blocks or subexpressions more than `limit` deep; never recurses more than
@@ -835,15 +849,18 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(format!("{name}.hbs")), text).unwrap();
         }
-        let mut t = Templates::new();
-        t.add_partials(dir.path()).unwrap();
-        let source = Source {
-            name: "body.txt.hbs".into(),
-            file: PathBuf::from("body.txt.hbs"),
-            line: None,
+        let with_body = |body: &str| {
+            let mut t = Templates::new();
+            t.add_partials(dir.path()).unwrap();
+            let source = Source {
+                name: "body.txt.hbs".into(),
+                file: PathBuf::from("body.txt.hbs"),
+                line: None,
+            };
+            t.add(source, body).unwrap();
+            t.check_partials()
         };
-        t.add(source, "Hello\n{{> ok}} {{> pa}}").unwrap();
-        let e = t.check_partials().unwrap_err();
+        let e = with_body("Hello\n{{> ok}} {{> pa}}").unwrap_err();
         assert!(
             matches!(&e, Error::PartialCycle { cycle, line: Some(2), .. } if cycle == "pa → pb → pa"),
             "{e:?}"
@@ -853,16 +870,8 @@ mod tests {
                 .contains("Remove one of these `{{> ...}}` includes"),
             "{e}"
         );
-
-        let mut t = Templates::new();
-        t.add_partials(dir.path()).unwrap();
-        let source = Source {
-            name: "body.txt.hbs".into(),
-            file: PathBuf::from("body.txt.hbs"),
-            line: None,
-        };
-        t.add(source, "{{> ok}} {{> ok}}").unwrap();
-        assert!(t.check_partials().is_ok());
+        // The same partial twice is no circle.
+        assert!(with_body("{{> ok}} {{> ok}}").is_ok());
     }
 
     #[test]
@@ -875,7 +884,13 @@ mod tests {
             line: None,
         };
         t.add(source("fine"), &nested(MAX_NESTING)).unwrap();
-        let e = t.add(source("deep"), &nested(MAX_NESTING + 1)).unwrap_err();
+        let e = t
+            .add(source("deep"), &format!("Hi\n{}", nested(MAX_NESTING + 1)))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("body.txt.hbs:2:1: template `deep`"),
+            "{e}"
+        );
         assert!(e.to_string().contains("nested more than 256 deep"), "{e}");
         // 20,000 levels used to overflow the stack of the thread that rendered them (the
         // parser's own stack limit may refuse them first, depending on the build).
@@ -886,6 +901,12 @@ mod tests {
         let e = t
             .add(source("deep calls"), &calls(MAX_NESTING + 1))
             .unwrap_err();
+        // The column of the parenthesis that goes one level too deep.
+        let column = "{{upper ".len() + MAX_NESTING * "(lower ".len() + 1;
+        assert!(
+            e.to_string().contains(&format!("body.txt.hbs:1:{column}:")),
+            "{e}"
+        );
         assert!(e.to_string().contains("nested more than 256 deep"), "{e}");
         assert!(t.add(source("deeper calls"), &calls(5_000)).is_err());
         // Parentheses in text or in a string literal are no calls.

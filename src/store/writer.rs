@@ -409,7 +409,10 @@ impl Checkpointer {
     /// `None` when the ledger cannot be opened a second time or the thread cannot start: the
     /// writer then checkpoints alone, as SQLite does by default.
     fn spawn(path: &std::path::Path) -> Option<Checkpointer> {
-        let conn = Connection::open(path).ok()?;
+        // The writer's ledger exists: never create a file here.
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).ok()?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let handle = std::thread::Builder::new()
             .name("ledger-checkpoint".into())
