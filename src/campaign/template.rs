@@ -520,23 +520,15 @@ impl Templates {
 /// `(helper ...)` argument each count as one more level).
 pub const MAX_NESTING: usize = 256;
 
-/// The nesting error at `pos` (1-based line and column in the template's text), placed as
-/// [`syntax_error`] places a parse error.
+/// The nesting error at `pos` (1-based line and column in the template's text).
 fn too_deep(source: &Source, pos: Option<(usize, usize)>) -> Error {
-    let (line, column) = match (pos, source.line) {
-        (_, Some(key_line)) => (Some(key_line), None),
-        (Some((l, c)), None) => (Some(l as u64), Some(c as u64)),
-        (None, None) => (None, None),
-    };
-    Error::TemplateSyntax {
-        template: source.name.clone(),
-        path: source.file.clone(),
-        line,
-        column,
-        message: format!(
+    template_error(
+        source,
+        pos,
+        format!(
             "blocks (`{{{{#if}}}}`, ...) or subexpressions (`(helper ...)`) are nested more than {MAX_NESTING} deep; nest fewer levels"
         ),
-    }
+    )
 }
 
 /// Where (1-based line and column) the parentheses inside a `{{...}}` tag of `text` first nest
@@ -658,7 +650,12 @@ pub(crate) fn read(path: &Path) -> Result<String, Error> {
 }
 
 fn syntax_error(source: &Source, e: &TemplateError) -> Error {
-    let (line, column) = match (e.pos(), source.line) {
+    template_error(source, e.pos(), e.reason().to_string())
+}
+
+/// A template error at `pos` (1-based line and column in the template's text).
+fn template_error(source: &Source, pos: Option<(usize, usize)>, message: String) -> Error {
+    let (line, column) = match (pos, source.line) {
         // Templates from campaign.toml are one-line strings: point at the key's line.
         (_, Some(key_line)) => (Some(key_line), None),
         (Some((l, c)), None) => (Some(l as u64), Some(c as u64)),
@@ -669,7 +666,7 @@ fn syntax_error(source: &Source, e: &TemplateError) -> Error {
         path: source.file.clone(),
         line,
         column,
-        message: e.reason().to_string(),
+        message,
     }
 }
 
