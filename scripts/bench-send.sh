@@ -137,6 +137,7 @@ ratio=$(python3 -c "print(f'{$best_mailroom / $best_source:.2f}')")
 median=$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "${round_ratios[@]}")
 ratio_delivery=$(python3 -c "print(f'{$best_delivery / $best_source:.2f}')")
 cpu=$(nproc)
+model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 result="| $N | $SESSIONS | $size | $best_source | $best_mailroom | $ratio | $best_delivery | $ratio_delivery |"
 echo "dkim=$DKIM messages=$N sessions=$SESSIONS size=${size}B smtp-source=${best_source}/s" \
   "mailroom whole command=${best_mailroom}/s (ratio $ratio)" \
@@ -144,12 +145,15 @@ echo "dkim=$DKIM messages=$N sessions=$SESSIONS size=${size}B smtp-source=${best
   "median of the rounds' whole-command ratios=$median"
 
 if [[ ${1:-} == --write-doc && $DKIM == none ]]; then
+  # The generated part is replaced; the sections after it (history, by hand) are kept.
+  kept=
+  [[ -f docs/bench-send.md ]] && kept=$(sed -n '/^## /,$p' docs/bench-send.md)
   cat >docs/bench-send.md <<EOF
 # Benchmark: \`mailroom send\` against smtp-sink
 
 Command: \`scripts/bench-send.sh --write-doc\` (N=$N, SESSIONS=$SESSIONS, ROUNDS=$ROUNDS; best round
-of each tool). Machine: $cpu cores, shared with other builds while measuring, so absolute numbers
-are noisy; the ratio is measured in the same run against the same sink.
+of each tool). Machine: $cpu cores ($model), so absolute numbers depend on the host; the ratio is
+measured in the same run against the same sink.
 
 Both tools send $N messages of about $size bytes over $SESSIONS reused loopback connections to
 Postfix's \`smtp-sink\` (accepts and discards). \`smtp-source -d\` is Postfix's load generator: a
@@ -163,11 +167,15 @@ and logs it as a line on stdout, with \`[rate] per_second = 1000000\` and \`secu
 |---:|---:|---:|---:|---:|---:|---:|---:|
 $result
 
+Median of the $ROUNDS rounds' whole-command ratios (a round is one smtp-source run and the mailroom
+run right after it; the median is the figure least moved by one noisy run): **$median**.
+
 "Whole command" is the wall time of \`mailroom send\`: process start, reading and checking every
 contact (each one is rendered once to validate it) and importing them into a new ledger, the
 delivery, and the final summary. "Delivery" is the part \`mailroom send\` reports itself ("N SMTP
 transactions in X s"): from the first connection to the last outcome committed to the ledger,
 which is what smtp-source's time covers (it has no import).
 EOF
+  [[ -n $kept ]] && printf '\n%s\n' "$kept" >>docs/bench-send.md
   echo "wrote docs/bench-send.md" >&2
 fi
