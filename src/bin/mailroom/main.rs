@@ -6,6 +6,7 @@
 //! could not be done at all), 130 interrupted.
 
 mod commands;
+mod counted;
 
 use std::process::ExitCode;
 

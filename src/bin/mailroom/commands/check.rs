@@ -13,6 +13,8 @@ use std::time::SystemTime;
 use mailroom::campaign::{Campaign, Contact, ContactEntry};
 use serde::Serialize;
 
+use crate::counted::Counted;
+
 /// Arguments of `mailroom check`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -333,7 +335,10 @@ fn scan(
             })
             .collect();
         let mut batch = Vec::with_capacity(BATCH);
-        for entry in contacts {
+        // Rows read so far; the bounded channel keeps reading just ahead of rendering.
+        let terminal = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut counted = Counted::new(contacts, "checking the contacts", terminal);
+        for entry in &mut counted {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
@@ -390,7 +395,9 @@ fn scan(
             let _ = tx.send(batch);
         }
         drop(tx);
-        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+        let results = handles.into_iter().map(|h| h.join()).collect::<Vec<_>>();
+        counted.finish();
+        results
     });
     for r in results {
         let r = r.map_err(|_| anyhow::anyhow!("a render worker panicked"))?;

@@ -26,6 +26,8 @@ use mailroom::shutdown::Shutdown;
 use mailroom::store::{self, ledger};
 use mailroom::transport::Transport;
 
+use crate::counted::Counted;
+
 mod test_send;
 
 /// Arguments of `mailroom send`.
@@ -144,7 +146,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Default::default()
         };
         let mut rows = setup::Validated::start(campaign.clone(), final_addresses, args.shard)?;
-        let mut counted = Counted::new(&mut rows, std::io::stderr().is_terminal());
+        let mut counted = Counted::new(
+            &mut rows,
+            "checking and importing the contacts",
+            std::io::stderr().is_terminal(),
+        );
         let prepared = pipeline::prepare_shard(
             &ledger_path,
             campaign.name(),
@@ -662,61 +668,6 @@ where
     Ok(summary)
 }
 
-/// How many contacts pass between two updates of the import's counter (an update takes a lock).
-const COUNT_EVERY: u64 = 1024;
-
-/// The contacts on their way into the ledger, counted on a terminal (stderr) by a spinner: a
-/// million-row import runs for several seconds before the first message, and a silent terminal
-/// looks like a hang. Off a terminal nothing is shown: the summary line follows the import.
-struct Counted<I> {
-    inner: I,
-    taken: u64,
-    spinner: Option<indicatif::ProgressBar>,
-}
-
-impl<I> Counted<I> {
-    fn new(inner: I, terminal: bool) -> Counted<I> {
-        let spinner = terminal.then(|| {
-            let spinner = indicatif::ProgressBar::new_spinner();
-            let style = indicatif::ProgressStyle::with_template(
-                "{spinner} checking and importing the contacts: {human_pos} so far ({elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-            spinner.set_style(style);
-            spinner.enable_steady_tick(Duration::from_millis(100));
-            spinner
-        });
-        Counted {
-            inner,
-            taken: 0,
-            spinner,
-        }
-    }
-
-    /// Removes the spinner; returns how many items went through.
-    fn finish(self) -> u64 {
-        if let Some(spinner) = self.spinner {
-            spinner.finish_and_clear();
-        }
-        self.taken
-    }
-}
-
-impl<I: Iterator> Iterator for Counted<I> {
-    type Item = I::Item;
-
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.inner.next()?;
-        self.taken += 1;
-        if self.taken.is_multiple_of(COUNT_EVERY)
-            && let Some(spinner) = &self.spinner
-        {
-            spinner.set_position(self.taken);
-        }
-        Some(item)
-    }
-}
-
 /// The progress display: an indicatif bar on a terminal, one log line per message otherwise.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
@@ -814,32 +765,4 @@ impl Progress {
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_import_counter_passes_every_contact_through_in_order() {
-        let rows: Vec<u64> = (0..3 * COUNT_EVERY + 5).collect();
-        let mut counted = Counted::new(rows.clone().into_iter(), false);
-        let seen: Vec<u64> = (&mut counted).collect();
-        assert_eq!(seen, rows);
-        assert_eq!(counted.finish(), 3 * COUNT_EVERY + 5);
-    }
-
-    #[test]
-    fn the_import_counter_shows_the_count_it_reached_on_its_spinner() {
-        let mut counted = Counted::new(0..2 * COUNT_EVERY + 1, true);
-        // Off a terminal indicatif draws nothing, but the spinner still holds its position.
-        let spinner = counted
-            .spinner
-            .clone()
-            .expect("a spinner when asked for one");
-        assert_eq!((&mut counted).count() as u64, 2 * COUNT_EVERY + 1);
-        assert_eq!(spinner.position(), 2 * COUNT_EVERY);
-        counted.finish();
-        assert!(spinner.is_finished());
-    }
 }
