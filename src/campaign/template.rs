@@ -287,16 +287,7 @@ impl Templates {
                 file: file.clone(),
                 line: None,
             };
-            if let Some(pos) = calls_nested_deeper_than(&text, MAX_NESTING) {
-                return Err(too_deep(&source, Some(pos)));
-            }
-            for r in self.registries() {
-                r.register_partial(&stem, &text)
-                    .map_err(|e| syntax_error(&source, &e))?;
-            }
-            self.check_nesting(&stem, &source)?;
-            self.varies
-                .insert(source.name.clone(), source_varies_by_row(&text));
+            self.register(Kind::Partial, &stem, &text, &source)?;
             self.partials.push(stem);
         }
         Ok(())
@@ -313,19 +304,35 @@ impl Templates {
 
     /// Compiles `text` under `source.name` into every registry.
     pub(crate) fn add(&mut self, source: Source, text: &str) -> Result<(), Error> {
+        self.register(Kind::Template, &source.name, text, &source)?;
+        self.sources.push(source);
+        Ok(())
+    }
+
+    /// Compiles `text` as `name` into every registry, after refusing nesting too deep to render,
+    /// and notes whether it varies by row.
+    fn register(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        text: &str,
+        source: &Source,
+    ) -> Result<(), Error> {
         // Handlebars compiles nested subexpressions recursively: 5,000 levels overflowed the
         // main thread's stack inside it, so these are counted in the text first.
         if let Some(pos) = calls_nested_deeper_than(text, MAX_NESTING) {
-            return Err(too_deep(&source, Some(pos)));
+            return Err(too_deep(source, Some(pos)));
         }
         for r in self.registries() {
-            r.register_template_string(&source.name, text)
-                .map_err(|e| syntax_error(&source, &e))?;
+            match kind {
+                Kind::Partial => r.register_partial(name, text),
+                Kind::Template => r.register_template_string(name, text),
+            }
+            .map_err(|e| syntax_error(source, &e))?;
         }
-        self.check_nesting(&source.name, &source)?;
+        self.check_nesting(name, source)?;
         self.varies
             .insert(source.name.clone(), source_varies_by_row(text));
-        self.sources.push(source);
         Ok(())
     }
 
@@ -350,6 +357,8 @@ impl Templates {
     /// Fails on the first `{{> partial}}` that names no registered partial.
     pub(crate) fn check_partials(&self) -> Result<(), Error> {
         let known: HashSet<&str> = self.partials.iter().map(String::as_str).collect();
+        // Partials already searched without finding a circle, whichever template includes them.
+        let mut clear = HashSet::new();
         for s in &self.sources {
             let Some(t) = self.plain.get_template(&s.name) else {
                 continue;
@@ -370,7 +379,6 @@ impl Templates {
             }
             // Handlebars refuses only a partial that includes itself directly; a longer circle
             // would recurse until the stack overflows and the process aborts.
-            let mut clear = HashSet::new();
             for (partial, line) in &uses.partials {
                 let mut path = vec![partial.clone()];
                 if let Some(cycle) = self.partial_cycle(&mut path, &mut clear) {
@@ -514,6 +522,13 @@ impl Templates {
             .chain(self.partials.iter().map(|p| format!("partials/{p}.hbs")))
             .collect()
     }
+}
+
+/// How [`Templates::register`] registers a text: a partial (`{{> name}}`) or a template.
+#[derive(Clone, Copy)]
+enum Kind {
+    Partial,
+    Template,
 }
 
 /// Deepest nesting of blocks and subexpressions a template may have (an `{{else if}}` and a
