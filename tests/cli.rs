@@ -4,7 +4,8 @@
 //! caused through the real binary on a small campaign or ledger in a temporary folder. The folder
 //! reads `[DIR]`, this process's pid `[PID]` and a relay's port `[PORT]`, so snapshots do not
 //! depend on the machine or the run; nothing here waits on a clock. The errors of
-//! `mailroom check` are pinned in tests/campaign.rs.
+//! `mailroom check` are pinned in tests/campaign.rs. Last, what happens when standard output
+//! cannot be written: a reader gone (`| head`) ends the output quietly, a full disk is reported.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -508,4 +509,116 @@ fn check_lists_every_problem_row_with_its_line() {
     let text = transcript(f.path(), &args, &out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     insta::assert_snapshot!(text);
+}
+
+/// `mailroom ARGS` in `dir` with standard output going to `stdout`: its exit code and what it
+/// wrote on standard error.
+fn mailroom_into(dir: &Path, args: &[&str], stdout: impl Into<Stdio>) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mailroom dkim keygen` writing its key to `key`.
+fn keygen(key: &Path) -> [&str; 8] {
+    let key = key.to_str().unwrap();
+    [
+        "dkim",
+        "keygen",
+        "--domain",
+        "example.test",
+        "--selector",
+        "s1",
+        "--out",
+        key,
+    ]
+}
+
+/// A pipe whose reader has gone, as after `| head` read what it wanted: every write to it
+/// fails with EPIPE. The reader is closed before the command starts, so nothing races.
+fn reader_gone() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
+#[test]
+fn output_to_a_reader_that_went_away_ends_the_output_not_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sent(d);
+    let mut emails: Vec<String> = (0..50).map(|i| format!("not-an-address-{i}")).collect();
+    emails.push("ok@example.test".into());
+    write_campaign(d, "bad", "news@sender.test", LOOPBACK, &emails);
+    let bounce = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/corpus");
+    let bounce = std::fs::read_dir(bounce)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        .unwrap();
+    let bounce = bounce.to_str().unwrap();
+    let key = d.join("k.pem");
+    let keygen = keygen(&key);
+    let cases: [(&[&str], i32); 6] = [
+        (&keygen, 0),
+        // 50 invalid rows: finished with problems, as with a reader that stays.
+        (&["check", "bad"], 1),
+        (&["check", "bad", "--json"], 1),
+        (&["report", "--db", "c/mailroom.db", "--format", "csv"], 0),
+        (&["report", "--db", "c/mailroom.db"], 0),
+        (&["bounces", "parse", bounce], 0),
+    ];
+    for (args, code) in cases {
+        let (got, stderr) = mailroom_into(d, args, reader_gone());
+        assert_eq!(got, Some(code), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+    assert!(
+        key.exists(),
+        "keygen wrote the key before its output went nowhere"
+    );
+
+    // preview stops at the first message nobody reads (of three it could show).
+    let three: Vec<String> = ["a", "b", "c"].map(|n| format!("{n}@example.test")).into();
+    write_campaign(d, "three", "news@sender.test", LOOPBACK, &three);
+    let (got, stderr) = mailroom_into(d, &["preview", "three", "--limit", "3"], reader_gone());
+    assert_eq!(got, Some(0), "{stderr}");
+    assert!(stderr.contains("==> message 1 of 3"), "{stderr}");
+    assert!(!stderr.contains("message 2 of 3"), "{stderr}");
+}
+
+#[test]
+fn output_that_cannot_be_written_for_another_reason_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sent(d);
+    let full = || std::fs::File::create("/dev/full").unwrap();
+    // The key is written, but the record to publish was lost: said, and not a success.
+    let key = d.join("k.pem");
+    let (got, stderr) = mailroom_into(d, &keygen(&key), full());
+    assert_eq!(got, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not write everything to standard output: No space left on device"),
+        "{stderr}"
+    );
+    assert!(key.exists());
+    // A report that streams through its own writer fails with the reason.
+    let (got, stderr) = mailroom_into(
+        d,
+        &["report", "--db", "c/mailroom.db", "--format", "csv"],
+        full(),
+    );
+    assert_eq!(got, Some(2), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
 }

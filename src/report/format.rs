@@ -522,7 +522,7 @@ pub fn write_csv_rows(
             "last_attempt_at",
             "relay_accepted",
         ])
-        .map_err(|e| io_error(e.into()))?;
+        .map_err(|e| io_error(csv_io(e)))?;
     }
     // Reused buffers: the export formats a million numbers and times without allocating.
     let (mut code, mut attempts, mut at) = (String::new(), String::new(), String::new());
@@ -550,10 +550,20 @@ pub fn write_csv_rows(
     });
     match result {
         Ok(()) => {}
-        Err(Ok(e)) => return Err(io_error(e.into())),
+        Err(Ok(e)) => return Err(io_error(csv_io(e))),
         Err(Err(e)) => return Err(e),
     }
     csv.flush().map_err(io_error)
+}
+
+/// A CSV write error as an I/O error of the same kind as the one inside it, so that a reader
+/// that went away (`report --format csv | head`) is told from a failed disk.
+fn csv_io(e: csv::Error) -> io::Error {
+    let kind = match e.kind() {
+        csv::ErrorKind::Io(inner) => inner.kind(),
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e)
 }
 
 /// A CSV cell that a spreadsheet will not run as a formula (OWASP's advice on CSV injection):

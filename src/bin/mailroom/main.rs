@@ -5,6 +5,9 @@
 //! Exit codes: 0 success, 1 finished with problems (invalid contacts, failures), 2 error (the job
 //! could not be done at all), 130 interrupted.
 
+// First: its macros (`out!`, `outln!`, `err!`, `errln!`) are used by the modules after it.
+#[macro_use]
+mod output;
 mod commands;
 mod counted;
 
@@ -84,13 +87,14 @@ fn main() -> ExitCode {
         Command::Dkim(args) => commands::dkim::run(args),
         Command::Upgrade(args) => commands::upgrade::run(args),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("mailroom: {err:#}");
+            errln!("mailroom: {err:#}");
             ExitCode::from(2)
         }
-    }
+    };
+    output::finish(code)
 }
 
 /// Logs go to stderr so that stdout stays clean for reports and JSON.

@@ -152,6 +152,14 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
+    match parse_to_stdout(args) {
+        // The reader went away (`| head`): what it read is all it wanted.
+        Err(e) if crate::output::is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        other => other,
+    }
+}
+
+fn parse_to_stdout(args: ParseArgs) -> anyhow::Result<ExitCode> {
     let files = expand(&args.files)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -161,14 +169,14 @@ fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
         let raw = match std::fs::read(file) {
             Ok(raw) => raw,
             Err(e) => {
-                eprintln!("mailroom: cannot read {}: {e}", file.display());
+                errln!("mailroom: cannot read {}: {e}", file.display());
                 problems += 1;
                 continue;
             }
         };
         let reports = bounce::parse(&raw);
         if reports.is_empty() && !args.json {
-            eprintln!(
+            errln!(
                 "mailroom: {}: no bounce, complaint or auto-reply found",
                 file.display()
             );
@@ -306,7 +314,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
             match message {
                 Ok(m) => record(&m)?,
                 Err(e) => {
-                    eprintln!("mailroom: {e:#}");
+                    errln!("mailroom: {e:#}");
                     read_errors += 1;
                 }
             }
@@ -318,7 +326,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 // An oversize message is skipped and the import goes on; a read error ends the
                 // iterator after this item.
                 Err(e) => {
-                    eprintln!("mailroom: {e:#}");
+                    errln!("mailroom: {e:#}");
                     read_errors += 1;
                 }
             }
@@ -359,7 +367,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
                     record(&m)?;
                 }
                 bounce::imap::Item::Skipped(skipped) => {
-                    eprintln!("mailroom: {skipped}");
+                    errln!("mailroom: {skipped}");
                     read_errors += 1;
                 }
             }
@@ -375,7 +383,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
         print_summary(&all, &target.name);
         for (db, s) in dbs.iter().zip(&summaries) {
-            println!(
+            outln!(
                 "  ledger {}: {} recorded, {} already recorded",
                 mailroom::display::one_line(&db.display().to_string()),
                 s.matched,
@@ -391,16 +399,16 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_summary(s: &import::Summary, campaign: &str) {
-    println!("campaign {campaign}");
-    println!("  messages read       {}", s.read);
-    println!("  not feedback        {}", s.not_feedback);
-    println!("  reports             {}", s.reports);
-    println!("  recorded            {}", s.matched);
-    println!("  unmatched (left)    {}", s.unmatched);
-    println!("  already recorded    {}", s.duplicates);
-    println!("  state changes       {}", s.state_changes);
-    println!("  newly suppressed    {}", s.suppressed);
+    outln!("campaign {campaign}");
+    outln!("  messages read       {}", s.read);
+    outln!("  not feedback        {}", s.not_feedback);
+    outln!("  reports             {}", s.reports);
+    outln!("  recorded            {}", s.matched);
+    outln!("  unmatched (left)    {}", s.unmatched);
+    outln!("  already recorded    {}", s.duplicates);
+    outln!("  state changes       {}", s.state_changes);
+    outln!("  newly suppressed    {}", s.suppressed);
     for (kind, n) in &s.by_kind {
-        println!("  {kind:<19} {n}");
+        outln!("  {kind:<19} {n}");
     }
 }

@@ -184,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     line: e.line(),
                     message: format!("{:#}", anyhow::Error::new(e)),
                 });
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(ExitCode::from(2));
             }
             return Err(anyhow::Error::new(e).context(format!(
@@ -289,7 +289,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
     }
@@ -497,29 +497,32 @@ fn notes(campaign: &Campaign, report: &mut Report) {
 
 fn print_text(r: &Report) {
     if let (Some(name), Some(config)) = (&r.campaign, &r.config) {
-        println!("campaign   {name} ({config})");
+        outln!("campaign   {name} ({config})");
     }
-    println!(
+    outln!(
         "templates  {} compiled: {}",
         r.templates.len(),
         r.templates.join(", ")
     );
-    println!(
+    outln!(
         "contacts   {} read: {} valid, {} invalid, {} duplicates",
-        r.contacts, r.valid, r.invalid_count, r.duplicate_count
+        r.contacts,
+        r.valid,
+        r.invalid_count,
+        r.duplicate_count
     );
     if !r.invalid.is_empty() {
-        println!("\ninvalid contacts (skipped):");
+        outln!("\ninvalid contacts (skipped):");
         for i in r.invalid.iter().take(TEXT_LIMIT) {
             let email = if i.email.is_empty() { "-" } else { &i.email };
-            println!("  {}  [{}]", text(&i.reason), one_line(email));
+            outln!("  {}  [{}]", text(&i.reason), one_line(email));
         }
         more(r.invalid_count, TEXT_LIMIT);
     }
     if !r.duplicates.is_empty() {
-        println!("\nduplicates (skipped):");
+        outln!("\nduplicates (skipped):");
         for d in r.duplicates.iter().take(TEXT_LIMIT) {
-            println!(
+            outln!(
                 "  line {}: {} (first on line {})",
                 d.line,
                 one_line(&d.email),
@@ -529,17 +532,17 @@ fn print_text(r: &Report) {
         more(r.duplicate_count, TEXT_LIMIT);
     }
     if !r.errors.is_empty() {
-        println!("\nproblems:");
+        outln!("\nproblems:");
         for e in &r.errors {
             let loc = e.line.map_or_else(String::new, |l| format!(":{l}"));
-            println!("  {}{loc}: {}", e.file, text(&e.message));
+            outln!("  {}{loc}: {}", e.file, text(&e.message));
         }
     }
     if !r.rendered {
-        println!("\nmessages not rendered: fix the template variables above first");
+        outln!("\nmessages not rendered: fix the template variables above first");
     }
     for a in &r.attachments {
-        println!(
+        outln!(
             "attachment {} ({} bytes; {} in every message)",
             one_line(&a.file),
             a.bytes,
@@ -550,12 +553,12 @@ fn print_text(r: &Report) {
         let limit = r
             .max_message_size
             .map_or_else(String::new, |m| format!(" ([smtp] max_message_size {m})"));
-        println!("\nmessage size {}..{} bytes{limit}", s.min, s.max);
+        outln!("\nmessage size {}..{} bytes{limit}", s.min, s.max);
     }
     if !r.oversize.is_empty() {
-        println!("\nmessages over [smtp] max_message_size (`send` fails them without sending):");
+        outln!("\nmessages over [smtp] max_message_size (`send` fails them without sending):");
         for o in r.oversize.iter().take(TEXT_LIMIT) {
-            println!(
+            outln!(
                 "  line {}: {} bytes [{}]",
                 o.line,
                 o.bytes,
@@ -570,7 +573,7 @@ fn print_text(r: &Report) {
             (false, _, Some(o)) => format!("closed now, opens {o}"),
             _ => "closed: it never opens (no weekday allowed)".into(),
         };
-        println!(
+        outln!(
             "send window {} {} ({}): {state}",
             w.hours,
             if w.days.is_empty() {
@@ -582,22 +585,22 @@ fn print_text(r: &Report) {
         );
     }
     if let Some(a) = &r.allowance {
-        println!("{a}");
+        outln!("{a}");
     }
     if !r.seeds.is_empty() {
-        println!("seeds      {}", one_line(&r.seeds.join(", ")));
+        outln!("seeds      {}", one_line(&r.seeds.join(", ")));
     }
     for d in &r.dkim {
-        println!("dkim       signing with {d}");
+        outln!("dkim       signing with {d}");
     }
     for n in &r.notes {
-        println!("note: {n}");
+        outln!("note: {n}");
     }
     let clean = r.invalid_count == 0
         && r.duplicate_count == 0
         && r.oversize_count == 0
         && r.errors.is_empty();
-    println!(
+    outln!(
         "\n{}",
         if clean {
             "ok: the campaign is ready (nothing was sent)"
@@ -609,7 +612,7 @@ fn print_text(r: &Report) {
 
 fn more(total: u64, shown: usize) {
     if total > shown as u64 {
-        println!(
+        outln!(
             "  ... and {} more (use --json for all)",
             total - shown as u64
         );

@@ -278,27 +278,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("could not write the sandbox script")?;
     let count = write_campaign(&campaign_dir, sandbox.addr().port())?;
 
-    println!("mailroom demo: workspace {}", workspace.display());
-    println!(
+    outln!("mailroom demo: workspace {}", workspace.display());
+    outln!(
         "  sandbox SMTP server on {} (STARTTLS + AUTH; it stores mail, it relays nothing)",
         sandbox.addr()
     );
-    println!("  campaign: {} ({count} contacts)", campaign_dir.display());
-    println!(
+    outln!("  campaign: {} ({count} contacts)", campaign_dir.display());
+    outln!(
         "  relay behaviour: {}",
         sandbox_dir.join("script.toml").display()
     );
-    println!();
+    outln!();
 
     let result = steps(&args, &campaign_dir, &sandbox);
     runtime.block_on(sandbox.shutdown());
     let code = result?;
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Accepted messages are files in {}",
         sandbox_dir.join("maildir/new").display()
     );
-    println!(
+    outln!(
         "Look again any time: mailroom report {0}  (or: mailroom dashboard {0})",
         campaign_dir.display()
     );
@@ -306,16 +306,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn steps(args: &Args, campaign_dir: &Path, sandbox: &sandbox::Sandbox) -> anyhow::Result<ExitCode> {
-    println!(
+    outln!(
         "1. Sending through the sandbox: STARTTLS, AUTH, rate limit; greylisted recipients are retried after a short back-off"
     );
     if send(campaign_dir)? == Sent::Interrupted {
-        println!("Interrupted: messages in flight were finished, nothing else was sent.");
+        outln!("Interrupted: messages in flight were finished, nothing else was sent.");
         return Ok(ExitCode::from(130));
     }
 
-    println!();
-    println!(
+    outln!();
+    outln!(
         "2. Importing the bounces and complaints the sandbox wrote to {}",
         sandbox.bounce_maildir().display()
     );
@@ -330,13 +330,13 @@ fn steps(args: &Args, campaign_dir: &Path, sandbox: &sandbox::Sandbox) -> anyhow
     )?;
     super::bounces::run(bounces).context("demo: the bounce import step failed")?;
 
-    println!();
+    outln!();
     if !args.no_dashboard && std::io::stdout().is_terminal() {
-        println!("3. Opening the dashboard (q quits)");
+        outln!("3. Opening the dashboard (q quits)");
         let dashboard: super::dashboard::Args = parse("dashboard", &os(&[&campaign_dir]))?;
         super::dashboard::run(dashboard)
     } else {
-        println!("3. Report");
+        outln!("3. Report");
         let report: super::report::Args = parse("report", &os(&[&campaign_dir]))?;
         super::report::run(report)
     }
@@ -366,7 +366,7 @@ fn send(campaign_dir: &Path) -> anyhow::Result<Sent> {
     let shutdown = Shutdown::new();
     runtime.block_on(async {
         shutdown.install_ctrl_c(|| {
-            eprintln!("\nstopping after the messages in flight (Ctrl-C again quits at once)");
+            errln!("\nstopping after the messages in flight (Ctrl-C again quits at once)");
         });
     });
     // A pass ends when nothing is due; deferred recipients come due after their back-off, so
@@ -399,12 +399,12 @@ fn send(campaign_dir: &Path) -> anyhow::Result<Sent> {
                 .await;
             if let Some(progress) = progress {
                 progress.abort();
-                print!("\r\x1b[2K");
+                out!("\r\x1b[2K");
             }
             anyhow::Ok(summary?)
         });
         let summary = summary?;
-        println!(
+        outln!(
             "   pass {pass} ({:.1} s): {} accepted by the relay, {} deferrals, {} hard bounces, {} soft bounces; {} still deferred",
             started.elapsed().as_secs_f64(),
             summary.state(DeliveryState::Accepted),
@@ -450,7 +450,7 @@ async fn show_progress(counters: Arc<Counters>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     loop {
         tick.tick().await;
-        print!(
+        out!(
             "\r   {} of {} done: {} accepted by the relay, {} deferred",
             counters.done(),
             counters.planned.load(Relaxed),

@@ -73,25 +73,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let generated = dkim::generate(k.algorithm)?;
     write_private(&k.out, generated.pem.as_bytes())?;
     let record = generated.key.record(&domain, &k.selector);
-    println!(
+    outln!(
         "Wrote the private key to {} (mode 0600; keep it secret).",
         k.out.display()
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Publish this TXT record (zone-file syntax; long values are split into 255-byte strings):"
     );
-    println!();
-    println!("{}", record.zone_line());
-    println!();
-    println!("Then add to campaign.toml:");
-    println!();
-    println!("[dkim]");
-    println!("domain = \"{domain}\"");
-    println!("selector = \"{}\"", k.selector);
-    println!("private_key_file = \"{}\"", k.out.display());
-    println!();
-    println!("and check it once the record is visible: mailroom doctor CAMPAIGN --dns");
+    outln!();
+    outln!("{}", record.zone_line());
+    outln!();
+    outln!("Then add to campaign.toml:");
+    outln!();
+    outln!("[dkim]");
+    outln!("domain = \"{domain}\"");
+    outln!("selector = \"{}\"", k.selector);
+    outln!("private_key_file = \"{}\"", k.out.display());
+    outln!();
+    outln!("and check it once the record is visible: mailroom doctor CAMPAIGN --dns");
     Ok(ExitCode::SUCCESS)
 }
 

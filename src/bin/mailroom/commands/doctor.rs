@@ -89,21 +89,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         reports.push((relay, report));
     }
     match reports.as_slice() {
-        [(None, report)] if args.json => println!("{}", serde_json::to_string_pretty(report)?),
-        [(None, report)] => print!("{}", report.to_text()),
+        [(None, report)] if args.json => outln!("{}", serde_json::to_string_pretty(report)?),
+        [(None, report)] => out!("{}", report.to_text()),
         several if args.json => {
             let list: Vec<serde_json::Value> = several
                 .iter()
                 .map(|(relay, report)| serde_json::json!({ "relay": relay, "report": report }))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            outln!("{}", serde_json::to_string_pretty(&list)?);
         }
         several => {
             for (relay, report) in several {
                 let name = relay.as_deref().map(mailroom::display::one_line);
-                println!("== relay {} ==", name.unwrap_or_default());
-                print!("{}", report.to_text());
-                println!();
+                outln!("== relay {} ==", name.unwrap_or_default());
+                out!("{}", report.to_text());
+                outln!();
             }
         }
     }
@@ -125,9 +125,9 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", file.display()))?;
     let report = doctor::inspect::inspect(&bytes);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.to_text());
+        out!("{}", report.to_text());
     }
     Ok(ExitCode::from(report.exit_code))
 }
@@ -163,9 +163,9 @@ fn dns(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let report = runtime.block_on(doctor::dns::run(&resolver, &options, campaign.signer()));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.to_text());
+        out!("{}", report.to_text());
     }
     Ok(ExitCode::from(report.exit_code))
 }

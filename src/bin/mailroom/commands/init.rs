@@ -76,10 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for (rel, contents) in FILES {
         write_new(&dir.join(rel), contents)?;
-        println!("created {}", dir.join(rel).display());
+        outln!("created {}", dir.join(rel).display());
     }
     let d = shell_word(dir);
-    println!(
+    outln!(
         "\nNext:\n  1. edit {d}/campaign.toml (from, [smtp], [unsubscribe]) and {d}/contacts.csv\n  2. mailroom check {d}\n  3. mailroom preview {d} --limit 1"
     );
     Ok(ExitCode::SUCCESS)

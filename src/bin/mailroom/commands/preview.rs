@@ -58,13 +58,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let contact = match entry {
             ContactEntry::Valid(c) => c,
             ContactEntry::Invalid { line, reason, .. } if args.line == Some(line) => {
-                eprintln!("mailroom: line {line} is not a valid contact: {reason}");
+                errln!("mailroom: line {line} is not a valid contact: {reason}");
                 return Ok(ExitCode::from(1));
             }
             ContactEntry::Duplicate {
                 line, first_line, ..
             } if args.line == Some(line) => {
-                eprintln!(
+                errln!(
                     "mailroom: line {line} duplicates line {first_line}, so `send` skips it; preview line {first_line} instead"
                 );
                 return Ok(ExitCode::from(1));
@@ -87,36 +87,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         match campaign.render(&contact) {
             Ok(r) => {
-                eprintln!(
+                errln!(
                     "==> message {shown} of {total}: to <{}> (line {}) <==",
-                    r.envelope_to, contact.line
+                    r.envelope_to,
+                    contact.line
                 );
                 if let Some(dir) = &args.out {
                     let path = dir.join(format!("line-{}.eml", contact.line));
                     std::fs::write(&path, &r.bytes)
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
-                } else {
-                    out.write_all(&r.bytes)?;
+                    errln!("wrote {}", path.display());
+                } else if let Err(e) = out.write_all(&r.bytes) {
+                    // The reader went away (`| head`): what it wanted is shown; stop here.
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    return Err(e.into());
                 }
             }
             Err(e) => {
                 failed = true;
-                eprintln!("mailroom: {e}");
+                errln!("mailroom: {e}");
             }
         }
         if args.to.is_some() || args.line.is_some() {
             break;
         }
     }
-    out.flush()?;
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        flushed => flushed?,
+    }
     if shown == 0 {
         let what = match (&args.to, args.line) {
             (Some(t), _) => format!("no valid contact has the address {t}"),
             (None, Some(l)) => format!("no CSV record starts at line {l}"),
             _ => "the contacts file has no valid contact".to_owned(),
         };
-        eprintln!(
+        errln!(
             "mailroom: {what} in {}",
             campaign.config().contacts.path.display()
         );

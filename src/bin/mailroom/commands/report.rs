@@ -125,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .and_then(|()| out.flush().map_err(anyhow::Error::from));
         return match written {
             Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+            Err(e) if crate::output::is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
             Err(e) => Err(e.context("writing the report")),
         };
     }
@@ -170,7 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match flushed {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // `mailroom report | head` closes the pipe early: not an error.
-        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        Err(e) if crate::output::is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.context("writing the report")),
     }
 }
@@ -212,7 +212,7 @@ fn run_merged(args: &Args) -> anyhow::Result<ExitCode> {
     };
     match written.and_then(|()| out.flush().map_err(anyhow::Error::from)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        Err(e) if crate::output::is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.context("writing the report")),
     }
 }
@@ -228,12 +228,4 @@ fn csv_merged(paths: &[PathBuf], name: Option<&str>, out: &mut dyn Write) -> any
         report::write_csv_rows(&ledger, summary.id, i == 0, out)?;
     }
     Ok(())
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-    })
 }

@@ -110,33 +110,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .write_ca(&ca_path)
             .with_context(|| format!("could not write the CA certificate to {}", ca_path.display()))?;
         let tls = if args.no_tls { "plaintext, no TLS" } else { "STARTTLS" };
-        println!("mailroom sandbox listening on {} ({tls})", sandbox.addr());
+        outln!("mailroom sandbox listening on {} ({tls})", sandbox.addr());
         if let Some(addr) = sandbox.tls_addr() {
-            println!("  implicit TLS on {addr}");
+            outln!("  implicit TLS on {addr}");
         }
         if !args.no_tls {
-            println!(
+            outln!(
                 "  CA certificate: {} (clients verify the server against it; names localhost, 127.0.0.1)",
                 ca_path.display()
             );
         }
         match (&args.user, &args.password_env) {
             (Some(user), Some(var)) => {
-                println!("  AUTH PLAIN/LOGIN after TLS: user {user}, password from ${var}");
+                outln!("  AUTH PLAIN/LOGIN after TLS: user {user}, password from ${var}");
                 if let Some(token_var) = &args.xoauth2_token_env {
-                    println!("  AUTH XOAUTH2 after TLS: user {user}, token from ${token_var}");
+                    outln!("  AUTH XOAUTH2 after TLS: user {user}, token from ${token_var}");
                 }
             }
-            _ => println!("  no AUTH required"),
+            _ => outln!("  no AUTH required"),
         }
-        println!("  accepted messages: {}", sandbox.maildir().display());
-        println!("  scripted bounces and complaints: {}", sandbox.bounce_maildir().display());
-        println!("Messages are stored, never relayed (run with -v to log each one). Press Ctrl-C to stop.");
+        outln!("  accepted messages: {}", sandbox.maildir().display());
+        outln!("  scripted bounces and complaints: {}", sandbox.bounce_maildir().display());
+        outln!("Messages are stored, never relayed (run with -v to log each one). Press Ctrl-C to stop.");
         tokio::signal::ctrl_c()
             .await
             .context("could not wait for Ctrl-C")?;
         sandbox.shutdown().await;
-        println!("mailroom sandbox stopped");
+        outln!("mailroom sandbox stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }

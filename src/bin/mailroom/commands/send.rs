@@ -103,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 options.providers = Some(pipeline::providers::Lookup::dns(r, address.is_some()));
             }
             Err(e) => {
-                eprintln!("warning: mailbox providers will stay unknown: cannot set up DNS ({e})")
+                errln!("warning: mailbox providers will stay unknown: cannot set up DNS ({e})")
             }
         }
     }
@@ -168,7 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 stats.other_shards
             )
         });
-        eprintln!(
+        errln!(
             "{}: {} valid contacts{shard_note} ({} new in the ledger){}",
             campaign.name(),
             stats.valid,
@@ -179,7 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for row in &stats.unrenderable {
             let prefix = format!("line {}: ", row.line);
             let reason = row.reason.strip_prefix(&prefix).unwrap_or(&row.reason);
-            eprintln!(
+            errln!(
                 "{csv}:{}: {}: not imported, its message cannot be built: {}",
                 row.line,
                 mailroom::display::one_line(&row.email),
@@ -187,27 +187,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         if prepared.imported.refreshed > 0 {
-            eprintln!(
+            errln!(
                 "{} recipients not sent yet were updated from {csv}.",
                 prepared.imported.refreshed
             );
         }
         if prepared.imported.removed > 0 {
-            eprintln!(
+            errln!(
                 "{} recipients were removed from {csv} and will not be sent (the report still \
                  counts them as pending or deferred; put them back in the file to send them).",
                 prepared.imported.removed
             );
         }
         if prepared.recovered.unknown > 0 {
-            eprintln!(
+            errln!(
                 "warning: {} recipients were in flight when a previous run stopped; they are now \
                  `unknown` (the relay may or may not have them). --resend-unknown sends them again.",
                 prepared.recovered.unknown
             );
         }
         if prepared.recovered.returned > 0 {
-            eprintln!(
+            errln!(
                 "{} recipients claimed by a previous run that stopped were never sent; they are \
                  due again.",
                 prepared.recovered.returned
@@ -227,7 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             })?;
         if let Some(a) = &allowance {
-            eprintln!("{}", capitalized(&a.to_string()));
+            errln!("{}", capitalized(&a.to_string()));
         }
         let due = prepared.due(args.resend_unknown)?;
         let planned = args.limit.map_or(due, |l| l.min(due));
@@ -239,21 +239,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             && let mailroom::schedule::Status::Closed { opens_at } = window.status(now, None)
         {
             prepared.close(RunOutcome::Window)?;
-            println!("{}", window_closed(opens_at, window.zone_name()));
+            outln!("{}", window_closed(opens_at, window.zone_name()));
             return Ok(ExitCode::SUCCESS);
         }
         if planned == 0 {
             let (deferred, next) =
                 store::Reader::open(&ledger_path)?.deferred_summary(prepared.campaign_id)?;
             prepared.close(RunOutcome::NothingDue)?;
-            println!("Nothing is due.");
+            outln!("Nothing is due.");
             print_deferred(deferred, next);
             // Deferred recipients are not final yet: not a clean "all done".
             return Ok(code(deferred));
         }
         if !args.yes {
             let who = user.map_or(String::new(), |u| format!(", as {u}"));
-            eprint!(
+            err!(
                 "About to send {planned} messages\n  relay:  {host}:{port} ({}{who})\n  from:   {}\n  \
                  ledger: {}\nSend now? [y/N] ",
                 security.as_str(),
@@ -267,14 +267,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context("cannot read the answer")?;
             if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
                 prepared.close(RunOutcome::Cancelled)?;
-                eprintln!("Not sent.");
+                errln!("Not sent.");
                 return Ok(ExitCode::from(1));
             }
         }
 
         let shutdown = Shutdown::new();
         shutdown.install_ctrl_c(|| {
-            eprintln!(
+            errln!(
                 "\nstopping: no new messages; waiting for those in flight (Ctrl-C again quits at once)"
             );
         });
@@ -331,7 +331,7 @@ async fn dkim_check(campaign: &Campaign, skip: bool) -> anyhow::Result<()> {
         }
     }
     if skip {
-        eprintln!(
+        errln!(
             "DKIM: --no-dkim-check: the published keys were not looked up; messages are signed with the configured keys as they are"
         );
         return Ok(());
@@ -340,7 +340,7 @@ async fn dkim_check(campaign: &Campaign, skip: bool) -> anyhow::Result<()> {
     let resolver = mailroom::dns::Resolver::open(address, Duration::from_secs(4))?;
     let Ok(checks) = tokio::time::timeout(DKIM_CHECK_TIME, check_keys(&resolver, signer)).await
     else {
-        eprintln!(
+        errln!(
             "warning: DKIM: the key lookups did not finish within {} s (resolver {}); sending without checking the published keys",
             DKIM_CHECK_TIME.as_secs(),
             resolver.label()
@@ -350,15 +350,16 @@ async fn dkim_check(campaign: &Campaign, skip: bool) -> anyhow::Result<()> {
     for c in checks {
         match c.published {
             Published::Matches { kind, .. } => {
-                eprintln!("DKIM: {} ({kind}) matches the configured key", c.name);
+                errln!("DKIM: {} ({kind}) matches the configured key", c.name);
             }
-            Published::Missing => eprintln!(
+            Published::Missing => errln!(
                 "warning: DKIM: no key record at {}: receivers cannot verify the signature until it is published:\n  {}",
-                c.name, c.expected_record
+                c.name,
+                c.expected_record
             ),
-            Published::LookupFailed { error } => eprintln!(
-                "warning: DKIM: could not check the published key ({error}); sending anyway"
-            ),
+            Published::LookupFailed { error } => {
+                errln!("warning: DKIM: could not check the published key ({error}); sending anyway")
+            }
             Published::Mismatch { record, reason, .. } => bail!(
                 "DKIM: the key published at {} does not verify a message signed with the configured key ({reason}); refusing to send, nothing was sent\n\npublished: {record}\nPublish the record of the configured key instead:\n  {}\nor point [dkim] at the key that record belongs to. --no-dkim-check sends anyway.",
                 c.name,
@@ -397,7 +398,7 @@ fn print_relays(relays: &[pipeline::RelayReport]) {
             (Some(why), false) => format!("; cool-offs: {}, the last: {why}", r.cooloffs),
             (None, _) => String::new(),
         };
-        println!(
+        outln!(
             "Relay {}: {} transactions, {} accepted{failed}.",
             mailroom::display::one_line(&r.name),
             r.transactions,
@@ -416,7 +417,7 @@ fn when(ms: i64) -> String {
 fn print_deferred(deferred: u64, next: Option<i64>) {
     if deferred > 0 {
         let next = next.map_or_else(|| "now".to_owned(), when);
-        println!(
+        outln!(
             "{deferred} recipients are deferred; the next retry is due at {next}. \
              Run `mailroom send` again then, or use --wait."
         );
@@ -431,7 +432,7 @@ fn report(
 ) -> anyhow::Result<ExitCode> {
     let transactions = summary.transactions;
     let secs = took.as_secs_f64();
-    println!(
+    outln!(
         "This run: {} accepted by the relay, {} deferred, {} bounced (hard {}, soft {}), {} failed, \
          {} unknown, {} suppressed; {transactions} SMTP transactions in {secs:.2} s ({:.0}/s).",
         summary.accepted,
@@ -445,7 +446,7 @@ fn report(
         transactions as f64 / secs.max(1e-3),
     );
     if summary.throttled > 0 {
-        println!(
+        outln!(
             "The relay asked to slow down {} times; those messages were given back uncharged \
              and sent again or left for later.",
             summary.throttled
@@ -454,11 +455,11 @@ fn report(
     if let Some(port) = summary.port
         && summary.relays.is_empty()
     {
-        println!("Relay port used: {port}.");
+        outln!("Relay port used: {port}.");
     }
     print_relays(&summary.relays);
     if summary.providers_left > 0 {
-        println!(
+        outln!(
             "Mailbox providers: {} recipient domains were not looked up before the run ended; \
              later sends of this campaign go on looking them up (until then the report \
              counts them as provider `unknown`).",
@@ -471,14 +472,14 @@ fn report(
         .filter(|(_, n)| *n > 0)
         .map(|(s, n)| format!("{s} {n}"))
         .collect();
-    println!("Campaign so far: {}.", campaign_line.join(", "));
-    println!(
+    outln!("Campaign so far: {}.", campaign_line.join(", "));
+    outln!(
         "\"Accepted by the relay\" means the relay took the message, not that it reached an inbox; \
          bounces can still arrive later."
     );
     print_deferred(summary.deferred_total, summary.next_retry_at);
     if summary.unknown > 0 {
-        println!(
+        outln!(
             "{} outcomes are unknown (the connection was lost after the message was sent); they \
              are not resent unless you pass --resend-unknown.",
             summary.unknown
@@ -494,7 +495,7 @@ fn report(
         + summary.unknown;
     match &summary.end {
         End::Interrupted => {
-            println!(
+            outln!(
                 "Interrupted: {pending} recipients were not sent; run `mailroom send` to continue."
             );
             Ok(ExitCode::from(130))
@@ -505,32 +506,32 @@ fn report(
             ledger.display()
         ),
         End::Paused(why) => {
-            println!(
+            outln!(
                 "Paused: {why}\n{pending} recipients are untouched; run `mailroom send` again \
                  later."
             );
             Ok(ExitCode::from(1))
         }
         End::Limit => {
-            println!("Stopped at --limit; {pending} recipients are still pending.");
+            outln!("Stopped at --limit; {pending} recipients are still pending.");
             Ok(code(problems))
         }
         End::DailyCap => {
-            println!(
+            outln!(
                 "Stopped at today's allowance ([rate] daily_cap / warmup); {pending} recipients \
                  are still pending."
             );
             Ok(code(problems))
         }
         End::Window { opens_at } => {
-            println!(
+            outln!(
                 "{} {pending} recipients are still pending.",
                 window_closed(*opens_at, zone)
             );
             Ok(code(problems))
         }
         End::Throttled(left) => {
-            println!(
+            outln!(
                 "{left} recipients were not sent because the relay asked to slow down; run \
                  `mailroom send` again later or use --wait."
             );
@@ -612,7 +613,7 @@ fn dry_run(
             Ok(r) => r,
             Err(e) => {
                 let reason = e.row_reason().map_or_else(|| e.to_string(), str::to_owned);
-                eprintln!(
+                errln!(
                     "{}:{}: {}: would not be sent, its message cannot be built: {reason}",
                     campaign.config().contacts.path.display(),
                     contact.line,
@@ -627,7 +628,7 @@ fn dry_run(
         total_bytes += rendered.bytes.len();
     }
     let smtp = &campaign.config().smtp;
-    println!(
+    outln!(
         "Dry run: would send {due} messages ({} bytes, largest {largest}) to {}:{} ({}) from {}; \
          {done} recipients are already done or not due. Nothing was sent or written.",
         total_bytes,
@@ -660,7 +661,7 @@ where
         summary = &mut run => (summary, ui.await),
         ui_result = &mut ui => {
             shutdown.trigger();
-            eprintln!("dashboard closed: no new messages; waiting for those in flight");
+            errln!("dashboard closed: no new messages; waiting for those in flight");
             (run.await, ui_result)
         }
     };

@@ -76,10 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut problems = 0;
             for email in &emails {
                 match suppress::add(&mut ledger, email, &reason, "cli", None) {
-                    Ok(true) => println!("suppressed {email} ({reason})"),
-                    Ok(false) => println!("{email} was already suppressed (kept its first reason)"),
+                    Ok(true) => outln!("suppressed {email} ({reason})"),
+                    Ok(false) => outln!("{email} was already suppressed (kept its first reason)"),
                     Err(e @ suppress::Error::BadAddress(_)) => {
-                        eprintln!("mailroom: {e}");
+                        errln!("mailroom: {e}");
                         problems += 1;
                     }
                     Err(e) => return Err(e.into()),
@@ -91,13 +91,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut problems = 0;
             for email in &emails {
                 match suppress::remove(&ledger, email) {
-                    Ok(true) => println!("removed {email}"),
+                    Ok(true) => outln!("removed {email}"),
                     Ok(false) => {
-                        eprintln!("mailroom: {email} is not on the suppression list");
+                        errln!("mailroom: {email} is not on the suppression list");
                         problems += 1;
                     }
                     Err(e @ suppress::Error::BadAddress(_)) => {
-                        eprintln!("mailroom: {e}");
+                        errln!("mailroom: {e}");
                         problems += 1;
                     }
                     Err(e) => return Err(e.into()),
@@ -109,14 +109,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let source = format!("file:{}", file.display());
             let s = suppress::import_file(&mut ledger, &file, &reason, &source)?;
             for (line, text, why) in &s.invalid {
-                eprintln!(
+                errln!(
                     "mailroom: {}:{line}: skipped `{}`: {}",
                     file.display(),
                     one_line(text),
                     one_line(why.lines().next().unwrap_or(""))
                 );
             }
-            println!(
+            outln!(
                 "{}: {} added, {} already suppressed, {} invalid",
                 file.display(),
                 s.added,
@@ -135,10 +135,10 @@ fn list(
 ) -> anyhow::Result<ExitCode> {
     if json {
         for e in entries {
-            println!("{}", serde_json::to_string(e)?);
+            outln!("{}", serde_json::to_string(e)?);
         }
     } else if entries.is_empty() {
-        println!("the suppression list of {} is empty", path.display());
+        outln!("the suppression list of {} is empty", path.display());
     } else {
         let w = entries
             .iter()
@@ -146,14 +146,17 @@ fn list(
             .max()
             .unwrap_or(5)
             .max(5);
-        println!(
+        outln!(
             "{:<w$}  {:<11}  {:<20}  {:<16}  SOURCE",
-            "EMAIL", "REASON", "ADDED (UTC)", "CAMPAIGN"
+            "EMAIL",
+            "REASON",
+            "ADDED (UTC)",
+            "CAMPAIGN"
         );
         for e in entries {
             let added = chrono::DateTime::from_timestamp_millis(e.created_at)
                 .map_or_else(String::new, |d| d.format("%Y-%m-%d %H:%M:%S").to_string());
-            println!(
+            outln!(
                 "{:<w$}  {:<11}  {:<20}  {:<16}  {}",
                 one_line(&e.email),
                 e.reason,

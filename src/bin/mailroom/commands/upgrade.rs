@@ -28,7 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let ledger = mailroom::store::open(&target.db)?;
-    println!(
+    outln!(
         "ledger {} is at schema {} (current)",
         target.db.display(),
         ledger.schema_version()?

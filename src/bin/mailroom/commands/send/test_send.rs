@@ -107,13 +107,13 @@ pub fn run(campaign: &Arc<Campaign>, args: &Args) -> anyhow::Result<ExitCode> {
         } else {
             r.outcome
         };
-        println!(
+        outln!(
             "test send to {}: {what} ({})",
             mailroom::display::one_line(&r.to),
             mailroom::display::one_line(&r.reply.describe())
         );
     }
-    println!(
+    outln!(
         "The message of line {} ({}) went to {} test address(es), recorded in {} as test sends; \
          no recipient of the campaign was touched.",
         contact.line,
