@@ -849,6 +849,21 @@ fn inspect_of_a_gmail_download_that_passes_everything() {
 }
 
 #[test]
+fn inspect_refuses_a_file_that_is_not_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body-only.eml");
+    std::fs::write(&file, "Hello Ann,\n\nyour order ships today.\n").unwrap();
+    let (out, err, code) = mailroom(&["doctor", "--inspect", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("is not an email message"), "{err}");
+    assert!(err.contains("Show original"), "the fix is named: {err}");
+    assert!(
+        !out.contains("verdict"),
+        "no verdict on a file that is not a copy: {out}"
+    );
+}
+
+#[test]
 fn inspect_shows_an_unsigned_copy_with_dmarc_fail_and_a_plain_hop() {
     let (code, text) = inspect_fixture("relay-unsigned");
     assert_eq!(code, 1, "{text}");

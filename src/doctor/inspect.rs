@@ -198,6 +198,24 @@ fn domain_of(address_or_domain: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Whether `bytes` start like a message: its first line (after an mbox `From ` separator, as
+/// some clients save one) is a header field, `Name: value`, with a field name of printable
+/// ASCII (RFC 5322 §2.2). A file that does not is not a received copy (an attachment, a PDF,
+/// the body alone): inspecting it would only find that nothing can be checked.
+pub fn looks_like_a_message(bytes: &[u8]) -> bool {
+    let mut lines = bytes.split(|&b| b == b'\n');
+    let mut first = lines.next().unwrap_or_default();
+    if first.starts_with(b"From ") {
+        first = lines.next().unwrap_or_default();
+    }
+    let Some(colon) = first.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    // Some writers put spaces before the colon (obsolete syntax, RFC 5322 §4.5).
+    let name = first[..colon].trim_ascii_end();
+    !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))
+}
+
 /// Reads `bytes` (a whole message, or only its header section) and builds the report.
 pub fn inspect(bytes: &[u8]) -> Report {
     let end = bytes
@@ -432,6 +450,46 @@ Authentication-Results: mx.google.com;\r\n       dkim=pass header.i=@bakery.exam
 Received: from relay.example.net (relay.example.net. [192.0.2.1])\r\n        by mx.google.com with ESMTPS id x;\r\n        Tue, 1 Dec 2026 10:00:00 -0800 (PST)\r\n\
 Authentication-Results: forged.example; dkim=fail\r\n\
 From: Bakery <news@bakery.example>\r\n\r\nbody\r\n";
+
+    #[test]
+    fn only_a_file_that_starts_with_a_header_field_is_a_message() {
+        assert!(looks_like_a_message(GMAIL.as_bytes()));
+        // Saved by an mbox writer, with its separator line first.
+        let mboxed = format!("From MAILER-DAEMON Tue Dec  1 10:00:00 2026\n{GMAIL}");
+        assert!(looks_like_a_message(mboxed.as_bytes()));
+        assert!(looks_like_a_message(
+            b"Subject : obsolete space before the colon\n\nhi"
+        ));
+        for not in [
+            &b""[..],
+            b"\n\n",
+            b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n",
+            b"Hello Ann,\n\nthanks for your order: it ships today.\n",
+            b": no name\n",
+            b"\x00\x01\x02From: a@b.example\n",
+        ] {
+            assert!(
+                !looks_like_a_message(not),
+                "{:?}",
+                String::from_utf8_lossy(not)
+            );
+        }
+    }
+
+    #[test]
+    fn a_copy_no_mailbox_checked_is_not_called_an_all_clear() {
+        let r = inspect(b"From: Ann <ann@bakery.example>\r\nSubject: hi\r\n\r\nbody\r\n");
+        assert_eq!(r.exit_code, 0, "not checkable does not fail");
+        let text = r.to_text();
+        assert!(text.contains("NOTHING could be checked"), "{text}");
+        assert!(!text.contains("is met"), "{text}");
+        // With results, the usual verdict.
+        assert!(
+            inspect(GMAIL.as_bytes())
+                .to_text()
+                .contains("every rule that can be checked")
+        );
+    }
 
     #[test]
     fn gmail_show_original_passes() {

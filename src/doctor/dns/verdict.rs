@@ -259,7 +259,11 @@ pub fn to_text(title: &str, findings: &[Finding], rows: &[Row]) -> String {
             }
         }
     }
+    let nothing_checked = rows.iter().all(|r| r.status == RowStatus::NotCheckable);
     let verdict = match exit_code_of_rows(rows) {
+        0 if nothing_checked => {
+            "verdict: NOTHING could be checked from here (see above); this is not an all-clear"
+        }
         0 => "verdict: every rule that can be checked from here is met",
         1 => "verdict: a rule is NOT met (see above)",
         _ => {

@@ -123,6 +123,15 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     std::fs::File::open(file)
         .and_then(|f| f.take(MAX_INSPECT).read_to_end(&mut bytes))
         .with_context(|| format!("cannot read {}", file.display()))?;
+    if !doctor::inspect::looks_like_a_message(&bytes) {
+        bail!(
+            "{} is not an email message: it does not start with header fields (From:, \
+             Received:, ...)\n\nSave the copy as the mailbox received it, headers included: in \
+             Gmail, open the message, then More (⋮) → Show original → Download original; in \
+             Outlook or Thunderbird, save it as an .eml file.",
+            file.display()
+        );
+    }
     let report = doctor::inspect::inspect(&bytes);
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
