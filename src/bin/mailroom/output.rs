@@ -11,7 +11,8 @@
 //!
 //! Commands that stream large outputs (`report`, `preview`, `bounces`) write through their own
 //! locked writers and return the error; this module is for the lines the `out!`, `outln!`,
-//! `err!` and `errln!` macros print.
+//! `err!` and `errln!` macros print. It must not end the process (a send goes on recording when
+//! its reader leaves) nor keep a failure to write standard output from the user.
 
 use std::fmt;
 use std::io::{self, Write};
