@@ -224,6 +224,8 @@ broken! {
         => ["campaign.toml:20:", "bounces.return_path", "VERP"];
     zero_connections_are_refused:
         append "[smtp]\nconnections = 0" => ["smtp.connections", "at least 1"];
+    thousands_of_connections_are_refused:
+        append "[smtp]\nconnections = 5000" => ["smtp.connections", "at most 1000", "[[relay]]"];
     zero_messages_per_connection_are_refused:
         append "[smtp]\nmessages_per_connection = 0" => ["smtp.messages_per_connection", "at least 1"];
     password_env_must_name_a_variable:

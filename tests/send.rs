@@ -935,6 +935,22 @@ async fn the_send_command_reports_honestly_and_sets_exit_codes() {
     assert!(stdout.contains("would send 3 messages"), "{stdout}");
     assert!(!root.join("mailroom.db").exists());
     assert_eq!(relay.seen().sessions, 0);
+    // With --limit, what the run would send, not all that is due.
+    let out = run_send(&root, &["--dry-run", "--limit", "2"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("would send 2 messages (--limit 2; 3 are due)"),
+        "{stdout}"
+    );
+    // --limit 0 would send nothing while saying "Nothing is due": refused.
+    let out = run_send(&root, &["--yes", "--limit", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!root.join("mailroom.db").exists());
 
     // All accepted: exit 0, and the wording never claims delivery.
     let out = run_send(&root, &["--yes"]);

@@ -419,12 +419,14 @@ async fn daily_left(reads: &Reads, options: &Options) -> Result<Option<u64>, Err
 }
 
 /// Rows claimed per commit for this run's rate (see [`CLAIM_BLOCK`]): at least one per
-/// connection, so that every worker has a row after each claim.
+/// connection, so that every worker has a row after each claim, even past the usual cap when
+/// the run has more connections than it (several relays add theirs up).
 fn claim_block(options: &Options) -> usize {
     let per_second = pace::interval(&options.rate).map_or(f64::INFINITY, |i| 1.0 / i.as_secs_f64());
     let ahead = (per_second * CLAIM_AHEAD.as_secs_f64()).ceil();
+    let least = options.connections.max(1);
     // `as` saturates: infinity and huge rates become usize::MAX, then the cap.
-    (ahead as usize).clamp(options.connections.max(1), CLAIM_BLOCK)
+    (ahead as usize).clamp(least, CLAIM_BLOCK.max(least))
 }
 
 /// Claims `rows` in one commit and queues the claimed ones for the workers (one permit each,
@@ -492,5 +494,9 @@ mod tests {
         assert_eq!(claim_block(&options(1000.0, 4)), 50);
         assert_eq!(claim_block(&options(1e9, 4)), CLAIM_BLOCK);
         assert_eq!(claim_block(&options(f64::INFINITY, 1)), CLAIM_BLOCK);
+        // More connections than the cap (200 over two relays): one row each, at any rate.
+        assert_eq!(claim_block(&options(10.0, 200)), 200);
+        assert_eq!(claim_block(&options(f64::INFINITY, 200)), 200);
+        assert_eq!(claim_block(&options(1000.0, 0)), 50);
     }
 }

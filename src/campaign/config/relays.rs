@@ -28,6 +28,10 @@ fn relay_only_keys(smtp: &SmtpConfig) -> [(&'static str, bool); 6] {
     ]
 }
 
+/// Most sessions to one relay: each is a worker, a socket and its buffers, and no relay takes
+/// this many from one client anyway.
+const MAX_CONNECTIONS: usize = 1000;
+
 fn problem(key: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Problem {
     (key, message.into(), fix.into())
 }
@@ -39,6 +43,18 @@ pub(super) fn check_smtp(smtp: &SmtpConfig) -> Result<(), Problem> {
             "connections",
             "connections must be at least 1",
             "Set connections = 1 or more.",
+        ));
+    }
+    if smtp.connections > MAX_CONNECTIONS {
+        return Err(problem(
+            "connections",
+            format!(
+                "connections = {} is more than mailroom opens to one relay (at most \
+                 {MAX_CONNECTIONS})",
+                smtp.connections
+            ),
+            "Relays take a few to a few dozen parallel sessions from one client: set \
+             connections = 4 to 50, and add [[relay]] tables to spread the load further.",
         ));
     }
     if smtp.messages_per_connection == 0 {

@@ -36,7 +36,7 @@ pub struct Args {
     /// The campaign folder (or its campaign.toml).
     pub campaign: PathBuf,
     /// Send to at most N recipients in this run.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
     /// Render every due message and show what would be sent; connects to nothing, writes nothing.
     #[arg(long)]
@@ -87,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return test_send::run(&campaign, &args);
     }
     if args.dry_run {
-        return dry_run(&campaign, args.resend_unknown, args.shard);
+        return dry_run(&campaign, args.resend_unknown, args.shard, args.limit);
     }
     let settings = setup::settings(&campaign)?;
     let relays = setup::relays(&campaign)?;
@@ -578,6 +578,7 @@ fn dry_run(
     campaign: &Campaign,
     resend_unknown: bool,
     shard: Option<Shard>,
+    limit: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let path = &campaign.config().store.path;
     // Existing ledger states, read-only: a dry run writes nothing. The ledger applies the same
@@ -624,13 +625,23 @@ fn dry_run(
             }
         };
         due += 1;
-        largest = largest.max(rendered.bytes.len());
-        total_bytes += rendered.bytes.len();
+        // `--limit N` sends the first N due (every due message is still built, to find the
+        // ones that cannot be).
+        if limit.is_none_or(|l| due <= l) {
+            largest = largest.max(rendered.bytes.len());
+            total_bytes += rendered.bytes.len();
+        }
     }
+    let sending = limit.map_or(due, |l| due.min(l));
+    let limited = match limit {
+        Some(l) if due > l => format!(" (--limit {l}; {due} are due)"),
+        _ => String::new(),
+    };
     let smtp = &campaign.config().smtp;
     outln!(
-        "Dry run: would send {due} messages ({} bytes, largest {largest}) to {}:{} ({}) from {}; \
-         {done} recipients are already done or not due. Nothing was sent or written.",
+        "Dry run: would send {sending} messages{limited} ({} bytes, largest {largest}) to {}:{} \
+         ({}) from {}; {done} recipients are already done or not due. Nothing was sent or \
+         written.",
         total_bytes,
         smtp.host,
         smtp.port,
