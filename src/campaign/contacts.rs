@@ -88,6 +88,9 @@ pub struct Contacts<'a> {
     /// report a false duplicate, which is visible in the output and therefore acceptable.
     seen: HashMap<u64, u64>,
     done: bool,
+    /// The field separator, to tell a row swallowed by an open quote from a line break in a
+    /// field.
+    delimiter: u8,
 }
 
 /// The most bytes one contact record (every field of a row together) may take: far beyond any
@@ -389,6 +392,7 @@ impl<'a> Contacts<'a> {
             path,
             seen: HashMap::new(),
             done: false,
+            delimiter,
         })
     }
 
@@ -403,10 +407,40 @@ impl<'a> Contacts<'a> {
             .get(self.header.email)
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
+        // A quote left open swallows the lines after it (up to the file's end, or the next
+        // stray quote) into one field: say which in a refused row, or those contacts vanish
+        // without a word. Told from a line break typed in a field (which the row checks refuse
+        // on their own) by what follows the break: another row, with the separator in it.
+        let rows_inside = |f: &[u8]| {
+            f.split(|&b| b == b'\n')
+                .skip(1)
+                .any(|l| l.contains(&self.delimiter))
+        };
+        let swallowed = match rec.iter().any(rows_inside) {
+            false => String::new(),
+            true => {
+                let mut breaks: u64 = rec
+                    .iter()
+                    .map(|f| f.iter().filter(|&&b| b == b'\n').count() as u64)
+                    .sum();
+                // A quote left open to the end of the file takes its last line break too.
+                if rec.iter().next_back().is_some_and(|f| f.ends_with(b"\n")) {
+                    breaks -= 1;
+                }
+                let lines = match breaks {
+                    1 => format!("line {} was", line + 1),
+                    n => format!("lines {}-{} were", line + 1, line + n),
+                };
+                format!(
+                    "; a quoted field holds line breaks and more rows: if a closing `\"` is \
+                     missing, {lines} read into it and not imported either (close the quote)"
+                )
+            }
+        };
         let invalid = |reason: String| ContactEntry::Invalid {
             line,
             email: raw_email.clone(),
-            reason,
+            reason: format!("{reason}{swallowed}"),
         };
         if rec.len() != self.header.columns.len() {
             return Ok(invalid(format!(
@@ -611,6 +645,36 @@ mod tests {
                 email: "a@example.com".into()
             }
         );
+    }
+
+    #[test]
+    fn a_quote_left_open_names_the_rows_it_swallowed() {
+        let reason = |v: &[ContactEntry]| match &v[0] {
+            ContactEntry::Invalid {
+                line: 2, reason, ..
+            } => reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        // Open to the end of the file: bob and carl are inside Ann's name.
+        let v = verdicts(
+            b"email,name,city\nann@example.com,\"Ann,Oslo\nbob@example.com,Bob,X\ncarl@example.com,Carl,Y\n",
+        );
+        assert_eq!(v.len(), 1);
+        let r = reason(&v);
+        assert!(r.contains("2 fields but the header has 3"), "{r}");
+        assert!(r.contains("lines 3-4 were read into it"), "{r}");
+        // Closed by the next stray quote: one row swallowed, the row after it read again.
+        let v = verdicts(
+            b"email,name,city\nann@example.com,\"Ann,Oslo\nbob@example.com,Bob\",X\ndan@example.com,Dan,Z\n",
+        );
+        let r = reason(&v);
+        assert!(r.contains("line 3 was read into it"), "{r}");
+        assert!(matches!(&v[1], ContactEntry::Valid(c) if c.line == 4));
+        // A line break typed in a field is not a swallowed row.
+        let v = verdicts(b"email,name,city\nann@example.com,\"Ann\r\nBcc: x@example.org\",Oslo\n");
+        let r = reason(&v);
+        assert!(r.contains("line break"), "{r}");
+        assert!(!r.contains("closing"), "{r}");
     }
 
     #[test]
