@@ -687,12 +687,21 @@ fn suppress_commands_add_list_remove_and_import() {
             .output()
             .unwrap()
     };
+    // Nothing to remove from a ledger that is not there: refused, and none is created.
+    let out = run(&["remove", "someone@example.org"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ledger at"));
+    assert!(!db.exists());
     let out = run(&["add", "Someone@Example.ORG", "--reason", "unsubscribe"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A new ledger is said to be new (a mistyped --db must not pass unnoticed), once.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a new one was created"));
+    let out = run(&["add", "someone@example.org"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("a new one was created"));
     let out = run(&["add", "not-an-address"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an e-mail address"));

@@ -69,7 +69,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let entries = mailroom::store::Reader::open(&path)?.suppressions()?;
         return list(&path, &entries, json);
     }
+    // Removing needs the list to exist; adding may start one (a ledger shared by campaigns
+    // can hold suppressions before its first send), but never silently: a mistyped --db
+    // would otherwise take the addresses while the real ledger goes on mailing them.
+    let new_ledger = !path.exists();
+    if new_ledger && matches!(args.command, Command::Remove { .. }) {
+        anyhow::bail!(
+            "no ledger at {}: nothing to remove from\n\nCheck the path: the ledger `mailroom \
+             send` writes is the [store] path of campaign.toml (mailroom.db beside it by \
+             default), or pass --campaign DIR.",
+            path.display()
+        );
+    }
     let mut ledger = mailroom::store::open(&path)?;
+    if new_ledger {
+        errln!(
+            "note: there was no ledger at {}; a new one was created and holds only this \
+             suppression list. If you meant an existing ledger, check the path: `mailroom \
+             send` reads the [store] path of campaign.toml (mailroom.db beside it by default).",
+            path.display()
+        );
+    }
     match args.command {
         Command::List { .. } => Ok(ExitCode::SUCCESS),
         Command::Add { emails, reason } => {
