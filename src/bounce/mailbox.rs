@@ -27,6 +27,12 @@ pub enum Error {
     )]
     NotMaildir { path: PathBuf },
     #[error(
+        "{path} is not an mbox file: {why}\n\nPass an mbox file (each message starts with a \
+         `From ` line), or --maildir DIR for a Maildir. A single message saved as .eml can be \
+         read with `mailroom bounces parse FILE`."
+    )]
+    NotMbox { path: PathBuf, why: &'static str },
+    #[error(
         "{source_name}: skipped, not read: {size} bytes, over the {} MiB cap on one message (no bounce or complaint is that large)",
         MAX_MESSAGE >> 20
     )]
@@ -45,10 +51,6 @@ pub const LINE_PIECE: u64 = 64 << 10;
 /// # Errors
 /// When the folder cannot be listed or has neither `new/` nor `cur/`.
 pub fn maildir_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let read = |path: &Path| Error::Read {
-        path: path.to_owned(),
-        source: io::Error::other("unreadable"),
-    };
     let mut files = Vec::new();
     let mut found = false;
     for sub in ["new", "cur"] {
@@ -77,8 +79,16 @@ pub fn maildir_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         files.extend(names);
     }
     if !found {
+        if !dir.exists() {
+            return Err(Error::Read {
+                path: dir.to_owned(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such folder"),
+            });
+        }
         if !dir.is_dir() {
-            return Err(read(dir));
+            return Err(Error::NotMaildir {
+                path: dir.to_owned(),
+            });
         }
         return Err(Error::NotMaildir {
             path: dir.to_owned(),
@@ -142,11 +152,29 @@ pub struct Mbox<R> {
 /// # Errors
 /// When the file cannot be opened.
 pub fn mbox(path: &Path) -> Result<Mbox<BufReader<fs::File>>, Error> {
-    let file = fs::File::open(path).map_err(|source| Error::Read {
+    let not_mbox = |why| Error::NotMbox {
+        path: path.to_owned(),
+        why,
+    };
+    if path.is_dir() {
+        return Err(not_mbox("it is a folder (for a Maildir, use --maildir)"));
+    }
+    let failed = |source| Error::Read {
         path: path.to_owned(),
         source,
-    })?;
-    Ok(Mbox::new(BufReader::new(file), path))
+    };
+    let mut reader = BufReader::new(fs::File::open(path).map_err(failed)?);
+    // Every message of an mbox starts with a From_ line, the first one too: a file that starts
+    // with anything else (one message saved as .eml, a Maildir file, not mail at all) would
+    // otherwise be read as an empty mailbox, "0 messages", as if there were nothing to import.
+    let head = reader.fill_buf().map_err(failed)?;
+    let first = head.iter().position(|b| !b.is_ascii_whitespace());
+    if let Some(at) = first
+        && !is_from_line(&head[at..])
+    {
+        return Err(not_mbox("it does not start with a `From ` line"));
+    }
+    Ok(Mbox::new(reader, path))
 }
 
 impl<R: BufRead> Mbox<R> {
@@ -354,5 +382,40 @@ From c@d Thu Jan  1 00:00:01 2026\nSubject: two\n\n>>From quoted\nFrom inside bo
             maildir_files(other.path()),
             Err(Error::NotMaildir { .. })
         ));
+        // A file is not a Maildir; a path that is not there says so.
+        assert!(matches!(
+            maildir_files(&dir.path().join("new/2")),
+            Err(Error::NotMaildir { .. })
+        ));
+        let gone = maildir_files(&dir.path().join("nowhere")).unwrap_err();
+        assert!(
+            matches!(&gone, Error::Read { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{gone:?}"
+        );
+    }
+
+    #[test]
+    fn only_a_file_that_starts_with_a_from_line_is_read_as_an_mbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            path
+        };
+        // One message saved as .eml: not "0 messages read".
+        let eml = file(
+            "one.eml",
+            b"From: MAILER-DAEMON@mx.example\nSubject: x\n\nbody\n",
+        );
+        assert!(matches!(mbox(&eml), Err(Error::NotMbox { .. })));
+        assert!(matches!(mbox(dir.path()), Err(Error::NotMbox { .. })));
+        // Blank lines before the first From_ line, and an empty file, are mailboxes.
+        let ok = file(
+            "ok.mbox",
+            b"\n\nFrom a@b Mon Jan  1 00:00:00 2026\nA: 1\n\nx\n",
+        );
+        assert_eq!(mbox(&ok).unwrap().count(), 1);
+        let empty = file("empty.mbox", b"");
+        assert_eq!(mbox(&empty).unwrap().count(), 0);
     }
 }
