@@ -1090,8 +1090,9 @@ fn values_in_markdown_campaigns_stay_text() {
 #[test]
 fn checking_a_row_builds_its_headers_and_renders_bodies_only_when_asked_or_when_they_vary() {
     let f = Fixture::base();
-    // A body that fails for every row: it calls a helper that does not exist.
-    f.write("body.txt.hbs", "Hi {{first_name}} {{shout ref}}\n");
+    // A body that fails for every row: `default` is called without its fallback (a helper
+    // that does not exist is refused when the campaign loads).
+    f.write("body.txt.hbs", "Hi {{first_name}} {{default ref}}\n");
     let c = Campaign::load(f.path()).unwrap();
     assert!(!c.bodies_vary_by_row());
     let row = first_valid(&c);

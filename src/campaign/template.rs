@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use handlebars::template::{Parameter, TemplateElement};
+use handlebars::template::{HelperTemplate, Parameter, TemplateElement};
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, JsonRender, RenderContext, RenderError,
     RenderErrorReason, ScopedJson, Template, TemplateError,
@@ -331,6 +331,7 @@ impl Templates {
             .map_err(|e| syntax_error(source, &e))?;
         }
         self.check_nesting(name, source)?;
+        self.check_helpers(name, source)?;
         self.varies
             .insert(source.name.clone(), source_varies_by_row(text));
         Ok(())
@@ -350,6 +351,32 @@ impl Templates {
             .position(|e| element_deeper_than(e, MAX_NESTING))
         {
             Some(i) => Err(too_deep(source, t.mapping.get(i).map(|m| (m.0, m.1)))),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a call of a helper that does not exist (`{{shout name}}`): Handlebars compiles
+    /// it and fails only when rendering, so every contact would be refused for what is a
+    /// mistake in the template.
+    fn check_helpers(&self, name: &str, source: &Source) -> Result<(), Error> {
+        let Some(t) = self.plain.get_template(name) else {
+            return Ok(());
+        };
+        let mut calls = Vec::new();
+        helper_calls(t, None, &mut calls);
+        match calls
+            .into_iter()
+            .find(|(h, _)| !HELPERS.contains(&h.as_str()))
+        {
+            Some((helper, pos)) => Err(template_error(
+                source,
+                pos,
+                format!(
+                    "`{helper}` is not a helper (the helpers are {}); a field is written \
+                     without arguments, as {{{{{helper}}}}}",
+                    HELPERS.join(", ")
+                ),
+            )),
             None => Ok(()),
         }
     }
@@ -729,6 +756,65 @@ fn param_root(p: &Parameter) -> Option<String> {
     }
 }
 
+/// Every helper a template may call: Handlebars' own and mailroom's (registered in
+/// [`registry`]).
+const HELPERS: &[&str] = &[
+    "upper", "lower", "default", "if", "unless", "each", "with", "lookup", "raw", "log", "eq",
+    "ne", "gt", "gte", "lt", "lte", "and", "or", "not", "len",
+];
+
+/// The helpers `t` calls (an expression with arguments, a block with arguments, or a
+/// subexpression), with the position of each, everywhere in it (inside blocks and partial
+/// blocks too).
+fn helper_calls(
+    t: &Template,
+    at: Option<(usize, usize)>,
+    out: &mut Vec<(String, Option<(usize, usize)>)>,
+) {
+    fn name_of(p: &Parameter) -> Option<String> {
+        match p {
+            Parameter::Name(n) => Some(n.clone()),
+            Parameter::Path(p) => Some(path_raw(p).to_owned()),
+            _ => None,
+        }
+    }
+    fn call(
+        h: &HelperTemplate,
+        at: Option<(usize, usize)>,
+        out: &mut Vec<(String, Option<(usize, usize)>)>,
+    ) {
+        if !h.params.is_empty() || !h.hash.is_empty() {
+            out.extend(name_of(&h.name).map(|n| (n, at)));
+        }
+        for p in h.params.iter().chain(h.hash.values()) {
+            if let Parameter::Subexpression(sub) = p
+                && let TemplateElement::Expression(inner) = sub.element.as_ref()
+            {
+                out.extend(name_of(&inner.name).map(|n| (n, at)));
+                call(inner, at, out);
+            }
+        }
+    }
+    for (i, el) in t.elements.iter().enumerate() {
+        let at = t.mapping.get(i).map(|m| (m.0, m.1)).or(at);
+        match el {
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => call(h, at, out),
+            TemplateElement::HelperBlock(h) => {
+                call(h, at, out);
+                for sub in [&h.template, &h.inverse].into_iter().flatten() {
+                    helper_calls(sub, at, out);
+                }
+            }
+            TemplateElement::PartialBlock(d) | TemplateElement::DecoratorBlock(d) => {
+                if let Some(sub) = &d.template {
+                    helper_calls(sub, at, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 const CONDITIONAL_HELPERS: &[&str] = &["if", "unless", "default"];
 const CONTEXT_HELPERS: &[&str] = &["each", "with"];
 
@@ -849,6 +935,61 @@ mod tests {
         ] {
             assert_eq!(source_varies_by_row(text), varies, "{text}");
         }
+    }
+
+    #[test]
+    fn a_call_of_a_helper_that_does_not_exist_is_refused_where_it_is() {
+        let add = |t: &mut Templates, text: &str| {
+            let source = Source {
+                name: "body.txt.hbs".into(),
+                file: PathBuf::from("body.txt.hbs"),
+                line: None,
+            };
+            t.add(source, text)
+        };
+        for (text, at) in [
+            ("Hi {{shout name}}", "1:4"),
+            ("Hi\n {{upper (shout name)}}", "2:2"),
+            (
+                "{{#each items}}\n{{#if x}}{{nope a}}{{/if}}{{/each}}",
+                "2:10",
+            ),
+            ("{{default (shout a) fallback=(nope b)}}", "1:1"),
+        ] {
+            let e = add(&mut Templates::new(), text).unwrap_err().to_string();
+            assert!(e.contains(&format!("body.txt.hbs:{at}:")), "{text}: {e}");
+            assert!(e.contains("is not a helper"), "{text}: {e}");
+        }
+        // In a partial: named by the partial's file.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("foot.hbs"), "bye {{shout name}}").unwrap();
+        let e = Templates::new()
+            .add_partials(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("foot.hbs:1:5:") && e.contains("`shout`"), "{e}");
+        // Fields, the known helpers, and fields named like helpers are fine.
+        let mut t = Templates::new();
+        add(&mut t, "{{name}} {{upper name}} {{default city \"x\"}} {{#each items}}{{this}}{{/each}} {{len}}")
+            .unwrap();
+    }
+
+    #[test]
+    fn every_helper_a_template_may_call_is_registered() {
+        let r = registry(Escape::None);
+        for helper in HELPERS {
+            let e = r.render_template(&format!("{{{{{helper} 1}}}}"), &json!({}));
+            let not_found = matches!(
+                &e,
+                Err(e) if matches!(e.reason(), handlebars::RenderErrorReason::HelperNotFound(_))
+            );
+            assert!(!not_found, "{helper}: {e:?}");
+        }
+        let e = r.render_template("{{shout 1}}", &json!({}));
+        assert!(
+            matches!(&e, Err(e) if matches!(e.reason(), handlebars::RenderErrorReason::HelperNotFound(_))),
+            "the check itself: {e:?}"
+        );
     }
 
     #[test]
