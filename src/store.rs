@@ -505,6 +505,12 @@ fn identify(conn: &Connection, path: &Path, access: Access) -> Result<(), Error>
 /// read-only and SQLite cannot use the WAL's shared-memory file (read-only media). Never
 /// migrates, never writes.
 fn open_read_only(path: &Path) -> Result<Connection, Error> {
+    if path.is_dir() {
+        return Err(Error::NotALedger {
+            path: path.to_owned(),
+            why: "it is a folder".into(),
+        });
+    }
     if !path.is_file() {
         return Err(Error::Missing {
             path: path.to_owned(),
@@ -695,6 +701,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.db");
         assert!(matches!(Reader::open(&missing), Err(Error::Missing { .. })));
+        // A folder is not "not sent yet".
+        assert!(matches!(
+            Reader::open(dir.path()),
+            Err(Error::NotALedger { why, .. }) if why == "it is a folder"
+        ));
         assert!(!missing.exists());
 
         let empty = dir.path().join("empty.db");
