@@ -312,6 +312,14 @@ pub(crate) fn read_header(
 /// one column holding another separator, the likely column when one is named like an address
 /// (Mailchimp's `Email Address`), else the general advice.
 fn no_email_column_fix(columns: &[String], email_column: &str, delimiter: u8) -> String {
+    // UTF-16 without a byte order mark reads as letters with NUL bytes between them.
+    if columns.iter().any(|c| c.contains('\0')) {
+        return "The header has NUL bytes between its letters: the file is probably UTF-16 \
+                without a byte order mark. Set encoding = \"utf-16\" in [contacts] of \
+                campaign.toml (\"utf-16be\" if the names still do not read), or re-save the \
+                file as UTF-8 (\"CSV UTF-8\" in Excel)."
+            .to_owned();
+    }
     if let [only] = columns
         && let Some(sep) = [';', ',', '\t', '|']
             .into_iter()
@@ -683,6 +691,15 @@ mod tests {
         f.write_all(b"mail,name\n").unwrap();
         let e = read_header(f.path(), b',', EMAIL, None).unwrap_err();
         assert!(e.to_string().contains("no column `email`"), "{e}");
+        // UTF-16 (little-endian) without a byte order mark: the encoding is the fix.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let utf16: Vec<u8> = "email,name\na@example.com,A\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        f.write_all(&utf16).unwrap();
+        let e = read_header(f.path(), b',', EMAIL, None).unwrap_err();
+        assert!(e.to_string().contains("encoding = \"utf-16\""), "{e}");
         let empty = tempfile::NamedTempFile::new().unwrap();
         let e = read_header(empty.path(), b',', EMAIL, None).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
