@@ -101,9 +101,8 @@ pub(super) fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error 
         .or_else(|| span.as_ref().and_then(|s| section_at(text, s.start)))
         .unwrap_or_else(|| "the top level".to_owned());
     // A value of the wrong type: say which key, not only where.
-    if (message.starts_with("invalid type") || message.starts_with("invalid value"))
-        && let Some(key) = span.as_ref().and_then(|s| key_at(text, s.start))
-    {
+    let wrong_value = message.starts_with("invalid type") || message.starts_with("invalid value");
+    if wrong_value && let Some(key) = span.as_ref().and_then(|s| key_at(text, s.start)) {
         message = format!("`{key}`: {message}");
     }
     let fix = if message.starts_with("unknown field `password`") {
@@ -120,6 +119,14 @@ pub(super) fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error 
         )
     } else if message.starts_with("missing field") {
         format!("Add the missing key to {section} (see docs/campaign-toml.md).")
+    } else if wrong_value
+        || message.contains(": invalid type")
+        || message.contains(": invalid value")
+    {
+        // The syntax is fine there; the value is not what the key takes.
+        "Give this key a value of the kind it takes (named above; every key and its values are \
+         in docs/campaign-toml.md)."
+            .to_owned()
     } else {
         "Fix the TOML syntax at that position (see docs/campaign-toml.md).".to_owned()
     };
