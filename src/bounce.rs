@@ -25,7 +25,7 @@ pub mod imap;
 pub mod import;
 mod keywords;
 pub mod mailbox;
-mod mime;
+pub(crate) mod mime;
 pub mod reason;
 mod rhost;
 mod ses;

@@ -545,7 +545,9 @@ pub(crate) fn header_block(bytes: &[u8]) -> Vec<Field> {
     out
 }
 
-fn is_field_name(name: &str) -> bool {
+/// An RFC 5322 field name: printable ASCII but `:`, at least one (shared with `doctor
+/// --inspect`, which tells a message from any other file by its first field).
+pub(crate) fn is_field_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 

@@ -212,8 +212,8 @@ pub fn looks_like_a_message(bytes: &[u8]) -> bool {
         return false;
     };
     // Some writers put spaces before the colon (obsolete syntax, RFC 5322 §4.5).
-    let name = first[..colon].trim_ascii_end();
-    !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))
+    std::str::from_utf8(first[..colon].trim_ascii_end())
+        .is_ok_and(crate::bounce::mime::is_field_name)
 }
 
 /// Reads `bytes` (a whole message, or only its header section) and builds the report.
