@@ -415,40 +415,13 @@ impl<'a> Contacts<'a> {
             .get(self.header.email)
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
-        // A quote left open swallows the lines after it (up to the file's end, or the next
-        // stray quote) into one field: say which in a refused row, or those contacts vanish
-        // without a word. Told from a line break typed in a field (which the row checks refuse
-        // on their own) by what follows the break: another row, with the separator in it.
-        let rows_inside = |f: &[u8]| {
-            f.split(|&b| b == b'\n')
-                .skip(1)
-                .any(|l| l.contains(&self.delimiter))
-        };
-        let swallowed = match rec.iter().any(rows_inside) {
-            false => String::new(),
-            true => {
-                let mut breaks: u64 = rec
-                    .iter()
-                    .map(|f| f.iter().filter(|&&b| b == b'\n').count() as u64)
-                    .sum();
-                // A quote left open to the end of the file takes its last line break too.
-                if rec.iter().next_back().is_some_and(|f| f.ends_with(b"\n")) {
-                    breaks -= 1;
-                }
-                let lines = match breaks {
-                    1 => format!("line {} was", line + 1),
-                    n => format!("lines {}-{} were", line + 1, line + n),
-                };
-                format!(
-                    "; a quoted field holds line breaks and more rows: if a closing `\"` is \
-                     missing, {lines} read into it and not imported either (close the quote)"
-                )
-            }
-        };
+        // Only a refused row is looked at for rows its quoted field swallowed (a valid row
+        // with a line break in a field is common and costs nothing here).
+        let delimiter = self.delimiter;
         let invalid = |reason: String| ContactEntry::Invalid {
             line,
             email: raw_email.clone(),
-            reason: format!("{reason}{swallowed}"),
+            reason: format!("{reason}{}", swallowed_rows(rec, line, delimiter)),
         };
         if rec.len() != self.header.columns.len() {
             return Ok(invalid(format!(
@@ -545,6 +518,38 @@ impl Iterator for Contacts<'_> {
             }
         }
     }
+}
+
+/// For a refused row: the rows its quoted field swallowed, as a note to append to its reason
+/// (empty when there are none). A quote left open swallows the lines after it (up to the
+/// file's end, or the next stray quote) into one field, and those contacts would vanish
+/// without a word. It is told from a line break typed in a field (which the row checks refuse
+/// on their own) by what follows the break: another row, with the separator in it.
+fn swallowed_rows(rec: &csv::ByteRecord, line: u64, delimiter: u8) -> String {
+    let rows_inside = |f: &[u8]| {
+        f.split(|&b| b == b'\n')
+            .skip(1)
+            .any(|l| l.contains(&delimiter))
+    };
+    if !rec.iter().any(rows_inside) {
+        return String::new();
+    }
+    let mut breaks: u64 = rec
+        .iter()
+        .map(|f| f.iter().filter(|&&b| b == b'\n').count() as u64)
+        .sum();
+    // A quote left open to the end of the file takes its last line break too.
+    if rec.iter().next_back().is_some_and(|f| f.ends_with(b"\n")) {
+        breaks -= 1;
+    }
+    let lines = match breaks {
+        1 => format!("line {} was", line + 1),
+        n => format!("lines {}-{} were", line + 1, line + n),
+    };
+    format!(
+        "; a quoted field holds line breaks and more rows: if a closing `\"` is missing, \
+         {lines} read into it and not imported either (close the quote)"
+    )
 }
 
 /// Column names for a message: all of them up to a screenful, else the first ones and a count.
