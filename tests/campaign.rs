@@ -182,10 +182,10 @@ broken! {
         => ["contacts.csv:1:", "the file is not UTF-8: byte 0xE9", "encoding = \"windows-1252\""];
     template_syntax_error_points_into_the_template:
         |f| { f.write("body.txt.hbs", "Hello {{first_name}},\n\n{{#if ref}}unclosed\n"); }
-        => ["body.txt.hbs:", "template `body.txt.hbs` does not compile"];
+        => ["body.txt.hbs:3:1:", "template `body.txt.hbs` does not compile", "`{{#if}}` is never closed", "{{/if}}"];
     subject_syntax_error_points_at_its_toml_line:
         |f| { f.edit_toml("{{first_name}}!", "{{first_name!"); }
-        => ["campaign.toml:5", "template `campaign.subject` does not compile"];
+        => ["campaign.toml:5", "template `campaign.subject` does not compile", "never closed by `}}`"];
     missing_partial_names_template_and_partial:
         |f| { f.remove("partials/footer.hbs"); }
         => ["body.txt.hbs:3", "template `body.txt.hbs`", "partial `footer`", "partials/footer.hbs"];
