@@ -27,6 +27,7 @@ use lettre::message::Mailbox;
 use lettre::message::header::HeaderName;
 
 pub use attach::{AttachmentFile, MAX_ATTACHMENT};
+pub use charset::utf8_text;
 pub use config::{
     BouncesSection, CampaignSection, Config, ContactsSection, DkimSection, DnsSection,
     GuardSection, ProvidersSection, RateConfig, RetryConfig, ScheduleSection, Security,
@@ -55,6 +56,12 @@ pub enum Error {
         path.display(), path.display()
     )]
     NoConfig { path: PathBuf },
+    #[error(
+        "{}: {what}, not a campaign.toml\n\nPass the campaign's folder (the one holding \
+         campaign.toml), or its campaign.toml.",
+        path.display()
+    )]
+    NotConfig { path: PathBuf, what: &'static str },
     #[error("{}{}: {message}\n\n{fix}", path.display(), loc(*line, *column))]
     Toml {
         path: PathBuf,
@@ -139,12 +146,28 @@ fn loc(line: Option<u64>, column: Option<u64>) -> String {
     s
 }
 
+/// What the file at `path` is when its name says it is not a TOML file: the campaign's other
+/// files (a contacts file, a template) are the usual mistake, and parsed as TOML they gave an
+/// error about TOML syntax at their first line. `None` for `.toml` and for a name without an
+/// extension, which may hold TOML.
+fn not_toml(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "toml" => return None,
+        "csv" | "tsv" | "txt" | "xlsx" | "xls" => "this looks like a contacts file",
+        "hbs" | "handlebars" | "html" | "htm" | "md" => "this looks like a template",
+        "db" | "sqlite" => "this looks like a ledger",
+        _ => "this is not a .toml file",
+    })
+}
+
 impl Error {
     /// The file the error is about.
     pub fn file(&self) -> &Path {
         match self {
             Error::Read { path, .. }
             | Error::NoConfig { path }
+            | Error::NotConfig { path, .. }
             | Error::Toml { path, .. }
             | Error::Config { path, .. }
             | Error::Csv { path, .. }
@@ -159,7 +182,10 @@ impl Error {
     /// The 1-based line in [`Error::file`], where known.
     pub fn line(&self) -> Option<u64> {
         match self {
-            Error::Read { .. } | Error::NoConfig { .. } | Error::Dkim { .. } => None,
+            Error::Read { .. }
+            | Error::NoConfig { .. }
+            | Error::NotConfig { .. }
+            | Error::Dkim { .. } => None,
             Error::Toml { line, .. }
             | Error::Config { line, .. }
             | Error::Csv { line, .. }
@@ -412,6 +438,12 @@ impl Campaign {
             }
             p
         } else {
+            if let Some(what) = not_toml(path) {
+                return Err(Error::NotConfig {
+                    path: path.to_owned(),
+                    what,
+                });
+            }
             path.to_owned()
         };
         let config_path = std::path::absolute(&config_path).unwrap_or(config_path);

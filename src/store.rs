@@ -152,6 +152,14 @@ pub enum Error {
          campaign.toml (mailroom.db by default), or the path set in [store] path."
     )]
     NotALedger { path: PathBuf, why: String },
+    #[error(
+        "ledger {path} is damaged: SQLite finds part of it corrupt (a disk or file system \
+         fault, or a copy taken while a send wrote it), so mailroom neither reads nor writes \
+         it\n\nKeep a copy of it (with its -wal file, if there is one) and put back the latest \
+         backup of the ledger; `mailroom report --db BACKUP` shows what it holds. Do not start \
+         this campaign over with a new ledger: it would mail every recipient again."
+    )]
+    Corrupt { path: PathBuf },
     #[error("ledger {path}")]
     Sqlite {
         path: PathBuf,
@@ -212,9 +220,34 @@ sql_id!(CampaignId, RunId, RecipientId, RelayId);
 
 /// Maps SQLite errors of the ledger at `path` into [`Error::Sqlite`].
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |source| Error::Sqlite {
-        path: path.to_owned(),
-        source,
+    move |source| {
+        damaged(path, &source).unwrap_or_else(|| Error::Sqlite {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// [`Error::Corrupt`] when `source` is SQLite finding the file corrupt: its own words ("database
+/// disk image is malformed") say neither which file nor what to do.
+fn damaged(path: &Path, source: &rusqlite::Error) -> Option<Error> {
+    match source {
+        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DatabaseCorrupt => {
+            Some(Error::Corrupt {
+                path: path.to_owned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// [`Error::Open`], or [`Error::Corrupt`].
+fn cannot_open(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| {
+        damaged(path, &source).unwrap_or_else(|| Error::Open {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 
@@ -233,10 +266,7 @@ impl Ledger {
     /// mailroom, or a migration fails.
     pub fn open(path: &Path) -> Result<Ledger, Error> {
         let fail = sqlite(path);
-        let mut conn = Connection::open(path).map_err(|source| Error::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut conn = Connection::open(path).map_err(cannot_open(path))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(&fail)?;
         // Before anything writes: a foreign database must come out of this untouched.
         identify(&conn, path, Access::Write)?;
@@ -342,10 +372,7 @@ impl Ledger {
         I: IntoIterator<Item = Result<NewRecipient, E>>,
     {
         ledger::import(&mut self.conn, campaign, rows).map_err(|e| match e {
-            ledger::ImportError::Sqlite(source) => ImportError::Store(Error::Sqlite {
-                path: self.path.clone(),
-                source,
-            }),
+            ledger::ImportError::Sqlite(source) => ImportError::Store(sqlite(&self.path)(source)),
             ledger::ImportError::Source(e) => ImportError::Source(e),
         })
     }
@@ -436,6 +463,9 @@ enum Access {
 }
 
 /// Refuses a file that is not a mailroom ledger, and (for reading) one that needs an upgrade.
+/// Why a database without a table is not a ledger (it becomes one when opened for writing).
+const EMPTY_DATABASE: &str = "an empty database";
+
 fn identify(conn: &Connection, path: &Path, access: Access) -> Result<(), Error> {
     let fail = sqlite(path);
     let not_ours = |why: &str| Error::NotALedger {
@@ -481,7 +511,7 @@ fn identify(conn: &Connection, path: &Path, access: Access) -> Result<(), Error>
         return Err(not_ours(if any_table {
             "an SQLite database with other tables"
         } else {
-            "an empty database"
+            EMPTY_DATABASE
         }));
     }
     if version > known as i64 {
@@ -545,10 +575,7 @@ fn open_read_only(path: &Path) -> Result<Connection, Error> {
                     | rusqlite::ErrorCode::SystemIoFailure
             ) =>
         {
-            open(true).map_err(|source| Error::Open {
-                path: path.to_owned(),
-                source,
-            })?
+            open(true).map_err(cannot_open(path))?
         }
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::NotADatabase =>
@@ -558,12 +585,7 @@ fn open_read_only(path: &Path) -> Result<Connection, Error> {
                 why: "not an SQLite database".into(),
             });
         }
-        Err(source) => {
-            return Err(Error::Open {
-                path: path.to_owned(),
-                source,
-            });
-        }
+        Err(source) => return Err(cannot_open(path)(source)),
     };
     identify(&conn, path, Access::Read)?;
     Ok(conn)
@@ -694,6 +716,60 @@ mod tests {
             .query_row("SELECT count(*) FROM campaigns", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1, "reopening must not re-run migrations");
+    }
+
+    #[test]
+    fn a_damaged_ledger_is_named_as_such_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let ledger = open(&path).unwrap();
+        let campaign = ledger.ensure_campaign("c").unwrap();
+        let conn = &ledger.conn;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        for i in 0..2_000 {
+            conn.execute(
+                "INSERT INTO recipients (campaign_id, email, line, token, fields) \
+                 VALUES (?1, ?2, ?3, ?4, '{}')",
+                rusqlite::params![
+                    campaign,
+                    format!("r{i}@example.com"),
+                    i + 2,
+                    format!("t{i}")
+                ],
+            )
+            .unwrap();
+        }
+        drop(ledger);
+        // Every page but the first (the header and the start of the schema) overwritten, as a
+        // disk fault would leave them.
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 8 * 4096, "{}", bytes.len());
+        for page in bytes.chunks_mut(4096).skip(1) {
+            page[..64].fill(0xA5);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let said = |e: Error| {
+            let text = e.to_string();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+            assert!(
+                text.contains("is damaged") && text.contains("latest backup"),
+                "{text}"
+            );
+            assert!(text.contains("would mail every recipient again"), "{text}");
+        };
+        said(
+            Reader::open(&path)
+                .and_then(|r| r.suppressions())
+                .err()
+                .unwrap(),
+        );
+        said(Ledger::open(&path).err().unwrap());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "nothing written to it"
+        );
     }
 
     #[test]

@@ -608,6 +608,35 @@ fn bounces_parse_text_table_and_unreadable_file() {
 }
 
 #[test]
+fn bounces_parse_says_when_a_folder_holds_no_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("saved");
+    let maildir = dir.path().join("Maildir");
+    std::fs::create_dir(&plain).unwrap();
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let out = mailroom()
+        .args(["bounces", "parse"])
+        .arg(&plain)
+        .arg(&maildir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "an empty folder is no error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("saved: no messages in this folder\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "Maildir: no messages in this folder (a Maildir whose new/ and cur/ are empty)"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bounces_import_command_reads_a_maildir_twice_without_changes() {
     let dir = tempfile::tempdir().unwrap();
     let (campaign, db) = campaign_with_ledger(dir.path());
@@ -729,6 +758,28 @@ fn suppress_commands_add_list_remove_and_import() {
             .status
             .success()
     );
+    // Excel's "CSV UTF-8" starts with a byte order mark: the `email` header is still found.
+    let excel = dir.path().join("excel.csv");
+    std::fs::write(&excel, b"\xEF\xBB\xBFEmail,Name\nc@example.com,C\n").unwrap();
+    let out = run(&["import", excel.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 added, 0 already suppressed, 0 invalid"),
+        "{stdout}"
+    );
+    // A file in another encoding is refused whole, with where and how to convert it.
+    let latin1 = dir.path().join("latin 1.txt");
+    std::fs::write(&latin1, b"d@example.com\n# Ren\xE9\ne@example.com\n").unwrap();
+    let out = run(&["import", latin1.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for said in [
+        "latin 1.txt: it is not UTF-8: byte 0xE9 (\"é\" in windows-1252) on line 2, column 6",
+        "iconv -f windows-1252 -t utf-8 'latin 1.txt' > 'latin 1.txt'.utf8",
+    ] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
 
     let out = run(&["list", "--json"]);
     assert!(out.status.success());
@@ -756,7 +807,8 @@ fn suppress_commands_add_list_remove_and_import() {
     assert_eq!(got["a@example.com"].0, "manual");
     assert!(got["a@example.com"].1.starts_with("file:"));
     assert_eq!(got["b@example.com"].0, "hard_bounce");
-    assert_eq!(got.len(), 3);
+    assert_eq!(got["c@example.com"].0, "manual");
+    assert_eq!(got.len(), 4, "nothing of the refused file: {got:?}");
 
     assert!(run(&["remove", "Someone@EXAMPLE.org"]).status.success());
     assert_eq!(

@@ -180,6 +180,9 @@ broken! {
     a_header_row_that_is_not_utf8_is_fatal:
         |f| { f.csv(b"email,n\xe9me\nann@example.com,Ann\n".as_slice()); }
         => ["contacts.csv:1:", "the file is not UTF-8: byte 0xE9", "encoding = \"windows-1252\""];
+    a_template_that_is_not_utf8_is_named_with_line_column_and_fix:
+        |f| { f.write("body.txt.hbs", b"Hello {{first_name}},\n\nCaf\xE9\n".as_slice()); }
+        => ["body.txt.hbs: it is not UTF-8: byte 0xE9", "on line 3, column 4", "iconv -f windows-1252"];
     template_syntax_error_points_into_the_template:
         |f| { f.write("body.txt.hbs", "Hello {{first_name}},\n\n{{#if ref}}unclosed\n"); }
         => ["body.txt.hbs:3:1:", "template `body.txt.hbs` does not compile", "`{{#if}}` is never closed", "{{/if}}"];
@@ -1088,11 +1091,39 @@ fn values_in_markdown_campaigns_stay_text() {
 }
 
 #[test]
+fn a_campaign_file_that_is_not_toml_is_refused_by_what_it_looks_like() {
+    let f = Fixture::base();
+    for (file, what) in [
+        ("contacts.csv", "this looks like a contacts file"),
+        ("body.txt.hbs", "this looks like a template"),
+        ("mailroom.db", "this looks like a ledger"),
+    ] {
+        let e = Campaign::load(&f.path().join(file))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{file}: {what}, not a campaign.toml")),
+            "{e}"
+        );
+        assert!(e.contains("Pass the campaign's folder"), "{e}");
+        assert!(!e.contains("TOML syntax"), "{e}");
+    }
+    // Any name ending in .toml, or without an extension, is read as the campaign's TOML.
+    std::fs::copy(f.path().join("campaign.toml"), f.path().join("spring.TOML")).unwrap();
+    std::fs::copy(f.path().join("campaign.toml"), f.path().join("campaign")).unwrap();
+    Campaign::load(&f.path().join("spring.TOML")).unwrap();
+    Campaign::load(&f.path().join("campaign")).unwrap();
+}
+
+#[test]
 fn checking_a_row_builds_its_headers_and_renders_bodies_only_when_asked_or_when_they_vary() {
     let f = Fixture::base();
-    // A body that fails for every row: `default` is called without its fallback (a helper
-    // that does not exist is refused when the campaign loads).
-    f.write("body.txt.hbs", "Hi {{first_name}} {{default ref}}\n");
+    // A body that fails for every row: `each` over a text (a helper that does not exist, or
+    // one given too few arguments, is refused when the campaign loads).
+    f.write(
+        "body.txt.hbs",
+        "Hi {{first_name}} {{#each ref}}x{{/each}}\n",
+    );
     let c = Campaign::load(f.path()).unwrap();
     assert!(!c.bodies_vary_by_row());
     let row = first_valid(&c);

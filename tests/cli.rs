@@ -490,6 +490,32 @@ async fn send_aborted_by_a_relay_without_starttls() {
     insta::assert_snapshot!(text.replace(&relay.port().to_string(), "[PORT]"));
 }
 
+/// A ledger file that exists but holds nothing (`touch`, or a crash while a first send created
+/// it) is no ledger yet: `send` makes it one, where it used to refuse it as "not a mailroom
+/// ledger" and leave the user to guess whether deleting it was safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_makes_an_empty_ledger_file_its_ledger() {
+    let relay = Relay::plain("").await;
+    let dir = relay.dir.path();
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"",
+        relay.port()
+    );
+    campaign(dir, &smtp);
+    let db = dir.join("c/mailroom.db");
+    std::fs::write(&db, b"").unwrap();
+    for args in [&["send", "c", "--dry-run"][..], &["send", "c", "--yes"]] {
+        let out = mailroom(dir, args, &[]);
+        let text = transcript(dir, args, &out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(!text.contains("not a mailroom ledger"), "{text}");
+    }
+    let report = mailroom(dir, &["report", "c", "--format", "json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(json["totals"]["accepted"], 1, "{json}");
+    assert!(relay.transcript_has("RCPT TO:<A@EXAMPLE.TEST>"));
+}
+
 #[test]
 fn check_lists_every_problem_row_with_its_line() {
     let f = common::fixture::Fixture::base();

@@ -113,10 +113,12 @@ pub fn import_file(
     source: &str,
 ) -> Result<FileSummary, Error> {
     check_reason(reason)?;
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+    let read = |source| Error::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let text = crate::campaign::utf8_text(path, std::fs::read(path).map_err(read)?)
+        .map_err(|why| read(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))?;
     let mut lines = Vec::new();
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let header: Vec<String> = first

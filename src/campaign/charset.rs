@@ -13,6 +13,11 @@
 //! - `encoding = "utf-16"` (or BE/LE) decodes strictly: a malformed sequence is an error with its
 //!   offset, never a replacement character.
 //!
+//!
+//! It also owns [`utf8_text`], the check of the other text files a user writes (templates,
+//! campaign.toml, seed and suppression lists): UTF-8 only, a byte order mark dropped, a wrong
+//! byte named by line and column with how to convert the file.
+//!
 //! No I/O beyond reading the contacts file; nothing here knows CSV.
 
 use std::fmt;
@@ -211,6 +216,73 @@ fn not_utf8(path: &Path, byte: u8, offset: u64, line: u64) -> Error {
     }
 }
 
+/// A text file's bytes as text: UTF-8, without the byte order mark some Windows editors and
+/// Excel's "CSV UTF-8" put first (it would otherwise reach a message as an invisible character,
+/// or hide the `email` header of a list). Else why not, said after the file's name, with the
+/// line and column of the first wrong byte and how to convert the file.
+///
+/// # Errors
+/// The reason, when the bytes are not UTF-8.
+pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, String> {
+    let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
+    let e = match String::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(e) => e,
+    };
+    let bytes = e.as_bytes();
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return Err(
+            "it is UTF-16 (it starts with a UTF-16 byte order mark), and mailroom reads \
+                    this file as UTF-8: save it as UTF-8 (in Notepad: Save as, Encoding \
+                    UTF-8)"
+                .into(),
+        );
+    }
+    let at = e.utf8_error().valid_up_to();
+    let byte = bytes[at];
+    let before = &bytes[..at];
+    let line = newlines(before) + 1;
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    // Valid UTF-8 up to `at`, so the column counts characters.
+    let column = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    let one = [byte];
+    let (as_1252, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(&one);
+    let seen = as_1252
+        .chars()
+        .next()
+        .filter(|c| !c.is_control())
+        .map_or_else(String::new, |c| format!(" (\"{c}\" in windows-1252)"));
+    let name = path
+        .file_name()
+        .map_or_else(|| "FILE".to_owned(), |n| shell_word(&n.to_string_lossy()));
+    Err(format!(
+        "it is not UTF-8: byte 0x{byte:02X}{seen} on line {line}, column {column} is not part \
+         of any UTF-8 character, so the file is in another encoding. Save it as UTF-8, or \
+         convert it (with the file's real encoding if it is not windows-1252): \
+         iconv -f windows-1252 -t utf-8 {name} > {name}.utf8 && mv {name}.utf8 {name}"
+    ))
+}
+
+/// `name` as one word of a shell command, to paste: as it is when plain, else single-quoted;
+/// control characters escaped (see [`crate::display`]).
+fn shell_word(name: &str) -> String {
+    let name = crate::display::text(name);
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+@%/".contains(c))
+    {
+        return name.into_owned();
+    }
+    format!("'{}'", name.replace('\'', "'\\''"))
+}
+
 /// A sequence the declared encoding cannot decode.
 #[derive(Debug)]
 pub(crate) struct Malformed {
@@ -357,6 +429,36 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         f
+    }
+
+    #[test]
+    fn text_files_are_utf8_without_a_bom_or_refused_where_they_go_wrong() {
+        let p = Path::new("dir/body.txt.hbs");
+        assert_eq!(
+            utf8_text(p, b"\xEF\xBB\xBFHi {{name}}".to_vec()).unwrap(),
+            "Hi {{name}}"
+        );
+        assert_eq!(utf8_text(p, "Grüße\n".into()).unwrap(), "Grüße\n");
+        let e = utf8_text(p, b"line one\nGr\xFC\xDFe {{name}}".to_vec()).unwrap_err();
+        assert!(
+            e.contains("byte 0xFC (\"ü\" in windows-1252) on line 2, column 3"),
+            "{e}"
+        );
+        assert!(
+            e.contains("iconv -f windows-1252 -t utf-8 body.txt.hbs > body.txt.hbs.utf8"),
+            "{e}"
+        );
+        // The column counts characters, not bytes.
+        let e = utf8_text(p, b"\xC3\xA9\xC3\xA9\x80".to_vec()).unwrap_err();
+        assert!(
+            e.contains("byte 0x80 (\"€\" in windows-1252) on line 1, column 3"),
+            "{e}"
+        );
+        let e = utf8_text(p, b"\xFF\xFEH\0i\0".to_vec()).unwrap_err();
+        assert!(e.contains("it is UTF-16"), "{e}");
+        // A name a shell would split is quoted, control characters in it escaped.
+        let e = utf8_text(Path::new("it's\x1b.txt"), vec![0xE9]).unwrap_err();
+        assert!(e.contains("'it'\\''s\\x1b.txt'"), "{e}");
     }
 
     fn decoded(bytes: &[u8], label: Option<&str>) -> Result<String, Error> {

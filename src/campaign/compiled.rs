@@ -397,7 +397,6 @@ mod tests {
         "{{#if (eq city \"x\")}}y{{/if}}",
         "{{#if city includeZero=true}}y{{/if}}",
         "{{upper name city}}",
-        "{{default name}}",
         "{{#*inline \"p\"}}x{{/inline}}{{> p}}",
         "{{#> foot}}fallback{{/foot}}",
         "{{> foot city}}",
@@ -405,8 +404,6 @@ mod tests {
         "<div>\n  {{> foot}}\n</div>",
         "{{> indented}}",
         "{{> self}}",
-        "{{upper}}",
-        "{{len}}",
     ];
 
     fn rows() -> Vec<BTreeMap<String, String>> {

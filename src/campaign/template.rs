@@ -705,17 +705,18 @@ pub(crate) fn read(path: &Path) -> Result<String, Error> {
     if let Some(problem) = file_problem(path) {
         return Err(fail(std::io::Error::other(problem)));
     }
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_TEMPLATE_BYTES + 1).read_to_string(&mut text))
+        .and_then(|f| f.take(MAX_TEMPLATE_BYTES + 1).read_to_end(&mut bytes))
         .map_err(fail)?;
-    if text.len() as u64 > MAX_TEMPLATE_BYTES {
+    if bytes.len() as u64 > MAX_TEMPLATE_BYTES {
         return Err(fail(std::io::Error::other(format!(
             "larger than {} MiB, which no template needs",
             MAX_TEMPLATE_BYTES >> 20
         ))));
     }
-    Ok(text)
+    super::charset::utf8_text(path, bytes)
+        .map_err(|why| fail(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))
 }
 
 /// A template Handlebars cannot compile. Its parser names the grammar rules it expected

@@ -224,6 +224,21 @@ impl Reader {
         })
     }
 
+    /// [`Reader::open`], or `None` when there is no ledger yet: no file, or an empty database
+    /// (a file created and never written, as `touch` or a crash at the very start of a first
+    /// send leaves it), which the next `mailroom send` makes a ledger.
+    ///
+    /// # Errors
+    /// As [`Reader::open`], but for those two.
+    pub fn open_if_any(path: &Path) -> Result<Option<Reader>, Error> {
+        match Reader::open(path) {
+            Ok(reader) => Ok(Some(reader)),
+            Err(Error::Missing { .. }) => Ok(None),
+            Err(Error::NotALedger { why, .. }) if why == super::EMPTY_DATABASE => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The ledger's file.
     pub fn path(&self) -> &Path {
         &self.path

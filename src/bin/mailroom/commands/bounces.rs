@@ -125,12 +125,19 @@ fn json_line<'a>(file: &Path, r: &'a Report) -> JsonReport<'a> {
     }
 }
 
+/// The message files `paths` name: files as they are, a Maildir's messages, every file of
+/// another folder. A folder without any is said on stderr: an empty result is otherwise
+/// silence, which reads as "nothing wrong".
 fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            match mailbox::maildir_files(p) {
-                Ok(files) => out.extend(files),
+            let before = out.len();
+            let maildir = match mailbox::maildir_files(p) {
+                Ok(files) => {
+                    out.extend(files);
+                    true
+                }
                 // A plain folder of saved messages: every file in it, by name.
                 Err(mailbox::Error::NotMaildir { .. }) => {
                     let mut files: Vec<PathBuf> = std::fs::read_dir(p)
@@ -141,8 +148,20 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                         .collect();
                     files.sort();
                     out.extend(files);
+                    false
                 }
                 Err(e) => return Err(e.into()),
+            };
+            if out.len() == before {
+                errln!(
+                    "mailroom: {}: no messages in this folder{}",
+                    p.display(),
+                    if maildir {
+                        " (a Maildir whose new/ and cur/ are empty)"
+                    } else {
+                        ""
+                    }
+                );
             }
         } else {
             out.push(p.clone());

@@ -140,10 +140,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let ledger_path = campaign.config().store.path.clone();
 
         // Rows already final in the ledger are never rendered again: skip validating them.
-        let final_addresses = if ledger_path.exists() {
-            store::Reader::open(&ledger_path)?.final_addresses(campaign.name())?
-        } else {
-            Default::default()
+        let final_addresses = match store::Reader::open_if_any(&ledger_path)? {
+            Some(reader) => reader.final_addresses(campaign.name())?,
+            None => Default::default(),
         };
         let mut rows = setup::Validated::start(campaign.clone(), final_addresses, args.shard)?;
         let mut counted = Counted::new(
@@ -584,10 +583,9 @@ fn dry_run(
     // Existing ledger states, read-only: a dry run writes nothing. The ledger applies the same
     // "is it due?" rule as the dispatcher; a contact it does not know yet is due.
     let now = ledger::now_ms();
-    let known = if path.exists() {
-        store::Reader::open(path)?.due_by_address(campaign.name(), now, resend_unknown)?
-    } else {
-        std::collections::HashMap::new()
+    let known = match store::Reader::open_if_any(path)? {
+        Some(reader) => reader.due_by_address(campaign.name(), now, resend_unknown)?,
+        None => std::collections::HashMap::new(),
     };
     let (mut due, mut done, mut largest, mut total_bytes) = (0u64, 0u64, 0usize, 0usize);
     let mut unrenderable = 0u64;
