@@ -245,6 +245,9 @@ pub enum Stop {
     Sender(Reply),
     /// The relay's replies did not match the commands sent, on several connections in a row.
     OutOfStep(Reply),
+    /// No usable reply before the message (the connection closed, a deadline passed, or a reply
+    /// that is not SMTP) on several transactions in a row: the relay, not the recipients.
+    NoReply(Reply),
     /// Reconnecting to the relay failed again and again during the run.
     Reconnect(String),
     /// The ledger could not be written.
@@ -283,6 +286,10 @@ impl fmt::Display for Stop {
                 r.describe()
             ),
             Stop::Unreachable(why) | Stop::Reconnect(why) => f.write_str(why),
+            // No code: a closed connection, a deadline or a line that is not SMTP, not a refusal.
+            Stop::Refused(r) if r.code.is_none() => {
+                write!(f, "the relay gave no usable reply: {}", r.describe())
+            }
             Stop::Refused(r) => write!(f, "the relay refused: {}", r.describe()),
             Stop::Busy(r) => write!(
                 f,
@@ -295,6 +302,13 @@ impl fmt::Display for Stop {
                 "the relay's replies do not match the commands sent, on {} connections in a \
                  row: {}",
                 decide::RETRIES_IN_RUN,
+                r.describe()
+            ),
+            Stop::NoReply(r) => write!(
+                f,
+                "the relay gave no usable reply before the message on {} transactions in a \
+                 row: {}",
+                decide::LOSSES_IN_A_ROW,
                 r.describe()
             ),
             Stop::Ledger(why) | Stop::Journal(why) | Stop::Internal(why) => f.write_str(why),
@@ -632,6 +646,9 @@ struct Shared {
     reconnect_failures: AtomicU64,
     /// "Slow down" replies since the last reply that was not one.
     throttles_in_a_row: AtomicU32,
+    /// Transactions lost before their message (no usable reply at MAIL, RCPT or DATA) since
+    /// the last reply.
+    losses_in_a_row: AtomicU32,
     /// Claimed rows not yet finished by a worker.
     outstanding: AtomicU64,
     idle: Notify,
@@ -809,6 +826,7 @@ pub async fn run(run: Run) -> Result<Summary, Error> {
         port: AtomicU16::new(0),
         reconnect_failures: AtomicU64::new(0),
         throttles_in_a_row: AtomicU32::new(0),
+        losses_in_a_row: AtomicU32::new(0),
         outstanding: AtomicU64::new(0),
         idle: Notify::new(),
         left: AtomicU64::new(0),
@@ -934,4 +952,31 @@ async fn relay_pool(
         });
     }
     Ok(relays::Pool::new(relays, &ids, &sent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Step;
+
+    #[test]
+    fn a_stop_without_a_reply_code_is_not_called_a_refusal() {
+        let reply = |code: Option<u16>, text: &str| Reply {
+            step: Step::Greeting,
+            code,
+            enhanced: None,
+            text: text.into(),
+            timed_out: false,
+        };
+        let closed = Stop::Refused(reply(None, "connection closed by the server"));
+        assert_eq!(
+            closed.to_string(),
+            "the relay gave no usable reply: connection closed by the server (at greeting)"
+        );
+        let refused = Stop::Refused(reply(Some(554), "no SMTP service here"));
+        assert_eq!(
+            refused.to_string(),
+            "the relay refused: 554 no SMTP service here (at greeting)"
+        );
+    }
 }

@@ -293,3 +293,62 @@ async fn a_relay_that_answers_421_to_everything_pauses_the_run_and_every_transmi
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_stops_answering_before_the_message_pauses_the_run_instead_of_deferring_the_list()
+ {
+    // MAIL is never answered: nothing of any message is sent, and nothing about the recipients
+    // is learnt. A few may be charged as deferred before the pattern shows; the list is not.
+    let r = Relay::plain("[[rule]]\nsender = \"*\"\naction = \"hang\"\nat = \"mail\"\n").await;
+    let ledger = r.ledger();
+    let mut settings = r.plain_settings();
+    settings.command_timeout = Duration::from_millis(200);
+    let locals: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    let locals: Vec<&str> = locals.iter().map(String::as_str).collect();
+    let summary = send_with(&r, &locals, settings).await;
+    let End::Paused(stop @ Stop::NoReply(reply)) = &summary.end else {
+        panic!(
+            "expected a pause for a relay that does not answer, got {:?}",
+            summary.end
+        );
+    };
+    assert_eq!(reply.step, Step::Mail, "{reply:?}");
+    assert!(reply.timed_out, "{reply:?}");
+    assert!(
+        stop.to_string()
+            .contains("no usable reply before the message on 5 transactions in a row"),
+        "{stop}"
+    );
+    let s = states(&ledger);
+    let deferred = s.get("deferred").copied().unwrap_or(0);
+    assert_eq!(deferred, 4, "the four before the pattern showed: {s:?}");
+    assert_eq!(s.get("pending"), Some(&8), "the rest uncharged: {s:?}");
+    assert_eq!(summary.accepted, 0);
+    // The one that tripped the pause is on record, given back as aborted.
+    let attempts = attempt_outcomes(&ledger);
+    assert_eq!(attempts.len(), 5, "{attempts:?}");
+    assert_eq!(
+        attempts.iter().filter(|(_, o)| o == "aborted").count(),
+        1,
+        "{attempts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_recipient_whose_transaction_is_lost_is_deferred_and_the_run_goes_on() {
+    // The control for the test above: one address whose RCPT is never answered costs that
+    // recipient a deferral, and the replies to the others reset the count.
+    let r =
+        Relay::plain("[[rule]]\nrecipient = \"r3@*\"\naction = \"hang\"\nat = \"rcpt\"\n").await;
+    let ledger = r.ledger();
+    let mut settings = r.plain_settings();
+    settings.command_timeout = Duration::from_millis(200);
+    let locals: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    let locals: Vec<&str> = locals.iter().map(String::as_str).collect();
+    let summary = send_with(&r, &locals, settings).await;
+    assert_eq!(summary.end, End::Finished, "{summary:?}");
+    assert_eq!(
+        states(&ledger),
+        common::state_map(&[("accepted", 11), ("deferred", 1)])
+    );
+}

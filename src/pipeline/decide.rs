@@ -22,6 +22,12 @@ pub const RETRIES_IN_RUN: u32 = 3;
 /// again and again while the back-off grows to its cap.
 pub const THROTTLES_IN_A_ROW: u32 = 5;
 
+/// Transactions in a row lost before their message (no usable reply at MAIL, RCPT or DATA:
+/// nothing of the message was sent) after which the run pauses. Fewer are charged to their
+/// recipient as a temporary failure, each after its retries: a relay that drops one address
+/// must not stop a campaign, but one that answers nobody must not defer a whole list.
+pub const LOSSES_IN_A_ROW: u32 = 5;
+
 /// What to do with the recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Charge {
@@ -108,6 +114,9 @@ pub struct Context {
     /// Several relays (`[[relay]]`): a relay that asks to slow down or refuses the sender for
     /// now is a relay fault (it cools off after a few), not a reason to slow or pause the run.
     pub failover: bool,
+    /// Transactions lost before their message in a row across the run, this one included when
+    /// it is one.
+    pub losses_in_a_row: u32,
 }
 
 /// Decides what a transaction's outcome means.
@@ -125,6 +134,17 @@ pub fn decide(outcome: &TxOutcome, cx: Context) -> Decision {
             Decision {
                 next: Next::Retry,
                 ..Decision::new(Charge::GiveBack(None))
+            }
+        }
+        // Lost before the message again and again, across recipients: the relay is not
+        // answering, which says nothing about them; give it back and pause.
+        TxOutcome::Lost(reply)
+            if reply.step != Step::Message && cx.losses_in_a_row >= LOSSES_IN_A_ROW =>
+        {
+            Decision {
+                run: ForRun::Pause(Stop::NoReply(reply.clone())),
+                note: Some("no usable reply before the message, run paused: "),
+                ..Decision::new(Charge::GiveBack(Some(AttemptOutcome::Aborted)))
             }
         }
         TxOutcome::Lost(_) => Decision::new(Charge::Temporary),
@@ -275,12 +295,14 @@ mod tests {
         accepted_any: false,
         throttles_in_a_row: 0,
         failover: false,
+        losses_in_a_row: 0,
     };
     const LAST_TRY: Context = Context {
         retries: RETRIES_IN_RUN - 1,
         accepted_any: false,
         throttles_in_a_row: 0,
         failover: false,
+        losses_in_a_row: 0,
     };
 
     #[test]
@@ -538,6 +560,54 @@ mod tests {
                 "continue",
                 false,
             ),
+            // lost before the message transaction after transaction: the relay is not
+            // answering; given back and the run paused, however far the message got
+            (
+                TxOutcome::Lost(lost(Step::Mail, false)),
+                Context {
+                    retries: RETRIES_IN_RUN,
+                    losses_in_a_row: LOSSES_IN_A_ROW,
+                    ..FIRST
+                },
+                GiveBack(Some(AttemptOutcome::Aborted)),
+                Next::Done,
+                "pause no reply",
+                false,
+            ),
+            (
+                TxOutcome::Lost(lost(Step::Rcpt, true)),
+                Context {
+                    losses_in_a_row: LOSSES_IN_A_ROW + 4,
+                    ..FIRST
+                },
+                GiveBack(Some(AttemptOutcome::Aborted)),
+                Next::Done,
+                "pause no reply",
+                false,
+            ),
+            (
+                TxOutcome::Lost(lost(Step::Data, false)),
+                Context {
+                    losses_in_a_row: LOSSES_IN_A_ROW - 1,
+                    ..FIRST
+                },
+                Temporary,
+                Next::Done,
+                "continue",
+                false,
+            ),
+            // after the final ".": the relay may have it, whatever came before
+            (
+                TxOutcome::Lost(lost(Step::Message, true)),
+                Context {
+                    losses_in_a_row: LOSSES_IN_A_ROW,
+                    ..FIRST
+                },
+                Record(S::Unknown),
+                Next::Done,
+                "continue",
+                false,
+            ),
             // replies out of step with the commands
             (
                 TxOutcome::OutOfStep(stray_data.clone()),
@@ -573,6 +643,7 @@ mod tests {
                 ForRun::Pause(Stop::Sender(_)) => "pause sender",
                 ForRun::Pause(Stop::Refused(_)) => "pause refused",
                 ForRun::Pause(Stop::OutOfStep(_)) => "pause out of step",
+                ForRun::Pause(Stop::NoReply(_)) => "pause no reply",
                 ForRun::Abort(Stop::Refused(_)) => "abort refused",
                 other => panic!("row {i}: unexpected {other:?}"),
             };

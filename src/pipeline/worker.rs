@@ -29,7 +29,9 @@ use super::{End, Render, Shared, Stop, pace};
 use crate::clock::now_ms;
 use crate::model::{AttemptOutcome, DeliveryState, RecipientId, RelayId};
 use crate::store::{AttemptRecord, Claim, ClaimResult, Cooloff, DueRow, Outcome, Release};
-use crate::transport::{ConnectFailure, Envelope, Opened, Reply, Session, TxOutcome, Verdict, dsn};
+use crate::transport::{
+    ConnectFailure, Envelope, Opened, Reply, Session, Step, TxOutcome, Verdict, dsn,
+};
 
 /// Consecutive failed reconnects after which the run pauses.
 const MAX_RECONNECT_FAILURES: u64 = 5;
@@ -545,6 +547,20 @@ async fn settle(
         }
         0
     };
+    // With several relays a relay that stops answering fails its transactions over to the
+    // others (see `relays`): no run-wide count.
+    let losses_in_a_row = match outcome {
+        _ if failover => 0,
+        TxOutcome::Lost(r) if r.step != Step::Message => {
+            shared.losses_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
+        }
+        _ => {
+            if reply.code.is_some() {
+                shared.losses_in_a_row.store(0, Ordering::Relaxed);
+            }
+            0
+        }
+    };
     let decision = decide::decide(
         outcome,
         Context {
@@ -552,6 +568,7 @@ async fn settle(
             accepted_any: shared.accepted_any.load(Ordering::Relaxed),
             throttles_in_a_row,
             failover,
+            losses_in_a_row,
         },
     );
     if decision.relay_fault {
