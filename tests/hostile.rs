@@ -299,13 +299,10 @@ async fn a_relay_that_stops_answering_before_the_message_pauses_the_run_instead_
  {
     // MAIL is never answered: nothing of any message is sent, and nothing about the recipients
     // is learnt. A few may be charged as deferred before the pattern shows; the list is not.
-    let r = Relay::plain("[[rule]]\nsender = \"*\"\naction = \"hang\"\nat = \"mail\"\n").await;
+    let (r, summary) =
+        twelve_with_short_timeouts("[[rule]]\nsender = \"*\"\naction = \"hang\"\nat = \"mail\"\n")
+            .await;
     let ledger = r.ledger();
-    let mut settings = r.plain_settings();
-    settings.command_timeout = Duration::from_millis(200);
-    let locals: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
-    let locals: Vec<&str> = locals.iter().map(String::as_str).collect();
-    let summary = send_with(&r, &locals, settings).await;
     let End::Paused(stop @ Stop::NoReply(reply)) = &summary.end else {
         panic!(
             "expected a pause for a relay that does not answer, got {:?}",
@@ -338,17 +335,26 @@ async fn a_relay_that_stops_answering_before_the_message_pauses_the_run_instead_
 async fn one_recipient_whose_transaction_is_lost_is_deferred_and_the_run_goes_on() {
     // The control for the test above: one address whose RCPT is never answered costs that
     // recipient a deferral, and the replies to the others reset the count.
-    let r =
-        Relay::plain("[[rule]]\nrecipient = \"r3@*\"\naction = \"hang\"\nat = \"rcpt\"\n").await;
+    let (r, summary) = twelve_with_short_timeouts(
+        "[[rule]]\nrecipient = \"r3@*\"\naction = \"hang\"\nat = \"rcpt\"\n",
+    )
+    .await;
     let ledger = r.ledger();
-    let mut settings = r.plain_settings();
-    settings.command_timeout = Duration::from_millis(200);
-    let locals: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
-    let locals: Vec<&str> = locals.iter().map(String::as_str).collect();
-    let summary = send_with(&r, &locals, settings).await;
     assert_eq!(summary.end, End::Finished, "{summary:?}");
     assert_eq!(
         states(&ledger),
         common::state_map(&[("accepted", 11), ("deferred", 1)])
     );
+}
+
+/// Sends to r0..r11 through a plaintext sandbox playing `script`, with a 200 ms command
+/// timeout (a hanging relay costs each transaction that long).
+async fn twelve_with_short_timeouts(script: &str) -> (Relay, Summary) {
+    let r = Relay::plain(script).await;
+    let mut settings = r.plain_settings();
+    settings.command_timeout = Duration::from_millis(200);
+    let locals: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    let locals: Vec<&str> = locals.iter().map(String::as_str).collect();
+    let summary = send_with(&r, &locals, settings).await;
+    (r, summary)
 }

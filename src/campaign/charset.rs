@@ -190,14 +190,16 @@ fn newlines(b: &[u8]) -> u64 {
     b.iter().filter(|&&c| c == b'\n').count() as u64
 }
 
+/// What `byte` is in windows-1252 (Excel's "CSV" on Windows, the usual encoding of a file that
+/// is not UTF-8), when it is a printable character there: a hint at what the file holds.
+fn in_windows_1252(byte: u8) -> Option<char> {
+    let one = [byte];
+    let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(&one);
+    text.chars().next().filter(|c| !c.is_control())
+}
+
 fn not_utf8(path: &Path, byte: u8, offset: u64, line: u64) -> Error {
-    // What that byte is in windows-1252 (Excel's "CSV" on Windows), when it is a letter there.
-    let bytes = [byte];
-    let (as_1252, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(&bytes);
-    let hint = as_1252
-        .chars()
-        .next()
-        .filter(|c| !c.is_control())
+    let hint = in_windows_1252(byte)
         .map_or_else(String::new, |c| format!(", where 0x{byte:02X} is \"{c}\""));
     Error::Csv {
         path: path.to_owned(),
@@ -251,13 +253,8 @@ pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, String> {
         .map_or(0, |i| i + 1);
     // Valid UTF-8 up to `at`, so the column counts characters.
     let column = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
-    let one = [byte];
-    let (as_1252, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(&one);
-    let seen = as_1252
-        .chars()
-        .next()
-        .filter(|c| !c.is_control())
-        .map_or_else(String::new, |c| format!(" (\"{c}\" in windows-1252)"));
+    let seen =
+        in_windows_1252(byte).map_or_else(String::new, |c| format!(" (\"{c}\" in windows-1252)"));
     let name = path
         .file_name()
         .map_or_else(|| "FILE".to_owned(), |n| shell_word(&n.to_string_lossy()));
