@@ -183,6 +183,12 @@ broken! {
     a_template_that_is_not_utf8_is_named_with_line_column_and_fix:
         |f| { f.write("body.txt.hbs", b"Hello {{first_name}},\n\nCaf\xE9\n".as_slice()); }
         => ["body.txt.hbs: it is not UTF-8: byte 0xE9", "on line 3, column 4", "iconv -f windows-1252"];
+    a_table_written_twice_names_both_lines:
+        |f| { f.edit_toml("[unsubscribe]\n", "[contacts]\ndelimiter = \",\"\n\n[unsubscribe]\n"); }
+        => ["campaign.toml:15:", "the table [contacts] is written twice: here and at line 12", "move the keys under this header into the table at line 12"];
+    a_key_written_twice_names_both_lines:
+        |f| { f.edit_toml("path = \"contacts.csv\"", "path = \"contacts.csv\"\npath = \"other.csv\""); }
+        => ["campaign.toml:14:", "the key `path` of [contacts] is written twice: here and at line 13", "delete this line or the one at line 13"];
     template_syntax_error_points_into_the_template:
         |f| { f.write("body.txt.hbs", "Hello {{first_name}},\n\n{{#if ref}}unclosed\n"); }
         => ["body.txt.hbs:3:1:", "template `body.txt.hbs` does not compile", "`{{#if}}` is never closed", "{{/if}}"];

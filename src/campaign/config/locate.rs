@@ -105,6 +105,24 @@ pub(super) fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error 
     if wrong_value && let Some(key) = span.as_ref().and_then(|s| key_at(text, s.start)) {
         message = format!("`{key}`: {message}");
     }
+    if message.starts_with("duplicate key")
+        && let Some((what, first)) = span.as_ref().and_then(|s| first_definition(text, s.start))
+    {
+        return Error::Toml {
+            path: path.to_owned(),
+            line,
+            column,
+            message: format!("{what} is written twice: here and at line {first}"),
+            fix: if what.starts_with("the table") {
+                format!(
+                    "A table is written once: move the keys under this header into the table \
+                     at line {first}, then delete this header."
+                )
+            } else {
+                format!("Keep one of the two: delete this line or the one at line {first}.")
+            },
+        };
+    }
     let fix = if message.starts_with("unknown field `password`") {
         return Error::Config {
             path: path.to_owned(),
@@ -137,6 +155,42 @@ pub(super) fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> Error 
         message: format!("{message} (in {section})"),
         fix,
     }
+}
+
+/// For a duplicate key at `offset`: what is written twice (a `[table]`, or a key of a table)
+/// and the 1-based line of its first definition, found by reading the text before it.
+fn first_definition(text: &str, offset: usize) -> Option<(String, u64)> {
+    let offset = offset.min(text.len());
+    let here = line_col(text, offset).0;
+    let line = header(line_at(text, offset));
+    if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        if name.starts_with('[') {
+            return None;
+        }
+        let name = name.trim();
+        let first = text
+            .lines()
+            .take(usize::try_from(here).ok()?.saturating_sub(1))
+            .position(|l| {
+                header(l) == format!("[{name}]") || {
+                    let t = header(l);
+                    t.strip_prefix('[')
+                        .and_then(|t| t.strip_suffix(']'))
+                        .is_some_and(|t| t.trim() == name)
+                }
+            })?;
+        return Some((format!("the table [{name}]"), first as u64 + 1));
+    }
+    let key = key_at(text, offset)?;
+    let section = section_at(text, offset).unwrap_or_default();
+    let section = section.trim_matches(|c| c == '[' || c == ']');
+    let first = key_line(text, section, &key).filter(|&l| l < here)?;
+    let table = if section.is_empty() {
+        "the top level".to_owned()
+    } else {
+        format!("[{section}]")
+    };
+    Some((format!("the key `{key}` of {table}"), first))
 }
 
 /// The 1-based line of the `[name]` table header (or the first `[name.sub]` one), if any.
