@@ -608,6 +608,25 @@ fn bounces_parse_text_table_and_unreadable_file() {
 }
 
 #[test]
+fn bounces_parse_reads_a_file_only_up_to_the_message_cap() {
+    // /dev/zero never ends: it is read up to the cap and skipped, as a mailbox's oversized
+    // message is (before, it was read whole until memory ran out).
+    let out = mailroom()
+        .args(["bounces", "parse", "/dev/zero"])
+        .arg(corpus_dir().join("dev-006.eml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a skipped file is a problem");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/zero: skipped, not read") && stderr.contains("25 MiB cap"),
+        "{stderr}"
+    );
+    // The files after it are still read.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("userunknown@example.jp"));
+}
+
+#[test]
 fn bounces_parse_says_when_a_folder_holds_no_message() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("saved");
@@ -809,6 +828,14 @@ fn suppress_commands_add_list_remove_and_import() {
     assert_eq!(got["b@example.com"].0, "hard_bounce");
     assert_eq!(got["c@example.com"].0, "manual");
     assert_eq!(got.len(), 4, "nothing of the refused file: {got:?}");
+    // A device is refused, not read without end.
+    let out = run(&["import", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/dev/zero: not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     assert!(run(&["remove", "Someone@EXAMPLE.org"]).status.success());
     assert_eq!(

@@ -104,33 +104,41 @@ pub fn maildir_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 pub fn maildir(dir: &Path) -> Result<impl Iterator<Item = Result<MailboxMessage, Error>>, Error> {
     let files = maildir_files(dir)?;
     Ok(files.into_iter().map(|path| {
-        let source_name = format!("maildir:{}", path.display());
-        let failed = |source| Error::Read {
-            path: path.clone(),
-            source,
-        };
-        let file = fs::File::open(&path).map_err(failed)?;
-        let size = file.metadata().map_err(failed)?.len();
-        if size > MAX_MESSAGE {
-            return Err(Error::TooLarge { source_name, size });
-        }
-        // The file may grow while it is read: never read past the cap.
-        let mut raw = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        let read = file
-            .take(MAX_MESSAGE + 1)
-            .read_to_end(&mut raw)
-            .map_err(failed)?;
-        if read as u64 > MAX_MESSAGE {
-            return Err(Error::TooLarge {
-                source_name,
-                size: read as u64,
-            });
-        }
-        Ok(MailboxMessage {
-            source: source_name,
-            raw,
-        })
+        let source = format!("maildir:{}", path.display());
+        let raw = read_message(&path, &source)?;
+        Ok(MailboxMessage { source, raw })
     }))
+}
+
+/// One message file, read whole unless it is over [`MAX_MESSAGE`] (a file that grows while it
+/// is read included): then [`Error::TooLarge`] naming it as `source_name`.
+///
+/// # Errors
+/// When the file cannot be read, or is too large.
+pub fn read_message(path: &Path, source_name: &str) -> Result<Vec<u8>, Error> {
+    let failed = |source| Error::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let too_large = |size| Error::TooLarge {
+        source_name: source_name.to_owned(),
+        size,
+    };
+    let file = fs::File::open(path).map_err(failed)?;
+    let size = file.metadata().map_err(failed)?.len();
+    if size > MAX_MESSAGE {
+        return Err(too_large(size));
+    }
+    // The file may grow while it is read (or be a device): never read past the cap.
+    let mut raw = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let read = file
+        .take(MAX_MESSAGE + 1)
+        .read_to_end(&mut raw)
+        .map_err(failed)?;
+    if read as u64 > MAX_MESSAGE {
+        return Err(too_large(read as u64));
+    }
+    Ok(raw)
 }
 
 /// Streams the messages of an mbox file.

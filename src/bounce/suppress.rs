@@ -101,6 +101,31 @@ pub struct FileSummary {
     pub invalid: Vec<(u64, String, String)>,
 }
 
+/// The largest suppression list read: about 20 million addresses, beyond any export, and a
+/// bound on what a wrong path (`/dev/zero`) can make mailroom hold.
+const MAX_LIST_BYTES: u64 = 1 << 30;
+
+/// A list file's bytes, up to [`MAX_LIST_BYTES`]; a device, pipe or folder is refused.
+fn read_list(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file: pass the list saved as a file (one address a line, or a CSV \
+             with an `email` column)",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_LIST_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_LIST_BYTES {
+        return Err(std::io::Error::other(
+            "larger than 1 GiB: split the list and import each part",
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Imports a file of addresses: a CSV whose header has an `email` column, or one address per
 /// line (blank lines and `#` comments skipped). One transaction: all or nothing.
 ///
@@ -117,8 +142,9 @@ pub fn import_file(
         path: path.to_owned(),
         source,
     };
-    let text = crate::campaign::utf8_text(path, std::fs::read(path).map_err(read)?)
-        .map_err(|why| read(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))?;
+    let invalid = |why: String| read(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+    let bytes = read_list(path).map_err(read)?;
+    let text = crate::campaign::utf8_text(path, bytes).map_err(invalid)?;
     let mut lines = Vec::new();
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let header: Vec<String> = first

@@ -26,16 +26,37 @@ fn from_env(config: &Path, key: &'static str, var: &str) -> Result<Secret, Error
     }
 }
 
-/// A secret from the first line of `path` (trailing newline removed).
+/// The most read from a secret file: far beyond any password or token, and a bound on what a
+/// wrong path (`/dev/zero`, a log file) can make mailroom hold.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A secret from the first line of `path` (trailing newline removed); an empty first line, or
+/// a file far larger than any secret, is refused (the value is never shown).
 fn from_file(path: &Path, what: &'static str) -> Result<Secret, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
+    use std::io::Read as _;
+    let fail = |source| Error::SecretFile {
         what,
         path: path.to_owned(),
         source,
-    })?;
-    Ok(Secret::new(
-        text.lines().next().unwrap_or_default().to_owned(),
-    ))
+    };
+    let refuse = |why| Error::SecretFileContent {
+        what,
+        path: path.to_owned(),
+        why,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+        .map_err(fail)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(refuse("is larger than 64 KiB, far more than a secret"));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| refuse("is not UTF-8 text"))?;
+    let first = text.lines().next().unwrap_or_default();
+    if first.trim().is_empty() {
+        return Err(refuse("has nothing on its first line"));
+    }
+    Ok(Secret::new(first.to_owned()))
 }
 
 /// The secret `what` from the variable named by `{what}_env` or the file `{what}_file`.
@@ -152,4 +173,47 @@ fn grant(smtp: &SmtpConfig, config: &Path, purpose: Purpose) -> Result<Grant, Er
         refresh_token,
         scope,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_secret_file_gives_its_first_line_and_refuses_what_holds_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let ok = from_file(&file("pw", b"s3cret pass\nignored\n"), "password").unwrap();
+        assert_eq!(ok.expose(), "s3cret pass");
+        for (path, why) in [
+            (file("empty", b""), "has nothing on its first line"),
+            (
+                file("blank", b"  \nsecond\n"),
+                "has nothing on its first line",
+            ),
+            (file("binary", b"\xff\xfe\x00"), "is not UTF-8 text"),
+            (
+                file("huge", &vec![b'x'; 70 * 1024]),
+                "is larger than 64 KiB",
+            ),
+            // A device that never ends is read only up to the bound.
+            (PathBuf::from("/dev/zero"), "is larger than 64 KiB"),
+        ] {
+            let e = from_file(&path, "password").err().unwrap().to_string();
+            assert!(e.contains(why), "{}: {e}", path.display());
+            assert!(
+                e.contains("Write the password on the file's first line"),
+                "{e}"
+            );
+        }
+        let e = from_file(&dir.path().join("missing"), "password")
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::SecretFile { .. }), "{e:?}");
+    }
 }

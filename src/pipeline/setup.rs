@@ -24,8 +24,8 @@ pub enum Error {
     )]
     NoHost { config: PathBuf, table: String },
     #[error(
-        "{config}: {table} {key} names the environment variable {var}, which is not set\n\n\
-         Export it before running mailroom (e.g. `read -rs {var}; export {var}`)."
+        "{config}: {table} {key} names the environment variable {var}, which is not set or is \
+         empty\n\nExport it before running mailroom (e.g. `read -rs {var}; export {var}`)."
     )]
     SecretEnv {
         config: PathBuf,
@@ -39,6 +39,15 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "the {what} file {path} {why}\n\nWrite the {what} on the file's first line (and nothing \
+         else), or name the right file."
+    )]
+    SecretFileContent {
+        what: &'static str,
+        path: PathBuf,
+        why: &'static str,
     },
     #[error("{config}: {table} token_url: {why}")]
     TokenUrl {

@@ -185,10 +185,15 @@ fn parse_to_stdout(args: ParseArgs) -> anyhow::Result<ExitCode> {
     let mut problems = 0;
     let mut rows: Vec<(PathBuf, Report)> = Vec::new();
     for file in &files {
-        let raw = match std::fs::read(file) {
+        let raw = match mailbox::read_message(file, &file.display().to_string()) {
             Ok(raw) => raw,
+            Err(mailbox::Error::Read { source, .. }) => {
+                errln!("mailroom: cannot read {}: {source}", file.display());
+                problems += 1;
+                continue;
+            }
             Err(e) => {
-                errln!("mailroom: cannot read {}: {e}", file.display());
+                errln!("mailroom: {e}");
                 problems += 1;
                 continue;
             }
