@@ -353,7 +353,7 @@ fn run(
         if failure.is_none()
             && let Err(e) = apply_patiently(conn, &mut batch)
         {
-            let reason = format!("cannot write the ledger: {e}");
+            let reason = batch_failure(conn, &e);
             let _ = shared_failure.set(reason.clone());
             failure = Some(reason);
         }
@@ -456,6 +456,21 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
 /// [`apply`], tried again with a growing pause while the ledger is busy: another writer is not
 /// a reason to fail a run (and with it every later claim and outcome). The transaction rolled
 /// back, so applying the whole batch again is exact.
+/// Why a batch could not be committed, as the run reports it after "ledger PATH: ". A ledger
+/// SQLite finds corrupt mid-send gets [`Error::Corrupt`]'s words and fix, as at open.
+fn batch_failure(conn: &Connection, e: &rusqlite::Error) -> String {
+    let path = std::path::Path::new(conn.path().unwrap_or_default());
+    match super::damaged(path, e) {
+        Some(corrupt) => {
+            let text = corrupt.to_string();
+            let prefix = format!("ledger {} ", path.display());
+            text.strip_prefix(&prefix)
+                .map_or(text.clone(), |rest| format!("it {rest}"))
+        }
+        None => format!("cannot write the ledger: {e}"),
+    }
+}
+
 fn apply_patiently(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     let mut pause = BUSY_BACKOFF;
     let mut tries = 0;
@@ -543,6 +558,41 @@ mod tests {
     use super::*;
     use crate::model::DeliveryState;
     use crate::store::ledger::{AttemptRecord, NewRecipient};
+
+    #[test]
+    fn a_batch_that_meets_a_corrupt_ledger_says_so_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let ledger = Ledger::open(&path).unwrap();
+        let corrupt = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("database disk image is malformed".into()),
+        );
+        let reason = batch_failure(&ledger.conn, &corrupt);
+        assert!(
+            reason.starts_with("it is damaged: SQLite finds part of it corrupt"),
+            "{reason}"
+        );
+        assert!(reason.contains("latest backup"), "{reason}");
+        let writer_error = Error::Writer {
+            path: path.clone(),
+            reason,
+        };
+        assert!(
+            writer_error
+                .to_string()
+                .starts_with(&format!("ledger {}: it is damaged", path.display())),
+            "{writer_error}"
+        );
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        assert_eq!(
+            batch_failure(&ledger.conn, &full),
+            "cannot write the ledger: database or disk is full"
+        );
+    }
 
     #[test]
     fn the_checkpointer_copies_the_wal_into_the_database_while_the_writer_holds_it() {
