@@ -462,10 +462,10 @@ enum Access {
     Write,
 }
 
-/// Refuses a file that is not a mailroom ledger, and (for reading) one that needs an upgrade.
 /// Why a database without a table is not a ledger (it becomes one when opened for writing).
 const EMPTY_DATABASE: &str = "an empty database";
 
+/// Refuses a file that is not a mailroom ledger, and (for reading) one that needs an upgrade.
 fn identify(conn: &Connection, path: &Path, access: Access) -> Result<(), Error> {
     let fail = sqlite(path);
     let not_ours = |why: &str| Error::NotALedger {

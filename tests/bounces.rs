@@ -828,11 +828,29 @@ fn suppress_commands_add_list_remove_and_import() {
     assert_eq!(got["b@example.com"].0, "hard_bounce");
     assert_eq!(got["c@example.com"].0, "manual");
     assert_eq!(got.len(), 4, "nothing of the refused file: {got:?}");
+    // A pipe is read like a file (`suppress import /dev/stdin`, `<(...)`).
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, "f@example.com\n").unwrap())
+    };
+    let out = run(&["import", fifo.to_str().unwrap()]);
+    writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 added"), "{stdout}");
     // A device is refused, not read without end.
     let out = run(&["import", "/dev/zero"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("/dev/zero: not a regular file"),
+        String::from_utf8_lossy(&out.stderr).contains("/dev/zero: not a file or a pipe"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -189,6 +189,9 @@ broken! {
     a_key_written_twice_names_both_lines:
         |f| { f.edit_toml("path = \"contacts.csv\"", "path = \"contacts.csv\"\npath = \"other.csv\""); }
         => ["campaign.toml:14:", "the key `path` of [contacts] is written twice: here and at line 13", "delete this line or the one at line 13"];
+    a_key_written_twice_under_a_commented_header_names_its_table:
+        |f| { f.edit_toml("[contacts]\npath = \"contacts.csv\"", "[contacts]  # the list\npath = \"contacts.csv\"\npath = \"x.csv\""); }
+        => ["campaign.toml:14:", "the key `path` of [contacts] is written twice: here and at line 13"];
     template_syntax_error_points_into_the_template:
         |f| { f.write("body.txt.hbs", "Hello {{first_name}},\n\n{{#if ref}}unclosed\n"); }
         => ["body.txt.hbs:3:1:", "template `body.txt.hbs` does not compile", "`{{#if}}` is never closed", "{{/if}}"];

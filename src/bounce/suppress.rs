@@ -110,9 +110,17 @@ fn read_list(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
-    if !meta.is_file() {
+    // A pipe (`/dev/stdin`, `<(...)`) is read like a file; a device or a folder is a mistake.
+    #[cfg(unix)]
+    let pipe = {
+        use std::os::unix::fs::FileTypeExt as _;
+        meta.file_type().is_fifo()
+    };
+    #[cfg(not(unix))]
+    let pipe = false;
+    if !meta.is_file() && !pipe {
         return Err(std::io::Error::other(
-            "not a regular file: pass the list saved as a file (one address a line, or a CSV \
+            "not a file or a pipe: pass the list saved as a file (one address a line, or a CSV \
              with an `email` column)",
         ));
     }

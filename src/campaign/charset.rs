@@ -270,6 +270,12 @@ pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, String> {
 /// control characters escaped (see [`crate::display`]).
 fn shell_word(name: &str) -> String {
     let name = crate::display::text(name);
+    // A leading `-` would be read as an option by the command it is pasted into.
+    let name = if name.starts_with('-') {
+        format!("./{name}").into()
+    } else {
+        name
+    };
     if !name.is_empty()
         && name
             .chars()
@@ -456,6 +462,8 @@ mod tests {
         // A name a shell would split is quoted, control characters in it escaped.
         let e = utf8_text(Path::new("it's\x1b.txt"), vec![0xE9]).unwrap_err();
         assert!(e.contains("'it'\\''s\\x1b.txt'"), "{e}");
+        let e = utf8_text(Path::new("-list.txt"), vec![0xE9]).unwrap_err();
+        assert!(e.contains("utf-8 ./-list.txt > ./-list.txt.utf8"), "{e}");
     }
 
     fn decoded(bytes: &[u8], label: Option<&str>) -> Result<String, Error> {

@@ -883,7 +883,7 @@ mod tests {
                 "{{#each items}}\n{{#if x}}{{nope a}}{{/if}}{{/each}}",
                 "2:10",
             ),
-            ("{{default (shout a) fallback=(nope b)}}", "1:1"),
+            ("{{default (shout a) \"x\" fallback=(nope b)}}", "1:1"),
         ] {
             let e = add(&mut Templates::new(), text).unwrap_err().to_string();
             assert!(e.contains(&format!("body.txt.hbs:{at}:")), "{text}: {e}");

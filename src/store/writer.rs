@@ -453,9 +453,6 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// [`apply`], tried again with a growing pause while the ledger is busy: another writer is not
-/// a reason to fail a run (and with it every later claim and outcome). The transaction rolled
-/// back, so applying the whole batch again is exact.
 /// Why a batch could not be committed, as the run reports it after "ledger PATH: ". A ledger
 /// SQLite finds corrupt mid-send gets [`Error::Corrupt`]'s words and fix, as at open.
 fn batch_failure(conn: &Connection, e: &rusqlite::Error) -> String {
@@ -471,6 +468,9 @@ fn batch_failure(conn: &Connection, e: &rusqlite::Error) -> String {
     }
 }
 
+/// [`apply`], tried again with a growing pause while the ledger is busy: another writer is not
+/// a reason to fail a run (and with it every later claim and outcome). The transaction rolled
+/// back, so applying the whole batch again is exact.
 fn apply_patiently(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     let mut pause = BUSY_BACKOFF;
     let mut tries = 0;

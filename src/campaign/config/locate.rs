@@ -33,7 +33,8 @@ pub(super) fn section_at(text: &str, offset: usize) -> Option<String> {
     }
     let before = text.get(..offset)?;
     before.lines().rev().find_map(|l| {
-        let t = l.trim();
+        // A header may carry a comment: `[smtp]  # the relay`.
+        let t = header(l);
         (t.starts_with('[') && t.ends_with(']')).then(|| t.to_owned())
     })
 }
@@ -70,7 +71,10 @@ pub(crate) fn key_line(text: &str, section: &str, key: &str) -> Option<u64> {
     for (i, l) in text.lines().enumerate() {
         let t = l.trim();
         if t.starts_with('[') {
-            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            current = header(l)
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
             continue;
         }
         let Some((k, _)) = t.split_once('=') else {
@@ -183,6 +187,11 @@ fn first_definition(text: &str, offset: usize) -> Option<(String, u64)> {
     }
     let key = key_at(text, offset)?;
     let section = section_at(text, offset).unwrap_or_default();
+    // In an array of tables (`[[relay]]`) each entry has its own keys: the first `host` of
+    // the file may be another relay's.
+    if section.starts_with("[[") {
+        return None;
+    }
     let section = section.trim_matches(|c| c == '[' || c == ']');
     let first = key_line(text, section, &key).filter(|&l| l < here)?;
     let table = if section.is_empty() {

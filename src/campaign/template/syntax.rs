@@ -110,10 +110,17 @@ fn unclosed(text: &str) -> Option<Unclosed> {
                 Unclosed::Tag { at: at(start) }
             });
         };
-        if body.starts_with('{') && !text[inner + end + 2..].starts_with('}') {
+        // `{{{x}}}` and `{{~{x}~}}` end in `}}}` (a `~` may stand before the last two).
+        let closed_by_three = text[inner..inner + end]
+            .trim_end_matches('~')
+            .ends_with('}')
+            || text[inner + end + 2..].starts_with('}');
+        if body.starts_with('{') && !closed_by_three {
             return Some(Unclosed::Triple { at: at(start) });
         }
-        let tag = text[inner..inner + end].trim_matches(|c: char| c == '~' || c == '{');
+        // Handlebars allows spaces inside the braces: `{{ #if a }}`, `{{~ /if ~}}`.
+        let tag = text[inner..inner + end]
+            .trim_matches(|c: char| c == '~' || c == '{' || c == '}' || c.is_whitespace());
         i = inner + end + 2;
         let name_after = |rest: &str| {
             rest.trim_start_matches(['>', '*'])
@@ -122,7 +129,8 @@ fn unclosed(text: &str) -> Option<Unclosed> {
                 .map(|n| n.trim_end_matches('~').to_owned())
                 .filter(|n| !n.is_empty())
         };
-        if let Some(rest) = tag.strip_prefix('#').or_else(|| tag.strip_prefix('^')) {
+        // `{{^x}}` is an `{{else x}}` inside a block, not a block of its own.
+        if let Some(rest) = tag.strip_prefix('#') {
             if let Some(name) = name_after(rest) {
                 open.push((name, start));
             }
@@ -194,8 +202,10 @@ fn helper_names() -> String {
 /// A call of a helper, or of what may be one, found in a template.
 struct Call {
     name: String,
-    /// Positional and named (`key=value`) arguments.
+    /// Positional arguments: what a helper's minimum counts.
     args: usize,
+    /// Named (`key=value`) arguments.
+    named: usize,
     /// 1-based line and column of the template element it is in.
     at: Option<(usize, usize)>,
 }
@@ -215,7 +225,8 @@ fn helper_calls(t: &Template, at: Option<(usize, usize)>, out: &mut Vec<Call>) {
     fn call(h: &HelperTemplate, at: Option<(usize, usize)>, out: &mut Vec<Call>) {
         out.extend(name_of(&h.name).map(|name| Call {
             name,
-            args: h.params.len() + h.hash.len(),
+            args: h.params.len(),
+            named: h.hash.len(),
             at,
         }));
         for p in h.params.iter().chain(h.hash.values()) {
@@ -253,7 +264,7 @@ pub(super) fn helper_problem(t: &Template) -> Option<(Option<(usize, usize)>, St
     helper_calls(t, None, &mut calls);
     calls.into_iter().find_map(|call| {
         let message = match HELPERS.iter().find(|h| h.name == call.name) {
-            None if call.args > 0 => format!(
+            None if call.args + call.named > 0 => format!(
                 "`{}` is not a helper (the helpers are {}); a field is written without \
                  arguments, as {{{{{}}}}}",
                 call.name,
@@ -321,6 +332,17 @@ mod tests {
                 "2:2",
                 "`lookup` takes 2",
             ),
+            // Named arguments are options, not the arguments a helper needs.
+            (
+                "{{#if includeZero=true}}x{{/if}}",
+                "1:1",
+                "`if` takes 1 argument and is given none",
+            ),
+            (
+                "{{upper x=1}}",
+                "1:1",
+                "`upper` takes 1 argument and is given none",
+            ),
         ] {
             let e = add(text).unwrap_err().to_string();
             assert!(e.contains(&format!("body.txt.hbs:{at}:")), "{text}: {e}");
@@ -358,7 +380,12 @@ mod tests {
             ("Hi {{#if name}}x", block("if", 1, 4)),
             ("{{#if a}}\n{{#each b}}\nx\n{{/each}}\n", block("if", 1, 1)),
             ("{{#if a}}\n  {{#each b}}x{{/if}}", None),
-            ("{{#if a}}{{^b}}x", block("b", 1, 10)),
+            ("{{#if a}}{{^b}}x", block("if", 1, 1)),
+            (
+                "{{ #if a }}y{{~ /if ~}} {{ #each b }}",
+                block("each", 1, 25),
+            ),
+            ("{{~{x}~}} {{{y}}}", None),
             ("{{~#each items~}}x", block("each", 1, 1)),
             ("{{#> layout}}x", block("layout", 1, 1)),
             ("é {{name", Some(Unclosed::Tag { at: (1, 3) })),
