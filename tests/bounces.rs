@@ -619,7 +619,7 @@ fn bounces_parse_reads_a_file_only_up_to_the_message_cap() {
     assert_eq!(out.status.code(), Some(1), "a skipped file is a problem");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("/dev/zero: skipped, not read") && stderr.contains("25 MiB cap"),
+        stderr.contains("/dev/zero: skipped, not read: over the 25 MiB cap"),
         "{stderr}"
     );
     // The files after it are still read.

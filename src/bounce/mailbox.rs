@@ -32,11 +32,22 @@ pub enum Error {
          read with `mailroom bounces parse FILE`."
     )]
     NotMbox { path: PathBuf, why: &'static str },
-    #[error(
-        "{source_name}: skipped, not read: {size} bytes, over the {} MiB cap on one message (no bounce or complaint is that large)",
-        MAX_MESSAGE >> 20
-    )]
+    #[error("{source_name}: skipped, not read: {}", too_large(*size))]
     TooLarge { source_name: String, size: u64 },
+}
+
+/// Why a message of `size` bytes is skipped. A file read up to the cap (a device, or one that
+/// grew while it was read) has no known size: `size` is then the cap plus one, not said.
+fn too_large(size: u64) -> String {
+    let cap = format!(
+        "over the {} MiB cap on one message (no bounce or complaint is that large)",
+        MAX_MESSAGE >> 20
+    );
+    if size > MAX_MESSAGE + 1 {
+        format!("{size} bytes, {cap}")
+    } else {
+        cap
+    }
 }
 
 /// The largest message read from a mailbox (the same cap as IMAP's): bounces carry at most a
