@@ -128,14 +128,10 @@ pub fn decide(outcome: &TxOutcome, cx: Context) -> Decision {
         }
         // A reused connection the server had already closed: nothing of this message was sent,
         // so reconnect and try again uncharged.
-        TxOutcome::Lost(reply)
-            if reply.step == Step::Mail && !reply.timed_out && cx.retries < RETRIES_IN_RUN =>
-        {
-            Decision {
-                next: Next::Retry,
-                ..Decision::new(Charge::GiveBack(None))
-            }
-        }
+        TxOutcome::Lost(reply) if is_stale_session(reply, cx.retries) => Decision {
+            next: Next::Retry,
+            ..Decision::new(Charge::GiveBack(None))
+        },
         // Lost before the message again and again, across recipients: the relay is not
         // answering, which says nothing about them; give it back and pause.
         TxOutcome::Lost(reply)
@@ -165,6 +161,14 @@ pub fn decide(outcome: &TxOutcome, cx: Context) -> Decision {
         }),
         TxOutcome::Replied(reply) => replied(reply, cx),
     }
+}
+
+/// Whether a transaction lost with `reply` is taken for a reused connection the server had
+/// already closed (lost at MAIL, not by a deadline), retried uncharged while `retries` allow:
+/// it says nothing about the relay answering, so it does not count towards
+/// [`LOSSES_IN_A_ROW`] either.
+pub fn is_stale_session(reply: &Reply, retries: u32) -> bool {
+    reply.step == Step::Mail && !reply.timed_out && retries < RETRIES_IN_RUN
 }
 
 /// What a charge counts as for the circuit breaker: charged outcomes only (a claim given back

@@ -551,14 +551,8 @@ async fn settle(
     // others (see `relays`): no run-wide count.
     let losses_in_a_row = match outcome {
         _ if failover => 0,
-        // A reused session the server had already closed is retried uncharged (see `decide`):
-        // that says nothing about the relay answering, and after an idle spell several
-        // workers meet one at once.
-        TxOutcome::Lost(r)
-            if r.step == Step::Mail && !r.timed_out && retries < decide::RETRIES_IN_RUN =>
-        {
-            0
-        }
+        // After an idle spell several workers meet a closed reused session at once.
+        TxOutcome::Lost(r) if decide::is_stale_session(r, retries) => 0,
         TxOutcome::Lost(r) if r.step != Step::Message => {
             shared.losses_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
         }

@@ -90,14 +90,13 @@ fn unclosed(text: &str) -> Option<Unclosed> {
         let inner = start + 2;
         let body = text[inner..].strip_prefix('~').unwrap_or(&text[inner..]);
         if body.starts_with("!--") {
-            let end = body.find("--}}").ok_or(Unclosed::Comment {
-                at: at(start),
-                end: "--}}",
-            });
-            match end {
-                Ok(end) => i = text.len() - body.len() + end + 4,
-                Err(u) => return Some(u),
-            }
+            let Some(end) = body.find("--}}") else {
+                return Some(Unclosed::Comment {
+                    at: at(start),
+                    end: "--}}",
+                });
+            };
+            i = text.len() - body.len() + end + 4;
             continue;
         }
         let Some(end) = text[inner..].find("}}") else {
