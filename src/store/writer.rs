@@ -91,6 +91,9 @@ impl Writer {
         ledger.defer_checkpoints();
         let checkpointer = Checkpointer::spawn(&ledger.path);
         let Ledger { conn, path } = ledger;
+        // Room for the multi-row statements of every size (`ledger::record_many`, seven sizes
+        // of three kinds) beside the rest, so that none is prepared again mid-send.
+        conn.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let failure = Arc::new(OnceLock::new());
         let failed = failure.clone();
@@ -498,19 +501,26 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
     let mut relay_ids = Vec::new();
     // Asked at the first claim of the batch; nothing in a batch adds a suppression.
     let mut suppressions: Option<bool> = None;
-    for op in batch.iter_mut() {
+    // Outcomes in a row are applied together (`ledger::record_many`), in their place in the
+    // batch: a claim queued after an outcome may be for the same recipient's next attempt.
+    let mut outcomes: Vec<&ledger::Outcome> = Vec::new();
+    for op in batch.iter() {
+        if let Op::Record(outcome) = op {
+            outcomes.push(outcome);
+            continue;
+        }
+        ledger::record_many(&tx, &outcomes)?;
+        outcomes.clear();
         match op {
             Op::ClaimMany(claims, _) => claim_results.push({
                 let any = match suppressions {
                     Some(any) => any,
                     None => *suppressions.insert(ledger::any_suppressions(&tx)?),
                 };
-                claims
-                    .iter()
-                    .map(|c| ledger::claim(&tx, c, any))
-                    .collect::<rusqlite::Result<Vec<_>>>()?
+                ledger::claim_many(&tx, claims, any)?
             }),
-            Op::Record(outcome) => ledger::record(&tx, outcome)?,
+            // Gathered above.
+            Op::Record(_) => {}
             Op::Release(release) => ledger::release(&tx, release)?,
             Op::RunPort(run, port) => ledger::set_run_port(&tx, *run, *port)?,
             Op::FinishRun(run, outcome) => ledger::finish_run(&tx, *run, *outcome)?,
@@ -521,6 +531,8 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
             Op::Sync(_) => {}
         }
     }
+    ledger::record_many(&tx, &outcomes)?;
+    drop(outcomes);
     tx.commit()?;
     // Committed: answer every ack now and drop the ops so the failure loop sees nothing.
     let mut results = claim_results.into_iter();
@@ -556,7 +568,7 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>) -> rusqlite::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::model::DeliveryState;
+    use crate::model::{AttemptOutcome, DeliveryState};
     use crate::store::ledger::{AttemptRecord, NewRecipient};
 
     #[test]
@@ -631,26 +643,107 @@ mod tests {
         drop(ledger);
     }
 
+    /// A new ledger at `path` with a campaign of `n` contacts.
+    fn with_contacts(path: &std::path::Path, n: u64) -> (Ledger, crate::model::CampaignId) {
+        let mut ledger = crate::store::open(path).unwrap();
+        let c = ledger.ensure_campaign("c").unwrap();
+        let contacts = (0..n).map(|i| {
+            Ok::<_, ()>(NewRecipient {
+                email: format!("u{i}@x.test"),
+                name: None,
+                line: i + 2,
+                token: format!("t{i}"),
+                fields: "{}".into(),
+            })
+        });
+        ledger.import(c, contacts).unwrap();
+        (ledger, c)
+    }
+
+    #[test]
+    fn outcomes_and_claims_of_one_batch_apply_in_the_order_they_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, c) = with_contacts(&dir.path().join("o.db"), 3);
+        let run = ledger.start_run(c, "h", "none").unwrap();
+        let claim = |id, expected_state, expected_attempts| Claim {
+            recipient_id: crate::model::RecipientId(id),
+            run_id: run,
+            expected_state,
+            expected_attempts,
+        };
+        let outcome = |id, state, outcome| {
+            Op::Record(Box::new(Outcome {
+                recipient_id: crate::model::RecipientId(id),
+                run_id: run,
+                state,
+                retry_at: None,
+                attempt: AttemptRecord {
+                    at: 1,
+                    port: Some(25),
+                    step: "message",
+                    code: Some(250),
+                    enhanced: None,
+                    reply: None,
+                    outcome,
+                    diagnosis: None,
+                    relay: None,
+                },
+            }))
+        };
+        let (first, first_answer) = oneshot::channel();
+        let (retry, retry_answer) = oneshot::channel();
+        // Recipient 1 is deferred, claimed again and accepted, all in one batch; recipient 2's
+        // outcome sits between two claims. Grouping outcomes across a claim would record 1's
+        // second outcome before its second claim, and drop it.
+        let mut batch = vec![
+            Op::ClaimMany(
+                vec![
+                    claim(1, DeliveryState::Pending, 0),
+                    claim(2, DeliveryState::Pending, 0),
+                ],
+                first,
+            ),
+            outcome(1, DeliveryState::Deferred, AttemptOutcome::Deferred),
+            outcome(2, DeliveryState::Accepted, AttemptOutcome::Accepted),
+            Op::ClaimMany(vec![claim(1, DeliveryState::Deferred, 1)], retry),
+            outcome(1, DeliveryState::Accepted, AttemptOutcome::Accepted),
+        ];
+        apply(&mut ledger.conn, &mut batch).unwrap();
+        assert!(batch.is_empty());
+        let claimed = vec![ClaimResult::Claimed, ClaimResult::Claimed];
+        assert_eq!(first_answer.blocking_recv().unwrap().unwrap(), claimed);
+        let answer = retry_answer.blocking_recv().unwrap().unwrap();
+        assert_eq!(answer, [ClaimResult::Claimed]);
+        let rows: Vec<(String, i64)> = ledger
+            .conn
+            .prepare("SELECT state, attempts FROM recipients ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected = [("accepted", 2), ("accepted", 1), ("pending", 0)];
+        let expected: Vec<(String, i64)> = expected
+            .iter()
+            .map(|(s, n)| ((*s).to_owned(), *n))
+            .collect();
+        assert_eq!(rows, expected);
+        let outcomes: Vec<String> = ledger
+            .conn
+            .prepare("SELECT recipient_id || ':' || outcome FROM attempts ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(outcomes, ["1:deferred", "2:accepted", "1:accepted"]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_claims_are_committed_before_ack_and_never_doubled() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let mut ledger = crate::store::open(&path).unwrap();
-        let c = ledger.ensure_campaign("c").unwrap();
-        ledger
-            .import(
-                c,
-                (0..50).map(|i| {
-                    Ok::<_, ()>(NewRecipient {
-                        email: format!("u{i}@x.test"),
-                        name: None,
-                        line: i + 2,
-                        token: format!("t{i}"),
-                        fields: "{}".into(),
-                    })
-                }),
-            )
-            .unwrap();
+        let (ledger, c) = with_contacts(&path, 50);
         let run = ledger.start_run(c, "h", "none").unwrap();
         let due = crate::store::Reader::open(&path)
             .unwrap()
