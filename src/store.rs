@@ -152,13 +152,7 @@ pub enum Error {
          campaign.toml (mailroom.db by default), or the path set in [store] path."
     )]
     NotALedger { path: PathBuf, why: String },
-    #[error(
-        "ledger {path} is damaged: SQLite finds part of it corrupt (a disk or file system \
-         fault, or a copy taken while a send wrote it), so mailroom neither reads nor writes \
-         it\n\nKeep a copy of it (with its -wal file, if there is one) and put back the latest \
-         backup of the ledger; `mailroom report --db BACKUP` shows what it holds. Do not start \
-         this campaign over with a new ledger: it would mail every recipient again."
-    )]
+    #[error("ledger {path} {damaged}", damaged = DAMAGED)]
     Corrupt { path: PathBuf },
     #[error("ledger {path}")]
     Sqlite {
@@ -227,6 +221,14 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
         })
     }
 }
+
+/// What [`Error::Corrupt`] says of the ledger after naming it; the ledger writer's reason when a
+/// batch meets the damage mid-send, after "ledger PATH: it".
+pub(crate) const DAMAGED: &str = "is damaged: SQLite finds part of it corrupt (a disk or file \
+     system fault, or a copy taken while a send wrote it), so mailroom neither reads nor writes \
+     it\n\nKeep a copy of it (with its -wal file, if there is one) and put back the latest \
+     backup of the ledger; `mailroom report --db BACKUP` shows what it holds. Do not start this \
+     campaign over with a new ledger: it would mail every recipient again.";
 
 /// [`Error::Corrupt`] when `source` is SQLite finding the file corrupt: its own words ("database
 /// disk image is malformed") say neither which file nor what to do.

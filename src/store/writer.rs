@@ -471,12 +471,7 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
 fn batch_failure(conn: &Connection, e: &rusqlite::Error) -> String {
     let path = std::path::Path::new(conn.path().unwrap_or_default());
     match super::damaged(path, e) {
-        Some(corrupt) => {
-            let text = corrupt.to_string();
-            let prefix = format!("ledger {} ", path.display());
-            text.strip_prefix(&prefix)
-                .map_or(text.clone(), |rest| format!("it {rest}"))
-        }
+        Some(_) => format!("it {}", super::DAMAGED),
         None => format!("cannot write the ledger: {e}"),
     }
 }
