@@ -13,7 +13,6 @@
 //! its content, and [`Key`] and [`Signer`] print only public facts.
 
 use std::fmt;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -163,16 +162,15 @@ impl Key {
             });
         }
         check_mode(path, &meta)?;
-        let mut pem = Vec::with_capacity(4096);
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut pem))
+        let read = std::fs::File::open(path)
+            .and_then(|f| crate::bounded::read_to_end(f, MAX_KEY_FILE, meta.len()))
             .map_err(unreadable)?;
-        if pem.len() as u64 > MAX_KEY_FILE {
+        let Some(mut pem) = read else {
             return Err(Error::Format {
                 path: path.to_owned(),
                 what: format!("larger than {} KiB, so not a key file", MAX_KEY_FILE / 1024),
             });
-        }
+        };
         let key = Key::from_pem(&pem).map_err(|problem| match problem {
             Problem::TooShort(bits) => Error::TooShort {
                 path: path.to_owned(),
@@ -651,6 +649,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_key_file_over_64_kib_is_refused_and_the_key_alone_loads() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let pem = generate(Algorithm::Ed25519).unwrap().pem;
+        // A real key followed by padding: a file of this size is not a key file.
+        let padded = format!("{pem}{}", "\n".repeat(64 * 1024));
+        std::fs::write(&key, padded).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        match Key::load(&key) {
+            Err(e @ Error::Format { .. }) => {
+                assert!(e.to_string().contains("larger than 64 KiB"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same key alone loads.
+        std::fs::write(&key, &pem).unwrap();
+        assert_eq!(Key::load(&key).unwrap().kind(), KeyKind::Ed25519);
     }
 
     #[test]

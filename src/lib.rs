@@ -19,10 +19,12 @@
 //!  doctor: probes a server's ports, TLS and AUTH before a campaign
 //! ```
 //!
-//! `model` holds the shared vocabulary and depends on nothing else in the crate. The binary in
+//! `model` holds the shared vocabulary and depends on nothing else in the crate; `bounded` is
+//! the one way a file is read whole (up to a cap). The binary in
 //! `src/bin/mailroom` is the composition root and the only code that uses `anyhow`.
 
 pub mod bounce;
+pub mod bounded;
 pub mod campaign;
 pub mod clock;
 pub mod diagnose;

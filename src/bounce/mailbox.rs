@@ -141,15 +141,9 @@ pub fn read_message(path: &Path, source_name: &str) -> Result<Vec<u8>, Error> {
         return Err(too_large(size));
     }
     // The file may grow while it is read (or be a device): never read past the cap.
-    let mut raw = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    let read = file
-        .take(MAX_MESSAGE + 1)
-        .read_to_end(&mut raw)
-        .map_err(failed)?;
-    if read as u64 > MAX_MESSAGE {
-        return Err(too_large(read as u64));
-    }
-    Ok(raw)
+    crate::bounded::read_to_end(file, MAX_MESSAGE, size)
+        .map_err(failed)?
+        .ok_or_else(|| too_large(MAX_MESSAGE + 1))
 }
 
 /// Streams the messages of an mbox file.

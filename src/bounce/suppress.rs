@@ -107,7 +107,6 @@ const MAX_LIST_BYTES: u64 = 1 << 30;
 
 /// A list file's bytes, up to [`MAX_LIST_BYTES`]; a device, pipe or folder is refused.
 fn read_list(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     // A pipe (`/dev/stdin`, `<(...)`) is read like a file; a device or a folder is a mistake.
@@ -124,14 +123,9 @@ fn read_list(path: &Path) -> std::io::Result<Vec<u8>> {
              with an `email` column)",
         ));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_LIST_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_LIST_BYTES {
-        return Err(std::io::Error::other(
-            "larger than 1 GiB: split the list and import each part",
-        ));
-    }
-    Ok(bytes)
+    crate::bounded::read_to_end(file, MAX_LIST_BYTES, meta.len())?.ok_or_else(|| {
+        std::io::Error::other("larger than 1 GiB: split the list and import each part")
+    })
 }
 
 /// Imports a file of addresses: a CSV whose header has an `email` column, or one address per

@@ -175,22 +175,18 @@ fn parameter(param: &str, value: &str) -> Vec<String> {
 /// When the file cannot be read (it was checked when the campaign loaded or the row was read).
 pub(crate) fn encode_part(file: &AttachmentFile) -> std::io::Result<Vec<u8>> {
     use base64::Engine as _;
-    use std::io::Read as _;
     let name = file.path.file_name().map_or_else(
         || "attachment".to_owned(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let mut raw = Vec::with_capacity(usize::try_from(file.bytes).unwrap_or(0));
-    std::fs::File::open(&file.path)?
-        .take(MAX_ATTACHMENT + 1)
-        .read_to_end(&mut raw)?;
-    if raw.len() as u64 > MAX_ATTACHMENT {
+    let opened = std::fs::File::open(&file.path)?;
+    let Some(raw) = crate::bounded::read_to_end(opened, MAX_ATTACHMENT, file.bytes)? else {
         return Err(std::io::Error::other(format!(
             "{} grew past {} MB",
             file.path.display(),
             MAX_ATTACHMENT / 1_000_000
         )));
-    }
+    };
     let mut head = String::with_capacity(256);
     head.push_str("Content-Type: ");
     head.push_str(content_type(&file.path));

@@ -661,7 +661,6 @@ pub(crate) fn file_problem(path: &Path) -> Option<String> {
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, Error> {
-    use std::io::Read as _;
     let fail = |source| Error::Read {
         path: path.to_owned(),
         source,
@@ -669,16 +668,15 @@ pub(crate) fn read(path: &Path) -> Result<String, Error> {
     if let Some(problem) = file_problem(path) {
         return Err(fail(std::io::Error::other(problem)));
     }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_TEMPLATE_BYTES + 1).read_to_end(&mut bytes))
+    let read = std::fs::File::open(path)
+        .and_then(|f| crate::bounded::read_to_end(f, MAX_TEMPLATE_BYTES, 0))
         .map_err(fail)?;
-    if bytes.len() as u64 > MAX_TEMPLATE_BYTES {
+    let Some(bytes) = read else {
         return Err(fail(std::io::Error::other(format!(
             "larger than {} MiB, which no template needs",
             MAX_TEMPLATE_BYTES >> 20
         ))));
-    }
+    };
     super::charset::utf8_text(path, bytes)
         .map_err(|why| fail(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))
 }
@@ -833,6 +831,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_template_file_over_the_cap_is_refused_and_one_at_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let at_cap = dir.path().join("at.txt");
+        let cap = usize::try_from(MAX_TEMPLATE_BYTES).unwrap();
+        std::fs::write(&at_cap, "a".repeat(cap)).unwrap();
+        assert_eq!(read(&at_cap).unwrap().len(), cap);
+        let over = dir.path().join("over.txt");
+        std::fs::write(&over, "a".repeat(cap + 1)).unwrap();
+        let err = read(&over).unwrap_err().to_string();
+        assert!(err.contains("over.txt"), "{err}");
+        let cause = match read(&over) {
+            Err(Error::Read { source, .. }) => source.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(cause.contains("larger than 4 MiB"), "{cause}");
+    }
 
     fn templates(entries: &[(&str, &str)]) -> Templates {
         let mut t = Templates::new();

@@ -33,7 +33,6 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// A secret from the first line of `path` (trailing newline removed); an empty first line, or
 /// a file far larger than any secret, is refused (the value is never shown).
 fn from_file(path: &Path, what: &'static str) -> Result<Secret, Error> {
-    use std::io::Read as _;
     let fail = |source| Error::SecretFile {
         what,
         path: path.to_owned(),
@@ -44,13 +43,12 @@ fn from_file(path: &Path, what: &'static str) -> Result<Secret, Error> {
         path: path.to_owned(),
         why,
     };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+    let read = std::fs::File::open(path)
+        .and_then(|f| crate::bounded::read_to_end(f, MAX_SECRET_FILE, 0))
         .map_err(fail)?;
-    if bytes.len() as u64 > MAX_SECRET_FILE {
+    let Some(bytes) = read else {
         return Err(refuse("is larger than 64 KiB, far more than a secret"));
-    }
+    };
     let text = String::from_utf8(bytes).map_err(|_| refuse("is not UTF-8 text"))?;
     let first = text.lines().next().unwrap_or_default();
     if first.trim().is_empty() {

@@ -1,0 +1,49 @@
+//! Reads that stop at a cap. A file larger than its kind can be, one that grows while it is
+//! read, or a device such as `/dev/zero` is refused after `cap + 1` bytes, never read to its
+//! end. This module only reads: each caller says in its own error what the cap means.
+
+use std::io::Read;
+
+/// Reads `reader` to its end if that is at most `cap` bytes; `Ok(None)` when there is more.
+/// `size_hint` (a file's length, 0 when unknown) sizes the buffer, never beyond the cap.
+///
+/// # Errors
+/// The reader's own.
+pub fn read_to_end(
+    reader: impl Read,
+    cap: u64,
+    size_hint: u64,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(size_hint.min(cap)).unwrap_or(0));
+    reader.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= cap).then_some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn up_to_the_cap_is_read_whole_and_one_byte_more_is_refused() {
+        let data = vec![7u8; 100];
+        assert_eq!(read_to_end(&data[..], 100, 0).unwrap(), Some(data.clone()));
+        assert_eq!(read_to_end(&data[..], 99, 100).unwrap(), None);
+        assert_eq!(read_to_end(&data[..0], 0, 0).unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn an_endless_reader_stops_one_byte_past_the_cap() {
+        let mut endless = std::io::repeat(1);
+        assert_eq!(read_to_end(&mut endless, 1 << 20, 0).unwrap(), None);
+        // The hint of a lying length does not allocate past the cap.
+        assert_eq!(read_to_end(std::io::repeat(0), 16, u64::MAX).unwrap(), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_is_refused_at_the_cap() {
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        assert_eq!(read_to_end(zero, 4096, 0).unwrap(), None);
+    }
+}
