@@ -5,18 +5,27 @@
 use std::io::Read;
 
 /// Reads `reader` to its end if that is at most `cap` bytes; `Ok(None)` when there is more.
-/// `size_hint` (a file's length, 0 when unknown) sizes the buffer, never beyond the cap.
+/// `size_hint` (a file's length, 0 when unknown) sizes the buffer up front, at most to the cap;
+/// the byte that tells "more" is read apart, so it never makes the buffer grow.
 ///
 /// # Errors
 /// The reader's own.
 pub fn read_to_end(
-    reader: impl Read,
+    mut reader: impl Read,
     cap: u64,
     size_hint: u64,
 ) -> std::io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::with_capacity(usize::try_from(size_hint.min(cap)).unwrap_or(0));
-    reader.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
-    Ok((bytes.len() as u64 <= cap).then_some(bytes))
+    (&mut reader).take(cap).read_to_end(&mut bytes)?;
+    let mut probe = [0u8; 1];
+    loop {
+        match reader.read(&mut probe) {
+            Ok(0) => return Ok(Some(bytes)),
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -27,6 +36,10 @@ mod tests {
     #[test]
     fn up_to_the_cap_is_read_whole_and_one_byte_more_is_refused() {
         let data = vec![7u8; 100];
+        let whole = read_to_end(&data[..], 100, 100).unwrap().unwrap();
+        assert_eq!(whole, data);
+        // Sized once from the hint: reading to the end and looking past it did not grow it.
+        assert_eq!(whole.capacity(), 100);
         assert_eq!(read_to_end(&data[..], 100, 0).unwrap(), Some(data.clone()));
         assert_eq!(read_to_end(&data[..], 99, 100).unwrap(), None);
         assert_eq!(read_to_end(&data[..0], 0, 0).unwrap(), Some(Vec::new()));

@@ -19,8 +19,8 @@
 //!  doctor: probes a server's ports, TLS and AUTH before a campaign
 //! ```
 //!
-//! `model` holds the shared vocabulary and depends on nothing else in the crate; `bounded` is
-//! the one way a file is read whole (up to a cap). The binary in
+//! `model` holds the shared vocabulary and depends on nothing else in the crate; `bounded`
+//! reads the files a user names whole, up to a cap. The binary in
 //! `src/bin/mailroom` is the composition root and the only code that uses `anyhow`.
 
 pub mod bounce;

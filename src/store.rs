@@ -233,14 +233,14 @@ pub(crate) const DAMAGED: &str = "is damaged: SQLite finds part of it corrupt (a
 /// [`Error::Corrupt`] when `source` is SQLite finding the file corrupt: its own words ("database
 /// disk image is malformed") say neither which file nor what to do.
 fn damaged(path: &Path, source: &rusqlite::Error) -> Option<Error> {
-    match source {
-        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DatabaseCorrupt => {
-            Some(Error::Corrupt {
-                path: path.to_owned(),
-            })
-        }
-        _ => None,
-    }
+    is_corrupt(source).then(|| Error::Corrupt {
+        path: path.to_owned(),
+    })
+}
+
+/// Whether `e` is SQLite finding the ledger file corrupt.
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseCorrupt)
 }
 
 /// [`Error::Open`], or [`Error::Corrupt`].

@@ -105,7 +105,7 @@ pub struct FileSummary {
 /// bound on what a wrong path (`/dev/zero`) can make mailroom hold.
 const MAX_LIST_BYTES: u64 = 1 << 30;
 
-/// A list file's bytes, up to [`MAX_LIST_BYTES`]; a device, pipe or folder is refused.
+/// A list file's bytes, up to [`MAX_LIST_BYTES`]; a file or a pipe, never a device or a folder.
 fn read_list(path: &Path) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
@@ -123,9 +123,13 @@ fn read_list(path: &Path) -> std::io::Result<Vec<u8>> {
              with an `email` column)",
         ));
     }
-    crate::bounded::read_to_end(file, MAX_LIST_BYTES, meta.len())?.ok_or_else(|| {
-        std::io::Error::other("larger than 1 GiB: split the list and import each part")
-    })
+    let too_large =
+        || std::io::Error::other("larger than 1 GiB: split the list and import each part");
+    // A file that says so already is refused without reading it.
+    if meta.is_file() && meta.len() > MAX_LIST_BYTES {
+        return Err(too_large());
+    }
+    crate::bounded::read_to_end(file, MAX_LIST_BYTES, meta.len())?.ok_or_else(too_large)
 }
 
 /// Imports a file of addresses: a CSV whose header has an `email` column, or one address per
@@ -203,6 +207,22 @@ pub fn import_file(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_list_file_over_1_gib_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.csv");
+        // Sparse: nothing is written (and the size alone refuses it, without a 1 GiB read).
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(MAX_LIST_BYTES + 1).unwrap();
+        let err = read_list(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "larger than 1 GiB: split the list and import each part"
+        );
+        file.set_len(3).unwrap();
+        assert_eq!(read_list(&path).unwrap(), [0, 0, 0]);
+    }
 
     #[test]
     fn normalize_lowercases_domain_and_punycodes_idn() {

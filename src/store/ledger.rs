@@ -694,10 +694,10 @@ pub fn record(conn: &Connection, o: &Outcome) -> rusqlite::Result<()> {
 /// order). A statement keeps a statement journal, a copy of every page it touches; one per
 /// outcome, and another per attempt, was a quarter of the ledger writer's time in a send.
 ///
-/// Two outcomes for the same recipient go one at a time: a join updates that row once.
+/// A group that holds two outcomes for one recipient goes one at a time, whole: a join updates
+/// that row once.
 pub fn record_many(conn: &Connection, outcomes: &[&Outcome]) -> rusqlite::Result<()> {
-    let mut seen = HashSet::with_capacity(outcomes.len());
-    if outcomes.len() < 2 || !outcomes.iter().all(|o| seen.insert(o.recipient_id.0)) {
+    if outcomes.len() < 2 || !distinct(outcomes.iter().map(|o| o.recipient_id.0)) {
         return outcomes.iter().try_for_each(|o| record(conn, o));
     }
     outcomes.iter().try_for_each(|o| check_outcome(o))?;
@@ -734,6 +734,7 @@ pub fn record_many(conn: &Connection, outcomes: &[&Outcome]) -> rusqlite::Result
             bind(&mut stmt, &mut next, &a.reply)?;
             bind(&mut stmt, &mut next, &(o.state == DeliveryState::Accepted))?;
         }
+        debug_assert_eq!(next, stmt.parameter_count(), "every placeholder bound");
         let mut returned = stmt.raw_query();
         while let Some(row) = returned.next()? {
             changed.insert(row.get::<_, i64>(0)?);
@@ -767,6 +768,7 @@ pub fn record_many(conn: &Connection, outcomes: &[&Outcome]) -> rusqlite::Result
             bind(&mut stmt, &mut next, &a.diagnosis)?;
             bind(&mut stmt, &mut next, &a.relay)?;
         }
+        debug_assert_eq!(next, stmt.parameter_count(), "every placeholder bound");
         stmt.raw_execute()?;
     }
     Ok(())
@@ -779,10 +781,10 @@ pub fn claim_many(
     claims: &[Claim],
     suppressions: bool,
 ) -> rusqlite::Result<Vec<ClaimResult>> {
-    let mut seen = HashSet::with_capacity(claims.len());
-    // A suppressed address takes statements of its own; of two claims of one recipient in a
-    // block only the first can succeed, which only one claim at a time tells apart.
-    if suppressions || claims.len() < 2 || !claims.iter().all(|c| seen.insert(c.recipient_id.0)) {
+    // A suppressed address takes statements of its own. Of two claims of one recipient in a
+    // block at most one succeeds, and which one depends on their order: only one claim at a
+    // time tells them apart.
+    if suppressions || claims.len() < 2 || !distinct(claims.iter().map(|c| c.recipient_id.0)) {
         return claims
             .iter()
             .map(|c| claim(conn, c, suppressions))
@@ -812,6 +814,7 @@ pub fn claim_many(
             bind(&mut stmt, &mut next, &c.expected_attempts)?;
             bind(&mut stmt, &mut next, &c.run_id)?;
         }
+        debug_assert_eq!(next, stmt.parameter_count(), "every placeholder bound");
         let mut returned = stmt.raw_query();
         while let Some(row) = returned.next()? {
             claimed.insert(row.get::<_, i64>(0)?);
@@ -827,6 +830,12 @@ pub fn claim_many(
             }
         })
         .collect())
+}
+
+/// Whether no id comes twice.
+fn distinct(ids: impl ExactSizeIterator<Item = i64>) -> bool {
+    let mut seen = HashSet::with_capacity(ids.len());
+    ids.into_iter().all(|id| seen.insert(id))
 }
 
 /// Most rows in one multi-row statement (`MAX_ROWS` × 11 parameters stays far below SQLite's
@@ -1501,12 +1510,13 @@ mod tests {
 
     #[test]
     fn outcomes_recorded_together_leave_the_ledger_that_one_at_a_time_leaves() {
-        // 150 = 64 + 64 + 16 + 4 + 2 rows: every statement size but one, and the sizes repeat.
-        // Recipient 10 was never claimed: neither path may charge it or give it an attempt.
-        let (_a, one, run, relays) = claimed(150, &[9]);
-        let (_b, many, run_b, relays_b) = claimed(150, &[9]);
+        // 255 = 3 × 64 + 32 + 16 + 8 + 4 + 2 + 1 rows: every statement size, and 64 repeats.
+        // Recipient 10 was never claimed: neither path may charge it or give it an attempt,
+        // which leaves 254 attempts, every size but 1 for the INSERT.
+        let (_a, one, run, relays) = claimed(255, &[9]);
+        let (_b, many, run_b, relays_b) = claimed(255, &[9]);
         assert_eq!((run, &relays), (run_b, &relays_b));
-        let all = outcomes(150, run, &relays);
+        let all = outcomes(255, run, &relays);
         for o in &all {
             record(&one, o).unwrap();
         }
@@ -1517,7 +1527,7 @@ mod tests {
         let attempts: i64 = many
             .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(attempts, 149, "one attempt per claimed recipient");
+        assert_eq!(attempts, 254, "one attempt per claimed recipient");
         assert_eq!(state_of(&many, RecipientId(10)), "pending");
     }
 

@@ -94,8 +94,9 @@ impl Writer {
         ledger.defer_checkpoints();
         let checkpointer = Checkpointer::spawn(&ledger.path);
         let Ledger { conn, path } = ledger;
-        // Room for the multi-row statements of every size (`ledger::record_many`, seven sizes
-        // of three kinds) beside the rest, so that none is prepared again mid-send.
+        // Room for the multi-row statements of every size (`ledger::record_many` and
+        // `ledger::claim_many`: seven sizes of three kinds) beside the rest, so that none is
+        // prepared again mid-send.
         conn.set_prepared_statement_cache_capacity(64);
         // SQLite's default page cache (2 MB) rather than the 32 MB the import wanted. A commit
         // after a b-tree page split walks every cached page (balance_nonroot renumbers pages
@@ -366,7 +367,7 @@ fn run(
         if failure.is_none()
             && let Err(e) = apply_patiently(conn, &mut batch)
         {
-            let reason = batch_failure(conn, &e);
+            let reason = batch_failure(&e);
             let _ = shared_failure.set(reason.clone());
             failure = Some(reason);
         }
@@ -468,11 +469,11 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
 
 /// Why a batch could not be committed, as the run reports it after "ledger PATH: ". A ledger
 /// SQLite finds corrupt mid-send gets [`Error::Corrupt`]'s words and fix, as at open.
-fn batch_failure(conn: &Connection, e: &rusqlite::Error) -> String {
-    let path = std::path::Path::new(conn.path().unwrap_or_default());
-    match super::damaged(path, e) {
-        Some(_) => format!("it {}", super::DAMAGED),
-        None => format!("cannot write the ledger: {e}"),
+fn batch_failure(e: &rusqlite::Error) -> String {
+    if super::is_corrupt(e) {
+        format!("it {}", super::DAMAGED)
+    } else {
+        format!("cannot write the ledger: {e}")
     }
 }
 
@@ -580,12 +581,11 @@ mod tests {
     fn a_batch_that_meets_a_corrupt_ledger_says_so_with_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
-        let ledger = Ledger::open(&path).unwrap();
         let corrupt = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
             Some("database disk image is malformed".into()),
         );
-        let reason = batch_failure(&ledger.conn, &corrupt);
+        let reason = batch_failure(&corrupt);
         assert!(
             reason.starts_with("it is damaged: SQLite finds part of it corrupt"),
             "{reason}"
@@ -606,7 +606,7 @@ mod tests {
             Some("database or disk is full".into()),
         );
         assert_eq!(
-            batch_failure(&ledger.conn, &full),
+            batch_failure(&full),
             "cannot write the ledger: database or disk is full"
         );
     }
