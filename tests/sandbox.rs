@@ -769,6 +769,25 @@ fn the_command_refuses_a_public_address_and_reports_script_errors() {
         stderr.contains("script.toml") && stderr.contains("needs a reply"),
         "{stderr}"
     );
+
+    // A wrong path to something endless is refused at the cap, not read until memory runs out.
+    let out = assert_cmd::Command::cargo_bin("mailroom")
+        .unwrap()
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--script",
+            "/dev/zero",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/zero is larger than 1 MiB"),
+        "{stderr}"
+    );
 }
 
 /// `mailroom demo` end to end: sandbox, campaign, real pipeline, bounce import, report. The

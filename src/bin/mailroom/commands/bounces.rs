@@ -79,6 +79,10 @@ enum ImapAuth {
     Xoauth2,
 }
 
+/// The largest `--imap-ca` file read: a CA bundle is a few hundred kB, and a wrong path such as
+/// `/dev/zero` must not be read without end.
+const MAX_CA_FILE: u64 = 16 << 20;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Parse(a) => parse(a),
@@ -374,7 +378,15 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
         let url = bounce::imap::ImapUrl::parse(url)?;
         let ca = match &args.imap_ca {
             Some(p) => Some(
-                std::fs::read(p).with_context(|| format!("cannot read CA file {}", p.display()))?,
+                std::fs::File::open(p)
+                    .and_then(|f| mailroom::bounded::read_to_end(f, MAX_CA_FILE, 0))
+                    .with_context(|| format!("cannot read CA file {}", p.display()))?
+                    .with_context(|| {
+                        format!(
+                            "CA file {} is larger than 16 MiB, so not a certificate file",
+                            p.display()
+                        )
+                    })?,
             ),
             None => None,
         };

@@ -54,12 +54,27 @@ struct Options {
     allow_remote: bool,
 }
 
+/// The largest sandbox script read (a script is a few rules; a wrong path such as `/dev/zero`
+/// must not be read without end).
+const MAX_SCRIPT: u64 = 1 << 20;
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let args = *args.options;
     let script = match &args.script {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("could not read the sandbox script {}", path.display()))?;
+            let cannot = || format!("could not read the sandbox script {}", path.display());
+            let bytes = std::fs::File::open(path)
+                .and_then(|f| mailroom::bounded::read_to_end(f, MAX_SCRIPT, 0))
+                .with_context(cannot)?
+                .with_context(|| {
+                    format!(
+                        "the sandbox script {} is larger than 1 MiB, which no script needs",
+                        path.display()
+                    )
+                })?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("not UTF-8 text"))
+                .with_context(cannot)?;
             Script::parse(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Script::accept_all(),
