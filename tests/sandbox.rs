@@ -788,6 +788,21 @@ fn the_command_refuses_a_public_address_and_reports_script_errors() {
         stderr.contains("/dev/zero is larger than 1 MiB"),
         "{stderr}"
     );
+
+    // A script saved in windows-1252: where the first wrong byte is, and how to convert.
+    std::fs::write(&script, b"# caf\xe9\n").unwrap();
+    let out = assert_cmd::Command::cargo_bin("mailroom")
+        .unwrap()
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--script"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("script.toml") && stderr.contains("line 1") && stderr.contains("iconv"),
+        "{stderr}"
+    );
 }
 
 /// `mailroom demo` end to end: sandbox, campaign, real pipeline, bounce import, report. The

@@ -62,19 +62,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let args = *args.options;
     let script = match &args.script {
         Some(path) => {
-            let cannot = || format!("could not read the sandbox script {}", path.display());
             let bytes = std::fs::File::open(path)
                 .and_then(|f| mailroom::bounded::read_to_end(f, MAX_SCRIPT, 0))
-                .with_context(cannot)?
+                .with_context(|| format!("could not read the sandbox script {}", path.display()))?
                 .with_context(|| {
                     format!(
                         "the sandbox script {} is larger than 1 MiB, which no script needs",
                         path.display()
                     )
                 })?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| anyhow::anyhow!("not UTF-8 text"))
-                .with_context(cannot)?;
+            let text = mailroom::campaign::utf8_text(path, bytes).map_err(anyhow::Error::msg)?;
             Script::parse(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Script::accept_all(),
