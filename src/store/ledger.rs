@@ -735,10 +735,7 @@ pub fn record_many(conn: &Connection, outcomes: &[&Outcome]) -> rusqlite::Result
             bind(&mut stmt, &mut next, &(o.state == DeliveryState::Accepted))?;
         }
         debug_assert_eq!(next, stmt.parameter_count(), "every placeholder bound");
-        let mut returned = stmt.raw_query();
-        while let Some(row) = returned.next()? {
-            changed.insert(row.get::<_, i64>(0)?);
-        }
+        returned_ids(&mut stmt, &mut changed)?;
     }
     let attempts: Vec<&Outcome> = outcomes
         .iter()
@@ -815,10 +812,7 @@ pub fn claim_many(
             bind(&mut stmt, &mut next, &c.run_id)?;
         }
         debug_assert_eq!(next, stmt.parameter_count(), "every placeholder bound");
-        let mut returned = stmt.raw_query();
-        while let Some(row) = returned.next()? {
-            claimed.insert(row.get::<_, i64>(0)?);
-        }
+        returned_ids(&mut stmt, &mut claimed)?;
     }
     Ok(claims
         .iter()
@@ -830,6 +824,18 @@ pub fn claim_many(
             }
         })
         .collect())
+}
+
+/// Runs `stmt` (bound, `RETURNING` one id) and adds the ids it returns to `into`.
+fn returned_ids(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    into: &mut HashSet<i64>,
+) -> rusqlite::Result<()> {
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        into.insert(row.get(0)?);
+    }
+    Ok(())
 }
 
 /// Whether no id comes twice.
