@@ -1,6 +1,9 @@
 //! Reads that stop at a cap. A file larger than its kind can be, one that grows while it is
 //! read, or a device such as `/dev/zero` is refused after `cap + 1` bytes, never read to its
 //! end. This module only reads: each caller says in its own error what the cap means.
+//!
+//! What it refuses it overwrites before freeing: a caller may be reading a secret (a key, a
+//! password file), and a refusal must not leave a copy of one behind.
 
 use std::io::Read;
 
@@ -15,17 +18,24 @@ pub fn read_to_end(
     cap: u64,
     size_hint: u64,
 ) -> std::io::Result<Option<Vec<u8>>> {
+    use zeroize::Zeroize as _;
     let mut bytes = Vec::with_capacity(usize::try_from(size_hint.min(cap)).unwrap_or(0));
-    (&mut reader).take(cap).read_to_end(&mut bytes)?;
+    if let Err(e) = (&mut reader).take(cap).read_to_end(&mut bytes) {
+        bytes.zeroize();
+        return Err(e);
+    }
     let mut probe = [0u8; 1];
-    loop {
+    let more = loop {
         match reader.read(&mut probe) {
             Ok(0) => return Ok(Some(bytes)),
-            Ok(_) => return Ok(None),
+            Ok(_) => break Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => break Err(e),
         }
-    }
+    };
+    bytes.zeroize();
+    probe.zeroize();
+    more
 }
 
 #[cfg(test)]

@@ -185,7 +185,7 @@ impl Key {
             },
         });
         // The PEM text is the secret: overwrite it before the buffer is freed.
-        pem.fill(0);
+        zeroize::Zeroize::zeroize(&mut pem);
         key
     }
 

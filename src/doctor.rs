@@ -49,7 +49,7 @@ pub struct Credentials {
 #[derive(Clone)]
 pub enum Login {
     /// PLAIN, else LOGIN.
-    Password(String),
+    Password(crate::transport::Secret),
     /// XOAUTH2 with a token from this source (fetched when the test runs).
     XOAuth2(std::sync::Arc<crate::oauth::Tokens>),
 }

@@ -388,7 +388,8 @@ async fn refresh_grant(
     if let Some(scope) = &grant.scope {
         form.push(("scope", scope.as_str()));
     }
-    let body = http::form_encode(&form);
+    // The form carries the refresh token and the client secret, the reply the new tokens.
+    let body = zeroize::Zeroizing::new(http::form_encode(&form));
     let (status, body) = http::post_form(&grant.endpoint, &body, tls, ENDPOINT_TIMEOUT)
         .await
         .map_err(|reason| Error::Endpoint {
@@ -438,9 +439,12 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// The XOAUTH2 initial client response: base64 of `user=U^Aauth=Bearer T^A^A`.
-pub fn xoauth2_response(user: &str, token: &Secret) -> String {
-    let raw = format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose());
-    base64::engine::general_purpose::STANDARD.encode(raw)
+pub fn xoauth2_response(user: &str, token: &Secret) -> zeroize::Zeroizing<String> {
+    let raw = zeroize::Zeroizing::new(format!(
+        "user={user}\x01auth=Bearer {}\x01\x01",
+        token.expose()
+    ));
+    zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()))
 }
 
 /// The server's XOAUTH2 error challenge (base64 JSON such as

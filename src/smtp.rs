@@ -220,10 +220,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// # Errors
     /// As [`Conn::send`] and [`Conn::read_reply`].
     pub async fn command(&mut self, line: &str) -> Result<Reply, Error> {
-        let mut wire = Vec::with_capacity(line.len() + 2);
+        // The line may carry credentials (AUTH): its copy is overwritten once sent.
+        let mut wire = zeroize::Zeroizing::new(Vec::with_capacity(line.len() + 2));
         wire.extend_from_slice(line.as_bytes());
         wire.extend_from_slice(b"\r\n");
         self.send(&wire).await?;
+        drop(wire);
         self.read_reply().await
     }
 

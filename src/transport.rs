@@ -44,13 +44,14 @@ pub use classify::{Step, Verdict};
 
 pub use crate::model::Security;
 
-/// A password held in memory only; its `Debug` never shows it.
+/// A password or token held in memory only; its `Debug` never shows it, and its bytes are
+/// overwritten when it is dropped (each clone's too).
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret(zeroize::Zeroizing<String>);
 
 impl Secret {
     pub fn new(value: String) -> Secret {
-        Secret(value)
+        Secret(zeroize::Zeroizing::new(value))
     }
 
     /// The secret itself, for the one place that must send it.

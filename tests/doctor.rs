@@ -35,7 +35,7 @@ fn options(port: u16) -> Options {
 fn creds(user: &str, password: &str) -> Option<Credentials> {
     Some(Credentials {
         username: user.into(),
-        login: Login::Password(password.into()),
+        login: Login::Password(mailroom::transport::Secret::new(password.into())),
     })
 }
 

@@ -29,6 +29,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use zeroize::Zeroizing;
 
 use self::response::{LIMITS, ReadError, Reader, Response};
 use super::import::MailboxMessage;
@@ -141,7 +142,7 @@ pub enum Error {
 #[derive(Clone)]
 pub enum Login {
     /// LOGIN with this password.
-    Password(String),
+    Password(crate::transport::Secret),
     /// AUTHENTICATE XOAUTH2 with tokens from this source.
     XOAuth2(std::sync::Arc<crate::oauth::Tokens>),
 }
@@ -576,12 +577,9 @@ impl Session {
         }
         match login {
             Login::Password(password) => {
-                s.command(
-                    "LOGIN",
-                    &format!("{} {}", quote(&url.user)?, quote(password)?),
-                    |_| {},
-                )
-                .await?;
+                let password = Zeroizing::new(quote(password.expose())?);
+                let args = Zeroizing::new(format!("{} {}", quote(&url.user)?, *password));
+                s.command("LOGIN", &args, |_| {}).await?;
             }
             Login::XOAuth2(tokens) => s.xoauth2(&url.user, tokens).await?,
         }
@@ -620,7 +618,8 @@ impl Session {
         let token = tokens.token().await?;
         let response = crate::oauth::xoauth2_response(user, &token);
         let tag = if sasl_ir {
-            self.send(NAME, &format!("XOAUTH2 {response}")).await?
+            self.send(NAME, &Zeroizing::new(format!("XOAUTH2 {}", *response)))
+                .await?
         } else {
             self.send(NAME, "XOAUTH2").await?
         };
@@ -636,7 +635,8 @@ impl Session {
                         self.write(b"\r\n").await?;
                     } else {
                         sent = true;
-                        self.write(format!("{response}\r\n").as_bytes()).await?;
+                        let line = Zeroizing::new(format!("{}\r\n", *response));
+                        self.write(line.as_bytes()).await?;
                     }
                 }
                 Ok(_) => {}
@@ -726,11 +726,12 @@ impl Session {
     async fn send(&mut self, name: &'static str, args: &str) -> Result<String, Error> {
         self.tag += 1;
         let tag = format!("m{}", self.tag);
-        let line = if args.is_empty() {
+        // LOGIN and AUTHENTICATE lines carry credentials: the copy is overwritten once sent.
+        let line = Zeroizing::new(if args.is_empty() {
             format!("{tag} {name}\r\n")
         } else {
             format!("{tag} {name} {args}\r\n")
-        };
+        });
         self.reader.start_command();
         self.write(line.as_bytes()).await?;
         Ok(tag)

@@ -516,7 +516,7 @@ impl Probe<'_> {
         };
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
         let password = match &creds.login {
-            Login::Password(password) => password,
+            Login::Password(password) => password.expose(),
             Login::XOAuth2(tokens) => {
                 self.try_xoauth2(r, conn, ext, &creds.username, tokens)
                     .await;
@@ -541,12 +541,15 @@ impl Probe<'_> {
         };
         let outcome: Result<_, StepError> = async {
             if mechanism == "PLAIN" {
-                let mut token = Vec::with_capacity(creds.username.len() * 2 + password.len() + 2);
+                let mut token = zeroize::Zeroizing::new(Vec::with_capacity(
+                    creds.username.len() * 2 + password.len() + 2,
+                ));
                 token.push(0);
                 token.extend_from_slice(creds.username.as_bytes());
                 token.push(0);
                 token.extend_from_slice(password.as_bytes());
-                return conn.command(&format!("AUTH PLAIN {}", b64(&token))).await;
+                let line = zeroize::Zeroizing::new(format!("AUTH PLAIN {}", b64(&token)));
+                return conn.command(&line).await;
             }
             let reply = conn.command("AUTH LOGIN").await?;
             if reply.code != 334 {
@@ -556,7 +559,8 @@ impl Probe<'_> {
             if reply.code != 334 {
                 return Ok(reply);
             }
-            conn.command(&b64(password.as_bytes())).await
+            conn.command(&zeroize::Zeroizing::new(b64(password.as_bytes())))
+                .await
         }
         .await;
         record_auth(r, mechanism, outcome);
@@ -593,7 +597,8 @@ impl Probe<'_> {
         };
         let response = crate::oauth::xoauth2_response(user, &token);
         let outcome: Result<_, StepError> = async {
-            let first = conn.command(&format!("AUTH XOAUTH2 {response}")).await?;
+            let line = zeroize::Zeroizing::new(format!("AUTH XOAUTH2 {}", *response));
+            let first = conn.command(&line).await?;
             if first.code != 334 {
                 return Ok(first);
             }

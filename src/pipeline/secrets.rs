@@ -49,7 +49,14 @@ fn from_file(path: &Path, what: &'static str) -> Result<Secret, Error> {
     let Some(bytes) = read else {
         return Err(refuse("is larger than 64 KiB, far more than a secret"));
     };
-    let text = String::from_utf8(bytes).map_err(|_| refuse("is not UTF-8 text"))?;
+    // Whatever the file holds is overwritten once read, on every path.
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => zeroize::Zeroizing::new(text),
+        Err(e) => {
+            zeroize::Zeroize::zeroize(&mut e.into_bytes());
+            return Err(refuse("is not UTF-8 text"));
+        }
+    };
     let first = text.lines().next().unwrap_or_default();
     if first.trim().is_empty() {
         return Err(refuse("has nothing on its first line"));

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use zeroize::Zeroizing;
 
 use super::{ConnectFailure, PortFailure, Reply, Secret, Step, Stream};
 use crate::smtp::{self, Conn, Extensions};
@@ -64,9 +65,11 @@ async fn with_password(
     password: &Secret,
 ) -> Result<(), PortFailure> {
     let reply = if ext.offers_auth("PLAIN") {
-        let token = b64(format!("\0{user}\0{}", password.expose()).as_bytes());
+        // Every string that holds the password, plainly or in base64, is overwritten on drop.
+        let raw = Zeroizing::new(format!("\0{user}\0{}", password.expose()));
+        let token = Zeroizing::new(b64(raw.as_bytes()));
         let first = conn
-            .command(&format!("AUTH PLAIN {token}"))
+            .command(&Zeroizing::new(format!("AUTH PLAIN {}", *token)))
             .await
             .map_err(lost)?;
         if first.code == 334 {
@@ -81,7 +84,10 @@ async fn with_password(
             if reply.code != 334 {
                 break;
             }
-            reply = conn.command(&b64(answer)).await.map_err(lost)?;
+            reply = conn
+                .command(&Zeroizing::new(b64(answer)))
+                .await
+                .map_err(lost)?;
         }
         reply
     } else {
@@ -127,7 +133,7 @@ async fn with_token(
     })?;
     let response = crate::oauth::xoauth2_response(user, &token);
     let first = conn
-        .command(&format!("AUTH XOAUTH2 {response}"))
+        .command(&Zeroizing::new(format!("AUTH XOAUTH2 {}", *response)))
         .await
         .map_err(lost)?;
     if first.code == 235 {

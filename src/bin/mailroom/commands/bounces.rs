@@ -368,7 +368,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
                         args.password_env
                     )
                 })?;
-                bounce::imap::Login::Password(password)
+                bounce::imap::Login::Password(mailroom::transport::Secret::new(password))
             }
             ImapAuth::Xoauth2 => {
                 let campaign = mailroom::campaign::Campaign::load(&args.campaign)?;

@@ -239,7 +239,7 @@ fn options(args: &Args) -> anyhow::Result<Vec<(Option<String>, Options)>> {
         };
         Some(Credentials {
             username,
-            login: Login::Password(password),
+            login: Login::Password(mailroom::transport::Secret::new(password)),
         })
     } else {
         None
@@ -300,7 +300,7 @@ fn campaign_options(
             Login::XOAuth2(tokens)
         } else {
             match secrets::password(smtp, config).context("--auth")? {
-                Some(password) => Login::Password(password.expose().to_owned()),
+                Some(password) => Login::Password(password),
                 None => bail!(
                     "--auth: {} sets neither password_env nor password_file\n\nAdd password_env = \"MAILROOM_SMTP_PASSWORD\" to [smtp] and export that variable.",
                     config.display()
