@@ -3,7 +3,9 @@
 //! end. This module only reads: each caller says in its own error what the cap means.
 //!
 //! What it refuses it overwrites before freeing: a caller may be reading a secret (a key, a
-//! password file), and a refusal must not leave a copy of one behind.
+//! password file), and a refusal must not leave a copy of one behind. A caller reading a
+//! secret passes the file's length as the size hint: a buffer that has to grow frees a partial
+//! copy each time.
 
 use std::io::Read;
 

@@ -192,19 +192,27 @@ impl Key {
     /// Parses a PEM private key (PKCS#1 RSA, PKCS#8 RSA or Ed25519).
     fn from_pem(pem: &[u8]) -> Result<Key, Problem> {
         // The parser's own errors can quote lines of the file: never shown.
-        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| {
+        let mut der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| {
             Problem::Format(
                 "no PEM private key in the file (\"-----BEGIN ... PRIVATE KEY-----\")".into(),
             )
         })?;
-        match &der {
-            PrivateKeyDer::Pkcs1(k) => rsa_key(&der, k.secret_pkcs1_der(), false),
+        let key = Key::from_der(&der);
+        // The decoded key is the same secret as the PEM.
+        zeroize::Zeroize::zeroize(&mut der);
+        key
+    }
+
+    fn from_der(der: &PrivateKeyDer<'_>) -> Result<Key, Problem> {
+        match der {
+            PrivateKeyDer::Pkcs1(k) => rsa_key(der, k.secret_pkcs1_der(), false),
             PrivateKeyDer::Pkcs8(k) => {
                 let bytes = k.secret_pkcs8_der();
                 if contains(bytes, OID_ED25519) {
                     use ed25519_dalek::pkcs8::DecodePrivateKey as _;
                     // PKCS#8 v1 (the seed, as `openssl genpkey` writes it) or v2 (RFC 5958,
-                    // with the public key, which must then be the seed's).
+                    // with the public key, which must then be the seed's). The constructed
+                    // public-key tag (A1) that ring releases before 0.16.20 wrote is refused.
                     let key = ed25519_dalek::SigningKey::from_pkcs8_der(bytes).map_err(|_| {
                         Problem::Format("the Ed25519 PKCS#8 key does not parse".into())
                     })?;
@@ -215,7 +223,7 @@ impl Key {
                         public,
                     })
                 } else if contains(bytes, OID_RSA) {
-                    rsa_key(&der, bytes, true)
+                    rsa_key(der, bytes, true)
                 } else if contains(bytes, OID_EC) {
                     Err(Problem::Format(
                         "an elliptic-curve (ECDSA) key, which DKIM does not define".into(),

@@ -388,7 +388,8 @@ async fn refresh_grant(
     if let Some(scope) = &grant.scope {
         form.push(("scope", scope.as_str()));
     }
-    // The form carries the refresh token and the client secret, the reply the new tokens.
+    // The form carries the refresh token and the client secret. (The reply's tokens also pass
+    // through serde_json's values, which are freed as they are.)
     let body = zeroize::Zeroizing::new(http::form_encode(&form));
     let (status, body) = http::post_form(&grant.endpoint, &body, tls, ENDPOINT_TIMEOUT)
         .await
@@ -396,6 +397,7 @@ async fn refresh_grant(
             host: host.clone(),
             reason,
         })?;
+    let body = zeroize::Zeroizing::new(body);
     let bad = |what: String| Error::BadResponse {
         host: host.clone(),
         what,
@@ -440,10 +442,13 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// The XOAUTH2 initial client response: base64 of `user=U^Aauth=Bearer T^A^A`.
 pub fn xoauth2_response(user: &str, token: &Secret) -> zeroize::Zeroizing<String> {
-    let raw = zeroize::Zeroizing::new(format!(
-        "user={user}\x01auth=Bearer {}\x01\x01",
-        token.expose()
-    ));
+    let raw = Secret::concat(&[
+        "user=",
+        user,
+        "\x01auth=Bearer ",
+        token.expose(),
+        "\x01\x01",
+    ]);
     zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()))
 }
 

@@ -58,6 +58,17 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `parts` (one of them a secret) joined in a string sized for all of them first, which is
+    /// overwritten when dropped. A `format!` that writes text after a secret can move the
+    /// string to a larger buffer, and the old one is freed with the secret in it.
+    pub fn concat(parts: &[&str]) -> zeroize::Zeroizing<String> {
+        let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            out.push_str(part);
+        }
+        zeroize::Zeroizing::new(out)
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -17,6 +17,7 @@
 //! (plus `--imap-ca`). The password is sent only inside TLS (or to loopback) and never logged.
 
 mod response;
+mod url;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,7 +33,9 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use zeroize::Zeroizing;
 
 use self::response::{LIMITS, ReadError, Reader, Response};
+pub use self::url::ImapUrl;
 use super::import::MailboxMessage;
+use crate::transport::Secret;
 
 /// Every connect, handshake, write and wait for the next bytes must finish within this; a
 /// stalled server ends the import.
@@ -142,7 +145,7 @@ pub enum Error {
 #[derive(Clone)]
 pub enum Login {
     /// LOGIN with this password.
-    Password(crate::transport::Secret),
+    Password(Secret),
     /// AUTHENTICATE XOAUTH2 with tokens from this source.
     XOAuth2(std::sync::Arc<crate::oauth::Tokens>),
 }
@@ -159,108 +162,6 @@ impl std::fmt::Debug for Login {
 /// `imaps://` is [`Security::Tls`], `imap://` [`Security::StartTls`] (required unless the host
 /// is loopback).
 pub use crate::model::Security;
-
-/// A parsed `imaps://user@host:port/mailbox`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImapUrl {
-    pub security: Security,
-    pub user: String,
-    pub host: String,
-    pub port: u16,
-    pub mailbox: String,
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl ImapUrl {
-    /// # Errors
-    /// When the scheme, user or host is missing or the port is not a number.
-    pub fn parse(url: &str) -> Result<ImapUrl, Error> {
-        let bad = |why| Error::Url {
-            url: url.to_owned(),
-            why,
-        };
-        let (security, rest) = if let Some(r) = url.strip_prefix("imaps://") {
-            (Security::Tls, r)
-        } else if let Some(r) = url.strip_prefix("imap://") {
-            (Security::StartTls, r)
-        } else {
-            return Err(bad("the scheme must be imaps:// or imap://"));
-        };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (user, hostport) = authority
-            .rsplit_once('@')
-            .ok_or_else(|| bad("the user name is missing (user@host)"))?;
-        if user.is_empty() {
-            return Err(bad("the user name is missing (user@host)"));
-        }
-        if user.contains(':') {
-            return Err(bad(
-                "do not put the password in the URL; set MAILROOM_IMAP_PASSWORD",
-            ));
-        }
-        let default_port = match security {
-            Security::Tls => 993,
-            Security::StartTls | Security::None => 143,
-        };
-        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-            let (h, after) = h.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad("the port is not a number"))?,
-                None => default_port,
-            };
-            (h.to_owned(), port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_owned(),
-                    p.parse().map_err(|_| bad("the port is not a number"))?,
-                ),
-                None => (hostport.to_owned(), default_port),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("the host is missing"));
-        }
-        let mailbox = percent_decode(path.trim_end_matches('/'));
-        Ok(ImapUrl {
-            security,
-            user: percent_decode(user),
-            host,
-            port,
-            mailbox: if mailbox.is_empty() {
-                "INBOX".to_owned()
-            } else {
-                mailbox
-            },
-        })
-    }
-
-    fn is_loopback(&self) -> bool {
-        self.host == "localhost"
-            || self
-                .host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    }
-}
 
 /// Builds the rustls config: the system CA bundle (the file OpenSSL uses) plus `extra_ca`.
 fn tls_config(host: &str, extra_ca: Option<&[u8]>) -> Result<Arc<ClientConfig>, Error> {
@@ -333,14 +234,21 @@ async fn tls_wrap(
 }
 
 /// IMAP quoted string; refuses CR/LF, which no quoting can carry.
-fn quote(s: &str) -> Result<String, Error> {
+fn quote(s: &str) -> Result<Zeroizing<String>, Error> {
     if s.contains(['\r', '\n']) {
         return Err(Error::BadCredentials);
     }
-    Ok(format!(
-        "\"{}\"",
-        s.replace('\\', "\\\\").replace('"', "\\\"")
-    ))
+    // Sized first: `s` may be the password, and a string that grows frees copies of it.
+    let mut out = Zeroizing::new(String::with_capacity(2 * s.len() + 2));
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    Ok(out)
 }
 
 /// One message of the mailbox, or why it was not read.
@@ -577,8 +485,8 @@ impl Session {
         }
         match login {
             Login::Password(password) => {
-                let password = Zeroizing::new(quote(password.expose())?);
-                let args = Zeroizing::new(format!("{} {}", quote(&url.user)?, *password));
+                let password = quote(password.expose())?;
+                let args = Secret::concat(&[&quote(&url.user)?, " ", &password]);
                 s.command("LOGIN", &args, |_| {}).await?;
             }
             Login::XOAuth2(tokens) => s.xoauth2(&url.user, tokens).await?,
@@ -635,7 +543,7 @@ impl Session {
                         self.write(b"\r\n").await?;
                     } else {
                         sent = true;
-                        let line = Zeroizing::new(format!("{}\r\n", *response));
+                        let line = Secret::concat(&[&response, "\r\n"]);
                         self.write(line.as_bytes()).await?;
                     }
                 }
@@ -727,11 +635,11 @@ impl Session {
         self.tag += 1;
         let tag = format!("m{}", self.tag);
         // LOGIN and AUTHENTICATE lines carry credentials: the copy is overwritten once sent.
-        let line = Zeroizing::new(if args.is_empty() {
-            format!("{tag} {name}\r\n")
+        let line = if args.is_empty() {
+            Secret::concat(&[&tag, " ", name, "\r\n"])
         } else {
-            format!("{tag} {name} {args}\r\n")
-        });
+            Secret::concat(&[&tag, " ", name, " ", args, "\r\n"])
+        };
         self.reader.start_command();
         self.write(line.as_bytes()).await?;
         Ok(tag)
@@ -1064,7 +972,7 @@ mod tests {
 
     #[test]
     fn quoting_escapes_and_refuses_line_breaks() {
-        assert_eq!(quote(r#"a"b\c"#).unwrap(), r#""a\"b\\c""#);
+        assert_eq!(quote(r#"a"b\c"#).unwrap().as_str(), r#""a\"b\\c""#);
         assert!(quote("a\r\nb").is_err());
     }
 }

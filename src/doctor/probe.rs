@@ -548,7 +548,8 @@ impl Probe<'_> {
                 token.extend_from_slice(creds.username.as_bytes());
                 token.push(0);
                 token.extend_from_slice(password.as_bytes());
-                let line = zeroize::Zeroizing::new(format!("AUTH PLAIN {}", b64(&token)));
+                let token = zeroize::Zeroizing::new(b64(&token));
+                let line = zeroize::Zeroizing::new(format!("AUTH PLAIN {}", *token));
                 return conn.command(&line).await;
             }
             let reply = conn.command("AUTH LOGIN").await?;

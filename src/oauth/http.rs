@@ -110,7 +110,10 @@ fn is_loopback(host: &str) -> bool {
 /// Percent-encodes `value` for `application/x-www-form-urlencoded` (everything but the RFC
 /// 3986 unreserved characters).
 pub fn form_encode(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
+    // Sized for the worst case (every byte escaped) so that it never moves: the values are
+    // secrets, and a move would free a copy of them.
+    let most = pairs.iter().map(|(k, v)| 3 * (k.len() + v.len()) + 2).sum();
+    let mut out = String::with_capacity(most);
     for (i, (key, value)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push('&');
@@ -173,14 +176,15 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         endpoint.host.clone()
     };
-    let request = format!(
+    // Ends with the form, which carries secrets: overwritten when dropped.
+    let request = zeroize::Zeroizing::new(format!(
         "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mailroom/{}\r\n\
          Accept: application/json\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         endpoint.target,
         env!("CARGO_PKG_VERSION"),
         body.len()
-    );
+    ));
     let io = |e: std::io::Error| format!("the connection failed: {e}");
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     stream.flush().await.map_err(io)?;

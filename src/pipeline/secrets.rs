@@ -43,8 +43,12 @@ fn from_file(path: &Path, what: &'static str) -> Result<Secret, Error> {
         path: path.to_owned(),
         why,
     };
+    // The file's length sizes the buffer once: one that grew would free partial copies.
     let read = std::fs::File::open(path)
-        .and_then(|f| crate::bounded::read_to_end(f, MAX_SECRET_FILE, 0))
+        .and_then(|f| {
+            let len = f.metadata()?.len();
+            crate::bounded::read_to_end(f, MAX_SECRET_FILE, len)
+        })
         .map_err(fail)?;
     let Some(bytes) = read else {
         return Err(refuse("is larger than 64 KiB, far more than a secret"));
