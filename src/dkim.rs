@@ -602,7 +602,8 @@ impl fmt::Debug for Generated {
 ///
 /// Ed25519 comes from ring. ring cannot generate RSA keys, so RSA comes from the `rsa` crate,
 /// used for generation only: its advisory RUSTSEC-2023-0071 (the "Marvin" attack) is a timing
-/// side channel in RSA *decryption*, which mailroom never performs with it; signing uses ring.
+/// side channel in RSA *decryption*, which mailroom never performs with it; RSA signing uses
+/// ring.
 ///
 /// # Errors
 /// [`Error::Generate`] when the system's random source fails.
