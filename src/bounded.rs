@@ -4,10 +4,22 @@
 //!
 //! What it refuses it overwrites before freeing: a caller may be reading a secret (a key, a
 //! password file), and a refusal must not leave a copy of one behind. A caller reading a
-//! secret passes the file's length as the size hint: a buffer that has to grow frees a partial
-//! copy each time.
+//! secret passes the file's length as the size hint ([`read_file`] does): a buffer that has to
+//! grow frees a partial copy each time.
 
 use std::io::Read;
+use std::path::Path;
+
+/// [`read_to_end`] of the file at `path`, sized by the file's length: the way to read a file a
+/// user names (a device or a pipe has no length, and is still stopped at the cap).
+///
+/// # Errors
+/// Opening or reading the file.
+pub fn read_file(path: &Path, cap: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    read_to_end(file, cap, len)
+}
 
 /// Reads `reader` to its end if that is at most `cap` bytes; `Ok(None)` when there is more.
 /// `size_hint` (a file's length, 0 when unknown) sizes the buffer up front, at most to the cap;
@@ -65,10 +77,22 @@ mod tests {
         assert_eq!(read_to_end(std::io::repeat(0), 16, u64::MAX).unwrap(), None);
     }
 
+    #[test]
+    fn a_named_file_is_read_into_a_buffer_of_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![3u8; 5000]).unwrap();
+        let whole = read_file(&path, 5000).unwrap().unwrap();
+        assert_eq!((whole.len(), whole.capacity()), (5000, 5000));
+        assert_eq!(read_file(&path, 4999).unwrap(), None);
+        assert!(read_file(&dir.path().join("missing"), 10).is_err());
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_device_is_refused_at_the_cap() {
         let zero = std::fs::File::open("/dev/zero").unwrap();
         assert_eq!(read_to_end(zero, 4096, 0).unwrap(), None);
+        assert_eq!(read_file(Path::new("/dev/zero"), 4096).unwrap(), None);
     }
 }

@@ -165,9 +165,7 @@ impl Key {
             });
         }
         check_mode(path, &meta)?;
-        let read = std::fs::File::open(path)
-            .and_then(|f| crate::bounded::read_to_end(f, MAX_KEY_FILE, meta.len()))
-            .map_err(unreadable)?;
+        let read = crate::bounded::read_file(path, MAX_KEY_FILE).map_err(unreadable)?;
         let Some(mut pem) = read else {
             return Err(Error::Format {
                 path: path.to_owned(),

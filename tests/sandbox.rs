@@ -751,39 +751,32 @@ fn the_command_refuses_a_public_address_and_reports_script_errors() {
         "{stderr}"
     );
 
+    // `sandbox --script SCRIPT` must refuse to start (exit 2); its error.
+    let refused = |script: &std::path::Path| {
+        let out = assert_cmd::Command::cargo_bin("mailroom")
+            .unwrap()
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--script"])
+            .arg(script)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
     let script = dir.path().join("script.toml");
     std::fs::write(
         &script,
         "[[rule]]\nrecipient = \"a@b\"\naction = \"reject\"\n",
     )
     .unwrap();
-    let out = assert_cmd::Command::cargo_bin("mailroom")
-        .unwrap()
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--script"])
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&script);
     assert!(
         stderr.contains("script.toml") && stderr.contains("needs a reply"),
         "{stderr}"
     );
 
     // A wrong path to something endless is refused at the cap, not read until memory runs out.
-    let out = assert_cmd::Command::cargo_bin("mailroom")
-        .unwrap()
-        .args([
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--script",
-            "/dev/zero",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(std::path::Path::new("/dev/zero"));
     assert!(
         stderr.contains("/dev/zero is larger than 1 MiB"),
         "{stderr}"
@@ -791,22 +784,13 @@ fn the_command_refuses_a_public_address_and_reports_script_errors() {
 
     // A script saved in windows-1252: where the first wrong byte is, and how to convert.
     std::fs::write(&script, b"# caf\xe9\n").unwrap();
-    let out = assert_cmd::Command::cargo_bin("mailroom")
-        .unwrap()
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--script"])
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&script);
     assert!(
         stderr.contains("script.toml") && stderr.contains("line 1") && stderr.contains("iconv"),
         "{stderr}"
     );
 }
 
-/// `mailroom demo` end to end: sandbox, campaign, real pipeline, bounce import, report. The
-/// ledger must show exactly what the demo's script makes the relay do.
 #[test]
 fn demo_sends_through_the_sandbox_and_the_ledger_matches_its_script() {
     let dir = tempfile::tempdir().unwrap();

@@ -668,9 +668,7 @@ pub(crate) fn read(path: &Path) -> Result<String, Error> {
     if let Some(problem) = file_problem(path) {
         return Err(fail(std::io::Error::other(problem)));
     }
-    let read = std::fs::File::open(path)
-        .and_then(|f| crate::bounded::read_to_end(f, MAX_TEMPLATE_BYTES, 0))
-        .map_err(fail)?;
+    let read = crate::bounded::read_file(path, MAX_TEMPLATE_BYTES).map_err(fail)?;
     let Some(bytes) = read else {
         return Err(fail(std::io::Error::other(format!(
             "larger than {} MiB, which no template needs",

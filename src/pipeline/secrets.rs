@@ -43,13 +43,8 @@ fn from_file(path: &Path, what: &'static str) -> Result<Secret, Error> {
         path: path.to_owned(),
         why,
     };
-    // The file's length sizes the buffer once: one that grew would free partial copies.
-    let read = std::fs::File::open(path)
-        .and_then(|f| {
-            let len = f.metadata()?.len();
-            crate::bounded::read_to_end(f, MAX_SECRET_FILE, len)
-        })
-        .map_err(fail)?;
+    // Sized from the file's length once: a buffer that grew would free partial copies.
+    let read = crate::bounded::read_file(path, MAX_SECRET_FILE).map_err(fail)?;
     let Some(bytes) = read else {
         return Err(refuse("is larger than 64 KiB, far more than a secret"));
     };

@@ -378,8 +378,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<ExitCode> {
         let url = bounce::imap::ImapUrl::parse(url)?;
         let ca = match &args.imap_ca {
             Some(p) => Some(
-                std::fs::File::open(p)
-                    .and_then(|f| mailroom::bounded::read_to_end(f, MAX_CA_FILE, 0))
+                mailroom::bounded::read_file(p, MAX_CA_FILE)
                     .with_context(|| format!("cannot read CA file {}", p.display()))?
                     .with_context(|| {
                         format!(

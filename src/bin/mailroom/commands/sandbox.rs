@@ -62,8 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let args = *args.options;
     let script = match &args.script {
         Some(path) => {
-            let bytes = std::fs::File::open(path)
-                .and_then(|f| mailroom::bounded::read_to_end(f, MAX_SCRIPT, 0))
+            let bytes = mailroom::bounded::read_file(path, MAX_SCRIPT)
                 .with_context(|| format!("could not read the sandbox script {}", path.display()))?
                 .with_context(|| {
                     format!(
