@@ -17,9 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use mail_auth::common::crypto::{
-    Algorithm as SigningAlgorithm, HashContext as _, HashImpl as _, RsaKey, Sha256, SigningKey,
-};
+use mail_auth::common::crypto::{Algorithm as SigningAlgorithm, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::{HeaderWriter as _, Writable};
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, pem::PemObject as _};
@@ -283,10 +281,9 @@ impl SigningKey for SignKey {
             SignKey::Rsa(key) => key.sign(input),
             SignKey::Ed25519(key) => {
                 use ed25519_dalek::Signer as _;
-                // RFC 8463 §3: Ed25519 signs the SHA-256 hash of the data, not the data.
-                let mut data = Sha256::hasher();
-                input.write(&mut data);
-                Ok(key.sign(data.complete().as_ref()).to_bytes().to_vec())
+                // RFC 8463 §3: Ed25519 signs the SHA-256 hash of the data (`Hasher`), not the
+                // data.
+                Ok(key.sign(self.hash(input).as_ref()).to_bytes().to_vec())
             }
         }
     }

@@ -526,7 +526,7 @@ impl Session {
         let token = tokens.token().await?;
         let response = crate::oauth::xoauth2_response(user, &token);
         let tag = if sasl_ir {
-            self.send(NAME, &Zeroizing::new(format!("XOAUTH2 {}", *response)))
+            self.send(NAME, &Secret::concat(&["XOAUTH2 ", &response]))
                 .await?
         } else {
             self.send(NAME, "XOAUTH2").await?

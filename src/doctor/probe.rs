@@ -19,6 +19,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use super::tls::Configs;
 use super::{AuthResult, Connect, Login, Options, PortReport, Security, TlsReport, cert};
 use crate::smtp::{Conn, Error as StepError, Extensions, parse_ehlo};
+use crate::transport::Secret;
 
 /// How long a port expected to speak TLS first may take to show it speaks plaintext instead: a
 /// plaintext SMTP server greets at once, a TLS server waits for our ClientHello.
@@ -549,7 +550,7 @@ impl Probe<'_> {
                 token.push(0);
                 token.extend_from_slice(password.as_bytes());
                 let token = zeroize::Zeroizing::new(b64(&token));
-                let line = zeroize::Zeroizing::new(format!("AUTH PLAIN {}", *token));
+                let line = Secret::concat(&["AUTH PLAIN ", &token]);
                 return conn.command(&line).await;
             }
             let reply = conn.command("AUTH LOGIN").await?;
@@ -598,7 +599,7 @@ impl Probe<'_> {
         };
         let response = crate::oauth::xoauth2_response(user, &token);
         let outcome: Result<_, StepError> = async {
-            let line = zeroize::Zeroizing::new(format!("AUTH XOAUTH2 {}", *response));
+            let line = Secret::concat(&["AUTH XOAUTH2 ", &response]);
             let first = conn.command(&line).await?;
             if first.code != 334 {
                 return Ok(first);

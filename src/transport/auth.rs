@@ -66,10 +66,10 @@ async fn with_password(
 ) -> Result<(), PortFailure> {
     let reply = if ext.offers_auth("PLAIN") {
         // Every string that holds the password, plainly or in base64, is overwritten on drop.
-        let raw = Zeroizing::new(format!("\0{user}\0{}", password.expose()));
+        let raw = Secret::concat(&["\0", user, "\0", password.expose()]);
         let token = Zeroizing::new(b64(raw.as_bytes()));
         let first = conn
-            .command(&Zeroizing::new(format!("AUTH PLAIN {}", *token)))
+            .command(&Secret::concat(&["AUTH PLAIN ", &token]))
             .await
             .map_err(lost)?;
         if first.code == 334 {
@@ -133,7 +133,7 @@ async fn with_token(
     })?;
     let response = crate::oauth::xoauth2_response(user, &token);
     let first = conn
-        .command(&Zeroizing::new(format!("AUTH XOAUTH2 {}", *response)))
+        .command(&Secret::concat(&["AUTH XOAUTH2 ", &response]))
         .await
         .map_err(lost)?;
     if first.code == 235 {
